@@ -1,0 +1,98 @@
+"""The app factory: ``create_app(settings)`` wires the service; nothing is built at import time.
+
+``uvicorn authserver.app:create_app --factory`` works too (settings are then read from the
+environment when the app is built).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from . import routes
+from .config import Settings, load_settings
+from .errors import AuthServerError, ConfigError
+from .identity import Authenticator
+from .identity.passwords import Passwords
+from .responses import error_response, exception_response
+from .services import build_services
+
+log = logging.getLogger("authserver")
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthServerError)
+    if exc.status >= 500:
+        log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
+    return exception_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code * 100, exc.status_code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # NOTE: log the type and route only; an exception message may quote request data.
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return error_response(50000, 500, "internal error")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    passwords: Passwords | None = None,
+    authenticators: tuple[Authenticator, ...] = (),
+) -> Starlette:
+    """Build the token service.
+
+    :param settings: validated settings; ``None`` reads them from the environment.
+    :param clock: seconds since the epoch; tests pass a fake clock.
+    :param passwords: the password hasher (tests pass cheaper argon2id parameters).
+    :param authenticators: extra identity sources, tried before the session cookie.
+    :raises ConfigError: when the settings have no signing key.
+    """
+    if settings is None:
+        settings = load_settings()
+    if not settings.ably_keys:
+        raise ConfigError(["ABLY_API_KEY: no key to sign with (authserver serve starts a sandbox key in development)"])
+    services = build_services(settings, clock=clock, passwords=passwords, authenticators=authenticators)
+
+    from .web import SecurityHeadersMiddleware, security_middleware_args, web_routes
+
+    app_routes: list[BaseRoute] = [
+        Route("/auth", routes.auth, methods=["GET", "POST"]),
+        Route("/login", routes.login, methods=["POST"]),
+        Route("/logout", routes.logout, methods=["POST"]),
+        Route("/session", routes.session, methods=["GET"]),
+        Route("/healthz", routes.healthz, methods=["GET"]),
+        *web_routes(settings),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        services.db.close()
+
+    app = Starlette(
+        routes=app_routes,
+        middleware=[Middleware(SecurityHeadersMiddleware, **security_middleware_args(settings))],
+        exception_handlers={
+            AuthServerError: _domain_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

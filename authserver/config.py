@@ -1,0 +1,249 @@
+"""Settings: read once at start-up from the environment and an optional ``.env`` file.
+
+This is the only module that reads ``os.environ`` or ``.env``. The environment wins over the file.
+Every problem is collected and reported together in one :class:`ConfigError` that names the
+setting and never repeats a secret's value.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from .capabilities import Capability
+from .errors import AuthServerError, ConfigError
+from .keys import AblyKey, parse_api_keys
+from .policy import Policy, load_policy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "sqlite:///authserver.db"
+MIN_TOKEN_TTL = 5  # seconds: short lifetimes are for end-to-end tests of renewal
+HARD_MAX_TOKEN_TTL = 86400  # Ably's ceiling for access tokens (24 h)
+MIN_SESSION_SECRET = 32
+
+CookieSecure = Literal["auto", "true", "false"]
+AblyJsSource = Literal["cdn", "local"]
+
+#: Every setting, with its meaning: rendered into ``authserver check`` and kept in step with env.example.
+SETTINGS_HELP: dict[str, str] = {
+    "ABLY_API_KEY": "appId.keyId:secret (comma-separated for rotation; the first signs). Unset: development mode",
+    "ABLY_KEY_CAPABILITY": "JSON capability of the key, the ceiling for every token (unset: unrestricted)",
+    "ABLY_ENDPOINT": "where Ably is: unset = real Ably; http://host:port = a sandbox",
+    "AUTHSERVER_HOST": "interface to listen on (default 127.0.0.1)",
+    "AUTHSERVER_PORT": "port to listen on (default 8000)",
+    "AUTHSERVER_SANDBOX_PORT": "port of the embedded sandbox in development mode (default AUTHSERVER_PORT + 1)",
+    "TOKEN_TTL": "default token lifetime in seconds (default 3600, at least 5)",
+    "TOKEN_MAX_TTL": "longest token lifetime in seconds (default and hard ceiling 86400)",
+    "DATABASE_URL": "accounts and sessions database (default sqlite:///authserver.db)",
+    "SESSION_SECRET": "secret that signs session cookies, at least 32 characters (required with ABLY_API_KEY)",
+    "AUTHSERVER_SESSION_TTL": "how long a login session lasts, in seconds (default 28800)",
+    "AUTHSERVER_POLICY": "policy file (TOML or JSON) mapping roles to capabilities (default: the built-in policy)",
+    "AUTHSERVER_DEMO_LOGIN": "true: any username/password logs in (NOT for production)",
+    "AUTHSERVER_COOKIE_SECURE": "auto (Secure when the request is HTTPS), true or false",
+    "AUTHSERVER_ALLOWED_ORIGINS": "extra origins allowed to POST /login and /logout (comma-separated)",
+    "ABLY_JS": "where the login page loads ably-js from: cdn (default) or local (the npm copy)",
+    "ABLY_JS_PATH": "directory of the npm-installed ably package (default .cache/node/node_modules/ably)",
+    "AUTHSERVER_LOG_LEVEL": "debug, info, warning or error (default info)",
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration. Secrets are excluded from the repr."""
+
+    ably_keys: tuple[AblyKey, ...] = ()
+    key_capability: Capability | None = None
+    ably_endpoint: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    sandbox_port: int = 8001
+    token_ttl: int = 3600
+    token_max_ttl: int = HARD_MAX_TOKEN_TTL
+    database_url: str = DEFAULT_DATABASE_URL
+    session_secret: str = field(default="", repr=False)
+    session_secret_ephemeral: bool = False
+    session_ttl: int = 28800
+    policy: Policy = field(default_factory=lambda: load_policy(None))
+    policy_source: str = "built-in"
+    demo_login: bool = False
+    cookie_secure: CookieSecure = "auto"
+    allowed_origins: tuple[str, ...] = ()
+    ably_js: AblyJsSource = "cdn"
+    ably_js_path: Path = REPO_ROOT / ".cache" / "node" / "node_modules" / "ably"
+    log_level: str = "info"
+    #: No ABLY_API_KEY was configured: development mode, with an embedded sandbox under ``serve``.
+    development: bool = False
+
+    @property
+    def database_path(self) -> str:
+        return sqlite_path(self.database_url)
+
+    def with_sandbox(self, key: AblyKey, endpoint: str) -> Settings:
+        """These settings pointed at a development sandbox that accepts ``key``."""
+        return replace(self, ably_keys=(key,), ably_endpoint=endpoint, key_capability=None)
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:`` -> a sqlite3 path."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ConfigError([f"DATABASE_URL must start with {prefix!r} (only SQLite is supported in this version)"])
+    path = url[len(prefix) :]
+    if not path:
+        raise ConfigError(["DATABASE_URL has no file path after sqlite:///"])
+    return path
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``) over ``env_file``.
+
+    :raises ConfigError: naming every missing or invalid setting at once.
+    """
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return _Reader(values).settings()
+
+
+class _Reader:
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = {k: v.strip() for k, v in values.items()}
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.values.get(name)
+        return value if value else None
+
+    def parse(self, name: str, default: T, convert: Callable[[str], T]) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except AuthServerError as exc:
+            self.problems.append(f"{name}: {exc.message}")
+        except ValueError as exc:
+            self.problems.append(f"{name}: {exc}")
+        return default
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        def convert(value: str) -> int:
+            try:
+                number = int(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a whole number") from None
+            if not low <= number <= high:
+                raise ValueError(f"{number} is outside {low}..{high}")
+            return number
+
+        return self.parse(name, default, convert)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def convert(value: str) -> bool:
+            if value.lower() in _TRUE:
+                return True
+            if value.lower() in _FALSE:
+                return False
+            raise ValueError(f"{value!r} is not true or false")
+
+        return self.parse(name, default, convert)
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        def convert(value: str) -> str:
+            if value.lower() not in options:
+                raise ValueError(f"{value!r} is not one of {', '.join(options)}")
+            return value.lower()
+
+        return self.parse(name, default, convert)
+
+    def settings(self) -> Settings:
+        keys: tuple[AblyKey, ...] = self.parse("ABLY_API_KEY", (), parse_api_keys)
+        key_capability = self.parse("ABLY_KEY_CAPABILITY", None, Capability.parse)
+        endpoint = self.parse("ABLY_ENDPOINT", None, _endpoint)
+        port = self.integer("AUTHSERVER_PORT", 8000, 0, 65535)
+        sandbox_port = self.integer("AUTHSERVER_SANDBOX_PORT", port + 1 if port else 0, 0, 65535)
+        if port and sandbox_port == port:
+            self.problems.append("AUTHSERVER_SANDBOX_PORT: must differ from AUTHSERVER_PORT")
+        max_ttl = self.integer("TOKEN_MAX_TTL", HARD_MAX_TOKEN_TTL, MIN_TOKEN_TTL, HARD_MAX_TOKEN_TTL)
+        ttl = self.integer("TOKEN_TTL", min(3600, max_ttl), MIN_TOKEN_TTL, HARD_MAX_TOKEN_TTL)
+        if ttl > max_ttl:
+            self.problems.append(f"TOKEN_TTL: {ttl} is longer than TOKEN_MAX_TTL ({max_ttl})")
+        database_url = self.raw("DATABASE_URL") or DEFAULT_DATABASE_URL
+        try:
+            sqlite_path(database_url)
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+        policy_file = self.raw("AUTHSERVER_POLICY")
+        policy = self.parse("AUTHSERVER_POLICY", load_policy(None), lambda p: load_policy(Path(p)))
+
+        production = bool(keys)
+        secret = self.raw("SESSION_SECRET")
+        ephemeral = False
+        if secret is None:
+            if production:
+                self.problems.append("SESSION_SECRET: required when ABLY_API_KEY is set (at least 32 characters)")
+            secret, ephemeral = secrets.token_urlsafe(32), True
+        elif len(secret) < MIN_SESSION_SECRET:
+            self.problems.append(f"SESSION_SECRET: too short (at least {MIN_SESSION_SECRET} characters)")
+        demo = self.boolean("AUTHSERVER_DEMO_LOGIN", not production)
+        origins: tuple[str, ...] = self.parse("AUTHSERVER_ALLOWED_ORIGINS", (), _origins)
+        settings = Settings(
+            ably_keys=keys,
+            key_capability=key_capability,
+            ably_endpoint=endpoint,
+            host=self.raw("AUTHSERVER_HOST") or "127.0.0.1",
+            port=port,
+            sandbox_port=sandbox_port,
+            token_ttl=ttl,
+            token_max_ttl=max_ttl,
+            database_url=database_url,
+            session_secret=secret,
+            session_secret_ephemeral=ephemeral,
+            session_ttl=self.integer("AUTHSERVER_SESSION_TTL", 28800, 60, 30 * 86400),
+            policy=policy,
+            policy_source=policy_file or "built-in",
+            demo_login=demo,
+            cookie_secure=self.choice("AUTHSERVER_COOKIE_SECURE", "auto", ("auto", "true", "false")),  # type: ignore[arg-type]
+            allowed_origins=origins,
+            ably_js=self.choice("ABLY_JS", "cdn", ("cdn", "local")),  # type: ignore[arg-type]
+            ably_js_path=Path(self.raw("ABLY_JS_PATH") or Settings.ably_js_path),
+            log_level=self.choice("AUTHSERVER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            development=not production,
+        )
+        if self.problems:
+            raise ConfigError(self.problems)
+        return settings
+
+
+def _endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s)://host[:port] URL")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{value!r} must be just scheme://host[:port]")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port") from None
+    return value.rstrip("/")
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            raise ValueError(f"{origin!r} is not an origin like https://example.com")
+    return origins

@@ -1,0 +1,85 @@
+"""The accounts database: one SQLite file (created on first use) shared by users and sessions."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import AuthServerError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    username      TEXT PRIMARY KEY,
+    client_id     TEXT NOT NULL UNIQUE,
+    role          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created       REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash   TEXT PRIMARY KEY,
+    username  TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    role      TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    expires   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);
+"""
+
+
+class DatabaseError(AuthServerError):
+    """The accounts database cannot be opened or used."""
+
+
+class Database:
+    """A SQLite connection shared by threads behind a lock (each statement is short)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            parent = Path(path).parent
+            if not parent.is_dir():
+                raise DatabaseError(f"database directory {str(parent)!r} does not exist")
+        try:
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA busy_timeout = 5000")
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open database {path!r}: {exc}") from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        with self._lock:
+            row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+            return row
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows changed."""
+        with self._lock:
+            return self._conn.execute(sql, params).rowcount

@@ -1,0 +1,103 @@
+"""The one exception tree of authserver.
+
+Every error carries an Ably error ``code`` and an HTTP ``status`` so the HTTP layer, the sandbox
+and the CLI can each render it in one place::
+
+    AuthServerError                 root: never raised directly
+    ├── ConfigError                 settings missing or invalid (lists every problem at once)
+    ├── KeyFormatError              an Ably API key that does not parse
+    ├── BadRequestError             malformed input from a client (400)
+    │   ├── CapabilityError         capability JSON that Ably would refuse (400, 40000)
+    │   └── ClientIdError           a clientId outside the safe set (400, 40012)
+    ├── NotAuthenticatedError       no valid identity yet: clients retry (401, 40101)
+    ├── ForbiddenError              a final refusal: clients stop retrying (403, 40300)
+    ├── UserError                   account administration failed (duplicate, unknown user)
+    └── TokenError                  a token judged invalid (401, 4014x and friends)
+
+Messages are short, name the field at fault and never contain a secret, password or token.
+"""
+
+from __future__ import annotations
+
+
+class AuthServerError(Exception):
+    """Base for every error authserver defines."""
+
+    #: Ably error code (https://ably.com/docs/platform/errors/codes).
+    code: int = 50000
+    #: HTTP status that goes with the code.
+    status: int = 500
+
+    def __init__(self, message: str, *, code: int | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code}, status={self.status})"
+
+
+class ConfigError(AuthServerError):
+    """The configuration is incomplete or invalid; ``problems`` lists every finding."""
+
+    code = 50000
+    status = 500
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class KeyFormatError(AuthServerError):
+    """An Ably API key that is not ``appId.keyId:secret``."""
+
+    code = 40101
+    status = 401
+
+
+class BadRequestError(AuthServerError):
+    """The client sent something malformed; retrying the same request will not help."""
+
+    code = 40000
+    status = 400
+
+
+class CapabilityError(BadRequestError):
+    """A capability that is not valid Ably capability JSON."""
+
+
+class ClientIdError(BadRequestError):
+    """A clientId that is empty, a wildcard, or outside the documented safe set."""
+
+    code = 40012
+
+
+class NotAuthenticatedError(AuthServerError):
+    """No valid identity (yet): Ably clients treat 401 as retryable."""
+
+    code = 40101
+    status = 401
+
+
+class ForbiddenError(AuthServerError):
+    """A final refusal: Ably clients move to FAILED on 403 and stop retrying."""
+
+    code = 40300
+    status = 403
+
+
+class UserError(AuthServerError):
+    """Account administration failed: duplicate or unknown user, bad password input."""
+
+    code = 40000
+    status = 400
+
+
+class TokenError(AuthServerError):
+    """A token that is not acceptable (malformed, expired, wrong key, revoked...)."""
+
+    code = 40140
+    status = 401

@@ -1,0 +1,98 @@
+"""Login sessions: a random id in a signed cookie, the server-side record in the database.
+
+The cookie carries ``itsdangerous``-signed random bytes; only their SHA-256 is stored, so a copy of
+the database does not hand out live sessions. Logging out deletes the record, which ends the
+session everywhere. Account sessions are re-checked against the account on every use: a disabled
+account is refused at once (403), a removed one must log in again (401), a new role applies to the
+next token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from itsdangerous import BadSignature, Signer
+
+from ..database import Database
+from ..errors import ForbiddenError, NotAuthenticatedError
+from . import Credentials, Identity
+
+COOKIE_NAME = "authserver_session"
+
+
+def _hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+class SessionStore:
+    """Creates, resolves and ends sessions. Also the :class:`Authenticator` for session cookies."""
+
+    def __init__(self, db: Database, secret: str, *, ttl: int) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._signer = Signer(secret, salt="authserver.session")
+
+    def create(self, identity: Identity, now: float) -> str:
+        """Store a session for ``identity`` and return the cookie value."""
+        session_id = secrets.token_urlsafe(32)
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions (id_hash, username, client_id, role, source, expires) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    _hash(session_id),
+                    identity.subject,
+                    identity.client_id,
+                    identity.role,
+                    identity.source,
+                    now + self.ttl,
+                ),
+            )
+        return self._signer.sign(session_id).decode("ascii")
+
+    def _session_id(self, cookie: str | None) -> str | None:
+        if not cookie:
+            return None
+        try:
+            return self._signer.unsign(cookie).decode("ascii")
+        except (BadSignature, UnicodeError):
+            return None
+
+    def end(self, cookie: str | None) -> None:
+        session_id = self._session_id(cookie)
+        if session_id is not None:
+            self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (_hash(session_id),))
+
+    def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
+        """Resolve the session cookie.
+
+        :returns: ``None`` when there is no session cookie at all.
+        :raises NotAuthenticatedError: a cookie that is forged, unknown, expired or for a removed account.
+        :raises ForbiddenError: a session of an account that has since been disabled.
+        """
+        cookie = credentials.cookies.get(COOKIE_NAME)
+        if cookie is None:
+            return None
+        session_id = self._session_id(cookie)
+        if session_id is None:
+            raise NotAuthenticatedError("session is not valid; log in again")
+        row = self.db.query_one(
+            "SELECT s.username, s.client_id, s.role, s.source, s.expires, u.client_id, u.role, u.disabled"
+            " FROM sessions s LEFT JOIN users u ON s.source = 'account' AND u.username = s.username"
+            " WHERE s.id_hash = ?",
+            (_hash(session_id),),
+        )
+        if row is None:
+            raise NotAuthenticatedError("session has ended; log in again")
+        username, client_id, role, source, expires, user_client_id, user_role, disabled = row
+        if expires <= now:
+            self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (_hash(session_id),))
+            raise NotAuthenticatedError("session has expired; log in again")
+        if source == "account":
+            if user_client_id is None:
+                raise NotAuthenticatedError("account no longer exists; log in again")
+            if disabled:
+                raise ForbiddenError("account is disabled")
+            client_id, role = user_client_id, user_role
+        return Identity(subject=username, client_id=client_id, role=role, source=source)

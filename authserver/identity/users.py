@@ -1,0 +1,158 @@
+"""Accounts: username, password hash (argon2id), role, clientId (defaults to the username), disabled."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from ..capabilities import check_client_id
+from ..database import Database
+from ..errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
+from ..policy import Policy
+from . import Identity
+from .passwords import MAX_PASSWORD_LENGTH, Passwords
+
+BAD_CREDENTIALS = "invalid username or password"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    client_id: str
+    role: str
+    disabled: bool
+    password_hash: str = field(repr=False)
+
+
+def check_username(username: str) -> str:
+    """Usernames follow the clientId safe set, since the clientId defaults to the username.
+
+    :raises UserError: naming the rule that is broken.
+    """
+    try:
+        return check_client_id(username)
+    except ClientIdError as exc:
+        raise UserError(exc.message.replace("clientId", "username")) from None
+
+
+def check_password(password: str) -> str:
+    if not password:
+        raise UserError("password is empty")
+    if len(password.encode("utf-8")) > MAX_PASSWORD_LENGTH:
+        raise UserError(f"password is longer than {MAX_PASSWORD_LENGTH} bytes")
+    return password
+
+
+class UserStore:
+    def __init__(self, db: Database, passwords: Passwords, policy: Policy) -> None:
+        self.db = db
+        self.passwords = passwords
+        self.policy = policy
+
+    def _row(self, where: str, value: str) -> User | None:
+        row = self.db.query_one(
+            f"SELECT username, client_id, role, disabled, password_hash FROM users WHERE {where} = ?",  # noqa: S608
+            (value,),
+        )
+        return None if row is None else User(row[0], row[1], row[2], bool(row[3]), row[4])
+
+    def get(self, username: str) -> User | None:
+        return self._row("username", username)
+
+    def by_client_id(self, client_id: str) -> User | None:
+        return self._row("client_id", client_id)
+
+    def list(self) -> list[User]:
+        rows = self.db.query("SELECT username, client_id, role, disabled, password_hash FROM users ORDER BY username")
+        return [User(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    def _check_role(self, role: str) -> str:
+        if role not in self.policy.roles:
+            raise UserError(
+                f"role {role!r} is not defined by the policy (roles: {', '.join(sorted(self.policy.roles))})"
+            )
+        return role
+
+    def add(self, username: str, password: str, *, role: str | None, client_id: str | None, now: float) -> User:
+        """:raises UserError: for an invalid or duplicate username/clientId, an unknown role, a bad password."""
+        username = check_username(username)
+        try:
+            client_id = check_client_id(client_id if client_id is not None else username)
+        except ClientIdError as exc:
+            raise UserError(exc.message) from None
+        role = self._check_role(role or self.policy.default_role)
+        password_hash = self.passwords.hash(check_password(password))
+        try:
+            with self.db.transaction() as conn:
+                taken = conn.execute(
+                    "SELECT 1 FROM users WHERE username = ? OR client_id = ? OR username = ? OR client_id = ?",
+                    (username, username, client_id, client_id),
+                ).fetchone()
+                if taken:
+                    raise UserError(f"username or clientId already in use: {username!r} / {client_id!r}")
+                conn.execute(
+                    "INSERT INTO users (username, client_id, role, password_hash, disabled, created)"
+                    " VALUES (?, ?, ?, ?, 0, ?)",
+                    (username, client_id, role, password_hash, now),
+                )
+        except sqlite3.IntegrityError:
+            raise UserError(f"username or clientId already in use: {username!r} / {client_id!r}") from None
+        return User(username, client_id, role, False, password_hash)
+
+    def _require(self, changed: int, username: str) -> None:
+        if not changed:
+            raise UserError(f"no such user: {username!r}")
+
+    def set_role(self, username: str, role: str) -> None:
+        self._require(
+            self.db.execute("UPDATE users SET role = ? WHERE username = ?", (self._check_role(role), username)),
+            username,
+        )
+
+    def set_disabled(self, username: str, disabled: bool) -> None:
+        self._require(
+            self.db.execute("UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)), username
+        )
+
+    def set_password(self, username: str, password: str) -> None:
+        password_hash = self.passwords.hash(check_password(password))
+        self._require(
+            self.db.execute("UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)),
+            username,
+        )
+
+    def remove(self, username: str) -> None:
+        with self.db.transaction() as conn:
+            changed = conn.execute("DELETE FROM users WHERE username = ?", (username,)).rowcount
+            conn.execute("DELETE FROM sessions WHERE username = ? AND source = 'account'", (username,))
+        self._require(changed, username)
+
+    def verify_login(self, username: str, password: str) -> Identity:
+        """Check a username and password: one uniform 401 for every wrong combination.
+
+        :raises NotAuthenticatedError: unknown user or wrong password (indistinguishable, constant work).
+        :raises ForbiddenError: the right password for a disabled account.
+        """
+        user = self.get(username) if 0 < len(username) <= 64 else None
+        too_long = len(password.encode("utf-8")) > MAX_PASSWORD_LENGTH
+        ok = self.passwords.verify(
+            None if user is None or too_long else user.password_hash, "" if too_long else password
+        )
+        if user is None or not ok:
+            raise NotAuthenticatedError(BAD_CREDENTIALS)
+        if user.disabled:
+            raise ForbiddenError("account is disabled")
+        return Identity(subject=user.username, client_id=user.client_id, role=user.role, source="account")
+
+    def demo_login(self, username: str, password: str) -> Identity:
+        """Demo mode: any name logs in, but never as an existing account without its password.
+
+        :raises ClientIdError: the name is not a safe clientId.
+        """
+        if self.get(username) is not None:
+            return self.verify_login(username, password)
+        client_id = check_client_id(username)
+        if self.by_client_id(client_id) is not None:
+            # The name is free but the clientId belongs to an account: that would impersonate it.
+            raise NotAuthenticatedError(BAD_CREDENTIALS)
+        return Identity(subject=client_id, client_id=client_id, role=self.policy.demo_role, source="demo")

@@ -1,0 +1,168 @@
+"""The token decision: who asked (an :class:`Identity`), what they asked for (:class:`TokenParams`),
+what their role allows and what the key allows -> a :class:`Grant`, then a JWT or a TokenRequest.
+
+Pure: no HTTP, no environment; time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .capabilities import Capability
+from .errors import BadRequestError, ForbiddenError
+from .identity import Identity
+from .keys import AblyKey
+from .policy import Policy
+from .tokenrequests import TokenRequest, create_token_request
+from .tokens import IssuedToken, TokenSigner
+
+#: Clients may ask for shorter tokens than the operator's default, but not for a refresh storm.
+CLIENT_TTL_FLOOR_MS = 60_000
+_ROLE_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class TokenParams:
+    """What the client asked for (Ably token params). Hints only: identity never comes from here."""
+
+    client_id: str | None = None
+    ttl_ms: int | None = None
+    capability: Capability | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    client_id: str
+    capability: str  # canonical JSON
+    ttl_ms: int
+
+
+class Issuer:
+    """Decides and mints tokens with the first configured key."""
+
+    def __init__(
+        self,
+        *,
+        keys: tuple[AblyKey, ...],
+        policy: Policy,
+        key_capability: Capability | None,
+        token_ttl: int,
+        token_max_ttl: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not keys:
+            raise ValueError("Issuer needs at least one key")
+        self.key = keys[0]
+        self.policy = policy
+        self.key_capability = key_capability
+        self.token_ttl_ms = token_ttl * 1000
+        self.token_max_ttl_ms = token_max_ttl * 1000
+        self.clock = clock
+        self._signer = TokenSigner(self.key)
+        # (role, clientId) -> canonical capability; bounded, rebuilt when full
+        self._allowed: dict[tuple[str, str], Capability] = {}
+
+    def allowed(self, identity: Identity) -> Capability:
+        """The most this identity may ever get: its role's capability ∩ the key's.
+
+        :raises ForbiddenError: unknown role, or a role that shares nothing with the key.
+        :raises ClientIdError: a clientId outside the safe set.
+        """
+        cache_key = (identity.role, identity.client_id)
+        allowed = self._allowed.get(cache_key)
+        if allowed is None:
+            allowed = self.policy.role(identity.role).capability_for(identity.client_id)
+            if self.key_capability is not None:
+                allowed = allowed.intersect(self.key_capability)
+            if allowed.is_empty():
+                raise ForbiddenError(f"role {identity.role!r} allows nothing that the API key allows", code=40160)
+            if len(self._allowed) >= _ROLE_CACHE_LIMIT:
+                self._allowed.clear()
+            self._allowed[cache_key] = allowed
+        return allowed
+
+    def grant(self, identity: Identity, params: TokenParams) -> Grant:
+        """Decide what to put in the token.
+
+        :raises ForbiddenError: a clientId other than the caller's, a wildcard, or a capability the
+            caller may never have (403: Ably clients stop retrying).
+        """
+        if params.client_id is not None and params.client_id != identity.client_id:
+            raise ForbiddenError(
+                f"clientId {params.client_id[:64]!r} does not match the authenticated identity", code=40102
+            )
+        allowed = self.allowed(identity)
+        capability = allowed
+        if params.capability is not None:
+            capability = params.capability.intersect(allowed)
+            if capability.is_empty():
+                raise ForbiddenError("requested capability is not allowed for this user", code=40160)
+        role = self.policy.role(identity.role)
+        max_ttl = self.token_max_ttl_ms
+        if role.max_ttl is not None:
+            max_ttl = min(max_ttl, role.max_ttl * 1000)
+        default_ttl = min(self.token_ttl_ms, max_ttl)
+        if params.ttl_ms is None:
+            ttl = default_ttl
+        else:
+            ttl = min(max(params.ttl_ms, min(CLIENT_TTL_FLOOR_MS, default_ttl)), max_ttl)
+        return Grant(identity.client_id, capability.to_json(), ttl)
+
+    def jwt(self, identity: Identity, params: TokenParams) -> IssuedToken:
+        grant = self.grant(identity, params)
+        issued = int(self.clock())
+        expires = issued + grant.ttl_ms // 1000
+        token = self._signer.sign(
+            capability=grant.capability, client_id=grant.client_id, issued_at=issued, expires_at=expires
+        )
+        return IssuedToken(token, self.key.name, issued * 1000, expires * 1000, grant.capability, grant.client_id)
+
+    def token_request(self, identity: Identity, params: TokenParams) -> TokenRequest:
+        grant = self.grant(identity, params)
+        return create_token_request(
+            self.key,
+            capability=grant.capability,
+            client_id=grant.client_id,
+            ttl_ms=grant.ttl_ms,
+            now_ms=int(self.clock() * 1000),
+        )
+
+
+_KNOWN = ("clientId", "client_id", "ttl", "capability", "format")
+MAX_TTL_PARAM_MS = 10 * 365 * 86400 * 1000
+
+
+def parse_token_params(pairs: list[tuple[str, str]]) -> tuple[TokenParams, str | None]:
+    """Read Ably token params from query/form/JSON pairs; unknown names (``rnd``, app params) are ignored.
+
+    :returns: the params and the ``format`` param (or ``None``).
+    :raises BadRequestError: a repeated param, a ttl that is not a positive whole number of ms,
+        conflicting ``clientId``/``client_id``, an empty clientId.
+    :raises CapabilityError: a capability that is not valid capability JSON.
+    """
+    seen: dict[str, str] = {}
+    for name, value in pairs:
+        if name in _KNOWN:
+            if name in seen:
+                raise BadRequestError(f"token param {name!r} is repeated")
+            seen[name] = value
+    client_id = seen.get("clientId")
+    other = seen.get("client_id")
+    if client_id is not None and other is not None and client_id != other:
+        raise BadRequestError("token params 'clientId' and 'client_id' disagree")
+    client_id = client_id if client_id is not None else other
+    if client_id == "":
+        raise BadRequestError("token param 'clientId' is empty", code=40012)
+    ttl: int | None = None
+    if (raw_ttl := seen.get("ttl")) not in (None, ""):
+        assert raw_ttl is not None
+        if not raw_ttl.isdigit() or not 0 < int(raw_ttl) <= MAX_TTL_PARAM_MS:
+            raise BadRequestError("token param 'ttl' must be a positive whole number of milliseconds", code=40003)
+        ttl = int(raw_ttl)
+    capability = None
+    if (raw_cap := seen.get("capability")) not in (None, ""):
+        assert raw_cap is not None
+        capability = Capability.parse(raw_cap)
+    return TokenParams(client_id, ttl, capability), seen.get("format")

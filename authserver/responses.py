@@ -1,0 +1,51 @@
+"""HTTP responses in Ably's shapes, with the no-cache headers every /auth answer must carry."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.responses import Response
+
+from .errors import AuthServerError
+
+NO_CACHE = {
+    "Cache-Control": "private, no-cache, no-store, must-revalidate",
+    "Pragma": "no-cache",
+    "Expires": "0",
+}
+_HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers={**NO_CACHE, **(headers or {})},
+    )
+
+
+def error_body(code: int, status: int, message: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "code": code,
+            "statusCode": status,
+            "href": f"https://help.ably.io/error/{code}",
+        }
+    }
+
+
+def error_response(code: int, status: int, message: str) -> Response:
+    """Ably error body plus X-Ably-Errorcode/X-Ably-Errormessage (clients use the body only with them)."""
+    headers = {
+        "X-Ably-Errorcode": str(code),
+        "X-Ably-Errormessage": _HEADER_UNSAFE.sub("?", message)[:200],
+    }
+    return json_response(error_body(code, status, message), status, headers)
+
+
+def exception_response(exc: AuthServerError) -> Response:
+    return error_response(exc.code, exc.status, exc.message)

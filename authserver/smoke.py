@@ -1,0 +1,149 @@
+"""``authserver smoke``: prove a deployment end to end with the real ably-python client.
+
+Logs in, points ``auth_url`` at the service with the session cookie in ``auth_headers``, connects,
+attaches, publishes and receives its own message, and stays connected across token renewals.
+Prints one line per step and a clear reason when it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+from typing import Any
+
+import httpx
+
+from .identity.sessions import COOKIE_NAME
+
+log = logging.getLogger("authserver.smoke")
+
+
+class SmokeFailure(Exception):
+    pass
+
+
+def patch_ably_python_ws_port() -> None:
+    """Make ably-python 3.1.x put ``port`` into its WebSocket URL.
+
+    ably-python builds ``ws://{host}?...`` and drops the configured port (ably/ably-python#567;
+    the fix, PR #691, is unreleased). Only the URL is rebuilt, with the port the client already
+    computes for REST; nothing else of the transport changes. Needed only for a non-default port,
+    i.e. a local sandbox.
+    """
+    from ably.http.httputils import HttpUtils
+    from ably.transport import websockettransport as wst
+    from ably.transport.defaults import Defaults
+
+    if getattr(wst.WebSocketTransport.connect, "_authserver_port_patch", False):
+        return
+
+    def connect(self: Any) -> None:
+        query = urllib.parse.urlencode(self.params)
+        scheme = "wss" if self.options.tls else "ws"
+        url = f"{scheme}://{self.host}:{Defaults.get_port(self.options)}/?{query}"
+        self.ws_connect_task = asyncio.create_task(self.ws_connect(url, HttpUtils.default_headers()))
+        self.ws_connect_task.add_done_callback(self.on_ws_connect_done)
+
+    connect._authserver_port_patch = True  # type: ignore[attr-defined]
+    wst.WebSocketTransport.connect = connect
+
+
+def ably_python_options(client_options: dict[str, Any]) -> dict[str, Any]:
+    """Map the service's ably-js client options (``/client-config``) to ably-python options."""
+    options: dict[str, Any] = {}
+    if "endpoint" in client_options:
+        options["endpoint"] = client_options["endpoint"]
+    if "port" in client_options:
+        options["port"] = int(client_options["port"])
+        patch_ably_python_ws_port()
+    if client_options.get("tls") is False:
+        options["tls"] = False
+    return options
+
+
+def login(base_url: str, username: str, password: str) -> tuple[str, dict[str, Any]]:
+    """Log in; return the session cookie and the service's client configuration."""
+    try:
+        with httpx.Client(base_url=base_url, timeout=10) as http:
+            response = http.post("/login", json={"username": username, "password": password})
+            if response.status_code != 200:
+                raise SmokeFailure(f"login failed: HTTP {response.status_code} {_message(response)}")
+            cookie = response.cookies.get(COOKIE_NAME)
+            if not cookie:
+                raise SmokeFailure("login answered 200 but set no session cookie")
+            config = http.get("/client-config").json()
+    except httpx.HTTPError as exc:
+        raise SmokeFailure(f"cannot reach {base_url}: {exc}") from None
+    return cookie, config
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+
+
+async def stay_connected(
+    base_url: str, cookie: str, client_options: dict[str, Any], *, renewals: int, timeout: float, channel: str
+) -> int:
+    """Connect, publish/receive, and wait for ``renewals`` token renewals without leaving CONNECTED."""
+    from ably import AblyRealtime
+
+    realtime = AblyRealtime(
+        auth_url=base_url.rstrip("/") + "/auth",
+        auth_headers={"Cookie": f"{COOKIE_NAME}={cookie}"},
+        **ably_python_options(client_options),
+    )
+    deadline = time.monotonic() + timeout
+    states: list[str] = []
+    realtime.connection.on(lambda change: states.append(str(getattr(change.current, "value", change.current))))
+    try:
+        await asyncio.wait_for(realtime.connection.once_async("connected"), max(1.0, deadline - time.monotonic()))
+        print(f"connected as clientId {realtime.auth.client_id}")
+        received: asyncio.Queue[Any] = asyncio.Queue()
+        chan = realtime.channels.get(channel)
+        await chan.subscribe(received.put_nowait)
+        tokens = {realtime.auth.token_details.token}
+        sent = 0
+        while len(tokens) <= renewals:
+            if time.monotonic() > deadline:
+                raise SmokeFailure(f"only {len(tokens) - 1} of {renewals} renewals within {timeout:.0f}s")
+            sent += 1
+            await chan.publish("smoke", f"ping-{sent}")
+            message = await asyncio.wait_for(received.get(), 10)
+            if message.data != f"ping-{sent}":
+                raise SmokeFailure(f"expected ping-{sent}, received {message.data!r}")
+            await asyncio.sleep(1)
+            token = realtime.auth.token_details.token
+            if token not in tokens:
+                tokens.add(token)
+                print(f"token renewed ({len(tokens) - 1}); still {realtime.connection.state}")
+            left = [s for s in states if s not in ("connected", "update")]
+            if any(s in ("disconnected", "suspended", "failed", "closed") for s in left):
+                reason = realtime.connection.error_reason
+                raise SmokeFailure(f"connection left CONNECTED: states {states}, reason {reason}")
+        print(f"OK: {sent} messages round-tripped, {len(tokens) - 1} renewals, connection stayed connected")
+        return 0
+    except TimeoutError:
+        reason = realtime.connection.error_reason
+        raise SmokeFailure(f"timed out; connection state {realtime.connection.state}, reason {reason}") from None
+    finally:
+        await realtime.close()
+
+
+def run_smoke(base_url: str, username: str, password: str, *, renewals: int, timeout: float, channel: str) -> int:
+    logging.getLogger("ably").setLevel(logging.WARNING)
+    try:
+        cookie, config = login(base_url, username, password)
+        print(f"logged in to {base_url} as {username}")
+        return asyncio.run(
+            stay_connected(
+                base_url, cookie, config.get("clientOptions", {}), renewals=renewals, timeout=timeout, channel=channel
+            )
+        )
+    except SmokeFailure as exc:
+        print(f"SMOKE FAILED: {exc}")
+        return 1

@@ -1,0 +1,111 @@
+"""Ably JWTs: HS256, header ``kid`` = key name, claims ``iat``/``exp`` (seconds),
+``x-ably-capability`` (a JSON *string*) and ``x-ably-clientId`` for identified clients.
+
+Signing is on the hot path of ``/auth``, so :class:`TokenSigner` encodes the constant header once
+and keeps a keyed HMAC to copy per token; the output is a standard JWS compact serialisation that
+any JWT library (PyJWT in our tests and sandbox) verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .keys import AblyKey
+
+CAPABILITY_CLAIM = "x-ably-capability"
+CLIENT_ID_CLAIM = "x-ably-clientId"
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+class TokenSigner:
+    """Signs Ably JWTs with one key. Build once at start-up; ``sign`` is cheap and thread-safe."""
+
+    def __init__(self, key: AblyKey) -> None:
+        self.key = key
+        header = {"alg": "HS256", "kid": key.name, "typ": "JWT"}
+        self._header_segment = _b64url(_dumps(header).encode("ascii")) + b"."
+        self._mac = hmac.new(key.secret_bytes, digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return f"TokenSigner(key={self.key.name!r})"
+
+    def sign(
+        self,
+        *,
+        capability: str,
+        client_id: str | None,
+        issued_at: int,
+        expires_at: int,
+        extra_claims: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Return a signed JWT. Times are whole seconds since the epoch."""
+        claims: dict[str, Any] = {"iat": issued_at, "exp": expires_at, CAPABILITY_CLAIM: capability}
+        if client_id is not None:
+            claims[CLIENT_ID_CLAIM] = client_id
+        if extra_claims:
+            claims.update(extra_claims)
+        signing_input = self._header_segment + _b64url(_dumps(claims).encode("ascii"))
+        mac = self._mac.copy()
+        mac.update(signing_input)
+        return (signing_input + b"." + _b64url(mac.digest())).decode("ascii")
+
+
+def sign_jwt(
+    key: AblyKey,
+    *,
+    capability: str,
+    client_id: str | None,
+    issued_at: int,
+    expires_at: int,
+    extra_claims: Mapping[str, Any] | None = None,
+) -> str:
+    """One-off convenience around :class:`TokenSigner` (tests, the CLI)."""
+    return TokenSigner(key).sign(
+        capability=capability,
+        client_id=client_id,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        extra_claims=extra_claims,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A minted token and what it grants. ``token`` is secret: it is not part of the repr."""
+
+    token: str
+    key_name: str
+    issued_ms: int
+    expires_ms: int
+    capability: str
+    client_id: str | None
+
+    def __repr__(self) -> str:
+        return (
+            f"IssuedToken(key_name={self.key_name!r}, client_id={self.client_id!r}, "
+            f"issued_ms={self.issued_ms}, expires_ms={self.expires_ms}, capability={self.capability!r})"
+        )
+
+    def details(self) -> dict[str, Any]:
+        """TokenDetails JSON (spec 4.3): the form both Ably clients handle on every renewal path."""
+        out: dict[str, Any] = {
+            "token": self.token,
+            "keyName": self.key_name,
+            "issued": self.issued_ms,
+            "expires": self.expires_ms,
+            "capability": self.capability,
+        }
+        if self.client_id is not None:
+            out["clientId"] = self.client_id
+        return out

@@ -1,0 +1,94 @@
+"""Shared fixtures: settings built from dicts (never os.environ), a fake clock, fast argon2id,
+the app behind Starlette's TestClient, and a real uvicorn server for client-library tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from authserver.app import create_app
+from authserver.config import Settings, load_settings
+from authserver.identity.passwords import Passwords
+
+from helpers import API_KEY, SESSION_SECRET, FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def fast_passwords() -> Passwords:
+    # Real argon2id, cheap parameters: the tests check behaviour, not the work factor.
+    return Passwords(time_cost=1, memory_cost=8192, parallelism=1)
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> SettingsFactory:
+    def make(**env: str) -> Settings:
+        base = {
+            "ABLY_API_KEY": API_KEY,
+            "SESSION_SECRET": SESSION_SECRET,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/authserver.db",
+        }
+        base.update(env)
+        return load_settings({k: v for k, v in base.items() if v is not None}, env_file=None)
+
+    return make
+
+
+@dataclass
+class Service:
+    """The app under test with its collaborators, for tests that set up accounts directly."""
+
+    client: TestClient
+    settings: Settings
+    clock: FakeClock
+
+    @property
+    def users(self) -> Any:
+        return self.client.app.state.services.users  # type: ignore[attr-defined]
+
+    def add_user(self, name: str, password: str = "correct horse", **kwargs: Any) -> None:
+        kwargs.setdefault("role", None)
+        kwargs.setdefault("client_id", None)
+        self.users.add(name, password, now=self.clock(), **kwargs)
+
+    def login(self, name: str, password: str = "correct horse") -> None:
+        response = self.client.post("/login", json={"username": name, "password": password})
+        assert response.status_code == 200, response.text
+
+
+ServiceFactory = Callable[..., Service]
+
+
+@pytest.fixture
+def make_service(
+    make_settings: SettingsFactory, clock: FakeClock, fast_passwords: Passwords
+) -> Iterator[ServiceFactory]:
+    clients: list[TestClient] = []
+
+    def make(**env: str) -> Service:
+        settings = make_settings(**env)
+        client = TestClient(create_app(settings, clock=clock, passwords=fast_passwords), base_url="http://testserver")
+        client.__enter__()
+        clients.append(client)
+        return Service(client, settings, clock)
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def service(make_service: ServiceFactory) -> Service:
+    return make_service()

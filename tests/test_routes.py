@@ -1,0 +1,487 @@
+"""The HTTP contract of the token service: /auth in every form, login, logout, sessions, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import jwt
+import pytest
+
+from authserver.capabilities import Capability
+from authserver.tokenrequests import compute_mac
+
+from conftest import Service, ServiceFactory
+from helpers import KEY_NAME, KEY_SECRET
+
+NO_CACHE = {
+    "cache-control": "private, no-cache, no-store, must-revalidate",
+    "pragma": "no-cache",
+    "expires": "0",
+}
+USER_CAPABILITY = {
+    "announcements": ["history", "subscribe"],
+    "chat:*": ["history", "presence", "publish", "subscribe"],
+    "private:alice": ["*"],
+}
+
+
+def verify(token: str) -> dict[str, Any]:
+    """Decode and verify a JWT the way a relying party would (independent of our signer)."""
+    header = jwt.get_unverified_header(token)
+    assert header == {"alg": "HS256", "kid": KEY_NAME, "typ": "JWT"}
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        KEY_SECRET,
+        algorithms=["HS256"],
+        options={"require": ["iat", "exp"], "verify_exp": False, "verify_iat": False},
+    )
+    return claims
+
+
+def assert_no_cache(headers: Any) -> None:
+    for name, value in NO_CACHE.items():
+        assert headers[name] == value
+
+
+def assert_ably_error(response: Any, status: int, code: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-ably-errorcode"] == str(code)
+    assert response.headers["x-ably-errormessage"]
+    assert_no_cache(response.headers)
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code and error["statusCode"] == status and error["message"]
+    return error
+
+
+@pytest.fixture
+def alice(service: Service) -> Service:
+    service.add_user("alice")
+    service.login("alice")
+    return service
+
+
+# --- /auth: the default response is TokenDetails wrapping a JWT --------------------------------
+
+
+def test_auth_returns_token_details_wrapping_a_verified_jwt(alice: Service) -> None:
+    response = alice.client.get("/auth")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert_no_cache(response.headers)
+    details = response.json()
+    assert set(details) == {"token", "keyName", "issued", "expires", "capability", "clientId"}
+    claims = verify(details["token"])
+    now = int(alice.clock())
+    assert claims == {
+        "iat": now,
+        "exp": now + 3600,
+        "x-ably-capability": json.dumps(USER_CAPABILITY, separators=(",", ":")),
+        "x-ably-clientId": "alice",
+    }
+    assert details["keyName"] == KEY_NAME
+    assert details["issued"] == now * 1000 and details["expires"] == (now + 3600) * 1000
+    assert details["capability"] == claims["x-ably-capability"]
+    assert details["clientId"] == "alice"
+
+
+def test_auth_ignores_unknown_params_like_the_browser_cache_buster(alice: Service) -> None:
+    response = alice.client.get("/auth", params={"rnd": "0.123", "app": "demo", "fromurl": "1"})
+    assert response.status_code == 200
+    assert verify(response.json()["token"])["x-ably-clientId"] == "alice"
+
+
+@pytest.mark.parametrize("name", ["clientId", "client_id"])
+def test_auth_accepts_the_callers_own_client_id_in_either_spelling(alice: Service, name: str) -> None:
+    response = alice.client.get("/auth", params={name: "alice"})
+    assert response.status_code == 200
+
+
+def test_auth_post_form_encoded_as_ably_clients_send_it(alice: Service) -> None:
+    response = alice.client.post(
+        "/auth", data={"clientId": "alice", "ttl": "120000", "capability": '{"chat:room":["publish"]}'}
+    )
+    assert response.status_code == 200
+    claims = verify(response.json()["token"])
+    assert claims["exp"] - claims["iat"] == 120
+    assert claims["x-ably-capability"] == '{"chat:room":["publish"]}'
+
+
+def test_auth_post_json_body(alice: Service) -> None:
+    response = alice.client.post("/auth", json={"client_id": "alice", "capability": {"chat:x": ["subscribe"]}})
+    assert response.status_code == 200
+    assert verify(response.json()["token"])["x-ably-capability"] == '{"chat:x":["subscribe"]}'
+
+
+def test_auth_post_merges_the_url_query_with_the_body(alice: Service) -> None:
+    response = alice.client.post("/auth?fromurl=1&ttl=90000", data={"app": "demo"})
+    assert response.status_code == 200
+    claims = verify(response.json()["token"])
+    assert claims["exp"] - claims["iat"] == 90
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/jwt", "application/jwt, application/json;q=0.5", "text/plain;q=0.2, application/jwt"]
+)
+def test_auth_answers_a_raw_jwt_when_accept_prefers_it(alice: Service, accept: str) -> None:
+    response = alice.client.get("/auth", headers={"accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/jwt"
+    assert_no_cache(response.headers)
+    assert verify(response.text)["x-ably-clientId"] == "alice"
+
+
+@pytest.mark.parametrize(
+    "accept", ["*/*", "application/json, text/plain", "application/json, application/jwt;q=0.9", ""]
+)
+def test_auth_answers_token_details_for_every_other_accept(alice: Service, accept: str) -> None:
+    response = alice.client.get("/auth", headers={"accept": accept})
+    assert response.headers["content-type"] == "application/json"
+    assert "issued" in response.json()
+
+
+def test_auth_format_jwt_param(alice: Service) -> None:
+    response = alice.client.get("/auth", params={"format": "jwt"})
+    assert response.headers["content-type"] == "application/jwt"
+    verify(response.text)
+
+
+def test_auth_format_tokenrequest_is_signed_with_the_exact_mac(alice: Service) -> None:
+    response = alice.client.get("/auth", params={"format": "tokenrequest", "ttl": "600000"})
+    assert response.status_code == 200
+    assert_no_cache(response.headers)
+    request = response.json()
+    assert set(request) == {"keyName", "ttl", "capability", "clientId", "timestamp", "nonce", "mac"}
+    assert request["keyName"] == KEY_NAME and request["clientId"] == "alice" and request["ttl"] == 600000
+    assert request["timestamp"] == int(alice.clock() * 1000)
+    assert len(request["nonce"]) >= 16
+    expected = compute_mac(
+        key_name=request["keyName"],
+        ttl=request["ttl"],
+        capability=request["capability"],
+        client_id=request["clientId"],
+        timestamp=request["timestamp"],
+        nonce=request["nonce"],
+        secret=KEY_SECRET,
+    )
+    assert request["mac"] == expected
+    assert alice.client.get("/auth", params={"format": "tokenrequest"}).json()["nonce"] != request["nonce"]
+
+
+# --- capability: requested ∩ policy ∩ key -------------------------------------------------------
+
+
+def test_requested_capability_is_narrowed_to_the_policy(alice: Service) -> None:
+    asked = {"chat:lobby": ["publish", "push-admin"], "announcements": ["*"], "secret": ["subscribe"]}
+    response = alice.client.get("/auth", params={"capability": json.dumps(asked)})
+    granted = json.loads(verify(response.json()["token"])["x-ably-capability"])
+    assert granted == {"announcements": ["history", "subscribe"], "chat:lobby": ["publish"]}
+
+
+def test_capability_is_also_limited_by_the_keys_capability(make_service: ServiceFactory) -> None:
+    svc = make_service(ABLY_KEY_CAPABILITY='{"chat:*":["subscribe"],"private:*":["publish"]}')
+    svc.add_user("alice")
+    svc.login("alice")
+    granted = json.loads(verify(svc.client.get("/auth").json()["token"])["x-ably-capability"])
+    assert granted == {"chat:*": ["subscribe"], "private:alice": ["publish"]}
+
+
+def test_capability_never_allowed_is_a_final_refusal(alice: Service) -> None:
+    response = alice.client.get("/auth", params={"capability": '{"admin:*":["publish"]}'})
+    assert_ably_error(response, 403, 40160)
+
+
+def test_role_with_nothing_in_common_with_the_key_is_refused(make_service: ServiceFactory) -> None:
+    svc = make_service(ABLY_KEY_CAPABILITY='{"billing":["publish"]}')
+    svc.add_user("alice")
+    svc.login("alice")
+    assert_ably_error(svc.client.get("/auth"), 403, 40160)
+
+
+def test_admin_role_gets_everything_the_key_allows(service: Service) -> None:
+    service.add_user("root", role="admin")
+    service.login("root")
+    claims = verify(service.client.get("/auth").json()["token"])
+    assert claims["x-ably-capability"] == '{"*":["*"]}'
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+# --- TTL ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "ttl_param", "expected"),
+    [
+        ({}, None, 3600),  # TOKEN_TTL default
+        ({"TOKEN_TTL": "5"}, None, 5),  # the operator's short TTL is honoured (end-to-end tests)
+        ({}, "600000", 600),
+        ({}, "1000", 60),  # a client may not ask for a refresh storm: floor 60 s
+        ({"TOKEN_TTL": "5"}, "1000", 5),  # ...but the floor never exceeds the operator's own TTL
+        ({}, "86400000", 3600),  # clamped to the role's max_ttl
+        ({"TOKEN_TTL": "30", "TOKEN_MAX_TTL": "60"}, "3600000", 60),  # and to TOKEN_MAX_TTL
+    ],
+)
+def test_ttl_is_the_request_clamped_to_role_and_service_limits(
+    make_service: ServiceFactory, env: dict[str, str], ttl_param: str | None, expected: int
+) -> None:
+    svc = make_service(**env)
+    svc.add_user("alice")
+    svc.login("alice")
+    params = {} if ttl_param is None else {"ttl": ttl_param}
+    claims = verify(svc.client.get("/auth", params=params).json()["token"])
+    assert claims["exp"] - claims["iat"] == expected
+
+
+# --- refusals: the client contract (401 retry, 403 stop, 400 malformed) ---------------------------
+
+
+def test_auth_without_a_session_is_401_so_clients_retry(service: Service) -> None:
+    error = assert_ably_error(service.client.get("/auth"), 401, 40101)
+    assert "not logged in" in error["message"]
+
+
+@pytest.mark.parametrize("cookie", ["garbage", "a.b", "x" * 500, "eyJhbGciOiJIUzI1NiJ9.e30.sig"])
+def test_auth_with_a_forged_session_cookie_is_401(service: Service, cookie: str) -> None:
+    service.client.cookies.set("authserver_session", cookie)
+    assert_ably_error(service.client.get("/auth"), 401, 40101)
+
+
+@pytest.mark.parametrize("client_id", ["bob", "*", "alice2", "ALICE"])
+def test_asking_for_another_client_id_is_a_final_refusal(alice: Service, client_id: str) -> None:
+    assert_ably_error(alice.client.get("/auth", params={"clientId": client_id}), 403, 40102)
+
+
+def test_disabled_account_is_refused_with_403_even_with_a_live_session(alice: Service) -> None:
+    alice.users.set_disabled("alice", True)
+    assert_ably_error(alice.client.get("/auth"), 403, 40300)
+
+
+def test_removed_account_must_log_in_again(alice: Service) -> None:
+    alice.users.remove("alice")
+    assert_ably_error(alice.client.get("/auth"), 401, 40101)
+
+
+def test_role_change_applies_to_the_next_token(alice: Service) -> None:
+    alice.users.set_role("alice", "admin")
+    assert verify(alice.client.get("/auth").json()["token"])["x-ably-capability"] == '{"*":["*"]}'
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "fragment"),
+    [
+        ("ttl=abc", 40003, "ttl"),
+        ("ttl=-5", 40003, "ttl"),
+        ("ttl=0", 40003, "ttl"),
+        ("ttl=1.5", 40003, "ttl"),
+        ("ttl=99999999999999999999", 40003, "ttl"),
+        ("ttl=1&ttl=2", 40000, "repeated"),
+        ("clientId=alice&clientId=alice", 40000, "repeated"),
+        ("clientId=alice&client_id=bob", 40000, "disagree"),
+        ("clientId=", 40012, "empty"),
+        ("capability=%7Bnot%20json", 40000, "JSON"),
+        ("capability=%7B%27*%27%3A%20%5B%27*%27%5D%7D", 40000, "JSON"),  # ably-python's repr of a dict
+        ("capability=%7B%22chat%22%3A%5B%22fly%22%5D%7D", 40000, "fly"),
+        ("capability=%7B%22chat%22%3A%5B%5D%7D", 40000, "chat"),
+        ("capability=%5B%5D", 40000, "capability"),
+        ("format=xml", 40000, "format"),
+    ],
+)
+def test_malformed_params_are_400_with_a_clear_message(alice: Service, query: str, code: int, fragment: str) -> None:
+    error = assert_ably_error(alice.client.get(f"/auth?{query}"), 400, code)
+    assert fragment.lower() in error["message"].lower()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "fragment"),
+    [
+        ("application/json", b"{not json", "JSON"),
+        ("application/json", b"[1,2]", "object"),
+        ("text/xml", b"<a/>", "Content-Type"),
+        ("application/x-www-form-urlencoded", b"x" * 20000, "larger"),
+    ],
+)
+def test_malformed_post_bodies_are_400(alice: Service, content_type: str, body: bytes, fragment: str) -> None:
+    response = alice.client.post("/auth", content=body, headers={"content-type": content_type})
+    error = assert_ably_error(response, 400, 40000)
+    assert fragment.lower() in error["message"].lower()
+
+
+def test_unknown_route_and_method_get_ably_error_bodies(service: Service) -> None:
+    assert_ably_error(service.client.get("/nope"), 404, 40400)
+    assert_ably_error(service.client.put("/auth"), 405, 40500)
+
+
+# --- login, logout, session -----------------------------------------------------------------------
+
+
+def test_login_sets_a_strict_http_only_session_cookie(service: Service) -> None:
+    service.add_user("alice")
+    response = service.client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert response.status_code == 200
+    assert response.json() == {"clientId": "alice", "role": "user"}
+    cookie = response.headers["set-cookie"]
+    assert "authserver_session=" in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; see the HTTPS test
+    assert_no_cache(response.headers)
+
+
+def test_login_cookie_is_secure_over_https(make_service: ServiceFactory) -> None:
+    svc = make_service()
+    svc.add_user("alice")
+    svc.client.base_url = "https://testserver"
+    response = svc.client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert "Secure" in response.headers["set-cookie"]
+
+
+def test_login_accepts_a_form(service: Service) -> None:
+    service.add_user("alice")
+    response = service.client.post("/login", data={"username": "alice", "password": "correct horse"})
+    assert response.status_code == 200
+
+
+def test_login_with_a_custom_client_id_issues_tokens_for_that_client_id(service: Service) -> None:
+    service.add_user("alice", client_id="alice-42")
+    service.login("alice")
+    assert verify(service.client.get("/auth").json()["token"])["x-ably-clientId"] == "alice-42"
+
+
+def test_wrong_password_and_unknown_user_get_the_same_401(service: Service) -> None:
+    service.add_user("alice")
+    wrong = service.client.post("/login", json={"username": "alice", "password": "nope"})
+    unknown = service.client.post("/login", json={"username": "mallory", "password": "nope"})
+    assert assert_ably_error(wrong, 401, 40101) == assert_ably_error(unknown, 401, 40101)
+    assert "set-cookie" not in wrong.headers
+
+
+def test_disabled_account_cannot_log_in(service: Service) -> None:
+    service.add_user("alice")
+    service.users.set_disabled("alice", True)
+    response = service.client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert_ably_error(response, 403, 40300)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"username": "alice"}, {"password": "x"}, {"username": "", "password": "x"}, {"username": 1, "password": "x"}],
+)
+def test_login_with_missing_fields_is_400(service: Service, body: dict[str, Any]) -> None:
+    assert_ably_error(service.client.post("/login", json=body), 400, 40000)
+
+
+def test_login_with_an_unsupported_body_is_400(service: Service) -> None:
+    response = service.client.post("/login", content=b"alice:pw", headers={"content-type": "text/plain"})
+    assert_ably_error(response, 400, 40000)
+
+
+@pytest.mark.parametrize("path", ["/login", "/logout"])
+@pytest.mark.parametrize(
+    "headers", [{"origin": "https://evil.example"}, {"origin": "null"}, {"sec-fetch-site": "cross-site"}]
+)
+def test_cross_origin_login_and_logout_are_refused(service: Service, path: str, headers: dict[str, str]) -> None:
+    service.add_user("alice")
+    response = service.client.post(path, json={"username": "alice", "password": "correct horse"}, headers=headers)
+    assert_ably_error(response, 403, 40300)
+
+
+def test_same_origin_and_configured_origins_may_log_in(make_service: ServiceFactory) -> None:
+    svc = make_service(AUTHSERVER_ALLOWED_ORIGINS="https://app.example.com")
+    svc.add_user("alice")
+    for origin in ("http://testserver", "https://app.example.com"):
+        response = svc.client.post(
+            "/login", json={"username": "alice", "password": "correct horse"}, headers={"origin": origin}
+        )
+        assert response.status_code == 200, origin
+
+
+def test_session_endpoint_reports_the_identity(alice: Service) -> None:
+    assert alice.client.get("/session").json() == {"clientId": "alice", "role": "user"}
+
+
+def test_logout_ends_the_session_on_the_server_too(alice: Service) -> None:
+    cookie = alice.client.cookies["authserver_session"]
+    response = alice.client.post("/logout")
+    assert response.status_code == 200
+    assert 'authserver_session=""' in response.headers["set-cookie"] or "Max-Age=0" in response.headers["set-cookie"]
+    assert_ably_error(alice.client.get("/auth"), 401, 40101)
+    # a copy of the old cookie is dead as well: the server forgot the session
+    alice.client.cookies.set("authserver_session", cookie)
+    assert_ably_error(alice.client.get("/auth"), 401, 40101)
+
+
+def test_session_expires_after_its_ttl(make_service: ServiceFactory) -> None:
+    svc = make_service(AUTHSERVER_SESSION_TTL="600")
+    svc.add_user("alice")
+    svc.login("alice")
+    svc.clock.advance(599)
+    assert svc.client.get("/auth").status_code == 200
+    svc.clock.advance(1)
+    error = assert_ably_error(svc.client.get("/auth"), 401, 40101)
+    assert "expired" in error["message"]
+
+
+# --- demo login ---------------------------------------------------------------------------------
+
+
+def test_demo_login_lets_any_safe_name_in_with_the_demo_role(make_service: ServiceFactory) -> None:
+    svc = make_service(AUTHSERVER_DEMO_LOGIN="true")
+    response = svc.client.post("/login", json={"username": "visitor", "password": "anything"})
+    assert response.json() == {"clientId": "visitor", "role": "demo"}
+    assert verify(svc.client.get("/auth").json()["token"])["x-ably-clientId"] == "visitor"
+
+
+@pytest.mark.parametrize("name", ["*", "a:b", "[meta]x", "x{y}", "a b"])
+def test_demo_login_rejects_unsafe_names(make_service: ServiceFactory, name: str) -> None:
+    svc = make_service(AUTHSERVER_DEMO_LOGIN="true")
+    assert_ably_error(svc.client.post("/login", json={"username": name, "password": "x"}), 400, 40012)
+
+
+def test_demo_login_never_logs_in_as_an_existing_account_without_its_password(make_service: ServiceFactory) -> None:
+    svc = make_service(AUTHSERVER_DEMO_LOGIN="true")
+    svc.add_user("alice")
+    svc.add_user("bob", client_id="robert")
+    assert_ably_error(svc.client.post("/login", json={"username": "alice", "password": "guess"}), 401, 40101)
+    # a free username whose clientId is an account's clientId would impersonate that account
+    assert_ably_error(svc.client.post("/login", json={"username": "robert", "password": "guess"}), 401, 40101)
+    assert svc.client.post("/login", json={"username": "alice", "password": "correct horse"}).json()["role"] == "user"
+
+
+def test_demo_login_is_off_in_production_by_default(service: Service) -> None:
+    response = service.client.post("/login", json={"username": "visitor", "password": "anything"})
+    assert_ably_error(response, 401, 40101)
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+
+def test_healthz(service: Service) -> None:
+    response = service.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_no_secret_password_or_token_is_ever_logged(
+    make_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    svc = make_service(AUTHSERVER_DEMO_LOGIN="true", AUTHSERVER_LOG_LEVEL="debug")
+    svc.add_user("alice", password="hunter2-very-secret")
+    svc.client.post("/login", json={"username": "alice", "password": "wrong-password-xyz"})
+    svc.login("alice", "hunter2-very-secret")
+    token = svc.client.get("/auth").json()["token"]
+    svc.client.get("/auth", params={"format": "tokenrequest"})
+    svc.client.get("/auth", params={"clientId": "mallory"})
+    svc.client.get("/auth", params={"ttl": "bad"})
+    cookie = svc.client.cookies["authserver_session"]
+    svc.client.post("/logout")
+    text = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
+    assert "login: clientId=alice" in text  # something was logged...
+    for secret in (KEY_SECRET, "hunter2-very-secret", "wrong-password-xyz", token, cookie, cookie.split(".")[0]):
+        assert secret not in text  # ...but never a credential
+
+
+def test_capability_type_round_trips_what_the_endpoint_grants(alice: Service) -> None:
+    details = alice.client.get("/auth").json()
+    assert Capability.parse(details["capability"]).to_json() == details["capability"]
