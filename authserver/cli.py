@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from . import __version__
+from .capabilities import Capability
 from .config import SETTINGS_HELP, Settings, load_settings
 from .errors import AuthServerError, ConfigError, UserError
 from .identity import Identity
@@ -137,7 +138,7 @@ def _check() -> int:
     return EXIT_OK
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -159,7 +160,7 @@ def development_key() -> AblyKey:
     return AblyKey(name=f"dev.{secrets.token_hex(3)}", secret=secrets.token_urlsafe(32))
 
 
-def _uvicorn_server(app: object, log_level: str) -> object:
+def uvicorn_server(app: object, log_level: str) -> object:
     import uvicorn
 
     config = uvicorn.Config(
@@ -186,18 +187,18 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         from .sandbox import create_sandbox_app
 
         key = development_key()
-        sandbox_sock = _bind(host, settings.sandbox_port if settings.sandbox_port != port or port == 0 else 0)
+        sandbox_sock = bind(host, settings.sandbox_port if settings.sandbox_port != port or port == 0 else 0)
         sandbox_port = sandbox_sock.getsockname()[1]
         endpoint = f"http://{_url_host(host)}:{sandbox_port}"
         settings = settings.with_sandbox(key, endpoint)
-        servers.append((_uvicorn_server(create_sandbox_app((key,)), settings.log_level), sandbox_sock))
+        servers.append((uvicorn_server(create_sandbox_app((key,)), settings.log_level), sandbox_sock))
         log.warning("DEVELOPMENT MODE: no ABLY_API_KEY; embedded Ably sandbox on %s with key %s", endpoint, key.name)
         log.warning("DEVELOPMENT MODE: the session secret is ephemeral; sessions end when the service stops")
     if settings.demo_login:
         log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
     app = create_app(settings)
-    sock = _bind(host, port)
-    servers.insert(0, (_uvicorn_server(app, settings.log_level), sock))
+    sock = bind(host, port)
+    servers.insert(0, (uvicorn_server(app, settings.log_level), sock))
     log.info(
         "authserver %s on http://%s:%d (signing key %s, Ably: %s)",
         __version__,
@@ -206,11 +207,11 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         settings.ably_keys[0].name,
         settings.ably_endpoint or "real Ably",
     )
-    _run(servers)
+    run_servers(servers)
     return EXIT_OK
 
 
-def _run(servers: list[tuple[object, socket.socket]]) -> None:
+def run_servers(servers: list[tuple[object, socket.socket]]) -> None:
     async def run_all() -> None:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))  # type: ignore[attr-defined]
 
@@ -228,7 +229,7 @@ def _sandbox(settings: Settings, host: str | None, port: int | None) -> int:
     if not settings.ably_keys:
         raise ConfigError(["ABLY_API_KEY: the sandbox needs the key(s) it should accept"])
     host = host or settings.host
-    sock = _bind(host, settings.sandbox_port if port is None else port)
+    sock = bind(host, settings.sandbox_port if port is None else port)
     app = create_sandbox_app(settings.ably_keys, key_capabilities=_key_capabilities(settings))
     log.info(
         "Ably sandbox on http://%s:%d for key(s) %s",
@@ -236,11 +237,11 @@ def _sandbox(settings: Settings, host: str | None, port: int | None) -> int:
         sock.getsockname()[1],
         ", ".join(k.name for k in settings.ably_keys),
     )
-    _run([(_uvicorn_server(app, settings.log_level), sock)])
+    run_servers([(uvicorn_server(app, settings.log_level), sock)])
     return EXIT_OK
 
 
-def _key_capabilities(settings: Settings) -> dict[str, object] | None:
+def _key_capabilities(settings: Settings) -> dict[str, Capability] | None:
     if settings.key_capability is None:
         return None
     return {key.name: settings.key_capability for key in settings.ably_keys}

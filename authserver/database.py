@@ -54,6 +54,8 @@ class Database:
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open database {path!r}: {exc}") from None
         self._lock = threading.Lock()
+        #: Bumped by every write through this object: caches compare it to see in-process changes.
+        self.generation = 0
 
     def close(self) -> None:
         with self._lock:
@@ -78,8 +80,11 @@ class Database:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+            self.generation += 1
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the number of rows changed."""
         with self._lock:
-            return self._conn.execute(sql, params).rowcount
+            changed = self._conn.execute(sql, params).rowcount
+            self.generation += 1
+            return changed

@@ -39,6 +39,21 @@ class Grant:
     ttl_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """The most one identity may ever get, worked out once per (role, clientId)."""
+
+    capability: Capability  # role's capability ∩ key's capability
+    capability_json: str
+    default_ttl_ms: int
+    max_ttl_ms: int
+
+    def ttl(self, requested_ms: int | None) -> int:
+        if requested_ms is None:
+            return self.default_ttl_ms
+        return min(max(requested_ms, min(CLIENT_TTL_FLOOR_MS, self.default_ttl_ms)), self.max_ttl_ms)
+
+
 class Issuer:
     """Decides and mints tokens with the first configured key."""
 
@@ -61,27 +76,30 @@ class Issuer:
         self.token_max_ttl_ms = token_max_ttl * 1000
         self.clock = clock
         self._signer = TokenSigner(self.key)
-        # (role, clientId) -> canonical capability; bounded, rebuilt when full
-        self._allowed: dict[tuple[str, str], Capability] = {}
+        # (role, clientId) -> Allowance; bounded, emptied when full
+        self._allowances: dict[tuple[str, str], Allowance] = {}
 
-    def allowed(self, identity: Identity) -> Capability:
-        """The most this identity may ever get: its role's capability ∩ the key's.
+    def allowance(self, identity: Identity) -> Allowance:
+        """The most this identity may ever get: its role's capability ∩ the key's, and its TTL limits.
 
         :raises ForbiddenError: unknown role, or a role that shares nothing with the key.
         :raises ClientIdError: a clientId outside the safe set.
         """
         cache_key = (identity.role, identity.client_id)
-        allowed = self._allowed.get(cache_key)
-        if allowed is None:
-            allowed = self.policy.role(identity.role).capability_for(identity.client_id)
+        allowance = self._allowances.get(cache_key)
+        if allowance is None:
+            role = self.policy.role(identity.role)
+            capability = role.capability_for(identity.client_id)
             if self.key_capability is not None:
-                allowed = allowed.intersect(self.key_capability)
-            if allowed.is_empty():
+                capability = capability.intersect(self.key_capability)
+            if capability.is_empty():
                 raise ForbiddenError(f"role {identity.role!r} allows nothing that the API key allows", code=40160)
-            if len(self._allowed) >= _ROLE_CACHE_LIMIT:
-                self._allowed.clear()
-            self._allowed[cache_key] = allowed
-        return allowed
+            max_ttl = self.token_max_ttl_ms if role.max_ttl is None else min(self.token_max_ttl_ms, role.max_ttl * 1000)
+            allowance = Allowance(capability, capability.to_json(), min(self.token_ttl_ms, max_ttl), max_ttl)
+            if len(self._allowances) >= _ROLE_CACHE_LIMIT:
+                self._allowances.clear()
+            self._allowances[cache_key] = allowance
+        return allowance
 
     def grant(self, identity: Identity, params: TokenParams) -> Grant:
         """Decide what to put in the token.
@@ -93,22 +111,14 @@ class Issuer:
             raise ForbiddenError(
                 f"clientId {params.client_id[:64]!r} does not match the authenticated identity", code=40102
             )
-        allowed = self.allowed(identity)
-        capability = allowed
+        allowance = self.allowance(identity)
+        capability = allowance.capability_json
         if params.capability is not None:
-            capability = params.capability.intersect(allowed)
-            if capability.is_empty():
+            granted = params.capability.intersect(allowance.capability)
+            if granted.is_empty():
                 raise ForbiddenError("requested capability is not allowed for this user", code=40160)
-        role = self.policy.role(identity.role)
-        max_ttl = self.token_max_ttl_ms
-        if role.max_ttl is not None:
-            max_ttl = min(max_ttl, role.max_ttl * 1000)
-        default_ttl = min(self.token_ttl_ms, max_ttl)
-        if params.ttl_ms is None:
-            ttl = default_ttl
-        else:
-            ttl = min(max(params.ttl_ms, min(CLIENT_TTL_FLOOR_MS, default_ttl)), max_ttl)
-        return Grant(identity.client_id, capability.to_json(), ttl)
+            capability = granted.to_json()
+        return Grant(identity.client_id, capability, allowance.ttl(params.ttl_ms))
 
     def jwt(self, identity: Identity, params: TokenParams) -> IssuedToken:
         grant = self.grant(identity, params)

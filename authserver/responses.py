@@ -18,6 +18,22 @@ NO_CACHE = {
 _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 
+class PreparedResponse(Response):
+    """A response whose body is already serialised, with the no-cache headers prebuilt (hot path)."""
+
+    _NO_CACHE_RAW = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in NO_CACHE.items()]
+
+    def __init__(self, body: str, media_type: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body.encode("utf-8")
+        self.raw_headers = [
+            (b"content-length", str(len(self.body)).encode("latin-1")),
+            (b"content-type", media_type.encode("latin-1")),
+            *self._NO_CACHE_RAW,
+        ]
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         json.dumps(body, separators=(",", ":")),

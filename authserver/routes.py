@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import lru_cache
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +16,7 @@ from .errors import BadRequestError, ForbiddenError, NotAuthenticatedError
 from .identity import Credentials, Identity, authenticate_any
 from .identity.sessions import COOKIE_NAME
 from .issuance import parse_token_params
-from .responses import NO_CACHE, json_response
+from .responses import PreparedResponse, json_response
 from .services import Services
 
 log = logging.getLogger("authserver.http")
@@ -58,6 +59,7 @@ async def _body_pairs(request: Request) -> list[tuple[str, str]]:
     raise BadRequestError(f"unsupported Content-Type {content_type[:60]!r}; use form or JSON")
 
 
+@lru_cache(maxsize=256)
 def _wants_jwt(accept: str) -> bool:
     """True when the Accept header prefers application/jwt over JSON."""
     best_jwt, best_json = -1.0, -1.0
@@ -101,9 +103,9 @@ async def auth(request: Request) -> Response:
     if fmt == "tokenrequest":
         return json_response(svc.issuer.token_request(identity, params).to_dict())
     issued = svc.issuer.jwt(identity, params)
-    if fmt == "jwt" or (fmt is None and _wants_jwt(request.headers.get("accept", ""))):
-        return Response(issued.token, media_type="application/jwt", headers=NO_CACHE)
-    return json_response(issued.details())
+    if fmt == "jwt" or (fmt is None and _wants_jwt(request.headers.get("accept", "")[:200])):
+        return PreparedResponse(issued.token, "application/jwt")
+    return PreparedResponse(issued.details_json(), "application/json")
 
 
 def _origin_allowed(request: Request, svc: Services) -> bool:

@@ -12,8 +12,9 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from .keys import AblyKey
@@ -26,6 +27,10 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 def _b64url(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+#: A str as a JSON string literal, ASCII-only: the C function json.dumps itself uses.
+json_string: Callable[[str], str] = encode_basestring_ascii
 
 
 class TokenSigner:
@@ -50,12 +55,19 @@ class TokenSigner:
         extra_claims: Mapping[str, Any] | None = None,
     ) -> str:
         """Return a signed JWT. Times are whole seconds since the epoch."""
-        claims: dict[str, Any] = {"iat": issued_at, "exp": expires_at, CAPABILITY_CLAIM: capability}
-        if client_id is not None:
-            claims[CLIENT_ID_CLAIM] = client_id
         if extra_claims:
+            claims: dict[str, Any] = {"iat": issued_at, "exp": expires_at, CAPABILITY_CLAIM: capability}
+            if client_id is not None:
+                claims[CLIENT_ID_CLAIM] = client_id
             claims.update(extra_claims)
-        signing_input = self._header_segment + _b64url(_dumps(claims).encode("ascii"))
+            payload = _dumps(claims)
+        else:
+            # The common case, written out: the same JSON the encoder would produce, without it.
+            payload = f'{{"iat":{int(issued_at)},"exp":{int(expires_at)},"{CAPABILITY_CLAIM}":{json_string(capability)}'
+            if client_id is not None:
+                payload += f',"{CLIENT_ID_CLAIM}":{json_string(client_id)}'
+            payload += "}"
+        signing_input = self._header_segment + _b64url(payload.encode("ascii"))
         mac = self._mac.copy()
         mac.update(signing_input)
         return (signing_input + b"." + _b64url(mac.digest())).decode("ascii")
@@ -96,6 +108,17 @@ class IssuedToken:
             f"IssuedToken(key_name={self.key_name!r}, client_id={self.client_id!r}, "
             f"issued_ms={self.issued_ms}, expires_ms={self.expires_ms}, capability={self.capability!r})"
         )
+
+    def details_json(self) -> str:
+        """:meth:`details` serialised (compact JSON), built without the encoder on the hot path."""
+        body = (
+            f'{{"token":{json_string(self.token)},'
+            f'"keyName":{json_string(self.key_name)},"issued":{self.issued_ms},"expires":{self.expires_ms},'
+            f'"capability":{json_string(self.capability)}'
+        )
+        if self.client_id is not None:
+            body += f',"clientId":{json_string(self.client_id)}'
+        return body + "}"
 
     def details(self) -> dict[str, Any]:
         """TokenDetails JSON (spec 4.3): the form both Ably clients handle on every renewal path."""

@@ -2,9 +2,13 @@
 
 The cookie carries ``itsdangerous``-signed random bytes; only their SHA-256 is stored, so a copy of
 the database does not hand out live sessions. Logging out deletes the record, which ends the
-session everywhere. Account sessions are re-checked against the account on every use: a disabled
-account is refused at once (403), a removed one must log in again (401), a new role applies to the
-next token.
+session everywhere. Account sessions are re-checked against the account: a disabled account is
+refused (403), a removed one must log in again (401), a new role applies to the next token.
+
+Resolving a session is on the hot path of ``/auth``, so a resolved session is remembered for
+``recheck`` seconds (default 1). Any change made through this process's database (login, logout,
+account changes) invalidates the memory at once; a change made by another process (the
+``authserver users`` CLI) is seen within ``recheck`` seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ..errors import ForbiddenError, NotAuthenticatedError
 from . import Credentials, Identity
 
 COOKIE_NAME = "authserver_session"
+_CACHE_LIMIT = 10_000
 
 
 def _hash(session_id: str) -> str:
@@ -28,10 +33,13 @@ def _hash(session_id: str) -> str:
 class SessionStore:
     """Creates, resolves and ends sessions. Also the :class:`Authenticator` for session cookies."""
 
-    def __init__(self, db: Database, secret: str, *, ttl: int) -> None:
+    def __init__(self, db: Database, secret: str, *, ttl: int, recheck: float = 1.0) -> None:
         self.db = db
         self.ttl = ttl
+        self.recheck = recheck
         self._signer = Signer(secret, salt="authserver.session")
+        # cookie -> (identity, session expiry, checked at, db generation)
+        self._resolved: dict[str, tuple[Identity, float, float, int]] = {}
 
     def create(self, identity: Identity, now: float) -> str:
         """Store a session for ``identity`` and return the cookie value."""
@@ -74,6 +82,19 @@ class SessionStore:
         cookie = credentials.cookies.get(COOKIE_NAME)
         if cookie is None:
             return None
+        remembered = self._resolved.get(cookie)
+        if remembered is not None:
+            identity, expires, checked, generation = remembered
+            if now < expires and 0 <= now - checked < self.recheck and generation == self.db.generation:
+                return identity
+            del self._resolved[cookie]
+        identity, expires = self._resolve(cookie, now)
+        if len(self._resolved) >= _CACHE_LIMIT:
+            self._resolved.clear()
+        self._resolved[cookie] = (identity, expires, now, self.db.generation)
+        return identity
+
+    def _resolve(self, cookie: str, now: float) -> tuple[Identity, float]:
         session_id = self._session_id(cookie)
         if session_id is None:
             raise NotAuthenticatedError("session is not valid; log in again")
@@ -95,4 +116,4 @@ class SessionStore:
             if disabled:
                 raise ForbiddenError("account is disabled")
             client_id, role = user_client_id, user_role
-        return Identity(subject=username, client_id=client_id, role=role, source=source)
+        return Identity(subject=username, client_id=client_id, role=role, source=source), expires

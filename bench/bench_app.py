@@ -1,0 +1,39 @@
+"""The app the benchmark loads: the real service, plus a plain-text route as the framework ceiling.
+
+Run by bench/auth_ratio.sh under the same uvicorn server and settings as ``authserver serve``
+(uvloop, httptools, no access log): ``python bench/bench_app.py PORT``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from authserver.app import create_app
+from authserver.cli import run_servers, uvicorn_server
+from authserver.config import load_settings
+from authserver.logs import configure_logging
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("hello")
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    settings = load_settings()
+    configure_logging("warning")
+    app = create_app(settings)
+    # The ceiling shares the app, its middleware and the server with /auth: the ratio is the cost
+    # of the session check, the policy decision and signing.
+    app.router.routes.insert(0, Route("/bench/hello", hello))
+    from authserver.cli import bind
+
+    run_servers([(uvicorn_server(app, "warning"), bind(settings.host, port))])
+
+
+if __name__ == "__main__":
+    main()
