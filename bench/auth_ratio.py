@@ -51,7 +51,7 @@ def wait_ready(url: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL we built
+            with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError):
@@ -60,13 +60,13 @@ def wait_ready(url: str, timeout: float = 20.0) -> None:
 
 
 def login(base: str) -> str:
-    request = urllib.request.Request(  # noqa: S310
+    request = urllib.request.Request(
         f"{base}/login",
         data=json.dumps({"username": "bench", "password": "bench-password"}).encode(),
         headers={"content-type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:
         cookie = response.headers["set-cookie"].split(";")[0]
     return cookie
 
@@ -113,7 +113,7 @@ def main() -> int:
         lua.write_text(LUA)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([PYTHON, str(HERE / "bench_app.py"), str(port)], env=env, cwd=tmp)  # noqa: S603
+        server = subprocess.Popen([PYTHON, str(HERE / "bench_app.py"), str(port)], env=env, cwd=tmp)
         try:
             wait_ready(f"{base}/healthz")
             cookie = login(base)
