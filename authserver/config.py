@@ -173,7 +173,7 @@ class _Reader:
         key_capability = self.parse("ABLY_KEY_CAPABILITY", None, Capability.parse)
         endpoint = self.parse("ABLY_ENDPOINT", None, _endpoint)
         port = self.integer("AUTHSERVER_PORT", 8000, 0, 65535)
-        sandbox_port = self.integer("AUTHSERVER_SANDBOX_PORT", port + 1 if port else 0, 0, 65535)
+        sandbox_port = self.integer("AUTHSERVER_SANDBOX_PORT", port + 1 if 0 < port < 65535 else 0, 0, 65535)
         if port and sandbox_port == port:
             self.problems.append("AUTHSERVER_SANDBOX_PORT: must differ from AUTHSERVER_PORT")
         max_ttl = self.integer("TOKEN_MAX_TTL", HARD_MAX_TOKEN_TTL, MIN_TOKEN_TTL, HARD_MAX_TOKEN_TTL)

@@ -58,12 +58,12 @@ def parse_api_key(text: str, *, label: str = "API key") -> AblyKey:
     if not secret:
         raise KeyFormatError(f"{label} has an empty secret after ':'")
     if name.count(".") != 1:
-        raise KeyFormatError(f"{label} name {name!r} must be appId.keyId (exactly one '.')")
+        raise KeyFormatError(f"{label} name (before ':') must be appId.keyId with exactly one '.'")
     app_id, _, key_id = name.partition(".")
     if not app_id or not key_id:
-        raise KeyFormatError(f"{label} name {name!r} has an empty appId or keyId")
+        raise KeyFormatError(f"{label} name (before ':') has an empty appId or keyId")
     if not _NAME_PART.fullmatch(app_id) or not _NAME_PART.fullmatch(key_id):
-        raise KeyFormatError(f"{label} name {name!r} may only contain letters, digits, '_' and '-'")
+        raise KeyFormatError(f"{label} name (before ':') may only contain letters, digits, '_' and '-'")
     if not _SECRET.fullmatch(secret):
         raise KeyFormatError(f"{label} secret contains whitespace or non-printable characters")
     return AblyKey(name=name, secret=secret)

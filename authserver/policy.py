@@ -71,6 +71,9 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
     """
     if not isinstance(data, Mapping):
         raise PolicyError("policy must be a table/object")
+    unknown = set(data) - {"roles", "default_role", "demo_role"}
+    if unknown:
+        raise PolicyError(f"policy has unknown field(s): {', '.join(sorted(map(str, unknown)))}")
     raw_roles = data.get("roles")
     if not isinstance(raw_roles, Mapping) or not raw_roles:
         raise PolicyError("policy has no [roles]")
@@ -80,7 +83,7 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
     default_role = data.get("default_role", "user")
     demo_role = data.get("demo_role", default_role)
     for field_name, value in (("default_role", default_role), ("demo_role", demo_role)):
-        if value not in roles:
+        if not isinstance(value, str) or value not in roles:
             raise PolicyError(f"{field_name} {value!r} is not one of the roles")
     return Policy(MappingProxyType(roles), default_role, demo_role)
 
@@ -121,6 +124,8 @@ def load_policy(path: Path | None) -> Policy:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {str(source)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"policy file {str(source)!r} is not UTF-8 (byte {exc.start})") from None
     try:
         data = json.loads(text) if source.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:

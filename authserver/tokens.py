@@ -56,6 +56,9 @@ class TokenSigner:
     ) -> str:
         """Return a signed JWT. Times are whole seconds since the epoch."""
         if extra_claims:
+            reserved = {"iat", "exp", CAPABILITY_CLAIM, CLIENT_ID_CLAIM} & set(extra_claims)
+            if reserved:
+                raise ValueError(f"extra_claims may not replace {', '.join(sorted(reserved))}")
             claims: dict[str, Any] = {"iat": issued_at, "exp": expires_at, CAPABILITY_CLAIM: capability}
             if client_id is not None:
                 claims[CLIENT_ID_CLAIM] = client_id

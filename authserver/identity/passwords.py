@@ -24,9 +24,10 @@ class Passwords:
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         try:
-            return self._hasher.verify(password_hash or self._dummy_hash, password) and password_hash is not None
+            ok = self._hasher.verify(password_hash or self._dummy_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+        return ok and bool(password_hash)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)

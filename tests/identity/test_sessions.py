@@ -1,0 +1,215 @@
+"""Login sessions: a signed random id in the cookie, only its hash in the database, re-checked on use."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from authserver.database import Database
+from authserver.errors import ForbiddenError, NotAuthenticatedError
+from authserver.identity import Credentials, Identity, authenticate_any
+from authserver.identity.passwords import Passwords
+from authserver.identity.sessions import COOKIE_NAME, SessionStore
+from authserver.identity.users import UserStore
+from authserver.policy import load_policy
+
+NOW = 1_700_000_000.0
+TTL = 3600
+SECRET = "session-secret-for-tests-0123456789-abcdef"
+ALICE = Identity(subject="alice", client_id="alice", role="user", source="account")
+DORA = Identity(subject="dora", client_id="dora", role="demo", source="demo")
+
+
+def with_cookie(cookie: str) -> Credentials:
+    return Credentials(cookies={COOKIE_NAME: cookie})
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(str(tmp_path / "auth.db"))
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def users(db: Database) -> UserStore:
+    store = UserStore(db, Passwords(time_cost=1, memory_cost=8192, parallelism=1), load_policy(None))
+    store.add("alice", "correct horse", role=None, client_id=None, now=NOW)
+    return store
+
+
+@pytest.fixture
+def sessions(db: Database, users: UserStore) -> SessionStore:
+    return SessionStore(db, SECRET, ttl=TTL)
+
+
+@pytest.fixture
+def cookie(sessions: SessionStore) -> str:
+    """A session of alice's account, created at NOW."""
+    return sessions.create(ALICE, NOW)
+
+
+def test_created_session_authenticates_as_its_identity(sessions: SessionStore, cookie: str) -> None:
+    assert sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+    assert sessions.authenticate(with_cookie(cookie), NOW + TTL - 1) == ALICE
+
+
+def test_demo_session_authenticates_as_the_demo_identity(sessions: SessionStore) -> None:
+    cookie = sessions.create(DORA, NOW)
+    assert sessions.authenticate(with_cookie(cookie), NOW + 1) == DORA
+
+
+def test_every_session_has_its_own_cookie(sessions: SessionStore, cookie: str) -> None:
+    assert sessions.create(ALICE, NOW) != cookie
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [Credentials(), Credentials(cookies={"other": "x"}), Credentials(headers={"authorization": "Bearer x"})],
+)
+def test_no_session_cookie_is_not_for_this_authenticator(sessions: SessionStore, credentials: Credentials) -> None:
+    assert sessions.authenticate(credentials, NOW) is None
+
+
+def test_session_store_is_an_authenticator(sessions: SessionStore, cookie: str) -> None:
+    assert authenticate_any((sessions,), with_cookie(cookie), NOW) == ALICE
+    assert authenticate_any((sessions,), Credentials(), NOW) is None
+
+
+def _tampered(cookie: str) -> list[str]:
+    session_id, signature = cookie.rsplit(".", 1)
+    flipped = ("A" if session_id[0] != "A" else "B") + session_id[1:]
+    return [
+        "",
+        "garbage",
+        session_id,  # unsigned
+        f"{flipped}.{signature}",  # changed id, old signature
+        f"{session_id}.{signature[::-1]}",  # changed signature
+        f"{session_id}.",
+        f".{signature}",
+        cookie + "x",
+    ]
+
+
+def test_forged_or_tampered_cookie_is_not_authenticated(sessions: SessionStore, cookie: str) -> None:
+    for forged in _tampered(cookie):
+        with pytest.raises(NotAuthenticatedError) as exc_info:
+            sessions.authenticate(with_cookie(forged), NOW)
+        assert exc_info.value.status == 401, forged
+
+
+def test_cookie_signed_with_another_secret_is_refused(db: Database, sessions: SessionStore) -> None:
+    other = SessionStore(db, SECRET + "-other", ttl=TTL)
+    cookie = other.create(ALICE, NOW)  # the record exists in the shared database...
+    assert other.authenticate(with_cookie(cookie), NOW) == ALICE
+    with pytest.raises(NotAuthenticatedError, match=r"^session is not valid; log in again$"):
+        sessions.authenticate(with_cookie(cookie), NOW)  # ...but the signature is not ours
+
+
+@pytest.mark.parametrize("later", [TTL, TTL + 0.001, TTL * 10])
+def test_session_expires_after_its_ttl(sessions: SessionStore, cookie: str, later: float) -> None:
+    with pytest.raises(NotAuthenticatedError, match=r"^session has expired; log in again$"):
+        sessions.authenticate(with_cookie(cookie), NOW + later)
+
+
+def test_expired_session_stays_ended(sessions: SessionStore, cookie: str) -> None:
+    with pytest.raises(NotAuthenticatedError):
+        sessions.authenticate(with_cookie(cookie), NOW + TTL)
+    with pytest.raises(NotAuthenticatedError, match=r"^session has ended; log in again$"):
+        sessions.authenticate(with_cookie(cookie), NOW)  # even if the clock went back
+
+
+def test_expired_sessions_are_purged_when_a_new_one_is_created(
+    db: Database, sessions: SessionStore, cookie: str
+) -> None:
+    sessions.create(DORA, NOW + TTL)
+    assert db.query("SELECT username FROM sessions") == [("dora",)]
+
+
+def test_ended_session_is_not_authenticated(sessions: SessionStore, cookie: str) -> None:
+    sessions.end(cookie)
+    with pytest.raises(NotAuthenticatedError, match=r"^session has ended; log in again$"):
+        sessions.authenticate(with_cookie(cookie), NOW)
+
+
+def test_ending_one_session_leaves_the_others(sessions: SessionStore, cookie: str) -> None:
+    second = sessions.create(ALICE, NOW)
+    sessions.end(cookie)
+    assert sessions.authenticate(with_cookie(second), NOW) == ALICE
+
+
+@pytest.mark.parametrize("cookie_value", [None, "", "garbage"])
+def test_ending_without_a_valid_cookie_does_nothing(
+    sessions: SessionStore, cookie: str, cookie_value: str | None
+) -> None:
+    sessions.end(cookie_value)
+    assert sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+
+
+def test_account_disabled_after_login_is_forbidden(sessions: SessionStore, users: UserStore, cookie: str) -> None:
+    users.set_disabled("alice", True)
+    with pytest.raises(ForbiddenError, match=r"^account is disabled$"):
+        sessions.authenticate(with_cookie(cookie), NOW)
+    users.set_disabled("alice", False)
+    assert sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+
+
+def test_account_removed_after_login_must_log_in_again(sessions: SessionStore, users: UserStore, cookie: str) -> None:
+    users.remove("alice")
+    with pytest.raises(NotAuthenticatedError):
+        sessions.authenticate(with_cookie(cookie), NOW)
+
+
+def test_account_row_deleted_behind_the_stores_back_must_log_in_again(
+    db: Database, sessions: SessionStore, cookie: str
+) -> None:
+    db.execute("DELETE FROM users WHERE username = 'alice'")
+    with pytest.raises(NotAuthenticatedError, match=r"^account no longer exists; log in again$"):
+        sessions.authenticate(with_cookie(cookie), NOW)
+
+
+def test_new_account_of_the_same_name_does_not_revive_an_old_session(
+    sessions: SessionStore, users: UserStore, cookie: str
+) -> None:
+    users.remove("alice")
+    users.add("alice", "another password", role=None, client_id=None, now=NOW)
+    with pytest.raises(NotAuthenticatedError):
+        sessions.authenticate(with_cookie(cookie), NOW)
+
+
+def test_role_changed_after_login_applies_to_the_session(sessions: SessionStore, users: UserStore, cookie: str) -> None:
+    users.set_role("alice", "admin")
+    identity = sessions.authenticate(with_cookie(cookie), NOW)
+    assert identity is not None
+    assert identity.role == "admin"
+
+
+def test_database_stores_only_a_hash_of_the_session_id(db: Database, sessions: SessionStore, cookie: str) -> None:
+    session_id = cookie.rsplit(".", 1)[0]  # itsdangerous: value.signature
+    rows = db.query("SELECT * FROM sessions")
+    assert len(rows) == 1
+    stored = " ".join(str(value) for value in rows[0])
+    assert session_id not in stored
+    assert cookie not in stored
+    assert hashlib.sha256(session_id.encode("ascii")).hexdigest() in rows[0]
+
+
+def test_session_id_is_long_and_random(sessions: SessionStore) -> None:
+    session_ids = {sessions.create(ALICE, NOW).rsplit(".", 1)[0] for _ in range(20)}
+    assert len(session_ids) == 20
+    assert all(len(session_id) >= 32 for session_id in session_ids)
+
+
+new_store = partial(SessionStore, secret=SECRET, ttl=TTL)
+
+
+def test_sessions_survive_a_restart_with_the_same_secret(tmp_path: Path, cookie: str) -> None:
+    reopened = Database(str(tmp_path / "auth.db"))
+    try:
+        assert new_store(reopened).authenticate(with_cookie(cookie), NOW) == ALICE
+    finally:
+        reopened.close()

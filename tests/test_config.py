@@ -1,0 +1,394 @@
+"""Settings from a plain dict (never ``os.environ``) and an optional ``.env`` file.
+
+Every problem is reported at once, naming the setting and never repeating a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from authserver.config import (
+    DEFAULT_DATABASE_URL,
+    HARD_MAX_TOKEN_TTL,
+    REPO_ROOT,
+    SETTINGS_HELP,
+    Settings,
+    load_settings,
+)
+from authserver.errors import ConfigError
+from authserver.keys import AblyKey
+
+KEY_SECRET = "KEY-SECRET-0123456789-abcdefghijklmnop"
+API_KEY = f"appId.keyId:{KEY_SECRET}"
+SESSION_SECRET = "SESSION-SECRET-0123456789-abcdefghij"
+PRODUCTION = {"ABLY_API_KEY": API_KEY, "SESSION_SECRET": SESSION_SECRET}
+
+load = partial(load_settings, env_file=None)
+
+
+def problems_of(environ: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as exc_info:
+        load(environ)
+    return exc_info.value.problems
+
+
+# --- no settings at all: development mode ---------------------------------------------------------
+
+
+def test_no_settings_at_all_is_development_mode_with_defaults() -> None:
+    settings = load({})
+    assert settings.development is True
+    assert settings.ably_keys == ()
+    assert settings.demo_login is True
+    assert settings.session_secret_ephemeral is True
+    assert len(settings.session_secret) >= 32
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.sandbox_port == 8001
+    assert settings.token_ttl == 3600
+    assert settings.token_max_ttl == HARD_MAX_TOKEN_TTL == 86400
+    assert settings.session_ttl == 28800
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.policy_source == "built-in"
+    assert set(settings.policy.roles) == {"user", "demo", "admin"}
+    assert settings.ably_endpoint is None
+    assert settings.key_capability is None
+    assert settings.cookie_secure == "auto"
+    assert settings.allowed_origins == ()
+    assert settings.ably_js == "cdn"
+    assert settings.log_level == "info"
+
+
+def test_ephemeral_session_secret_is_new_each_time() -> None:
+    assert load({}).session_secret != load({}).session_secret
+
+
+def test_empty_values_count_as_unset() -> None:
+    # env.example ships ``ABLY_API_KEY=`` and ``SESSION_SECRET=`` blank.
+    settings = load({"ABLY_API_KEY": "", "SESSION_SECRET": "  ", "TOKEN_TTL": "", "AUTHSERVER_PORT": ""})
+    assert settings.development is True
+    assert (settings.token_ttl, settings.port) == (3600, 8000)
+
+
+def test_shipped_env_example_is_valid() -> None:
+    settings = load_settings({}, env_file=REPO_ROOT / "env.example")
+    assert settings.development is True
+
+
+# --- production mode ------------------------------------------------------------------------------
+
+
+def test_api_key_switches_to_production_mode() -> None:
+    settings = load(PRODUCTION)
+    assert settings.development is False
+    assert [key.name for key in settings.ably_keys] == ["appId.keyId"]
+    assert settings.ably_keys[0].secret == KEY_SECRET
+    assert settings.session_secret == SESSION_SECRET
+    assert settings.session_secret_ephemeral is False
+
+
+def test_demo_login_is_off_in_production_unless_asked() -> None:
+    assert load(PRODUCTION).demo_login is False
+    assert load({**PRODUCTION, "AUTHSERVER_DEMO_LOGIN": "true"}).demo_login is True
+
+
+def test_demo_login_can_be_turned_off_in_development() -> None:
+    assert load({"AUTHSERVER_DEMO_LOGIN": "false"}).demo_login is False
+
+
+def test_production_requires_a_session_secret() -> None:
+    assert problems_of({"ABLY_API_KEY": API_KEY}) == [
+        "SESSION_SECRET: required when ABLY_API_KEY is set (at least 32 characters)"
+    ]
+
+
+def test_several_api_keys_are_read_for_rotation_and_the_first_signs() -> None:
+    settings = load({**PRODUCTION, "ABLY_API_KEY": f"new.key:{KEY_SECRET}1,old.key:{KEY_SECRET}2"})
+    assert [key.name for key in settings.ably_keys] == ["new.key", "old.key"]
+
+
+def test_session_secret_must_be_at_least_32_characters_in_any_mode() -> None:
+    expected = ["SESSION_SECRET: too short (at least 32 characters)"]
+    assert problems_of({"SESSION_SECRET": "x" * 31}) == expected
+    assert problems_of({**PRODUCTION, "SESSION_SECRET": "x" * 31}) == expected
+    assert load({"SESSION_SECRET": "x" * 32}).session_secret == "x" * 32
+
+
+# --- one ConfigError with every problem, and no secret in it --------------------------------------
+
+
+def test_every_problem_is_reported_at_once_without_secret_values() -> None:
+    leaked_key_secret = "LEAKY-KEY-SECRET-42"
+    leaked_session_secret = "LEAKY-SESSION-42"
+    environ = {
+        "ABLY_API_KEY": f"appId.keyId:{leaked_key_secret}:oops",  # two colons
+        "SESSION_SECRET": leaked_session_secret,  # too short
+        "AUTHSERVER_PORT": "eighty",
+        "TOKEN_TTL": "4",
+        "ABLY_ENDPOINT": "ftp://sandbox",
+        "DATABASE_URL": "postgresql://db/auth",
+        "AUTHSERVER_LOG_LEVEL": "loud",
+        "ABLY_KEY_CAPABILITY": "{not json",
+    }
+    with pytest.raises(ConfigError) as exc_info:
+        load(environ)
+    error = exc_info.value
+    assert len(error.problems) == len(environ)
+    for name in environ:
+        assert sum(problem.startswith(name) for problem in error.problems) == 1, name
+    for text in (str(error), error.message, repr(error), *error.problems):
+        assert leaked_key_secret not in text
+        assert leaked_session_secret not in text
+    assert error.message.startswith("invalid configuration:\n")
+    assert all(f"  - {problem}" in error.message for problem in error.problems)
+
+
+# --- each setting's bad values --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"AUTHSERVER_PORT": "eighty"}, "AUTHSERVER_PORT: 'eighty' is not a whole number"),
+        ({"AUTHSERVER_PORT": "80.5"}, "AUTHSERVER_PORT: '80.5' is not a whole number"),
+        ({"AUTHSERVER_PORT": "-1"}, "AUTHSERVER_PORT: -1 is outside 0..65535"),
+        ({"AUTHSERVER_PORT": "65536"}, "AUTHSERVER_PORT: 65536 is outside 0..65535"),
+        ({"AUTHSERVER_SANDBOX_PORT": "70000"}, "AUTHSERVER_SANDBOX_PORT: 70000 is outside 0..65535"),
+        (
+            {"AUTHSERVER_PORT": "9000", "AUTHSERVER_SANDBOX_PORT": "9000"},
+            "AUTHSERVER_SANDBOX_PORT: must differ from AUTHSERVER_PORT",
+        ),
+        ({"TOKEN_TTL": "4"}, "TOKEN_TTL: 4 is outside 5..86400"),
+        ({"TOKEN_TTL": "0"}, "TOKEN_TTL: 0 is outside 5..86400"),
+        ({"TOKEN_TTL": "86401"}, "TOKEN_TTL: 86401 is outside 5..86400"),
+        ({"TOKEN_TTL": "1h"}, "TOKEN_TTL: '1h' is not a whole number"),
+        ({"TOKEN_TTL": "true"}, "TOKEN_TTL: 'true' is not a whole number"),
+        ({"TOKEN_TTL": "7200", "TOKEN_MAX_TTL": "3600"}, "TOKEN_TTL: 7200 is longer than TOKEN_MAX_TTL (3600)"),
+        ({"TOKEN_MAX_TTL": "86401"}, "TOKEN_MAX_TTL: 86401 is outside 5..86400"),
+        ({"TOKEN_MAX_TTL": "4"}, "TOKEN_MAX_TTL: 4 is outside 5..86400"),
+        ({"TOKEN_MAX_TTL": "a day"}, "TOKEN_MAX_TTL: 'a day' is not a whole number"),
+        ({"AUTHSERVER_SESSION_TTL": "59"}, "AUTHSERVER_SESSION_TTL: 59 is outside 60..2592000"),
+        ({"AUTHSERVER_DEMO_LOGIN": "maybe"}, "AUTHSERVER_DEMO_LOGIN: 'maybe' is not true or false"),
+        ({"AUTHSERVER_DEMO_LOGIN": "2"}, "AUTHSERVER_DEMO_LOGIN: '2' is not true or false"),
+        ({"ABLY_ENDPOINT": "ftp://sandbox"}, "ABLY_ENDPOINT: 'ftp://sandbox' is not an http(s)://host[:port] URL"),
+        ({"ABLY_ENDPOINT": "127.0.0.1:8001"}, "ABLY_ENDPOINT: '127.0.0.1:8001' is not an http(s)://host[:port] URL"),
+        ({"ABLY_ENDPOINT": "http://"}, "ABLY_ENDPOINT: 'http://' is not an http(s)://host[:port] URL"),
+        ({"ABLY_ENDPOINT": "http://h:99999"}, "ABLY_ENDPOINT: 'http://h:99999' has an invalid port"),
+        ({"ABLY_ENDPOINT": "http://h:port"}, "ABLY_ENDPOINT: 'http://h:port' has an invalid port"),
+        ({"ABLY_ENDPOINT": "http://h/v1"}, "ABLY_ENDPOINT: 'http://h/v1' must be just scheme://host[:port]"),
+        ({"ABLY_ENDPOINT": "http://h?x=1"}, "ABLY_ENDPOINT: 'http://h?x=1' must be just scheme://host[:port]"),
+        ({"ABLY_ENDPOINT": "http://h#x"}, "ABLY_ENDPOINT: 'http://h#x' must be just scheme://host[:port]"),
+        ({"ABLY_ENDPOINT": "http://u@h"}, "ABLY_ENDPOINT: 'http://u@h' must be just scheme://host[:port]"),
+        (
+            {"DATABASE_URL": "postgresql://db/auth"},
+            "DATABASE_URL must start with 'sqlite:///' (only SQLite is supported in this version)",
+        ),
+        (
+            {"DATABASE_URL": "sqlite://auth.db"},
+            "DATABASE_URL must start with 'sqlite:///' (only SQLite is supported in this version)",
+        ),
+        ({"DATABASE_URL": "sqlite:///"}, "DATABASE_URL has no file path after sqlite:///"),
+        ({"ABLY_JS": "npm"}, "ABLY_JS: 'npm' is not one of cdn, local"),
+        ({"AUTHSERVER_COOKIE_SECURE": "always"}, "AUTHSERVER_COOKIE_SECURE: 'always' is not one of auto, true, false"),
+        ({"AUTHSERVER_COOKIE_SECURE": "1"}, "AUTHSERVER_COOKIE_SECURE: '1' is not one of auto, true, false"),
+        (
+            {"AUTHSERVER_ALLOWED_ORIGINS": "example.com"},
+            "AUTHSERVER_ALLOWED_ORIGINS: 'example.com' is not an origin like https://example.com",
+        ),
+        (
+            {"AUTHSERVER_ALLOWED_ORIGINS": "https://ok.example, https://a.example/login"},
+            "AUTHSERVER_ALLOWED_ORIGINS: 'https://a.example/login' is not an origin like https://example.com",
+        ),
+        (
+            {"AUTHSERVER_ALLOWED_ORIGINS": "ftp://files.example"},
+            "AUTHSERVER_ALLOWED_ORIGINS: 'ftp://files.example' is not an origin like https://example.com",
+        ),
+        (
+            {"AUTHSERVER_LOG_LEVEL": "verbose"},
+            "AUTHSERVER_LOG_LEVEL: 'verbose' is not one of debug, info, warning, error",
+        ),
+        ({"ABLY_KEY_CAPABILITY": "{not json"}, "ABLY_KEY_CAPABILITY: capability is not valid JSON"),
+        ({"ABLY_KEY_CAPABILITY": "[]"}, "ABLY_KEY_CAPABILITY: capability must be a JSON object"),
+        (
+            {"ABLY_KEY_CAPABILITY": '{"chat:*":["fly"]}'},
+            'ABLY_KEY_CAPABILITY: capability for "chat:*" lists unknown operation "fly"',
+        ),
+        ({"ABLY_API_KEY": "appId.keyId"}, "ABLY_API_KEY: API key has no ':' separating the key name from the secret"),
+        (
+            {"ABLY_API_KEY": f"a.b:{KEY_SECRET},a.b:{KEY_SECRET}", "SESSION_SECRET": SESSION_SECRET},
+            "ABLY_API_KEY: API key #2 repeats key name 'a.b'",
+        ),
+    ],
+)
+def test_bad_value_is_reported_naming_the_setting(environ: dict[str, str], problem: str) -> None:
+    assert problems_of(environ) == [problem]
+
+
+def test_missing_policy_file_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    assert problems_of({"AUTHSERVER_POLICY": str(path)}) == [
+        f"AUTHSERVER_POLICY: cannot read policy file {str(path)!r}: No such file or directory"
+    ]
+
+
+def test_invalid_policy_file_is_reported_naming_the_role(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[roles.user.capability]\n"chat:*" = ["fly"]\n', encoding="utf-8")
+    assert problems_of({"AUTHSERVER_POLICY": str(path)}) == [
+        'AUTHSERVER_POLICY: role \'user\': capability for "chat:*" lists unknown operation "fly"'
+    ]
+
+
+def test_default_sandbox_port_is_never_out_of_range() -> None:
+    try:
+        settings = load({"AUTHSERVER_PORT": "65535"})
+    except ConfigError as exc:
+        assert any(problem.startswith("AUTHSERVER_SANDBOX_PORT") for problem in exc.problems)
+    else:
+        assert 0 <= settings.sandbox_port <= 65535
+
+
+# --- good values ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "attribute", "value"),
+    [
+        ({"AUTHSERVER_HOST": "0.0.0.0"}, "host", "0.0.0.0"),  # noqa: S104 - a value, not a bind
+        ({"AUTHSERVER_PORT": "9000"}, "sandbox_port", 9001),
+        ({"AUTHSERVER_PORT": "0"}, "sandbox_port", 0),
+        ({"AUTHSERVER_PORT": " 9000 "}, "port", 9000),
+        ({"AUTHSERVER_PORT": "9000", "AUTHSERVER_SANDBOX_PORT": "9500"}, "sandbox_port", 9500),
+        ({"TOKEN_TTL": "5"}, "token_ttl", 5),
+        ({"TOKEN_TTL": "86400"}, "token_ttl", 86400),
+        ({"TOKEN_MAX_TTL": "600"}, "token_ttl", 600),  # the default TTL never exceeds the maximum
+        ({"TOKEN_MAX_TTL": "600"}, "token_max_ttl", 600),
+        ({"AUTHSERVER_SESSION_TTL": "60"}, "session_ttl", 60),
+        ({"ABLY_ENDPOINT": "http://127.0.0.1:8001"}, "ably_endpoint", "http://127.0.0.1:8001"),
+        ({"ABLY_ENDPOINT": "https://sandbox.example/"}, "ably_endpoint", "https://sandbox.example"),
+        ({"ABLY_ENDPOINT": "http://[::1]:8001"}, "ably_endpoint", "http://[::1]:8001"),
+        ({"DATABASE_URL": "sqlite:///:memory:"}, "database_path", ":memory:"),
+        ({"DATABASE_URL": "sqlite:///data/auth.db"}, "database_path", "data/auth.db"),
+        ({"DATABASE_URL": "sqlite:////var/lib/auth.db"}, "database_path", "/var/lib/auth.db"),
+        ({"ABLY_JS": "LOCAL"}, "ably_js", "local"),
+        ({"ABLY_JS_PATH": "/opt/ably"}, "ably_js_path", Path("/opt/ably")),
+        ({"AUTHSERVER_COOKIE_SECURE": "True"}, "cookie_secure", "true"),
+        ({"AUTHSERVER_COOKIE_SECURE": "false"}, "cookie_secure", "false"),
+        (
+            {"AUTHSERVER_ALLOWED_ORIGINS": "https://app.example, http://localhost:3000/ ,"},
+            "allowed_origins",
+            ("https://app.example", "http://localhost:3000"),
+        ),
+        ({"AUTHSERVER_LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
+    ],
+)
+def test_good_value_is_read(environ: dict[str, str], attribute: str, value: object) -> None:
+    assert getattr(load(environ), attribute) == value
+
+
+def test_key_capability_is_parsed_into_a_capability() -> None:
+    capability = load({"ABLY_KEY_CAPABILITY": '{"chat:*": ["publish"]}'}).key_capability
+    assert capability is not None
+    assert capability.to_json() == '{"chat:*":["publish"]}'
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1", True), ("true", True), ("YES", True), ("on", True),
+        ("0", False), ("False", False), ("no", False), ("OFF", False),
+    ],
+)  # fmt: skip
+def test_boolean_settings_accept_the_usual_spellings(value: str, expected: bool) -> None:
+    assert load({"AUTHSERVER_DEMO_LOGIN": value}).demo_login is expected
+
+
+def test_policy_file_is_loaded_and_named(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text('{"roles": {"user": {"capability": {"chat:*": ["subscribe"]}}}}', encoding="utf-8")
+    settings = load({"AUTHSERVER_POLICY": str(path)})
+    assert settings.policy_source == str(path)
+    assert set(settings.policy.roles) == {"user"}
+
+
+# --- the .env file --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env_file(tmp_path: Path) -> Path:
+    path = tmp_path / ".env"
+    path.write_text(
+        "# a comment\n"
+        f"ABLY_API_KEY={API_KEY}\n"
+        f"SESSION_SECRET='{SESSION_SECRET}'\n"
+        "TOKEN_TTL=120\n"
+        "AUTHSERVER_PORT=9000\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_env_file_values_are_read(env_file: Path) -> None:
+    settings = load_settings({}, env_file=env_file)
+    assert settings.development is False
+    assert settings.ably_keys[0].name == "appId.keyId"
+    assert settings.session_secret == SESSION_SECRET
+    assert (settings.token_ttl, settings.port) == (120, 9000)
+
+
+def test_environment_wins_over_env_file(env_file: Path) -> None:
+    settings = load_settings({"TOKEN_TTL": "300", "AUTHSERVER_PORT": "9100"}, env_file=env_file)
+    assert (settings.token_ttl, settings.port, settings.sandbox_port) == (300, 9100, 9101)
+    assert settings.session_secret == SESSION_SECRET  # still from the file
+
+
+def test_missing_env_file_is_ignored(tmp_path: Path) -> None:
+    assert load_settings({}, env_file=tmp_path / "absent.env").development is True
+
+
+def test_env_file_problems_are_reported_like_environment_problems(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text("TOKEN_TTL=soon\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as exc_info:
+        load_settings({}, env_file=path)
+    assert exc_info.value.problems == ["TOKEN_TTL: 'soon' is not a whole number"]
+
+
+def test_env_file_is_not_copied_into_the_process_environment(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOKEN_TTL", raising=False)
+    load_settings({}, env_file=env_file)
+    assert "TOKEN_TTL" not in os.environ
+
+
+# --- secrets stay out of the repr -----------------------------------------------------------------
+
+
+def test_repr_of_settings_shows_no_secret() -> None:
+    settings = load(PRODUCTION)
+    text = repr(settings)
+    assert SESSION_SECRET not in text
+    assert KEY_SECRET not in text
+    assert "appId.keyId" in text  # the key name is not secret
+
+
+def test_repr_of_development_settings_hides_the_ephemeral_secret() -> None:
+    settings = load({})
+    assert settings.session_secret not in repr(settings)
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    text = (REPO_ROOT / "env.example").read_text(encoding="utf-8")
+    for name in SETTINGS_HELP:
+        assert f"{name}=" in text, name
+
+
+def test_with_sandbox_points_settings_at_a_sandbox_key() -> None:
+    key = AblyKey("dev.abc", "dev-secret")
+    settings: Settings = load({"ABLY_KEY_CAPABILITY": '{"x":["publish"]}'}).with_sandbox(key, "http://127.0.0.1:1")
+    assert settings.ably_keys == (key,)
+    assert settings.ably_endpoint == "http://127.0.0.1:1"
+    assert settings.key_capability is None
