@@ -171,6 +171,9 @@ def uvicorn_server(app: object, log_level: str) -> object:
         proxy_headers=True,
         server_header=False,
         ws_max_size=1 << 20,
+        # Clients renewing short-lived tokens reuse pooled connections; uvicorn's 5 s default
+        # closes them just as a renewal goes out and the renewal fails (80019).
+        timeout_keep_alive=75,
     )
     return uvicorn.Server(config)
 

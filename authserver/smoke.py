@@ -120,7 +120,8 @@ async def stay_connected(
             token = realtime.auth.token_details.token
             if token not in tokens:
                 tokens.add(token)
-                print(f"token renewed ({len(tokens) - 1}); still {realtime.connection.state}")
+                state = getattr(realtime.connection.state, "value", realtime.connection.state)
+                print(f"token renewed ({len(tokens) - 1}); connection still {state}")
             left = [s for s in states if s not in ("connected", "update")]
             if any(s in ("disconnected", "suspended", "failed", "closed") for s in left):
                 reason = realtime.connection.error_reason
@@ -135,7 +136,8 @@ async def stay_connected(
 
 
 def run_smoke(base_url: str, username: str, password: str, *, renewals: int, timeout: float, channel: str) -> int:
-    logging.getLogger("ably").setLevel(logging.WARNING)
+    for noisy in ("ably", "httpx", "httpcore", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cookie, config = login(base_url, username, password)
         print(f"logged in to {base_url} as {username}")

@@ -39,7 +39,9 @@ def free_port() -> int:
 @contextmanager
 def running_server(app: Any, *, timeout: float = 10.0) -> Iterator[str]:
     """Run an ASGI app under a real uvicorn on 127.0.0.1 in a thread; yield its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False, timeout_keep_alive=60
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -148,6 +148,13 @@ def test_page_has_no_inline_script_style_or_handlers() -> None:
             assert tag.split(">", 1)[1].startswith("</script")
 
 
+def test_script_builds_the_dom_without_html_strings_or_eval() -> None:
+    script = (REPO / "web" / "app.js").read_text(encoding="utf-8")
+    for risky in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert risky not in script
+    assert "setAttribute('style'" not in script  # inline styles are refused by the CSP
+
+
 def test_static_files_are_served_with_their_types(client_for: ClientFactory) -> None:
     client = client_for()
     js = client.get("/static/app.js")

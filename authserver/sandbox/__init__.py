@@ -1,0 +1,21 @@
+"""A local Ably stand-in for development and tests.
+
+It speaks enough of Ably's realtime (WebSocket) and REST protocol for the unmodified ably-js 2.x and
+ably-python 3.x clients to connect with our tokens, attach, publish, subscribe, use presence and have
+their tokens renewed in band, and it judges tokens the way Ably does (see :mod:`.judge`). State is
+in memory and bounded by :class:`SandboxLimits`. It is not a message broker.
+
+Modules: ``judge`` (tokens), ``grants`` (what a credential grants, identities, keys), ``issuance``
+(requestToken), ``revocation``, ``protocol`` (actions, flags, codecs), ``channels`` (attachments,
+presence, history), ``connections`` (connection state, transports), ``hub`` (the in-memory world),
+``attachments`` (ATTACH/DETACH for a connection), ``realtime`` (the WebSocket session), ``rest`` and
+``app``.
+"""
+
+from __future__ import annotations
+
+from .app import create_sandbox_app as create_sandbox_app
+from .limits import LimitError as LimitError
+from .limits import SandboxLimits as SandboxLimits
+
+__all__ = ["LimitError", "SandboxLimits", "create_sandbox_app"]

@@ -1,0 +1,114 @@
+"""``create_sandbox_app``: the Starlette app that wires the sandbox's realtime and REST endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from ..capabilities import Capability
+from ..errors import AuthServerError, ConfigError
+from ..keys import AblyKey
+from . import rest
+from .hub import Sandbox
+from .limits import SandboxLimits
+from .protocol import error_info
+from .realtime import realtime_endpoint
+
+log = logging.getLogger("authserver.sandbox")
+
+EXPOSED_HEADERS = ["Link", "X-Ably-Errorcode", "X-Ably-Errormessage", "X-Ably-Serverid"]
+
+
+def _header_text(text: str) -> str:
+    # Header values must be latin-1; keep them ASCII and on one line.
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:200]
+
+
+def ably_error_response(request: Request, error: AuthServerError) -> Response:
+    """An Ably error body ``{"error": ErrorInfo}`` with ``X-Ably-Errorcode``/``X-Ably-Errormessage``."""
+    headers = {"X-Ably-Errorcode": str(error.code), "X-Ably-Errormessage": _header_text(error.message)}
+    return rest.respond(request, {"error": error_info(error)}, status=error.status, headers=headers)
+
+
+async def _on_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, AuthServerError):
+        return ably_error_response(request, exc)
+    if isinstance(exc, HTTPException):
+        return ably_error_response(
+            request, AuthServerError(str(exc.detail), code=exc.status_code * 100, status=exc.status_code)
+        )
+    log.exception("sandbox REST handler failed")
+    return ably_error_response(request, AuthServerError("Internal error in the sandbox"))
+
+
+async def _messages(request: Request) -> Response:
+    if request.method == "POST":
+        return await rest.publish(request)
+    return await rest.history(request)
+
+
+def create_sandbox_app(
+    keys: Sequence[AblyKey],
+    *,
+    clock: Callable[[], float] = time.time,
+    limits: SandboxLimits | None = None,
+    key_capabilities: Mapping[str, Capability] | None = None,
+) -> Starlette:
+    """A local Ably stand-in that accepts tokens for ``keys`` (see :mod:`authserver.sandbox`).
+
+    Parameters:
+        keys: the API keys whose JWTs (``kid``) and basic auth the sandbox accepts.
+        clock: seconds since the epoch; token judgement and every timestamp use it.
+        limits: bounds and timings (defaults: :class:`SandboxLimits`).
+        key_capabilities: key name -> that key's capability; keys not listed are unrestricted.
+
+    :raises ConfigError: no keys, or capabilities named for unknown keys.
+    """
+    if not keys:
+        raise ConfigError(["the sandbox needs at least one API key"])
+    sandbox = Sandbox(keys, clock=clock, limits=limits or SandboxLimits(), key_capabilities=key_capabilities)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.info("sandbox ready for keys %s", ", ".join(k.name for k in keys))
+        yield
+        for connection in sandbox.connections:
+            connection.cancel_timers()
+
+    routes = [
+        Route("/time", rest.get_time, methods=["GET"]),
+        Route("/keys/{key_name}/requestToken", rest.request_token, methods=["POST"]),
+        Route("/keys/{key_name}/revokeTokens", rest.revoke_tokens, methods=["POST"]),
+        Route("/channels/{channel:path}/messages", _messages, methods=["GET", "POST"]),
+        Route("/channels/{channel:path}/presence", rest.presence, methods=["GET"]),
+        WebSocketRoute("/{path:path}", realtime_endpoint),
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origin_regex=".*",
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={AuthServerError: _on_error, HTTPException: _on_error, Exception: _on_error},
+        lifespan=lifespan,
+    )
+    app.state.sandbox = sandbox
+    return app

@@ -1,0 +1,288 @@
+"""Channels: who is attached (and with which modes), the presence set and the message history.
+
+A channel numbers everything it broadcasts; ``channelSerial`` is ``<epoch>:<seq>``. An attachment
+remembers the last message number its connection was sent (or would have been sent while live), so
+a connection that resumes gets exactly the messages it missed while its transport was down.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..errors import BadRequestError
+from .limits import LimitError, SandboxLimits
+from .protocol import Action, Flag, Frame, PresenceAction
+
+MAX_CHANNEL_NAME = 512
+SYNC_PAGE_SIZE = 100
+Member = dict[str, Any]
+MemberKey = tuple[str, str]  # (connectionId, clientId)
+
+
+class Subscriber(Protocol):
+    """The side of a connection a channel talks to."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def echo(self) -> bool: ...
+
+    @property
+    def live(self) -> bool: ...
+
+    def deliver(self, frame: Frame) -> None: ...
+
+
+@dataclass
+class Attachment:
+    subscriber: Subscriber
+    modes: int
+    #: Number of the last message this attachment has been given (or skipped on purpose).
+    seen_seq: int
+    #: Set when a new transport takes the connection over: nothing is delivered until the client
+    #: re-attaches (ably-js drops messages for channels that are not ATTACHED, RTL17), and the
+    #: re-ATTACH then replays everything since ``seen_seq``.
+    paused: bool = False
+
+
+def check_channel_name(name: object) -> str:
+    """:raises BadRequestError: 40010 for a name Ably would not accept here."""
+    if not isinstance(name, str) or not name:
+        raise BadRequestError("channel name must be a non-empty string", code=40010)
+    if len(name) > MAX_CHANNEL_NAME:
+        raise BadRequestError(f"channel name is longer than {MAX_CHANNEL_NAME} characters", code=40010)
+    if name.startswith("["):
+        raise BadRequestError("qualified channels ([meta], [?params]) are not supported by the sandbox", code=40010)
+    if any(not ch.isprintable() for ch in name):
+        raise BadRequestError("channel name contains control characters", code=40010)
+    return name
+
+
+def _same_payload(a: Member, b: Member) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("data", "encoding", "extras"))
+
+
+class Channel:
+    def __init__(self, name: str, limits: SandboxLimits) -> None:
+        self.name = name
+        self.epoch = secrets.token_hex(3)
+        self.seq = 0
+        self._limits = limits
+        self._history: deque[tuple[int, Member]] = deque()
+        self._dropped_upto = 0  # seq of the newest message no longer in history
+        self._dropped_count = 0  # how many messages fell out of history
+        self.members: dict[MemberKey, Member] = {}
+        self.attachments: dict[str, Attachment] = {}
+
+    @property
+    def serial(self) -> str:
+        return f"{self.epoch}:{self.seq}"
+
+    @property
+    def idle(self) -> bool:
+        return not self.attachments and not self.members
+
+    # -- attachments ----------------------------------------------------------------------------------
+
+    def attach(self, subscriber: Subscriber, modes: int) -> tuple[Attachment, bool]:
+        """Attach (or re-attach) ``subscriber``; returns the attachment and whether it already existed."""
+        existing = self.attachments.get(subscriber.id)
+        if existing is not None:
+            existing.subscriber, existing.modes, existing.paused = subscriber, modes, False
+            return existing, True
+        attachment = Attachment(subscriber, modes, self.seq)
+        self.attachments[subscriber.id] = attachment
+        return attachment, False
+
+    def detach(self, connection_id: str) -> Attachment | None:
+        return self.attachments.pop(connection_id, None)
+
+    # -- messages ---------------------------------------------------------------------------------------
+
+    def publish(self, messages: list[Member], *, origin: str | None, frame_fields: dict[str, Any]) -> None:
+        """Keep ``messages`` (already stamped) in history and send them to every subscribed attachment."""
+        self.seq += 1
+        for message in messages:
+            self._history.append((self.seq, message))
+        while len(self._history) > self._limits.max_history_per_channel:
+            self._dropped_upto = self._history.popleft()[0]
+            self._dropped_count += 1
+        frame: Frame = {
+            "action": int(Action.MESSAGE),
+            "channel": self.name,
+            "channelSerial": self.serial,
+            **frame_fields,
+            "messages": messages,
+        }
+        for attachment in list(self.attachments.values()):
+            subscriber = attachment.subscriber
+            if not subscriber.live or attachment.paused or not attachment.modes & Flag.SUBSCRIBE:
+                continue
+            attachment.seen_seq = self.seq
+            if origin == subscriber.id and not subscriber.echo:
+                continue
+            subscriber.deliver(frame)
+
+    def catch_up(self, attachment: Attachment) -> tuple[list[Frame], bool]:
+        """MESSAGE frames ``attachment`` missed, and whether history still reached back far enough."""
+        complete = self._dropped_upto <= attachment.seen_seq
+        missed = [(seq, m) for seq, m in self._history if seq > attachment.seen_seq]
+        attachment.seen_seq = self.seq
+        if not attachment.modes & Flag.SUBSCRIBE:
+            return [], complete
+        frames: list[Frame] = [
+            {
+                "action": int(Action.MESSAGE),
+                "channel": self.name,
+                "channelSerial": f"{self.epoch}:{seq}",
+                "messages": group,
+            }
+            for seq, group in _group_by_seq(missed)
+        ]
+        return frames, complete
+
+    def history(self, *, forwards: bool, cursor: int | None, limit: int) -> tuple[list[Member], int | None]:
+        """One page of history (newest first unless ``forwards``) and the cursor of the next page, if any.
+
+        A cursor is a message number to start from (inclusive), as handed out by an earlier page.
+        """
+        numbered = list(enumerate((m for _, m in self._history), start=self._dropped_count))
+        if forwards:
+            selected = [(i, m) for i, m in numbered if cursor is None or i >= cursor]
+        else:
+            selected = [(i, m) for i, m in reversed(numbered) if cursor is None or i <= cursor]
+        page = selected[:limit]
+        if len(selected) <= limit:
+            return [m for _, m in page], None
+        last = page[-1][0]
+        return [m for _, m in page], last + 1 if forwards else last - 1
+
+    # -- presence ---------------------------------------------------------------------------------------
+
+    def apply_presence(self, message: Member) -> Member | None:
+        """Apply one stamped ENTER/UPDATE/LEAVE; returns the event to broadcast, or None.
+
+        Re-entering with unchanged data (clients re-enter after every re-attach) broadcasts nothing.
+
+        :raises LimitError: the channel already has ``max_presence_members`` members.
+        """
+        key: MemberKey = (message["connectionId"], message["clientId"])
+        existing = self.members.get(key)
+        action = message["action"]
+        if action == PresenceAction.LEAVE:
+            if existing is None:
+                return None
+            del self.members[key]
+            return message
+        if existing is None and len(self.members) >= self._limits.max_presence_members:
+            raise LimitError(
+                f"channel has the maximum of {self._limits.max_presence_members} presence members",
+                code=91003,
+                status=400,
+            )
+        if existing is not None and _same_payload(existing, message):
+            return None
+        self.members[key] = {**message, "action": int(PresenceAction.PRESENT)}
+        if existing is not None:
+            return {**message, "action": int(PresenceAction.UPDATE)}
+        return message
+
+    def remove_members(self, connection_id: str, *, now_ms: int) -> list[Member]:
+        """Drop the members of a connection that went away; returns synthesised LEAVE events."""
+        events: list[Member] = []
+        for key in [k for k in self.members if k[0] == connection_id]:
+            member = self.members.pop(key)
+            # The id is deliberately not prefixed by the connectionId: clients then treat the LEAVE as
+            # synthesised and compare timestamps (RTP2b1), which must be newer than the member's.
+            timestamp = max(now_ms, int(member.get("timestamp", 0)) + 1)
+            leave = {k: v for k, v in member.items() if k in ("clientId", "connectionId", "data", "encoding")}
+            leave.update(
+                action=int(PresenceAction.LEAVE),
+                id=f"leave:{connection_id}:{timestamp}:{len(events)}",
+                timestamp=timestamp,
+            )
+            events.append(leave)
+        return events
+
+    def broadcast_presence(self, events: list[Member], *, frame_fields: dict[str, Any]) -> None:
+        if not events:
+            return
+        self.seq += 1
+        frame: Frame = {
+            "action": int(Action.PRESENCE),
+            "channel": self.name,
+            "channelSerial": self.serial,
+            **frame_fields,
+            "presence": events,
+        }
+        for attachment in list(self.attachments.values()):
+            if attachment.subscriber.live and not attachment.paused and attachment.modes & Flag.PRESENCE_SUBSCRIBE:
+                attachment.subscriber.deliver(frame)
+
+    def sync_frames(self) -> list[Frame]:
+        """SYNC pages for the current members; the last page's ``channelSerial`` has an empty cursor."""
+        members = list(self.members.values())
+        sync_id = secrets.token_hex(4)
+        frames: list[Frame] = []
+        for start in range(0, len(members), SYNC_PAGE_SIZE):
+            end = start + SYNC_PAGE_SIZE
+            cursor = str(end) if end < len(members) else ""
+            frames.append(
+                {
+                    "action": int(Action.SYNC),
+                    "channel": self.name,
+                    "channelSerial": f"{sync_id}:{cursor}",
+                    "presence": members[start:end],
+                }
+            )
+        return frames
+
+
+def _group_by_seq(items: list[tuple[int, Member]]) -> Iterator[tuple[int, list[Member]]]:
+    group: list[Member] = []
+    current: int | None = None
+    for seq, message in items:
+        if current is not None and seq != current:
+            yield current, group
+            group = []
+        current = seq
+        group.append(message)
+    if current is not None:
+        yield current, group
+
+
+class ChannelRegistry:
+    """All channels, at most ``max_channels``; idle channels are forgotten first when full."""
+
+    def __init__(self, limits: SandboxLimits) -> None:
+        self._limits = limits
+        self._channels: dict[str, Channel] = {}
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def __iter__(self) -> Iterator[Channel]:
+        return iter(list(self._channels.values()))
+
+    def get(self, name: str) -> Channel | None:
+        return self._channels.get(name)
+
+    def get_or_create(self, name: str) -> Channel:
+        """:raises LimitError: 90021 when ``max_channels`` channels are all in use."""
+        channel = self._channels.get(name)
+        if channel is not None:
+            return channel
+        if len(self._channels) >= self._limits.max_channels:
+            idle = next((c for c in self._channels.values() if c.idle), None)
+            if idle is None:
+                raise LimitError(
+                    f"the sandbox holds the maximum of {self._limits.max_channels} channels", code=90021, status=429
+                )
+            del self._channels[idle.name]
+        channel = self._channels[name] = Channel(check_channel_name(name), self._limits)
+        return channel

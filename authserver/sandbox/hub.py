@@ -1,0 +1,266 @@
+"""The sandbox's in-memory world and the operations realtime and REST share: publish, presence,
+connection lifecycle and revocation.
+
+Everything runs on one event loop, so no locks: each operation completes without awaiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..capabilities import Capability
+from ..errors import BadRequestError, ClientIdError, TokenError
+from ..keys import AblyKey
+from .channels import Channel, ChannelRegistry, Member, check_channel_name
+from .connections import Connection, ConnectionRegistry
+from .grants import Grant, Identity, Keyring
+from .issuance import IssuedTokens, TokenIssuer
+from .judge import TokenJudge
+from .limits import SandboxLimits
+from .protocol import PresenceAction
+from .revocation import Revocation, Revocations, RevocationTarget
+
+log = logging.getLogger("authserver.sandbox")
+
+MESSAGE_FIELDS = ("id", "name", "data", "encoding", "extras", "clientId")
+PRESENCE_ACTIONS = (PresenceAction.ENTER, PresenceAction.UPDATE, PresenceAction.LEAVE)
+
+
+def payload_size(item: Mapping[str, Any]) -> int:
+    """Ably's message size (TO3l8): name + clientId + data + extras (JSON), in bytes."""
+    size = 0
+    for field in ("name", "clientId"):
+        value = item.get(field)
+        if isinstance(value, str):
+            size += len(value.encode("utf-8"))
+    data = item.get("data")
+    if isinstance(data, bytes):
+        size += len(data)
+    elif isinstance(data, str):
+        size += len(data.encode("utf-8"))
+    elif data is not None:
+        size += len(json.dumps(data, default=str).encode("utf-8"))
+    if item.get("extras") is not None:
+        size += len(json.dumps(item["extras"], default=str).encode("utf-8"))
+    return size
+
+
+def denied(channel: str, operation: str) -> TokenError:
+    """40160: the capability does not allow ``operation`` on ``channel``."""
+    return TokenError(f"Channel denied access based on given capability ({operation} on {channel!r})", code=40160)
+
+
+def _items(raw: object, what: str) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(item, dict) for item in raw):
+        raise BadRequestError(f"{what} must be a non-empty list of objects")
+    return raw
+
+
+@dataclass(frozen=True)
+class Publication:
+    """Messages checked and stamped, ready to be committed to a channel."""
+
+    channel: Channel
+    messages: list[Member]
+    origin: str | None
+    frame_fields: dict[str, Any]
+
+    def serials(self) -> list[str]:
+        return [f"{self.channel.epoch}:{self.channel.seq + 1}:{i}" for i in range(len(self.messages))]
+
+
+class Sandbox:
+    """Keys, judge, tokens, revocations, connections and channels of one sandbox instance."""
+
+    def __init__(
+        self,
+        keys: Sequence[AblyKey],
+        *,
+        clock: Callable[[], float],
+        limits: SandboxLimits,
+        key_capabilities: Mapping[str, Capability] | None,
+    ) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.keyring = Keyring(keys, key_capabilities)
+        self.revocations = Revocations(limits.max_revocations)
+        self.issued = IssuedTokens(limits.max_issued_tokens)
+        self.judge = TokenJudge(self.keyring, limits, issued=self.issued, revocations=self.revocations)
+        self.issuer = TokenIssuer(self.keyring, limits, self.issued)
+        self.connections = ConnectionRegistry(limits)
+        self.channels = ChannelRegistry(limits)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # -- publishing ---------------------------------------------------------------------------------
+
+    def prepare_publish(
+        self, channel_name: str, raw: object, *, grant: Grant, identity: Identity, origin: str | None, id_base: str
+    ) -> Publication:
+        """Check a publish (capability, clientIds, size) and stamp the messages.
+
+        :raises AuthServerError: 40160 no publish capability, 40012 clientId not permitted,
+            40009 too large, 40000/40010 malformed.
+        """
+        check_channel_name(channel_name)
+        if not grant.capability.allows(channel_name, "publish"):
+            raise TokenError(
+                f"Channel denied access based on given capability (publish on {channel_name!r})", code=40160
+            )
+        items = _items(raw, "messages")
+        if sum(payload_size(item) for item in items) > self.limits.max_message_size:
+            raise BadRequestError(
+                f"Maximum message size exceeded (max_message_size={self.limits.max_message_size})",
+                code=40009,
+                status=413,
+            )
+        now = self.now_ms()
+        messages: list[Member] = []
+        for index, item in enumerate(items):
+            if item.get("name") is not None and not isinstance(item["name"], str):
+                raise BadRequestError("message name must be a string")
+            message = {k: item[k] for k in MESSAGE_FIELDS if item.get(k) is not None}
+            client_id = identity.message_client_id(item.get("clientId"))
+            if client_id is not None:
+                message["clientId"] = client_id
+            if not isinstance(message.get("id"), str):
+                message["id"] = f"{id_base}:{index}"
+            if origin is not None:
+                message["connectionId"] = origin
+            message["timestamp"] = now
+            messages.append(message)
+        channel = self.channels.get_or_create(channel_name)
+        fields: dict[str, Any] = {"id": id_base, "timestamp": now}
+        if origin is not None:
+            fields["connectionId"] = origin
+        return Publication(channel, messages, origin, fields)
+
+    def commit_publish(self, publication: Publication) -> None:
+        publication.channel.publish(
+            publication.messages, origin=publication.origin, frame_fields=publication.frame_fields
+        )
+
+    # -- presence -----------------------------------------------------------------------------------
+
+    def apply_presence(
+        self, connection: Connection, channel_name: str, raw: object, *, msg_serial: int
+    ) -> list[Member]:
+        """Check and apply presence ENTER/UPDATE/LEAVE from ``connection``; returns the events to broadcast.
+
+        :raises AuthServerError: 40160 no presence capability, 40012 no or wrong clientId,
+            40009 too large, 91003 too many members, 40000 malformed.
+        """
+        check_channel_name(channel_name)
+        if not connection.grant.capability.allows(channel_name, "presence"):
+            raise TokenError(
+                f"Channel denied access based on given capability (presence on {channel_name!r})", code=40160
+            )
+        items = _items(raw, "presence")
+        if sum(payload_size(item) for item in items) > self.limits.max_message_size:
+            raise BadRequestError("Maximum message size exceeded", code=40009, status=413)
+        now = self.now_ms()
+        stamped: list[Member] = []
+        for index, item in enumerate(items):
+            action = item.get("action")
+            if action not in PRESENCE_ACTIONS:
+                raise BadRequestError("presence action must be enter (2), leave (3) or update (4)")
+            client_id = connection.identity.message_client_id(item.get("clientId"))
+            if client_id is None:
+                raise ClientIdError("Malformed message; no clientId in message or inferred from connection")
+            member = {k: item[k] for k in ("data", "encoding", "extras") if item.get(k) is not None}
+            member.update(
+                action=int(action),
+                clientId=client_id,
+                connectionId=connection.id,
+                id=f"{connection.id}:{msg_serial}:{index}",
+                timestamp=now,
+            )
+            stamped.append(member)
+        channel = self.channels.get_or_create(channel_name)
+        events = [event for member in stamped if (event := channel.apply_presence(member)) is not None]
+        if any(k[0] == connection.id for k in channel.members):
+            connection.presence_channels.add(channel_name)
+        else:
+            connection.presence_channels.discard(channel_name)
+        return events
+
+    def broadcast_presence(self, channel_name: str, events: list[Member], *, frame_id: str) -> None:
+        channel = self.channels.get(channel_name)
+        if channel is not None:
+            channel.broadcast_presence(events, frame_fields={"id": frame_id, "timestamp": self.now_ms()})
+
+    def leave_channel(self, connection: Connection, channel_name: str) -> None:
+        """Remove ``connection``'s members from a channel, broadcasting LEAVEs."""
+        channel = self.channels.get(channel_name)
+        connection.presence_channels.discard(channel_name)
+        if channel is None:
+            return
+        events = channel.remove_members(connection.id, now_ms=self.now_ms())
+        channel.broadcast_presence(events, frame_fields={"timestamp": self.now_ms()})
+
+    # -- connection lifecycle -----------------------------------------------------------------------
+
+    def open_connection(self, grant: Grant, identity: Identity, *, echo: bool) -> Connection:
+        """:raises LimitError: every connection slot is live."""
+        if len(self.connections) >= self.limits.max_connections:
+            stale = self.connections.oldest_resumable()
+            if stale is not None:
+                self.discard(stale)
+        connection = self.connections.create(grant, identity, echo=echo)
+        log.info("connection %s opened (key %s, clientId %s)", connection.id, grant.key_name, identity.client_id)
+        return connection
+
+    def pause_attachments(self, connection: Connection) -> None:
+        """A new transport took ``connection`` over: hold its channels' traffic until it re-attaches them."""
+        for name in connection.channels:
+            channel = self.channels.get(name)
+            attachment = channel.attachments.get(connection.id) if channel is not None else None
+            if attachment is not None:
+                attachment.paused = True
+
+    def transport_lost(self, connection: Connection) -> None:
+        """The socket went without CLOSE: keep the state for resume, members for the grace period."""
+        connection.transport = None
+        loop = asyncio.get_running_loop()
+        ttl = self.limits.connection_state_ttl_ms / 1000
+        grace = min(self.limits.presence_grace_ms, self.limits.connection_state_ttl_ms) / 1000
+        connection.timers["discard"] = loop.call_later(ttl, self.discard, connection)
+        connection.timers["presence"] = loop.call_later(grace, self._leave_all, connection)
+        log.info("connection %s disconnected; resumable for %.0f s", connection.id, ttl)
+
+    def discard(self, connection: Connection) -> None:
+        """Forget a connection (CLOSE, or no resume in time): detach everywhere, LEAVE its members."""
+        connection.cancel_timers()
+        self._leave_all(connection)
+        for name in list(connection.channels):
+            channel = self.channels.get(name)
+            if channel is not None:
+                channel.detach(connection.id)
+        connection.channels.clear()
+        connection.on_revoked = None
+        self.connections.remove(connection)
+        log.info("connection %s discarded", connection.id)
+
+    def _leave_all(self, connection: Connection) -> None:
+        connection.timers.pop("presence", None)
+        for name in list(connection.presence_channels):
+            self.leave_channel(connection, name)
+
+    # -- revocation ---------------------------------------------------------------------------------
+
+    def revoke(self, key_name: str, target: RevocationTarget, *, issued_before_ms: int, margin_ms: int) -> Revocation:
+        """Revoke matching tokens of ``key_name`` and tell live connections that use one."""
+        entry = self.revocations.add(
+            Revocation(key_name, target, issued_before_ms, applies_at_ms=self.now_ms() + margin_ms)
+        )
+        for connection in self.connections:
+            if connection.on_revoked is not None and entry.covers(connection.grant):
+                log.info("connection %s uses a revoked token (%s)", connection.id, target.kind)
+                connection.on_revoked(entry.applies_at_ms)
+        return entry

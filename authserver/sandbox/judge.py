@@ -1,0 +1,176 @@
+"""Token judgement the way Ably does it: Ably JWTs (HS256) and the sandbox's own opaque tokens.
+
+Pure apart from the stores it reads (issued tokens, revocations): the time is a parameter.
+Every refusal is a :class:`~authserver.errors.AuthServerError` carrying Ably's code and status:
+
+=====================================================================  =====  ======
+condition                                                              code   status
+=====================================================================  =====  ======
+longer than ``max_token_length`` and shaped like a JWT                 40144  401
+longer than ``max_token_length`` otherwise                             40145  401
+opaque token (``sbxtok_`` prefix) the sandbox never issued / forgot    40143  401
+not three base64url segments, header or claims not a JSON object       40144  401
+``alg`` other than ``HS256`` (``none``, ``RS256``, ``HS512``...)      40144  401
+``kid`` missing, empty or not a string                                 40144  401
+``kid`` names no key the sandbox knows                                 40101  401
+signature does not verify with that key's secret                       40101  401
+``iat`` / ``exp`` missing or not numbers, ``exp`` not after ``iat``    40144  401
+``exp`` reached (no grace)                                             40142  401
+``iat`` more than ``clock_skew_ms`` in the future                      40144  401
+lifetime ``exp - iat`` above ``max_token_ttl_ms``                      40003  400
+``x-ably-capability`` missing, not a string, or invalid capability     40144  401
+``x-ably-clientId`` not a non-empty string                             40012  400
+``x-ably-revocation-key`` not a string                                 40144  401
+capability ∩ key capability empty                                      40160  401
+revoked (``revokeTokens``, token issued before ``issuedBefore``)       40141  401
+=====================================================================  =====  ======
+
+Decisions where Ably's behaviour is unconfirmed (spec 2.3): a wrong signature and an unknown ``kid``
+are *credential* errors (40101, outside the 4014x range), so clients move to FAILED at once instead of
+fetching the same bad token again and again; a misconfigured signing key is a configuration error.
+Everything that makes the JWT unreadable is 40144, which clients treat as renewable, as Ably does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import math
+import re
+
+from ..capabilities import Capability
+from ..errors import AuthServerError, BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
+from .grants import Grant, Keyring
+from .issuance import OPAQUE_PREFIX, IssuedTokens
+from .limits import SandboxLimits
+from .revocation import Revocations
+
+CAPABILITY_CLAIM = "x-ably-capability"
+CLIENT_ID_CLAIM = "x-ably-clientId"
+REVOCATION_KEY_CLAIM = "x-ably-revocation-key"
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def invalid_jwt(reason: str) -> TokenError:
+    return TokenError(f"Invalid JWT: {reason}", code=40144, status=401)
+
+
+def looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2
+
+
+def _segment(text: str, part: str) -> bytes:
+    if not _B64URL.fullmatch(text):
+        raise invalid_jwt(f"{part} is not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise invalid_jwt(f"{part} is not base64url") from None
+
+
+def _json_object(data: bytes, part: str) -> dict[str, object]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise invalid_jwt(f"{part} is not JSON") from None
+    if not isinstance(value, dict):
+        raise invalid_jwt(f"{part} is not a JSON object")
+    return value
+
+
+def _seconds(claims: dict[str, object], name: str) -> float:
+    value = claims.get(name)
+    if value is None:
+        raise invalid_jwt(f"{name} must be specified")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise invalid_jwt(f"{name} must be a number of seconds")
+    return float(value)
+
+
+class TokenJudge:
+    """Judges tokens presented to the sandbox (WebSocket ``access_token``/``accessToken``, REST Bearer)."""
+
+    def __init__(
+        self, keyring: Keyring, limits: SandboxLimits, *, issued: IssuedTokens, revocations: Revocations
+    ) -> None:
+        self._keyring = keyring
+        self._limits = limits
+        self._issued = issued
+        self._revocations = revocations
+
+    def judge(self, token: str, *, now_ms: int) -> Grant:
+        """The grant of ``token`` at ``now_ms``.
+
+        :raises AuthServerError: see the module table.
+        """
+        if not token:
+            raise NotAuthenticatedError("No token given")
+        if len(token) > self._limits.max_token_length:
+            code = 40144 if looks_like_jwt(token) else 40145
+            raise TokenError(f"Token is longer than {self._limits.max_token_length} characters", code=code)
+        grant = self._opaque(token) if token.startswith(OPAQUE_PREFIX) else self._jwt(token, now_ms=now_ms)
+        if grant.expires_ms is not None and grant.expires_ms <= now_ms:
+            raise TokenError("Token expired", code=40142, status=401)
+        if self._revocations.revoked(grant, now_ms=now_ms):
+            raise TokenError("Token revoked", code=40141, status=401)
+        return grant
+
+    def _opaque(self, token: str) -> Grant:
+        grant = self._issued.get(token)
+        if grant is None:
+            raise TokenError("Token not recognised", code=40143, status=401)
+        return grant
+
+    def _jwt(self, token: str, *, now_ms: int) -> Grant:
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise invalid_jwt("not a JWS compact serialisation (header.claims.signature)")
+        header = _json_object(_segment(parts[0], "header"), "header")
+        # NOTE: HS256 only, named explicitly: Ably accepts no other algorithm, and never "none".
+        if header.get("alg") != "HS256":
+            raise invalid_jwt("unsupported alg; only HS256 is accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise invalid_jwt("missing a key identifier (kid)")
+        key = self._keyring.get(kid)
+        if key is None:
+            raise NotAuthenticatedError("Invalid credentials: kid names no key of this app")
+        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+        expected = hmac.new(key.secret_bytes, signing_input, hashlib.sha256).digest()
+        if not hmac.compare_digest(_segment(parts[2], "signature"), expected):
+            raise NotAuthenticatedError("Invalid credentials: JWT signature verification failed")
+        claims = _json_object(_segment(parts[1], "claims"), "claims")
+        return self._grant(kid, claims, now_ms=now_ms)
+
+    def _grant(self, key_name: str, claims: dict[str, object], *, now_ms: int) -> Grant:
+        issued_at, expires_at = _seconds(claims, "iat"), _seconds(claims, "exp")
+        if expires_at <= issued_at:
+            raise invalid_jwt("exp must be after iat")
+        issued_ms, expires_ms = int(issued_at * 1000), int(expires_at * 1000)
+        if expires_ms <= now_ms:
+            raise TokenError("Token expired", code=40142, status=401)
+        if issued_ms > now_ms + self._limits.clock_skew_ms:
+            raise invalid_jwt("iat is in the future")
+        if expires_ms - issued_ms > self._limits.max_token_ttl_ms:
+            raise BadRequestError(f"Token lifetime exceeds {self._limits.max_token_ttl_ms} ms", code=40003)
+        capability_text = claims.get(CAPABILITY_CLAIM)
+        if not isinstance(capability_text, str):
+            raise invalid_jwt(f"{CAPABILITY_CLAIM} must be a string containing capability JSON")
+        try:
+            capability = Capability.parse(capability_text)
+        except AuthServerError as exc:
+            raise invalid_jwt(f"{CAPABILITY_CLAIM}: {exc.message}") from None
+        client_id = claims.get(CLIENT_ID_CLAIM)
+        if client_id is not None and (not isinstance(client_id, str) or not client_id):
+            raise ClientIdError("Invalid token; clientId must be a non-empty string")
+        revocation_key = claims.get(REVOCATION_KEY_CLAIM)
+        if revocation_key is not None and not isinstance(revocation_key, str):
+            raise invalid_jwt(f"{REVOCATION_KEY_CLAIM} must be a string")
+        effective = capability.intersect(self._keyring.capability(key_name))
+        if effective.is_empty():
+            raise TokenError("Token capability does not intersect the key's capability", code=40160)
+        return Grant("jwt", key_name, effective, client_id, issued_ms, expires_ms, revocation_key)

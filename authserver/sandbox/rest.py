@@ -1,0 +1,224 @@
+"""The REST endpoints the Ably clients call: time, requestToken, revokeTokens, channel publish,
+history and presence. JSON or msgpack both ways (``Content-Type`` in, ``Accept`` out); errors are
+Ably ErrorInfo bodies plus ``X-Ably-Errorcode``/``X-Ably-Errormessage`` (rendered in :mod:`.app`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from typing import Any
+from urllib.parse import urlencode
+
+import msgpack
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import BadRequestError, NotAuthenticatedError, TokenError
+from .channels import check_channel_name
+from .grants import Grant, Identity, resolve_identity
+from .hub import Sandbox, denied
+from .issuance import token_details
+from .protocol import normalise_payload, payloads_for_json
+from .revocation import RevocationTarget
+
+MSGPACK = "application/x-msgpack"
+MAX_REVOCATION_TARGETS = 100
+
+
+def _sandbox(request: Request) -> Sandbox:
+    sandbox: Sandbox = request.app.state.sandbox
+    return sandbox
+
+
+def respond(request: Request, value: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``value`` as msgpack when the client accepts it, else JSON (binary data as base64)."""
+    if MSGPACK in request.headers.get("accept", ""):
+        return Response(msgpack.packb(value, use_bin_type=True), status, headers, media_type=MSGPACK)
+    return Response(json.dumps(value, separators=(",", ":")), status, headers, media_type="application/json")
+
+
+async def read_body(request: Request) -> Any:
+    """The decoded request body (msgpack or JSON).
+
+    :raises BadRequestError: 40009 when larger than ``max_frame_size``, 40000 when unreadable.
+    """
+    limit = _sandbox(request).limits.max_frame_size
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequestError("Request body too large", code=40009, status=413)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BadRequestError("Request body too large", code=40009, status=413)
+    try:
+        if MSGPACK in request.headers.get("content-type", ""):
+            return msgpack.unpackb(body, raw=False)
+        return json.loads(body)
+    except (ValueError, msgpack.UnpackException, TypeError):
+        raise BadRequestError("request body is not valid JSON or msgpack") from None
+
+
+def _decode_b64(text: str) -> str | None:
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def authenticate(request: Request) -> Grant:
+    """The grant of the request's ``Authorization`` header (Basic key, or Bearer token: base64 or raw).
+
+    :raises AuthServerError: 40101 without credentials or with a bad key; the judge's codes for tokens.
+    """
+    sandbox = _sandbox(request)
+    scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
+    value = value.strip()
+    now = sandbox.now_ms()
+    if scheme.lower() == "basic" and value:
+        key_text = _decode_b64(value)
+        if key_text is None:
+            raise NotAuthenticatedError("Basic credentials are not base64")
+        return sandbox.keyring.check_basic(key_text, now_ms=now)
+    if scheme.lower() == "bearer" and value:
+        # Both SDKs base64 the token (even a JWT); accept the raw token too.
+        decoded = _decode_b64(value)
+        token = decoded if decoded is not None and decoded.isprintable() else value
+        return sandbox.judge.judge(token, now_ms=now)
+    raise NotAuthenticatedError("No authentication information provided (Authorization: Basic or Bearer)")
+
+
+def identify(request: Request, grant: Grant) -> Identity:
+    """Basic auth may name a clientId in ``X-Ably-ClientId`` (base64); tokens carry their own."""
+    requested = None
+    header = request.headers.get("x-ably-clientid")
+    if header and grant.kind == "key":
+        requested = _decode_b64(header)
+        if requested is None:
+            raise BadRequestError("X-Ably-ClientId is not base64", code=40012)
+    return resolve_identity(grant, requested)
+
+
+def _channel(request: Request) -> str:
+    return check_channel_name(request.path_params["channel"])
+
+
+def _page_params(request: Request) -> tuple[int, bool, int | None]:
+    limits = _sandbox(request).limits
+    raw_limit = request.query_params.get("limit", "100")
+    direction = request.query_params.get("direction", "backwards")
+    raw_cursor = request.query_params.get("cursor")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= limits.max_page_size:
+        raise BadRequestError(f"limit must be between 1 and {limits.max_page_size}", code=40003)
+    if direction not in ("backwards", "forwards"):
+        raise BadRequestError("direction must be 'backwards' or 'forwards'", code=40003)
+    if raw_cursor is not None and not raw_cursor.lstrip("-").isdigit():
+        raise BadRequestError("cursor must be an integer", code=40003)
+    return int(raw_limit), direction == "forwards", None if raw_cursor is None else int(raw_cursor)
+
+
+def _messages(request: Request, items: list[dict[str, Any]]) -> Any:
+    return items if MSGPACK in request.headers.get("accept", "") else payloads_for_json(items)
+
+
+# -- endpoints --------------------------------------------------------------------------------------
+
+
+async def get_time(request: Request) -> Response:
+    return respond(request, [_sandbox(request).now_ms()])
+
+
+async def request_token(request: Request) -> Response:
+    sandbox = _sandbox(request)
+    basic = authenticate(request) if request.headers.get("authorization") else None
+    body = await read_body(request)
+    token, grant = sandbox.issuer.exchange(request.path_params["key_name"], body, now_ms=sandbox.now_ms(), basic=basic)
+    return respond(request, token_details(token, grant), headers={"Cache-Control": "no-store"})
+
+
+async def revoke_tokens(request: Request) -> Response:
+    sandbox = _sandbox(request)
+    key_name = request.path_params["key_name"]
+    grant = authenticate(request)
+    if grant.kind != "key":
+        raise TokenError("Token revocation requires basic authentication with the key", code=40162)
+    if grant.key_name != key_name:
+        raise NotAuthenticatedError("Token revocation must be made with the key named in the URL")
+    body = await read_body(request)
+    targets = body.get("targets") if isinstance(body, dict) else None
+    if not isinstance(targets, list) or not 0 < len(targets) <= MAX_REVOCATION_TARGETS:
+        raise BadRequestError(f"targets must be a list of 1 to {MAX_REVOCATION_TARGETS} 'type:value' strings")
+    now = sandbox.now_ms()
+    issued_before = body.get("issuedBefore", now)
+    if not isinstance(issued_before, int) or isinstance(issued_before, bool) or issued_before > now:
+        raise BadRequestError("issuedBefore must be a time in ms, not in the future", code=40003)
+    margin = sandbox.limits.reauth_margin_ms if body.get("allowReauthMargin") is True else 0
+    results: list[dict[str, Any]] = []
+    for raw in targets:
+        try:
+            target = RevocationTarget.parse(raw)
+            entry = sandbox.revoke(key_name, target, issued_before_ms=issued_before, margin_ms=margin)
+        except BadRequestError as exc:
+            results.append(
+                {"target": str(raw), "error": {"message": exc.message, "code": exc.code, "statusCode": exc.status}}
+            )
+            continue
+        results.append(
+            {"target": str(target), "issuedBefore": entry.issued_before_ms, "appliesAt": entry.applies_at_ms}
+        )
+    failures = sum(1 for r in results if "error" in r)
+    return respond(request, {"successCount": len(results) - failures, "failureCount": failures, "results": results})
+
+
+async def publish(request: Request) -> Response:
+    sandbox = _sandbox(request)
+    name = _channel(request)
+    grant = authenticate(request)
+    identity = identify(request, grant)
+    body = await read_body(request)
+    items = body if isinstance(body, list) else [body]
+    items = [normalise_payload(item) if isinstance(item, dict) else item for item in items]
+    id_base = secrets.token_urlsafe(9)
+    publication = sandbox.prepare_publish(name, items, grant=grant, identity=identity, origin=None, id_base=id_base)
+    serials = publication.serials()
+    sandbox.commit_publish(publication)
+    return respond(request, {"channel": name, "messageId": id_base, "serials": serials}, status=201)
+
+
+async def history(request: Request) -> Response:
+    sandbox = _sandbox(request)
+    name = _channel(request)
+    grant = authenticate(request)
+    if not grant.capability.allows(name, "history"):
+        raise denied(name, "history")
+    limit, forwards, cursor = _page_params(request)
+    channel = sandbox.channels.get(name)
+    items, next_cursor = channel.history(forwards=forwards, cursor=cursor, limit=limit) if channel else ([], None)
+    headers = {}
+    if next_cursor is not None:
+        query = urlencode({"limit": limit, "direction": "forwards" if forwards else "backwards", "cursor": next_cursor})
+        headers["Link"] = f'<./messages?{query}>; rel="next"'
+    return respond(request, _messages(request, items), headers=headers)
+
+
+async def presence(request: Request) -> Response:
+    sandbox = _sandbox(request)
+    name = _channel(request)
+    grant = authenticate(request)
+    if not grant.capability.allows(name, "subscribe"):
+        raise denied(name, "presence.get")
+    limit, _, _ = _page_params(request)
+    channel = sandbox.channels.get(name)
+    members = list(channel.members.values()) if channel else []
+    client_id = request.query_params.get("clientId")
+    connection_id = request.query_params.get("connectionId")
+    members = [
+        m
+        for m in members
+        if (client_id is None or m.get("clientId") == client_id)
+        and (connection_id is None or m.get("connectionId") == connection_id)
+    ]
+    return respond(request, _messages(request, members[:limit]))

@@ -1,0 +1,214 @@
+"""A real ``authserver serve`` (with its embedded sandbox) and a real headless Chromium.
+
+Skips with a reason when Chromium or the npm copy of ably-js is missing; the set-up script installs
+both (apt ``chromium``, ``npm install --prefix .cache/node ably@2``), so in CI these tests run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ABLY_JS = REPO / ".cache" / "node" / "node_modules" / "ably"
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN_TTL = 6  # seconds: three renewals in about 20 s
+USERNAME = "alice"
+PASSWORD = "alice-password"
+STARTUP_TIMEOUT = 20.0
+
+
+@dataclass
+class Service:
+    """A running ``authserver serve`` and where its output goes."""
+
+    base_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class ConsoleLog:
+    """Everything the page said on its console, plus uncaught errors."""
+
+    messages: list[tuple[str, str, str]] = field(default_factory=list)  # (type, text, url)
+    page_errors: list[str] = field(default_factory=list)
+
+    def record(self, message: ConsoleMessage) -> None:
+        self.messages.append((message.type, message.text, message.location.get("url", "")))
+
+    def problems(self, allowed: Collection[tuple[str, str]] = ()) -> list[str]:
+        """Console errors, CSP reports and page errors, minus ``allowed`` (url path suffix, text fragment)."""
+        found = [f"pageerror: {text}" for text in self.page_errors]
+        for kind, text, url in self.messages:
+            csp = "Content Security Policy" in text or "Refused to" in text
+            if kind != "error" and not csp:
+                continue
+            if not csp and any(url.split("?")[0].endswith(path) and part in text for path, part in allowed):
+                continue
+            found.append(f"{kind}: {text} ({url})")
+        return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing (the set-up script installs Debian's chromium with apt)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def ably_js_dir() -> Path:
+    if not (ABLY_JS / "build" / "ably.min.js").is_file():
+        pytest.skip("ably-js is not installed: npm install --prefix .cache/node ably@2")
+    return ABLY_JS
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iterator[Service]:
+    """``authserver serve`` on free ports, development mode (embedded sandbox), one user: alice."""
+    workdir = tmp_path_factory.mktemp("authserver")
+    port, sandbox_port = free_port(), free_port()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("ABLY_", "AUTHSERVER_", "TOKEN_", "SESSION_", "DATABASE_"))
+    }
+    env.update(
+        AUTHSERVER_SANDBOX_PORT=str(sandbox_port),
+        TOKEN_TTL=str(TOKEN_TTL),
+        ABLY_JS="local",
+        ABLY_JS_PATH=str(ably_js_dir),
+        AUTHSERVER_DEMO_LOGIN="false",
+        DATABASE_URL=f"sqlite:///{workdir / 'users.db'}",
+        AUTHSERVER_LOG_LEVEL="info",
+    )
+    command = str(Path(sys.executable).parent / "authserver")
+    # cwd=workdir: no .env of the developer's checkout leaks into the test.
+    added = subprocess.run(
+        [command, "users", "add", USERNAME, "--role", "user"],
+        input=f"{PASSWORD}\n".encode(),
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert added.returncode == 0, f"users add failed: {added.stderr.decode(errors='replace')}"
+
+    log_path = workdir / "serve.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [command, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    running = Service(base_url=f"http://127.0.0.1:{port}", log_path=log_path, process=process)
+    try:
+        _wait_healthy(running)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _wait_healthy(service: Service) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            pytest.fail(f"authserver serve exited with {service.process.returncode}:\n{service.log_tail()}")
+        try:
+            if httpx.get(f"{service.base_url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"authserver serve not healthy after {STARTUP_TIMEOUT:.0f} s:\n{service.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: Path) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+# Runs before any page script: counts every Ably.Realtime the page creates (independently of the
+# page's own bookkeeping) and records CSP violations as the browser reports them.
+INIT_SCRIPT = """
+(() => {
+  const clients = [];
+  window.__testRealtimeClients = clients;
+  window.__cspViolations = [];
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
+  });
+  let ably;
+  Object.defineProperty(window, 'Ably', {
+    configurable: true,
+    get() { return ably; },
+    set(value) {
+      const Original = value.Realtime;
+      class Counted extends Original {
+        constructor(...args) { super(...args); clients.push(this); }
+      }
+      ably = new Proxy(value, {
+        get(target, name, receiver) { return name === 'Realtime' ? Counted : Reflect.get(target, name, receiver); },
+      });
+    },
+  });
+})();
+"""
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[tuple[Page, ConsoleLog]]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    console = ConsoleLog()
+    opened = context.new_page()
+    opened.add_init_script(INIT_SCRIPT)
+    opened.on("console", console.record)
+    opened.on("pageerror", lambda error: console.page_errors.append(str(error)))
+    try:
+        yield opened, console
+    finally:
+        context.close()

@@ -1,0 +1,29 @@
+// The authUrl answers with a signed TokenRequest; ably-js exchanges it at the sandbox's
+// POST /keys/{keyName}/requestToken (MAC checked there) and connects with the opaque token.
+import { authOptions, closeAll, main, realtime, settings, trace, until } from './lib.mjs';
+
+await main(async () => {
+  const user = `js-tr-${settings.suffix}`;
+  const client = realtime(authOptions({ user, mode: 'request', lifetime: String(settings.lifetime) }));
+  const changes = trace;
+  client.connection.on((change) => changes.push({ current: change.current, reason: change.reason ? change.reason.code : null }));
+  try {
+    await client.connection.once('connected');
+    const channel = client.channels.get(`js-tr-room-${settings.suffix}`);
+    const received = [];
+    await channel.subscribe((msg) => received.push({ data: msg.data, clientId: msg.clientId }));
+    await channel.publish('hello', 'via token request');
+    await until(() => received.length === 1, 5000, 'echo');
+    const renewals = () => changes.filter((c) => c.current === 'connected').length - 1;
+    await until(() => renewals() >= 1, settings.lifetime * 1000 + 5000, 'a renewal through requestToken');
+    return {
+      clientId: client.auth.clientId,
+      tokenLooksOpaque: !client.auth.tokenDetails.token.includes('.'),
+      received,
+      renewals: renewals(),
+      reasons: changes.map((c) => c.reason).filter((r) => r !== null),
+    };
+  } finally {
+    await closeAll(client);
+  }
+}, 30000);

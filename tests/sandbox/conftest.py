@@ -1,0 +1,167 @@
+"""Fixtures for the sandbox suite: real uvicorn servers on 127.0.0.1:0 and a tiny token-issuing authUrl app.
+
+The token app plays the part of the authserver token service: it signs Ably JWTs with
+:func:`authserver.tokens.sign_jwt` and answers with TokenDetails JSON wrapping the JWT (spec 4.4),
+or with a signed TokenRequest. Tests pick identity and lifetime through ``authParams``:
+
+* ``user``      the clientId to put in the token (absent or empty: anonymous; ``*``: wildcard)
+* ``lifetime``  token lifetime in seconds (default 60)
+* ``cap``       capability JSON (default ``{"*":["*"]}``)
+* ``mode``      ``details`` (default) or ``request`` (a TokenRequest for ``/keys/.../requestToken``)
+* ``rkey``      an ``x-ably-revocation-key`` claim
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from authserver.keys import AblyKey
+from authserver.sandbox import SandboxLimits, create_sandbox_app
+from authserver.tokenrequests import create_token_request
+from authserver.tokens import IssuedToken, sign_jwt
+
+KEY = AblyKey("sandboxApp.keyOne", "not-a-real-secret-for-sandbox-tests")
+OTHER_KEY = AblyKey("sandboxApp.keyTwo", "another-not-real-secret")
+ALL_CAPABILITY = '{"*":["*"]}'
+
+
+@dataclass(frozen=True)
+class Served:
+    """A server running in a background thread."""
+
+    host: str
+    port: int
+
+    @property
+    def http(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+
+@contextlib.contextmanager
+def serve(app: ASGIApp) -> Iterator[Served]:
+    """Run ``app`` with uvicorn on 127.0.0.1 and a free port until the block ends."""
+    # NOTE: uvicorn closes idle keep-alive connections after 5 s by default, which races with clients
+    # that reuse a pooled connection for their next token request exactly one 5 s lifetime later.
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_keep_alive=60)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield Served("127.0.0.1", port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@dataclass
+class TokenApp:
+    """Records every authUrl call so tests can count renewals per clientId."""
+
+    key: AblyKey = KEY
+    clock: Callable[[], float] = time.time
+    calls: list[dict[str, str]] = field(default_factory=list)
+
+    def calls_for(self, user: str) -> int:
+        return sum(1 for call in self.calls if call.get("user") == user)
+
+    async def auth(self, request: Request) -> Response:
+        params = dict(request.query_params)
+        if request.method == "POST":
+            params.update(parse_qsl((await request.body()).decode("utf-8")))
+        self.calls.append(params)
+        user = params.get("user") or None
+        lifetime = int(params.get("lifetime", "60"))
+        capability = params.get("cap", ALL_CAPABILITY)
+        now = self.clock()
+        headers = {"Cache-Control": "no-store"}
+        if params.get("mode") == "request":
+            request_ = create_token_request(
+                self.key, capability=capability, client_id=user, ttl_ms=lifetime * 1000, now_ms=int(now * 1000)
+            )
+            return JSONResponse(request_.to_dict(), headers=headers)
+        issued_at = int(now)
+        extra = {"x-ably-revocation-key": params["rkey"]} if params.get("rkey") else None
+        jwt = sign_jwt(
+            self.key,
+            capability=capability,
+            client_id=user,
+            issued_at=issued_at,
+            expires_at=issued_at + lifetime,
+            extra_claims=extra,
+        )
+        details = IssuedToken(jwt, self.key.name, issued_at * 1000, (issued_at + lifetime) * 1000, capability, user)
+        return JSONResponse(details.details(), headers=headers)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/auth", self.auth, methods=["GET", "POST"])])
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A sandbox and a token app, both served."""
+
+    sandbox: Served
+    tokens: Served
+    token_app: TokenApp
+
+    @property
+    def auth_url(self) -> str:
+        return f"{self.tokens.http}/auth"
+
+
+@contextlib.contextmanager
+def run_stack(limits: SandboxLimits | None = None) -> Iterator[Stack]:
+    token_app = TokenApp()
+    with serve(create_sandbox_app([KEY, OTHER_KEY], limits=limits)) as sandbox, serve(token_app.app()) as tokens:
+        yield Stack(sandbox, tokens, token_app)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The shared sandbox + token app (default limits). Tests use their own channel names."""
+    with run_stack() as running:
+        yield running
+
+
+def jwt_for(
+    *,
+    client_id: str | None = None,
+    capability: str = ALL_CAPABILITY,
+    lifetime: int = 60,
+    key: AblyKey = KEY,
+    now: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    issued_at = int(time.time() if now is None else now)
+    return sign_jwt(
+        key,
+        capability=capability,
+        client_id=client_id,
+        issued_at=issued_at,
+        expires_at=issued_at + lifetime,
+        extra_claims=extra,
+    )

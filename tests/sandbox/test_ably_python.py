@@ -1,0 +1,196 @@
+"""The unmodified ably-python 3.x client against the sandbox, over JSON and msgpack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from ably.util.exceptions import AblyException
+
+from authserver.sandbox import SandboxLimits
+
+from .conftest import KEY, Stack, run_stack
+from .pyclient import eventually, patch_realtime_port, realtime, run, wait_for_state
+
+FORMATS = pytest.mark.parametrize("binary", [False, True], ids=["json", "msgpack"])
+
+
+@pytest.fixture(autouse=True)
+def _realtime_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    patch_realtime_port(monkeypatch)
+
+
+def connection_id(client: Any) -> str:
+    value: str = client.connection.connection_manager.connection_id
+    return value
+
+
+def collect(into: list[Any]) -> Callable[[Any], None]:
+    """A listener appending to ``into`` (ably-python accepts only real functions as listeners)."""
+
+    def listener(item: Any) -> None:
+        into.append(item)
+
+    return listener
+
+
+def suffix() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@FORMATS
+def test_connect_attach_publish_subscribe_and_presence(stack: Stack, binary: bool) -> None:
+    name = f"py-room-{suffix()}"
+
+    async def scenario() -> None:
+        async with (
+            realtime(stack.sandbox.port, stack.auth_url, binary=binary, user="py-alice") as alice,
+            realtime(stack.sandbox.port, stack.auth_url, binary=binary, user="py-bob") as bob,
+        ):
+            await wait_for_state(alice, "connected")
+            await wait_for_state(bob, "connected")
+            received: list[Any] = []
+            bob_channel = bob.channels.get(name)
+            await bob_channel.subscribe(collect(received))
+            presence_events: list[Any] = []
+            await bob_channel.presence.subscribe(collect(presence_events))
+            alice_channel = alice.channels.get(name)
+            await alice_channel.attach()
+            await alice_channel.publish("text", "hello from python")
+            await alice_channel.publish("bytes", b"\x00\x01\x02")
+            await alice_channel.presence.enter({"mood": "curious"})
+            await eventually(lambda: len(received) == 2 and len(presence_events) == 1, timeout=5, what="fan-out")
+            assert [(m.name, bytes(m.data) if m.name == "bytes" else m.data) for m in received] == [
+                ("text", "hello from python"),
+                ("bytes", b"\x00\x01\x02"),
+            ]
+            assert {m.client_id for m in received} == {"py-alice"}
+            assert {m.connection_id for m in received} == {connection_id(alice)}
+            assert all(m.id and m.timestamp for m in received)
+            members = await bob_channel.presence.get()
+            assert [(m.client_id, m.data) for m in members] == [("py-alice", {"mood": "curious"})]
+
+    run(scenario, timeout=20)
+
+
+@FORMATS
+def test_capability_denied_publish_is_nacked_40160(stack: Stack, binary: bool) -> None:
+    name = f"py-readonly-{suffix()}"
+
+    async def scenario() -> None:
+        cap = f'{{"{name}":["subscribe"]}}'
+        async with realtime(stack.sandbox.port, stack.auth_url, binary=binary, user="py-reader", cap=cap) as client:
+            await wait_for_state(client, "connected")
+            channel = client.channels.get(name)
+            await channel.attach()
+            with pytest.raises(AblyException) as caught:
+                await channel.publish("nope", "not allowed")
+            assert caught.value.code == 40160
+
+    run(scenario, timeout=15)
+
+
+def test_tokens_are_renewed_in_band_at_least_three_times(stack: Stack) -> None:
+    """5 s tokens: AUTH 2.5 s ahead of expiry, a new token on the same connection, JSON and msgpack at once."""
+
+    async def one(binary: bool) -> None:
+        user = f"py-renew-{suffix()}"
+        name = f"py-renew-room-{suffix()}"
+        async with realtime(stack.sandbox.port, stack.auth_url, binary=binary, user=user, lifetime="5") as client:
+            await wait_for_state(client, "connected")
+            first_connection = connection_id(client)
+            updates: list[Any] = []
+            client.connection.on("update", collect(updates))
+            channel = client.channels.get(name)
+            received: list[Any] = []
+            await channel.subscribe(collect(received))
+            await channel.presence.enter("staying")
+            deadline = time.monotonic() + 14
+            published = 0
+            while len(updates) < 3:
+                assert time.monotonic() < deadline, "fewer than three in-band renewals"
+                await channel.publish("tick", f"tick-{published}")
+                published += 1
+                await asyncio.sleep(0.3)
+                assert str(client.connection.state.value) == "connected"
+            assert connection_id(client) == first_connection
+            assert all(u.reason is None for u in updates)
+            assert stack.token_app.calls_for(user) >= 4
+            await channel.publish("tick", "after")
+            await eventually(lambda: any(m.data == "after" for m in received), timeout=5, what="echo")
+            members = await channel.presence.get()
+            assert [m.client_id for m in members] == [user]
+
+    async def scenario() -> None:
+        await asyncio.gather(one(False), one(True))
+
+    run(scenario, timeout=25)
+
+
+def test_expiry_without_auth_disconnects_40142_then_resumes() -> None:
+    """A sandbox that sends no AUTH: at expiry DISCONNECTED 40142, ably-python renews and resumes the connection."""
+
+    async def scenario(stack: Stack) -> None:
+        user = f"py-expiry-{suffix()}"
+        async with realtime(stack.sandbox.port, stack.auth_url, binary=True, user=user, lifetime="3") as client:
+            await wait_for_state(client, "connected")
+            first_connection = connection_id(client)
+            changes: list[Any] = []
+            client.connection.on("disconnected", collect(changes))
+            channel = client.channels.get(f"py-expiry-room-{suffix()}")
+            received: list[Any] = []
+            await channel.subscribe(collect(received))
+            await eventually(lambda: bool(changes), timeout=6, what="DISCONNECTED at expiry")
+            assert changes[0].reason.code == 40142
+            await wait_for_state(client, "connected", timeout=10)
+            assert connection_id(client) == first_connection
+            await channel.publish("after", "resumed")
+            await eventually(lambda: len(received) == 1, timeout=5, what="echo after resume")
+
+    with run_stack(SandboxLimits(auth_prompts=False)) as expiring:
+        run(lambda: scenario(expiring), timeout=25)
+
+
+@FORMATS
+def test_token_request_is_exchanged_through_request_token(stack: Stack, binary: bool) -> None:
+    async def scenario() -> None:
+        user = f"py-tr-{suffix()}"
+        async with realtime(stack.sandbox.port, stack.auth_url, binary=binary, user=user, mode="request") as client:
+            await wait_for_state(client, "connected")
+            assert client.auth.client_id == user
+            assert client.auth.token_details.token.startswith("sbxtok_")
+            channel = client.channels.get(f"py-tr-room-{suffix()}")
+            received: list[Any] = []
+            await channel.subscribe(collect(received))
+            await channel.publish("hello", "via TokenRequest")
+            await eventually(lambda: len(received) == 1, timeout=5, what="echo")
+            assert received[0].client_id == user
+
+    run(scenario, timeout=15)
+
+
+def test_revocation_disconnects_40141_and_the_client_comes_back_with_a_fresh_token(stack: Stack) -> None:
+    async def scenario() -> None:
+        user = f"py-revoke-{suffix()}"
+        async with realtime(stack.sandbox.port, stack.auth_url, binary=True, user=user) as client:
+            await wait_for_state(client, "connected")
+            old_token = client.auth.token_details.token
+            reasons: list[Any] = []
+            client.connection.on("disconnected", collect(reasons))
+            await asyncio.sleep(1.1)  # JWT iat is in whole seconds: revoke in a later second
+            async with httpx.AsyncClient(auth=(KEY.name, KEY.secret)) as admin:
+                response = await admin.post(
+                    f"{stack.sandbox.http}/keys/{KEY.name}/revokeTokens", json={"targets": [f"clientId:{user}"]}
+                )
+            assert response.json()["successCount"] == 1
+            await eventually(lambda: bool(reasons), timeout=5, what="DISCONNECTED 40141")
+            assert reasons[0].reason.code == 40141
+            await wait_for_state(client, "connected", timeout=10)
+            assert client.auth.token_details.token != old_token
+
+    run(scenario, timeout=20)

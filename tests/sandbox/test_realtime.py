@@ -1,0 +1,426 @@
+"""The realtime protocol on the wire, checked with a raw WebSocket client (spec 6, checklist 6.9)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+
+from authserver.sandbox import SandboxLimits
+
+from .conftest import KEY, Stack, jwt_for, run_stack
+from .wire import (
+    ACK,
+    ATTACHED,
+    AUTH,
+    CLOSE,
+    CLOSED,
+    CONNECTED,
+    DETACH,
+    DETACHED,
+    DISCONNECTED,
+    ERROR,
+    HEARTBEAT,
+    MESSAGE,
+    NACK,
+    PRESENCE,
+    SYNC,
+    Wire,
+)
+
+SUBSCRIBE_MODES = (1 << 18) | (1 << 19)
+DEFAULT_MODES = (1 << 16) | (1 << 17) | SUBSCRIBE_MODES
+HAS_PRESENCE, RESUMED = 1, 4
+
+
+def room() -> str:
+    return f"room:{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def quick() -> Iterator[Stack]:
+    """A sandbox with fast clocks: heartbeats every 0.4 s, members gone 0.3 s after a drop, tiny limits."""
+    limits = SandboxLimits(
+        max_idle_interval_ms=400,
+        presence_grace_ms=300,
+        max_message_size=2048,
+        max_channels=50,
+    )
+    with run_stack(limits) as running:
+        yield running
+
+
+class TestConnect:
+    def test_connected_carries_full_connection_details(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as wire:
+            frame = wire.connected()
+        details = frame["connectionDetails"]
+        assert frame["connectionKey"] == details["connectionKey"]
+        assert frame["connectionKey"].startswith(frame["connectionId"] + "!")
+        assert details["clientId"] == "alice"
+        assert details["maxIdleInterval"] == 15000
+        assert details["connectionStateTtl"] == 120000
+        assert details["maxMessageSize"] == 65536
+        assert "error" not in frame
+
+    def test_python_spelling_of_the_token_parameter_and_any_path(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws + "/any/path", accessToken=jwt_for(), v="5") as wire:
+            assert "clientId" not in wire.connected()["connectionDetails"]
+
+    def test_msgpack_is_answered_in_binary_frames(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, wire_format="msgpack", access_token=jwt_for()) as wire:
+            wire.connected()
+            assert isinstance(wire.raw_frames[-1], bytes)
+
+    def test_basic_auth_with_the_key_on_the_url(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, key=f"{KEY.name}:{KEY.secret}", clientId="keyed") as wire:
+            assert wire.connected()["connectionDetails"]["clientId"] == "keyed"
+
+    @pytest.mark.parametrize(
+        ("params", "code"),
+        [
+            ({"access_token": jwt_for(now=time.time() - 120, lifetime=60)}, 40142),
+            ({"access_token": jwt_for(client_id="alice"), "clientId": "bob"}, 40102),
+            ({"access_token": "garbage"}, 40144),
+            ({"key": f"{KEY.name}:wrong"}, 40101),
+            ({}, 40101),
+        ],
+        ids=["expired token", "clientId mismatch", "malformed token", "wrong key", "no credentials"],
+    )
+    def test_refused_connections_get_error_and_close(self, stack: Stack, params: dict[str, str], code: int) -> None:
+        with Wire(stack.sandbox.ws, **params) as wire:
+            frame = wire.recv()
+            assert frame["action"] == ERROR
+            assert frame["error"]["code"] == code
+            assert "channel" not in frame
+
+    def test_ping_is_echoed_with_its_id(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.send({"action": HEARTBEAT, "id": "ping-1"})
+            assert wire.expect(HEARTBEAT) == {"action": HEARTBEAT, "id": "ping-1"}
+
+    def test_heartbeats_keep_an_idle_connection_alive(self, quick: Stack) -> None:
+        with Wire(quick.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            assert wire.expect(HEARTBEAT, timeout=1.0) == {"action": HEARTBEAT}
+
+    def test_close_is_answered_with_closed(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            connection_id = wire.connected()["connectionId"]
+            wire.send({"action": CLOSE})
+            assert wire.expect(CLOSED) == {"action": CLOSED, "connectionId": connection_id}
+
+
+class TestChannels:
+    def test_attach_grants_the_modes_the_capability_allows(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(capability=f'{{"{name}":["subscribe"]}}')) as wire:
+            wire.connected()
+            attached = wire.attach(name)
+        assert attached["action"] == ATTACHED
+        assert attached["flags"] == SUBSCRIBE_MODES
+        assert "channelSerial" in attached
+
+    def test_attach_to_a_channel_outside_the_capability_gets_channel_error_40160(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for(capability='{"allowed":["*"]}')) as wire:
+            wire.connected()
+            frame = wire.attach("forbidden")
+        assert frame["action"] == ERROR
+        assert frame["error"]["code"] == 40160
+        assert frame["error"]["statusCode"] == 401
+
+    def test_repeated_attach_is_answered_again_and_marked_resumed(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            assert wire.attach(name)["flags"] == DEFAULT_MODES
+            again = wire.attach(name, flags=32, channelSerial="whatever")
+        assert again["flags"] == DEFAULT_MODES | RESUMED
+
+    def test_requested_modes_are_narrowed(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            assert wire.attach(room(), params={"modes": "subscribe"})["flags"] == 1 << 18
+
+    def test_detach_is_answered_with_detached(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.attach(name)
+            wire.send({"action": DETACH, "channel": name})
+            assert wire.expect(DETACHED) == {"action": DETACHED, "channel": name}
+
+
+class TestPublish:
+    def test_ack_carries_msg_serial_zero_and_count_then_the_message_fans_out(self, stack: Stack) -> None:
+        name = room()
+        with (
+            Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as alice,
+            Wire(stack.sandbox.ws, wire_format="msgpack", access_token=jwt_for(client_id="bob")) as bob,
+        ):
+            alice_id = alice.connected()["connectionId"]
+            bob.connected()
+            alice.attach(name)
+            bob.attach(name)
+            alice.send(
+                {
+                    "action": MESSAGE,
+                    "channel": name,
+                    "msgSerial": 0,
+                    "messages": [{"name": "ev", "data": "hi", "size": 2, "action": 0}],
+                }
+            )
+            ack = alice.expect(ACK)
+            delivered = bob.expect(MESSAGE)
+        assert (ack["msgSerial"], ack["count"]) == (0, 1)
+        assert len(ack["res"][0]["serials"]) == 1
+        message = delivered["messages"][0]
+        assert message == {
+            "name": "ev",
+            "data": "hi",
+            "clientId": "alice",
+            "connectionId": alice_id,
+            "id": f"{alice_id}:0:0",
+            "timestamp": message["timestamp"],
+        }
+        assert delivered["channel"] == name
+
+    def test_publish_without_capability_is_nacked_40160(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(capability=f'{{"{name}":["subscribe"]}}')) as wire:
+            wire.connected()
+            wire.attach(name)
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "x"}]})
+            nack = wire.expect(NACK)
+        assert (nack["msgSerial"], nack["count"], nack["error"]["code"]) == (0, 1, 40160)
+
+    def test_publish_with_someone_elses_client_id_is_nacked_40012(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as wire:
+            wire.connected()
+            wire.send({"action": MESSAGE, "channel": room(), "msgSerial": 0, "messages": [{"clientId": "eve"}]})
+            assert wire.expect(NACK)["error"]["code"] == 40012
+
+    def test_wildcard_token_keeps_the_message_client_id(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="*")) as wire:
+            assert wire.connected()["connectionDetails"]["clientId"] == "*"
+            wire.attach(name)
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"clientId": "x", "data": 1}]})
+            assert wire.expect(MESSAGE)["messages"][0]["clientId"] == "x"
+
+    def test_oversized_message_is_nacked_40009(self, quick: Stack) -> None:
+        with Wire(quick.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.send({"action": MESSAGE, "channel": room(), "msgSerial": 0, "messages": [{"data": "x" * 3000}]})
+            nack = wire.expect(NACK)
+        assert (nack["error"]["code"], nack["error"]["statusCode"]) == (40009, 413)
+
+    def test_echo_false_suppresses_own_messages(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(), echo="false") as wire:
+            wire.connected()
+            wire.attach(name)
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "a"}]})
+            wire.expect(ACK)
+            wire.send({"action": HEARTBEAT, "id": "after"})
+            frame = wire.expect_any({MESSAGE, HEARTBEAT})
+        assert frame == {"action": HEARTBEAT, "id": "after"}
+
+    def test_binary_data_is_transcoded_between_msgpack_and_json(self, stack: Stack) -> None:
+        name = room()
+        with (
+            Wire(stack.sandbox.ws, wire_format="msgpack", access_token=jwt_for()) as packer,
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as reader,
+        ):
+            packer.connected()
+            reader.connected()
+            reader.attach(name)
+            packer.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": b"\x01\x02"}]})
+            message = reader.expect(MESSAGE)["messages"][0]
+        assert (message["data"], message["encoding"]) == ("AQI=", "base64")
+
+
+class TestPresence:
+    def test_enter_sync_on_attach_and_leave_on_close(self, stack: Stack) -> None:
+        name = room()
+        with (
+            Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as alice,
+            Wire(stack.sandbox.ws, wire_format="msgpack", access_token=jwt_for(client_id="bob")) as bob,
+        ):
+            alice_id = alice.connected()["connectionId"]
+            bob.connected()
+            alice.attach(name)
+            alice.send({"action": PRESENCE, "channel": name, "msgSerial": 0, "presence": [{"action": 2, "data": "hi"}]})
+            assert alice.expect(ACK)["msgSerial"] == 0
+            entered = alice.expect(PRESENCE)["presence"][0]
+            assert (entered["action"], entered["clientId"], entered["id"]) == (2, "alice", f"{alice_id}:0:0")
+
+            attached = bob.attach(name)
+            assert attached["flags"] & HAS_PRESENCE
+            sync = bob.expect(SYNC)
+            assert sync["channelSerial"].endswith(":")
+            assert [(m["action"], m["clientId"], m["data"]) for m in sync["presence"]] == [(1, "alice", "hi")]
+
+            alice.send({"action": CLOSE})
+            alice.expect(CLOSED)
+            leave = bob.expect(PRESENCE)["presence"][0]
+        assert (leave["action"], leave["clientId"], leave["connectionId"]) == (3, "alice", alice_id)
+        assert not leave["id"].startswith(alice_id)  # synthesised: clients compare timestamps
+
+    def test_reentering_with_the_same_data_is_acked_but_not_broadcast(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as alice:
+            alice.connected()
+            alice.attach(name)
+            for serial in (0, 1):
+                alice.send(
+                    {"action": PRESENCE, "channel": name, "msgSerial": serial, "presence": [{"action": 2, "data": "x"}]}
+                )
+            alice.send({"action": PRESENCE, "channel": name, "msgSerial": 2, "presence": [{"action": 2, "data": "y"}]})
+            events = [alice.expect_any({PRESENCE})["presence"][0]["action"] for _ in range(2)]
+        assert events == [2, 4]
+
+    def test_members_of_a_dropped_connection_leave_after_the_grace_period(self, quick: Stack) -> None:
+        name = room()
+        with Wire(quick.sandbox.ws, access_token=jwt_for(client_id="watcher")) as watcher:
+            watcher.connected()
+            watcher.attach(name)
+            with Wire(quick.sandbox.ws, access_token=jwt_for(client_id="dropper")) as dropper:
+                dropper.connected()
+                dropper.send({"action": PRESENCE, "channel": name, "msgSerial": 0, "presence": [{"action": 2}]})
+                dropper.expect(ACK)
+            assert watcher.expect(PRESENCE)["presence"][0]["action"] == 2
+            assert watcher.expect(PRESENCE, timeout=3)["presence"][0]["action"] == 3
+
+    def test_enter_without_a_client_id_is_nacked_40012(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.send({"action": PRESENCE, "channel": room(), "msgSerial": 0, "presence": [{"action": 2}]})
+            assert wire.expect(NACK)["error"]["code"] == 40012
+
+
+class TestResume:
+    def test_resume_keeps_the_connection_and_replays_missed_messages(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="r")) as first:
+            connected = first.connected()
+            first.attach(name)
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as publisher:
+            publisher.connected()
+            publisher.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "missed"}]})
+            publisher.expect(ACK)
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="r"), resume=connected["connectionKey"]) as second:
+            again = second.connected()
+            assert again["connectionId"] == connected["connectionId"]
+            assert "error" not in again
+            attached = second.attach(name, flags=32)
+            assert attached["flags"] & RESUMED
+            assert second.expect(MESSAGE)["messages"][0]["data"] == "missed"
+
+    def test_unknown_connection_key_gets_a_new_connection_and_80008(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for(), resume="0123456789!feedfacecafe") as wire:
+            frame = wire.connected()
+        assert frame["error"]["code"] == 80008
+        assert not frame["connectionId"].startswith("0123456789")
+
+    def test_resume_with_a_token_for_someone_else_is_refused_40102(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="owner")) as first:
+            key = first.connected()["connectionKey"]
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="thief"), resume=key) as second:
+            assert second.recv()["error"]["code"] == 40102
+
+
+class TestTokenLifecycle:
+    def test_auth_arrives_ahead_of_expiry_and_reauth_keeps_the_connection(self, stack: Stack) -> None:
+        started = time.monotonic()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="renewer", lifetime=2)) as wire:
+            connection_id = wire.connected()["connectionId"]
+            assert wire.expect(AUTH, timeout=3) == {"action": AUTH}
+            assert time.monotonic() - started < 2  # the lead is ttl/2 for short tokens
+            wire.send({"action": AUTH, "auth": {"accessToken": jwt_for(client_id="renewer", lifetime=60)}})
+            again = wire.connected()
+            assert again["connectionId"] == connection_id
+            # the old expiry no longer applies
+            wire.send({"action": HEARTBEAT, "id": "still-here"})
+            with pytest.raises(TimeoutError):
+                wire.expect(DISCONNECTED, timeout=2.5)
+
+    def test_reauth_with_another_client_id_is_refused_40102(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as wire:
+            wire.connected()
+            wire.send({"action": AUTH, "auth": {"accessToken": jwt_for(client_id="mallory")}})
+            frame = wire.expect(ERROR)
+        assert frame["error"]["code"] == 40102
+
+    def test_reauth_with_a_narrower_capability_fails_channels_no_longer_allowed(self, stack: Stack) -> None:
+        kept, lost = room(), room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="c")) as wire:
+            wire.connected()
+            wire.attach(kept)
+            wire.attach(lost)
+            narrower = jwt_for(client_id="c", capability=f'{{"{kept}":["subscribe"]}}')
+            wire.send({"action": AUTH, "auth": {"accessToken": narrower}})
+            error = wire.expect(ERROR)
+            assert (error["channel"], error["error"]["code"]) == (lost, 40160)
+            wire.connected()
+            wire.send({"action": MESSAGE, "channel": kept, "msgSerial": 0, "messages": [{"data": "x"}]})
+            assert wire.expect(NACK)["error"]["code"] == 40160
+
+    def test_expiry_without_renewal_disconnects_40142_and_keeps_state_for_resume(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="late", lifetime=2)) as wire:
+            key = wire.connected()["connectionKey"]
+            frame = wire.expect(DISCONNECTED, timeout=4)
+        assert frame["error"] == {
+            "message": "Key/token status changed (token expired)",
+            "code": 40142,
+            "statusCode": 401,
+            "href": "https://help.ably.io/error/40142",
+        }
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="late"), resume=key) as again:
+            assert again.connected()["connectionKey"].split("!")[0] == key.split("!")[0]
+
+    def test_revocation_disconnects_live_connections_40141(self, stack: Stack) -> None:
+        import httpx
+
+        user = f"revoked-{uuid.uuid4().hex[:6]}"
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id=user, now=time.time() - 2)) as wire:
+            wire.connected()
+            response = httpx.post(
+                f"{stack.sandbox.http}/keys/{KEY.name}/revokeTokens",
+                json={"targets": [f"clientId:{user}"]},
+                auth=(KEY.name, KEY.secret),
+                timeout=5,
+            )
+            assert response.status_code == 200
+            frame = wire.expect(DISCONNECTED)
+        assert frame["error"]["code"] == 40141
+
+
+class TestLimits:
+    def test_connection_limit_is_a_clear_error(self) -> None:
+        with (
+            run_stack(SandboxLimits(max_connections=1)) as small,
+            Wire(small.sandbox.ws, access_token=jwt_for()) as one,
+        ):
+            one.connected()
+            with Wire(small.sandbox.ws, access_token=jwt_for()) as two:
+                frame = two.recv()
+        assert frame["action"] == ERROR
+        assert frame["error"]["code"] == 40150
+        assert "maximum of 1 connections" in frame["error"]["message"]
+
+    def test_oversized_frame_fails_the_connection_40009(self, quick: Stack) -> None:
+        with Wire(quick.sandbox.ws, wire_format="msgpack", access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.ws.send(msgpack.packb({"action": MESSAGE, "padding": b"x" * 600_000}))
+            frame = wire.expect(ERROR)
+        assert frame["error"]["code"] == 40009
+
+
+def test_connected_frame_is_first(stack: Stack) -> None:
+    with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+        assert wire.recv()["action"] == CONNECTED
