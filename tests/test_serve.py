@@ -1,5 +1,6 @@
-"""`authserver serve` with no configuration at all: development mode with an embedded sandbox, and
-the ably-python smoke test (`authserver smoke`) staying connected across token renewals."""
+"""`authserver serve` with no configuration at all (development mode with an embedded sandbox), and
+in production mode against a separate `authserver sandbox` named by ABLY_ENDPOINT; the ably-python
+smoke test (`authserver smoke`) stays connected across token renewals in both."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,41 +30,80 @@ class Served:
     env: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    workdir = tmp_path_factory.mktemp("serve")
-    port, sandbox_port = free_port(), free_port()
-    # Nothing but what any shell has, the ports (CI may run other servers) and a short TTL so that
-    # renewals come every few seconds. No key, no secret, no database URL, no .env.
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(workdir),
-        "AUTHSERVER_PORT": str(port),
-        "AUTHSERVER_SANDBOX_PORT": str(sandbox_port),
-        "TOKEN_TTL": "5",
-    }
-    log = workdir / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([authserver_bin(), "serve"], cwd=workdir, env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
+@contextmanager
+def running(args: list[str], env: dict[str, str], workdir: Path, ready_url: str, log: Path) -> Iterator[None]:
+    """Run an ``authserver`` subcommand until the block ends; wait for ``ready_url`` to answer."""
+    with log.open("ab") as out:
+        process = subprocess.Popen([authserver_bin(), *args], cwd=workdir, env=env, stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"serve did not start:\n{log.read_text()}")
+                raise AssertionError(f"authserver {args[0]} did not start:\n{log.read_text()}")
             time.sleep(0.1)
-        yield Served(url, log, env)
+        yield
     finally:
         process.terminate()
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def bare_env(workdir: Path, **settings: str) -> dict[str, str]:
+    """Nothing but what any shell has, plus ``settings``; no .env (the working directory is empty)."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), **settings}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    workdir = tmp_path_factory.mktemp("serve")
+    port, sandbox_port = free_port(), free_port()
+    # No key, no secret, no database URL: only the ports (CI may run other servers) and a short TTL
+    # so that renewals come every few seconds.
+    env = bare_env(workdir, AUTHSERVER_PORT=str(port), AUTHSERVER_SANDBOX_PORT=str(sandbox_port), TOKEN_TTL="5")
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / "serve.log"
+    with running(["serve"], env, workdir, f"{url}/healthz", log):
+        yield Served(url, log, env)
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    workdir = tmp_path_factory.mktemp("production")
+    port, sandbox_port = free_port(), free_port()
+    env = bare_env(
+        workdir,
+        ABLY_API_KEY="prodApp.prodKey:" + "k" * 43,
+        SESSION_SECRET="s" * 40,
+        ABLY_ENDPOINT=f"http://127.0.0.1:{sandbox_port}",
+        AUTHSERVER_PORT=str(port),
+        AUTHSERVER_SANDBOX_PORT=str(sandbox_port),
+        TOKEN_TTL="5",
+        AUTHSERVER_LOG_LEVEL="debug",
+    )
+    result = subprocess.run(
+        [authserver_bin(), "users", "add", "carol"],
+        input="carol-password\n",
+        text=True,
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / "serve.log"
+    with (
+        running(["sandbox"], env, workdir, f"http://127.0.0.1:{sandbox_port}/time", log),
+        running(["serve"], env, workdir, f"{url}/healthz", log),
+    ):
+        yield Served(url, log, env)
 
 
 def test_zero_configuration_runs_in_announced_development_mode(served: Served) -> None:
@@ -110,3 +151,26 @@ def test_serve_logs_carry_no_tokens(served: Served) -> None:
     assert "eyJ" not in text
     assert "access_token=" not in text.replace("access_token=[redacted]", "")
     assert "accessToken=" not in text.replace("accessToken=[redacted]", "")
+
+
+def test_production_mode_follows_ably_endpoint_to_a_separate_sandbox(production: Served) -> None:
+    health = httpx.get(f"{production.url}/healthz").json()
+    assert health["development"] is False and health["keyName"] == "prodApp.prodKey"
+    options = httpx.get(f"{production.url}/client-config").json()["clientOptions"]
+    assert options["port"] == int(production.env["AUTHSERVER_SANDBOX_PORT"])
+    # demo login is off in production: an unknown name does not get in
+    assert httpx.post(f"{production.url}/login", json={"username": "x", "password": "y"}).status_code == 401
+    result = subprocess.run(
+        [authserver_bin(), "smoke", "--url", production.url, "--username", "carol", "--password-stdin"],
+        input="carol-password\n",
+        env=production.env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "token renewed (3)" in result.stdout
+    text = production.log.read_text()
+    assert "DEMO LOGIN" not in text
+    for secret in ("k" * 43, "s" * 40, "carol-password", "eyJ"):
+        assert secret not in text  # debug logging of both servers, and still no credential
