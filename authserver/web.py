@@ -26,7 +26,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The directory whose files the page is made of. Nothing else of the repository is served.
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+_CHECKOUT_WEB = Path(__file__).resolve().parent.parent / "web"
+#: The login page: ``web/`` of a checkout (editable install), or the copy a wheel carries.
+WEB_DIR = _CHECKOUT_WEB if _CHECKOUT_WEB.is_dir() else Path(__file__).resolve().parent / "_web"
 
 #: ably-js pinned for production, from Ably's CDN (URL form ``https://cdn.ably.com/lib/ably.min-<version>.js``).
 ABLY_JS_VERSION = "2.28.0"
