@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import math
 import re
 
 from ..capabilities import Capability
 from ..errors import AuthServerError, BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
+from ..keys import AblyKey
+from ..tokens import TokenSigner
 from .grants import Grant, Keyring
 from .issuance import OPAQUE_PREFIX, IssuedTokens
 from .limits import SandboxLimits
@@ -101,6 +101,13 @@ class TokenJudge:
         self._limits = limits
         self._issued = issued
         self._revocations = revocations
+        self._signers: dict[str, TokenSigner] = {}
+
+    def _signer(self, key: AblyKey) -> TokenSigner:
+        signer = self._signers.get(key.name)
+        if signer is None or signer.key != key:
+            signer = self._signers[key.name] = TokenSigner(key)
+        return signer
 
     def judge(self, token: str, *, now_ms: int) -> Grant:
         """The grant of ``token`` at ``now_ms``.
@@ -140,8 +147,7 @@ class TokenJudge:
         if key is None:
             raise NotAuthenticatedError("Invalid credentials: kid names no key of this app")
         signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-        expected = hmac.new(key.secret_bytes, signing_input, hashlib.sha256).digest()
-        if not hmac.compare_digest(_segment(parts[2], "signature"), expected):
+        if not self._signer(key).verifies(signing_input, _segment(parts[2], "signature")):
             raise NotAuthenticatedError("Invalid credentials: JWT signature verification failed")
         claims = _json_object(_segment(parts[1], "claims"), "claims")
         return self._grant(kid, claims, now_ms=now_ms)
