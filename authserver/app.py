@@ -23,8 +23,10 @@ from .config import Settings, load_settings
 from .errors import AuthServerError, ConfigError
 from .identity import Authenticator
 from .identity.passwords import Passwords
+from .middleware import CatchAllMiddleware, SecurityHeadersMiddleware
 from .responses import error_response, exception_response
 from .services import build_services
+from .web import security_middleware_args, web_routes
 
 log = logging.getLogger("authserver")
 
@@ -39,12 +41,6 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return error_response(exc.status_code * 100, exc.status_code, str(exc.detail))
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # NOTE: log the type and route only; an exception message may quote request data.
-    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    return error_response(50000, 500, "internal error")
 
 
 def create_app(
@@ -68,8 +64,6 @@ def create_app(
         raise ConfigError(["ABLY_API_KEY: no key to sign with (authserver serve starts a sandbox key in development)"])
     services = build_services(settings, clock=clock, passwords=passwords, authenticators=authenticators)
 
-    from .web import SecurityHeadersMiddleware, security_middleware_args, web_routes
-
     app_routes: list[BaseRoute] = [
         Route("/auth", routes.auth, methods=["GET", "POST"]),
         Route("/login", routes.login, methods=["POST"]),
@@ -86,12 +80,11 @@ def create_app(
 
     app = Starlette(
         routes=app_routes,
-        middleware=[Middleware(SecurityHeadersMiddleware, **security_middleware_args(settings))],
-        exception_handlers={
-            AuthServerError: _domain_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        middleware=[
+            Middleware(SecurityHeadersMiddleware, **security_middleware_args(settings)),
+            Middleware(CatchAllMiddleware),
+        ],
+        exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.services = services

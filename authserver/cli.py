@@ -259,8 +259,6 @@ def _services(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
-    from .capabilities import Capability
-
     if not settings.ably_keys:
         raise ConfigError(["ABLY_API_KEY: needed to sign tokens outside the development server"])
     svc = _services(settings)

@@ -186,7 +186,7 @@ class _Reader:
         except ConfigError as exc:
             self.problems.extend(exc.problems)
         policy_file = self.raw("AUTHSERVER_POLICY")
-        policy = self.parse("AUTHSERVER_POLICY", load_policy(None), lambda p: load_policy(Path(p)))
+        policy = self.parse("AUTHSERVER_POLICY", None, lambda p: load_policy(Path(p))) if policy_file else None
 
         production = bool(keys)
         secret = self.raw("SESSION_SECRET")
@@ -212,7 +212,7 @@ class _Reader:
             session_secret=secret,
             session_secret_ephemeral=ephemeral,
             session_ttl=self.integer("AUTHSERVER_SESSION_TTL", 28800, 60, 30 * 86400),
-            policy=policy,
+            policy=policy or load_policy(None),
             policy_source=policy_file or "built-in",
             demo_login=demo,
             cookie_secure=self.choice("AUTHSERVER_COOKIE_SECURE", "auto", ("auto", "true", "false")),  # type: ignore[arg-type]
@@ -230,20 +230,20 @@ class _Reader:
 def _endpoint(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s)://host[:port] URL")
+        raise ValueError("must be an http(s)://host[:port] URL")  # NOTE: never echo: it may hold credentials
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ValueError(f"{value!r} must be just scheme://host[:port]")
+        raise ValueError("must be just scheme://host[:port], without a path, query or user name")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise ValueError(f"{value!r} has an invalid port") from None
+        raise ValueError("has an invalid port") from None
     return value.rstrip("/")
 
 
 def _origins(value: str) -> tuple[str, ...]:
-    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+    origins = tuple(o.strip().rstrip("/").lower() for o in value.split(",") if o.strip())
     for origin in origins:
         parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
-            raise ValueError(f"{origin!r} is not an origin like https://example.com")
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.username:
+            raise ValueError("each origin must look like https://example.com (scheme and host only)")
     return origins

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import AuthServerError
+from .errors import AuthServerError, UnavailableError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -39,7 +39,7 @@ class DatabaseError(AuthServerError):
 class Database:
     """A SQLite connection shared by threads behind a lock (each statement is short)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
         self.path = path
         if path != ":memory:":
             parent = Path(path).parent
@@ -47,7 +47,7 @@ class Database:
                 raise DatabaseError(f"database directory {str(parent)!r} does not exist")
         try:
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA busy_timeout = 5000")
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.executescript(SCHEMA)
@@ -62,17 +62,18 @@ class Database:
             self._conn.close()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._lock, _available():
             return self._conn.execute(sql, params).fetchall()
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        with self._lock:
+        with self._lock, _available():
             row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
             return row
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+    def transaction(self, *, invalidates: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``invalidates=False`` for writes no cache depends on."""
+        with self._lock, _available():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -80,11 +81,21 @@ class Database:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
-            self.generation += 1
+            if invalidates:
+                self.generation += 1
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement; returns the number of rows changed."""
-        with self._lock:
+        """Run one write statement; returns the number of rows changed."""
+        with self._lock, _available():
             changed = self._conn.execute(sql, params).rowcount
             self.generation += 1
             return changed
+
+
+@contextmanager
+def _available() -> Iterator[None]:
+    """A locked or unreachable database is a temporary condition for clients (503, they retry)."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise UnavailableError(f"database unavailable: {exc}") from None

@@ -12,6 +12,8 @@ and the CLI can each render it in one place::
     ├── NotAuthenticatedError       no valid identity yet: clients retry (401, 40101)
     ├── ForbiddenError              a final refusal: clients stop retrying (403, 40300)
     ├── UserError                   account administration failed (duplicate, unknown user)
+    ├── RateLimitedError            too many attempts: try again later (429, 42910)
+    ├── UnavailableError            a dependency (the database) is busy or down: retry (503, 50300)
     └── TokenError                  a token judged invalid (401, 4014x and friends)
 
 Messages are short, name the field at fault and never contain a secret, password or token.
@@ -94,6 +96,20 @@ class UserError(AuthServerError):
 
     code = 40000
     status = 400
+
+
+class RateLimitedError(AuthServerError):
+    """Too many attempts in a window; clients may try again later."""
+
+    code = 42910
+    status = 429
+
+
+class UnavailableError(AuthServerError):
+    """The service cannot answer right now (database busy or unreachable); clients retry."""
+
+    code = 50300
+    status = 503
 
 
 class TokenError(AuthServerError):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .capabilities import Capability
-from .errors import BadRequestError, ForbiddenError
+from .errors import ForbiddenError
 from .identity import Identity
 from .keys import AblyKey
 from .policy import Policy
@@ -138,41 +138,3 @@ class Issuer:
             ttl_ms=grant.ttl_ms,
             now_ms=int(self.clock() * 1000),
         )
-
-
-_KNOWN = ("clientId", "client_id", "ttl", "capability", "format")
-MAX_TTL_PARAM_MS = 10 * 365 * 86400 * 1000
-
-
-def parse_token_params(pairs: list[tuple[str, str]]) -> tuple[TokenParams, str | None]:
-    """Read Ably token params from query/form/JSON pairs; unknown names (``rnd``, app params) are ignored.
-
-    :returns: the params and the ``format`` param (or ``None``).
-    :raises BadRequestError: a repeated param, a ttl that is not a positive whole number of ms,
-        conflicting ``clientId``/``client_id``, an empty clientId.
-    :raises CapabilityError: a capability that is not valid capability JSON.
-    """
-    seen: dict[str, str] = {}
-    for name, value in pairs:
-        if name in _KNOWN:
-            if name in seen:
-                raise BadRequestError(f"token param {name!r} is repeated")
-            seen[name] = value
-    client_id = seen.get("clientId")
-    other = seen.get("client_id")
-    if client_id is not None and other is not None and client_id != other:
-        raise BadRequestError("token params 'clientId' and 'client_id' disagree")
-    client_id = client_id if client_id is not None else other
-    if client_id == "":
-        raise BadRequestError("token param 'clientId' is empty", code=40012)
-    ttl: int | None = None
-    if (raw_ttl := seen.get("ttl")) not in (None, ""):
-        assert raw_ttl is not None
-        if not raw_ttl.isdigit() or not 0 < int(raw_ttl) <= MAX_TTL_PARAM_MS:
-            raise BadRequestError("token param 'ttl' must be a positive whole number of milliseconds", code=40003)
-        ttl = int(raw_ttl)
-    capability = None
-    if (raw_cap := seen.get("capability")) not in (None, ""):
-        assert raw_cap is not None
-        capability = Capability.parse(raw_cap)
-    return TokenParams(client_id, ttl, capability), seen.get("format")

@@ -128,6 +128,8 @@ def load_policy(path: Path | None) -> Policy:
         raise PolicyError(f"policy file {str(source)!r} is not UTF-8 (byte {exc.start})") from None
     try:
         data = json.loads(text) if source.suffix.lower() == ".json" else tomllib.loads(text)
+    except RecursionError:
+        raise PolicyError(f"policy file {str(source)!r} is nested too deeply") from None
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise PolicyError(f"policy file {str(source)!r} does not parse: {exc}") from None
     return parse_policy(data)

@@ -1,27 +1,30 @@
-"""Thin endpoints: parse the request, call the domain, map the result. Nothing else."""
+"""Thin endpoints: parse the request, call the domain, map the result. Nothing else.
+
+Database work never runs on the event loop: a session the store remembers is answered from memory,
+everything else goes to the thread pool.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from functools import lru_cache
-from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import BadRequestError, ForbiddenError, NotAuthenticatedError
 from .identity import Credentials, Identity, authenticate_any
 from .identity.sessions import COOKIE_NAME
-from .issuance import parse_token_params
+from .params import known_params, parse_token_params
 from .responses import PreparedResponse, json_response
 from .services import Services
 
 log = logging.getLogger("authserver.http")
 MAX_BODY = 16 * 1024
-FORMATS = ("details", "jwt", "tokenrequest")
+MAX_FIELDS = 100
 
 
 def services(request: Request) -> Services:
@@ -29,34 +32,64 @@ def services(request: Request) -> Services:
     return svc
 
 
-async def _body_pairs(request: Request) -> list[tuple[str, str]]:
-    """Token params from a POST body: form-encoded (what both Ably clients send) or JSON."""
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused before it is buffered when it is larger than ``MAX_BODY``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise BadRequestError(f"request body must be at most {MAX_BODY} bytes", code=40009, status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequestError(f"request body must be at most {MAX_BODY} bytes", code=40009, status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_pairs(body: bytes, *, strings_only: bool) -> list[tuple[str, str]]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequestError("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequestError("JSON body must be an object")
+    pairs: list[tuple[str, str]] = []
+    for name, value in data.items():
+        if isinstance(value, str):
+            text = value
+        elif strings_only:
+            raise BadRequestError(f"field {name[:40]!r} must be a string")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            text = str(value)
+        elif name == "capability" and isinstance(value, dict):
+            text = json.dumps(value)  # a capability sent as an object rather than a JSON string
+        else:
+            continue
+        try:
+            (name + text).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequestError(f"field {name[:40]!r} is not valid UTF-8") from None
+        pairs.append((name, text))
+    return pairs
+
+
+async def _body_pairs(request: Request, *, strings_only: bool = False) -> list[tuple[str, str]]:
+    """Fields of a POST body: form-encoded (what both Ably clients send) or a JSON object."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise BadRequestError(f"request body is larger than {MAX_BODY} bytes", code=40000)
+    body = await _read_body(request)
     if not body:
         return []
     if content_type == "application/json":
+        return _json_pairs(body, strings_only=strings_only)
+    if content_type in ("application/x-www-form-urlencoded", ""):
         try:
-            data = json.loads(body)
+            return parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+        except UnicodeDecodeError:
+            raise BadRequestError("form body is not valid UTF-8") from None
         except ValueError:
-            raise BadRequestError("request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise BadRequestError("JSON body must be an object")
-        pairs: list[tuple[str, str]] = []
-        for name, value in data.items():
-            if isinstance(value, bool) or value is None:
-                continue
-            if isinstance(value, int | float | str):
-                pairs.append((name, str(value)))
-            elif name == "capability" and isinstance(value, dict):
-                pairs.append((name, json.dumps(value)))
-        return pairs
-    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
-        form: FormData = await request.form(max_files=0, max_fields=100)
-        return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-    raise BadRequestError(f"unsupported Content-Type {content_type[:60]!r}; use form or JSON")
+            raise BadRequestError(f"form body has more than {MAX_FIELDS} fields") from None
+    raise BadRequestError(f"unsupported Content-Type {content_type[:60]!r}; send a form or JSON")
 
 
 @lru_cache(maxsize=256)
@@ -81,10 +114,12 @@ def _wants_jwt(accept: str) -> bool:
     return best_jwt > 0 and best_jwt > best_json
 
 
-def _identity(request: Request, svc: Services) -> Identity:
-    identity = authenticate_any(
-        svc.authenticators, Credentials(cookies=request.cookies, headers=request.headers), svc.clock()
-    )
+async def _identity(request: Request, svc: Services) -> Identity:
+    credentials = Credentials(cookies=request.cookies, headers=request.headers)
+    now = svc.clock()
+    identity = svc.sessions.remembered(credentials, now)
+    if identity is None:
+        identity = await run_in_threadpool(authenticate_any, svc.authenticators, credentials, now)
     if identity is None:
         raise NotAuthenticatedError("not logged in", code=40101)
     return identity
@@ -93,13 +128,12 @@ def _identity(request: Request, svc: Services) -> Identity:
 async def auth(request: Request) -> Response:
     """The authUrl: a token for the logged-in caller, in the format the client prefers."""
     svc = services(request)
-    pairs = list(request.query_params.multi_items())
+    identity = await _identity(request, svc)
+    seen = known_params(request.query_params.multi_items(), source="query")
     if request.method == "POST":
-        pairs += await _body_pairs(request)
-    params, fmt = parse_token_params(pairs)
-    if fmt is not None and fmt not in FORMATS:
-        raise BadRequestError(f"format must be one of {', '.join(FORMATS)}")
-    identity = _identity(request, svc)
+        # Ably clients merge the authUrl's query with their params, later wins (RSA8c2).
+        seen.update(known_params(await _body_pairs(request), source="body"))
+    params, fmt = parse_token_params(seen)
     if fmt == "tokenrequest":
         return json_response(svc.issuer.token_request(identity, params).to_dict())
     issued = svc.issuer.jwt(identity, params)
@@ -115,31 +149,31 @@ def _origin_allowed(request: Request, svc: Services) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return True  # not a browser, or a same-origin navigation of an old browser
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
-    return origin.lower() == own or origin.rstrip("/").lower() in {o.lower() for o in svc.settings.allowed_origins}
+    origin = origin.rstrip("/").lower()
+    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}".lower() or (
+        origin in svc.settings.allowed_origins
+    )
 
 
 async def _login_fields(request: Request) -> tuple[str, str]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise BadRequestError(f"request body is larger than {MAX_BODY} bytes")
-    data: Any
-    if content_type == "application/json":
-        try:
-            data = json.loads(body or b"null")
-        except ValueError:
-            raise BadRequestError("request body is not valid JSON") from None
-    elif content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        data = dict((await request.form(max_files=0, max_fields=20)).items())
-    else:
+    if content_type not in ("application/json", "application/x-www-form-urlencoded"):
         raise BadRequestError('send the login as JSON {"username", "password"} or as a form')
-    if not isinstance(data, dict):
-        raise BadRequestError("login body must be an object with username and password")
-    username, password = data.get("username"), data.get("password")
-    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+    fields = _login_pairs(await _body_pairs(request, strings_only=True))
+    username, password = fields.get("username"), fields.get("password")
+    if not username or not password:
         raise BadRequestError("login needs a non-empty 'username' and 'password'")
     return username, password
+
+
+def _login_pairs(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in ("username", "password"):
+            if name in fields:
+                raise BadRequestError(f"login field {name!r} is repeated")
+            fields[name] = value
+    return fields
 
 
 def _secure_cookie(request: Request, svc: Services) -> bool:
@@ -152,12 +186,19 @@ async def login(request: Request) -> Response:
     if not _origin_allowed(request, svc):
         raise ForbiddenError("cross-origin login refused")
     username, password = await _login_fields(request)
+    address = request.client.host if request.client else "unknown"
+    svc.throttle.check(username, address, svc.clock())
     check = svc.users.demo_login if svc.settings.demo_login else svc.users.verify_login
     try:
-        identity = await run_in_threadpool(check, username, password)
+        identity = await svc.login_gate.run(lambda: run_in_threadpool(check, username, password))
     except NotAuthenticatedError:
-        log.info("login refused for a username of %d characters", len(username))
+        svc.throttle.failed(username, address, svc.clock())
+        log.info("login refused for a username of %d characters from %s", len(username), address)
         raise
+    svc.throttle.succeeded(username, address)
+    previous = request.cookies.get(COOKIE_NAME)
+    if previous:
+        await run_in_threadpool(svc.sessions.end, previous)  # switching users ends the old session
     cookie = await run_in_threadpool(svc.sessions.create, identity, svc.clock())
     log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
     response = json_response({"clientId": identity.client_id, "role": identity.role})
@@ -177,14 +218,14 @@ async def logout(request: Request) -> Response:
     svc = services(request)
     if not _origin_allowed(request, svc):
         raise ForbiddenError("cross-origin logout refused")
-    svc.sessions.end(request.cookies.get(COOKIE_NAME))
+    await run_in_threadpool(svc.sessions.end, request.cookies.get(COOKIE_NAME))
     response = json_response({})
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=_secure_cookie(request, svc))
     return response
 
 
 async def session(request: Request) -> Response:
-    identity = _identity(request, services(request))
+    identity = await _identity(request, services(request))
     return json_response({"clientId": identity.client_id, "role": identity.role})
 
 

@@ -149,3 +149,6 @@ def run_smoke(base_url: str, username: str, password: str, *, renewals: int, tim
     except SmokeFailure as exc:
         print(f"SMOKE FAILED: {exc}")
         return 1
+    except Exception as exc:
+        print(f"SMOKE FAILED: {type(exc).__name__}: {exc}")
+        return 1

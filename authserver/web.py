@@ -1,4 +1,4 @@
-"""The login page: static files from ``web/``, the client options it needs, and its security headers.
+"""The login page: static files from ``web/``, the client options it needs, and the CSP origins it needs.
 
 Routes (see :func:`web_routes`)::
 
@@ -7,14 +7,13 @@ Routes (see :func:`web_routes`)::
     GET /client-config        where ably-js comes from and how it reaches Ably (real Ably or a sandbox)
     GET /vendor/ably.min.js   the npm copy of ably-js, only when ABLY_JS=local
 
-:class:`SecurityHeadersMiddleware` adds a strict Content Security Policy and friends to every HTTP
-response of the app; :func:`security_middleware_args` derives its origins from the same settings.
+:func:`security_middleware_args` derives the origins that
+:class:`~authserver.middleware.SecurityHeadersMiddleware` adds to its Content Security Policy.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 from urllib.parse import urlsplit
@@ -23,7 +22,6 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The directory whose files the page is made of. Nothing else of the repository is served.
 _CHECKOUT_WEB = Path(__file__).resolve().parent.parent / "web"
@@ -123,7 +121,8 @@ def security_middleware_args(settings: WebSettings) -> SecurityArgs:
         tls, host, port = _endpoint_parts(settings.ably_endpoint)
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         connect_src = (f"https://{netloc}", f"wss://{netloc}") if tls else (f"http://{netloc}", f"ws://{netloc}")
-    script_src = () if settings.ably_js == "local" else (ABLY_CDN_ORIGIN,)
+    # NOTE: the exact pinned script, not the whole CDN origin.
+    script_src = () if settings.ably_js == "local" else (ABLY_JS_CDN_URL,)
     return {"connect_src": connect_src, "script_src": script_src}
 
 
@@ -176,51 +175,3 @@ def _local_ably_js_problem(package_dir: Path) -> str | None:
     if not version.startswith("2."):
         return f"ably-js {version} under ABLY_JS_PATH is not version 2.x; {install}\n"
     return None
-
-
-class SecurityHeadersMiddleware:
-    """Pure ASGI middleware adding a strict CSP and related headers to every HTTP response.
-
-    ``connect_src`` and ``script_src`` are origins allowed in addition to ``'self'`` (see
-    :func:`security_middleware_args`). A header the app already set is left alone.
-    """
-
-    def __init__(self, app: ASGIApp, *, connect_src: Sequence[str] = (), script_src: Sequence[str] = ()) -> None:
-        self.app = app
-        for origin in (*connect_src, *script_src):
-            # NOTE: an origin is pasted into the policy; a space or ';' would smuggle in a directive.
-            if not origin or any(c in origin for c in " ;,'\"\r\n"):
-                raise ValueError(f"CSP source {origin!r} is not a plain origin")
-        policy = "; ".join(
-            [
-                "default-src 'none'",
-                " ".join(["script-src 'self'", *script_src]),
-                "style-src 'self'",
-                "img-src 'self' data:",
-                " ".join(["connect-src 'self'", *connect_src]),
-                "form-action 'self'",
-                "base-uri 'none'",
-                "frame-ancestors 'none'",
-            ]
-        )
-        self.headers: list[tuple[bytes, bytes]] = [
-            (b"content-security-policy", policy.encode("latin-1")),
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
-            (b"x-frame-options", b"DENY"),
-        ]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend((name, value) for name, value in self.headers if name not in present)
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

@@ -150,6 +150,9 @@ def test_every_problem_is_reported_at_once_without_secret_values() -> None:
 # --- each setting's bad values --------------------------------------------------------------------
 
 
+ENDPOINT_EXTRA = "ABLY_ENDPOINT: must be just scheme://host[:port], without a path, query or user name"
+
+
 @pytest.mark.parametrize(
     ("environ", "problem"),
     [
@@ -174,15 +177,27 @@ def test_every_problem_is_reported_at_once_without_secret_values() -> None:
         ({"AUTHSERVER_SESSION_TTL": "59"}, "AUTHSERVER_SESSION_TTL: 59 is outside 60..2592000"),
         ({"AUTHSERVER_DEMO_LOGIN": "maybe"}, "AUTHSERVER_DEMO_LOGIN: 'maybe' is not true or false"),
         ({"AUTHSERVER_DEMO_LOGIN": "2"}, "AUTHSERVER_DEMO_LOGIN: '2' is not true or false"),
-        ({"ABLY_ENDPOINT": "ftp://sandbox"}, "ABLY_ENDPOINT: 'ftp://sandbox' is not an http(s)://host[:port] URL"),
-        ({"ABLY_ENDPOINT": "127.0.0.1:8001"}, "ABLY_ENDPOINT: '127.0.0.1:8001' is not an http(s)://host[:port] URL"),
-        ({"ABLY_ENDPOINT": "http://"}, "ABLY_ENDPOINT: 'http://' is not an http(s)://host[:port] URL"),
-        ({"ABLY_ENDPOINT": "http://h:99999"}, "ABLY_ENDPOINT: 'http://h:99999' has an invalid port"),
-        ({"ABLY_ENDPOINT": "http://h:port"}, "ABLY_ENDPOINT: 'http://h:port' has an invalid port"),
-        ({"ABLY_ENDPOINT": "http://h/v1"}, "ABLY_ENDPOINT: 'http://h/v1' must be just scheme://host[:port]"),
-        ({"ABLY_ENDPOINT": "http://h?x=1"}, "ABLY_ENDPOINT: 'http://h?x=1' must be just scheme://host[:port]"),
-        ({"ABLY_ENDPOINT": "http://h#x"}, "ABLY_ENDPOINT: 'http://h#x' must be just scheme://host[:port]"),
-        ({"ABLY_ENDPOINT": "http://u@h"}, "ABLY_ENDPOINT: 'http://u@h' must be just scheme://host[:port]"),
+        ({"ABLY_ENDPOINT": "ftp://sandbox"}, "ABLY_ENDPOINT: must be an http(s)://host[:port] URL"),
+        ({"ABLY_ENDPOINT": "127.0.0.1:8001"}, "ABLY_ENDPOINT: must be an http(s)://host[:port] URL"),
+        ({"ABLY_ENDPOINT": "http://"}, "ABLY_ENDPOINT: must be an http(s)://host[:port] URL"),
+        ({"ABLY_ENDPOINT": "http://h:99999"}, "ABLY_ENDPOINT: has an invalid port"),
+        ({"ABLY_ENDPOINT": "http://h:port"}, "ABLY_ENDPOINT: has an invalid port"),
+        (
+            {"ABLY_ENDPOINT": "http://h/v1"},
+            ENDPOINT_EXTRA,
+        ),
+        (
+            {"ABLY_ENDPOINT": "http://h?x=1"},
+            ENDPOINT_EXTRA,
+        ),
+        (
+            {"ABLY_ENDPOINT": "http://h#x"},
+            ENDPOINT_EXTRA,
+        ),
+        (
+            {"ABLY_ENDPOINT": "http://u@h"},
+            ENDPOINT_EXTRA,
+        ),
         (
             {"DATABASE_URL": "postgresql://db/auth"},
             "DATABASE_URL must start with 'sqlite:///' (only SQLite is supported in this version)",
@@ -197,15 +212,15 @@ def test_every_problem_is_reported_at_once_without_secret_values() -> None:
         ({"AUTHSERVER_COOKIE_SECURE": "1"}, "AUTHSERVER_COOKIE_SECURE: '1' is not one of auto, true, false"),
         (
             {"AUTHSERVER_ALLOWED_ORIGINS": "example.com"},
-            "AUTHSERVER_ALLOWED_ORIGINS: 'example.com' is not an origin like https://example.com",
+            "AUTHSERVER_ALLOWED_ORIGINS: each origin must look like https://example.com (scheme and host only)",
         ),
         (
             {"AUTHSERVER_ALLOWED_ORIGINS": "https://ok.example, https://a.example/login"},
-            "AUTHSERVER_ALLOWED_ORIGINS: 'https://a.example/login' is not an origin like https://example.com",
+            "AUTHSERVER_ALLOWED_ORIGINS: each origin must look like https://example.com (scheme and host only)",
         ),
         (
             {"AUTHSERVER_ALLOWED_ORIGINS": "ftp://files.example"},
-            "AUTHSERVER_ALLOWED_ORIGINS: 'ftp://files.example' is not an origin like https://example.com",
+            "AUTHSERVER_ALLOWED_ORIGINS: each origin must look like https://example.com (scheme and host only)",
         ),
         (
             {"AUTHSERVER_LOG_LEVEL": "verbose"},
@@ -392,3 +407,10 @@ def test_with_sandbox_points_settings_at_a_sandbox_key() -> None:
     assert settings.ably_keys == (key,)
     assert settings.ably_endpoint == "http://127.0.0.1:1"
     assert settings.key_capability is None
+
+
+def test_endpoint_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"ABLY_ENDPOINT": "https://user:hunter2@sandbox.example/?key=a.b:S3CRET"}, env_file=None)
+    assert "ABLY_ENDPOINT" in caught.value.message
+    assert "hunter2" not in caught.value.message and "S3CRET" not in caught.value.message

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
 import pytest
+from starlette.testclient import TestClient
 
+from authserver.app import create_app
 from authserver.capabilities import Capability
+from authserver.identity import Credentials, Identity
+from authserver.identity.passwords import Passwords
 from authserver.tokenrequests import compute_mac
 
-from conftest import Service, ServiceFactory
+from conftest import Service, ServiceFactory, SettingsFactory
 from helpers import KEY_NAME, KEY_SECRET
 
 NO_CACHE = {
@@ -299,7 +304,11 @@ def test_malformed_params_are_400_with_a_clear_message(alice: Service, query: st
         ("application/json", b"{not json", "JSON"),
         ("application/json", b"[1,2]", "object"),
         ("text/xml", b"<a/>", "Content-Type"),
-        ("application/x-www-form-urlencoded", b"x" * 20000, "larger"),
+        ("multipart/form-data; boundary=x", b"--x--", "Content-Type"),
+        ("application/json", b"[" * 15000, "JSON"),
+        ("application/json", b'{"capability": "\\ud800"}', "capability"),
+        ("application/x-www-form-urlencoded", b"ttl=\xff\xfe", "UTF-8"),
+        ("application/x-www-form-urlencoded", b"&".join(b"f%d=1" % i for i in range(101)), "fields"),
     ],
 )
 def test_malformed_post_bodies_are_400(alice: Service, content_type: str, body: bytes, fragment: str) -> None:
@@ -485,3 +494,88 @@ def test_no_secret_password_or_token_is_ever_logged(
 def test_capability_type_round_trips_what_the_endpoint_grants(alice: Service) -> None:
     details = alice.client.get("/auth").json()
     assert Capability.parse(details["capability"]).to_json() == details["capability"]
+
+
+# --- hostile and unlucky requests: clear 4xx/5xx, never a crash, nothing leaked ------------------
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_read(alice: Service) -> None:
+    response = alice.client.post(
+        "/auth", content=b"x" * 20000, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert_ably_error(response, 413, 40009)
+
+
+def test_a_streamed_oversized_body_is_cut_off(alice: Service) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"a=" + b"x" * 1000 + b"&"
+
+    response = alice.client.post(
+        "/auth", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert_ably_error(response, 413, 40009)
+
+
+@pytest.mark.parametrize("ttl", ["²", "9" * 5000, "١٢٣", "0x10", " 5"])
+def test_odd_ttl_values_are_400(alice: Service, ttl: str) -> None:
+    assert_ably_error(alice.client.get("/auth", params={"ttl": ttl}), 400, 40003)
+
+
+def test_identity_is_checked_before_params_so_a_logged_out_client_retries(service: Service) -> None:
+    assert_ably_error(service.client.get("/auth?ttl=bad"), 401, 40101)
+
+
+def test_body_params_win_over_the_auth_url_query(alice: Service) -> None:
+    response = alice.client.post("/auth?ttl=90000", data={"ttl": "120000"})
+    claims = verify(response.json()["token"])
+    assert claims["exp"] - claims["iat"] == 120
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"username": "\\ud800", "password": "x"}',
+        b'{"username": "alice", "password": "\\udfff"}',
+        b'{"username": ["alice"], "password": "x"}',
+    ],
+)
+def test_login_with_unencodable_or_non_string_fields_is_400(service: Service, body: bytes) -> None:
+    response = service.client.post("/login", content=body, headers={"content-type": "application/json"})
+    assert_ably_error(response, 400, 40000)
+
+
+def test_login_with_an_overlong_username_is_the_uniform_401(service: Service) -> None:
+    response = service.client.post("/login", json={"username": "a" * 5000, "password": "x"})
+    assert_ably_error(response, 401, 40101)
+
+
+def test_repeated_failed_logins_are_throttled_per_address_and_username(service: Service) -> None:
+    service.add_user("alice")
+    for _ in range(10):
+        assert service.client.post("/login", json={"username": "alice", "password": "guess"}).status_code == 401
+    refused = service.client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert_ably_error(refused, 429, 42910)
+    service.add_user("bob")
+    assert service.client.post("/login", json={"username": "bob", "password": "correct horse"}).status_code == 200
+    service.clock.advance(301)
+    service.login("alice")
+
+
+class Exploding:
+    """An identity source with a bug: its exception message quotes a credential."""
+
+    def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
+        raise RuntimeError("lookup failed for password hunter2-in-a-message")
+
+
+def test_an_unexpected_error_is_an_ably_500_and_its_message_is_not_logged(
+    make_settings: SettingsFactory, fast_passwords: Passwords, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(make_settings(), passwords=fast_passwords, authenticators=(Exploding(),))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/auth")
+    assert_ably_error(response, 500, 50000)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    logged = "\n".join(r.getMessage() + str(r.exc_info) + str(r.exc_text) for r in caplog.records)
+    assert "RuntimeError" in logged and "hunter2" not in logged

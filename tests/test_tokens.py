@@ -210,3 +210,15 @@ def test_issued_details_are_the_jwt_times_in_milliseconds() -> None:
     assert details["expires"] - details["issued"] == 600_000
     assert details["capability"] == claims["x-ably-capability"]
     assert details["clientId"] == claims["x-ably-clientId"] == "alice"
+
+
+@pytest.mark.parametrize("client_id", ["alice", "üñí", 'quote"back\\slash', None])
+def test_details_json_is_exactly_the_details_serialised(client_id: str | None) -> None:
+    issued = IssuedToken("a.b.c", "appId.keyId", 1000, 2000, '{"chat:*":["publish"]}', client_id)
+    assert json.loads(issued.details_json()) == issued.details()
+
+
+@pytest.mark.parametrize("claim", ["iat", "exp", "x-ably-capability", "x-ably-clientId"])
+def test_extra_claims_may_not_replace_the_ably_claims(claim: str) -> None:
+    with pytest.raises(ValueError, match=claim):
+        sign_jwt(KEY, capability="{}", client_id=None, issued_at=1, expires_at=2, extra_claims={claim: "x"})

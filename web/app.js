@@ -40,11 +40,11 @@
   const JSON_HEADERS = { 'Content-Type': 'application/json', Accept: 'application/json' };
 
   // What the page has shown, for people debugging and for the end-to-end test (read-only outside).
-  const history = { states: [], events: [], clientsCreated: 0 };
+  const pageLog = { states: [], events: [], clientsCreated: 0 };
   window.__authserverPage = {
-    get states() { return history.states.slice(); },
-    get events() { return history.events.slice(); },
-    get clientsCreated() { return history.clientsCreated; },
+    get states() { return pageLog.states.slice(); },
+    get events() { return pageLog.events.slice(); },
+    get clientsCreated() { return pageLog.clientsCreated; },
     get renewals() { return session.renewals; },
   };
 
@@ -241,7 +241,7 @@
 
     const client = new window.Ably.Realtime({ ...config.clientOptions, authUrl: config.authUrl });
     realtime = client;
-    history.clientsCreated += 1;
+    pageLog.clientsCreated += 1;
     client.connection.on((change) => {
       if (gen === generation) onConnectionChange(client, change);
     });
@@ -271,7 +271,7 @@
 
   function onConnectionChange(client, change) {
     const reason = change.reason || null;
-    remember(history.events, {
+    remember(pageLog.events, {
       event: change.event || (change.current === change.previous ? 'update' : change.current),
       current: change.current,
       previous: change.previous,
@@ -307,7 +307,7 @@
   }
 
   function showState(state, reason) {
-    remember(history.states, state);
+    remember(pageLog.states, state);
     el.state.textContent = state;
     el.state.dataset.state = state;
     // 80017 is an ordinary close (ours): nothing to explain.

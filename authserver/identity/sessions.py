@@ -2,12 +2,16 @@
 
 The cookie carries ``itsdangerous``-signed random bytes; only their SHA-256 is stored, so a copy of
 the database does not hand out live sessions. Logging out deletes the record, which ends the
-session everywhere. Account sessions are re-checked against the account: a disabled account is
-refused (403), a removed one must log in again (401), a new role applies to the next token.
+session everywhere. Sessions are re-checked when they are resolved:
+
+- an account session follows its account: disabled -> 403, removed -> 401, a new role or clientId
+  applies to the next token; changing the password or disabling the account ends its sessions;
+- a demo session ends (401) once demo login is off, and once its name or clientId belongs to an
+  account, so a demo login can never become an account's identity.
 
 Resolving a session is on the hot path of ``/auth``, so a resolved session is remembered for
-``recheck`` seconds (default 1). Any change made through this process's database (login, logout,
-account changes) invalidates the memory at once; a change made by another process (the
+``recheck`` seconds (default 1). Any change that can end or alter a session, made through this
+process's database, invalidates the memory at once; a change made by another process (the
 ``authserver users`` CLI) is seen within ``recheck`` seconds.
 """
 
@@ -33,9 +37,10 @@ def _hash(session_id: str) -> str:
 class SessionStore:
     """Creates, resolves and ends sessions. Also the :class:`Authenticator` for session cookies."""
 
-    def __init__(self, db: Database, secret: str, *, ttl: int, recheck: float = 1.0) -> None:
+    def __init__(self, db: Database, secret: str, *, ttl: int, demo_login: bool = False, recheck: float = 1.0) -> None:
         self.db = db
         self.ttl = ttl
+        self.demo_login = demo_login
         self.recheck = recheck
         self._signer = Signer(secret, salt="authserver.session")
         # cookie -> (identity, session expiry, checked at, db generation)
@@ -44,18 +49,13 @@ class SessionStore:
     def create(self, identity: Identity, now: float) -> str:
         """Store a session for ``identity`` and return the cookie value."""
         session_id = secrets.token_urlsafe(32)
-        with self.db.transaction() as conn:
+        expires = now + self.ttl
+        # A new session changes nothing any remembered session depends on: no invalidation.
+        with self.db.transaction(invalidates=False) as conn:
             conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
             conn.execute(
                 "INSERT INTO sessions (id_hash, username, client_id, role, source, expires) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    _hash(session_id),
-                    identity.subject,
-                    identity.client_id,
-                    identity.role,
-                    identity.source,
-                    now + self.ttl,
-                ),
+                (_hash(session_id), identity.subject, identity.client_id, identity.role, identity.source, expires),
             )
         return self._signer.sign(session_id).decode("ascii")
 
@@ -72,26 +72,39 @@ class SessionStore:
         if session_id is not None:
             self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (_hash(session_id),))
 
+    def remembered(self, credentials: Credentials, now: float) -> Identity | None:
+        """The identity of a session resolved less than ``recheck`` seconds ago, from memory only."""
+        cookie = credentials.cookies.get(COOKIE_NAME)
+        if cookie is None:
+            return None
+        entry = self._resolved.get(cookie)
+        if entry is None:
+            return None
+        identity, expires, checked, generation = entry
+        if now < expires and 0 <= now - checked < self.recheck and generation == self.db.generation:
+            return identity
+        self._resolved.pop(cookie, None)
+        return None
+
     def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
         """Resolve the session cookie.
 
         :returns: ``None`` when there is no session cookie at all.
-        :raises NotAuthenticatedError: a cookie that is forged, unknown, expired or for a removed account.
+        :raises NotAuthenticatedError: a cookie that is forged, unknown or expired, an account that
+            was removed, a demo session that may no longer be used.
         :raises ForbiddenError: a session of an account that has since been disabled.
         """
         cookie = credentials.cookies.get(COOKIE_NAME)
         if cookie is None:
             return None
-        remembered = self._resolved.get(cookie)
-        if remembered is not None:
-            identity, expires, checked, generation = remembered
-            if now < expires and 0 <= now - checked < self.recheck and generation == self.db.generation:
-                return identity
-            del self._resolved[cookie]
+        identity = self.remembered(credentials, now)
+        if identity is not None:
+            return identity
+        generation = self.db.generation  # read before the query: a concurrent change forces a recheck
         identity, expires = self._resolve(cookie, now)
         if len(self._resolved) >= _CACHE_LIMIT:
             self._resolved.clear()
-        self._resolved[cookie] = (identity, expires, now, self.db.generation)
+        self._resolved[cookie] = (identity, expires, now, generation)
         return identity
 
     def _resolve(self, cookie: str, now: float) -> tuple[Identity, float]:
@@ -99,14 +112,16 @@ class SessionStore:
         if session_id is None:
             raise NotAuthenticatedError("session is not valid; log in again")
         row = self.db.query_one(
-            "SELECT s.username, s.client_id, s.role, s.source, s.expires, u.client_id, u.role, u.disabled"
+            "SELECT s.username, s.client_id, s.role, s.source, s.expires, u.client_id, u.role, u.disabled,"
+            " (SELECT COUNT(*) FROM users a WHERE a.username IN (s.username, s.client_id)"
+            "  OR a.client_id IN (s.username, s.client_id))"
             " FROM sessions s LEFT JOIN users u ON s.source = 'account' AND u.username = s.username"
             " WHERE s.id_hash = ?",
             (_hash(session_id),),
         )
         if row is None:
             raise NotAuthenticatedError("session has ended; log in again")
-        username, client_id, role, source, expires, user_client_id, user_role, disabled = row
+        username, client_id, role, source, expires, user_client_id, user_role, disabled, accounts = row
         if expires <= now:
             self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (_hash(session_id),))
             raise NotAuthenticatedError("session has expired; log in again")
@@ -116,4 +131,6 @@ class SessionStore:
             if disabled:
                 raise ForbiddenError("account is disabled")
             client_id, role = user_client_id, user_role
+        elif not self.demo_login or accounts:
+            raise NotAuthenticatedError("demo session has ended; log in again")
         return Identity(subject=username, client_id=client_id, role=role, source=source), expires

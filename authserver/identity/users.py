@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from ..capabilities import check_client_id
+from ..capabilities import check_client_id, is_safe_client_id
 from ..database import Database
 from ..errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
 from ..policy import Policy
@@ -109,17 +109,24 @@ class UserStore:
             username,
         )
 
+    def _update_ending_sessions(self, sql: str, params: tuple[object, ...], username: str) -> None:
+        """An account change after which no existing session of the account may go on."""
+        with self.db.transaction() as conn:
+            changed = conn.execute(sql, params).rowcount
+            conn.execute("DELETE FROM sessions WHERE username = ? AND source = 'account'", (username,))
+        self._require(changed, username)
+
     def set_disabled(self, username: str, disabled: bool) -> None:
+        # NOTE: sessions are kept on purpose: a disabled account's session gets 403, which tells Ably
+        # clients to stop retrying; a deleted session would get 401 and be retried for ever.
         self._require(
             self.db.execute("UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)), username
         )
 
     def set_password(self, username: str, password: str) -> None:
         password_hash = self.passwords.hash(check_password(password))
-        self._require(
-            self.db.execute("UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)),
-            username,
-        )
+        sql = "UPDATE users SET password_hash = ? WHERE username = ?"
+        self._update_ending_sessions(sql, (password_hash, username), username)
 
     def remove(self, username: str) -> None:
         with self.db.transaction() as conn:
@@ -133,8 +140,9 @@ class UserStore:
         :raises NotAuthenticatedError: unknown user or wrong password (indistinguishable, constant work).
         :raises ForbiddenError: the right password for a disabled account.
         """
-        user = self.get(username) if 0 < len(username) <= 64 else None
-        too_long = len(password.encode("utf-8")) > MAX_PASSWORD_LENGTH
+        # Names outside the safe set cannot be accounts: no database lookup, the same work and answer.
+        user = self.get(username) if is_safe_client_id(username) else None
+        too_long = len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_LENGTH
         ok = self.passwords.verify(
             None if user is None or too_long else user.password_hash, "" if too_long else password
         )
@@ -142,6 +150,11 @@ class UserStore:
             raise NotAuthenticatedError(BAD_CREDENTIALS)
         if user.disabled:
             raise ForbiddenError("account is disabled")
+        if self.passwords.needs_rehash(user.password_hash):
+            # The hashing parameters changed since this password was stored: upgrade it now.
+            self.db.execute(
+                "UPDATE users SET password_hash = ? WHERE username = ?", (self.passwords.hash(password), username)
+            )
         return Identity(subject=user.username, client_id=user.client_id, role=user.role, source="account")
 
     def demo_login(self, username: str, password: str) -> Identity:
@@ -149,9 +162,9 @@ class UserStore:
 
         :raises ClientIdError: the name is not a safe clientId.
         """
+        client_id = check_client_id(username)
         if self.get(username) is not None:
             return self.verify_login(username, password)
-        client_id = check_client_id(username)
         if self.by_client_id(client_id) is not None:
             # The name is free but the clientId belongs to an account: that would impersonate it.
             raise NotAuthenticatedError(BAD_CREDENTIALS)

@@ -44,7 +44,7 @@ def users(db: Database) -> UserStore:
 
 @pytest.fixture
 def sessions(db: Database, users: UserStore) -> SessionStore:
-    return SessionStore(db, SECRET, ttl=TTL)
+    return SessionStore(db, SECRET, ttl=TTL, demo_login=True)
 
 
 @pytest.fixture
@@ -213,3 +213,49 @@ def test_sessions_survive_a_restart_with_the_same_secret(tmp_path: Path, cookie:
         assert new_store(reopened).authenticate(with_cookie(cookie), NOW) == ALICE
     finally:
         reopened.close()
+
+
+def test_demo_session_ends_once_demo_login_is_switched_off(db: Database, sessions: SessionStore) -> None:
+    cookie = sessions.create(DORA, NOW)
+    restarted = SessionStore(db, SECRET, ttl=TTL, demo_login=False)
+    with pytest.raises(NotAuthenticatedError, match="demo session has ended"):
+        restarted.authenticate(with_cookie(cookie), NOW + 1)
+
+
+@pytest.mark.parametrize(("username", "client_id"), [("dora", None), ("someone", "dora")])
+def test_demo_session_ends_once_an_account_holds_its_name(
+    sessions: SessionStore, users: UserStore, username: str, client_id: str | None
+) -> None:
+    cookie = sessions.create(DORA, NOW)
+    assert sessions.authenticate(with_cookie(cookie), NOW) == DORA
+    users.add(username, "pw", role="admin", client_id=client_id, now=NOW)
+    with pytest.raises(NotAuthenticatedError, match="demo session has ended"):
+        sessions.authenticate(with_cookie(cookie), NOW)  # even within the recheck interval
+
+
+def test_changing_the_password_ends_every_session_of_the_account(
+    sessions: SessionStore, users: UserStore, cookie: str
+) -> None:
+    assert sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+    users.set_password("alice", "new horse")
+    with pytest.raises(NotAuthenticatedError):
+        sessions.authenticate(with_cookie(cookie), NOW)
+
+
+def test_remembered_answers_from_memory_only_after_a_resolution(sessions: SessionStore, cookie: str) -> None:
+    assert sessions.remembered(with_cookie(cookie), NOW) is None
+    sessions.authenticate(with_cookie(cookie), NOW)
+    assert sessions.remembered(with_cookie(cookie), NOW + 0.5) == ALICE
+    assert sessions.remembered(with_cookie(cookie), NOW + sessions.recheck) is None  # time to look again
+
+
+def test_a_change_made_by_another_process_is_seen_within_the_recheck_interval(
+    tmp_path: Path, sessions: SessionStore, cookie: str
+) -> None:
+    sessions.authenticate(with_cookie(cookie), NOW)
+    other_process = Database(str(tmp_path / "auth.db"))
+    other_process.execute("UPDATE users SET disabled = 1 WHERE username = 'alice'")
+    other_process.close()
+    assert sessions.authenticate(with_cookie(cookie), NOW + 0.5) == ALICE  # still remembered
+    with pytest.raises(ForbiddenError):
+        sessions.authenticate(with_cookie(cookie), NOW + sessions.recheck)

@@ -361,3 +361,17 @@ def test_unsafe_demo_name_is_a_client_id_error(store: UserStore, name: str) -> N
     with pytest.raises(ClientIdError) as exc_info:
         store.demo_login(name, "pw")
     assert (exc_info.value.code, exc_info.value.status) == (40012, 400)
+
+
+def test_a_login_upgrades_a_hash_made_with_older_parameters(tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "rehash.db"))
+    old = UserStore(db, Passwords(time_cost=1, memory_cost=8192, parallelism=1), load_policy(None))
+    old.add("alice", "correct horse", role=None, client_id=None, now=0.0)
+    before = old.get("alice")
+    new = UserStore(db, Passwords(time_cost=2, memory_cost=8192, parallelism=1), load_policy(None))
+    new.verify_login("alice", "correct horse")
+    after = new.get("alice")
+    assert before is not None and after is not None
+    assert after.password_hash != before.password_hash and "t=2" in after.password_hash
+    new.verify_login("alice", "correct horse")  # the upgraded hash still verifies
+    db.close()
