@@ -37,9 +37,15 @@ class DatabaseError(AuthServerError):
 
 
 class Database:
-    """A SQLite connection shared by threads behind a lock (each statement is short)."""
+    """Two SQLite connections in WAL mode, each shared by threads behind its own lock.
 
-    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+    Writes go through the writer, which may wait up to ``busy_timeout`` for another process (the
+    CLI): call them from a worker thread. Reads go through the reader; in WAL mode a reader never
+    waits for a writer, so a read is short enough for the event loop (session resolution on the
+    hot path of ``/auth``).
+    """
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0, read_timeout: float = 0.25) -> None:
         self.path = path
         if path != ":memory:":
             parent = Path(path).parent
@@ -48,26 +54,35 @@ class Database:
         try:
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._reader = self._conn
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.executescript(SCHEMA)
+            if path != ":memory:":  # an in-memory database exists only on its one connection
+                self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+                self._reader.execute(f"PRAGMA busy_timeout = {int(read_timeout * 1000)}")
+                self._reader.execute("PRAGMA query_only = 1")
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open database {path!r}: {exc}") from None
         self._lock = threading.Lock()
+        self._read_lock = self._lock if self._reader is self._conn else threading.Lock()
         #: Bumped by every write through this object: caches compare it to see in-process changes.
         self.generation = 0
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        if self._reader is not self._conn:
+            with self._read_lock:
+                self._reader.close()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock, _available():
-            return self._conn.execute(sql, params).fetchall()
+        with self._read_lock, _available():
+            return self._reader.execute(sql, params).fetchall()
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        with self._lock, _available():
-            row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+        with self._read_lock, _available():
+            row: tuple[Any, ...] | None = self._reader.execute(sql, params).fetchone()
             return row
 
     @contextmanager

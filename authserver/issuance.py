@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .capabilities import Capability
 from .errors import ForbiddenError
@@ -32,8 +33,9 @@ class TokenParams:
     capability: Capability | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
+    """What goes into one token (a named tuple: built on every request, cheap to make)."""
+
     client_id: str
     capability: str  # canonical JSON
     ttl_ms: int

@@ -12,9 +12,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, NamedTuple
 
 from jwt.algorithms import HMACAlgorithm
 
@@ -99,9 +98,11 @@ def sign_jwt(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedToken:
-    """A minted token and what it grants. ``token`` is secret: it is not part of the repr."""
+class IssuedToken(NamedTuple):
+    """A minted token and what it grants. ``token`` is secret: it is not part of the repr.
+
+    A named tuple rather than a frozen dataclass: one is built per ``/auth`` request.
+    """
 
     token: str
     key_name: str

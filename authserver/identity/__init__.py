@@ -35,6 +35,9 @@ class Credentials:
 
 
 class Authenticator(Protocol):
+    """An identity source. Called on the event loop for every ``/auth``: it must not block (no network
+    round trip per request; fetch and cache keys ahead, as an upstream-JWT verifier would)."""
+
     def authenticate(self, credentials: Credentials, now: float) -> Identity | None: ...
 
 

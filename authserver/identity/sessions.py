@@ -122,8 +122,7 @@ class SessionStore:
         if row is None:
             raise NotAuthenticatedError("session has ended; log in again")
         username, client_id, role, source, expires, user_client_id, user_role, disabled, accounts = row
-        if expires <= now:
-            self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (_hash(session_id),))
+        if expires <= now:  # the record goes with the next login's clean-up (reads only here)
             raise NotAuthenticatedError("session has expired; log in again")
         if source == "account":
             if user_client_id is None:
