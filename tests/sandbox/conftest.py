@@ -14,7 +14,6 @@ or with a signed TokenRequest. Tests pick identity and lifetime through ``authPa
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +31,8 @@ from authserver.keys import AblyKey
 from authserver.sandbox import SandboxLimits, create_sandbox_app
 from authserver.tokenrequests import create_token_request
 from authserver.tokens import IssuedToken, sign_jwt
+
+from helpers import running_server
 
 KEY = AblyKey("sandboxApp.keyOne", "not-a-real-secret-for-sandbox-tests")
 OTHER_KEY = AblyKey("sandboxApp.keyTwo", "another-not-real-secret")
@@ -58,23 +58,8 @@ class Served:
 @contextlib.contextmanager
 def serve(app: ASGIApp) -> Iterator[Served]:
     """Run ``app`` with uvicorn on 127.0.0.1 and a free port until the block ends."""
-    # NOTE: uvicorn closes idle keep-alive connections after 5 s by default, which races with clients
-    # that reuse a pooled connection for their next token request exactly one 5 s lifetime later.
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_keep_alive=60)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield Served("127.0.0.1", port)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with running_server(app) as url:
+        yield Served("127.0.0.1", int(url.rsplit(":", 1)[1]))
 
 
 @dataclass
