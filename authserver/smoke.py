@@ -24,30 +24,28 @@ class SmokeFailure(Exception):
     pass
 
 
-def patch_ably_python_ws_port() -> None:
-    """Make ably-python 3.1.x put ``port`` into its WebSocket URL.
+def connect_with_port(self: Any) -> None:
+    """ably-python's ``WebSocketTransport.connect`` with the port put back into the URL.
 
-    ably-python builds ``ws://{host}?...`` and drops the configured port (ably/ably-python#567;
-    the fix, PR #691, is unreleased). Only the URL is rebuilt, with the port the client already
-    computes for REST; nothing else of the transport changes. Needed only for a non-default port,
-    i.e. a local sandbox.
+    ably-python 3.1.x builds ``ws://{host}?...`` and drops the configured port (ably/ably-python#567;
+    the fix, PR #691, is unreleased). Only the URL changes, using the port the client already
+    computes for its REST traffic, so one endpoint/port pair serves both.
     """
     from ably.http.httputils import HttpUtils
-    from ably.transport import websockettransport as wst
     from ably.transport.defaults import Defaults
 
-    if getattr(wst.WebSocketTransport.connect, "_authserver_port_patch", False):
-        return
+    query = urllib.parse.urlencode(self.params)
+    scheme = "wss" if self.options.tls else "ws"
+    url = f"{scheme}://{self.host}:{Defaults.get_port(self.options)}/?{query}"
+    self.ws_connect_task = asyncio.create_task(self.ws_connect(url, HttpUtils.default_headers()))
+    self.ws_connect_task.add_done_callback(self.on_ws_connect_done)
 
-    def connect(self: Any) -> None:
-        query = urllib.parse.urlencode(self.params)
-        scheme = "wss" if self.options.tls else "ws"
-        url = f"{scheme}://{self.host}:{Defaults.get_port(self.options)}/?{query}"
-        self.ws_connect_task = asyncio.create_task(self.ws_connect(url, HttpUtils.default_headers()))
-        self.ws_connect_task.add_done_callback(self.on_ws_connect_done)
 
-    connect._authserver_port_patch = True  # type: ignore[attr-defined]
-    wst.WebSocketTransport.connect = connect
+def patch_ably_python_ws_port() -> None:
+    """Apply :func:`connect_with_port` for this process. Needed only for a non-default port (a sandbox)."""
+    from ably.transport import websockettransport
+
+    websockettransport.WebSocketTransport.connect = connect_with_port
 
 
 def ably_python_options(client_options: dict[str, Any]) -> dict[str, Any]:

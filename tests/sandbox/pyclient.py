@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from ably import AblyRealtime
-from ably.http.httputils import HttpUtils
 from ably.transport import websockettransport
-from ably.transport.defaults import Defaults
 
-
-def _connect_with_port(self: Any) -> None:
-    # ably-python 3.1.4 builds the realtime URL as ws://{host}?... and drops ClientOptions.port
-    # (ably/ably-python#567, fix PR #691 unmerged). This is its own connect() with the port put back
-    # (spec 6.2 option B), so one endpoint/port pair serves both its REST and its realtime traffic.
-    query = urllib.parse.urlencode(self.params)
-    scheme = "wss" if self.options.tls else "ws"
-    url = f"{scheme}://{self.host}:{Defaults.get_port(self.options)}/?{query}"
-    self.ws_connect_task = asyncio.create_task(self.ws_connect(url, HttpUtils.default_headers()))
-    self.ws_connect_task.add_done_callback(self.on_ws_connect_done)
+from authserver.smoke import connect_with_port
 
 
 def patch_realtime_port(monkeypatch: pytest.MonkeyPatch) -> None:
     """Apply the ably-python#567 workaround for the duration of one test."""
-    monkeypatch.setattr(websockettransport.WebSocketTransport, "connect", _connect_with_port)
+    monkeypatch.setattr(websockettransport.WebSocketTransport, "connect", connect_with_port)
 
 
 @contextlib.asynccontextmanager
