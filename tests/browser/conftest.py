@@ -44,6 +44,14 @@ class Service:
     base_url: str
     log_path: Path
     process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    workdir: Path
+
+    def cli(self, *args: str) -> None:
+        """Run ``authserver ARGS`` against this service's database, as an operator would."""
+        command = str(Path(sys.executable).parent / "authserver")
+        done = subprocess.run([command, *args], env=self.env, cwd=self.workdir, capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -135,7 +143,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iter
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    running = Service(base_url=f"http://127.0.0.1:{port}", log_path=log_path, process=process)
+    running = Service(f"http://127.0.0.1:{port}", log_path, process, env, workdir)
     try:
         _wait_healthy(running)
         yield running

@@ -211,3 +211,29 @@ def run_session_ended_scenario(page: Page, console: ConsoleLog, service: Service
     assert client_states(page) == ["closed"]
     assert_clean_console(page, console, NOT_LOGGED_IN, SESSION_GONE)
     assert "Traceback" not in service.log_tail(10_000)
+
+
+def test_a_disabled_account_is_a_final_refusal_the_page_shows(page: tuple[Page, ConsoleLog], service: Service) -> None:
+    browser_page, console = page
+    try:
+        run_disabled_scenario(browser_page, console, service)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- authserver log ---\n{service.log_tail()}") from None
+    finally:
+        service.cli("users", "enable", USERNAME)
+
+
+def run_disabled_scenario(page: Page, console: ConsoleLog, service: Service) -> None:
+    open_page(page, service)
+    log_in(page, PASSWORD)
+    state = page.get_by_test_id("connection-state")
+    expect(state).to_have_text("connected", timeout=15_000)
+
+    # The operator disables the account: the next renewal gets 403, which ably-js treats as final.
+    service.cli("users", "disable", USERNAME)
+    expect(state).to_have_text("failed", timeout=(2 * TOKEN_TTL + 10) * 1000)
+    error = page.get_by_test_id("error")
+    expect(error).to_contain_text("40300")
+    expect(error).to_contain_text("account is disabled")
+    assert client_states(page) == ["failed"]
+    assert_clean_console(page, console, NOT_LOGGED_IN, ("/auth", "status of 403"))
