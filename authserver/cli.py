@@ -196,7 +196,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         settings = settings.with_sandbox(key, endpoint)
         servers.append((uvicorn_server(create_sandbox_app((key,)), settings.log_level), sandbox_sock))
         log.warning("DEVELOPMENT MODE: no ABLY_API_KEY; embedded Ably sandbox on %s with key %s", endpoint, key.name)
-        log.warning("DEVELOPMENT MODE: the session secret is ephemeral; sessions end when the service stops")
+    if settings.session_secret_ephemeral:
+        log.warning("no SESSION_SECRET: an ephemeral one is used; sessions end when the service stops")
     if settings.demo_login:
         log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
     app = create_app(settings)

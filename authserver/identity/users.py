@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from ..capabilities import check_client_id, is_safe_client_id
+from ..clientids import check_client_id, is_safe_client_id
 from ..database import Database
 from ..errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
 from ..policy import Policy
