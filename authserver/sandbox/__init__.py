@@ -6,10 +6,11 @@ their tokens renewed in band, and it judges tokens the way Ably does (see :mod:`
 in memory and bounded by :class:`SandboxLimits`. It is not a message broker.
 
 Modules: ``judge`` (tokens), ``grants`` (what a credential grants, identities, keys), ``issuance``
-(requestToken), ``revocation``, ``protocol`` (actions, flags, codecs), ``channels`` (attachments,
-presence, history), ``connections`` (connection state, transports), ``hub`` (the in-memory world),
-``attachments`` (ATTACH/DETACH for a connection), ``realtime`` (the WebSocket session), ``rest`` and
-``app``.
+(requestToken), ``revocation``, ``protocol`` (actions, flags, codecs), ``payloads`` (what a message may
+carry, and its size), ``budget`` (bytes kept across channels), ``channels`` (attachments, presence,
+history), ``connections`` (connection state, transports), ``hub`` (the in-memory world),
+``attachments`` (ATTACH/DETACH for a connection), ``handshake`` (credentials, resume, CONNECTED),
+``lifetime`` (a connection's token timeline), ``realtime`` (the WebSocket session), ``rest`` and ``app``.
 """
 
 from __future__ import annotations

@@ -5,17 +5,30 @@ Each operation returns the frames to send, so the session only has to put them o
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import AuthServerError
 from .channels import check_channel_name
 from .connections import Connection
-from .hub import Sandbox, denied
+from .grants import denied
+from .hub import Sandbox
+from .limits import LimitError
+from .payloads import is_wire_text
 from .protocol import Action, Flag, Frame, error_frame, granted_modes, requested_modes
 
 
 def channel_error(name: object, error: AuthServerError) -> Frame:
     """A channel-scoped ERROR (the channel goes FAILED on the client); no ``channel`` if the name is unusable."""
-    fields = {"channel": name} if isinstance(name, str) else {}
+    fields = {"channel": name} if is_wire_text(name) else {}
     return error_frame(Action.ERROR, error, **fields)
+
+
+def _echoed_params(params: object) -> dict[str, Any] | None:
+    """The ATTACH ``params`` to echo in ATTACHED: string pairs only (what Ably's params are)."""
+    if not isinstance(params, dict):
+        return None
+    kept = {k: v for k, v in params.items() if is_wire_text(k) and is_wire_text(v)}
+    return kept or None
 
 
 def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame]:
@@ -30,6 +43,9 @@ def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
         operations = connection.grant.capability.operations_for(channel_name)
         if not operations:
             raise denied(channel_name, "attach")
+        most = sandbox.limits.max_channels_per_connection
+        if channel_name not in connection.channels and len(connection.channels) >= most:
+            raise LimitError(f"the connection is attached to the maximum of {most} channels")
         channel = sandbox.channels.get_or_create(channel_name)
     except AuthServerError as exc:
         return [channel_error(name, exc)]
@@ -49,16 +65,18 @@ def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
         "flags": flags,
         "channelSerial": channel.serial,
     }
-    if isinstance(frame.get("params"), dict) and frame["params"]:
-        attached["params"] = frame["params"]
+    params = _echoed_params(frame.get("params"))
+    if params is not None:
+        attached["params"] = params
     return [attached, *replay, *sync]
 
 
 def detach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame]:
-    """DETACHED; the connection's members on the channel leave."""
-    name = frame.get("channel")
-    if not isinstance(name, str):
-        return []
+    """DETACHED; the connection's members on the channel leave. A DETACH without a usable name gets ERROR 40010."""
+    try:
+        name = check_channel_name(frame.get("channel"))
+    except AuthServerError as exc:
+        return [channel_error(frame.get("channel"), exc)]
     channel = sandbox.channels.get(name)
     if channel is not None:
         channel.detach(connection.id)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import BadRequestError
+from .budget import Kept, StoreBudget
 from .limits import LimitError, SandboxLimits
-from .protocol import Action, Flag, Frame, PresenceAction
+from .payloads import payload_size
+from .protocol import Action, Flag, Frame, Outbound, PresenceAction
 
 MAX_CHANNEL_NAME = 512
 SYNC_PAGE_SIZE = 100
@@ -35,7 +37,7 @@ class Subscriber(Protocol):
     @property
     def live(self) -> bool: ...
 
-    def deliver(self, frame: Frame) -> None: ...
+    def deliver(self, frame: Frame | Outbound) -> None: ...
 
 
 @dataclass
@@ -68,12 +70,16 @@ def _same_payload(a: Member, b: Member) -> bool:
 
 
 class Channel:
-    def __init__(self, name: str, limits: SandboxLimits) -> None:
+    """One channel; its history and members count against ``budget`` (shared by all channels)."""
+
+    def __init__(self, name: str, limits: SandboxLimits, budget: StoreBudget | None = None) -> None:
         self.name = name
         self.epoch = secrets.token_hex(3)
         self.seq = 0
         self._limits = limits
-        self._history: deque[tuple[int, Member]] = deque()
+        self._budget = budget or StoreBudget(limits.max_stored_bytes)
+        self._history: deque[tuple[int, Member, Kept]] = deque()
+        self._member_costs: dict[MemberKey, int] = {}
         self._dropped_upto = 0  # seq of the newest message no longer in history
         self._dropped_count = 0  # how many messages fell out of history
         self.members: dict[MemberKey, Member] = {}
@@ -108,17 +114,19 @@ class Channel:
         """Keep ``messages`` (already stamped) in history and send them to every subscribed attachment."""
         self.seq += 1
         for message in messages:
-            self._history.append((self.seq, message))
+            self._history.append((self.seq, message, self._budget.keep(self, payload_size(message))))
         while len(self._history) > self._limits.max_history_per_channel:
-            self._dropped_upto = self._history.popleft()[0]
-            self._dropped_count += 1
-        frame: Frame = {
-            "action": int(Action.MESSAGE),
-            "channel": self.name,
-            "channelSerial": self.serial,
-            **frame_fields,
-            "messages": messages,
-        }
+            self._budget.forget(self._drop_oldest())
+        self._budget.make_room()
+        frame = Outbound(
+            {
+                "action": int(Action.MESSAGE),
+                "channel": self.name,
+                "channelSerial": self.serial,
+                **frame_fields,
+                "messages": messages,
+            }
+        )
         for attachment in list(self.attachments.values()):
             subscriber = attachment.subscriber
             if not subscriber.live or attachment.paused or not attachment.modes & Flag.SUBSCRIBE:
@@ -128,10 +136,29 @@ class Channel:
                 continue
             subscriber.deliver(frame)
 
+    def _drop_oldest(self) -> Kept:
+        seq, _, kept = self._history.popleft()
+        self._dropped_upto = seq
+        self._dropped_count += 1
+        return kept
+
+    def forget_oldest(self) -> None:
+        """The store budget is exhausted: drop the oldest message (the budget releases it)."""
+        self._drop_oldest()
+
+    def release(self) -> None:
+        """The channel is being forgotten: give its history and members back to the budget."""
+        while self._history:
+            self._budget.forget(self._drop_oldest())
+        for cost in self._member_costs.values():
+            self._budget.release(cost)
+        self._member_costs.clear()
+        self.members.clear()
+
     def catch_up(self, attachment: Attachment) -> tuple[list[Frame], bool]:
         """MESSAGE frames ``attachment`` missed, and whether history still reached back far enough."""
         complete = self._dropped_upto <= attachment.seen_seq
-        missed = [(seq, m) for seq, m in self._history if seq > attachment.seen_seq]
+        missed = [(seq, m) for seq, m, _ in self._history if seq > attachment.seen_seq]
         attachment.seen_seq = self.seq
         if not attachment.modes & Flag.SUBSCRIBE:
             return [], complete
@@ -151,7 +178,7 @@ class Channel:
 
         A cursor is a message number to start from (inclusive), as handed out by an earlier page.
         """
-        numbered = list(enumerate((m for _, m in self._history), start=self._dropped_count))
+        numbered = list(enumerate((m for _, m, _ in self._history), start=self._dropped_count))
         if forwards:
             selected = [(i, m) for i, m in numbered if cursor is None or i >= cursor]
         else:
@@ -169,7 +196,8 @@ class Channel:
 
         Re-entering with unchanged data (clients re-enter after every re-attach) broadcasts nothing.
 
-        :raises LimitError: the channel already has ``max_presence_members`` members.
+        :raises LimitError: the channel already has ``max_presence_members`` members (91003), or the
+            sandbox's store budget is spent (42910).
         """
         key: MemberKey = (message["connectionId"], message["clientId"])
         existing = self.members.get(key)
@@ -178,6 +206,7 @@ class Channel:
             if existing is None:
                 return None
             del self.members[key]
+            self._budget.release(self._member_costs.pop(key, 0))
             return message
         if existing is None and len(self.members) >= self._limits.max_presence_members:
             raise LimitError(
@@ -187,6 +216,9 @@ class Channel:
             )
         if existing is not None and _same_payload(existing, message):
             return None
+        cost = self._budget.reserve(payload_size(message))
+        self._budget.release(self._member_costs.pop(key, 0))
+        self._member_costs[key] = cost
         self.members[key] = {**message, "action": int(PresenceAction.PRESENT)}
         if existing is not None:
             return {**message, "action": int(PresenceAction.UPDATE)}
@@ -197,6 +229,7 @@ class Channel:
         events: list[Member] = []
         for key in [k for k in self.members if k[0] == connection_id]:
             member = self.members.pop(key)
+            self._budget.release(self._member_costs.pop(key, 0))
             # The id is deliberately not prefixed by the connectionId: clients then treat the LEAVE as
             # synthesised and compare timestamps (RTP2b1), which must be newer than the member's.
             timestamp = max(now_ms, int(member.get("timestamp", 0)) + 1)
@@ -213,13 +246,15 @@ class Channel:
         if not events:
             return
         self.seq += 1
-        frame: Frame = {
-            "action": int(Action.PRESENCE),
-            "channel": self.name,
-            "channelSerial": self.serial,
-            **frame_fields,
-            "presence": events,
-        }
+        frame = Outbound(
+            {
+                "action": int(Action.PRESENCE),
+                "channel": self.name,
+                "channelSerial": self.serial,
+                **frame_fields,
+                "presence": events,
+            }
+        )
         for attachment in list(self.attachments.values()):
             if attachment.subscriber.live and not attachment.paused and attachment.modes & Flag.PRESENCE_SUBSCRIBE:
                 attachment.subscriber.deliver(frame)
@@ -262,6 +297,7 @@ class ChannelRegistry:
     def __init__(self, limits: SandboxLimits) -> None:
         self._limits = limits
         self._channels: dict[str, Channel] = {}
+        self.budget = StoreBudget(limits.max_stored_bytes)
 
     def __len__(self) -> int:
         return len(self._channels)
@@ -284,5 +320,6 @@ class ChannelRegistry:
                     f"the sandbox holds the maximum of {self._limits.max_channels} channels", code=90021, status=429
                 )
             del self._channels[idle.name]
-        channel = self._channels[name] = Channel(check_channel_name(name), self._limits)
+            idle.release()
+        channel = self._channels[name] = Channel(check_channel_name(name), self._limits, self.budget)
         return channel

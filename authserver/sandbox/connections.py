@@ -9,6 +9,7 @@ slow client cannot make the sandbox buffer without limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import secrets
@@ -16,60 +17,102 @@ from collections.abc import Callable, Iterator
 
 from starlette.websockets import WebSocket
 
+from ..errors import AuthServerError
 from .grants import Grant, Identity
 from .limits import LimitError, SandboxLimits
-from .protocol import Frame, WireFormat, encode_frame
+from .protocol import Action, Frame, Outbound, WireFormat, error_frame
 
 log = logging.getLogger("authserver.sandbox")
 
+#: Longest wait for the close frame to go out; a client that does not read will not take it anyway.
+CLOSE_TIMEOUT = 1.0
+NOT_READING = AuthServerError("Connection dropped: the client is not reading its frames", code=80003, status=503)
+
 
 class Transport:
-    """One WebSocket. ``send`` never blocks; ``close`` flushes what is queued (plus a final frame)."""
+    """One WebSocket with a bounded outbox. ``send`` never blocks; frames are encoded when queued.
 
-    def __init__(self, websocket: WebSocket, wire_format: WireFormat, *, max_queue: int) -> None:
+    A client that stops reading cannot hold the sandbox: when the outbox overflows (frames or bytes)
+    the transport is closed with DISCONNECTED, and a single write blocked for ``send_timeout`` seconds
+    ends the writer. ``closed`` is set as soon as closing starts, so the session stops reading too.
+    """
+
+    def __init__(
+        self, websocket: WebSocket, wire_format: WireFormat, *, max_queue: int, max_bytes: int, send_timeout: float
+    ) -> None:
         self.wire_format: WireFormat = wire_format
         self.closing = False
+        self.closed = asyncio.Event()
         self.last_sent = asyncio.get_running_loop().time()
         self._websocket = websocket
-        self._queue: asyncio.Queue[Frame | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._queued_bytes = 0
         self._max_queue = max_queue
+        self._max_bytes = max_bytes
+        self._send_timeout = send_timeout
 
-    def send(self, frame: Frame) -> None:
+    def _encode(self, frame: Frame | Outbound) -> str | bytes | None:
+        outbound = frame if isinstance(frame, Outbound) else Outbound(frame)
+        try:
+            return outbound.encoded(self.wire_format)
+        except (ValueError, TypeError, OverflowError) as exc:  # ingress checks should make this unreachable
+            log.error(
+                "dropping an outbound frame that cannot be encoded as %s (%s)", self.wire_format, type(exc).__name__
+            )
+            return None
+
+    def _put(self, data: str | bytes) -> None:
+        self._queued_bytes += len(data)
+        self._queue.put_nowait(data)
+
+    def send(self, frame: Frame | Outbound) -> None:
         if self.closing:
             return
-        if self._queue.qsize() >= self._max_queue:
-            log.warning("dropping a transport whose client is not reading (%d frames queued)", self._max_queue)
-            self.close()
+        data = self._encode(frame)
+        if data is None:
             return
-        self._queue.put_nowait(frame)
+        if self._queue.qsize() >= self._max_queue or self._queued_bytes + len(data) > self._max_bytes:
+            log.warning(
+                "dropping a transport whose client is not reading (%d frames, %d bytes queued)",
+                self._queue.qsize(),
+                self._queued_bytes,
+            )
+            self.close(error_frame(Action.DISCONNECTED, NOT_READING))
+            return
+        self._put(data)
 
     def close(self, final: Frame | None = None) -> None:
+        """Stop accepting frames; the writer sends what is queued (and ``final``), then closes the socket."""
         if self.closing:
             return
-        if final is not None:
-            self._queue.put_nowait(final)
+        data = self._encode(final) if final is not None else None
+        if data is not None:
+            self._put(data)
         self.closing = True
         self._queue.put_nowait(None)
+        self.closed.set()
 
     async def run_writer(self) -> None:
-        """Drain the outbox until ``close`` (or the socket fails), then close the socket."""
+        """Drain the outbox until ``close`` (or the socket fails, or a write stalls), then close the socket."""
         loop = asyncio.get_running_loop()
         try:
-            while (frame := await self._queue.get()) is not None:
-                data = encode_frame(frame, self.wire_format)
+            while (data := await self._queue.get()) is not None:
+                self._queued_bytes -= len(data)
                 if isinstance(data, bytes):
-                    await self._websocket.send_bytes(data)
+                    await asyncio.wait_for(self._websocket.send_bytes(data), self._send_timeout)
                 else:
-                    await self._websocket.send_text(data)
+                    await asyncio.wait_for(self._websocket.send_text(data), self._send_timeout)
                 self.last_sent = loop.time()
+        except TimeoutError:
+            log.warning("dropping a transport whose client has not read for %.0f s", self._send_timeout)
         except Exception as exc:  # the peer went away mid-send: nothing more to deliver
             log.debug("transport write failed: %s", type(exc).__name__)
         finally:
             self.closing = True
-            try:
-                await self._websocket.close()
-            except Exception:  # noqa: S110 - already closed by the peer
-                pass
+            self.closed.set()
+            # NOTE: bounded, because closing also has to write (a close frame) to a client that may not read.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._websocket.close(), CLOSE_TIMEOUT)
 
 
 class Connection:
@@ -97,7 +140,7 @@ class Connection:
     def live(self) -> bool:
         return self.transport is not None and not self.transport.closing
 
-    def deliver(self, frame: Frame) -> None:
+    def deliver(self, frame: Frame | Outbound) -> None:
         if self.transport is not None:
             self.transport.send(frame)
 
@@ -124,9 +167,13 @@ class ConnectionRegistry:
     def __iter__(self) -> Iterator[Connection]:
         return iter(list(self._connections.values()))
 
+    @property
+    def full(self) -> bool:
+        return len(self._connections) >= self._limits.max_connections
+
     def create(self, grant: Grant, identity: Identity, *, echo: bool) -> Connection:
-        """:raises LimitError: 40150 when ``max_connections`` connections are live."""
-        if len(self._connections) >= self._limits.max_connections:
+        """:raises LimitError: 40150 when ``max_connections`` connections are held."""
+        if self.full:
             raise LimitError(
                 f"the sandbox holds the maximum of {self._limits.max_connections} connections", code=40150, status=401
             )

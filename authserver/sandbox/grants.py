@@ -74,6 +74,11 @@ class Identity:
         return None
 
 
+def denied(channel: str, operation: str) -> TokenError:
+    """40160: the capability does not allow ``operation`` on ``channel``."""
+    return TokenError(f"Channel denied access based on given capability ({operation} on {channel!r})", code=40160)
+
+
 def resolve_identity(grant: Grant, requested: str | None) -> Identity:
     """Combine a credential with the ``clientId`` the client asked for (spec 6.8 connect-time table).
 

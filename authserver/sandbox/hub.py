@@ -7,21 +7,21 @@ Everything runs on one event loop, so no locks: each operation completes without
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..capabilities import Capability
-from ..errors import BadRequestError, ClientIdError, TokenError
+from ..errors import BadRequestError, ClientIdError
 from ..keys import AblyKey
 from .channels import Channel, ChannelRegistry, Member, check_channel_name
 from .connections import Connection, ConnectionRegistry
-from .grants import Grant, Identity, Keyring
+from .grants import Grant, Identity, Keyring, denied
 from .issuance import IssuedTokens, TokenIssuer
 from .judge import TokenJudge
 from .limits import SandboxLimits
+from .payloads import check_payload, payload_size
 from .protocol import PresenceAction
 from .revocation import Revocation, Revocations, RevocationTarget
 
@@ -31,34 +31,25 @@ MESSAGE_FIELDS = ("id", "name", "data", "encoding", "extras", "clientId")
 PRESENCE_ACTIONS = (PresenceAction.ENTER, PresenceAction.UPDATE, PresenceAction.LEAVE)
 
 
-def payload_size(item: Mapping[str, Any]) -> int:
-    """Ably's message size (TO3l8): name + clientId + data + extras (JSON), in bytes."""
-    size = 0
-    for field in ("name", "clientId"):
-        value = item.get(field)
-        if isinstance(value, str):
-            size += len(value.encode("utf-8"))
-    data = item.get("data")
-    if isinstance(data, bytes):
-        size += len(data)
-    elif isinstance(data, str):
-        size += len(data.encode("utf-8"))
-    elif data is not None:
-        size += len(json.dumps(data, default=str).encode("utf-8"))
-    if item.get("extras") is not None:
-        size += len(json.dumps(item["extras"], default=str).encode("utf-8"))
-    return size
+def _items(raw: object, what: str, limits: SandboxLimits) -> list[dict[str, Any]]:
+    """The checked payloads of a publish or presence frame.
 
-
-def denied(channel: str, operation: str) -> TokenError:
-    """40160: the capability does not allow ``operation`` on ``channel``."""
-    return TokenError(f"Channel denied access based on given capability ({operation} on {channel!r})", code=40160)
-
-
-def _items(raw: object, what: str) -> list[dict[str, Any]]:
+    :raises BadRequestError: 40000 malformed, 40009 too many or too large (Ably's ``maxMessageSize``).
+    """
     if not isinstance(raw, list) or not raw or not all(isinstance(item, dict) for item in raw):
         raise BadRequestError(f"{what} must be a non-empty list of objects")
-    return raw
+    if len(raw) > limits.max_messages_per_publish:
+        raise BadRequestError(
+            f"Too many {what} in one request (max_messages_per_publish={limits.max_messages_per_publish})",
+            code=40009,
+            status=413,
+        )
+    items = [check_payload(item) for item in raw]
+    if sum(payload_size(item) for item in items) > limits.max_message_size:
+        raise BadRequestError(
+            f"Maximum message size exceeded (max_message_size={limits.max_message_size})", code=40009, status=413
+        )
+    return items
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,7 @@ class Sandbox:
         self.limits = limits
         self.clock = clock
         self.keyring = Keyring(keys, key_capabilities)
-        self.revocations = Revocations(limits.max_revocations)
+        self.revocations = Revocations(limits.max_revocations, max_token_ttl_ms=limits.max_token_ttl_ms)
         self.issued = IssuedTokens(limits.max_issued_tokens)
         self.judge = TokenJudge(self.keyring, limits, issued=self.issued, revocations=self.revocations)
         self.issuer = TokenIssuer(self.keyring, limits, self.issued)
@@ -103,28 +94,18 @@ class Sandbox:
     def prepare_publish(
         self, channel_name: str, raw: object, *, grant: Grant, identity: Identity, origin: str | None, id_base: str
     ) -> Publication:
-        """Check a publish (capability, clientIds, size) and stamp the messages.
+        """Check a publish (capability, clientIds, payloads, size) and stamp the messages.
 
         :raises AuthServerError: 40160 no publish capability, 40012 clientId not permitted,
-            40009 too large, 40000/40010 malformed.
+            40009 too large or too many, 40000/40010 malformed.
         """
         check_channel_name(channel_name)
         if not grant.capability.allows(channel_name, "publish"):
-            raise TokenError(
-                f"Channel denied access based on given capability (publish on {channel_name!r})", code=40160
-            )
-        items = _items(raw, "messages")
-        if sum(payload_size(item) for item in items) > self.limits.max_message_size:
-            raise BadRequestError(
-                f"Maximum message size exceeded (max_message_size={self.limits.max_message_size})",
-                code=40009,
-                status=413,
-            )
+            raise denied(channel_name, "publish")
+        items = _items(raw, "messages", self.limits)
         now = self.now_ms()
         messages: list[Member] = []
         for index, item in enumerate(items):
-            if item.get("name") is not None and not isinstance(item["name"], str):
-                raise BadRequestError("message name must be a string")
             message = {k: item[k] for k in MESSAGE_FIELDS if item.get(k) is not None}
             client_id = identity.message_client_id(item.get("clientId"))
             if client_id is not None:
@@ -154,16 +135,12 @@ class Sandbox:
         """Check and apply presence ENTER/UPDATE/LEAVE from ``connection``; returns the events to broadcast.
 
         :raises AuthServerError: 40160 no presence capability, 40012 no or wrong clientId,
-            40009 too large, 91003 too many members, 40000 malformed.
+            40009 too large, 91003 too many members, 42910 store budget spent, 40000 malformed.
         """
         check_channel_name(channel_name)
         if not connection.grant.capability.allows(channel_name, "presence"):
-            raise TokenError(
-                f"Channel denied access based on given capability (presence on {channel_name!r})", code=40160
-            )
-        items = _items(raw, "presence")
-        if sum(payload_size(item) for item in items) > self.limits.max_message_size:
-            raise BadRequestError("Maximum message size exceeded", code=40009, status=413)
+            raise denied(channel_name, "presence")
+        items = _items(raw, "presence", self.limits)
         now = self.now_ms()
         stamped: list[Member] = []
         for index, item in enumerate(items):
@@ -208,10 +185,9 @@ class Sandbox:
 
     def open_connection(self, grant: Grant, identity: Identity, *, echo: bool) -> Connection:
         """:raises LimitError: every connection slot is live."""
-        if len(self.connections) >= self.limits.max_connections:
-            stale = self.connections.oldest_resumable()
-            if stale is not None:
-                self.discard(stale)
+        stale = self.connections.oldest_resumable() if self.connections.full else None
+        if stale is not None:
+            self.discard(stale)
         connection = self.connections.create(grant, identity, echo=echo)
         log.info("connection %s opened (key %s, clientId %s)", connection.id, grant.key_name, identity.client_id)
         return connection
@@ -256,8 +232,9 @@ class Sandbox:
 
     def revoke(self, key_name: str, target: RevocationTarget, *, issued_before_ms: int, margin_ms: int) -> Revocation:
         """Revoke matching tokens of ``key_name`` and tell live connections that use one."""
+        now = self.now_ms()
         entry = self.revocations.add(
-            Revocation(key_name, target, issued_before_ms, applies_at_ms=self.now_ms() + margin_ms)
+            Revocation(key_name, target, issued_before_ms, applies_at_ms=now + margin_ms), now_ms=now
         )
         for connection in self.connections:
             if connection.on_revoked is not None and entry.covers(connection.grant):

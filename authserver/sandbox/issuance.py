@@ -22,6 +22,7 @@ clientId empty or not a string                         40012  400
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ from .limits import LimitError, SandboxLimits
 OPAQUE_PREFIX = "sbxtok_"
 DEFAULT_TTL_MS = 3_600_000
 MIN_NONCE_LENGTH = 16
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 class IssuedTokens:
@@ -91,7 +93,8 @@ def _optional_str(body: Mapping[str, Any], field: str) -> str | None:
 def _integer(value: object, field: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) < 20:
+    # NOTE: ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
         return int(value)
     raise BadRequestError(f"TokenRequest {field} must be an integer")
 

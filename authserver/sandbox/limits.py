@@ -29,8 +29,17 @@ class SandboxLimits:
     max_history_per_channel: int = 100
     #: Presence members per channel.
     max_presence_members: int = 200
+    #: Messages in one MESSAGE frame / REST publish (each stamped and relayed, so each costs).
+    max_messages_per_publish: int = 1000
+    #: Channels one connection may be attached to at once.
+    max_channels_per_connection: int = 200
+    #: Bytes of message history and presence data kept across all channels. Over budget the oldest
+    #: history (of any channel) is forgotten first; presence that does not fit is refused (42910).
+    max_stored_bytes: int = 64 * 1024 * 1024
     #: Frames queued for one slow client before its transport is dropped.
     max_outbound_queue: int = 1000
+    #: Encoded bytes queued for one slow client before its transport is dropped.
+    max_outbound_bytes: int = 16 * 1024 * 1024
     #: Longest token (JWT or opaque) judged at all; longer ones are refused unread.
     max_token_length: int = 8192
     #: Opaque tokens issued by ``requestToken`` and nonces remembered; the oldest are forgotten first.
@@ -39,7 +48,8 @@ class SandboxLimits:
     max_revocations: int = 1000
     #: How long a dropped connection can be resumed (Ably ``connectionStateTtl``).
     connection_state_ttl_ms: int = 120_000
-    #: Heartbeat cadence; clients drop a transport after this + 10 s of silence.
+    #: Heartbeat cadence; clients drop a transport after this + 10 s of silence. A single write to a
+    #: client blocked this long drops the transport too.
     max_idle_interval_ms: int = 15_000
     #: How long members of an abruptly dropped connection stay present (Ably ``remainPresentFor``).
     presence_grace_ms: int = 15_000

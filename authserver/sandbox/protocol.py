@@ -8,7 +8,6 @@ JSON carries base64 text with ``base64`` appended to ``encoding`` (spec 6.3).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterable, Mapping
 from enum import IntEnum
@@ -144,41 +143,18 @@ def error_frame(action: Action, error: AuthServerError, **fields: Any) -> Frame:
 def decode_frame(raw: str | bytes) -> Frame:
     """Decode one inbound frame: text frames are JSON, binary frames msgpack (whatever ``format`` said).
 
-    Base64 ``data`` from JSON clients is turned into ``bytes`` so every subscriber gets it in its format.
+    Payloads are not checked here (see :mod:`.payloads`): msgpack extension types and timestamps stay
+    as objects no codec of ours will relay, so publishing them is refused there.
 
     :raises BadRequestError: not a protocol message (40000).
     """
     try:
         value: object = json.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, raw=False)
-    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+    except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
         raise BadRequestError(f"unreadable protocol message ({type(exc).__name__})") from None
     if not isinstance(value, dict) or not isinstance(value.get("action"), int):
         raise BadRequestError("protocol message must be an object with an integer action")
-    for key in ("messages", "presence"):
-        items = value.get(key)
-        if isinstance(items, list):
-            value[key] = [normalise_payload(item) if isinstance(item, dict) else item for item in items]
     return value
-
-
-def normalise_payload(item: dict[str, Any]) -> dict[str, Any]:
-    """Turn base64 text data (encoding ending in ``base64``) into bytes, dropping that encoding step.
-
-    :raises BadRequestError: the data is not valid base64.
-    """
-    encoding = item.get("encoding")
-    data = item.get("data")
-    if isinstance(encoding, str) and isinstance(data, str) and encoding.split("/")[-1] == "base64":
-        try:
-            item["data"] = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequestError("message data is not valid base64") from None
-        rest = encoding.rsplit("/", 1)[0] if "/" in encoding else ""
-        if rest:
-            item["encoding"] = rest
-        else:
-            item.pop("encoding", None)
-    return item
 
 
 def _for_json(item: Any) -> Any:
@@ -211,4 +187,21 @@ def encode_frame(frame: Mapping[str, Any], wire_format: WireFormat) -> str | byt
     if wire_format == "msgpack":
         packed: bytes = msgpack.packb(frame, use_bin_type=True)
         return packed
-    return json.dumps(to_json_value(frame), separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(to_json_value(frame), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class Outbound:
+    """One frame for many connections, encoded at most once per wire format (fan-out, spec 6.6)."""
+
+    __slots__ = ("_encoded", "frame")
+
+    def __init__(self, frame: Frame) -> None:
+        self.frame = frame
+        self._encoded: dict[WireFormat, str | bytes] = {}
+
+    def encoded(self, wire_format: WireFormat) -> str | bytes:
+        """:raises ValueError, TypeError, OverflowError: the frame holds something the codec refuses."""
+        data = self._encoded.get(wire_format)
+        if data is None:
+            data = self._encoded[wire_format] = encode_frame(self.frame, wire_format)
+        return data

@@ -1,9 +1,10 @@
 """The realtime endpoint: one :class:`Session` per WebSocket, speaking the Ably protocol (spec 6).
 
-Token lifecycle (spec 6.8): ``min(auth_lead_ms, ttl / 2)`` before expiry the session sends AUTH; a
-valid AUTH reply swaps the credentials on the live connection and is answered with CONNECTED; at
-expiry without one the session sends DISCONNECTED 40142 and closes, keeping the connection for
-resume. A revocation covering the token sends DISCONNECTED 40141 (or AUTH first, with a margin).
+The session authenticates, sends CONNECTED, then reads and dispatches frames until the socket goes,
+the transport is closed (token expiry or revocation, see :mod:`.lifetime`; a client that does not
+read, see :class:`~.connections.Transport`) or a frame cannot be handled. Nothing a client sends
+ends the session silently: an unexpected exception is logged (its type and where, never the frame)
+and answered with ERROR 50000 before the socket is closed.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.websockets import WebSocket
 
 from ..errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
-from . import attachments
+from . import attachments, handshake
 from .connections import Connection, Transport
-from .grants import Grant, Identity, identity_after_reauth, resolve_identity
+from .grants import identity_after_reauth, resolve_identity
 from .hub import Sandbox
+from .lifetime import TokenWatch
+from .payloads import is_wire_text
 from .protocol import (
     Action,
     Flag,
@@ -28,13 +32,19 @@ from .protocol import (
     WireFormat,
     decode_frame,
     error_frame,
-    error_info,
 )
 
 log = logging.getLogger("authserver.sandbox")
 
-EXPIRED = TokenError("Key/token status changed (token expired)", code=40142, status=401)
-REVOKED = TokenError("Key/token status changed (token revoked)", code=40141, status=401)
+INTERNAL = AuthServerError("Internal error in the sandbox; the connection is closed")
+#: How long a closing transport may take to flush what is queued before it is cut off.
+FLUSH_TIMEOUT = 2.0
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` where ``exc`` was raised: enough to find the bug, nothing of the request."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
 
 
 async def realtime_endpoint(websocket: WebSocket) -> None:
@@ -55,35 +65,56 @@ class Session:
         self.connection: Connection | None = None
         self.transport: Transport | None = None
         self.closed_by_client = False
-        self._token_watch: asyncio.Task[None] | None = None
-        self._revocation_watch: asyncio.Task[None] | None = None
+        self._watch: TokenWatch | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
         await self.websocket.accept()
         transport = self.transport = Transport(
-            self.websocket, self.wire_format, max_queue=self.limits.max_outbound_queue
+            self.websocket,
+            self.wire_format,
+            max_queue=self.limits.max_outbound_queue,
+            max_bytes=self.limits.max_outbound_bytes,
+            send_timeout=self.limits.max_idle_interval_ms / 1000,
         )
         writer = asyncio.create_task(transport.run_writer())
-        reader: asyncio.Task[None] | None = None
-        heartbeats: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[Any]] = []
         try:
             self.connection = self._connect(transport)
             if self.connection is not None:
-                heartbeats = asyncio.create_task(self._heartbeats(transport))
-                self._watch_token()
+                self._watch = TokenWatch(
+                    self.connection,
+                    transport,
+                    now_ms=self.sandbox.now_ms,
+                    revocations=self.sandbox.revocations,
+                    auth_prompts=self.limits.auth_prompts,
+                    auth_lead_ms=self.limits.auth_lead_ms,
+                )
+                self.connection.on_revoked = self._watch.revoked
+                self._watch.restart()
                 reader = asyncio.create_task(self._read(transport))
-                await asyncio.wait([reader, writer], return_when=asyncio.FIRST_COMPLETED)
+                closed = asyncio.create_task(transport.closed.wait())
+                tasks = [asyncio.create_task(self._heartbeats(transport)), reader, closed]
+                # Whichever ends first ends the session: the client went (reader), the socket failed or
+                # stalled (writer), or the sandbox closed the transport (expiry, revocation, overflow).
+                await asyncio.wait([reader, writer, closed], return_when=asyncio.FIRST_COMPLETED)
         finally:
             transport.close()
-            for task in (reader, heartbeats, self._token_watch, self._revocation_watch):
-                if task is not None:
-                    task.cancel()
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(writer), timeout=5)
-            writer.cancel()
+            for task in tasks:
+                task.cancel()
+            if self._watch is not None:
+                self._watch.stop()
+            await self._finish(writer)
             self._release()
+
+    async def _finish(self, writer: asyncio.Task[None]) -> None:
+        """Let the writer flush for a moment, then cut it off (a client that does not read never drains)."""
+        done, _ = await asyncio.wait([writer], timeout=min(FLUSH_TIMEOUT, self.limits.max_idle_interval_ms / 1000))
+        if not done:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
 
     def _release(self) -> None:
         connection = self.connection
@@ -97,75 +128,28 @@ class Session:
 
     def _connect(self, transport: Transport) -> Connection | None:
         try:
-            grant = self._credentials()
+            grant = handshake.credentials(self.sandbox, self.params)
             requested_client_id = self.params.get("clientId") or None
             identity = resolve_identity(grant, requested_client_id)
-            connection, resume_error = self._resume_or_open(grant, identity)
+            connection, resume_error = handshake.resume_or_open(self.sandbox, self.params, grant, identity)
         except AuthServerError as exc:
             log.info("connection refused: %s (%d)", exc.message, exc.code)
             transport.close(error_frame(Action.ERROR, exc))
+            return None
+        except Exception as exc:
+            log.error("connection refused after an unexpected %s at %s", type(exc).__name__, _where(exc))
+            transport.close(error_frame(Action.ERROR, INTERNAL))
             return None
         previous = connection.transport
         connection.transport = transport
         connection.cancel_timers()
         self.sandbox.pause_attachments(connection)
-        connection.on_revoked = self._on_revoked
         if previous is not None:
             previous.close(
                 error_frame(Action.DISCONNECTED, BadRequestError("Connection superseded", code=80016, status=410))
             )
-        transport.send(self._connected_frame(connection, resume_error))
+        transport.send(handshake.connected_frame(connection, self.limits, resume_error))
         return connection
-
-    def _credentials(self) -> Grant:
-        token = self.params.get("access_token") or self.params.get("accessToken")
-        now = self.sandbox.now_ms()
-        if token:
-            return self.sandbox.judge.judge(token, now_ms=now)
-        key = self.params.get("key")
-        if key:
-            return self.sandbox.keyring.check_basic(key, now_ms=now)
-        raise NotAuthenticatedError("No authentication information provided (access_token, accessToken or key)")
-
-    def _resume_or_open(self, grant: Grant, identity: Identity) -> tuple[Connection, AuthServerError | None]:
-        resume = self.params.get("resume")
-        error: AuthServerError | None = None
-        if resume and resume != "None":
-            found = self.sandbox.connections.find(resume)
-            if found is not None and found.grant.app_id == grant.app_id:
-                if found.identity.identified and identity.client_id != found.identity.client_id:
-                    raise TokenError("Mismatched clientId for existing connection", code=40102, status=401)
-                found.grant, found.identity = grant, identity
-                log.info("connection %s resumed", found.id)
-                return found, None
-            if "!" in resume:
-                error = BadRequestError("Unable to recover connection (connection expired)", code=80008)
-            else:
-                error = BadRequestError("Unable to recover connection (invalid connection key)", code=80018)
-        echo = self.params.get("echo") != "false"
-        return self.sandbox.open_connection(grant, identity, echo=echo), error
-
-    def _connected_frame(self, connection: Connection, error: AuthServerError | None = None) -> Frame:
-        details: dict[str, Any] = {
-            "connectionKey": connection.key,
-            "maxMessageSize": self.limits.max_message_size,
-            "maxInboundRate": 250,
-            "maxFrameSize": self.limits.max_frame_size,
-            "serverId": "authserver-sandbox",
-            "connectionStateTtl": self.limits.connection_state_ttl_ms,
-            "maxIdleInterval": self.limits.max_idle_interval_ms,
-        }
-        if connection.identity.client_id is not None:
-            details["clientId"] = connection.identity.client_id
-        frame: Frame = {
-            "action": int(Action.CONNECTED),
-            "connectionId": connection.id,
-            "connectionKey": connection.key,
-            "connectionDetails": details,
-        }
-        if error is not None:
-            frame["error"] = error_info(error)
-        return frame
 
     async def _heartbeats(self, transport: Transport) -> None:
         """Send HEARTBEAT whenever the sandbox has been silent for half the idle interval."""
@@ -176,78 +160,40 @@ class Session:
             if loop.time() - transport.last_sent >= half:
                 transport.send({"action": int(Action.HEARTBEAT)})
 
-    # -- token lifecycle ----------------------------------------------------------------------------
-
-    def _watch_token(self) -> None:
-        if self._token_watch is not None:
-            self._token_watch.cancel()
-            self._token_watch = None
-        assert self.connection is not None
-        grant = self.connection.grant
-        if grant.expires_ms is not None:
-            self._token_watch = asyncio.create_task(self._token_timeline(grant.issued_ms, grant.expires_ms))
-
-    async def _token_timeline(self, issued_ms: int, expires_ms: int) -> None:
-        assert self.transport is not None and self.connection is not None
-        if self.limits.auth_prompts:
-            lead = min(self.limits.auth_lead_ms, (expires_ms - issued_ms) // 2)
-            await self._sleep_until(expires_ms - lead)
-            log.info("connection %s: token expires in %d ms, sending AUTH", self.connection.id, lead)
-            self.transport.send({"action": int(Action.AUTH)})
-        await self._sleep_until(expires_ms)
-        log.info("connection %s: token expired without renewal", self.connection.id)
-        self.transport.close(error_frame(Action.DISCONNECTED, EXPIRED))
-
-    async def _sleep_until(self, at_ms: int) -> None:
-        delay = (at_ms - self.sandbox.now_ms()) / 1000
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    def _on_revoked(self, applies_at_ms: int) -> None:
-        assert self.transport is not None
-        if applies_at_ms <= self.sandbox.now_ms():
-            self.transport.close(error_frame(Action.DISCONNECTED, REVOKED))
-            return
-        self.transport.send({"action": int(Action.AUTH)})
-        if self._revocation_watch is None or self._revocation_watch.done():
-            self._revocation_watch = asyncio.create_task(self._enforce_revocation(applies_at_ms))
-
-    async def _enforce_revocation(self, applies_at_ms: int) -> None:
-        await self._sleep_until(applies_at_ms)
-        assert self.transport is not None and self.connection is not None
-        if self.sandbox.revocations.revoked(self.connection.grant, now_ms=self.sandbox.now_ms()):
-            self.transport.close(error_frame(Action.DISCONNECTED, REVOKED))
-
     # -- inbound frames -----------------------------------------------------------------------------
 
     async def _read(self, transport: Transport) -> None:
-        while not transport.closing:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            raw: str | bytes | None = message.get("text")
-            if raw is None:
-                raw = message.get("bytes")
-            if raw is None:
-                continue
-            if len(raw) > self.limits.max_frame_size:
-                transport.close(
-                    error_frame(Action.ERROR, BadRequestError("Maximum frame size exceeded", code=40009, status=413))
-                )
-                return
-            try:
-                frame = decode_frame(raw)
-            except AuthServerError as exc:
-                transport.close(error_frame(Action.ERROR, exc))
-                return
-            self._dispatch(frame)
+        try:
+            while not transport.closing:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw: str | bytes | None = message.get("text")
+                if raw is None:
+                    raw = message.get("bytes")
+                if raw is None:
+                    continue
+                if len(raw) > self.limits.max_frame_size:
+                    error = BadRequestError("Maximum frame size exceeded", code=40009, status=413)
+                    transport.close(error_frame(Action.ERROR, error))
+                    return
+                try:
+                    frame = decode_frame(raw)
+                except AuthServerError as exc:
+                    transport.close(error_frame(Action.ERROR, exc))
+                    return
+                self._dispatch(frame)
+        except Exception as exc:
+            connection_id = self.connection.id if self.connection is not None else "?"
+            log.error("connection %s: unexpected %s at %s", connection_id, type(exc).__name__, _where(exc))
+            transport.close(error_frame(Action.ERROR, INTERNAL))
 
     def _dispatch(self, frame: Frame) -> None:
         assert self.connection is not None and self.transport is not None
         action = frame["action"]
         log.debug("connection %s: received action %s", self.connection.id, action)
         if action == Action.HEARTBEAT:
-            if frame.get("id") is not None:
+            if is_wire_text(frame.get("id")):
                 self.transport.send({"action": int(Action.HEARTBEAT), "id": frame["id"]})
         elif action == Action.CLOSE:
             self.closed_by_client = True
@@ -288,7 +234,13 @@ class Session:
             self.transport.send(error_frame(Action.NACK, exc, msgSerial=serial, count=1))
 
     def _check_mode(self, channel_name: str, mode: int, operation: str) -> None:
+        """40165 when the attachment lacks ``mode`` though the capability allows ``operation``.
+
+        Without the capability the operation fails with 40160 in the hub instead.
+        """
         assert self.connection is not None
+        if not self.connection.grant.capability.allows(channel_name, operation):
+            return
         channel = self.sandbox.channels.get(channel_name)
         attachment = channel.attachments.get(self.connection.id) if channel is not None else None
         if attachment is not None and not attachment.modes & mode:
@@ -299,6 +251,7 @@ class Session:
         name = frame.get("channel")
         if not isinstance(name, str):
             raise BadRequestError("MESSAGE without a channel")
+        self._check_mode(name, Flag.PUBLISH, "publish")
         publication = self.sandbox.prepare_publish(
             name,
             frame.get("messages"),
@@ -307,7 +260,6 @@ class Session:
             origin=self.connection.id,
             id_base=f"{self.connection.id}:{serial}",
         )
-        self._check_mode(name, Flag.PUBLISH, "publish")
         self.transport.send(
             {"action": int(Action.ACK), "msgSerial": serial, "count": 1, "res": [{"serials": publication.serials()}]}
         )
@@ -318,8 +270,7 @@ class Session:
         name = frame.get("channel")
         if not isinstance(name, str):
             raise BadRequestError("PRESENCE without a channel")
-        if self.connection.grant.capability.allows(name, "presence"):
-            self._check_mode(name, Flag.PRESENCE, "presence")
+        self._check_mode(name, Flag.PRESENCE, "presence")
         events = self.sandbox.apply_presence(self.connection, name, frame.get("presence"), msg_serial=serial)
         self.transport.send({"action": int(Action.ACK), "msgSerial": serial, "count": 1})
         self.sandbox.broadcast_presence(name, events, frame_id=f"{self.connection.id}:{serial}")
@@ -347,5 +298,6 @@ class Session:
         connection.grant, connection.identity = grant, identity
         log.info("connection %s re-authenticated (key %s)", connection.id, grant.key_name)
         self._send_all(attachments.recheck(self.sandbox, connection))
-        self.transport.send(self._connected_frame(connection))
-        self._watch_token()
+        self.transport.send(handshake.connected_frame(connection, self.limits))
+        assert self._watch is not None
+        self._watch.restart()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
 from typing import Any
 from urllib.parse import urlencode
@@ -16,16 +17,19 @@ import msgpack
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import BadRequestError, NotAuthenticatedError, TokenError
+from ..errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
 from .channels import check_channel_name
-from .grants import Grant, Identity, resolve_identity
-from .hub import Sandbox, denied
+from .grants import Grant, Identity, denied, resolve_identity
+from .hub import Sandbox
 from .issuance import token_details
-from .protocol import normalise_payload, payloads_for_json
+from .protocol import error_info, payloads_for_json
 from .revocation import RevocationTarget
 
 MSGPACK = "application/x-msgpack"
 MAX_REVOCATION_TARGETS = 100
+# NOTE: ASCII digits only and few of them: str.isdigit() accepts "²", which int() then refuses.
+_COUNT = re.compile(r"[0-9]{1,15}")
+_SIGNED = re.compile(r"-?[0-9]{1,15}")
 
 
 def _sandbox(request: Request) -> Sandbox:
@@ -37,7 +41,8 @@ def respond(request: Request, value: Any, *, status: int = 200, headers: dict[st
     """``value`` as msgpack when the client accepts it, else JSON (binary data as base64)."""
     if MSGPACK in request.headers.get("accept", ""):
         return Response(msgpack.packb(value, use_bin_type=True), status, headers, media_type=MSGPACK)
-    return Response(json.dumps(value, separators=(",", ":")), status, headers, media_type="application/json")
+    body = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return Response(body, status, headers, media_type="application/json")
 
 
 async def read_body(request: Request) -> Any:
@@ -47,7 +52,7 @@ async def read_body(request: Request) -> Any:
     """
     limit = _sandbox(request).limits.max_frame_size
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if _COUNT.fullmatch(declared) and int(declared) > limit:
         raise BadRequestError("Request body too large", code=40009, status=413)
     body = b""
     async for chunk in request.stream():
@@ -58,7 +63,7 @@ async def read_body(request: Request) -> Any:
         if MSGPACK in request.headers.get("content-type", ""):
             return msgpack.unpackb(body, raw=False)
         return json.loads(body)
-    except (ValueError, msgpack.UnpackException, TypeError):
+    except (ValueError, msgpack.UnpackException, TypeError, RecursionError):
         raise BadRequestError("request body is not valid JSON or msgpack") from None
 
 
@@ -111,16 +116,17 @@ def _page_params(request: Request) -> tuple[int, bool, int | None]:
     raw_limit = request.query_params.get("limit", "100")
     direction = request.query_params.get("direction", "backwards")
     raw_cursor = request.query_params.get("cursor")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= limits.max_page_size:
+    if not _COUNT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= limits.max_page_size:
         raise BadRequestError(f"limit must be between 1 and {limits.max_page_size}", code=40003)
     if direction not in ("backwards", "forwards"):
         raise BadRequestError("direction must be 'backwards' or 'forwards'", code=40003)
-    if raw_cursor is not None and not raw_cursor.lstrip("-").isdigit():
+    if raw_cursor is not None and not _SIGNED.fullmatch(raw_cursor):
         raise BadRequestError("cursor must be an integer", code=40003)
     return int(raw_limit), direction == "forwards", None if raw_cursor is None else int(raw_cursor)
 
 
-def _messages(request: Request, items: list[dict[str, Any]]) -> Any:
+def _payload_body(request: Request, items: list[dict[str, Any]]) -> Any:
+    """Messages or members as sent: binary data stays binary in msgpack, base64 in JSON."""
     return items if MSGPACK in request.headers.get("accept", "") else payloads_for_json(items)
 
 
@@ -161,10 +167,9 @@ async def revoke_tokens(request: Request) -> Response:
         try:
             target = RevocationTarget.parse(raw)
             entry = sandbox.revoke(key_name, target, issued_before_ms=issued_before, margin_ms=margin)
-        except BadRequestError as exc:
-            results.append(
-                {"target": str(raw), "error": {"message": exc.message, "code": exc.code, "statusCode": exc.status}}
-            )
+        except AuthServerError as exc:  # each target succeeds or fails on its own
+            shown = raw[:200] if isinstance(raw, str) else f"<{type(raw).__name__}>"
+            results.append({"target": shown, "error": error_info(exc)})
             continue
         results.append(
             {"target": str(target), "issuedBefore": entry.issued_before_ms, "appliesAt": entry.applies_at_ms}
@@ -180,7 +185,6 @@ async def publish(request: Request) -> Response:
     identity = identify(request, grant)
     body = await read_body(request)
     items = body if isinstance(body, list) else [body]
-    items = [normalise_payload(item) if isinstance(item, dict) else item for item in items]
     id_base = secrets.token_urlsafe(9)
     publication = sandbox.prepare_publish(name, items, grant=grant, identity=identity, origin=None, id_base=id_base)
     serials = publication.serials()
@@ -201,7 +205,7 @@ async def history(request: Request) -> Response:
     if next_cursor is not None:
         query = urlencode({"limit": limit, "direction": "forwards" if forwards else "backwards", "cursor": next_cursor})
         headers["Link"] = f'<./messages?{query}>; rel="next"'
-    return respond(request, _messages(request, items), headers=headers)
+    return respond(request, _payload_body(request, items), headers=headers)
 
 
 async def presence(request: Request) -> Response:
@@ -221,4 +225,4 @@ async def presence(request: Request) -> Response:
         if (client_id is None or m.get("clientId") == client_id)
         and (connection_id is None or m.get("connectionId") == connection_id)
     ]
-    return respond(request, _messages(request, members[:limit]))
+    return respond(request, _payload_body(request, members[:limit]))

@@ -1,8 +1,9 @@
 """Token revocation (``POST /keys/{keyName}/revokeTokens``): targets and the revocations in force.
 
 A revocation refuses every token of that key whose target matches and that was issued before
-``issuedBefore``; tokens issued later are fine. Every key of the sandbox counts as having revocable
-tokens enabled.
+``issuedBefore``; tokens issued later are fine. Revocation works with every key of the sandbox (as if
+each had revocable tokens enabled), but the 1 h TTL limit Ably puts on revocable tokens is not applied
+(see :mod:`.judge`). An entry is forgotten once every token it could cover has expired.
 """
 
 from __future__ import annotations
@@ -75,15 +76,23 @@ class Revocation:
 class Revocations:
     """The revocations in force, one per (key, target); a later revocation of a target widens it."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, *, max_token_ttl_ms: int) -> None:
         self._entries: dict[tuple[str, RevocationTarget], Revocation] = {}
         self._max_entries = max_entries
+        self._max_token_ttl_ms = max_token_ttl_ms
 
-    def add(self, revocation: Revocation) -> Revocation:
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, revocation: Revocation, *, now_ms: int) -> Revocation:
         """Record ``revocation`` and return the entry now in force for its target.
 
-        :raises LimitError: the sandbox already remembers ``max_revocations`` targets.
+        :raises LimitError: the sandbox already remembers ``max_revocations`` live targets.
         """
+        # A token issued before issued_before has expired by issued_before + the longest TTL.
+        for slot, entry in list(self._entries.items()):
+            if entry.issued_before_ms + self._max_token_ttl_ms < now_ms:
+                del self._entries[slot]
         slot = (revocation.key_name, revocation.target)
         current = self._entries.get(slot)
         if current is None and len(self._entries) >= self._max_entries:

@@ -10,7 +10,7 @@ import pytest
 from authserver.errors import AuthServerError
 from authserver.sandbox import SandboxLimits
 from authserver.sandbox.channels import Channel, ChannelRegistry, check_channel_name
-from authserver.sandbox.protocol import DEFAULT_MODES, Flag
+from authserver.sandbox.protocol import DEFAULT_MODES, Flag, Outbound
 
 LIMITS = SandboxLimits(max_history_per_channel=3, max_presence_members=2, max_channels=2)
 
@@ -22,8 +22,8 @@ class FakeSubscriber:
     live: bool = True
     frames: list[dict[str, Any]] = field(default_factory=list)
 
-    def deliver(self, frame: dict[str, Any]) -> None:
-        self.frames.append(frame)
+    def deliver(self, frame: dict[str, Any] | Outbound) -> None:
+        self.frames.append(frame.frame if isinstance(frame, Outbound) else frame)
 
 
 def publish(channel: Channel, data: str) -> None:
@@ -114,3 +114,69 @@ def test_limits_must_be_positive() -> None:
         SandboxLimits(max_connections=0, max_history_per_channel=-1)
     assert "max_connections" in caught.value.message
     assert "max_history_per_channel" in caught.value.message
+
+
+class TestStoreBudget:
+    """History and presence of all channels together stay within ``max_stored_bytes``."""
+
+    LIMITS = SandboxLimits(max_stored_bytes=1000, max_history_per_channel=100)
+
+    def test_history_over_budget_forgets_the_oldest_messages_of_any_channel(self) -> None:
+        registry = ChannelRegistry(self.LIMITS)
+        old, new = registry.get_or_create("old"), registry.get_or_create("new")
+        for i in range(3):
+            publish(old, f"{i}" * 150)  # 150 + 100 overhead each: 750 of 1000, then 1250 -> "0" goes
+        for i in range(2):
+            publish(new, f"{i}" * 150)
+        assert registry.budget.used <= 1000
+        assert [m["data"][0] for m in old.history(forwards=True, cursor=None, limit=10)[0]] == ["1", "2"]
+        assert [m["data"][0] for m in new.history(forwards=True, cursor=None, limit=10)[0]] == ["0", "1"]
+
+    def test_a_resumed_attachment_learns_that_evicted_history_is_gone(self) -> None:
+        registry = ChannelRegistry(self.LIMITS)
+        channel = registry.get_or_create("c")
+        attachment, _ = channel.attach(FakeSubscriber("s", live=False), DEFAULT_MODES)
+        for i in range(5):
+            publish(channel, f"{i}" * 150)
+        frames, complete = channel.catch_up(attachment)
+        assert not complete
+        assert [f["messages"][0]["data"][0] for f in frames] == ["1", "2", "3", "4"]
+
+    def test_presence_that_does_not_fit_even_without_history_is_refused_42910(self) -> None:
+        registry = ChannelRegistry(self.LIMITS)
+        channel = registry.get_or_create("c")
+        publish(channel, "h" * 500)
+        member = {"action": 2, "connectionId": "c", "id": "i", "timestamp": 1}
+        channel.apply_presence({**member, "clientId": "a", "data": "a" * 450})
+        assert channel.history(forwards=True, cursor=None, limit=10)[0] == []  # history made room
+        with pytest.raises(AuthServerError) as caught:
+            channel.apply_presence({**member, "clientId": "b", "data": "b" * 450})
+        assert (caught.value.code, caught.value.status) == (42910, 429)
+        channel.apply_presence({**member, "clientId": "a", "action": 3})
+        channel.apply_presence({**member, "clientId": "b", "data": "b" * 450})  # the LEAVE gave the bytes back
+
+    def test_a_forgotten_channel_gives_its_bytes_back(self) -> None:
+        registry = ChannelRegistry(SandboxLimits(max_stored_bytes=1000, max_channels=1))
+        publish(registry.get_or_create("first"), "x" * 500)
+        assert registry.budget.used == 600
+        registry.get_or_create("second")  # "first" is idle and goes
+        assert registry.budget.used == 0
+
+
+def test_a_published_frame_is_shared_and_encoded_once_per_format() -> None:
+    channel = Channel("c", LIMITS)
+    delivered: list[Any] = []
+
+    @dataclass
+    class Recorder(FakeSubscriber):
+        def deliver(self, frame: dict[str, Any] | Outbound) -> None:
+            delivered.append(frame)
+
+    for n in range(3):
+        channel.attach(Recorder(f"s{n}"), DEFAULT_MODES)
+    publish(channel, "x")
+    assert len(delivered) == 3 and all(frame is delivered[0] for frame in delivered)
+    outbound = delivered[0]
+    assert isinstance(outbound, Outbound)
+    assert outbound.encoded("json") is outbound.encoded("json")
+    assert isinstance(outbound.encoded("msgpack"), bytes)

@@ -50,7 +50,7 @@ def make_judge(
     *, key_capabilities: dict[str, Capability] | None = None, limits: SandboxLimits | None = None
 ) -> tuple[TokenJudge, IssuedTokens, Revocations]:
     issued = IssuedTokens(100)
-    revocations = Revocations(100)
+    revocations = Revocations(100, max_token_ttl_ms=86_400_000)
     keyring = Keyring([KEY], key_capabilities)
     judge = TokenJudge(keyring, limits or SandboxLimits(), issued=issued, revocations=revocations)
     return judge, issued, revocations
@@ -83,6 +83,11 @@ def test_capability_is_the_intersection_of_token_and_key() -> None:
     assert grant.capability.to_json() == '{"chat:*":["publish","subscribe"]}'
 
 
+def test_fractional_iat_and_exp_are_accepted_to_the_millisecond() -> None:
+    grant = make_judge()[0].judge(forge(HEADER, claims(iat=NOW - 0.5, exp=NOW + 60.25)), now_ms=NOW_MS)
+    assert (grant.issued_ms, grant.expires_ms) == (NOW_MS - 500, NOW_MS + 60_250)
+
+
 def test_iat_slightly_in_the_future_is_tolerated() -> None:
     grant = make_judge()[0].judge(forge(HEADER, claims(iat=NOW + 4)), now_ms=NOW_MS)
     assert grant.issued_ms == NOW_MS + 4000
@@ -106,6 +111,12 @@ HOSTILE: list[tuple[str, str, int, int]] = [
     ("expires exactly now", forge(HEADER, claims(iat=NOW - 60, exp=NOW)), 40142, 401),
     ("iat far in the future", forge(HEADER, claims(iat=NOW + 60, exp=NOW + 3600)), 40144, 401),
     ("lifetime above 24 h", forge(HEADER, claims(iat=NOW, exp=NOW + 86_401)), 40003, 400),
+    ("exp 1e306", forge(HEADER, claims(exp=1e306)), 40144, 401),
+    ("iat -1e306", forge(HEADER, claims(iat=-1e306)), 40144, 401),
+    ("exp 10**400", forge(HEADER, claims(exp=10**400)), 40144, 401),
+    ("iat negative", forge(HEADER, claims(iat=-1)), 40144, 401),
+    ("claims not ASCII", forge(HEADER, claims()).split(".")[0] + ".é.abc", 40144, 401),
+    ("signature not ASCII", forge(HEADER, claims()).rsplit(".", 1)[0] + ".é", 40144, 401),
     ("capability missing", forge(HEADER, claims(**{"x-ably-capability": ...})), 40144, 401),
     ("capability not a string", forge(HEADER, claims(**{"x-ably-capability": {"*": ["*"]}})), 40144, 401),
     ("capability invalid JSON", forge(HEADER, claims(**{"x-ably-capability": "{not json"})), 40144, 401),
@@ -154,7 +165,7 @@ def test_opaque_token_is_judged_from_what_was_issued() -> None:
 
 class TestRevocation:
     def revoke(self, revocations: Revocations, target: str, *, before_ms: int, applies_at_ms: int) -> None:
-        revocations.add(Revocation(KEY.name, RevocationTarget.parse(target), before_ms, applies_at_ms))
+        revocations.add(Revocation(KEY.name, RevocationTarget.parse(target), before_ms, applies_at_ms), now_ms=NOW_MS)
 
     def test_tokens_issued_before_the_revocation_are_refused_40141(self) -> None:
         judge, _, revocations = make_judge()

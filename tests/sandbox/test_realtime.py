@@ -5,15 +5,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import msgpack
 import pytest
+from websockets.exceptions import ConnectionClosed
 
-from authserver.sandbox import SandboxLimits
+from authserver.sandbox import SandboxLimits, create_sandbox_app
 
-from .conftest import KEY, Stack, jwt_for, run_stack
+from .conftest import KEY, Stack, jwt_for, run_stack, serve
 from .wire import (
     ACK,
+    ATTACH,
     ATTACHED,
     AUTH,
     CLOSE,
@@ -29,6 +33,7 @@ from .wire import (
     PRESENCE,
     SYNC,
     Wire,
+    deaf_client,
 )
 
 SUBSCRIBE_MODES = (1 << 18) | (1 << 19)
@@ -40,6 +45,13 @@ def room() -> str:
     return f"room:{uuid.uuid4().hex[:8]}"
 
 
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.fixture(scope="module")
 def quick() -> Iterator[Stack]:
     """A sandbox with fast clocks: heartbeats every 0.4 s, members gone 0.3 s after a drop, tiny limits."""
@@ -48,6 +60,7 @@ def quick() -> Iterator[Stack]:
         presence_grace_ms=300,
         max_message_size=2048,
         max_channels=50,
+        max_channels_per_connection=3,
     )
     with run_stack(limits) as running:
         yield running
@@ -424,3 +437,146 @@ class TestLimits:
 def test_connected_frame_is_first(stack: Stack) -> None:
     with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
         assert wire.recv()["action"] == CONNECTED
+
+
+POISON: list[tuple[str, dict[str, Any]]] = [
+    ("msgpack", {"data": msgpack.ExtType(1, b"x")}),
+    ("msgpack", {"data": msgpack.Timestamp(1, 0)}),
+    ("msgpack", {"data": "x", "extras": {"h": b"\x00"}}),
+    ("msgpack", {"data": {b"k": 1}}),
+    ("msgpack", {"data": [b"nested bytes"]}),
+    ("json", {"data": float("nan")}),
+    ("json", {"data": float("inf")}),
+    ("json", {"data": 2**70}),
+    ("json", {"data": "lone \ud800 surrogate"}),
+    ("json", {"name": "\udfff"}),
+    ("json", {"data": nested(100)}),
+]
+
+
+class TestHostileInput:
+    """Nothing one client sends can crash its session silently or cut off other clients."""
+
+    def test_a_jwt_whose_claims_are_not_ascii_is_refused_40144(self, stack: Stack) -> None:
+        header = jwt_for().split(".")[0]
+        with Wire(stack.sandbox.ws, access_token=f"{header}.é.abc") as wire:
+            frame = wire.recv()
+        assert (frame["action"], frame["error"]["code"]) == (ERROR, 40144)
+
+    def test_a_frame_nested_too_deep_to_decode_fails_the_connection_40000(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.ws.send('{"action":0,"id":' + "[" * 100_000 + "]" * 100_000 + "}")
+            assert wire.expect(ERROR)["error"]["code"] == 40000
+
+    def test_payloads_not_relayable_in_both_formats_are_nacked_and_harm_no_subscriber(self, stack: Stack) -> None:
+        name = room()
+        with (
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as json_sub,
+            Wire(stack.sandbox.ws, wire_format="msgpack", access_token=jwt_for()) as msgpack_sub,
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as json_pub,
+            Wire(stack.sandbox.ws, wire_format="msgpack", access_token=jwt_for()) as msgpack_pub,
+        ):
+            for wire in (json_sub, msgpack_sub, json_pub, msgpack_pub):
+                wire.connected()
+            json_sub.attach(name)
+            msgpack_sub.attach(name)
+            publishers = {"json": json_pub, "msgpack": msgpack_pub}
+            for serial, (wire_format, message) in enumerate(POISON):
+                publishers[wire_format].send(
+                    {"action": MESSAGE, "channel": name, "msgSerial": serial, "messages": [message]}
+                )
+                nack = publishers[wire_format].expect_any({ACK, NACK})
+                assert (nack["action"], nack["error"]["code"]) == (NACK, 40000), (wire_format, repr(message))
+            json_pub.send({"action": MESSAGE, "channel": name, "msgSerial": 99, "messages": [{"data": "fine"}]})
+            assert json_sub.expect(MESSAGE)["messages"][0]["data"] == "fine"
+            assert msgpack_sub.expect(MESSAGE)["messages"][0]["data"] == "fine"
+        history = httpx.get(f"{stack.sandbox.http}/channels/{name}/messages", auth=(KEY.name, KEY.secret), timeout=5)
+        assert [m["data"] for m in history.json()] == ["fine"]
+
+    def test_a_publish_of_too_many_messages_is_nacked_40009_at_once(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, wire_format="msgpack", access_token=jwt_for()) as wire:
+            wire.connected()
+            started = time.monotonic()
+            wire.send({"action": MESSAGE, "channel": room(), "msgSerial": 0, "messages": [{}] * 400_000})
+            nack = wire.expect(NACK)
+        assert (nack["error"]["code"], nack["error"]["statusCode"]) == (40009, 413)
+        assert time.monotonic() - started < 2
+
+    def test_detach_without_a_usable_channel_name_gets_error_40010(self, stack: Stack) -> None:
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.send({"action": DETACH, "channel": 7})
+            frame = wire.expect(ERROR)
+        assert frame["error"]["code"] == 40010
+        assert "channel" not in frame
+
+    def test_attaching_beyond_max_channels_per_connection_is_a_channel_error_42910(self, quick: Stack) -> None:
+        with Wire(quick.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            for _ in range(3):
+                assert wire.attach(room())["action"] == ATTACHED
+            frame = wire.attach(name := room())
+        assert (frame["action"], frame["channel"], frame["error"]["code"]) == (ERROR, name, 42910)
+
+
+class FailingClock:
+    """A clock that fails once armed: the stand-in for a bug anywhere in the sandbox."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def __call__(self) -> float:
+        if self.armed:
+            raise RuntimeError("clock failure with made-up detail")
+        return time.time()
+
+
+@pytest.mark.parametrize("when", ["at connect", "on a frame"])
+def test_an_unexpected_failure_is_logged_by_type_and_answered_with_error_50000(
+    when: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FailingClock()
+    with serve(create_sandbox_app([KEY], clock=clock)) as served, caplog.at_level("INFO", "authserver.sandbox"):
+        clock.armed = when == "at connect"
+        with Wire(served.ws, key=f"{KEY.name}:{KEY.secret}") as wire:
+            if when == "on a frame":
+                wire.connected()
+                clock.armed = True
+                wire.send({"action": MESSAGE, "channel": "c", "msgSerial": 0, "messages": [{"data": "x"}]})
+            frame = wire.expect(ERROR)
+            with pytest.raises(ConnectionClosed):
+                wire.recv(timeout=2)
+    assert (frame["error"]["code"], frame["error"]["statusCode"]) == (50000, 500)
+    assert "unexpected RuntimeError at" in caplog.text
+    assert "made-up detail" not in caplog.text
+
+
+def test_a_client_that_stops_reading_is_dropped_and_frees_its_connection_slot() -> None:
+    limits = SandboxLimits(max_connections=2, max_outbound_queue=20, max_idle_interval_ms=1000)
+    with serve(create_sandbox_app([KEY], limits=limits)) as served:
+        query = {"key": f"{KEY.name}:{KEY.secret}"}
+        deaf = deaf_client(served.host, served.port, query, [{"action": ATTACH, "channel": "flood"}])
+        try:
+            time.sleep(0.3)
+            with Wire(served.ws, **query) as publisher:
+                publisher.connected()
+                for serial in range(200):
+                    publisher.send(
+                        {
+                            "action": MESSAGE,
+                            "channel": "flood",
+                            "msgSerial": serial,
+                            "messages": [{"data": "x" * 60_000}],
+                        }
+                    )
+                    publisher.expect(ACK)
+                deadline = time.monotonic() + 8
+                while True:
+                    with Wire(served.ws, **query) as newcomer:
+                        if newcomer.recv()["action"] == CONNECTED:
+                            break
+                    assert time.monotonic() < deadline, "the deaf client still holds its connection slot"
+                    time.sleep(0.2)
+        finally:
+            deaf.close()

@@ -15,6 +15,7 @@ from authserver.sandbox import SandboxLimits, create_sandbox_app
 from authserver.tokenrequests import create_token_request
 
 from .conftest import KEY, OTHER_KEY, jwt_for
+from helpers import FakeClock
 
 FIXED_NOW = 1_800_000_000.0
 
@@ -235,3 +236,110 @@ def test_cors_responses_expose_the_error_headers(client: TestClient) -> None:
     response = client.get("/channels/a/messages", headers={"Origin": "http://localhost:5173"})
     exposed = response.headers["access-control-expose-headers"].lower()
     assert "x-ably-errorcode" in exposed and "link" in exposed
+
+
+class TestClientMistakesAreNever500:
+    """Whatever a client puts in a query, header or body, the answer is an Ably 4xx error."""
+
+    @pytest.mark.parametrize(
+        ("path", "code"),
+        [
+            ("/channels/c/messages?cursor=--5", 40003),
+            ("/channels/c/messages?cursor=%C2%B2", 40003),
+            ("/channels/c/messages?limit=%C2%B2", 40003),
+            ("/channels/c/presence?limit=%C2%B2", 40003),
+            ("/channels/c/messages?limit=" + "9" * 5000, 40003),
+            ("/channels/c/messages?cursor=" + "9" * 5000, 40003),
+        ],
+        ids=["double minus", "superscript cursor", "superscript limit", "superscript presence limit", "huge", "huge-c"],
+    )
+    def test_paging_parameters_must_be_short_ascii_integers_40003(
+        self, client: TestClient, path: str, code: int
+    ) -> None:
+        response = client.get(path, headers=basic())
+        assert (response.status_code, response.json()["error"]["code"]) == (400, code)
+
+    @pytest.mark.parametrize("field", ["timestamp", "ttl"])
+    def test_token_request_numbers_must_be_ascii_digits_40000(self, client: TestClient, field: str) -> None:
+        body = {"keyName": KEY.name, "timestamp": int(FIXED_NOW * 1000), "nonce": "n" * 16, field: "²"}
+        response = client.post(f"/keys/{KEY.name}/requestToken", json=body, headers=basic())
+        assert (response.status_code, response.json()["error"]["code"]) == (400, 40000)
+
+    def test_a_body_nested_too_deep_to_parse_is_40000(self, client: TestClient) -> None:
+        body = "[" * 100_000 + "]" * 100_000
+        response = client.post("/channels/c/messages", content=body, headers=basic())
+        assert (response.status_code, response.json()["error"]["code"]) == (400, 40000)
+
+    def test_a_jwt_whose_claims_are_not_ascii_is_40144(self, client: TestClient) -> None:
+        header = token().split(".")[0]
+        response = client.get("/channels/c/messages", headers=bearer(f"{header}.é.abc"))
+        assert (response.status_code, response.json()["error"]["code"]) == (401, 40144)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b'{"data": NaN}',
+            b'{"data": 1e999}',
+            b'{"data": 100000000000000000000000}',
+            b'{"data": "x", "extras": [1]}',
+            ('{"data": ' + "[" * 100 + "]" * 100 + "}").encode(),
+            b'{"name": 7}',
+        ],
+        ids=["NaN", "Infinity", "int beyond 64 bits", "extras not an object", "nested 100 deep", "name not a string"],
+    )
+    def test_payloads_that_cannot_be_relayed_in_both_formats_are_refused_40000(
+        self, client: TestClient, body: bytes
+    ) -> None:
+        response = client.post("/channels/poison/messages", content=body, headers=basic())
+        assert (response.status_code, response.json()["error"]["code"]) == (400, 40000)
+        assert client.get("/channels/poison/messages", headers=basic()).json() == []
+
+    def test_more_than_max_messages_per_publish_is_40009(self, client: TestClient) -> None:
+        response = client.post("/channels/many/messages", json=[{}] * 1001, headers=basic())
+        assert (response.status_code, response.json()["error"]["code"]) == (413, 40009)
+
+
+def test_an_unexpected_error_is_an_ably_500_logged_once_by_type(caplog: pytest.LogCaptureFixture) -> None:
+    app = create_sandbox_app([KEY])
+
+    async def broken(request: Any) -> Any:
+        raise KeyError("secret-looking-detail")
+
+    app.add_route("/broken", broken)
+    with TestClient(app) as test_client, caplog.at_level("INFO"):
+        response = test_client.get("/broken", headers={"Origin": "http://localhost:5173"})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == 50000
+    assert response.headers["x-ably-errorcode"] == "50000"
+    assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == ["unexpected KeyError on GET /broken"]
+    assert errors[0].exc_info is None
+    assert "secret-looking-detail" not in caplog.text
+
+
+class TestRevocationBounds:
+    def test_a_full_revocation_table_fails_that_target_only(self) -> None:
+        app = create_sandbox_app([KEY], clock=lambda: FIXED_NOW, limits=SandboxLimits(max_revocations=1))
+        with TestClient(app) as test_client:
+            body = {"targets": ["clientId:a", "clientId:b"]}
+            response = test_client.post(f"/keys/{KEY.name}/revokeTokens", json=body, headers=basic())
+        assert response.status_code == 200
+        results = response.json()["results"]
+        assert "error" not in results[0]
+        assert (results[1]["target"], results[1]["error"]["code"]) == ("clientId:b", 42910)
+
+    def test_revocations_are_forgotten_once_every_token_they_cover_has_expired(self) -> None:
+        clock = FakeClock(FIXED_NOW)
+        limits = SandboxLimits(max_revocations=1, max_token_ttl_ms=60_000)
+        app = create_sandbox_app([KEY], clock=clock, limits=limits)
+        with TestClient(app) as test_client:
+            first = test_client.post(
+                f"/keys/{KEY.name}/revokeTokens", json={"targets": ["clientId:a"]}, headers=basic()
+            )
+            assert first.json()["successCount"] == 1
+            clock.advance(61)
+            later = test_client.post(
+                f"/keys/{KEY.name}/revokeTokens", json={"targets": ["clientId:b"]}, headers=basic()
+            )
+        assert (later.json()["successCount"], later.json()["failureCount"]) == (1, 0)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -79,3 +82,28 @@ class Wire:
         """ATTACH and return the ATTACHED or channel ERROR that answers it."""
         self.send({"action": ATTACH, "channel": channel, **fields})
         return self.expect_any({ATTACHED, ERROR}, channel=channel)
+
+
+def deaf_client(host: str, port: int, query: dict[str, str], frames: list[Frame]) -> socket.socket:
+    """A WebSocket client that sends ``frames`` (JSON) after the upgrade and then never reads again.
+
+    Its receive buffer is tiny, so the sandbox's writes to it soon block: a client that stopped reading.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /?{urlencode(query)} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    sock.settimeout(5)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1024)
+    assert response.startswith(b"HTTP/1.1 101"), response[:40]
+    for frame in frames:
+        payload = json.dumps(frame).encode()
+        assert len(payload) < 126
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)  # masked with a zero key
+    return sock

@@ -1,0 +1,90 @@
+"""The token timeline of a live connection (spec 6.8): AUTH ahead of expiry, DISCONNECTED at expiry
+or when a revocation applies.
+
+``min(auth_lead_ms, ttl / 2)`` before expiry the connection is sent AUTH; a valid AUTH reply swaps the
+credentials (the session then calls :meth:`TokenWatch.restart`). At expiry without one it is sent
+DISCONNECTED 40142 and its transport closes, keeping the connection for resume. A revocation covering
+the token sends DISCONNECTED 40141 (or AUTH first, when it applies after a margin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ..errors import TokenError
+from .connections import Connection, Transport
+from .protocol import Action, error_frame
+from .revocation import Revocations
+
+log = logging.getLogger("authserver.sandbox")
+
+EXPIRED = TokenError("Key/token status changed (token expired)", code=40142, status=401)
+REVOKED = TokenError("Key/token status changed (token revoked)", code=40141, status=401)
+
+
+class TokenWatch:
+    """Timers for one connection's current token on one transport; :meth:`stop` cancels them."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        transport: Transport,
+        *,
+        now_ms: Callable[[], int],
+        revocations: Revocations,
+        auth_prompts: bool,
+        auth_lead_ms: int,
+    ) -> None:
+        self._connection = connection
+        self._transport = transport
+        self._now_ms = now_ms
+        self._revocations = revocations
+        self._auth_prompts = auth_prompts
+        self._auth_lead_ms = auth_lead_ms
+        self._expiry: asyncio.Task[None] | None = None
+        self._revocation: asyncio.Task[None] | None = None
+
+    def restart(self) -> None:
+        """Follow the connection's (new) grant from now on."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        grant = self._connection.grant
+        if grant.expires_ms is not None:
+            self._expiry = asyncio.create_task(self._expire(grant.issued_ms, grant.expires_ms))
+
+    def stop(self) -> None:
+        for task in (self._expiry, self._revocation):
+            if task is not None:
+                task.cancel()
+
+    async def _expire(self, issued_ms: int, expires_ms: int) -> None:
+        if self._auth_prompts:
+            lead = min(self._auth_lead_ms, (expires_ms - issued_ms) // 2)
+            await self._sleep_until(expires_ms - lead)
+            log.info("connection %s: token expires in %d ms, sending AUTH", self._connection.id, lead)
+            self._transport.send({"action": int(Action.AUTH)})
+        await self._sleep_until(expires_ms)
+        log.info("connection %s: token expired without renewal", self._connection.id)
+        self._transport.close(error_frame(Action.DISCONNECTED, EXPIRED))
+
+    async def _sleep_until(self, at_ms: int) -> None:
+        delay = (at_ms - self._now_ms()) / 1000
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def revoked(self, applies_at_ms: int) -> None:
+        """A revocation covers the current token from ``applies_at_ms`` on (``Connection.on_revoked``)."""
+        if applies_at_ms <= self._now_ms():
+            self._transport.close(error_frame(Action.DISCONNECTED, REVOKED))
+            return
+        self._transport.send({"action": int(Action.AUTH)})
+        if self._revocation is None or self._revocation.done():
+            self._revocation = asyncio.create_task(self._enforce_revocation(applies_at_ms))
+
+    async def _enforce_revocation(self, applies_at_ms: int) -> None:
+        await self._sleep_until(applies_at_ms)
+        if self._revocations.revoked(self._connection.grant, now_ms=self._now_ms()):
+            self._transport.close(error_frame(Action.DISCONNECTED, REVOKED))
