@@ -7,7 +7,6 @@ codes in one place (:func:`main`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import logging
@@ -16,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
 from .capabilities import Capability
@@ -26,6 +25,10 @@ from .identity import Identity
 from .issuance import TokenParams
 from .keys import AblyKey
 from .logs import configure_logging
+from .serving import bind, run_servers, url_host, uvicorn_server
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("authserver")
 
@@ -76,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     smoke.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     smoke.add_argument("--renewals", type=int, default=3, help="token renewals to wait for (default 3)")
     smoke.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
-    smoke.add_argument("--channel", default="chat:smoke", help="channel to publish on")
+    smoke.add_argument("--channel", help="channel to publish on (default: a fresh chat:smoke-<random> channel)")
     return parser
 
 
@@ -100,8 +103,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
             from .smoke import run_smoke
 
             password = _read_password(stdin, confirm=False) if args.password_stdin else "smoke-password"
+            channel = args.channel or f"chat:smoke-{secrets.token_hex(4)}"  # nobody else publishes there
             return run_smoke(
-                args.url, args.username, password, renewals=args.renewals, timeout=args.timeout, channel=args.channel
+                args.url, args.username, password, renewals=args.renewals, timeout=args.timeout, channel=channel
             )
     except ConfigError as exc:
         print(f"authserver: {exc.message}", file=sys.stderr)
@@ -121,15 +125,18 @@ def _check() -> int:
         print(f"authserver: {exc.message}", file=sys.stderr)
         print("settings: " + ", ".join(SETTINGS_HELP), file=sys.stderr)
         return EXIT_CONFIG
-    mode = (
-        "development (no ABLY_API_KEY: embedded sandbox, ephemeral session secret)"
-        if settings.development
-        else "production"
-    )
+    mode = "development (no ABLY_API_KEY)" if settings.development else "production"
     print(f"configuration OK: {mode}")
     if settings.ably_keys:
         print(f"  signing key: {settings.ably_keys[0].name} ({len(settings.ably_keys)} key(s) configured)")
-    print(f"  Ably: {settings.ably_endpoint or 'real Ably'}")
+    else:
+        print("  signing key: a throwaway development key, made at start-up")
+    if settings.development:
+        print(f"  Ably: an embedded sandbox on port {settings.sandbox_port or 'any free port'}")
+    else:
+        print(f"  Ably: {settings.ably_endpoint or 'real Ably'}")
+    if settings.session_secret_ephemeral:
+        print("  session secret: ephemeral (SESSION_SECRET is not set; sessions end when the service stops)")
     print(f"  token TTL: {settings.token_ttl}s (max {settings.token_max_ttl}s)")
     print(f"  database: {settings.database_url}")
     print(f"  policy: {settings.policy_source} (roles: {', '.join(sorted(settings.policy.roles))})")
@@ -138,44 +145,9 @@ def _check() -> int:
     return EXIT_OK
 
 
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError([f"cannot listen on {host}:{port}: {exc.strerror}"]) from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def development_key() -> AblyKey:
     """A fresh throwaway key for the embedded sandbox; it exists only in this process."""
     return AblyKey(name=f"dev.{secrets.token_hex(3)}", secret=secrets.token_urlsafe(32))
-
-
-def uvicorn_server(app: object, log_level: str) -> object:
-    import uvicorn
-
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        log_level=log_level,
-        access_log=False,  # NOTE: an access log line would carry sandbox tokens in query strings
-        log_config=None,
-        proxy_headers=True,
-        server_header=False,
-        ws_max_size=1 << 20,
-        # Clients renewing short-lived tokens reuse pooled connections; uvicorn's 5 s default
-        # closes them just as a renewal goes out and the renewal fails (80019).
-        timeout_keep_alive=75,
-    )
-    return uvicorn.Server(config)
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
@@ -183,16 +155,14 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
 
     host = host or settings.host
     port = settings.port if port is None else port
-    servers: list[tuple[object, socket.socket]] = []
+    servers: list[tuple[uvicorn.Server, socket.socket]] = []
     if settings.development:
-        if settings.ably_endpoint is not None:
-            raise ConfigError(["ABLY_ENDPOINT is set but ABLY_API_KEY is not: set the key that endpoint accepts"])
         from .sandbox import create_sandbox_app
 
         key = development_key()
         sandbox_sock = bind(host, settings.sandbox_port if settings.sandbox_port != port or port == 0 else 0)
         sandbox_port = sandbox_sock.getsockname()[1]
-        endpoint = f"http://{_url_host(host)}:{sandbox_port}"
+        endpoint = f"http://{url_host(host)}:{sandbox_port}"
         settings = settings.with_sandbox(key, endpoint)
         servers.append((uvicorn_server(create_sandbox_app((key,)), settings.log_level), sandbox_sock))
         log.warning("DEVELOPMENT MODE: no ABLY_API_KEY; embedded Ably sandbox on %s with key %s", endpoint, key.name)
@@ -206,25 +176,13 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     log.info(
         "authserver %s on http://%s:%d (signing key %s, Ably: %s)",
         __version__,
-        _url_host(host),
+        url_host(host),
         sock.getsockname()[1],
         settings.ably_keys[0].name,
         settings.ably_endpoint or "real Ably",
     )
     run_servers(servers)
     return EXIT_OK
-
-
-def run_servers(servers: list[tuple[object, socket.socket]]) -> None:
-    async def run_all() -> None:
-        await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))  # type: ignore[attr-defined]
-
-    try:
-        import uvloop
-
-        uvloop.run(run_all())
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop on Linux
-        asyncio.run(run_all())
 
 
 def _sandbox(settings: Settings, host: str | None, port: int | None) -> int:
@@ -237,7 +195,7 @@ def _sandbox(settings: Settings, host: str | None, port: int | None) -> int:
     app = create_sandbox_app(settings.ably_keys, key_capabilities=_key_capabilities(settings))
     log.info(
         "Ably sandbox on http://%s:%d for key(s) %s",
-        _url_host(host),
+        url_host(host),
         sock.getsockname()[1],
         ", ".join(k.name for k in settings.ably_keys),
     )

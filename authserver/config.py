@@ -182,13 +182,17 @@ class _Reader:
             self.problems.append(f"TOKEN_TTL: {ttl} is longer than TOKEN_MAX_TTL ({max_ttl})")
         database_url = self.raw("DATABASE_URL") or DEFAULT_DATABASE_URL
         try:
-            sqlite_path(database_url)
+            path = sqlite_path(database_url)
+            if path != ":memory:" and not Path(path).parent.is_dir():
+                self.problems.append("DATABASE_URL: the directory of the database file does not exist")
         except ConfigError as exc:
             self.problems.extend(exc.problems)
         policy_file = self.raw("AUTHSERVER_POLICY")
         policy = self.parse("AUTHSERVER_POLICY", None, lambda p: load_policy(Path(p))) if policy_file else None
 
         production = bool(keys)
+        if endpoint is not None and not production and "ABLY_API_KEY" not in {p.split(":")[0] for p in self.problems}:
+            self.problems.append("ABLY_ENDPOINT: set ABLY_API_KEY to the key that endpoint accepts")
         secret = self.raw("SESSION_SECRET")
         ephemeral = False
         if secret is None:

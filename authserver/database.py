@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import AuthServerError, UnavailableError
+from .errors import DatabaseError, UnavailableError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -30,10 +30,6 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);
 """
-
-
-class DatabaseError(AuthServerError):
-    """The accounts database cannot be opened or used."""
 
 
 class Database:

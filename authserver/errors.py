@@ -12,6 +12,7 @@ and the CLI can each render it in one place::
     ├── NotAuthenticatedError       no valid identity yet: clients retry (401, 40101)
     ├── ForbiddenError              a final refusal: clients stop retrying (403, 40300)
     ├── UserError                   account administration failed (duplicate, unknown user)
+    ├── DatabaseError               the accounts database cannot be opened
     ├── RateLimitedError            too many attempts: try again later (429, 42910)
     ├── UnavailableError            a dependency (the database) is busy or down: retry (503, 50300)
     └── TokenError                  a token judged invalid (401, 4014x and friends)
@@ -96,6 +97,10 @@ class UserError(AuthServerError):
 
     code = 40000
     status = 400
+
+
+class DatabaseError(AuthServerError):
+    """The accounts database cannot be opened (a missing directory, not a database file)."""
 
 
 class RateLimitedError(AuthServerError):

@@ -41,11 +41,19 @@ def connect_with_port(self: Any) -> None:
     self.ws_connect_task.add_done_callback(self.on_ws_connect_done)
 
 
+#: ably-python releases known to drop the port (ably/ably-python#567). A later release is left alone:
+#: if it still has the bug, the smoke test against a sandbox fails loudly instead of being patched blind.
+PORTLESS_RELEASES = ("3.1.",)
+
+
 def patch_ably_python_ws_port() -> None:
-    """Apply :func:`connect_with_port` for this process. Needed only for a non-default port (a sandbox)."""
+    """Apply :func:`connect_with_port` for this process, on the releases that need it. Only a
+    non-default port (a sandbox) needs it."""
+    import ably
     from ably.transport import websockettransport
 
-    websockettransport.WebSocketTransport.connect = connect_with_port
+    if str(getattr(ably, "lib_version", "")).startswith(PORTLESS_RELEASES):
+        websockettransport.WebSocketTransport.connect = connect_with_port
 
 
 def ably_python_options(client_options: dict[str, Any]) -> dict[str, Any]:

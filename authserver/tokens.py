@@ -88,7 +88,7 @@ def sign_jwt(
     expires_at: int,
     extra_claims: Mapping[str, Any] | None = None,
 ) -> str:
-    """One-off convenience around :class:`TokenSigner` (tests, the CLI)."""
+    """One-off convenience around :class:`TokenSigner`, for callers that sign rarely."""
     return TokenSigner(key).sign(
         capability=capability,
         client_id=client_id,

@@ -67,7 +67,7 @@ def login(base: str) -> str:
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=5) as response:
-        cookie = response.headers["set-cookie"].split(";")[0]
+        cookie: str = response.headers["set-cookie"].split(";")[0]
     return cookie
 
 

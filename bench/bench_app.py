@@ -1,6 +1,6 @@
 """The app the benchmark loads: the real service, plus a plain-text route as the framework ceiling.
 
-Run by bench/auth_ratio.sh under the same uvicorn server and settings as ``authserver serve``
+Run by bench/auth_ratio.py under the same uvicorn server and settings as ``authserver serve``
 (uvloop, httptools, no access log): ``python bench/bench_app.py PORT``.
 """
 
@@ -13,9 +13,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from authserver.app import create_app
-from authserver.cli import run_servers, uvicorn_server
 from authserver.config import load_settings
 from authserver.logs import configure_logging
+from authserver.serving import bind, run_servers, uvicorn_server
 
 
 async def hello(request: Request) -> Response:
@@ -30,8 +30,6 @@ def main() -> None:
     # The ceiling shares the app, its middleware and the server with /auth: the ratio is the cost
     # of the session check, the policy decision and signing.
     app.router.routes.insert(0, Route("/bench/hello", hello))
-    from authserver.cli import bind
-
     run_servers([(uvicorn_server(app, "warning"), bind(settings.host, port))])
 
 

@@ -3,6 +3,7 @@ the app behind Starlette's TestClient, and a real uvicorn server for client-libr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +93,16 @@ def make_service(
 @pytest.fixture
 def service(make_service: ServiceFactory) -> Service:
     return make_service()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under ``scripts/test`` (AUTHSERVER_REQUIRE_E2E=1) a skipped Node or browser test fails: the
+    set-up installs what they need, so a skip there means something is broken, not absent."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    required = os.environ.get("AUTHSERVER_REQUIRE_E2E") == "1"
+    if required and report.skipped and any(item.get_closest_marker(m) for m in ("node", "browser")):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"end-to-end test skipped under AUTHSERVER_REQUIRE_E2E=1: {reason}"

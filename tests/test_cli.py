@@ -316,8 +316,26 @@ def test_check_without_settings_is_ok_in_development_mode_with_a_demo_warning(cl
     assert result.code == EXIT_OK
     lines = result.out.splitlines()
     assert lines[0].startswith("configuration OK: development")
+    assert "  Ably: an embedded sandbox on port 8001" in lines  # what serve will really use
+    assert any(line.startswith("  session secret: ephemeral") for line in lines)
     assert "  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION." in lines
     assert result.err == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ABLY_ENDPOINT", "http://127.0.0.1:8001", "ABLY_ENDPOINT: set ABLY_API_KEY"),
+        ("DATABASE_URL", "sqlite:////nonexistent-dir/x.db", "DATABASE_URL: the directory"),
+    ],
+)
+def test_check_refuses_what_serve_would_refuse(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    result = cli("check")
+    assert result.code == EXIT_CONFIG
+    assert message in result.err
 
 
 def test_check_in_production_names_the_key_but_never_a_secret(cli: Cli, production: None) -> None:
@@ -325,6 +343,8 @@ def test_check_in_production_names_the_key_but_never_a_secret(cli: Cli, producti
     assert result.code == EXIT_OK
     assert result.out.startswith("configuration OK: production\n")
     assert "  signing key: appId.keyId (1 key(s) configured)" in result.out.splitlines()
+    assert "  Ably: real Ably" in result.out.splitlines()
+    assert "ephemeral" not in result.out
     assert "WARNING" not in result.out
     assert KEY_SECRET not in result.out + result.err
     assert SESSION_SECRET not in result.out + result.err

@@ -283,11 +283,11 @@ def test_default_sandbox_port_is_never_out_of_range() -> None:
         ({"TOKEN_MAX_TTL": "600"}, "token_ttl", 600),  # the default TTL never exceeds the maximum
         ({"TOKEN_MAX_TTL": "600"}, "token_max_ttl", 600),
         ({"AUTHSERVER_SESSION_TTL": "60"}, "session_ttl", 60),
-        ({"ABLY_ENDPOINT": "http://127.0.0.1:8001"}, "ably_endpoint", "http://127.0.0.1:8001"),
-        ({"ABLY_ENDPOINT": "https://sandbox.example/"}, "ably_endpoint", "https://sandbox.example"),
-        ({"ABLY_ENDPOINT": "http://[::1]:8001"}, "ably_endpoint", "http://[::1]:8001"),
+        ({**PRODUCTION, "ABLY_ENDPOINT": "http://127.0.0.1:8001"}, "ably_endpoint", "http://127.0.0.1:8001"),
+        ({**PRODUCTION, "ABLY_ENDPOINT": "https://sandbox.example/"}, "ably_endpoint", "https://sandbox.example"),
+        ({**PRODUCTION, "ABLY_ENDPOINT": "http://[::1]:8001"}, "ably_endpoint", "http://[::1]:8001"),
         ({"DATABASE_URL": "sqlite:///:memory:"}, "database_path", ":memory:"),
-        ({"DATABASE_URL": "sqlite:///data/auth.db"}, "database_path", "data/auth.db"),
+        ({"DATABASE_URL": "sqlite:///auth.db"}, "database_path", "auth.db"),
         ({"DATABASE_URL": "sqlite:////var/lib/auth.db"}, "database_path", "/var/lib/auth.db"),
         ({"ABLY_JS": "LOCAL"}, "ably_js", "local"),
         ({"ABLY_JS_PATH": "/opt/ably"}, "ably_js_path", Path("/opt/ably")),
@@ -414,3 +414,13 @@ def test_endpoint_with_credentials_is_refused_without_echoing_them() -> None:
         load_settings({"ABLY_ENDPOINT": "https://user:hunter2@sandbox.example/?key=a.b:S3CRET"}, env_file=None)
     assert "ABLY_ENDPOINT" in caught.value.message
     assert "hunter2" not in caught.value.message and "S3CRET" not in caught.value.message
+
+
+def test_an_endpoint_without_a_key_is_refused_as_serve_would() -> None:
+    with pytest.raises(ConfigError, match="ABLY_ENDPOINT: set ABLY_API_KEY"):
+        load_settings({"ABLY_ENDPOINT": "http://127.0.0.1:8001"}, env_file=None)
+
+
+def test_a_database_in_a_missing_directory_is_refused_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL: the directory"):
+        load_settings({"DATABASE_URL": "sqlite:////nonexistent-dir/x.db"}, env_file=None)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from authserver.database import Database, DatabaseError
-from authserver.errors import UnavailableError
+from authserver.database import Database
+from authserver.errors import DatabaseError, UnavailableError
 
 
 def test_the_file_and_schema_are_created_on_first_use(tmp_path: Path) -> None:

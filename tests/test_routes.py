@@ -12,7 +12,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from authserver.app import create_app
-from authserver.capabilities import Capability
 from authserver.identity import Credentials, Identity
 from authserver.identity.passwords import Passwords
 from authserver.tokenrequests import compute_mac
@@ -491,11 +490,6 @@ def test_no_secret_password_or_token_is_ever_logged(
         assert secret not in text  # ...but never a credential
 
 
-def test_capability_type_round_trips_what_the_endpoint_grants(alice: Service) -> None:
-    details = alice.client.get("/auth").json()
-    assert Capability.parse(details["capability"]).to_json() == details["capability"]
-
-
 # --- hostile and unlucky requests: clear 4xx/5xx, never a crash, nothing leaked ------------------
 
 
@@ -579,3 +573,26 @@ def test_an_unexpected_error_is_an_ably_500_and_its_message_is_not_logged(
     assert response.headers["x-content-type-options"] == "nosniff"
     logged = "\n".join(r.getMessage() + str(r.exc_info) + str(r.exc_text) for r in caplog.records)
     assert "RuntimeError" in logged and "hunter2" not in logged
+
+
+class HeaderIdentity:
+    """A stand-in upstream identity source: ``X-Test-User: name`` is trusted as that user."""
+
+    def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
+        user = credentials.headers.get("x-test-user")
+        return None if user is None else Identity(subject=user, client_id=user, role="user")
+
+
+def test_an_extra_identity_source_plugs_in_beside_the_session(
+    make_settings: SettingsFactory, fast_passwords: Passwords
+) -> None:
+    app = create_app(make_settings(), passwords=fast_passwords, authenticators=(HeaderIdentity(),))
+    with TestClient(app) as client:
+        claims = verify(client.get("/auth", headers={"x-test-user": "upstream-7"}).json()["token"])
+        assert claims["x-ably-clientId"] == "upstream-7"
+        assert "private:upstream-7" in json.loads(claims["x-ably-capability"])
+        # not its credentials: the session cookie decides, and without one it is the usual 401
+        assert_ably_error(client.get("/auth"), 401, 40101)
+        app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0)
+        assert client.post("/login", json={"username": "alice", "password": "correct horse"}).status_code == 200
+        assert verify(client.get("/auth").json()["token"])["x-ably-clientId"] == "alice"

@@ -252,6 +252,7 @@ def test_pinned_cdn_build_is_ably_js_2() -> None:
     assert ABLY_JS_CDN_INTEGRITY.startswith("sha384-")
 
 
+@pytest.mark.node  # needs the npm copy that the set-up installs
 def test_pinned_integrity_matches_the_npm_build_of_that_version() -> None:
     package = NPM_ABLY / "package.json"
     if not package.is_file():

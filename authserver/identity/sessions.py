@@ -5,7 +5,8 @@ the database does not hand out live sessions. Logging out deletes the record, wh
 session everywhere. Sessions are re-checked when they are resolved:
 
 - an account session follows its account: disabled -> 403, removed -> 401, a new role or clientId
-  applies to the next token; changing the password or disabling the account ends its sessions;
+  applies to the next token; changing the password ends its sessions (disabling keeps them, so that
+  clients get the final 403 rather than a 401 they would retry);
 - a demo session ends (401) once demo login is off, and once its name or clientId belongs to an
   account, so a demo login can never become an account's identity.
 

@@ -1,0 +1,64 @@
+"""Running ASGI apps under uvicorn, on sockets bound first (so port 0 works and the real port can be
+announced), several servers in one event loop (the service beside its development sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Sequence
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from .errors import ConfigError
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on ``host:port`` (0: any free port).
+
+    :raises ConfigError: the address cannot be used (in use, not ours, no permission).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError([f"cannot listen on {host}:{port}: {exc.strerror}"]) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def uvicorn_server(app: ASGIApp, log_level: str) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,  # NOTE: an access log line would carry sandbox tokens in query strings
+        log_config=None,
+        proxy_headers=True,
+        server_header=False,
+        ws_max_size=1 << 20,
+        # Clients renewing short-lived tokens reuse pooled connections; uvicorn's 5 s default
+        # closes them just as a renewal goes out and the renewal fails (80019).
+        timeout_keep_alive=75,
+    )
+    return uvicorn.Server(config)
+
+
+def run_servers(servers: Sequence[tuple[uvicorn.Server, socket.socket]]) -> None:
+    """Serve until interrupted (uvloop when installed, as uvicorn[standard] brings it)."""
+
+    async def run_all() -> None:
+        await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(run_all())
+    else:
+        uvloop.run(run_all())
