@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -27,13 +33,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -56,3 +55,84 @@ def running_server(app: Any, *, timeout: float = 10.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout)
+        assert not thread.is_alive(), f"uvicorn did not stop within {timeout} s"
+
+
+AUTHSERVER = str(Path(sys.executable).with_name("authserver"))
+
+# What `authserver serve` and `authserver sandbox` log (INFO) once their sockets are bound.
+SERVE_ANNOUNCEMENT = re.compile(r"authserver \S+ on (?P<url>http://\S+) \(signing key \S+, Ably: (?P<ably>[^)]+)\)")
+SANDBOX_ANNOUNCEMENT = re.compile(r"Ably sandbox on (?P<url>http://\S+) for key\(s\) ")
+
+
+@dataclass(frozen=True)
+class Announced:
+    """A running ``authserver serve`` or ``authserver sandbox`` and what it announced."""
+
+    process: subprocess.Popen[bytes]
+    #: Where it listens, e.g. ``http://127.0.0.1:41234``.
+    url: str
+    #: ``serve`` only: where it says Ably is (the embedded sandbox in development mode, or "real Ably").
+    ably_endpoint: str | None
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.url).port
+        assert port is not None
+        return port
+
+
+def _accepts_connections(url: str) -> bool:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def running_authserver(
+    args: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: Path, timeout: float = 20.0
+) -> Iterator[Announced]:
+    """Run ``authserver ARGS`` (``serve`` or ``sandbox``) until the block ends, its output appended to ``log``.
+
+    Give it port 0 (``AUTHSERVER_PORT``, ``AUTHSERVER_SANDBOX_PORT`` or ``--port``): the ports it bound
+    are read from its start-up line, so no other process can take them in between. Yields once every
+    announced ``http://`` address accepts connections; fails if that takes longer than ``timeout``
+    seconds or the process exits first.
+    """
+    pattern = SERVE_ANNOUNCEMENT if args[0] == "serve" else SANDBOX_ANNOUNCEMENT
+    start = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as out:
+        process = subprocess.Popen([AUTHSERVER, *args], cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        announced: Announced | None = None
+        while True:
+            if announced is None:
+                with log.open("rb") as written:
+                    written.seek(start)
+                    found = pattern.search(written.read().decode("utf-8", errors="replace"))
+                if found is not None:
+                    ably = found.groupdict().get("ably")
+                    announced = Announced(process, found["url"], ably)
+            if announced is not None:
+                urls = [announced.url, *([announced.ably_endpoint] if announced.ably_endpoint else [])]
+                if all(_accepts_connections(url) for url in urls if url.startswith("http://")):
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_bytes()[start:].decode("utf-8", errors="replace")[-4000:]
+                if process.returncode is not None:
+                    raise AssertionError(f"authserver {args[0]} exited with {process.returncode}:\n{tail}")
+                raise AssertionError(f"authserver {args[0]} was not listening within {timeout} s:\n{tail}")
+            time.sleep(0.05)
+        yield announced
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

@@ -6,53 +6,24 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from helpers import free_port
-
-
-def authserver_bin() -> str:
-    return str(Path(sys.executable).with_name("authserver"))
+from helpers import AUTHSERVER, running_authserver
 
 
 @dataclass
 class Served:
     url: str
+    #: The port of the Ably sandbox the service uses (embedded, or the separate one).
+    sandbox_port: int
     log: Path
     env: dict[str, str]
-
-
-@contextmanager
-def running(args: list[str], env: dict[str, str], workdir: Path, ready_url: str, log: Path) -> Iterator[None]:
-    """Run an ``authserver`` subcommand until the block ends; wait for ``ready_url`` to answer."""
-    with log.open("ab") as out:
-        process = subprocess.Popen([authserver_bin(), *args], cwd=workdir, env=env, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"authserver {args[0]} did not start:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def bare_env(workdir: Path, **settings: str) -> dict[str, str]:
@@ -60,35 +31,37 @@ def bare_env(workdir: Path, **settings: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), **settings}
 
 
+def port_of(url: str | None) -> int:
+    port = urlsplit(url or "").port
+    assert port is not None, url
+    return port
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     workdir = tmp_path_factory.mktemp("serve")
-    port, sandbox_port = free_port(), free_port()
-    # No key, no secret, no database URL: only the ports (CI may run other servers) and a short TTL
-    # so that renewals come every few seconds.
-    env = bare_env(workdir, AUTHSERVER_PORT=str(port), AUTHSERVER_SANDBOX_PORT=str(sandbox_port), TOKEN_TTL="5")
-    url = f"http://127.0.0.1:{port}"
+    # No key, no secret, no database URL: only port 0 for both servers (CI may run other servers) and a
+    # short TTL so that renewals come every few seconds.
+    env = bare_env(workdir, AUTHSERVER_PORT="0", AUTHSERVER_SANDBOX_PORT="0", TOKEN_TTL="5")
     log = workdir / "serve.log"
-    with running(["serve"], env, workdir, f"{url}/healthz", log):
-        yield Served(url, log, env)
+    with running_authserver(["serve"], env=env, cwd=workdir, log=log) as serve:
+        yield Served(serve.url, port_of(serve.ably_endpoint), log, env)
 
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     workdir = tmp_path_factory.mktemp("production")
-    port, sandbox_port = free_port(), free_port()
     env = bare_env(
         workdir,
         ABLY_API_KEY="prodApp.prodKey:" + "k" * 43,
         SESSION_SECRET="s" * 40,
-        ABLY_ENDPOINT=f"http://127.0.0.1:{sandbox_port}",
-        AUTHSERVER_PORT=str(port),
-        AUTHSERVER_SANDBOX_PORT=str(sandbox_port),
+        AUTHSERVER_PORT="0",
+        AUTHSERVER_SANDBOX_PORT="0",
         TOKEN_TTL="5",
         AUTHSERVER_LOG_LEVEL="debug",
     )
     result = subprocess.run(
-        [authserver_bin(), "users", "add", "carol"],
+        [AUTHSERVER, "users", "add", "carol"],
         input="carol-password\n",
         text=True,
         env=env,
@@ -97,13 +70,13 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    url = f"http://127.0.0.1:{port}"
     log = workdir / "serve.log"
-    with (
-        running(["sandbox"], env, workdir, f"http://127.0.0.1:{sandbox_port}/time", log),
-        running(["serve"], env, workdir, f"{url}/healthz", log),
-    ):
-        yield Served(url, log, env)
+    # The sandbox first: ABLY_ENDPOINT must name its (announced) port before the service starts.
+    with running_authserver(["sandbox"], env=env, cwd=workdir, log=log) as sandbox:
+        env["ABLY_ENDPOINT"] = sandbox.url
+        with running_authserver(["serve"], env=env, cwd=workdir, log=log) as serve:
+            assert serve.ably_endpoint == sandbox.url
+            yield Served(serve.url, sandbox.port, log, env)
 
 
 def test_zero_configuration_runs_in_announced_development_mode(served: Served) -> None:
@@ -117,13 +90,13 @@ def test_zero_configuration_runs_in_announced_development_mode(served: Served) -
 def test_zero_configuration_points_the_page_at_the_embedded_sandbox(served: Served) -> None:
     options = httpx.get(f"{served.url}/client-config").json()["clientOptions"]
     assert options["endpoint"] == "127.0.0.1" and options["tls"] is False
-    assert options["port"] == int(served.env["AUTHSERVER_SANDBOX_PORT"])
+    assert options["port"] == served.sandbox_port
     assert httpx.get(f"http://127.0.0.1:{options['port']}/time").status_code == 200
 
 
 def test_smoke_stays_connected_across_three_renewals(served: Served) -> None:
     result = subprocess.run(
-        [authserver_bin(), "smoke", "--url", served.url, "--renewals", "3", "--timeout", "60"],
+        [AUTHSERVER, "smoke", "--url", served.url, "--renewals", "3", "--timeout", "60"],
         env=served.env,
         capture_output=True,
         text=True,
@@ -136,7 +109,7 @@ def test_smoke_stays_connected_across_three_renewals(served: Served) -> None:
 
 def test_smoke_fails_with_a_clear_message(served: Served) -> None:
     result = subprocess.run(
-        [authserver_bin(), "smoke", "--url", served.url, "--username", "not:safe"],
+        [AUTHSERVER, "smoke", "--url", served.url, "--username", "not:safe"],
         env=served.env,
         capture_output=True,
         text=True,
@@ -157,11 +130,11 @@ def test_production_mode_follows_ably_endpoint_to_a_separate_sandbox(production:
     health = httpx.get(f"{production.url}/healthz").json()
     assert health["development"] is False and health["keyName"] == "prodApp.prodKey"
     options = httpx.get(f"{production.url}/client-config").json()["clientOptions"]
-    assert options["port"] == int(production.env["AUTHSERVER_SANDBOX_PORT"])
+    assert options["port"] == production.sandbox_port
     # demo login is off in production: an unknown name does not get in
     assert httpx.post(f"{production.url}/login", json={"username": "x", "password": "y"}).status_code == 401
     result = subprocess.run(
-        [authserver_bin(), "smoke", "--url", production.url, "--username", "carol", "--password-stdin"],
+        [AUTHSERVER, "smoke", "--url", production.url, "--username", "carol", "--password-stdin"],
         input="carol-password\n",
         env=production.env,
         capture_output=True,

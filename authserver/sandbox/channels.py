@@ -1,4 +1,5 @@
-"""Channels: who is attached (and with which modes), the presence set and the message history.
+"""Channels: who is attached (and with which modes) and the message history; each has a presence
+set (:mod:`.presence`) whose events it broadcasts.
 
 A channel numbers everything it broadcasts; ``channelSerial`` is ``<epoch>:<seq>``. An attachment
 remembers the last message number its connection was sent (or would have been sent while live), so
@@ -17,12 +18,11 @@ from ..errors import BadRequestError
 from .budget import Kept, StoreBudget
 from .limits import LimitError, SandboxLimits
 from .payloads import payload_size
-from .protocol import Action, Flag, Frame, Outbound, PresenceAction
+from .presence import Member as Member
+from .presence import MemberKey, PresenceSet
+from .protocol import Action, Flag, Frame, Outbound
 
 MAX_CHANNEL_NAME = 512
-SYNC_PAGE_SIZE = 100
-Member = dict[str, Any]
-MemberKey = tuple[str, str]  # (connectionId, clientId)
 
 
 class Subscriber(Protocol):
@@ -65,10 +65,6 @@ def check_channel_name(name: object) -> str:
     return name
 
 
-def _same_payload(a: Member, b: Member) -> bool:
-    return all(a.get(k) == b.get(k) for k in ("data", "encoding", "extras"))
-
-
 class Channel:
     """One channel; its history and members count against ``budget`` (shared by all channels)."""
 
@@ -79,10 +75,9 @@ class Channel:
         self._limits = limits
         self._budget = budget or StoreBudget(limits.max_stored_bytes)
         self._history: deque[tuple[int, Member, Kept]] = deque()
-        self._member_costs: dict[MemberKey, int] = {}
         self._dropped_upto = 0  # seq of the newest message no longer in history
         self._dropped_count = 0  # how many messages fell out of history
-        self.members: dict[MemberKey, Member] = {}
+        self.presence = PresenceSet(limits, self._budget)
         self.attachments: dict[str, Attachment] = {}
 
     @property
@@ -90,8 +85,12 @@ class Channel:
         return f"{self.epoch}:{self.seq}"
 
     @property
+    def members(self) -> dict[MemberKey, Member]:
+        return self.presence.members
+
+    @property
     def idle(self) -> bool:
-        return not self.attachments and not self.members
+        return not self.attachments and not self.presence.members
 
     # -- attachments ----------------------------------------------------------------------------------
 
@@ -150,10 +149,7 @@ class Channel:
         """The channel is being forgotten: give its history and members back to the budget."""
         while self._history:
             self._budget.forget(self._drop_oldest())
-        for cost in self._member_costs.values():
-            self._budget.release(cost)
-        self._member_costs.clear()
-        self.members.clear()
+        self.presence.clear()
 
     def catch_up(self, attachment: Attachment) -> tuple[list[Frame], bool]:
         """MESSAGE frames ``attachment`` missed, and whether history still reached back far enough."""
@@ -192,55 +188,12 @@ class Channel:
     # -- presence ---------------------------------------------------------------------------------------
 
     def apply_presence(self, message: Member) -> Member | None:
-        """Apply one stamped ENTER/UPDATE/LEAVE; returns the event to broadcast, or None.
-
-        Re-entering with unchanged data (clients re-enter after every re-attach) broadcasts nothing.
-
-        :raises LimitError: the channel already has ``max_presence_members`` members (91003), or the
-            sandbox's store budget is spent (42910).
-        """
-        key: MemberKey = (message["connectionId"], message["clientId"])
-        existing = self.members.get(key)
-        action = message["action"]
-        if action == PresenceAction.LEAVE:
-            if existing is None:
-                return None
-            del self.members[key]
-            self._budget.release(self._member_costs.pop(key, 0))
-            return message
-        if existing is None and len(self.members) >= self._limits.max_presence_members:
-            raise LimitError(
-                f"channel has the maximum of {self._limits.max_presence_members} presence members",
-                code=91003,
-                status=400,
-            )
-        if existing is not None and _same_payload(existing, message):
-            return None
-        cost = self._budget.reserve(payload_size(message))
-        self._budget.release(self._member_costs.pop(key, 0))
-        self._member_costs[key] = cost
-        self.members[key] = {**message, "action": int(PresenceAction.PRESENT)}
-        if existing is not None:
-            return {**message, "action": int(PresenceAction.UPDATE)}
-        return message
+        """See :meth:`PresenceSet.apply`."""
+        return self.presence.apply(message)
 
     def remove_members(self, connection_id: str, *, now_ms: int) -> list[Member]:
-        """Drop the members of a connection that went away; returns synthesised LEAVE events."""
-        events: list[Member] = []
-        for key in [k for k in self.members if k[0] == connection_id]:
-            member = self.members.pop(key)
-            self._budget.release(self._member_costs.pop(key, 0))
-            # The id is deliberately not prefixed by the connectionId: clients then treat the LEAVE as
-            # synthesised and compare timestamps (RTP2b1), which must be newer than the member's.
-            timestamp = max(now_ms, int(member.get("timestamp", 0)) + 1)
-            leave = {k: v for k, v in member.items() if k in ("clientId", "connectionId", "data", "encoding")}
-            leave.update(
-                action=int(PresenceAction.LEAVE),
-                id=f"leave:{connection_id}:{timestamp}:{len(events)}",
-                timestamp=timestamp,
-            )
-            events.append(leave)
-        return events
+        """See :meth:`PresenceSet.remove_connection`."""
+        return self.presence.remove_connection(connection_id, now_ms=now_ms)
 
     def broadcast_presence(self, events: list[Member], *, frame_fields: dict[str, Any]) -> None:
         if not events:
@@ -260,22 +213,7 @@ class Channel:
                 attachment.subscriber.deliver(frame)
 
     def sync_frames(self) -> list[Frame]:
-        """SYNC pages for the current members; the last page's ``channelSerial`` has an empty cursor."""
-        members = list(self.members.values())
-        sync_id = secrets.token_hex(4)
-        frames: list[Frame] = []
-        for start in range(0, len(members), SYNC_PAGE_SIZE):
-            end = start + SYNC_PAGE_SIZE
-            cursor = str(end) if end < len(members) else ""
-            frames.append(
-                {
-                    "action": int(Action.SYNC),
-                    "channel": self.name,
-                    "channelSerial": f"{sync_id}:{cursor}",
-                    "presence": members[start:end],
-                }
-            )
-        return frames
+        return self.presence.sync_frames(self.name)
 
 
 def _group_by_seq(items: list[tuple[int, Member]]) -> Iterator[tuple[int, list[Member]]]:

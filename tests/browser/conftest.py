@@ -7,9 +7,7 @@ both (apt ``chromium``, ``npm install --prefix .cache/node ably@2``), so in CI t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+from helpers import AUTHSERVER, running_authserver
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,8 +49,7 @@ class Service:
 
     def cli(self, *args: str) -> None:
         """Run ``authserver ARGS`` against this service's database, as an operator would."""
-        command = str(Path(sys.executable).parent / "authserver")
-        done = subprocess.run([command, *args], env=self.env, cwd=self.workdir, capture_output=True, timeout=30)
+        done = subprocess.run([AUTHSERVER, *args], env=self.env, cwd=self.workdir, capture_output=True, timeout=30)
         assert done.returncode == 0, done.stderr.decode(errors="replace")
 
     def log_tail(self, lines: int = 60) -> str:
@@ -81,13 +80,6 @@ class ConsoleLog:
         return found
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def chromium_path() -> Path:
     if not CHROMIUM.is_file():
@@ -104,16 +96,17 @@ def ably_js_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iterator[Service]:
-    """``authserver serve`` on free ports, development mode (embedded sandbox), one user: alice."""
+    """``authserver serve`` on ports it picks, development mode (embedded sandbox), one user: alice."""
     workdir = tmp_path_factory.mktemp("authserver")
-    port, sandbox_port = free_port(), free_port()
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("ABLY_", "AUTHSERVER_", "TOKEN_", "SESSION_", "DATABASE_"))
     }
     env.update(
-        AUTHSERVER_SANDBOX_PORT=str(sandbox_port),
+        # port 0: both servers take free ports and announce them (no window for another process)
+        AUTHSERVER_PORT="0",
+        AUTHSERVER_SANDBOX_PORT="0",
         TOKEN_TTL=str(TOKEN_TTL),
         ABLY_JS="local",
         ABLY_JS_PATH=str(ably_js_dir),
@@ -121,10 +114,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iter
         DATABASE_URL=f"sqlite:///{workdir / 'users.db'}",
         AUTHSERVER_LOG_LEVEL="info",
     )
-    command = str(Path(sys.executable).parent / "authserver")
     # cwd=workdir: no .env of the developer's checkout leaks into the test.
     added = subprocess.run(
-        [command, "users", "add", USERNAME, "--role", "user"],
+        [AUTHSERVER, "users", "add", USERNAME, "--role", "user"],
         input=f"{PASSWORD}\n".encode(),
         env=env,
         cwd=workdir,
@@ -135,25 +127,12 @@ def service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iter
     assert added.returncode == 0, f"users add failed: {added.stderr.decode(errors='replace')}"
 
     log_path = workdir / "serve.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [command, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=workdir,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    running = Service(f"http://127.0.0.1:{port}", log_path, process, env, workdir)
-    try:
+    with running_authserver(
+        ["serve", "--host", "127.0.0.1"], env=env, cwd=workdir, log=log_path, timeout=STARTUP_TIMEOUT
+    ) as serve:
+        running = Service(serve.url, log_path, serve.process, env, workdir)
         _wait_healthy(running)
         yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def _wait_healthy(service: Service) -> None:

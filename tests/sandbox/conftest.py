@@ -119,9 +119,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def run_stack(limits: SandboxLimits | None = None) -> Iterator[Stack]:
-    token_app = TokenApp()
-    with serve(create_sandbox_app([KEY, OTHER_KEY], limits=limits)) as sandbox, serve(token_app.app()) as tokens:
+def run_stack(limits: SandboxLimits | None = None, *, clock: Callable[[], float] = time.time) -> Iterator[Stack]:
+    """A sandbox and a token app serving ``KEY`` and ``OTHER_KEY``; both tell the time by ``clock``."""
+    token_app = TokenApp(clock=clock)
+    sandbox_app = create_sandbox_app([KEY, OTHER_KEY], limits=limits, clock=clock)
+    with serve(sandbox_app) as sandbox, serve(token_app.app()) as tokens:
         yield Stack(sandbox, tokens, token_app)
 
 

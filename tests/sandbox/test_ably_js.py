@@ -141,12 +141,21 @@ def test_expiry_without_auth_disconnects_40142_and_resumes(runs: dict[str, NodeR
     assert not any(c["current"] == "failed" for c in result["changes"])
 
 
-def test_token_request_is_exchanged_through_request_token(runs: dict[str, NodeRun]) -> None:
+def test_token_request_is_exchanged_through_request_token_and_renewed_on_the_same_connection(
+    runs: dict[str, NodeRun],
+) -> None:
     result = runs["token-request"].result()
     assert result["tokenLooksOpaque"]
     assert result["received"] == [{"data": "via token request", "clientId": result["clientId"]}]
     assert result["renewals"] >= 1
-    assert result["reasons"] == [80017, 80017] or all(r == 80017 for r in result["reasons"])
+    assert result["tokenChanged"]
+    # connect, then only in-band renewals (connected -> connected), none of them carrying an error
+    assert [(c["previous"], c["current"], c["reason"]) for c in result["changes"]] == [
+        ("initialized", "connecting", None),
+        ("connecting", "connected", None),
+    ] + [("connected", "connected", None)] * result["renewals"]
+    assert [c["connectionId"] for c in result["changes"][1:]] == [result["connectionId"]] * (1 + result["renewals"])
+    assert result["sameConnection"]
 
 
 def test_revocation_disconnects_40141_and_the_old_token_is_refused(runs: dict[str, NodeRun]) -> None:

@@ -1,4 +1,5 @@
-"""Channels in memory: bounded history, catch-up after a resume, presence bounds and the channel limit."""
+"""Channels in memory: bounded history, catch-up after a resume, presence fan-out and the channel limit
+(the presence set itself: test_presence.py)."""
 
 from __future__ import annotations
 
@@ -77,15 +78,6 @@ def test_presence_subscribers_only_get_presence_with_the_mode() -> None:
     assert event is not None
     channel.broadcast_presence([event], frame_fields={})
     assert without.frames == []
-
-
-def test_presence_member_limit_is_91003() -> None:
-    channel = Channel("c", LIMITS)
-    for n in range(2):
-        channel.apply_presence({"action": 2, "clientId": f"u{n}", "connectionId": "c", "id": "i", "timestamp": 1})
-    with pytest.raises(AuthServerError) as caught:
-        channel.apply_presence({"action": 2, "clientId": "u3", "connectionId": "c", "id": "i", "timestamp": 1})
-    assert caught.value.code == 91003
 
 
 def test_channel_limit_evicts_idle_channels_then_refuses_90021() -> None:
