@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -28,6 +30,15 @@ NOT_LOGGED_IN = ("/session", "status of 401")
 WRONG_PASSWORD = ("/login", "status of 401")
 UNREACHABLE = ("/login", "net::ERR_FAILED")
 SESSION_GONE = ("/auth", "status of 401")
+
+
+@contextmanager
+def server_log_on_failure(service: Service) -> Iterator[None]:
+    """A failed assertion carries the tail of the service's log: what the server saw matters."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- authserver log ---\n{service.log_tail()}") from None
 
 
 def states_shown(page: Page) -> list[str]:
@@ -71,10 +82,8 @@ def publish(page: Page, text: str) -> None:
 
 def test_login_stay_connected_across_renewals_and_log_out(page: tuple[Page, ConsoleLog], service: Service) -> None:
     browser_page, console = page
-    try:
+    with server_log_on_failure(service):
         run_main_scenario(browser_page, console, service)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- authserver log ---\n{service.log_tail()}") from None
 
 
 def run_main_scenario(page: Page, console: ConsoleLog, service: Service) -> None:
@@ -180,10 +189,8 @@ def run_main_scenario(page: Page, console: ConsoleLog, service: Service) -> None
 
 def test_session_ended_elsewhere_stops_the_client(page: tuple[Page, ConsoleLog], service: Service) -> None:
     browser_page, console = page
-    try:
+    with server_log_on_failure(service):
         run_session_ended_scenario(browser_page, console, service)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- authserver log ---\n{service.log_tail()}") from None
 
 
 def run_session_ended_scenario(page: Page, console: ConsoleLog, service: Service) -> None:
@@ -216,9 +223,8 @@ def run_session_ended_scenario(page: Page, console: ConsoleLog, service: Service
 def test_a_disabled_account_is_a_final_refusal_the_page_shows(page: tuple[Page, ConsoleLog], service: Service) -> None:
     browser_page, console = page
     try:
-        run_disabled_scenario(browser_page, console, service)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- authserver log ---\n{service.log_tail()}") from None
+        with server_log_on_failure(service):
+            run_disabled_scenario(browser_page, console, service)
     finally:
         service.cli("users", "enable", USERNAME)
 
