@@ -20,11 +20,15 @@ from typing import TYPE_CHECKING, TextIO
 from . import __version__
 from .capabilities import Capability
 from .config import SETTINGS_HELP, Settings, load_settings
+from .database import Database
 from .errors import AuthServerError, ConfigError, UserError
 from .identity import Identity
+from .identity.passwords import Passwords
+from .identity.users import UserStore
 from .issuance import TokenParams
 from .keys import AblyKey
 from .logs import configure_logging
+from .services import build_services
 from .serving import bind, run_servers, url_host, uvicorn_server
 
 if TYPE_CHECKING:
@@ -209,18 +213,14 @@ def _key_capabilities(settings: Settings) -> dict[str, Capability] | None:
     return {key.name: settings.key_capability for key in settings.ably_keys}
 
 
-def _services(settings: Settings):  # type: ignore[no-untyped-def]
-    from .services import build_services
-
-    if not settings.ably_keys:
-        settings = settings.with_sandbox(development_key(), "http://127.0.0.1:0")
-    return build_services(settings, clock=time.time)
+def _user_store(settings: Settings) -> UserStore:
+    return UserStore(Database(settings.database_path), Passwords(), settings.policy)
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.ably_keys:
         raise ConfigError(["ABLY_API_KEY: needed to sign tokens outside the development server"])
-    svc = _services(settings)
+    svc = build_services(settings, clock=time.time)
     user = svc.users.get(args.user)
     if user is None:
         raise UserError(f"no such user: {args.user!r}")
@@ -255,8 +255,7 @@ def _read_password(stdin: TextIO, *, confirm: bool) -> str:
 
 
 def _users(settings: Settings, args: argparse.Namespace, stdin: TextIO) -> int:
-    svc = _services(settings)
-    users = svc.users
+    users = _user_store(settings)
     command = args.users_command
     if command == "add":
         user = users.add(
