@@ -10,6 +10,7 @@ import os
 import subprocess
 import time
 from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +48,11 @@ class Service:
     env: dict[str, str]
     workdir: Path
 
-    def cli(self, *args: str) -> None:
+    def cli(self, *args: str, stdin: str = "") -> None:
         """Run ``authserver ARGS`` against this service's database, as an operator would."""
-        done = subprocess.run([AUTHSERVER, *args], env=self.env, cwd=self.workdir, capture_output=True, timeout=30)
+        done = subprocess.run(
+            [AUTHSERVER, *args], input=stdin.encode(), env=self.env, cwd=self.workdir, capture_output=True, timeout=30
+        )
         assert done.returncode == 0, done.stderr.decode(errors="replace")
 
     def log_tail(self, lines: int = 60) -> str:
@@ -187,8 +190,9 @@ INIT_SCRIPT = """
 """
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[tuple[Page, ConsoleLog]]:
+@contextmanager
+def browsing(browser: Browser) -> Iterator[tuple[Page, ConsoleLog]]:
+    """A page in a browser context of its own (its own cookies: another person), watched."""
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     console = ConsoleLog()
     opened = context.new_page()
@@ -199,3 +203,9 @@ def page(browser: Browser) -> Iterator[tuple[Page, ConsoleLog]]:
         yield opened, console
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[tuple[Page, ConsoleLog]]:
+    with browsing(browser) as opened:
+        yield opened

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from .conftest import ARTIFACTS, PASSWORD, TOKEN_TTL, USERNAME, ConsoleLog, Service
+from .conftest import ARTIFACTS, PASSWORD, TOKEN_TTL, USERNAME, ConsoleLog, Service, browsing
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -58,8 +58,8 @@ def assert_clean_console(page: Page, console: ConsoleLog, *allowed: tuple[str, s
     assert problems == [], "console errors:\n" + "\n".join(problems)
 
 
-def log_in(page: Page, password: str) -> None:
-    page.get_by_label("Username").fill(USERNAME)
+def log_in(page: Page, password: str, username: str = USERNAME) -> None:
+    page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
 
@@ -243,3 +243,27 @@ def run_disabled_scenario(page: Page, console: ConsoleLog, service: Service) -> 
     expect(error).to_contain_text("account is disabled")
     assert client_states(page) == ["failed"]
     assert_clean_console(page, console, NOT_LOGGED_IN, ("/auth", "status of 403"))
+
+
+def test_everyone_on_a_channel_sees_each_others_messages_and_presence(
+    page: tuple[Page, ConsoleLog], browser: Browser, service: Service
+) -> None:
+    alice, alice_console = page
+    service.cli("users", "add", "bob", stdin="bob-password\n")
+    with browsing(browser) as (bob, bob_console), server_log_on_failure(service):
+        for person, name, password in ((alice, USERNAME, PASSWORD), (bob, "bob", "bob-password")):
+            open_page(person, service)
+            log_in(person, password, username=name)
+            expect(person.get_by_test_id("connection-state")).to_have_text("connected", timeout=15_000)
+            attach(person, "chat:together")
+        for person in (alice, bob):
+            present = person.get_by_test_id("presence-list")
+            for name in (USERNAME, "bob"):
+                expect(present.get_by_text(name, exact=True)).to_be_visible(timeout=10_000)
+        for sender, receiver, name in ((bob, alice, "bob"), (alice, bob, USERNAME)):
+            text = f"hello from {name}"
+            publish(sender, text)
+            item = receiver.get_by_test_id("message-list").locator("li", has=receiver.get_by_text(text, exact=True))
+            expect(item).to_have_attribute("data-client-id", name, timeout=5_000)
+        assert_clean_console(alice, alice_console, NOT_LOGGED_IN)
+        assert_clean_console(bob, bob_console, NOT_LOGGED_IN)
