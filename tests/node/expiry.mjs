@@ -1,16 +1,13 @@
 // The expiry path: the sandbox sends no AUTH, so at expiry it sends DISCONNECTED 40142 and closes.
 // ably-js fetches a new token and resumes the same connection; a message published while it was
 // away is delivered after the resume.
-import { authOptions, closeAll, main, realtime, rest, settings, trace, until } from './lib.mjs';
+import { authOptions, closeAll, main, realtime, rest, recordStates, settings, until } from './lib.mjs';
 
 await main(async () => {
   const user = `js-expiry-${settings.suffix}`;
   const client = realtime(authOptions({ user, lifetime: String(settings.lifetime) }));
   const publisher = rest({ key: settings.key });
-  const changes = trace;
-  client.connection.on((change) => {
-    changes.push({ previous: change.previous, current: change.current, reason: change.reason ? change.reason.code : null });
-  });
+  const changes = recordStates(client);
   try {
     await client.connection.once('connected');
     const connectionId = client.connection.id;

@@ -77,6 +77,14 @@ export function errorOf(err) {
 /** What a failing scenario reports besides its error (drivers push state changes here). */
 export const trace = [];
 
+// Records every connection state change of `client` into `trace` (printed with the result).
+export function recordStates(client) {
+  client.connection.on((change) => {
+    trace.push({ previous: change.previous, current: change.current, reason: change.reason ? change.reason.code : null });
+  });
+  return trace;
+}
+
 /** Run `scenario`, print its result (or the error and the trace) as one JSON line, and exit. */
 export async function main(scenario, timeoutMs) {
   const timer = setTimeout(() => {

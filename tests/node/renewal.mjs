@@ -1,16 +1,13 @@
 // In-band renewal: short-lived tokens, the sandbox sends AUTH ahead of expiry, ably-js answers with a
 // new token on the same connection.  Publishing and presence keep working throughout.
-import { authOptions, closeAll, main, realtime, settings, trace, until } from './lib.mjs';
+import { authOptions, closeAll, main, realtime, recordStates, settings, until } from './lib.mjs';
 
 const startedAt = Date.now();
 
 await main(async () => {
   const user = `js-renew-${settings.suffix}`;
   const client = realtime(authOptions({ user, lifetime: String(settings.lifetime) }));
-  const changes = trace;
-  client.connection.on((change) => {
-    changes.push({ previous: change.previous, current: change.current, reason: change.reason ? change.reason.code : null });
-  });
+  const changes = recordStates(client);
   try {
     await client.connection.once('connected');
     const connectionId = client.connection.id;
