@@ -3,6 +3,16 @@
 This is the only module that reads ``os.environ`` or ``.env``. The environment wins over the file.
 Every problem is collected and reported together in one :class:`ConfigError` that names the
 setting and never repeats a secret's value.
+
+Where things are:
+
+- the ``.env`` file is ``AUTHSERVER_ENV_FILE`` when that is set in the environment (it must exist),
+  else ``.env`` in the working directory when there is one;
+- a relative path read from the ``.env`` file (``DATABASE_URL``'s SQLite file, ``AUTHSERVER_POLICY``,
+  ``ABLY_JS_PATH``) is relative to that file's directory, so the service finds the same files from
+  wherever it is started; one from the environment is relative to the working directory;
+- the default database, ``authserver.db``, sits beside the ``.env`` file that was read, or in the
+  working directory when there is none. :attr:`Settings.database_path` is always absolute.
 """
 
 from __future__ import annotations
@@ -24,8 +34,15 @@ from .policy import Policy, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "sqlite:///authserver.db"
+DEFAULT_ENV_FILE = ".env"
+DEFAULT_ABLY_JS_PATH = REPO_ROOT / ".cache" / "node" / "node_modules" / "ably"
 MIN_TOKEN_TTL = 5  # seconds: short lifetimes are for end-to-end tests of renewal
 HARD_MAX_TOKEN_TTL = 86400  # Ably's ceiling for access tokens (24 h)
+#: Ably prompts a client to renew (AUTH, action 17) about this long before its token expires, and
+#: only then: a token that lives less gets no prompt (ably-spec 8.1).
+ABLY_AUTH_LEAD = 30
+#: Below this TOKEN_TTL, `check` and `serve` warn that renewal on real Ably goes by reconnecting.
+SHORT_TOKEN_TTL = 35
 MIN_SESSION_SECRET = 32
 
 CookieSecure = Literal["auto", "true", "false"]
@@ -33,6 +50,7 @@ AblyJsSource = Literal["cdn", "local"]
 
 #: Every setting, with its meaning: rendered into ``authserver check`` and kept in step with env.example.
 SETTINGS_HELP: dict[str, str] = {
+    "AUTHSERVER_ENV_FILE": "the .env file to read (environment only; default: .env in the working directory)",
     "ABLY_API_KEY": "appId.keyId:secret (comma-separated for rotation; the first signs). Unset: development mode",
     "ABLY_KEY_CAPABILITY": "JSON capability of the key, the ceiling for every token (unset: unrestricted)",
     "ABLY_ENDPOINT": "where Ably is: unset = real Ably; http://host:port = a sandbox",
@@ -41,15 +59,15 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_SANDBOX_PORT": "port of the embedded sandbox in development mode (default AUTHSERVER_PORT + 1)",
     "TOKEN_TTL": "default token lifetime in seconds (default 3600, at least 5)",
     "TOKEN_MAX_TTL": "longest token lifetime in seconds (default and hard ceiling 86400)",
-    "DATABASE_URL": "accounts and sessions database (default sqlite:///authserver.db)",
+    "DATABASE_URL": "accounts and sessions database (default sqlite:///authserver.db, beside the .env file)",
     "SESSION_SECRET": "secret that signs session cookies, at least 32 characters (required with ABLY_API_KEY)",
     "AUTHSERVER_SESSION_TTL": "how long a login session lasts, in seconds (default 28800)",
     "AUTHSERVER_POLICY": "policy file (TOML or JSON) mapping roles to capabilities (default: the built-in policy)",
     "AUTHSERVER_DEMO_LOGIN": "true: any username/password logs in (NOT for production)",
     "AUTHSERVER_COOKIE_SECURE": "auto (Secure when the request is HTTPS), true or false",
     "AUTHSERVER_ALLOWED_ORIGINS": "extra origins allowed to POST /login and /logout (comma-separated)",
-    "ABLY_JS": "where the login page loads ably-js from: cdn (default) or local (the npm copy)",
-    "ABLY_JS_PATH": "directory of the npm-installed ably package (default .cache/node/node_modules/ably)",
+    "ABLY_JS": "where the login page loads ably-js from: local (the npm copy; default when installed) or cdn",
+    "ABLY_JS_PATH": "directory of the npm ably package (default: .cache/node/node_modules/ably of the checkout)",
     "AUTHSERVER_LOG_LEVEL": "debug, info, warning or error (default info)",
 }
 
@@ -68,9 +86,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     sandbox_port: int = 8001
+    #: AUTHSERVER_SANDBOX_PORT was set: the sandbox stays there when ``serve --port`` moves the service.
+    sandbox_port_explicit: bool = False
     token_ttl: int = 3600
     token_max_ttl: int = HARD_MAX_TOKEN_TTL
     database_url: str = DEFAULT_DATABASE_URL
+    #: The SQLite file ``database_url`` names, made absolute (or ``:memory:``).
+    database_path: str = "authserver.db"
     session_secret: str = field(default="", repr=False)
     session_secret_ephemeral: bool = False
     session_ttl: int = 28800
@@ -80,14 +102,21 @@ class Settings:
     cookie_secure: CookieSecure = "auto"
     allowed_origins: tuple[str, ...] = ()
     ably_js: AblyJsSource = "cdn"
-    ably_js_path: Path = REPO_ROOT / ".cache" / "node" / "node_modules" / "ably"
+    #: ABLY_JS was set; otherwise ``ably_js`` is "local" exactly when the npm copy is installed.
+    ably_js_explicit: bool = False
+    ably_js_path: Path = DEFAULT_ABLY_JS_PATH
     log_level: str = "info"
     #: No ABLY_API_KEY was configured: development mode, with an embedded sandbox under ``serve``.
     development: bool = False
+    #: The ``.env`` file the settings were read from (absolute), or None.
+    env_file: Path | None = None
 
-    @property
-    def database_path(self) -> str:
-        return sqlite_path(self.database_url)
+    def with_port(self, port: int) -> Settings:
+        """The service moved to ``port`` (``serve --port``): the sandbox follows, to ``port + 1``,
+        unless AUTHSERVER_SANDBOX_PORT names its own port."""
+        if self.sandbox_port_explicit:
+            return replace(self, port=port)
+        return replace(self, port=port, sandbox_port=_next_port(port))
 
     def with_sandbox(self, key: AblyKey, endpoint: str) -> Settings:
         """These settings pointed at a development sandbox that accepts ``key``."""
@@ -105,22 +134,87 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
-    """Build :class:`Settings` from ``environ`` (default ``os.environ``) over ``env_file``.
+def short_ttl_warning(token_ttl: int) -> str | None:
+    """Why a TOKEN_TTL this short behaves differently on real Ably, or None when it does not."""
+    if token_ttl >= SHORT_TOKEN_TTL:
+        return None
+    return (
+        f"TOKEN_TTL={token_ttl}s is under {SHORT_TOKEN_TTL}s: real Ably asks a client to renew (AUTH) only"
+        f" {ABLY_AUTH_LEAD}s before its token expires, so a token this short gets no in-band renewal and is"
+        " renewed by reconnecting (DISCONNECTED 40142 at every expiry); ably-python does that only once"
+        " (the second expiry leaves it reconnecting with the stale token). Use short TTLs for tests only."
+    )
 
+
+def _next_port(port: int) -> int:
+    return port + 1 if 0 < port < 65535 else 0
+
+
+def find_env_file(environ: Mapping[str, str], default: str | Path | None = DEFAULT_ENV_FILE) -> Path | None:
+    """The ``.env`` file to read: AUTHSERVER_ENV_FILE (which must exist), else ``default`` if it exists.
+
+    :raises ConfigError: AUTHSERVER_ENV_FILE names no file.
+    """
+    explicit = environ.get("AUTHSERVER_ENV_FILE", "").strip()
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError([f"AUTHSERVER_ENV_FILE: no such file: {str(path.absolute())!r}"])
+        return path.absolute()
+    if default is not None and Path(default).is_file():
+        return Path(default).absolute()
+    return None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path | None = DEFAULT_ENV_FILE,
+    *,
+    need_session_secret: bool = True,
+) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``) over the ``.env`` file.
+
+    :param env_file: the ``.env`` to read when it exists (AUTHSERVER_ENV_FILE in ``environ`` wins);
+        ``None``: none.
+    :param need_session_secret: the caller serves logins (``serve``, ``check``), so production mode
+        needs SESSION_SECRET; commands that never sign a cookie (``token``, ``sandbox``, ``users``) pass False.
     :raises ConfigError: naming every missing or invalid setting at once.
     """
-    values: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
-    return _Reader(values).settings()
+    environ = os.environ if environ is None else environ
+    path = find_env_file(environ, env_file)
+    from_file: dict[str, str] = {}
+    if path is not None:
+        from_file = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    values = {**from_file, **environ}
+    file_names = {name for name in from_file if name not in environ}
+    reader = _Reader(values, env_file=path, from_file=file_names, need_session_secret=need_session_secret)
+    return reader.settings()
 
 
 class _Reader:
-    def __init__(self, values: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        values: Mapping[str, str],
+        *,
+        env_file: Path | None = None,
+        from_file: set[str] | frozenset[str] = frozenset(),
+        need_session_secret: bool = True,
+    ) -> None:
         self.values = {k: v.strip() for k, v in values.items()}
         self.problems: list[str] = []
+        self.env_file = env_file
+        self.from_file = from_file
+        self.need_session_secret = need_session_secret
+        #: Where defaults live: beside the .env file, or the working directory.
+        self.home = env_file.parent if env_file is not None else Path.cwd()
+
+    def path(self, name: str, value: str) -> Path:
+        """``value`` as an absolute path: relative to the .env file when it came from there."""
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            base = self.env_file.parent if self.env_file is not None and name in self.from_file else Path.cwd()
+            path = base / path
+        return Path(os.path.normpath(path))
 
     def raw(self, name: str) -> str | None:
         value = self.values.get(name)
@@ -173,7 +267,7 @@ class _Reader:
         key_capability = self.parse("ABLY_KEY_CAPABILITY", None, Capability.parse)
         endpoint = self.parse("ABLY_ENDPOINT", None, _endpoint)
         port = self.integer("AUTHSERVER_PORT", 8000, 0, 65535)
-        sandbox_port = self.integer("AUTHSERVER_SANDBOX_PORT", port + 1 if 0 < port < 65535 else 0, 0, 65535)
+        sandbox_port = self.integer("AUTHSERVER_SANDBOX_PORT", _next_port(port), 0, 65535)
         if port and sandbox_port == port:
             self.problems.append("AUTHSERVER_SANDBOX_PORT: must differ from AUTHSERVER_PORT")
         max_ttl = self.integer("TOKEN_MAX_TTL", HARD_MAX_TOKEN_TTL, MIN_TOKEN_TTL, HARD_MAX_TOKEN_TTL)
@@ -181,14 +275,25 @@ class _Reader:
         if ttl > max_ttl:
             self.problems.append(f"TOKEN_TTL: {ttl} is longer than TOKEN_MAX_TTL ({max_ttl})")
         database_url = self.raw("DATABASE_URL") or DEFAULT_DATABASE_URL
+        database_path = ":memory:"
         try:
-            path = sqlite_path(database_url)
-            if path != ":memory:" and not Path(path).parent.is_dir():
-                self.problems.append("DATABASE_URL: the directory of the database file does not exist")
+            database_path = sqlite_path(database_url)
+            if database_path != ":memory:":
+                if self.raw("DATABASE_URL") is None:
+                    database_path = str(self.home / database_path)
+                database_path = str(self.path("DATABASE_URL", database_path))
+                if not Path(database_path).parent.is_dir():
+                    self.problems.append(
+                        f"DATABASE_URL: the directory of the database file does not exist ({database_path})"
+                    )
         except ConfigError as exc:
             self.problems.extend(exc.problems)
         policy_file = self.raw("AUTHSERVER_POLICY")
-        policy = self.parse("AUTHSERVER_POLICY", None, lambda p: load_policy(Path(p))) if policy_file else None
+        policy_path = self.path("AUTHSERVER_POLICY", policy_file) if policy_file else None
+        policy = self.parse("AUTHSERVER_POLICY", None, lambda p: load_policy(policy_path)) if policy_path else None
+        ably_js_value = self.raw("ABLY_JS_PATH")
+        ably_js_path = self.path("ABLY_JS_PATH", ably_js_value) if ably_js_value else DEFAULT_ABLY_JS_PATH
+        ably_js_installed = (ably_js_path / "build" / "ably.min.js").is_file()
 
         production = bool(keys)
         if endpoint is not None and not production and "ABLY_API_KEY" not in {p.split(":")[0] for p in self.problems}:
@@ -196,7 +301,7 @@ class _Reader:
         secret = self.raw("SESSION_SECRET")
         ephemeral = False
         if secret is None:
-            if production:
+            if production and self.need_session_secret:
                 self.problems.append("SESSION_SECRET: required when ABLY_API_KEY is set (at least 32 characters)")
             secret, ephemeral = secrets.token_urlsafe(32), True
         elif len(secret) < MIN_SESSION_SECRET:
@@ -210,21 +315,25 @@ class _Reader:
             host=self.raw("AUTHSERVER_HOST") or "127.0.0.1",
             port=port,
             sandbox_port=sandbox_port,
+            sandbox_port_explicit=self.raw("AUTHSERVER_SANDBOX_PORT") is not None,
             token_ttl=ttl,
             token_max_ttl=max_ttl,
             database_url=database_url,
+            database_path=database_path,
             session_secret=secret,
             session_secret_ephemeral=ephemeral,
             session_ttl=self.integer("AUTHSERVER_SESSION_TTL", 28800, 60, 30 * 86400),
             policy=policy or load_policy(None),
-            policy_source=policy_file or "built-in",
+            policy_source=str(policy_path) if policy_path else "built-in",
             demo_login=demo,
             cookie_secure=self.choice("AUTHSERVER_COOKIE_SECURE", "auto", ("auto", "true", "false")),  # type: ignore[arg-type]
             allowed_origins=origins,
-            ably_js=self.choice("ABLY_JS", "cdn", ("cdn", "local")),  # type: ignore[arg-type]
-            ably_js_path=Path(self.raw("ABLY_JS_PATH") or Settings.ably_js_path),
+            ably_js=self.choice("ABLY_JS", "local" if ably_js_installed else "cdn", ("cdn", "local")),  # type: ignore[arg-type]
+            ably_js_explicit=self.raw("ABLY_JS") is not None,
+            ably_js_path=ably_js_path,
             log_level=self.choice("AUTHSERVER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             development=not production,
+            env_file=self.env_file,
         )
         if self.problems:
             raise ConfigError(self.problems)

@@ -18,6 +18,7 @@ from authserver.config import (
     SETTINGS_HELP,
     Settings,
     load_settings,
+    short_ttl_warning,
 )
 from authserver.errors import ConfigError
 from authserver.keys import AblyKey
@@ -59,8 +60,8 @@ def test_no_settings_at_all_is_development_mode_with_defaults() -> None:
     assert settings.key_capability is None
     assert settings.cookie_secure == "auto"
     assert settings.allowed_origins == ()
-    assert settings.ably_js == "cdn"
     assert settings.log_level == "info"
+    assert settings.env_file is None
 
 
 def test_ephemeral_session_secret_is_new_each_time() -> None:
@@ -287,7 +288,7 @@ def test_default_sandbox_port_is_never_out_of_range() -> None:
         ({**PRODUCTION, "ABLY_ENDPOINT": "https://sandbox.example/"}, "ably_endpoint", "https://sandbox.example"),
         ({**PRODUCTION, "ABLY_ENDPOINT": "http://[::1]:8001"}, "ably_endpoint", "http://[::1]:8001"),
         ({"DATABASE_URL": "sqlite:///:memory:"}, "database_path", ":memory:"),
-        ({"DATABASE_URL": "sqlite:///auth.db"}, "database_path", "auth.db"),
+        ({"DATABASE_URL": "sqlite:///auth.db"}, "database_path", str(Path.cwd() / "auth.db")),
         ({"DATABASE_URL": "sqlite:////var/lib/auth.db"}, "database_path", "/var/lib/auth.db"),
         ({"ABLY_JS": "LOCAL"}, "ably_js", "local"),
         ({"ABLY_JS_PATH": "/opt/ably"}, "ably_js_path", Path("/opt/ably")),
@@ -424,3 +425,134 @@ def test_an_endpoint_without_a_key_is_refused_as_serve_would() -> None:
 def test_a_database_in_a_missing_directory_is_refused_at_start_up() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL: the directory"):
         load_settings({"DATABASE_URL": "sqlite:////nonexistent-dir/x.db"}, env_file=None)
+
+
+# --- where files are: relative to the .env file they were read from -------------------------------
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project directory with a .env; the command is started from another directory."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "policy.toml").write_text('[roles.user.capability]\n"chat:*" = ["subscribe"]\n', encoding="utf-8")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    return project
+
+
+def fake_ably_js(directory: Path) -> Path:
+    (directory / "build").mkdir(parents=True)
+    (directory / "build" / "ably.min.js").write_text("/* ably */", encoding="utf-8")
+    return directory
+
+
+def test_relative_paths_in_the_env_file_are_relative_to_the_env_file(elsewhere: Path) -> None:
+    fake_ably_js(elsewhere / "vendor" / "ably")
+    env = elsewhere / ".env"
+    env.write_text(
+        "DATABASE_URL=sqlite:///data/accounts.db\nAUTHSERVER_POLICY=policy.toml\nABLY_JS_PATH=vendor/ably\n",
+        encoding="utf-8",
+    )
+    settings = load_settings({}, env_file=env)
+    assert settings.env_file == env
+    assert settings.database_path == str(elsewhere / "data" / "accounts.db")
+    assert settings.policy_source == str(elsewhere / "policy.toml")
+    assert set(settings.policy.roles) == {"user"}
+    assert settings.ably_js_path == elsewhere / "vendor" / "ably"
+
+
+def test_relative_paths_from_the_environment_are_relative_to_the_working_directory(elsewhere: Path) -> None:
+    (elsewhere / ".env").write_text("DATABASE_URL=sqlite:///data/accounts.db\n", encoding="utf-8")
+    settings = load_settings({"DATABASE_URL": "sqlite:///mine.db", "ABLY_JS_PATH": "ably"}, env_file=elsewhere / ".env")
+    assert settings.database_path == str(Path.cwd() / "mine.db")
+    assert settings.ably_js_path == Path.cwd() / "ably"
+
+
+def test_the_default_database_sits_beside_the_env_file(elsewhere: Path) -> None:
+    (elsewhere / ".env").write_text("TOKEN_TTL=600\n", encoding="utf-8")
+    assert load_settings({}, env_file=elsewhere / ".env").database_path == str(elsewhere / "authserver.db")
+
+
+def test_without_an_env_file_the_default_database_is_in_the_working_directory(elsewhere: Path) -> None:
+    settings = load_settings({}, env_file=elsewhere / "absent.env")
+    assert settings.env_file is None
+    assert settings.database_path == str(Path.cwd() / "authserver.db")
+
+
+def test_authserver_env_file_names_the_env_file_to_read(elsewhere: Path) -> None:
+    (elsewhere / "staging.env").write_text("TOKEN_TTL=600\n", encoding="utf-8")
+    (Path.cwd() / ".env").write_text("TOKEN_TTL=900\n", encoding="utf-8")  # not read: the named file wins
+    settings = load_settings({"AUTHSERVER_ENV_FILE": str(elsewhere / "staging.env")})
+    assert (settings.token_ttl, settings.env_file) == (600, elsewhere / "staging.env")
+    assert settings.database_path == str(elsewhere / "authserver.db")
+
+
+def test_a_missing_authserver_env_file_is_an_error_not_silently_development_mode(elsewhere: Path) -> None:
+    assert problems_of({"AUTHSERVER_ENV_FILE": str(elsewhere / "nope.env")}) == [
+        f"AUTHSERVER_ENV_FILE: no such file: {str(elsewhere / 'nope.env')!r}"
+    ]
+
+
+# --- ably-js for the page: the local npm copy whenever it is installed -----------------------------
+
+
+def test_the_local_ably_js_is_used_when_it_is_installed(tmp_path: Path) -> None:
+    settings = load({"ABLY_JS_PATH": str(fake_ably_js(tmp_path / "ably"))})
+    assert (settings.ably_js, settings.ably_js_explicit) == ("local", False)
+
+
+def test_the_cdn_is_used_when_no_local_ably_js_is_installed(tmp_path: Path) -> None:
+    settings = load({"ABLY_JS_PATH": str(tmp_path / "absent")})
+    assert (settings.ably_js, settings.ably_js_explicit) == ("cdn", False)
+
+
+def test_ably_js_cdn_is_used_when_asked_even_with_a_local_copy(tmp_path: Path) -> None:
+    settings = load({"ABLY_JS": "cdn", "ABLY_JS_PATH": str(fake_ably_js(tmp_path / "ably"))})
+    assert (settings.ably_js, settings.ably_js_explicit) == ("cdn", True)
+
+
+def test_the_checkout_default_ably_js_path_is_used_when_unset() -> None:
+    settings = load({})
+    assert settings.ably_js_path == REPO_ROOT / ".cache" / "node" / "node_modules" / "ably"
+    installed = (settings.ably_js_path / "build" / "ably.min.js").is_file()
+    assert settings.ably_js == ("local" if installed else "cdn")
+
+
+# --- serve --port moves the sandbox with it -------------------------------------------------------
+
+
+def test_a_new_service_port_moves_the_sandbox_to_the_next_port() -> None:
+    settings = load({}).with_port(32213)
+    assert (settings.port, settings.sandbox_port) == (32213, 32214)
+    assert load({}).with_port(0).sandbox_port == 0  # any free port for both
+
+
+def test_an_explicit_sandbox_port_stays_when_the_service_moves() -> None:
+    settings = load({"AUTHSERVER_SANDBOX_PORT": "9999"}).with_port(32213)
+    assert (settings.port, settings.sandbox_port) == (32213, 9999)
+
+
+# --- commands that sign no cookie need no SESSION_SECRET ------------------------------------------
+
+
+def test_a_key_without_session_secret_is_enough_for_commands_that_sign_no_cookie() -> None:
+    settings = load({"ABLY_API_KEY": API_KEY}, need_session_secret=False)
+    assert settings.development is False
+    assert settings.ably_keys[0].name == "appId.keyId"
+
+
+# --- short token lifetimes behave differently on real Ably ----------------------------------------
+
+
+@pytest.mark.parametrize("ttl", [5, 30, 34])
+def test_a_token_ttl_under_35_seconds_gets_a_warning_about_ably_renewal(ttl: int) -> None:
+    warning = short_ttl_warning(ttl)
+    assert warning is not None
+    assert f"TOKEN_TTL={ttl}s" in warning
+    assert "AUTH" in warning and "30s before" in warning and "40142" in warning and "ably-python" in warning
+
+
+@pytest.mark.parametrize("ttl", [35, 60, 3600])
+def test_a_token_ttl_of_35_seconds_or_more_gets_no_warning(ttl: int) -> None:
+    assert short_ttl_warning(ttl) is None
