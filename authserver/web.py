@@ -65,6 +65,9 @@ class WebSettings(Protocol):
     @property
     def ably_js_path(self) -> Path: ...  # directory of the npm-installed ``ably`` package
 
+    @property
+    def demo_login(self) -> bool: ...  # any free name and password logs in (the page shows a hint)
+
 
 class AblyJsSource(TypedDict):
     src: str
@@ -76,6 +79,7 @@ class ClientConfig(TypedDict):
     clientOptions: dict[str, Any]
     ablyJs: AblyJsSource
     target: str
+    demoLogin: bool
 
 
 class SecurityArgs(TypedDict):
@@ -109,7 +113,13 @@ def client_config(settings: WebSettings) -> ClientConfig:
         source = {"src": LOCAL_ABLY_JS_URL, "integrity": None}
     else:
         source = {"src": ABLY_JS_CDN_URL, "integrity": ABLY_JS_CDN_INTEGRITY}
-    return {"authUrl": AUTH_URL, "clientOptions": options, "ablyJs": source, "target": target}
+    return {
+        "authUrl": AUTH_URL,
+        "clientOptions": options,
+        "ablyJs": source,
+        "target": target,
+        "demoLogin": settings.demo_login,
+    }
 
 
 def security_middleware_args(settings: WebSettings) -> SecurityArgs:

@@ -456,6 +456,33 @@ def test_demo_login_never_logs_in_as_an_existing_account_without_its_password(ma
     assert svc.client.post("/login", json={"username": "alice", "password": "correct horse"}).json()["role"] == "user"
 
 
+def test_demo_login_says_that_a_name_belongs_to_an_account(make_service: ServiceFactory) -> None:
+    svc = make_service(AUTHSERVER_DEMO_LOGIN="true")
+    svc.add_user("alice")
+    svc.add_user("bob", client_id="robert")
+    error = assert_ably_error(svc.client.post("/login", json={"username": "alice", "password": "guess"}), 401, 40101)
+    assert "registered account" in error["message"] and "demo login" in error["message"]
+    error = assert_ably_error(svc.client.post("/login", json={"username": "robert", "password": "x"}), 401, 40101)
+    assert error["message"].startswith("'robert' belongs to a registered account")
+
+
+def test_a_wrong_password_for_an_account_still_counts_as_a_failed_login_in_demo_mode(
+    make_service: ServiceFactory,
+) -> None:
+    # It is a guess at a real account's password: demo mode must not make guessing free.
+    svc = make_service(AUTHSERVER_DEMO_LOGIN="true")
+    svc.add_user("alice")
+    for _ in range(10):
+        svc.client.post("/login", json={"username": "alice", "password": "guess"})
+    assert_ably_error(svc.client.post("/login", json={"username": "alice", "password": "correct horse"}), 429, 42910)
+
+
+def test_without_demo_login_a_wrong_password_gets_the_uniform_message(service: Service) -> None:
+    service.add_user("alice")
+    error = assert_ably_error(service.client.post("/login", json={"username": "alice", "password": "x"}), 401, 40101)
+    assert error["message"] == "invalid username or password"
+
+
 def test_demo_login_is_off_in_production_by_default(service: Service) -> None:
     response = service.client.post("/login", json={"username": "visitor", "password": "anything"})
     assert_ably_error(response, 401, 40101)

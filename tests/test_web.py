@@ -37,6 +37,7 @@ class FakeSettings:
     ably_endpoint: str | None = None
     ably_js: str = "cdn"
     ably_js_path: Path = NPM_ABLY
+    demo_login: bool = False
 
 
 def build_app(settings: FakeSettings) -> Starlette:
@@ -217,6 +218,7 @@ def test_client_config_for_real_ably(client_for: ClientFactory) -> None:
         "clientOptions": {},
         "ablyJs": {"src": ABLY_JS_CDN_URL, "integrity": ABLY_JS_CDN_INTEGRITY},
         "target": "Ably",
+        "demoLogin": False,
     }
 
 
@@ -233,7 +235,14 @@ def test_client_config_for_a_sandbox(client_for: ClientFactory) -> None:
         },
         "ablyJs": {"src": "/vendor/ably.min.js", "integrity": None},
         "target": "sandbox at 127.0.0.1:8001",
+        "demoLogin": False,
     }
+
+
+def test_client_config_says_whether_demo_login_is_on(client_for: ClientFactory) -> None:
+    # The page shows its "any name and password" hint from this.
+    assert client_for(demo_login=True).get("/client-config").json()["demoLogin"] is True
+    assert client_for(demo_login=False).get("/client-config").json()["demoLogin"] is False
 
 
 def test_client_config_for_a_tls_sandbox_uses_tls_port(client_for: ClientFactory) -> None:

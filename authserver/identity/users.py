@@ -157,15 +157,48 @@ class UserStore:
             )
         return Identity(subject=user.username, client_id=user.client_id, role=user.role, source="account")
 
+    def outside_policy(self) -> list[User]:
+        """Accounts whose role the policy does not define: their logins work, their tokens are refused."""
+        return [user for user in self.list() if user.role not in self.policy.roles]
+
+    def demo_identity(self, username: str) -> Identity:
+        """The identity demo login gives ``username``, which must not be an account's name or clientId.
+
+        :raises ClientIdError: the name is not a safe clientId.
+        :raises NotAuthenticatedError: the name belongs to an account.
+        """
+        client_id = check_client_id(username)
+        if self.get(username) is not None or self.by_client_id(client_id) is not None:
+            raise NotAuthenticatedError(_registered(username))
+        return Identity(subject=client_id, client_id=client_id, role=self.policy.demo_role, source="demo")
+
     def demo_login(self, username: str, password: str) -> Identity:
         """Demo mode: any name logs in, but never as an existing account without its password.
 
+        A name that is an account's username logs in with that account's password only; one that is
+        an account's clientId not at all. Both refusals say why (demo login does not apply to an
+        account's name) rather than "wrong username or password": in demo mode anybody can tell
+        account names from free ones anyway (only free names log in with any password), so the
+        message gives nothing away. The refusal is still a failed login for the throttle.
+
         :raises ClientIdError: the name is not a safe clientId.
+        :raises NotAuthenticatedError: an account's name with a wrong password, or an account's clientId.
+        :raises ForbiddenError: an account's name and password, the account disabled.
         """
         client_id = check_client_id(username)
         if self.get(username) is not None:
-            return self.verify_login(username, password)
-        if self.by_client_id(client_id) is not None:
-            # The name is free but the clientId belongs to an account: that would impersonate it.
-            raise NotAuthenticatedError(BAD_CREDENTIALS)
-        return Identity(subject=client_id, client_id=client_id, role=self.policy.demo_role, source="demo")
+            try:
+                return self.verify_login(username, password)
+            except NotAuthenticatedError:
+                raise NotAuthenticatedError(
+                    f"wrong password for {username!r}: it is a registered account, so demo login"
+                    " (any password) does not apply to it; use its password or another name"
+                ) from None
+        return self.demo_identity(client_id)
+
+
+def _registered(name: str) -> str:
+    return (
+        f"{name!r} belongs to a registered account, so demo login does not apply to it;"
+        " log in with the account's username and password, or pick another name"
+    )

@@ -338,8 +338,14 @@ def test_demo_login_stores_nothing(store: UserStore) -> None:
 def test_demo_login_as_an_existing_account_needs_its_password(store: UserStore, add: AddUser) -> None:
     add("alice", role="admin")
     assert store.demo_login("alice", PASSWORD) == Identity("alice", "alice", "admin", "account")
-    with pytest.raises(NotAuthenticatedError, match=f"^{BAD_CREDENTIALS}$"):
+    with pytest.raises(NotAuthenticatedError) as exc_info:
         store.demo_login("alice", "wrong")
+    # Not "wrong username or password": the name is an account's, so demo login does not apply to it.
+    assert exc_info.value.message == (
+        "wrong password for 'alice': it is a registered account, so demo login (any password) does not"
+        " apply to it; use its password or another name"
+    )
+    assert (exc_info.value.code, exc_info.value.status) == (40101, 401)
 
 
 def test_demo_login_as_a_disabled_account_is_forbidden(store: UserStore, add: AddUser) -> None:
@@ -352,8 +358,27 @@ def test_demo_login_as_a_disabled_account_is_forbidden(store: UserStore, add: Ad
 def test_demo_name_equal_to_an_accounts_client_id_is_refused(store: UserStore, add: AddUser) -> None:
     # "wonder" is free as a username but is alice's clientId: a demo login would impersonate her.
     add("alice", client_id="wonder")
-    with pytest.raises(NotAuthenticatedError, match=f"^{BAD_CREDENTIALS}$"):
+    with pytest.raises(NotAuthenticatedError) as exc_info:
         store.demo_login("wonder", PASSWORD)
+    assert exc_info.value.message.startswith("'wonder' belongs to a registered account, so demo login does not")
+
+
+def test_demo_identity_is_for_free_names_only(store: UserStore, add: AddUser) -> None:
+    add("alice", client_id="wonder")
+    assert store.demo_identity("dora") == Identity("dora", "dora", "demo", "demo")
+    for taken in ("alice", "wonder"):
+        with pytest.raises(NotAuthenticatedError, match="belongs to a registered account"):
+            store.demo_identity(taken)
+
+
+def test_accounts_whose_role_the_policy_no_longer_has_are_found(db: Database, store: UserStore, add: AddUser) -> None:
+    add("alice", role="admin")
+    add("bob")
+    narrower = UserStore(
+        db, store.passwords, parse_policy({"roles": {"user": {"capability": {"chat:*": ["subscribe"]}}}})
+    )
+    assert [user.username for user in narrower.outside_policy()] == ["alice"]
+    assert store.outside_policy() == []
 
 
 @pytest.mark.parametrize("name", ["*", "a:b", "[x]", "", "x" * 65, "private:{clientId}"])
