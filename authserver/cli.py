@@ -15,18 +15,20 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
 from .capabilities import Capability
-from .config import SETTINGS_HELP, Settings, load_settings
+from .config import SETTINGS_HELP, Settings, load_settings, short_ttl_warning
 from .database import Database
-from .errors import AuthServerError, ConfigError, UserError
+from .devkey import development_key, development_key_path, read_development_key
+from .errors import AuthServerError, ConfigError, DatabaseError, UserError
 from .identity import Identity
 from .identity.passwords import Passwords
-from .identity.users import UserStore
+from .identity.users import User, UserStore
 from .issuance import TokenParams
-from .keys import AblyKey
 from .logs import configure_logging
 from .services import build_services
 from .serving import bind, run_servers, url_host, uvicorn_server
@@ -93,7 +95,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
     try:
         if args.command == "check":
             return _check()
-        settings = load_settings()
+        # Only serve signs session cookies: the other commands need no SESSION_SECRET.
+        settings = load_settings(need_session_secret=args.command == "serve")
         configure_logging(settings.log_level)
         if args.command == "serve":
             return _serve(settings, args.host, args.port)
@@ -111,7 +114,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
             return run_smoke(
                 args.url, args.username, password, renewals=args.renewals, timeout=args.timeout, channel=channel
             )
-    except ConfigError as exc:
+    except (ConfigError, DatabaseError) as exc:
         print(f"authserver: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
     except AuthServerError as exc:
@@ -129,53 +132,158 @@ def _check() -> int:
         print(f"authserver: {exc.message}", file=sys.stderr)
         print("settings: " + ", ".join(SETTINGS_HELP), file=sys.stderr)
         return EXIT_CONFIG
-    mode = "development (no ABLY_API_KEY)" if settings.development else "production"
-    print(f"configuration OK: {mode}")
-    if settings.ably_keys:
-        print(f"  signing key: {settings.ably_keys[0].name} ({len(settings.ably_keys)} key(s) configured)")
-    else:
-        print("  signing key: a throwaway development key, made at start-up")
-    if settings.development:
-        print(f"  Ably: an embedded sandbox on port {settings.sandbox_port or 'any free port'}")
-    else:
-        print(f"  Ably: {settings.ably_endpoint or 'real Ably'}")
-    if settings.session_secret_ephemeral:
-        print("  session secret: ephemeral (SESSION_SECRET is not set; sessions end when the service stops)")
-    print(f"  token TTL: {settings.token_ttl}s (max {settings.token_max_ttl}s)")
-    print(f"  database: {settings.database_url}")
-    print(f"  policy: {settings.policy_source} (roles: {', '.join(sorted(settings.policy.roles))})")
-    if settings.demo_login:
-        print("  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION.")
+    try:
+        lines = _check_lines(settings)
+    except ConfigError as exc:
+        print(f"authserver: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    print("\n".join(lines))
     return EXIT_OK
 
 
-def development_key() -> AblyKey:
-    """A fresh throwaway key for the embedded sandbox; it exists only in this process."""
-    return AblyKey(name=f"dev.{secrets.token_hex(3)}", secret=secrets.token_urlsafe(32))
+def _check_lines(settings: Settings) -> list[str]:
+    """What ``check`` reports, after opening the database. :raises ConfigError: what serve would trip on."""
+    mode = "development (no ABLY_API_KEY)" if settings.development else "production"
+    lines = [f"configuration OK: {mode}"]
+    if settings.env_file is not None:
+        lines.append(f"  settings: {settings.env_file} and the environment (the environment wins)")
+    else:
+        lines.append(f"  settings: the environment only (no .env in {Path.cwd()}, no AUTHSERVER_ENV_FILE)")
+    if settings.ably_keys:
+        lines.append(f"  signing key: {settings.ably_keys[0].name} ({len(settings.ably_keys)} key(s) configured)")
+    else:
+        lines.append(f"  signing key: {_development_key_note(settings)}")
+    if settings.development:
+        lines.append(f"  Ably: an embedded sandbox on port {settings.sandbox_port or 'any free port'}")
+    else:
+        lines.append(f"  Ably: {settings.ably_endpoint or 'real Ably'}")
+    if settings.session_secret_ephemeral:
+        lines.append("  session secret: ephemeral (SESSION_SECRET is not set; sessions end when the service stops)")
+    lines.append(f"  token TTL: {settings.token_ttl}s (max {settings.token_max_ttl}s)")
+    lines.append(f"  database: {_database_note(settings)}")
+    lines.append(f"  policy: {settings.policy_source} (roles: {', '.join(sorted(settings.policy.roles))})")
+    lines.append(f"  ably-js for the page: {_ably_js_note(settings)[1]}")
+    warning = short_ttl_warning(settings.token_ttl)
+    if warning:
+        lines.append(f"  WARNING: {warning}")
+    if settings.demo_login:
+        lines.append("  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION.")
+    return lines
+
+
+def _development_key_note(settings: Settings) -> str:
+    path = development_key_path(settings.database_path)
+    if path is None:
+        return "a throwaway development key made at start-up (in-memory database: `authserver token` cannot share it)"
+    key = read_development_key(path)
+    if key is None:
+        return f"a development key, made by the first `serve` or `token` and kept in {path} (mode 0600) for both"
+    return (
+        f"the development key {key.name}, kept in {path}: serve's sandbox accepts it, `authserver token` signs with it"
+    )
+
+
+def _database_note(settings: Settings) -> str:
+    """Which database serve will open, opened to prove it is one, and its accounts checked against the policy.
+
+    :raises ConfigError: not a SQLite database, or accounts whose role the policy does not define.
+    """
+    path = settings.database_path
+    if path == ":memory:":
+        return "in memory (accounts and sessions end when the service stops)"
+    if not Path(path).exists():
+        return f"{path} (not there yet: created on first use)"
+    try:
+        store = _user_store(settings)
+    except DatabaseError as exc:
+        raise ConfigError([f"DATABASE_URL: {exc.message}"]) from None
+    try:
+        accounts = store.list()
+        outside = store.outside_policy()
+    except AuthServerError as exc:
+        raise ConfigError([f"DATABASE_URL: {path}: {exc.message}"]) from None
+    finally:
+        store.db.close()
+    if outside:
+        raise ConfigError([_outside_policy_problem(outside, settings)])
+    return f"{path} ({len(accounts)} account(s))"
+
+
+def _outside_policy_problem(outside: Sequence[User], settings: Settings) -> str:
+    names = ", ".join(f"{user.username} (role {user.role!r})" for user in outside)
+    return (
+        f"AUTHSERVER_POLICY: {len(outside)} account(s) have a role the policy ({settings.policy_source}) does not"
+        f" define, so their tokens are refused: {names}; give them a defined role with"
+        " `authserver users set-role NAME ROLE`, or add the role to the policy"
+    )
+
+
+def _ably_js_note(settings: Settings) -> tuple[int, str]:
+    """Where the page loads ably-js from, and how loudly to say so (a log level)."""
+    path = settings.ably_js_path
+    installed = (path / "build" / "ably.min.js").is_file()
+    if settings.ably_js == "local":
+        if not installed:
+            return logging.WARNING, (
+                f"ABLY_JS=local, but there is no ably-js in {path}: the page cannot load it"
+                " (scripts/setup installs it from npm; or set ABLY_JS=cdn)"
+            )
+        return logging.INFO, f"the local npm copy in {path} (served as /vendor/ably.min.js)"
+    if settings.ably_js_explicit:
+        return logging.INFO, "Ably's CDN, as ABLY_JS=cdn asks (the browser needs internet access)"
+    return logging.WARNING, (
+        f"Ably's CDN, since there is no local copy in {path} (the browser needs internet access;"
+        " scripts/setup installs the npm copy, which is then used)"
+    )
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     from .app import create_app
 
     host = host or settings.host
-    port = settings.port if port is None else port
+    if port is not None:
+        settings = settings.with_port(port)  # the embedded sandbox follows to port + 1
+    port = settings.port
     servers: list[tuple[uvicorn.Server, socket.socket]] = []
     if settings.development:
         from .sandbox import create_sandbox_app
 
-        key = development_key()
-        sandbox_sock = bind(host, settings.sandbox_port if settings.sandbox_port != port or port == 0 else 0)
-        sandbox_port = sandbox_sock.getsockname()[1]
-        endpoint = f"http://{url_host(host)}:{sandbox_port}"
+        if port and settings.sandbox_port == port:
+            raise ConfigError([f"AUTHSERVER_SANDBOX_PORT: {port} is the token service's port too; choose another"])
+        key, key_file = development_key(settings.database_path)
+        sandbox_sock = bind(
+            host,
+            settings.sandbox_port,
+            server="the embedded Ably sandbox",
+            moved_by="AUTHSERVER_SANDBOX_PORT (default: the service's port + 1)",
+        )
+        endpoint = f"http://{url_host(host)}:{sandbox_sock.getsockname()[1]}"
         settings = settings.with_sandbox(key, endpoint)
         servers.append((uvicorn_server(create_sandbox_app((key,)), settings.log_level), sandbox_sock))
         log.warning("DEVELOPMENT MODE: no ABLY_API_KEY; embedded Ably sandbox on %s with key %s", endpoint, key.name)
+        if key_file is not None:
+            log.info(
+                "development key kept in %s: `authserver token --user NAME` mints tokens this sandbox accepts", key_file
+            )
     if settings.session_secret_ephemeral:
         log.warning("no SESSION_SECRET: an ephemeral one is used; sessions end when the service stops")
     if settings.demo_login:
         log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
-    app = create_app(settings)
-    sock = bind(host, port)
+    level, note = _ably_js_note(settings)
+    log.log(level, "ably-js for the page: %s", note)
+    warning = short_ttl_warning(settings.token_ttl)
+    if warning:
+        log.warning("%s", warning)
+    try:
+        app = create_app(settings)
+        outside = app.state.services.users.outside_policy()
+        if outside:
+            log.warning("%s", _outside_policy_problem(outside, settings))
+        sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
+    except BaseException:
+        for _, bound in servers:  # the sandbox's socket: nothing will serve on it now
+            bound.close()
+        raise
     servers.insert(0, (uvicorn_server(app, settings.log_level), sock))
     log.info(
         "authserver %s on http://%s:%d (signing key %s, Ably: %s)",
@@ -195,7 +303,12 @@ def _sandbox(settings: Settings, host: str | None, port: int | None) -> int:
     if not settings.ably_keys:
         raise ConfigError(["ABLY_API_KEY: the sandbox needs the key(s) it should accept"])
     host = host or settings.host
-    sock = bind(host, settings.sandbox_port if port is None else port)
+    sock = bind(
+        host,
+        settings.sandbox_port if port is None else port,
+        server="the Ably sandbox",
+        moved_by="--port or AUTHSERVER_SANDBOX_PORT",
+    )
     app = create_sandbox_app(settings.ably_keys, key_capabilities=_key_capabilities(settings))
     log.info(
         "Ably sandbox on http://%s:%d for key(s) %s",
@@ -219,14 +332,22 @@ def _user_store(settings: Settings) -> UserStore:
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.ably_keys:
-        raise ConfigError(["ABLY_API_KEY: needed to sign tokens outside the development server"])
+        # Development mode: sign with the key serve's embedded sandbox accepts (made here if serve has
+        # not run yet; serve then uses the same one).
+        key, key_file = development_key(settings.database_path)
+        if key_file is None:
+            raise ConfigError(["ABLY_API_KEY: needed with an in-memory database (no development key to share)"])
+        settings = replace(settings, ably_keys=(key,))
+        print(
+            f"authserver: development mode: signed with the development key {key.name} ({key_file}),"
+            " which the embedded sandbox of `authserver serve` accepts",
+            file=sys.stderr,
+        )
     svc = build_services(settings, clock=time.time)
-    user = svc.users.get(args.user)
-    if user is None:
-        raise UserError(f"no such user: {args.user!r}")
-    if user.disabled:
-        raise UserError(f"user {args.user!r} is disabled")
-    identity = Identity(subject=user.username, client_id=user.client_id, role=user.role)
+    try:
+        identity = _token_identity(svc.users, settings, args.user)
+    finally:
+        svc.db.close()
     if args.ttl is not None and args.ttl <= 0:
         raise UserError("--ttl must be a positive number of seconds")
     params = TokenParams(
@@ -240,6 +361,20 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(json.dumps(svc.issuer.jwt(identity, params).details(), indent=2))
     return EXIT_OK
+
+
+def _token_identity(users: UserStore, settings: Settings, name: str) -> Identity:
+    """The account ``name``; with demo login on, a free name is a demo identity as ``/login`` would give."""
+    user = users.get(name)
+    if user is None:
+        if not settings.demo_login:
+            raise UserError(f"no such user: {name!r}")
+        identity = users.demo_identity(name)
+        print(f"authserver: no account {name!r}: a demo-login token (role {identity.role})", file=sys.stderr)
+        return identity
+    if user.disabled:
+        raise UserError(f"user {name!r} is disabled")
+    return Identity(subject=user.username, client_id=user.client_id, role=user.role)
 
 
 def _read_password(stdin: TextIO, *, confirm: bool) -> str:

@@ -13,10 +13,12 @@ from starlette.types import ASGIApp
 from .errors import ConfigError
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on ``host:port`` (0: any free port).
+def bind(host: str, port: int, *, server: str = "the token service", moved_by: str = "--port") -> socket.socket:
+    """A listening-ready socket on ``host:port`` (0: any free port) for ``server``.
 
-    :raises ConfigError: the address cannot be used (in use, not ours, no permission).
+    :param moved_by: the setting or option that chooses this port, named in the error.
+    :raises ConfigError: the address cannot be used (in use, not ours, no permission), naming which
+        server it was for and how to move it.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -25,7 +27,10 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError([f"cannot listen on {host}:{port}: {exc.strerror}"]) from None
+        where = f"{url_host(host)}:{port}"
+        raise ConfigError(
+            [f"cannot listen on {where} for {server}: {exc.strerror} (another port: {moved_by})"]
+        ) from None
     sock.set_inheritable(True)
     return sock
 

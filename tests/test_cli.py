@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,10 @@ import pytest
 from authserver.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
 from authserver.config import SETTINGS_HELP
 from authserver.database import Database
+from authserver.devkey import development_key, read_development_key
 from authserver.identity.passwords import Passwords
 from authserver.identity.users import UserStore
+from authserver.keys import parse_api_key
 from authserver.policy import load_policy
 from authserver.tokenrequests import compute_mac
 
@@ -301,11 +305,107 @@ def test_token_with_a_ttl_that_is_not_positive_fails(cli: Cli, production: None,
     assert (result.code, result.err) == (EXIT_ERROR, "authserver: --ttl must be a positive number of seconds\n")
 
 
-def test_token_without_an_api_key_is_a_configuration_error(cli: Cli, alice: None) -> None:
+def test_token_without_an_api_key_signs_with_the_development_key_serve_uses(cli: Cli, alice: None) -> None:
+    # Zero configuration: the token is for the embedded sandbox of `authserver serve`, whose key is
+    # kept beside the database (made by whichever command runs first).
+    result = cli("token", "--user", "alice", "--format", "jwt")
+    assert result.code == EXIT_OK, result.err
+    key_file = Path(f"{cli.database}.dev-key")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = parse_api_key(key_file.read_text(encoding="ascii"))
+    token = result.out.strip()
+    assert jwt.get_unverified_header(token)["kid"] == key.name
+    assert jwt.decode(token, key.secret, algorithms=["HS256"])["x-ably-clientId"] == "alice"
+    assert f"development key {key.name}" in result.err and key.secret not in result.err
+    again = cli("token", "--user", "alice", "--format", "jwt")
+    assert jwt.get_unverified_header(again.out.strip())["kid"] == key.name  # the same key every time
+
+
+def test_serve_signs_with_the_development_key_token_made(cli: Cli, alice: None) -> None:
+    cli("token", "--user", "alice")
+    key = read_development_key(Path(f"{cli.database}.dev-key"))
+    assert key is not None
+    assert development_key(str(cli.database)) == (key, Path(f"{cli.database}.dev-key"))  # what serve calls
+
+
+def test_a_development_key_readable_by_others_is_refused(cli: Cli, alice: None) -> None:
+    cli("token", "--user", "alice")
+    Path(f"{cli.database}.dev-key").chmod(0o644)
     result = cli("token", "--user", "alice")
     assert result.code == EXIT_CONFIG
-    assert "ABLY_API_KEY" in result.err
-    assert result.out == ""
+    assert "readable by other users: chmod 600" in result.err
+
+
+def test_token_without_an_api_key_for_a_free_name_is_a_demo_token(cli: Cli) -> None:
+    result = cli("token", "--user", "visitor", "--format", "details")
+    assert result.code == EXIT_OK, result.err
+    assert json.loads(result.out)["clientId"] == "visitor"
+    assert "no account 'visitor': a demo-login token (role demo)" in result.err
+
+
+def test_token_without_an_api_key_and_demo_login_off_needs_an_account(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTHSERVER_DEMO_LOGIN", "false")
+    result = cli("token", "--user", "visitor")
+    assert (result.code, result.err.splitlines()[-1]) == (EXIT_ERROR, "authserver: no such user: 'visitor'")
+
+
+def test_token_with_a_key_needs_no_session_secret(cli: Cli, monkeypatch: pytest.MonkeyPatch, alice: None) -> None:
+    monkeypatch.setenv("ABLY_API_KEY", API_KEY)  # and no SESSION_SECRET: token signs no cookie
+    result = cli("token", "--user", "alice", "--format", "jwt")
+    assert result.code == EXIT_OK, result.err
+    assert _verified_claims(result.out.strip())["x-ably-clientId"] == "alice"
+    assert result.err == ""
+
+
+# --- ports: a busy port names the server it was for and the setting that moves it ----------------
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_sandbox_with_a_key_needs_no_session_secret_and_names_its_busy_port(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, busy_port: int
+) -> None:
+    monkeypatch.setenv("ABLY_API_KEY", API_KEY)
+    result = cli("sandbox", "--port", str(busy_port))
+    assert result.code == EXIT_CONFIG
+    assert f"cannot listen on 127.0.0.1:{busy_port} for the Ably sandbox" in result.err
+    assert "--port or AUTHSERVER_SANDBOX_PORT" in result.err
+    assert "SESSION_SECRET" not in result.err
+
+
+def test_serve_names_the_embedded_sandbox_when_its_port_is_busy(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, busy_port: int
+) -> None:
+    monkeypatch.setenv("AUTHSERVER_SANDBOX_PORT", str(busy_port))
+    result = cli("serve", "--port", "0")
+    assert result.code == EXIT_CONFIG
+    assert f"cannot listen on 127.0.0.1:{busy_port} for the embedded Ably sandbox" in result.err
+    assert "AUTHSERVER_SANDBOX_PORT" in result.err
+
+
+def test_serve_names_the_token_service_when_its_port_is_busy(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, busy_port: int
+) -> None:
+    monkeypatch.setenv("AUTHSERVER_SANDBOX_PORT", "0")  # the sandbox binds anywhere; the service cannot
+    result = cli("serve", "--port", str(busy_port))
+    assert result.code == EXIT_CONFIG
+    assert f"cannot listen on 127.0.0.1:{busy_port} for the token service" in result.err
+    assert "--port or AUTHSERVER_PORT" in result.err
+
+
+def test_serve_refuses_a_port_that_is_also_the_sandbox_port(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTHSERVER_SANDBOX_PORT", "9999")
+    result = cli("serve", "--port", "9999")
+    assert result.code == EXIT_CONFIG
+    assert "AUTHSERVER_SANDBOX_PORT: 9999 is the token service's port too" in result.err
 
 
 # --- check ----------------------------------------------------------------------------------------
@@ -384,6 +484,113 @@ def test_check_reads_a_dot_env_file_in_the_working_directory(cli: Cli, tmp_path:
     result = cli("check")
     assert result.code == EXIT_OK
     assert result.out.startswith("configuration OK: production\n")
+
+
+def test_check_says_where_the_settings_come_from_and_which_database_it_opens(cli: Cli, tmp_path: Path) -> None:
+    lines = cli("check").out.splitlines()
+    assert f"  settings: the environment only (no .env in {tmp_path}, no AUTHSERVER_ENV_FILE)" in lines
+    assert f"  database: {cli.database} (not there yet: created on first use)" in lines
+    assert not cli.database.exists()  # check creates nothing
+    (tmp_path / ".env").write_text("TOKEN_TTL=600\n", encoding="utf-8")
+    lines = cli("check").out.splitlines()
+    assert f"  settings: {tmp_path / '.env'} and the environment (the environment wins)" in lines
+
+
+def test_check_follows_authserver_env_file_from_another_directory(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text("DATABASE_URL=sqlite:///accounts.db\n", encoding="utf-8")
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setenv("AUTHSERVER_ENV_FILE", str(project / ".env"))
+    lines = cli("check").out.splitlines()
+    assert f"  settings: {project / '.env'} and the environment (the environment wins)" in lines
+    assert f"  database: {project / 'accounts.db'} (not there yet: created on first use)" in lines
+
+
+def test_check_opens_the_database_and_counts_its_accounts(cli: Cli, alice: None) -> None:
+    result = cli("check")
+    assert result.code == EXIT_OK
+    assert f"  database: {cli.database} (1 account(s))" in result.out.splitlines()
+
+
+def test_check_fails_for_a_file_that_is_not_a_database(cli: Cli) -> None:
+    cli.database.write_text("this is not a database\n" * 100, encoding="utf-8")
+    result = cli("check")
+    assert result.code == EXIT_CONFIG
+    assert result.err.startswith("authserver: invalid configuration:\n  - DATABASE_URL: cannot open database ")
+    assert "file is not a database" in result.err
+    assert result.out == ""
+
+
+def test_check_reports_accounts_whose_role_the_policy_no_longer_has(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = cli.store()
+    store.add("alice", PASSWORD, role="admin", client_id=None, now=NOW)
+    store.add("bob", PASSWORD, role="user", client_id=None, now=NOW)
+    store.db.close()
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[roles.user.capability]\n"chat:*" = ["subscribe"]\n', encoding="utf-8")
+    monkeypatch.setenv("AUTHSERVER_POLICY", str(policy))
+    result = cli("check")
+    assert result.code == EXIT_CONFIG
+    assert "1 account(s) have a role the policy" in result.err
+    assert "alice (role 'admin')" in result.err and "bob" not in result.err
+    assert "authserver users set-role NAME ROLE" in result.err
+
+
+def test_check_names_the_development_key_serve_and_token_share(cli: Cli, alice: None) -> None:
+    key_file = Path(f"{cli.database}.dev-key")
+    assert f"made by the first `serve` or `token` and kept in {key_file}" in cli("check").out
+    assert not key_file.exists()
+    cli("token", "--user", "alice")
+    key = read_development_key(key_file)
+    assert key is not None
+    assert f"  signing key: the development key {key.name}, kept in {key_file}" in cli("check").out
+
+
+def _fake_ably_js(directory: Path) -> Path:
+    (directory / "build").mkdir(parents=True)
+    (directory / "build" / "ably.min.js").write_text("/* ably */", encoding="utf-8")
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("ably_js", "installed", "says"),
+    [
+        (None, True, "the local npm copy in "),
+        (None, False, "Ably's CDN, since there is no local copy in "),
+        ("cdn", True, "Ably's CDN, as ABLY_JS=cdn asks"),
+        ("local", False, "ABLY_JS=local, but there is no ably-js in "),
+    ],
+)
+def test_check_says_where_the_page_loads_ably_js_from(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ably_js: str | None, installed: bool, says: str
+) -> None:
+    path = _fake_ably_js(tmp_path / "ably") if installed else tmp_path / "absent"
+    monkeypatch.setenv("ABLY_JS_PATH", str(path))
+    if ably_js:
+        monkeypatch.setenv("ABLY_JS", ably_js)
+    assert f"  ably-js for the page: {says}" in cli("check").out
+
+
+def test_check_warns_that_short_token_ttls_renew_by_reconnecting_on_real_ably(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKEN_TTL", "10")
+    result = cli("check")
+    assert result.code == EXIT_OK  # a warning, not an error
+    warning = next(line for line in result.out.splitlines() if line.startswith("  WARNING: TOKEN_TTL=10s"))
+    assert "40142" in warning and "ably-python" in warning
+
+
+def test_check_with_a_key_and_no_session_secret_fails_as_serve_would(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABLY_API_KEY", API_KEY)
+    result = cli("check")
+    assert result.code == EXIT_CONFIG
+    assert "SESSION_SECRET: required when ABLY_API_KEY is set" in result.err
 
 
 def test_a_bad_setting_stops_every_command_with_exit_3(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -157,7 +158,7 @@ class UserStore:
             )
         return Identity(subject=user.username, client_id=user.client_id, role=user.role, source="account")
 
-    def outside_policy(self) -> list[User]:
+    def outside_policy(self) -> builtins.list[User]:
         """Accounts whose role the policy does not define: their logins work, their tokens are refused."""
         return [user for user in self.list() if user.role not in self.policy.roles]
 
