@@ -23,6 +23,8 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .responses import NO_CACHE
+
 #: The directory whose files the page is made of. Nothing else of the repository is served.
 _CHECKOUT_WEB = Path(__file__).resolve().parent.parent / "web"
 #: The login page: ``web/`` of a checkout (editable install), or the copy a wheel carries.
@@ -149,7 +151,7 @@ def web_routes(settings: WebSettings, *, web_dir: Path = WEB_DIR) -> list[BaseRo
         return FileResponse(index, media_type="text/html; charset=utf-8", headers=_NO_CACHE)
 
     async def get_client_config(request: Request) -> Response:
-        return JSONResponse(config, headers={"Cache-Control": "no-store"})
+        return JSONResponse(config, headers=NO_CACHE)
 
     routes: list[BaseRoute] = [
         Route("/", homepage, methods=["GET"]),
@@ -164,7 +166,7 @@ def web_routes(settings: WebSettings, *, web_dir: Path = WEB_DIR) -> list[BaseRo
         async def vendor_ably(request: Request) -> Response:
             problem = _local_ably_js_problem(package_dir)
             if problem is not None:
-                return PlainTextResponse(problem, status_code=404, headers={"Cache-Control": "no-store"})
+                return PlainTextResponse(problem, status_code=404, headers=NO_CACHE)
             return FileResponse(
                 package_dir / "build" / "ably.min.js", media_type="text/javascript; charset=utf-8", headers=_NO_CACHE
             )

@@ -15,6 +15,7 @@ from authserver.app import create_app
 from authserver.identity import Credentials, Identity
 from authserver.identity.passwords import Passwords
 from authserver.tokenrequests import compute_mac
+from authserver.web import WEB_DIR
 
 from conftest import Service, ServiceFactory, SettingsFactory
 from helpers import KEY_NAME, KEY_SECRET
@@ -489,6 +490,25 @@ def test_demo_login_is_off_in_production_by_default(service: Service) -> None:
 
 
 # --- operations -----------------------------------------------------------------------------------
+
+
+def test_api_answers_and_every_error_are_never_cached_and_the_page_is_revalidated(service: Service) -> None:
+    # What the README promises about Cache-Control.
+    client = service.client
+    for response in (
+        client.get("/client-config"),
+        client.get("/healthz"),
+        client.get("/auth"),  # 401
+        client.get("/no-such-page"),  # 404
+        client.get("/static/no-such-file.js"),  # 404 from the static files
+        client.put("/auth"),  # 405
+        client.post("/login", content=b"x", headers={"content-type": "text/plain"}),  # 400
+    ):
+        assert_no_cache(response.headers)
+    assert client.get("/").headers["cache-control"] == "no-cache"  # revalidated on every load
+    a_file = next(path for path in sorted(WEB_DIR.iterdir()) if path.is_file())
+    static = client.get(f"/static/{a_file.name}")
+    assert static.status_code == 200 and "etag" in static.headers and "last-modified" in static.headers
 
 
 def test_healthz(service: Service) -> None:

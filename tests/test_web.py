@@ -212,7 +212,7 @@ def test_traversal_is_refused_even_when_the_client_does_not_normalise(raw_path: 
 
 def test_client_config_for_real_ably(client_for: ClientFactory) -> None:
     response = client_for().get("/client-config")
-    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["cache-control"] == "private, no-cache, no-store, must-revalidate"
     assert response.json() == {
         "authUrl": "/auth",
         "clientOptions": {},
