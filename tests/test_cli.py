@@ -524,6 +524,13 @@ def test_check_fails_for_a_file_that_is_not_a_database(cli: Cli) -> None:
     assert result.out == ""
 
 
+def test_every_command_stops_with_exit_3_on_a_file_that_is_not_a_database(cli: Cli) -> None:
+    cli.database.write_text("this is not a database\n" * 100, encoding="utf-8")
+    result = cli("users", "list")
+    assert result.code == EXIT_CONFIG
+    assert "file is not a database" in result.err
+
+
 def test_check_reports_accounts_whose_role_the_policy_no_longer_has(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,3 +47,11 @@ def test_every_write_moves_the_generation_unless_it_says_it_invalidates_nothing(
         conn.execute("DELETE FROM sessions")
     assert db.generation == start + 1
     db.close()
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("not a database\n" * 100, encoding="utf-8")
+    with pytest.raises(DatabaseError, match="file is not a database"):
+        Database(str(path))
+    assert path.read_text(encoding="utf-8") == "not a database\n" * 100
