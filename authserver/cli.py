@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
 from .capabilities import Capability
-from .config import SETTINGS_HELP, Settings, load_settings, short_ttl_warning
+from .config import SETTINGS_HELP, Settings, load_settings, short_ttl_warnings
 from .database import Database
 from .devkey import development_key, development_key_path, read_development_key
 from .errors import AuthServerError, ConfigError, DatabaseError, UserError
@@ -163,9 +163,7 @@ def _check_lines(settings: Settings) -> list[str]:
     lines.append(f"  database: {_database_note(settings)}")
     lines.append(f"  policy: {settings.policy_source} (roles: {', '.join(sorted(settings.policy.roles))})")
     lines.append(f"  ably-js for the page: {_ably_js_note(settings)[1]}")
-    warning = short_ttl_warning(settings.token_ttl)
-    if warning:
-        lines.append(f"  WARNING: {warning}")
+    lines.extend(f"  WARNING: {warning}" for warning in short_ttl_warnings(settings))
     if settings.demo_login:
         lines.append("  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION.")
     return lines
@@ -271,8 +269,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
     level, note = _ably_js_note(settings)
     log.log(level, "ably-js for the page: %s", note)
-    warning = short_ttl_warning(settings.token_ttl)
-    if warning:
+    for warning in short_ttl_warnings(settings):
         log.warning("%s", warning)
     try:
         app = create_app(settings)

@@ -134,16 +134,25 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def short_ttl_warning(token_ttl: int) -> str | None:
-    """Why a TOKEN_TTL this short behaves differently on real Ably, or None when it does not."""
+def short_ttl_warning(token_ttl: int, what: str = "TOKEN_TTL") -> str | None:
+    """Why tokens this short behave differently on real Ably, or None when they do not."""
     if token_ttl >= SHORT_TOKEN_TTL:
         return None
     return (
-        f"TOKEN_TTL={token_ttl}s is under {SHORT_TOKEN_TTL}s: real Ably asks a client to renew (AUTH) only"
+        f"{what}={token_ttl}s is under {SHORT_TOKEN_TTL}s: real Ably asks a client to renew (AUTH) only"
         f" {ABLY_AUTH_LEAD}s before its token expires, so a token this short gets no in-band renewal and is"
         " renewed by reconnecting (DISCONNECTED 40142 at every expiry); ably-python does that only once"
         " (the second expiry leaves it reconnecting with the stale token). Use short TTLs for tests only."
     )
+
+
+def short_ttl_warnings(settings: Settings) -> list[str]:
+    """:func:`short_ttl_warning` for TOKEN_TTL, and for each role whose ``max_ttl`` cuts its tokens shorter."""
+    warnings = [short_ttl_warning(settings.token_ttl)]
+    for name, role in sorted(settings.policy.roles.items()):
+        if role.max_ttl is not None and role.max_ttl < settings.token_ttl:
+            warnings.append(short_ttl_warning(role.max_ttl, f"role {name!r} max_ttl"))
+    return [warning for warning in warnings if warning is not None]
 
 
 def _next_port(port: int) -> int:

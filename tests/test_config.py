@@ -19,6 +19,7 @@ from authserver.config import (
     Settings,
     load_settings,
     short_ttl_warning,
+    short_ttl_warnings,
 )
 from authserver.errors import ConfigError
 from authserver.keys import AblyKey
@@ -556,3 +557,16 @@ def test_a_token_ttl_under_35_seconds_gets_a_warning_about_ably_renewal(ttl: int
 @pytest.mark.parametrize("ttl", [35, 60, 3600])
 def test_a_token_ttl_of_35_seconds_or_more_gets_no_warning(ttl: int) -> None:
     assert short_ttl_warning(ttl) is None
+
+
+def test_a_role_whose_max_ttl_cuts_tokens_under_35_seconds_gets_the_warning_too(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[roles.user]\nmax_ttl = 20\n[roles.user.capability]\n"chat:*" = ["subscribe"]\n'
+        '[roles.admin]\nmax_ttl = 60\n[roles.admin.capability]\n"*" = ["*"]\n',
+        encoding="utf-8",
+    )
+    warnings = short_ttl_warnings(load({"AUTHSERVER_POLICY": str(policy)}))
+    assert len(warnings) == 1
+    assert warnings[0].startswith("role 'user' max_ttl=20s is under 35s")
+    assert short_ttl_warnings(load({"TOKEN_TTL": "10"})) == [short_ttl_warning(10)]
