@@ -153,6 +153,12 @@ def test_auth_format_jwt_param(alice: Service) -> None:
     verify(response.text)
 
 
+def test_auth_format_details_param_wins_over_an_accept_header_for_jwt(alice: Service) -> None:
+    response = alice.client.get("/auth", params={"format": "details"}, headers={"accept": "application/jwt"})
+    assert response.headers["content-type"] == "application/json"
+    assert verify(response.json()["token"])["x-ably-clientId"] == "alice"
+
+
 def test_auth_format_tokenrequest_is_signed_with_the_exact_mac(alice: Service) -> None:
     response = alice.client.get("/auth", params={"format": "tokenrequest", "ttl": "600000"})
     assert response.status_code == 200
