@@ -22,7 +22,7 @@ from helpers import KEY_SECRET, running_server
 def base_url(make_settings: SettingsFactory, fast_passwords: Passwords) -> Iterator[str]:
     settings: Settings = make_settings(TOKEN_TTL="600")
     app = create_app(settings, passwords=fast_passwords)
-    app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0)
+    asyncio.run(app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0))
     with running_server(app) as url:
         yield url
 
