@@ -88,6 +88,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.storage.open()
         outside = await services.users.outside_policy()
         if outside:
             log.warning("%s", outside_policy_problem(outside, settings.policy_source))

@@ -32,6 +32,7 @@ from .issuance import TokenParams
 from .logs import configure_logging
 from .services import build_services, open_storage
 from .serving import bind, run_servers, url_host, uvicorn_server
+from .storage.schema import SCHEMA_VERSION, require_current
 
 if TYPE_CHECKING:
     import uvicorn
@@ -56,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default AUTHSERVER_PORT or 8000)")
 
     sub.add_parser("check", help="validate the configuration; exit 0 when it is usable")
+
+    db = sub.add_parser("db", help="the database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply the schema migrations the database lacks (back it up first)")
+    db_sub.add_parser("status", help="the database's schema version and this authserver's")
 
     token = sub.add_parser("token", help="mint a token for an account, through the same policy as /auth")
     token.add_argument("--user", required=True, help="account username")
@@ -108,6 +114,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
             return _token(settings, args)
         if args.command == "users":
             return _users(settings, args, stdin)
+        if args.command == "db":
+            return _db(settings, args.db_command)
         if args.command == "smoke":
             from .smoke import run_smoke
 
@@ -191,21 +199,30 @@ def _database_note(settings: Settings) -> str:
     path = settings.database_path
     if path == ":memory:":
         return "in memory (accounts and sessions end when the service stops)"
-    if not Path(path).exists():
+    if settings.database_engine == "sqlite" and not Path(path).exists():
         return f"{path} (not there yet: created on first use)"
+    where = path if settings.database_engine == "sqlite" else _storage_description(settings)
 
     async def inspect(users: UserStore) -> tuple[list[User], list[User]]:
         return await users.list(), await users.outside_policy()
 
     try:
+        check_database(settings)
         accounts, outside = _with_users(settings, inspect)
     except DatabaseError as exc:
         raise ConfigError([f"DATABASE_URL: {exc.message}"]) from None
     except AuthServerError as exc:
-        raise ConfigError([f"DATABASE_URL: {path}: {exc.message}"]) from None
+        raise ConfigError([f"DATABASE_URL: {where}: {exc.message}"]) from None
     if outside:
         raise ConfigError([outside_policy_problem(outside, settings.policy_source)])
-    return f"{path} ({len(accounts)} account(s))"
+    return f"{where} ({len(accounts)} account(s), schema version {SCHEMA_VERSION})"
+
+
+def _storage_description(settings: Settings) -> str:
+    """The PostgreSQL server and database, without the password."""
+    from .storage.postgres import safe_url
+
+    return "PostgreSQL " + safe_url(settings.database_url)
 
 
 def _ably_js_note(settings: Settings) -> tuple[int, str]:
@@ -234,6 +251,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     if port is not None:
         settings = settings.with_port(port)  # the embedded sandbox follows to port + 1
     port = settings.port
+    log.info("database: %s", check_database(settings))  # refuse to start on a database that cannot serve
     servers: list[tuple[uvicorn.Server, socket.socket]] = []
     if settings.development:
         from .sandbox import create_sandbox_app
@@ -318,7 +336,49 @@ def _with_users(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -
     async def run() -> T:
         storage = open_storage(settings)
         try:
+            await storage.open()
             return await work(UserStore(storage.users, Passwords(), settings.policy))
+        finally:
+            await storage.close()
+
+    return asyncio.run(run())
+
+
+def check_database(settings: Settings) -> str:
+    """Open the database as ``serve`` will and see that it can serve: reachable, the current schema,
+    a SQLite file writable. Returns its description. :raises DatabaseError: naming the problem."""
+
+    async def run() -> str:
+        storage = open_storage(settings)
+        try:
+            await storage.open()
+            problem = await storage.ready()
+            if problem is not None:
+                raise DatabaseError(problem)
+            return storage.description
+        finally:
+            await storage.close()
+
+    return asyncio.run(run())
+
+
+def _db(settings: Settings, command: str) -> int:
+    async def run() -> int:
+        storage = open_storage(settings)
+        try:
+            found = await storage.version()
+            if command == "status":
+                state = "empty" if found is None else f"schema version {found}"
+                print(f"{storage.description}: {state}; this authserver uses schema version {SCHEMA_VERSION}")
+                return EXIT_OK if found == SCHEMA_VERSION else EXIT_ERROR
+            if found is not None and found > SCHEMA_VERSION:
+                require_current(found, storage.description)
+            applied = await storage.upgrade()
+            if applied:
+                print(f"{storage.description}: upgraded to schema version {applied[-1]}")
+            else:
+                print(f"{storage.description}: already at schema version {SCHEMA_VERSION}")
+            return EXIT_OK
         finally:
             await storage.close()
 
@@ -342,6 +402,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
     async def find() -> Identity:
         try:
+            await svc.storage.open()
             return await _token_identity(svc.users, settings, args.user)
         finally:
             await svc.storage.close()

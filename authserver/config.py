@@ -59,7 +59,8 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_SANDBOX_PORT": "port of the embedded sandbox in development mode (default AUTHSERVER_PORT + 1)",
     "TOKEN_TTL": "default token lifetime in seconds (default 3600, at least 5)",
     "TOKEN_MAX_TTL": "longest token lifetime in seconds (default and hard ceiling 86400)",
-    "DATABASE_URL": "accounts and sessions database (default sqlite:///authserver.db, beside the .env file)",
+    "DATABASE_URL": "accounts and sessions: sqlite:///file.db (default sqlite:///authserver.db, beside the .env"
+    " file) or postgresql://user:password@host:port/database",
     "SESSION_SECRET": "secret that signs session cookies, at least 32 characters (required with ABLY_API_KEY)",
     "AUTHSERVER_SESSION_TTL": "how long a login session lasts, in seconds (default 28800)",
     "AUTHSERVER_POLICY": "policy file (TOML or JSON) mapping roles to capabilities (default: the built-in policy)",
@@ -96,8 +97,10 @@ class Settings:
     token_ttl: int = 3600
     token_max_ttl: int = HARD_MAX_TOKEN_TTL
     database_url: str = DEFAULT_DATABASE_URL
-    #: The SQLite file ``database_url`` names, made absolute (or ``:memory:``).
+    #: The SQLite file ``database_url`` names, made absolute (or ``:memory:``); "" for PostgreSQL.
     database_path: str = "authserver.db"
+    #: "sqlite" or "postgresql".
+    database_engine: str = "sqlite"
     session_secret: str = field(default="", repr=False)
     session_secret_ephemeral: bool = False
     session_ttl: int = 28800
@@ -133,11 +136,30 @@ class Settings:
         return replace(self, ably_keys=(key,), ably_endpoint=endpoint, key_capability=None)
 
 
+def database_engine(url: str) -> str:
+    """``sqlite`` or ``postgresql``, from the URL's scheme. :raises ConfigError: any other (never echoing the URL)."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgresql", "postgres"):
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError(["DATABASE_URL: the PostgreSQL URL has an invalid port"]) from None
+        if not parts.path.strip("/"):
+            raise ConfigError(["DATABASE_URL: the PostgreSQL URL names no database (postgresql://user@host:port/NAME)"])
+        return "postgresql"
+    raise ConfigError(
+        ["DATABASE_URL must be sqlite:///path/to/file.db or postgresql://user:password@host:port/database"]
+    )
+
+
 def sqlite_path(url: str) -> str:
     """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:`` -> a sqlite3 path."""
     prefix = "sqlite:///"
     if not url.startswith(prefix):
-        raise ConfigError([f"DATABASE_URL must start with {prefix!r} (only SQLite is supported in this version)"])
+        raise ConfigError([f"DATABASE_URL must start with {prefix!r} for SQLite"])
     path = url[len(prefix) :]
     if not path:
         raise ConfigError(["DATABASE_URL has no file path after sqlite:///"])
@@ -281,6 +303,25 @@ class _Reader:
 
         return self.parse(name, default, convert)
 
+    def database(self, url: str) -> tuple[str, str]:
+        """(the absolute SQLite path or "" for a server, the engine) of DATABASE_URL."""
+        try:
+            engine = database_engine(url)
+            if engine == "postgresql":
+                return "", engine
+            path = sqlite_path(url)
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return ":memory:", "sqlite"
+        if path == ":memory:":
+            return path, engine
+        if self.raw("DATABASE_URL") is None:
+            path = str(self.home / path)
+        path = str(self.path("DATABASE_URL", path))
+        if not Path(path).parent.is_dir():
+            self.problems.append(f"DATABASE_URL: the directory of the database file does not exist ({path})")
+        return path, engine
+
     def settings(self) -> Settings:
         keys: tuple[AblyKey, ...] = self.parse("ABLY_API_KEY", (), parse_api_keys)
         key_capability = self.parse("ABLY_KEY_CAPABILITY", None, Capability.parse)
@@ -294,19 +335,7 @@ class _Reader:
         if ttl > max_ttl:
             self.problems.append(f"TOKEN_TTL: {ttl} is longer than TOKEN_MAX_TTL ({max_ttl})")
         database_url = self.raw("DATABASE_URL") or DEFAULT_DATABASE_URL
-        database_path = ":memory:"
-        try:
-            database_path = sqlite_path(database_url)
-            if database_path != ":memory:":
-                if self.raw("DATABASE_URL") is None:
-                    database_path = str(self.home / database_path)
-                database_path = str(self.path("DATABASE_URL", database_path))
-                if not Path(database_path).parent.is_dir():
-                    self.problems.append(
-                        f"DATABASE_URL: the directory of the database file does not exist ({database_path})"
-                    )
-        except ConfigError as exc:
-            self.problems.extend(exc.problems)
+        database_path, engine = self.database(database_url)
         policy_file = self.raw("AUTHSERVER_POLICY")
         policy_path = self.path("AUTHSERVER_POLICY", policy_file) if policy_file else None
         policy = self.parse("AUTHSERVER_POLICY", None, lambda p: load_policy(policy_path)) if policy_path else None
@@ -339,6 +368,7 @@ class _Reader:
             token_max_ttl=max_ttl,
             database_url=database_url,
             database_path=database_path,
+            database_engine=engine,
             session_secret=secret,
             session_secret_ephemeral=ephemeral,
             session_ttl=self.integer("AUTHSERVER_SESSION_TTL", 28800, 60, 30 * 86400),

@@ -26,8 +26,8 @@ SUFFIX = ".dev-key"
 
 
 def development_key_path(database_path: str) -> Path | None:
-    """Where the development key of this database lives; None for an in-memory database."""
-    if database_path == ":memory:":
+    """Where the development key of this database lives; None for an in-memory database or a server."""
+    if database_path in (":memory:", ""):
         return None
     return Path(database_path + SUFFIX)
 

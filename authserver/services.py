@@ -48,7 +48,14 @@ def login_gate(settings: Settings) -> ConcurrencyGate:
 
 
 def open_storage(settings: Settings) -> Storage:
-    """The storage engine ``DATABASE_URL`` names. :raises DatabaseError: it cannot be opened."""
+    """The storage engine ``DATABASE_URL`` names, not yet connected for a server (``await storage.open()``).
+
+    :raises DatabaseError: a SQLite file that cannot be opened.
+    """
+    if settings.database_engine == "postgresql":
+        from .storage.postgres import PostgresStorage  # the driver is imported only when used
+
+        return PostgresStorage(settings.database_url)
     return SqliteStorage(settings.database_path)
 
 

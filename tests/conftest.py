@@ -11,15 +11,68 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from realservers import Postgres, Redis, postgres_bin
 from starlette.testclient import TestClient
 
 from authserver.app import create_app
 from authserver.config import Settings, load_settings
 from authserver.identity.passwords import Passwords
 from authserver.storage import Storage
+from authserver.storage.postgres import PostgresStorage
 from authserver.storage.sqlite import SqliteStorage
 
 from helpers import API_KEY, SESSION_SECRET, FakeClock
+
+
+def _unavailable(what: str) -> None:
+    """Skip a test that needs ``what``; under ``scripts/test`` (which installs it) fail instead."""
+    if os.environ.get("AUTHSERVER_REQUIRE_E2E") == "1":
+        pytest.fail(f"{what} is needed under AUTHSERVER_REQUIRE_E2E=1 (scripts/setup --test installs it)")
+    pytest.skip(f"{what} is not installed (scripts/setup --test installs it)")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """Debian's PostgreSQL, one cluster for the whole run, with an ``authserver_test`` database."""
+    binaries = postgres_bin()
+    if binaries is None:
+        _unavailable("PostgreSQL (/usr/lib/postgresql/*/bin)")
+        raise AssertionError("unreachable")
+    server = Postgres(binaries)
+    server.start()
+    try:
+        server.psql("CREATE DATABASE authserver_test")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """Debian's redis-server, one for the whole run (tests that stop it restart it on the same port)."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server")
+    server = Redis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_schemas = iter(range(1, 1_000_000))
+
+
+async def fresh_postgres_url(postgres: Postgres) -> str:
+    """A URL whose tables land in a new, empty schema of the test database (cheaper than a database)."""
+    import psycopg
+
+    schema = f"t{os.getpid()}_{next(_schemas)}"
+    async with await psycopg.AsyncConnection.connect(postgres.url("authserver_test"), autocommit=True) as conn:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    return postgres.url("authserver_test", options=f"-csearch_path%3D{schema}")
 
 
 @pytest.fixture
@@ -32,13 +85,25 @@ def anyio_backend() -> str:
 Reopen = Callable[[], Awaitable[Storage]]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Reopen]:
     """The storage engines every storage and identity test runs against, each on a fresh database."""
+    if request.param == "postgresql":
+        url = await fresh_postgres_url(request.getfixturevalue("postgres"))
+
+        async def open_postgres() -> Storage:
+            storage = PostgresStorage(url, max_size=4)
+            await storage.open()
+            return storage
+
+        yield open_postgres
+        return
     path = str(tmp_path / "authserver.db")
 
     async def open_sqlite() -> Storage:
-        return SqliteStorage(path)
+        storage = SqliteStorage(path)
+        await storage.open()
+        return storage
 
     yield open_sqlite
 
@@ -56,6 +121,11 @@ async def raw_sql(storage: Storage, sql: str) -> list[tuple[Any, ...]]:
         if sql.lstrip().upper().startswith("SELECT"):
             return storage.db.query(sql)
         storage.db.execute(sql)
+        return []
+    if isinstance(storage, PostgresStorage):
+        if sql.lstrip().upper().startswith("SELECT"):
+            return await storage.fetch(sql)
+        await storage.execute(sql)
         return []
     raise AssertionError(f"no raw SQL for {type(storage).__name__}")
 

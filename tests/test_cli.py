@@ -530,7 +530,7 @@ def test_check_follows_authserver_env_file_from_another_directory(
 def test_check_opens_the_database_and_counts_its_accounts(cli: Cli, alice: None) -> None:
     result = cli("check")
     assert result.code == EXIT_OK
-    assert f"  database: {cli.database} (1 account(s))" in result.out.splitlines()
+    assert f"  database: {cli.database} (1 account(s), schema version 1)" in result.out.splitlines()
 
 
 def test_check_fails_for_a_file_that_is_not_a_database(cli: Cli) -> None:

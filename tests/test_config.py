@@ -132,7 +132,7 @@ def test_every_problem_is_reported_at_once_without_secret_values() -> None:
         "AUTHSERVER_PORT": "eighty",
         "TOKEN_TTL": "4",
         "ABLY_ENDPOINT": "ftp://sandbox",
-        "DATABASE_URL": "postgresql://db/auth",
+        "DATABASE_URL": f"mysql://u:{leaked_session_secret}@db/auth",  # not an engine we speak
         "AUTHSERVER_LOG_LEVEL": "loud",
         "ABLY_KEY_CAPABILITY": "{not json",
     }
@@ -201,12 +201,20 @@ ENDPOINT_EXTRA = "ABLY_ENDPOINT: must be just scheme://host[:port], without a pa
             ENDPOINT_EXTRA,
         ),
         (
-            {"DATABASE_URL": "postgresql://db/auth"},
-            "DATABASE_URL must start with 'sqlite:///' (only SQLite is supported in this version)",
+            {"DATABASE_URL": "mysql://u:hunter2@db/auth"},
+            "DATABASE_URL must be sqlite:///path/to/file.db or postgresql://user:password@host:port/database",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u:hunter2@db:99999/auth"},
+            "DATABASE_URL: the PostgreSQL URL has an invalid port",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u:hunter2@db/"},
+            "DATABASE_URL: the PostgreSQL URL names no database (postgresql://user@host:port/NAME)",
         ),
         (
             {"DATABASE_URL": "sqlite://auth.db"},
-            "DATABASE_URL must start with 'sqlite:///' (only SQLite is supported in this version)",
+            "DATABASE_URL must start with 'sqlite:///' for SQLite",
         ),
         ({"DATABASE_URL": "sqlite:///"}, "DATABASE_URL has no file path after sqlite:///"),
         ({"ABLY_JS": "npm"}, "ABLY_JS: 'npm' is not one of cdn, local"),
@@ -289,6 +297,8 @@ def test_default_sandbox_port_is_never_out_of_range() -> None:
         ({**PRODUCTION, "ABLY_ENDPOINT": "https://sandbox.example/"}, "ably_endpoint", "https://sandbox.example"),
         ({**PRODUCTION, "ABLY_ENDPOINT": "http://[::1]:8001"}, "ably_endpoint", "http://[::1]:8001"),
         ({"DATABASE_URL": "sqlite:///:memory:"}, "database_path", ":memory:"),
+        ({"DATABASE_URL": "postgresql://u:pw@db.example:5433/auth"}, "database_engine", "postgresql"),
+        ({"DATABASE_URL": "postgres://db.example/auth"}, "database_path", ""),
         ({"DATABASE_URL": "sqlite:///auth.db"}, "database_path", str(Path.cwd() / "auth.db")),
         ({"DATABASE_URL": "sqlite:////var/lib/auth.db"}, "database_path", "/var/lib/auth.db"),
         ({"ABLY_JS": "LOCAL"}, "ably_js", "local"),

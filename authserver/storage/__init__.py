@@ -4,6 +4,9 @@ Every SQL statement of the service lives in this package; :mod:`authserver.ident
 records and protocols below only. The engines:
 
 - :mod:`authserver.storage.sqlite`: one SQLite file (the default, nothing to install);
+- :mod:`authserver.storage.postgres`: PostgreSQL through psycopg 3's async connection pool.
+
+Schema versions are managed by :mod:`authserver.storage.schema`, shared by both engines.
 
 Methods are coroutines: an engine with a network round trip awaits it, SQLite runs its writes in a
 worker thread. Nothing here knows about HTTP.
@@ -96,6 +99,25 @@ class Storage(Protocol):
     @property
     def description(self) -> str:
         """Where the data is, for logs and ``check`` (never with credentials)."""
+        ...
+
+    async def open(self) -> None:
+        """Connect; give an empty database the current schema.
+
+        :raises DatabaseError: unreachable, or an older (run ``authserver db upgrade``), newer or unknown schema.
+        """
+        ...
+
+    async def version(self) -> int | None:
+        """The database's schema version (None: an empty database)."""
+        ...
+
+    async def upgrade(self) -> list[int]:
+        """Apply the migrations the database lacks; returns the versions applied."""
+        ...
+
+    async def ready(self) -> str | None:
+        """Why the database cannot serve right now, or None when it answers with the current schema."""
         ...
 
     async def close(self) -> None: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -13,28 +15,10 @@ import anyio.to_thread
 
 from ..errors import DatabaseError, UnavailableError
 from . import SessionRecord, UserRecord
+from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    username      TEXT PRIMARY KEY,
-    client_id     TEXT NOT NULL UNIQUE,
-    role          TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    disabled      INTEGER NOT NULL DEFAULT 0,
-    created       REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    id_hash   TEXT PRIMARY KEY,
-    username  TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    role      TEXT NOT NULL,
-    source    TEXT NOT NULL,
-    expires   REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);
-"""
+log = logging.getLogger("authserver.storage")
 
 
 class Database:
@@ -58,7 +42,6 @@ class Database:
             self._reader = self._conn
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.executescript(SCHEMA)
             if path != ":memory:":  # an in-memory database exists only on its one connection
                 self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
                 self._reader.execute(f"PRAGMA busy_timeout = {int(read_timeout * 1000)}")
@@ -232,11 +215,91 @@ class SqliteSessions:
 class SqliteStorage:
     """Accounts and sessions in one SQLite file (``:memory:`` for a throwaway database)."""
 
+    engine = "sqlite"
+
     def __init__(self, path: str) -> None:
+        self.path = path
         self.db = Database(path)
         self.users = SqliteUsers(self.db)
         self.sessions = SqliteSessions(self.db)
         self.description = "in memory" if path == ":memory:" else path
+        self._prepare()
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _prepare(self) -> None:
+        """An empty file gets the current schema at once (as SQLite's "created on first use" promises);
+        a file made before versions were recorded is adopted (its tables are version 1's)."""
+        found = self._version()
+        if found is None:
+            self._migrate(pending(0))
+        elif found == 0 and not self._tables() >= {"schema_version"}:
+            self._migrate([1])  # IF NOT EXISTS: the tables are already version 1's
+
+    async def version(self) -> int | None:
+        return self._version()
+
+    def _tables(self) -> set[str]:
+        return {row[0] for row in self.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _version(self) -> int | None:
+        """The recorded schema version; 0 for a file made before versions were recorded; None when empty."""
+        tables = self._tables()
+        if "schema_version" in tables:
+            row = self.db.query_one("SELECT MAX(version) FROM schema_version")
+            return int(row[0]) if row is not None and row[0] is not None else 0
+        return 0 if "users" in tables else None
+
+    def _migrate(self, versions: list[int]) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(VERSION_TABLE)
+            for version in versions:
+                for statement in MIGRATIONS[version]["sqlite"]:
+                    conn.execute(statement)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (max(versions),))
+
+    async def open(self) -> None:
+        """Create an empty database's schema (and adopt a pre-version file, whose tables are version 1's).
+
+        :raises DatabaseError: an older schema (run ``authserver db upgrade``), a newer or unknown one.
+        """
+        await _write(self._prepare)
+        found = await self.version()
+        require_current(found if found is not None else -1, self.description)
+        self._identity = self._file_identity()
+
+    async def upgrade(self) -> list[int]:
+        """Apply the migrations this database lacks; returns the versions applied."""
+        found = await self.version() or 0
+        versions = pending(found)
+        if versions:
+            await _write(lambda: self._migrate(versions))
+        return versions
+
+    async def ready(self) -> str | None:
+        """Why this database cannot serve now (file gone or replaced, schema not current), or None."""
+        if self.path != ":memory:":
+            current = self._file_identity()
+            if current is None:
+                return f"the database file {self.path} is gone (deleted or moved while the service runs)"
+            if current != self._identity:
+                return f"the database file {self.path} was replaced while the service runs: restart it"
+            if not os.access(self.path, os.W_OK):
+                return f"the database file {self.path} is not writable"
+        try:
+            found = await self.version()
+        except (DatabaseError, UnavailableError) as exc:
+            return exc.message
+        return schema_problem(found if found is not None else -1, self.description)
 
     async def close(self) -> None:
         self.db.close()

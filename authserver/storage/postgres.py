@@ -1,0 +1,247 @@
+"""The PostgreSQL engine: psycopg 3 with its async connection pool; nothing blocks the event loop.
+
+``DATABASE_URL=postgresql://user:password@host:port/database`` (any libpq URI parameters, such as
+``sslmode``, pass through). The URL's password never appears in :attr:`PostgresStorage.description`
+or in an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..errors import DatabaseError, UnavailableError
+from . import SessionRecord, UserRecord
+from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
+
+log = logging.getLogger("authserver.storage")
+
+_SELECT_USERS = "SELECT username, client_id, role, disabled, password_hash FROM users"
+#: Serialises schema changes and account inserts (the username/clientId cross-check) across instances.
+_SCHEMA_LOCK = 7_406_801
+_ACCOUNTS_LOCK = 7_406_802
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password (and query), for logs and messages."""
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+def _user(row: Sequence[Any]) -> UserRecord:
+    return UserRecord(row[0], row[1], row[2], bool(row[3]), row[4])
+
+
+class PostgresStorage:
+    """Accounts and sessions in PostgreSQL, through a pool of ``min_size``..``max_size`` connections."""
+
+    engine = "postgresql"
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> None:
+        self.url = url
+        self.description = safe_url(url)
+        self.timeout = timeout
+        self.pool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+            name="authserver",
+        )
+        self.users = PostgresUsers(self)
+        self.sessions = PostgresSessions(self)
+        self._opened = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; an unreachable server or an exhausted pool is a 503 (clients retry)."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except PoolTimeout:
+            raise UnavailableError("database unavailable: no connection within the timeout") from None
+        except psycopg.OperationalError as exc:
+            raise UnavailableError(f"database unavailable: {_first_line(exc)}") from None
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return cur.rowcount
+
+    async def _connect(self) -> None:
+        if self._opened:
+            return
+        try:
+            await self.pool.open(wait=True, timeout=self.timeout)
+        except PoolTimeout:
+            await self.pool.close()
+            raise DatabaseError(f"cannot connect to the database ({self.description})") from None
+        self._opened = True
+
+    async def version(self) -> int | None:
+        await self._connect()
+        rows = await self.fetch("SELECT to_regclass('schema_version') IS NOT NULL, to_regclass('users') IS NOT NULL")
+        has_version, has_users = rows[0]
+        if not has_version:
+            return 0 if has_users else None
+        found = await self.fetch("SELECT MAX(version) FROM schema_version")
+        return int(found[0][0]) if found and found[0][0] is not None else 0
+
+    async def _migrate(self, versions: list[int]) -> None:
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            await conn.execute(VERSION_TABLE)
+            cur = await conn.execute("SELECT MAX(version) FROM schema_version")
+            row = await cur.fetchone()
+            done = int(row[0]) if row is not None and row[0] is not None else 0
+            todo = [version for version in versions if version > done]
+            for version in todo:
+                for statement in MIGRATIONS[version]["postgresql"]:
+                    await conn.execute(statement)
+            if todo:
+                await conn.execute("DELETE FROM schema_version")
+                await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (max(todo),))
+
+    async def open(self) -> None:
+        try:
+            found = await self.version()
+            if found is None:
+                await self._migrate(pending(0))
+                found = await self.version()
+            require_current(found if found is not None else -1, self.description)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def upgrade(self) -> list[int]:
+        versions = pending(await self.version() or 0)
+        if versions:
+            await self._migrate(versions)
+        return versions
+
+    async def ready(self) -> str | None:
+        try:
+            found = await self.version()
+        except (DatabaseError, UnavailableError) as exc:
+            return exc.message
+        return schema_problem(found if found is not None else -1, self.description)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        self._opened = False
+
+
+class PostgresUsers:
+    def __init__(self, store: PostgresStorage) -> None:
+        self.store = store
+
+    async def get(self, username: str) -> UserRecord | None:
+        rows = await self.store.fetch(_SELECT_USERS + " WHERE username = %s", (username,))
+        return _user(rows[0]) if rows else None
+
+    async def by_client_id(self, client_id: str) -> UserRecord | None:
+        rows = await self.store.fetch(_SELECT_USERS + " WHERE client_id = %s", (client_id,))
+        return _user(rows[0]) if rows else None
+
+    async def all(self) -> list[UserRecord]:
+        return [_user(row) for row in await self.store.fetch(_SELECT_USERS + " ORDER BY username")]
+
+    async def insert(self, user: UserRecord, *, created: float) -> bool:
+        names = (user.username, user.username, user.client_id, user.client_id)
+        try:
+            async with self.store.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ACCOUNTS_LOCK,))
+                cur = await conn.execute(
+                    "SELECT 1 FROM users WHERE username = %s OR client_id = %s OR username = %s OR client_id = %s",
+                    names,
+                )
+                if await cur.fetchone() is not None:
+                    return False
+                await conn.execute(
+                    "INSERT INTO users (username, client_id, role, password_hash, disabled, created)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (user.username, user.client_id, user.role, user.password_hash, user.disabled, created),
+                )
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
+
+    async def set_role(self, username: str, role: str) -> bool:
+        return await self.store.execute("UPDATE users SET role = %s WHERE username = %s", (role, username)) > 0
+
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        sql = "UPDATE users SET disabled = %s WHERE username = %s"
+        return await self.store.execute(sql, (disabled, username)) > 0
+
+    async def set_password_hash(self, username: str, password_hash: str, *, end_sessions: bool) -> bool:
+        async with self.store.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE users SET password_hash = %s WHERE username = %s", (password_hash, username)
+            )
+            changed = cur.rowcount
+            if end_sessions:
+                await conn.execute("DELETE FROM sessions WHERE username = %s AND source = 'account'", (username,))
+        return changed > 0
+
+    async def delete(self, username: str) -> bool:
+        async with self.store.connection() as conn, conn.transaction():
+            cur = await conn.execute("DELETE FROM users WHERE username = %s", (username,))
+            changed = cur.rowcount
+            await conn.execute("DELETE FROM sessions WHERE username = %s AND source = 'account'", (username,))
+        return changed > 0
+
+
+class PostgresSessions:
+    def __init__(self, store: PostgresStorage) -> None:
+        self.store = store
+
+    async def insert(
+        self, id_hash: str, *, subject: str, client_id: str, role: str, source: str, expires: float, now: float
+    ) -> None:
+        async with self.store.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM sessions WHERE expires <= %s", (now,))
+            await conn.execute(
+                "INSERT INTO sessions (id_hash, username, client_id, role, source, expires)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (id_hash, subject, client_id, role, source, expires),
+            )
+
+    async def delete(self, id_hash: str) -> None:
+        await self.store.execute("DELETE FROM sessions WHERE id_hash = %s", (id_hash,))
+
+    async def lookup(self, id_hash: str) -> SessionRecord | None:
+        rows = await self.store.fetch(
+            "SELECT s.username, s.client_id, s.role, s.source, s.expires,"
+            " u.username, u.client_id, u.role, u.disabled, u.password_hash,"
+            " EXISTS (SELECT 1 FROM users a WHERE a.username IN (s.username, s.client_id)"
+            "  OR a.client_id IN (s.username, s.client_id))"
+            " FROM sessions s LEFT JOIN users u ON s.source = 'account' AND u.username = s.username"
+            " WHERE s.id_hash = %s",
+            (id_hash,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        account = None if row[5] is None else _user(row[5:10])
+        return SessionRecord(row[0], row[1], row[2], row[3], float(row[4]), account, bool(row[10]))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a driver error (never the connection string)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

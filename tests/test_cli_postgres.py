@@ -1,0 +1,113 @@
+"""The command line against PostgreSQL: accounts, tokens, check and schema upgrades work as on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import jwt
+import pytest
+from realservers import Postgres, free_port
+
+from authserver.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
+from authserver.config import SETTINGS_HELP
+
+from conftest import fresh_postgres_url
+from helpers import API_KEY, KEY_SECRET, SESSION_SECRET
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    # main() configures process-wide logging, as a command should; put it back for the next test.
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = saved[0], saved[1]
+
+
+@pytest.fixture
+def database_url(postgres: Postgres, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> str:
+    for name in SETTINGS_HELP:
+        monkeypatch.delenv(name, raising=False)
+    url = asyncio.run(fresh_postgres_url(postgres))
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("ABLY_API_KEY", API_KEY)
+    monkeypatch.setenv("SESSION_SECRET", SESSION_SECRET)
+    monkeypatch.chdir(str(tmp_path))
+    return url
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str = "") -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv), stdin=io.StringIO(stdin))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_accounts_and_tokens_on_postgres(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "users", "add", "alice", stdin=f"{PASSWORD}\n") == (
+        EXIT_OK,
+        "added alice (clientId alice, role user)\n",
+        "",
+    )
+    assert run(capsys, "users", "set-role", "alice", "admin")[0] == EXIT_OK
+    assert run(capsys, "users", "list")[1] == "alice\tclientId=alice\trole=admin\tactive\n"
+    code, out, _ = run(capsys, "token", "--user", "alice", "--format", "jwt")
+    assert code == EXIT_OK
+    assert jwt.decode(out.strip(), KEY_SECRET, algorithms=["HS256"])["x-ably-clientId"] == "alice"
+    assert run(capsys, "users", "disable", "alice")[0] == EXIT_OK
+    assert run(capsys, "token", "--user", "alice") == (EXIT_ERROR, "", "authserver: user 'alice' is disabled\n")
+    assert run(capsys, "users", "remove", "alice") == (EXIT_OK, "removed alice\n", "")
+    assert run(capsys, "users", "list")[1] == "no users\n"
+
+
+def test_check_connects_and_reports_the_database_without_its_password(
+    database_url: str, postgres: Postgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "users", "add", "alice", stdin=f"{PASSWORD}\n")
+    code, out, _ = run(capsys, "check")
+    assert code == EXIT_OK
+    line = f"  database: PostgreSQL postgresql://authserver@127.0.0.1:{postgres.port}/authserver_test"
+    assert f"{line} (1 account(s), schema version 1)" in out.splitlines()
+
+
+def test_check_refuses_an_unreachable_database_naming_it_without_the_password(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://auth:hunter2@127.0.0.1:{port}/auth?connect_timeout=1")
+    code, out, err = run(capsys, "check")
+    assert code == EXIT_CONFIG
+    assert err == (
+        "authserver: invalid configuration:\n"
+        f"  - DATABASE_URL: cannot connect to the database (postgresql://auth@127.0.0.1:{port}/auth)\n"
+    )
+    assert "hunter2" not in out + err
+
+
+def test_db_status_and_upgrade(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "db", "status")
+    assert (code, out.endswith(": empty; this authserver uses schema version 1\n")) == (EXIT_ERROR, True)
+    code, out, _ = run(capsys, "db", "upgrade")
+    assert (code, out.endswith(": upgraded to schema version 1\n")) == (EXIT_OK, True)
+    assert run(capsys, "db", "upgrade")[1].endswith(": already at schema version 1\n")
+    code, out, _ = run(capsys, "db", "status")
+    assert (code, out.endswith(": schema version 1; this authserver uses schema version 1\n")) == (EXIT_OK, True)
+    assert "postgresql://authserver@" in out and "options" not in out
+
+
+def test_serve_refuses_a_database_with_a_newer_schema(
+    database_url: str, postgres: Postgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "db", "upgrade")
+    schema = database_url.rsplit("%3D", 1)[1]
+    postgres.psql(f"UPDATE {schema}.schema_version SET version = 99", database="authserver_test")  # noqa: S608
+    code, _, err = run(capsys, "serve", "--port", "0")
+    assert code == EXIT_CONFIG
+    assert "has schema version 99, which this authserver (schema 1) does not know: refusing to use it" in err
+    assert json.dumps(err)  # one readable line, no traceback

@@ -1,0 +1,176 @@
+"""The storage engines: schema versions (both engines), a SQLite file created on first use and
+checked while serving, a busy or unreachable database a retryable 503 or a clear error, not a crash."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from realservers import Postgres, free_port
+
+from authserver.errors import DatabaseError, UnavailableError
+from authserver.storage import Storage
+from authserver.storage.postgres import PostgresStorage
+from authserver.storage.schema import SCHEMA_VERSION
+from authserver.storage.sqlite import Database, SqliteStorage
+
+from conftest import Reopen, fresh_postgres_url, raw_sql
+
+
+def test_the_file_and_schema_are_created_on_first_use(tmp_path: Path) -> None:
+    db = SqliteStorage(str(tmp_path / "new.db")).db
+    tables = {row[0] for row in db.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert {"users", "sessions"} <= tables
+
+
+def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseError, match="does not exist"):
+        Database(str(tmp_path / "nowhere" / "x.db"))
+
+
+def test_a_database_locked_by_another_process_is_unavailable_503(tmp_path: Path) -> None:
+    path = str(tmp_path / "busy.db")
+    SqliteStorage(path).db.close()
+    db = Database(path, busy_timeout=0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(UnavailableError) as caught:
+            db.execute("DELETE FROM sessions WHERE expires < 0")
+        assert caught.value.status == 503
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert db.execute("DELETE FROM sessions WHERE expires < 0") == 0  # and it recovers
+    db.close()
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("not a database\n" * 100, encoding="utf-8")
+    with pytest.raises(DatabaseError, match="file is not a database"):
+        SqliteStorage(str(path))
+    assert path.read_text(encoding="utf-8") == "not a database\n" * 100
+
+
+# --- schema versions (both engines) ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_empty_database_gets_the_current_schema(storage: Storage) -> None:
+    assert await storage.version() == SCHEMA_VERSION
+    assert await storage.ready() is None
+    assert [tuple(row) for row in await raw_sql(storage, "SELECT version FROM schema_version")] == [(SCHEMA_VERSION,)]
+
+
+@pytest.mark.anyio
+async def test_a_newer_schema_is_refused_and_left_alone(storage: Storage, reopen: Reopen) -> None:
+    await raw_sql(storage, "UPDATE schema_version SET version = version + 1")
+    with pytest.raises(DatabaseError) as caught:
+        await reopen()
+    assert caught.value.message == (
+        f"the database ({storage.description}) has schema version {SCHEMA_VERSION + 1}, which this authserver"
+        f" (schema {SCHEMA_VERSION}) does not know: refusing to use it; run the authserver version that wrote it"
+    )
+    assert await storage.ready() == caught.value.message  # and a running service stops being ready
+    assert [tuple(row) for row in await raw_sql(storage, "SELECT version FROM schema_version")] == [
+        (SCHEMA_VERSION + 1,)
+    ]
+
+
+@pytest.mark.anyio
+async def test_an_older_schema_is_refused_until_db_upgrade_has_run(storage: Storage, reopen: Reopen) -> None:
+    await raw_sql(storage, "UPDATE schema_version SET version = 0")
+    with pytest.raises(DatabaseError, match=r"older than this authserver's 1: run `authserver db upgrade`"):
+        await reopen()
+    assert await storage.upgrade() == [1]
+    assert await storage.upgrade() == []  # nothing left to do
+    again = await reopen()
+    try:
+        assert await again.version() == SCHEMA_VERSION
+    finally:
+        await again.close()
+
+
+def test_a_sqlite_file_from_before_schema_versions_is_adopted(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE users (username TEXT PRIMARY KEY, client_id TEXT NOT NULL UNIQUE, role TEXT NOT NULL,"
+        " password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);"
+        "CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, username TEXT NOT NULL, client_id TEXT NOT NULL,"
+        " role TEXT NOT NULL, source TEXT NOT NULL, expires REAL NOT NULL);"
+        "INSERT INTO users VALUES ('alice', 'alice', 'user', 'x', 0, 0);"
+    )
+    old.commit()
+    old.close()
+    storage = SqliteStorage(str(path))
+    assert storage.db.query("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert storage.db.query("SELECT username FROM users") == [("alice",)]
+    storage.db.close()
+
+
+# --- readiness of a SQLite file -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_deleted_database_file_is_not_ready(tmp_path: Path) -> None:
+    path = tmp_path / "gone.db"
+    storage = SqliteStorage(str(path))
+    await storage.open()
+    assert await storage.ready() is None
+    path.unlink()
+    assert await storage.ready() == f"the database file {path} is gone (deleted or moved while the service runs)"
+    await storage.close()
+
+
+@pytest.mark.anyio
+async def test_a_replaced_database_file_is_not_ready(tmp_path: Path) -> None:
+    path = tmp_path / "swapped.db"
+    storage = SqliteStorage(str(path))
+    await storage.open()
+    other = SqliteStorage(str(tmp_path / "other.db"))
+    other.db.close()
+    os.replace(tmp_path / "other.db", path)
+    assert await storage.ready() == f"the database file {path} was replaced while the service runs: restart it"
+    await storage.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
+async def test_a_read_only_database_file_is_not_ready(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    storage = SqliteStorage(str(path))
+    await storage.open()
+    path.chmod(0o444)
+    assert await storage.ready() == f"the database file {path} is not writable"
+    await storage.close()
+
+
+# --- PostgreSQL connection problems ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_postgres_is_a_database_error_without_the_password() -> None:
+    port = free_port()  # nothing listens there
+    storage = PostgresStorage(f"postgresql://user:hunter2@127.0.0.1:{port}/auth", timeout=1.0)
+    with pytest.raises(DatabaseError) as caught:
+        await storage.open()
+    assert caught.value.message == f"cannot connect to the database (postgresql://user@127.0.0.1:{port}/auth)"
+    assert "hunter2" not in repr(caught.value)
+
+
+@pytest.mark.anyio
+async def test_postgres_going_away_is_a_503_and_ready_says_why(postgres: Postgres) -> None:
+    url = await fresh_postgres_url(postgres)
+    storage = PostgresStorage(url, timeout=1.0)
+    await storage.open()
+    port = postgres.port
+    broken = PostgresStorage(url.replace(f":{port}/", f":{free_port()}/"), timeout=1.0)
+    assert await broken.ready() is not None
+    await broken.close()
+    assert await storage.ready() is None
+    await storage.close()
