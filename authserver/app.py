@@ -6,6 +6,7 @@ environment when the app is built).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,8 @@ from .identity import Authenticator
 from .identity.passwords import Passwords
 from .identity.users import outside_policy_problem
 from .middleware import CatchAllMiddleware, SecurityHeadersMiddleware
+from .readiness import Readiness
+from .redislink import RedisChanges
 from .responses import error_response, exception_response
 from .services import build_services
 from .web import security_middleware_args, web_routes
@@ -77,12 +80,14 @@ def create_app(
         gate=login_gate,
     )
 
+    readiness = Readiness(services)
     app_routes: list[BaseRoute] = [
         Route("/auth", routes.auth, methods=["GET", "POST"]),
         Route("/login", routes.login, methods=["POST"]),
         Route("/logout", routes.logout, methods=["POST"]),
         Route("/session", routes.session, methods=["GET"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
+        Route("/readyz", readiness.endpoint, methods=["GET"]),
         *web_routes(settings),
     ]
 
@@ -92,8 +97,18 @@ def create_app(
         outside = await services.users.outside_policy()
         if outside:
             log.warning("%s", outside_policy_problem(outside, settings.policy_source))
-        yield
-        await services.storage.close()
+        if isinstance(services.changes, RedisChanges):
+            services.changes.start()
+        watch = asyncio.get_running_loop().create_task(readiness.watch(), name="authserver readiness")
+        try:
+            yield
+        finally:
+            watch.cancel()
+            if isinstance(services.changes, RedisChanges):
+                await services.changes.close()
+            if services.redis is not None:
+                await services.redis.close()
+            await services.storage.close()
 
     app = Starlette(
         routes=app_routes,

@@ -30,6 +30,7 @@ from .identity.passwords import Passwords
 from .identity.users import User, UserStore, account_identity, outside_policy_problem
 from .issuance import TokenParams
 from .logs import configure_logging
+from .redislink import RedisChanges, RedisLink
 from .services import build_services, open_storage
 from .serving import bind, run_servers, url_host, uvicorn_server
 from .storage.schema import SCHEMA_VERSION, require_current
@@ -335,11 +336,16 @@ def _with_users(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -
 
     async def run() -> T:
         storage = open_storage(settings)
+        # With Redis, the changes made here reach the session memory of every running instance at once.
+        link = RedisLink(settings.redis_url) if settings.redis_url else None
+        changes = RedisChanges(link) if link is not None else None
         try:
             await storage.open()
-            return await work(UserStore(storage.users, Passwords(), settings.policy))
+            return await work(UserStore(storage.users, Passwords(), settings.policy, changes))
         finally:
             await storage.close()
+            if link is not None:
+                await link.close()
 
     return asyncio.run(run())
 

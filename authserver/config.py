@@ -75,6 +75,10 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_LOGIN_FAILURE_WINDOW": "the failed-login window in seconds (default 300)",
     "AUTHSERVER_LOGIN_CONCURRENCY": "password checks run at once per process (default: the CPU count, at least 2)",
     "AUTHSERVER_LOGIN_QUEUE": "logins that may wait for a password check before 503 (default 64)",
+    "REDIS_URL": "redis://[:password@]host:port/db: share limits and session changes across workers and machines",
+    "AUTHSERVER_AUTH_RATE_PER_IDENTITY": "limit on /auth per clientId, e.g. 120/minute (default: none)",
+    "AUTHSERVER_AUTH_RATE_PER_ADDRESS": "limit on /auth per client address, e.g. 600/minute (default: none)",
+    "AUTHSERVER_WORKERS": "worker processes of `serve` (default 1; development mode is always 1)",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -119,6 +123,12 @@ class Settings:
     login_failure_window: int = 300
     login_concurrency: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     login_queue: int = 64
+    #: REDIS_URL, or None: one process's own limits and session memory.
+    redis_url: str | None = field(default=None, repr=False)
+    #: Limits on /auth in the ``limits`` notation ("120/minute"), or None (off).
+    auth_rate_per_identity: str | None = None
+    auth_rate_per_address: str | None = None
+    workers: int = 1
     #: No ABLY_API_KEY was configured: development mode, with an embedded sandbox under ``serve``.
     development: bool = False
     #: The ``.env`` file the settings were read from (absolute), or None.
@@ -386,6 +396,10 @@ class _Reader:
             login_failure_window=self.integer("AUTHSERVER_LOGIN_FAILURE_WINDOW", 300, 1, 86400),
             login_concurrency=self.integer("AUTHSERVER_LOGIN_CONCURRENCY", max(2, os.cpu_count() or 2), 1, 1024),
             login_queue=self.integer("AUTHSERVER_LOGIN_QUEUE", 64, 0, 100_000),
+            redis_url=self.parse("REDIS_URL", None, _redis_url),
+            auth_rate_per_identity=self.parse("AUTHSERVER_AUTH_RATE_PER_IDENTITY", None, _rate),
+            auth_rate_per_address=self.parse("AUTHSERVER_AUTH_RATE_PER_ADDRESS", None, _rate),
+            workers=self.integer("AUTHSERVER_WORKERS", 1, 1, 64),
             development=not production,
             env_file=self.env_file,
         )
@@ -405,6 +419,29 @@ def _endpoint(value: str) -> str:
     except ValueError:
         raise ValueError("has an invalid port") from None
     return value.rstrip("/")
+
+
+def _redis_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("must look like redis://[:password@]host:port/db (or rediss:// for TLS)")  # NOTE: never echo
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if parts.path not in ("", "/") and not parts.path.strip("/").isdigit():
+        raise ValueError("names a database that is not a number (redis://host:port/0)")
+    return value
+
+
+def _rate(value: str) -> str:
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not a rate such as 120/minute or 1000/hour") from None
+    return value
 
 
 def _origins(value: str) -> tuple[str, ...]:

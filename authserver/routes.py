@@ -125,6 +125,8 @@ async def auth(request: Request) -> Response:
     """The authUrl: a token for the logged-in caller, in the format the client prefers."""
     svc = services(request)
     identity = await _identity(request, svc)
+    if svc.auth_limits is not None:
+        await svc.auth_limits.check(identity.client_id, request.client.host if request.client else "unknown")
     seen = known_params(request.query_params.multi_items(), source="query") if request.scope["query_string"] else {}
     if request.method == "POST":
         # Ably clients merge the authUrl's query with their params, later wins (RSA8c2).

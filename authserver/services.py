@@ -13,6 +13,8 @@ from .identity.passwords import Passwords
 from .identity.sessions import SessionStore
 from .identity.users import UserStore
 from .issuance import Issuer
+from .ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
+from .redislink import RedisChanges, RedisLink
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
 
@@ -29,6 +31,10 @@ class Services:
     throttle: Throttle
     login_gate: Gate
     changes: SessionChanges
+    #: Redis, when REDIS_URL is set: shared limits and session announcements.
+    redis: RedisLink | None = None
+    #: The optional /auth limits (None: off, the default).
+    auth_limits: AuthLimits | None = None
 
 
 def memory_throttle(settings: Settings) -> MemoryThrottle:
@@ -71,9 +77,27 @@ def build_services(
     changes: SessionChanges | None = None,
 ) -> Services:
     """Wire the domain objects from settings. ``authenticators`` are tried before the session cookie;
-    the rest default to one process's in-memory versions and the storage ``DATABASE_URL`` names."""
+    the rest default to the storage ``DATABASE_URL`` names and, with ``REDIS_URL``, to limits and
+    session announcements shared through Redis (else one process's in-memory versions)."""
     storage = storage or open_storage(settings)
+    link = RedisLink(settings.redis_url) if settings.redis_url else None
+    limiter = Limiter(link)
+    if link is not None:
+        changes = changes or RedisChanges(link)
+        throttle = throttle or SharedThrottle(
+            limiter,
+            per_address=settings.login_failures_per_address,
+            per_user_address=settings.login_failures,
+            window=settings.login_failure_window,
+        )
     changes = changes or LocalChanges()
+    auth_limits = None
+    if settings.auth_rate_per_identity or settings.auth_rate_per_address:
+        auth_limits = AuthLimits(
+            limiter,
+            per_identity=parse_rate(settings.auth_rate_per_identity) if settings.auth_rate_per_identity else None,
+            per_address=parse_rate(settings.auth_rate_per_address) if settings.auth_rate_per_address else None,
+        )
     users = UserStore(storage.users, passwords or Passwords(), settings.policy, changes)
     sessions = SessionStore(
         storage.sessions,
@@ -101,4 +125,6 @@ def build_services(
         throttle or memory_throttle(settings),
         gate or login_gate(settings),
         changes,
+        link,
+        auth_limits,
     )

@@ -129,24 +129,24 @@ class Redis:
         fixed = self.port
         for _ in range(5):
             self.port = fixed or free_port()
-            log = (self.root / "redis.log").open("ab")
-            self.process = subprocess.Popen(
-                [
-                    server,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.root),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            with (self.root / "redis.log").open("ab") as log:
+                self.process = subprocess.Popen(
+                    [
+                        server,
+                        "--port",
+                        str(self.port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(self.root),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             try:
                 wait_until_listening(self.port, 20, self.process)
                 return

@@ -1,0 +1,204 @@
+"""REDIS_URL: the login throttle, the /auth limits and session changes shared by every instance,
+and Redis going away and coming back without a failed request. Two apps on one database and one
+real redis-server stand in for two workers or machines. Their clock is frozen, so the sessions'
+one-second recheck can never be what ends a remembered session: only the announcement can.
+(Delivery is asynchronous, a matter of a millisecond: the checks wait for it, condition-based.)"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from realservers import Redis
+from starlette.testclient import TestClient
+
+from authserver.app import create_app
+from authserver.identity.passwords import Passwords
+
+from conftest import Blocking, SettingsFactory
+from helpers import FakeClock
+
+Instance = Callable[..., TestClient]
+
+
+@pytest.fixture
+def redis_url(redis_server: Redis) -> str:
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()  # a test before this one stopped it
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def instance(
+    make_settings: SettingsFactory, fast_passwords: Passwords, clock: FakeClock, redis_url: str
+) -> Iterator[Instance]:
+    """``instance(**env)``: one more running app on the test's database and Redis."""
+    clients: list[TestClient] = []
+
+    def start(**env: str) -> TestClient:
+        settings = make_settings(REDIS_URL=redis_url, **env)
+        client = TestClient(create_app(settings, clock=clock, passwords=fast_passwords), base_url="http://testserver")
+        client.__enter__()
+        clients.append(client)
+        wait_subscribed(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def wait_subscribed(client: TestClient) -> None:
+    """Until the instance listens to session announcements (at start-up, or after Redis came back)."""
+    changes: Any = client.app.state.services.changes  # type: ignore[attr-defined]
+    client.portal.call(changes.subscribed.wait)  # type: ignore[union-attr]
+
+
+def add_alice(client: TestClient) -> None:
+    users = Blocking(client.app.state.services.users, client)  # type: ignore[attr-defined]
+    users.add("alice", "correct horse", role=None, client_id=None, now=0.0)
+
+
+def log_in(client: TestClient, name: str = "alice", password: str = "correct horse") -> str:
+    response = client.post("/login", json={"username": name, "password": password})
+    assert response.status_code == 200, response.text
+    cookie = response.cookies["authserver_session"]
+    client.cookies.clear()  # each request names its session
+    return cookie
+
+
+def with_cookie(cookie: str) -> dict[str, str]:
+    return {"Cookie": f"authserver_session={cookie}"}
+
+
+def soon(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Whether ``condition`` holds now or becomes true within ``timeout`` seconds (real time)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def auth(client: TestClient, cookie: str) -> int:
+    return client.get("/auth", headers=with_cookie(cookie)).status_code
+
+
+def test_a_logout_on_one_instance_is_refused_by_the_other_at_once(instance: Instance) -> None:
+    first, second = instance(), instance()
+    add_alice(first)
+    cookie = log_in(first)
+    assert auth(second, cookie) == 200  # the second instance now remembers the session
+    logout = first.post("/logout", headers=with_cookie(cookie))
+    assert logout.status_code == 200
+    assert soon(lambda: auth(second, cookie) == 401)  # frozen clock: only the announcement can have told it
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        (lambda users: users.set_disabled("alice", True), 403),
+        (lambda users: users.set_password("alice", "new horse"), 401),
+        (lambda users: users.remove("alice"), 401),
+    ],
+    ids=["disable", "set-password", "remove"],
+)
+def test_an_account_change_on_one_instance_reaches_the_other_at_once(
+    instance: Instance, change: Callable[[Blocking], None], status: int
+) -> None:
+    first, second = instance(), instance()
+    add_alice(first)
+    cookie = log_in(first)
+    assert auth(second, cookie) == 200
+    change(Blocking(first.app.state.services.users, first))  # type: ignore[attr-defined]
+    assert soon(lambda: auth(second, cookie) == status)
+
+
+def test_a_role_change_made_by_the_cli_reaches_a_running_instance_at_once(
+    instance: Instance, redis_url: str, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from authserver.cli import main
+
+    server = instance()
+    add_alice(server)
+    cookie = log_in(server)
+    assert server.get("/session", headers=with_cookie(cookie)).json()["role"] == "user"
+    settings = make_settings()
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        assert main(["users", "set-role", "alice", "admin"]) == 0
+    finally:
+        root.handlers[:], root.level = saved
+    assert soon(lambda: server.get("/session", headers=with_cookie(cookie)).json()["role"] == "admin")
+
+
+def test_the_login_throttle_counts_across_instances(instance: Instance) -> None:
+    first, second = instance(), instance()
+    add_alice(first)
+    for attempt in range(10):
+        answering = first if attempt % 2 else second
+        assert answering.post("/login", json={"username": "alice", "password": "guess"}).status_code == 401
+    for answering in (first, second):
+        refused = answering.post("/login", json={"username": "alice", "password": "correct horse"})
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == 42910
+
+
+def test_auth_limits_are_off_by_default_and_shared_when_on(instance: Instance) -> None:
+    plain = instance()
+    add_alice(plain)
+    cookie = log_in(plain)
+    assert all(auth(plain, cookie) == 200 for _ in range(20))
+    first = instance(AUTHSERVER_AUTH_RATE_PER_IDENTITY="3/minute")
+    second = instance(AUTHSERVER_AUTH_RATE_PER_IDENTITY="3/minute")
+    assert [auth(first, cookie), auth(second, cookie), auth(first, cookie)] == [200, 200, 200]
+    refused = second.get("/auth", headers=with_cookie(cookie))
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert (error["message"], error["code"], error["statusCode"]) == (
+        "too many token requests for this clientId (limit 3 per 1 minute)",
+        42910,
+        429,
+    )
+
+
+def test_redis_going_away_degrades_to_local_state_and_recovers(
+    instance: Instance, redis_server: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = instance(), instance()
+    add_alice(first)
+    cookie = log_in(first)
+    assert auth(second, cookie) == 200
+    assert first.get("/readyz").json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+    redis_server.stop()
+    caplog.set_level(logging.WARNING, logger="authserver.redis")
+    # Known sessions keep getting tokens; logins, logouts and throttling go on, per process.
+    assert auth(first, cookie) == 200 and auth(second, cookie) == 200
+    assert first.post("/login", json={"username": "alice", "password": "guess"}).status_code == 401
+    other = log_in(second)
+    assert auth(second, other) == 200
+    assert second.post("/logout", headers=with_cookie(other)).status_code == 200
+    assert auth(second, other) == 401
+    ready = first.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["redis"].startswith("Redis redis://127.0.0.1:")
+    assert any("is not answering" in r.getMessage() and "falls back" in r.getMessage() for r in caplog.records)
+    redis_server.start()  # the same port
+    assert first.get("/readyz").status_code == 200
+    for client in (first, second):
+        wait_subscribed(client)
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+    # Shared again: a logout on one instance reaches the other at once.
+    assert auth(second, cookie) == 200
+    first.post("/logout", headers=with_cookie(cookie))
+    assert soon(lambda: auth(second, cookie) == 401)
