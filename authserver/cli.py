@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the token service (and a sandbox when no ABLY_API_KEY is set)")
     serve.add_argument("--host", help="interface (default AUTHSERVER_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default AUTHSERVER_PORT or 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default AUTHSERVER_WORKERS or 1)")
 
     sub.add_parser("check", help="validate the configuration; exit 0 when it is usable")
 
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
         settings = load_settings(need_session_secret=args.command == "serve")
         configure_logging(settings.log_level)
         if args.command == "serve":
-            return _serve(settings, args.host, args.port)
+            return _serve(settings, args.host, args.port, args.workers)
         if args.command == "sandbox":
             return _sandbox(settings, args.host, args.port)
         if args.command == "token":
@@ -245,14 +246,26 @@ def _ably_js_note(settings: Settings) -> tuple[int, str]:
     )
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None = None) -> int:
     from .app import create_app
 
     host = host or settings.host
     if port is not None:
         settings = settings.with_port(port)  # the embedded sandbox follows to port + 1
     port = settings.port
+    workers = settings.workers if workers is None else workers
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    if workers > 1 and settings.development:
+        log.warning(
+            "development mode (embedded sandbox) runs one worker: --workers/AUTHSERVER_WORKERS=%d ignored;"
+            " set ABLY_API_KEY (and REDIS_URL) to run several",
+            workers,
+        )
+        workers = 1
     log.info("database: %s", check_database(settings))  # refuse to start on a database that cannot serve
+    if workers > 1:
+        return _serve_workers(settings, host, port, workers)
     servers: list[tuple[uvicorn.Server, socket.socket]] = []
     if settings.development:
         from .sandbox import create_sandbox_app
@@ -299,6 +312,38 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         settings.ably_endpoint or "real Ably",
     )
     run_servers(servers)
+    return EXIT_OK
+
+
+def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
+    from .workers import run_workers
+
+    if settings.redis_url is None:
+        log.warning(
+            "%d workers without REDIS_URL: each keeps its own login throttle and session memory"
+            " (a logout reaches the others only within a second); set REDIS_URL to share them",
+            workers,
+        )
+    if settings.session_secret_ephemeral:
+        raise ConfigError(["SESSION_SECRET: several workers need one shared secret (set SESSION_SECRET)"])
+    if settings.demo_login:
+        log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
+    for warning in short_ttl_warnings(settings):
+        log.warning("%s", warning)
+    sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
+    log.info(
+        "authserver %s on http://%s:%d (signing key %s, Ably: %s) with %d workers",
+        __version__,
+        url_host(host),
+        sock.getsockname()[1],
+        settings.ably_keys[0].name,
+        settings.ably_endpoint or "real Ably",
+        workers,
+    )
+    try:
+        run_workers(settings, sock, workers)
+    finally:
+        sock.close()
     return EXIT_OK
 
 

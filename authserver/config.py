@@ -79,6 +79,7 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_AUTH_RATE_PER_IDENTITY": "limit on /auth per clientId, e.g. 120/minute (default: none)",
     "AUTHSERVER_AUTH_RATE_PER_ADDRESS": "limit on /auth per client address, e.g. 600/minute (default: none)",
     "AUTHSERVER_WORKERS": "worker processes of `serve` (default 1; development mode is always 1)",
+    "AUTHSERVER_SESSION_RECHECK": "seconds a resolved session is answered from memory (default 1)",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -129,6 +130,7 @@ class Settings:
     auth_rate_per_identity: str | None = None
     auth_rate_per_address: str | None = None
     workers: int = 1
+    session_recheck: float = 1.0
     #: No ABLY_API_KEY was configured: development mode, with an embedded sandbox under ``serve``.
     development: bool = False
     #: The ``.env`` file the settings were read from (absolute), or None.
@@ -400,6 +402,7 @@ class _Reader:
             auth_rate_per_identity=self.parse("AUTHSERVER_AUTH_RATE_PER_IDENTITY", None, _rate),
             auth_rate_per_address=self.parse("AUTHSERVER_AUTH_RATE_PER_ADDRESS", None, _rate),
             workers=self.integer("AUTHSERVER_WORKERS", 1, 1, 64),
+            session_recheck=float(self.integer("AUTHSERVER_SESSION_RECHECK", 1, 0, 3600)),
             development=not production,
             env_file=self.env_file,
         )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .redislink import RedisChanges
 from .responses import json_response
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ class Readiness:
             found["database"] = database
         if self.services.redis is not None:
             redis = await self.services.redis.ping()
+            changes = self.services.changes
+            if redis is None and isinstance(changes, RedisChanges) and not changes.complete:
+                redis = f"Redis {self.services.redis.description} answers, session announcements not yet resumed"
             if redis is not None:
                 found["redis"] = redis
         for name, problem in found.items():

@@ -116,6 +116,11 @@ class RedisChanges:
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
+    @property
+    def complete(self) -> bool:
+        """Listening: every announcement of every instance arrives."""
+        return self.subscribed.is_set()
+
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
@@ -228,5 +229,8 @@ async def session(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness of this process (``pid``: which worker answered)."""
     svc = services(request)
-    return json_response({"status": "ok", "keyName": svc.issuer.key.name, "development": svc.settings.development})
+    return json_response(
+        {"status": "ok", "keyName": svc.issuer.key.name, "development": svc.settings.development, "pid": os.getpid()}
+    )

@@ -104,6 +104,7 @@ def build_services(
         settings.session_secret,
         ttl=settings.session_ttl,
         demo_login=settings.demo_login,
+        recheck=settings.session_recheck,
         changes=changes,
     )
     issuer = Issuer(

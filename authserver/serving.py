@@ -51,6 +51,8 @@ def uvicorn_server(app: ASGIApp, log_level: str) -> uvicorn.Server:
         # Clients renewing short-lived tokens reuse pooled connections; uvicorn's 5 s default
         # closes them just as a renewal goes out and the renewal fails (80019).
         timeout_keep_alive=75,
+        # SIGTERM: stop accepting, let in-flight requests finish, but not for ever.
+        timeout_graceful_shutdown=30,
     )
     return uvicorn.Server(config)
 

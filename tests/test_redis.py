@@ -194,9 +194,9 @@ def test_redis_going_away_degrades_to_local_state_and_recovers(
     assert ready.json()["checks"]["redis"].startswith("Redis redis://127.0.0.1:")
     assert any("is not answering" in r.getMessage() and "falls back" in r.getMessage() for r in caplog.records)
     redis_server.start()  # the same port
-    assert first.get("/readyz").status_code == 200
     for client in (first, second):
         wait_subscribed(client)
+    assert first.get("/readyz").status_code == 200
     assert any("answers again" in r.getMessage() for r in caplog.records)
     # Shared again: a logout on one instance reaches the other at once.
     assert auth(second, cookie) == 200

@@ -13,6 +13,12 @@ from typing import Protocol
 
 
 class SessionChanges(Protocol):
+    @property
+    def complete(self) -> bool:
+        """Whether every change made anywhere reaches the listeners now (False while a shared
+        implementation has lost its connection: remembered sessions must then be rechecked soon)."""
+        ...
+
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (synchronously, on the event loop) after every announced change."""
         ...
@@ -24,6 +30,9 @@ class SessionChanges(Protocol):
 
 class LocalChanges:
     """Changes reach the listeners of this process only, at once."""
+
+    #: One process: every change it makes reaches its listeners.
+    complete = True
 
     def __init__(self) -> None:
         self._listeners: list[Callable[[], None]] = []

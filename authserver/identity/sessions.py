@@ -17,7 +17,7 @@ Resolving a session is on the hot path of ``/auth``, so a resolved session is re
 change that can end or alter a session is announced on :class:`~.changes.SessionChanges`, which
 empties the memory at once (in every process when the announcements are shared); a change that
 is not announced (a process with no shared announcements, such as the CLI without Redis) is seen
-within ``recheck`` seconds.
+within ``recheck`` seconds, and within one second whenever shared announcements are interrupted.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from .users import account_identity
 
 COOKIE_NAME = "authserver_session"
 _CACHE_LIMIT = 10_000
+#: The longest a session is remembered while announcements may be missed (shared ones lost their link).
+INCOMPLETE_RECHECK = 1.0
 
 
 def _hash(session_id: str) -> str:
@@ -109,7 +111,8 @@ class SessionStore:
         if entry is None:
             return None
         identity, expires, checked = entry
-        if now < expires and 0 <= now - checked < self.recheck:
+        window = self.recheck if self.changes.complete else min(self.recheck, INCOMPLETE_RECHECK)
+        if now < expires and 0 <= now - checked < window:
             return identity
         self._resolved.pop(cookie, None)
         return None

@@ -294,3 +294,21 @@ async def test_an_announced_change_is_seen_at_once(sessions: SessionStore, chang
     assert sessions.remembered(with_cookie(cookie), NOW) == ALICE
     changes.notify()  # what a change made elsewhere arrives as
     assert sessions.remembered(with_cookie(cookie), NOW) is None
+
+
+class Interrupted(LocalChanges):
+    """Shared announcements that lost their connection: changes elsewhere may be missed."""
+
+    complete = False
+
+
+async def test_a_long_memory_shrinks_to_a_second_while_announcements_may_be_missed(storage: Storage) -> None:
+    users = UserStore(storage.users, Passwords(time_cost=1, memory_cost=8192, parallelism=1), load_policy(None))
+    await users.add("alice", "correct horse", role=None, client_id=None, now=NOW)
+    steady = SessionStore(storage.sessions, SECRET, ttl=TTL, recheck=3600)
+    interrupted = SessionStore(storage.sessions, SECRET, ttl=TTL, recheck=3600, changes=Interrupted())
+    cookie = await steady.create(ALICE, NOW)
+    for sessions in (steady, interrupted):
+        assert await sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+    assert steady.remembered(with_cookie(cookie), NOW + 1.5) == ALICE
+    assert interrupted.remembered(with_cookie(cookie), NOW + 1.5) is None
