@@ -628,3 +628,23 @@ def test_missing_subcommand_is_a_usage_error(cli: Cli) -> None:
     with pytest.raises(SystemExit) as exc_info:
         main([])
     assert exc_info.value.code == 2
+
+
+def test_check_refuses_a_database_with_a_newer_schema(cli: Cli, alice: None) -> None:
+    import sqlite3
+
+    with sqlite3.connect(cli.database) as db:
+        db.execute("UPDATE schema_version SET version = 7")
+    db.close()
+    result = cli("check")
+    assert result.code == EXIT_CONFIG
+    assert "has schema version 7, which this authserver (schema 1) does not know" in result.err
+    assert "users" not in result.out
+
+
+def test_db_upgrade_and_status_on_sqlite(cli: Cli) -> None:
+    # a SQLite file gets the current schema as soon as it is opened (created on first use)
+    assert cli("db", "upgrade").out == f"{cli.database}: already at schema version 1\n"
+    assert cli("db", "status") == Result(
+        EXIT_OK, f"{cli.database}: schema version 1; this authserver uses schema version 1\n", ""
+    )

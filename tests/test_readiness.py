@@ -1,0 +1,64 @@
+"""/readyz (the database answers with the current schema; /healthz stays liveness), and a SQLite
+file that is deleted or replaced under a running service, or fills up, is noticed and logged."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import Service, ServiceFactory
+
+
+def database_file(service: Service) -> Path:
+    return Path(service.settings.database_path)
+
+
+def test_ready_when_the_database_answers(service: Service) -> None:
+    response = service.client.get("/readyz")
+    assert (response.status_code, response.json()) == (200, {"status": "ready", "checks": {"database": "ok"}})
+    assert response.headers["cache-control"].startswith("private, no-cache")
+
+
+def test_a_deleted_database_file_is_not_ready_and_logged_while_liveness_stays_ok(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = database_file(service)
+    path.unlink()
+    response = service.client.get("/readyz")
+    assert response.status_code == 503
+    problem = f"the database file {path} is gone (deleted or moved while the service runs)"
+    assert response.json() == {"status": "not ready", "checks": {"database": problem}}
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [f"not ready: database: {problem}"]
+    service.client.get("/readyz")  # logged once, not on every probe
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
+    assert service.client.get("/healthz").status_code == 200
+
+
+def test_a_replaced_database_file_is_not_ready(service: Service, tmp_path: Path) -> None:
+    path = database_file(service)
+    (tmp_path / "elsewhere.db").write_bytes(path.read_bytes())
+    os.replace(tmp_path / "elsewhere.db", path)
+    response = service.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"].endswith("was replaced while the service runs: restart it")
+
+
+def test_a_full_database_is_a_logged_503_not_a_crash(
+    make_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = make_service(AUTHSERVER_DEMO_LOGIN="true")
+    storage = service.client.app.state.services.storage  # type: ignore[attr-defined]
+    pages = storage.db.query("PRAGMA page_count")[0][0]
+    storage.db.execute(f"PRAGMA max_page_count = {pages}")  # as a full disk would: no page left to grow into
+    answers = []
+    for n in range(200):  # each login a session of its own (a new client each time: no previous cookie)
+        service.client.cookies.clear()
+        answers.append(service.client.post("/login", json={"username": f"user{n}", "password": "pw"}))
+    refused = [r for r in answers if r.status_code != 200]
+    assert refused and {r.status_code for r in refused} == {503}
+    assert refused[0].json()["error"]["code"] == 50300
+    assert any("database or disk is full" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    assert service.client.get("/healthz").status_code == 200  # the process goes on
