@@ -173,6 +173,21 @@ def _check_lines(settings: Settings) -> list[str]:
         lines.append("  session secret: ephemeral (SESSION_SECRET is not set; sessions end when the service stops)")
     lines.append(f"  token TTL: {settings.token_ttl}s (max {settings.token_max_ttl}s)")
     lines.append(f"  database: {_database_note(settings)}")
+    lines.append(f"  Redis: {_redis_note(settings)}")
+    lines.append(
+        f"  login throttle: {settings.login_failures} failures per username and address,"
+        f" {settings.login_failures_per_address} per address, in {settings.login_failure_window}s"
+        f" ({'shared through Redis' if settings.redis_url else 'per process'});"
+        f" {settings.login_concurrency} password checks at once, {settings.login_queue} waiting"
+    )
+    limits = [
+        f"{rate} per {what}"
+        for rate, what in ((settings.auth_rate_per_identity, "clientId"), (settings.auth_rate_per_address, "address"))
+        if rate
+    ]
+    lines.append(f"  /auth limits: {', '.join(limits) if limits else 'off'}")
+    workers = 1 if settings.development else settings.workers
+    lines.append(f"  workers: {workers}" + (" (development mode: always one)" if settings.development else ""))
     lines.append(f"  policy: {settings.policy_source} (roles: {', '.join(sorted(settings.policy.roles))})")
     lines.append(f"  ably-js for the page: {_ably_js_note(settings)[1]}")
     lines.extend(f"  WARNING: {warning}" for warning in short_ttl_warnings(settings))
@@ -218,6 +233,28 @@ def _database_note(settings: Settings) -> str:
     if outside:
         raise ConfigError([outside_policy_problem(outside, settings.policy_source)])
     return f"{where} ({len(accounts)} account(s), schema version {SCHEMA_VERSION})"
+
+
+def _redis_note(settings: Settings) -> str:
+    """Whether Redis answers (PING). :raises ConfigError: it does not."""
+    if settings.redis_url is None:
+        return "none (limits and session memory per process; set REDIS_URL for several workers or machines)"
+    link = RedisLink(settings.redis_url, timeout=2.0)
+
+    async def ping() -> str | None:
+        try:
+            return await link.ping()
+        finally:
+            await link.close()
+
+    logging.getLogger("authserver.redis").disabled = True  # check reports it below, once
+    try:
+        problem = asyncio.run(ping())
+    finally:
+        logging.getLogger("authserver.redis").disabled = False
+    if problem is not None:
+        raise ConfigError([f"REDIS_URL: {problem}"])
+    return f"{link.description} (answers)"
 
 
 def _storage_description(settings: Settings) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from realservers import Redis
+from realservers import Redis, free_port
 from starlette.testclient import TestClient
 
 from authserver.app import create_app
@@ -202,3 +203,26 @@ def test_redis_going_away_degrades_to_local_state_and_recovers(
     assert auth(second, cookie) == 200
     first.post("/logout", headers=with_cookie(cookie))
     assert soon(lambda: auth(second, cookie) == 401)
+
+
+def test_check_reports_redis_and_refuses_one_that_does_not_answer(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from authserver.cli import main
+    from authserver.config import SETTINGS_HELP
+
+    for name in SETTINGS_HELP:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("AUTHSERVER_AUTH_RATE_PER_IDENTITY", "120/minute")
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"  Redis: {redis_url} (answers)" in out
+    assert "  /auth limits: 120/minute per clientId" in out
+    port = free_port()
+    monkeypatch.setenv("REDIS_URL", f"redis://:hunter2@127.0.0.1:{port}/0")
+    assert main(["check"]) == 3
+    err = capsys.readouterr().err
+    assert f"REDIS_URL: Redis redis://127.0.0.1:{port}/0 is not answering (ConnectionError)" in err
+    assert "hunter2" not in err
