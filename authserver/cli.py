@@ -428,6 +428,12 @@ def _with_users(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -
             await storage.close()
             if link is not None:
                 await link.close()
+            if changes is not None and changes.unsent:
+                print(
+                    "authserver: Redis did not answer: running instances see this change within"
+                    " AUTHSERVER_SESSION_RECHECK seconds instead of at once",
+                    file=sys.stderr,
+                )
 
     return asyncio.run(run())
 

@@ -114,7 +114,13 @@ class RedisChanges:
         self._listeners: list[Callable[[], None]] = []
         self._origin = secrets.token_hex(8).encode("ascii")  # our own announcements come back: skip them
         self._task: asyncio.Task[None] | None = None
+        self._pending = False
         self.subscribed = asyncio.Event()
+
+    @property
+    def unsent(self) -> bool:
+        """An announcement could not be published (Redis did not answer) and is still waiting."""
+        return self._pending
 
     @property
     def complete(self) -> bool:
@@ -130,13 +136,21 @@ class RedisChanges:
 
     async def announce(self) -> None:
         self.notify()
+        await self._publish()
+
+    async def _publish(self) -> None:
+        """Publish one announcement; one that cannot go out now goes out once Redis answers again
+        (the other instances recheck every second meanwhile, but only if they lost Redis too)."""
         if not self.link.usable():
+            self._pending = True
             return
         try:
             await self.link.client.publish(CHANNEL, self._origin)
         except UNREACHABLE as exc:
+            self._pending = True
             self.link.failed("session announcements", exc)
         else:
+            self._pending = False
             self.link.succeeded()
 
     def start(self) -> None:
@@ -161,6 +175,8 @@ class RedisChanges:
                 self.subscribed.set()
                 self.link.succeeded()
                 self.notify()  # whatever was announced while we were away is unknown: recheck all
+                if self._pending:
+                    await self._publish()  # and what we could not announce meanwhile goes out now
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("data") != self._origin:

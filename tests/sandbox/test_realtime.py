@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -96,16 +96,19 @@ class TestConnect:
     @pytest.mark.parametrize(
         ("params", "code"),
         [
-            ({"access_token": jwt_for(now=time.time() - 120, lifetime=60)}, 40142),
-            ({"access_token": jwt_for(client_id="alice"), "clientId": "bob"}, 40102),
-            ({"access_token": "garbage"}, 40144),
-            ({"key": f"{KEY.name}:wrong"}, 40101),
-            ({}, 40101),
+            (lambda: {"access_token": jwt_for(now=time.time() - 120, lifetime=60)}, 40142),
+            (lambda: {"access_token": jwt_for(client_id="alice"), "clientId": "bob"}, 40102),
+            (lambda: {"access_token": "garbage"}, 40144),
+            (lambda: {"key": f"{KEY.name}:wrong"}, 40101),
+            (dict, 40101),
         ],
         ids=["expired token", "clientId mismatch", "malformed token", "wrong key", "no credentials"],
     )
-    def test_refused_connections_get_error_and_close(self, stack: Stack, params: dict[str, str], code: int) -> None:
-        with Wire(stack.sandbox.ws, **params) as wire:
+    def test_refused_connections_get_error_and_close(
+        self, stack: Stack, params: Callable[[], dict[str, str]], code: int
+    ) -> None:
+        # NOTE: the tokens are made when the test runs, not at collection (they live 60 s).
+        with Wire(stack.sandbox.ws, **params()) as wire:
             frame = wire.recv()
             assert frame["action"] == ERROR
             assert frame["error"]["code"] == code
