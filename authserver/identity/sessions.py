@@ -22,6 +22,7 @@ within ``recheck`` seconds, and within one second whenever shared announcements 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 
@@ -64,14 +65,23 @@ class SessionStore:
         self._signer = Signer(secret, salt="authserver.session")
         # cookie -> (identity, session expiry, checked at)
         self._resolved: dict[str, tuple[Identity, float, float]] = {}
+        self._pending: dict[str, asyncio.Future[Identity]] = {}
         #: Moved by every announced change: a lookup that overlapped one is not remembered.
         self._generation = 0
         self.changes.subscribe(self.forget)
 
     def forget(self) -> None:
-        """Drop every remembered session (an account or session changed somewhere)."""
+        """Drop every remembered session (an account or session changed somewhere); a lookup already
+        under way is not joined by later requests (it may have read the store before the change)."""
         self._generation += 1
         self._resolved.clear()
+        self._pending.clear()
+
+    def _settled(self, cookie: str, done: asyncio.Future[Identity]) -> None:
+        if self._pending.get(cookie) is done:
+            del self._pending[cookie]
+        if not done.cancelled():
+            done.exception()  # retrieved: a refusal nobody else awaited is not "never retrieved"
 
     async def create(self, identity: Identity, now: float) -> str:
         """Store a session for ``identity`` and return the cookie value."""
@@ -132,6 +142,16 @@ class SessionStore:
         identity = self.remembered(credentials, now)
         if identity is not None:
             return identity
+        # One lookup per cookie at a time: requests that miss while it runs wait for its answer
+        # rather than each asking the store (a burst after every recheck would otherwise be a herd).
+        pending = self._pending.get(cookie)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(cookie, now))
+            self._pending[cookie] = pending
+            pending.add_done_callback(lambda done: self._settled(cookie, done))
+        return await asyncio.shield(pending)  # a caller that goes away does not cancel the others' answer
+
+    async def _lookup(self, cookie: str, now: float) -> Identity:
         generation = self._generation  # read before the lookup: a change announced meanwhile forces a recheck
         identity, expires = await self._resolve(cookie, now)
         if generation == self._generation:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
+import anyio
 import pytest
 
 from authserver.errors import ForbiddenError, NotAuthenticatedError
@@ -13,7 +15,7 @@ from authserver.identity.passwords import Passwords
 from authserver.identity.sessions import COOKIE_NAME, SessionStore
 from authserver.identity.users import UserStore
 from authserver.policy import load_policy
-from authserver.storage import Storage
+from authserver.storage import SessionRecord, Storage
 
 from conftest import Reopen, raw_sql
 
@@ -312,3 +314,44 @@ async def test_a_long_memory_shrinks_to_a_second_while_announcements_may_be_miss
         assert await sessions.authenticate(with_cookie(cookie), NOW) == ALICE
     assert steady.remembered(with_cookie(cookie), NOW + 1.5) == ALICE
     assert interrupted.remembered(with_cookie(cookie), NOW + 1.5) is None
+
+
+class CountingLookups:
+    """A session storage that counts lookups and holds each until released."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.inner = storage.sessions
+        self.lookups = 0
+        self.release = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def lookup(self, id_hash: str) -> SessionRecord | None:
+        self.lookups += 1
+        await self.release.wait()
+        return await self.inner.lookup(id_hash)
+
+
+async def test_concurrent_misses_share_one_lookup_and_a_change_starts_a_new_one(
+    storage: Storage, users: UserStore
+) -> None:
+    counting = CountingLookups(storage)
+    sessions = SessionStore(counting, SECRET, ttl=TTL)
+    cookie = await sessions.create(ALICE, NOW)
+    answers: list[Identity | None] = []
+
+    async def ask() -> None:
+        answers.append(await sessions.authenticate(with_cookie(cookie), NOW))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(ask)
+        await anyio.wait_all_tasks_blocked()
+        assert counting.lookups == 1
+        sessions.forget()  # a change announced while the lookup is under way...
+        group.start_soon(ask)
+        await anyio.wait_all_tasks_blocked()
+        assert counting.lookups == 2  # ...is not answered by the lookup that may predate it
+        counting.release.set()
+    assert answers == [ALICE] * 6
