@@ -90,6 +90,7 @@ class Session:
                     revocations=self.sandbox.revocations,
                     auth_prompts=self.limits.auth_prompts,
                     auth_lead_ms=self.limits.auth_lead_ms,
+                    short_token_prompts=self.limits.short_token_prompts,
                 )
                 self.connection.on_revoked = self._watch.revoked
                 self._watch.restart()

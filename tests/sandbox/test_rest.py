@@ -170,9 +170,11 @@ class TestAuthErrors:
             ({}, 40101),
             (basic(f"{KEY.name}:wrong"), 40101),
             (bearer(jwt_for(now=FIXED_NOW - 100, lifetime=10)), 40142),
-            (bearer("not-a-token"), 40144),
+            (bearer("not-a-token"), 40101),
+            (bearer("invalid-token", raw=True), 40101),
+            (bearer(jwt_for(now=FIXED_NOW - 1, key=OTHER_KEY).rsplit(".", 1)[0] + ".forged"), 40101),
         ],
-        ids=["no credentials", "wrong key secret", "expired token", "garbage token"],
+        ids=["no credentials", "wrong key secret", "expired token", "not a token", "raw not a token", "bad signature"],
     )
     def test_rest_requests_are_judged_like_realtime(
         self, client: TestClient, headers: dict[str, str], code: int
