@@ -43,9 +43,12 @@ class Subscriber(Protocol):
 @dataclass
 class Attachment:
     subscriber: Subscriber
+    #: The modes granted: what the ATTACH asked for ∩ what the capability allows.
     modes: int
     #: Number of the last message this attachment has been given (or skipped on purpose).
     seen_seq: int
+    #: The modes the ATTACH asked for (a new capability after AUTH re-grants from these).
+    requested: int = 0
     #: Set when a new transport takes the connection over: nothing is delivered until the client
     #: re-attaches (ably-js drops messages for channels that are not ATTACHED, RTL17), and the
     #: re-ATTACH then replays everything since ``seen_seq``.
@@ -94,13 +97,18 @@ class Channel:
 
     # -- attachments ----------------------------------------------------------------------------------
 
-    def attach(self, subscriber: Subscriber, modes: int) -> tuple[Attachment, bool]:
-        """Attach (or re-attach) ``subscriber``; returns the attachment and whether it already existed."""
+    def attach(self, subscriber: Subscriber, modes: int, *, requested: int | None = None) -> tuple[Attachment, bool]:
+        """Attach (or re-attach) ``subscriber``; returns the attachment and whether it already existed.
+
+        Called only through :class:`~.attachments.Attachments`, the owner of attachment state.
+        """
+        wanted = modes if requested is None else requested
         existing = self.attachments.get(subscriber.id)
         if existing is not None:
             existing.subscriber, existing.modes, existing.paused = subscriber, modes, False
+            existing.requested = wanted
             return existing, True
-        attachment = Attachment(subscriber, modes, self.seq)
+        attachment = Attachment(subscriber, modes, self.seq, wanted)
         self.attachments[subscriber.id] = attachment
         return attachment, False
 

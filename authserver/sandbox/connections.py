@@ -125,8 +125,7 @@ class Connection:
         self.identity = identity
         self.echo = echo
         self.transport: Transport | None = None
-        #: Channels this connection is attached to, and channels where it has presence members.
-        self.channels: set[str] = set()
+        #: Channels where it has presence members (its attachments are kept by ``Attachments``).
         self.presence_channels: set[str] = set()
         #: Pending timers (discard, presence grace) keyed by purpose.
         self.timers: dict[str, asyncio.TimerHandle] = {}

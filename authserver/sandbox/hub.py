@@ -15,9 +15,10 @@ from typing import Any
 from ..capabilities import Capability
 from ..errors import BadRequestError, ClientIdError
 from ..keys import AblyKey
+from .attachments import Attachments
 from .channels import Channel, ChannelRegistry, Member, check_channel_name
 from .connections import Connection, ConnectionRegistry
-from .grants import Grant, Identity, Keyring, denied
+from .grants import Grant, Identity, Keyring
 from .issuance import IssuedTokens, TokenIssuer
 from .judge import TokenJudge
 from .limits import SandboxLimits
@@ -85,6 +86,7 @@ class Sandbox:
         self.issuer = TokenIssuer(self.keyring, limits, self.issued)
         self.connections = ConnectionRegistry(limits)
         self.channels = ChannelRegistry(limits)
+        self.attachments = Attachments(self.channels, limits)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -94,14 +96,14 @@ class Sandbox:
     def prepare_publish(
         self, channel_name: str, raw: object, *, grant: Grant, identity: Identity, origin: str | None, id_base: str
     ) -> Publication:
-        """Check a publish (capability, clientIds, payloads, size) and stamp the messages.
+        """Check a publish (clientIds, payloads, size) and stamp the messages.
 
-        :raises AuthServerError: 40160 no publish capability, 40012 clientId not permitted,
-            40009 too large or too many, 40000/40010 malformed.
+        Permission is the caller's: :meth:`.Attachments.authorise` (realtime) or the REST endpoint.
+
+        :raises AuthServerError: 40012 clientId not permitted, 40009 too large or too many,
+            40000/40010 malformed.
         """
         check_channel_name(channel_name)
-        if not grant.capability.allows(channel_name, "publish"):
-            raise denied(channel_name, "publish")
         items = _items(raw, "messages", self.limits)
         now = self.now_ms()
         messages: list[Member] = []
@@ -134,12 +136,12 @@ class Sandbox:
     ) -> list[Member]:
         """Check and apply presence ENTER/UPDATE/LEAVE from ``connection``; returns the events to broadcast.
 
-        :raises AuthServerError: 40160 no presence capability, 40012 no or wrong clientId,
-            40009 too large, 91003 too many members, 42910 store budget spent, 40000 malformed.
+        Permission is checked before, by :meth:`.Attachments.authorise`.
+
+        :raises AuthServerError: 40012 no or wrong clientId, 40009 too large, 91003 too many members,
+            42910 store budget spent, 40000 malformed.
         """
         check_channel_name(channel_name)
-        if not connection.grant.capability.allows(channel_name, "presence"):
-            raise denied(channel_name, "presence")
         items = _items(raw, "presence", self.limits)
         now = self.now_ms()
         stamped: list[Member] = []
@@ -192,14 +194,6 @@ class Sandbox:
         log.info("connection %s opened (key %s, clientId %s)", connection.id, grant.key_name, identity.client_id)
         return connection
 
-    def pause_attachments(self, connection: Connection) -> None:
-        """A new transport took ``connection`` over: hold its channels' traffic until it re-attaches them."""
-        for name in connection.channels:
-            channel = self.channels.get(name)
-            attachment = channel.attachments.get(connection.id) if channel is not None else None
-            if attachment is not None:
-                attachment.paused = True
-
     def transport_lost(self, connection: Connection) -> None:
         """The socket went without CLOSE: keep the state for resume, members for the grace period."""
         connection.transport = None
@@ -214,11 +208,7 @@ class Sandbox:
         """Forget a connection (CLOSE, or no resume in time): detach everywhere, LEAVE its members."""
         connection.cancel_timers()
         self._leave_all(connection)
-        for name in list(connection.channels):
-            channel = self.channels.get(name)
-            if channel is not None:
-                channel.detach(connection.id)
-        connection.channels.clear()
+        self.attachments.detach_all(connection)
         connection.on_revoked = None
         self.connections.remove(connection)
         log.info("connection %s discarded", connection.id)

@@ -27,7 +27,6 @@ from .lifetime import TokenWatch
 from .payloads import is_wire_text
 from .protocol import (
     Action,
-    Flag,
     Frame,
     WireFormat,
     decode_frame,
@@ -144,7 +143,7 @@ class Session:
         previous = connection.transport
         connection.transport = transport
         connection.cancel_timers()
-        self.sandbox.pause_attachments(connection)
+        self.sandbox.attachments.pause(connection)
         if previous is not None:
             previous.close(
                 error_frame(Action.DISCONNECTED, BadRequestError("Connection superseded", code=80016, status=410))
@@ -234,25 +233,12 @@ class Session:
             log.info("nack msgSerial %d: %s (%d)", serial, exc.message, exc.code)
             self.transport.send(error_frame(Action.NACK, exc, msgSerial=serial, count=1))
 
-    def _check_mode(self, channel_name: str, mode: int, operation: str) -> None:
-        """40165 when the attachment lacks ``mode`` though the capability allows ``operation``.
-
-        Without the capability the operation fails with 40160 in the hub instead.
-        """
-        assert self.connection is not None
-        if not self.connection.grant.capability.allows(channel_name, operation):
-            return
-        channel = self.sandbox.channels.get(channel_name)
-        attachment = channel.attachments.get(self.connection.id) if channel is not None else None
-        if attachment is not None and not attachment.modes & mode:
-            raise TokenError(f"Channel mode {operation} was not requested or granted at attach", code=40165)
-
     def _publish(self, frame: Frame, serial: int) -> None:
         assert self.connection is not None and self.transport is not None
         name = frame.get("channel")
         if not isinstance(name, str):
             raise BadRequestError("MESSAGE without a channel")
-        self._check_mode(name, Flag.PUBLISH, "publish")
+        self.sandbox.attachments.authorise(self.connection, name, "publish")
         publication = self.sandbox.prepare_publish(
             name,
             frame.get("messages"),
@@ -271,7 +257,7 @@ class Session:
         name = frame.get("channel")
         if not isinstance(name, str):
             raise BadRequestError("PRESENCE without a channel")
-        self._check_mode(name, Flag.PRESENCE, "presence")
+        self.sandbox.attachments.authorise(self.connection, name, "presence")
         events = self.sandbox.apply_presence(self.connection, name, frame.get("presence"), msg_serial=serial)
         self.transport.send({"action": int(Action.ACK), "msgSerial": serial, "count": 1})
         self.sandbox.broadcast_presence(name, events, frame_id=f"{self.connection.id}:{serial}")
@@ -298,7 +284,7 @@ class Session:
             return
         connection.grant, connection.identity = grant, identity
         log.info("connection %s re-authenticated (key %s)", connection.id, grant.key_name)
-        self._send_all(attachments.recheck(self.sandbox, connection))
+        self._send_all(attachments.reauthorised(self.sandbox, connection))
         self.transport.send(handshake.connected_frame(connection, self.limits))
         assert self._watch is not None
         self._watch.restart()

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from ..errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
 from .channels import check_channel_name
-from .grants import Grant, Identity, denied, resolve_identity
+from .grants import Grant, Identity, denied, require, resolve_identity
 from .hub import Sandbox
 from .issuance import token_details
 from .protocol import error_info, payloads_for_json
@@ -182,6 +182,7 @@ async def publish(request: Request) -> Response:
     sandbox = _sandbox(request)
     name = _channel(request)
     grant = authenticate(request)
+    require(grant, name, "publish")
     identity = identify(request, grant)
     body = await read_body(request)
     items = body if isinstance(body, list) else [body]
