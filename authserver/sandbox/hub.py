@@ -61,6 +61,8 @@ class Publication:
     messages: list[Member]
     origin: str | None
     frame_fields: dict[str, Any]
+    #: The ids the client supplied (idempotent publishing); the others were given by the sandbox.
+    supplied_ids: frozenset[str] = frozenset()
 
     def serials(self) -> list[str]:
         return [f"{self.channel.epoch}:{self.channel.seq + 1}:{i}" for i in range(len(self.messages))]
@@ -107,12 +109,15 @@ class Sandbox:
         items = _items(raw, "messages", self.limits)
         now = self.now_ms()
         messages: list[Member] = []
+        supplied: set[str] = set()
         for index, item in enumerate(items):
             message = {k: item[k] for k in MESSAGE_FIELDS if item.get(k) is not None}
             client_id = identity.message_client_id(item.get("clientId"))
             if client_id is not None:
                 message["clientId"] = client_id
-            if not isinstance(message.get("id"), str):
+            if isinstance(message.get("id"), str):
+                supplied.add(message["id"])
+            else:
                 message["id"] = f"{id_base}:{index}"
             if origin is not None:
                 message["connectionId"] = origin
@@ -122,12 +127,16 @@ class Sandbox:
         fields: dict[str, Any] = {"id": id_base, "timestamp": now}
         if origin is not None:
             fields["connectionId"] = origin
-        return Publication(channel, messages, origin, fields)
+        return Publication(channel, messages, origin, fields, frozenset(supplied))
 
     def commit_publish(self, publication: Publication) -> None:
-        publication.channel.publish(
-            publication.messages, origin=publication.origin, frame_fields=publication.frame_fields
-        )
+        """Keep and fan out the publication; a message whose client-supplied id the channel has seen
+        is dropped, so a retried publish is delivered once (idempotent publishing, RSL1k)."""
+        channel = publication.channel
+        fresh = [
+            m for m in publication.messages if m["id"] not in publication.supplied_ids or channel.first_time(m["id"])
+        ]
+        channel.publish(fresh, origin=publication.origin, frame_fields=publication.frame_fields)
 
     # -- presence -----------------------------------------------------------------------------------
 

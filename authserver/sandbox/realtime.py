@@ -247,10 +247,10 @@ class Session:
             origin=self.connection.id,
             id_base=f"{self.connection.id}:{serial}",
         )
-        self.transport.send(
-            {"action": int(Action.ACK), "msgSerial": serial, "count": 1, "res": [{"serials": publication.serials()}]}
-        )
+        serials = publication.serials()
+        # The sender's own echo goes out before its ACK, as on Ably (ably-spec 8.5).
         self.sandbox.commit_publish(publication)
+        self.transport.send({"action": int(Action.ACK), "msgSerial": serial, "count": 1, "res": [{"serials": serials}]})
 
     def _presence(self, frame: Frame, serial: int) -> None:
         assert self.connection is not None and self.transport is not None
@@ -259,8 +259,9 @@ class Session:
             raise BadRequestError("PRESENCE without a channel")
         self.sandbox.attachments.authorise(self.connection, name, "presence")
         events = self.sandbox.apply_presence(self.connection, name, frame.get("presence"), msg_serial=serial)
-        self.transport.send({"action": int(Action.ACK), "msgSerial": serial, "count": 1})
+        # The echo first, then the ACK: presence.get() right after enter() resolves sees the member (RTP8).
         self.sandbox.broadcast_presence(name, events, frame_id=f"{self.connection.id}:{serial}")
+        self.transport.send({"action": int(Action.ACK), "msgSerial": serial, "count": 1})
 
     def _unsupported(self, frame: Frame, serial: int) -> None:
         raise BadRequestError(f"protocol action {frame['action']} is not supported by the sandbox")

@@ -38,7 +38,9 @@ from .wire import (
 from helpers import FakeClock
 
 SUBSCRIBE_MODES = (1 << 18) | (1 << 19)
-DEFAULT_MODES = (1 << 16) | (1 << 17) | SUBSCRIBE_MODES
+ANNOTATION_PUBLISH = 1 << 21
+#: presence, publish, subscribe, presence_subscribe and (Ably's newer default) annotation_publish
+DEFAULT_MODES = (1 << 16) | (1 << 17) | SUBSCRIBE_MODES | ANNOTATION_PUBLISH
 HAS_PRESENCE, RESUMED = 1, 4
 
 
@@ -165,6 +167,33 @@ class TestChannels:
             wire.connected()
             assert wire.attach(room(), params={"modes": "subscribe"})["flags"] == 1 << 18
 
+    def test_params_modes_wins_over_mode_flags(self, stack: Stack) -> None:
+        """ably-js channel.test.js attachWithChannelParamsModesAndChannelModes: flags ignored if params.modes."""
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            attached = wire.attach(room(), params={"modes": "presence,subscribe"}, flags=(1 << 17) | (1 << 19))
+        assert attached["flags"] == (1 << 16) | (1 << 18)
+
+    def test_only_params_ably_recognises_are_echoed(self, stack: Stack) -> None:
+        """ably-js channel.test.js attachWithInvalidChannelParams: an unknown param ends up dropped."""
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            attached = wire.attach(room(), params={"delta": "vcdiff", "nonexistent": "foo"})
+            bare = wire.attach(room(), params={"nonexistent": "foo"})
+        assert attached["params"] == {"delta": "vcdiff"}
+        assert "params" not in bare
+
+    @pytest.mark.parametrize("name", [":hell", "::", "a::b", "room:"])
+    def test_channel_names_with_empty_segments_are_refused_40010(self, stack: Stack, name: str) -> None:
+        """ably-js channel.test.js channelattachinvalid: ATTACH to ':hell' fails the channel with 40010."""
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            frame = wire.attach(name)
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "x"}]})
+            nack = wire.expect(NACK)
+        assert (frame["action"], frame["error"]["code"]) == (ERROR, 40010)
+        assert nack["error"]["code"] == 40010
+
     def test_detach_is_answered_with_detached(self, stack: Stack) -> None:
         name = room()
         with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
@@ -216,6 +245,48 @@ class TestPublish:
             wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "x"}]})
             nack = wire.expect(NACK)
         assert (nack["msgSerial"], nack["count"], nack["error"]["code"]) == (0, 1, 40160)
+
+    def test_a_mode_not_requested_at_attach_is_nacked_40160(self, stack: Stack) -> None:
+        """ably-js channel.test.js checkCantPublish / checkCantEnterPresence expect 40160."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="m")) as wire:
+            wire.connected()
+            wire.attach(name, params={"modes": "subscribe"})
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "x"}]})
+            wire.send({"action": PRESENCE, "channel": name, "msgSerial": 1, "presence": [{"action": 2}]})
+            nacks = [wire.expect(NACK)["error"]["code"] for _ in range(2)]
+        assert nacks == [40160, 40160]
+
+    def test_the_senders_echo_arrives_before_its_ack(self, stack: Stack) -> None:
+        """As on Ably (ably-spec 8.5): MESSAGE and PRESENCE echo first, then ACK."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="echoer")) as wire:
+            wire.connected()
+            wire.attach(name)
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "x"}]})
+            first = wire.expect_any({MESSAGE, ACK})
+            wire.expect(ACK)
+            wire.send({"action": PRESENCE, "channel": name, "msgSerial": 1, "presence": [{"action": 2}]})
+            presence_first = wire.expect_any({PRESENCE, ACK})
+        assert (first["action"], presence_first["action"]) == (MESSAGE, PRESENCE)
+
+    def test_a_client_supplied_id_published_three_times_is_delivered_once(self, stack: Stack) -> None:
+        """Idempotent publishing (RSL1k, RTL6a1): every publish is ACKed, the message arrives once."""
+        name = room()
+        with (
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as publisher,
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as subscriber,
+        ):
+            publisher.connected()
+            subscriber.connected()
+            subscriber.attach(name)
+            for serial in range(3):
+                message = {"id": "client-chosen:0", "data": f"try-{serial}"}
+                publisher.send({"action": MESSAGE, "channel": name, "msgSerial": serial, "messages": [message]})
+                assert publisher.expect(ACK)["msgSerial"] == serial
+            publisher.send({"action": MESSAGE, "channel": name, "msgSerial": 3, "messages": [{"data": "next"}]})
+            delivered = [subscriber.expect(MESSAGE)["messages"][0]["data"] for _ in range(2)]
+        assert delivered == ["try-0", "next"]
 
     def test_publish_with_someone_elses_client_id_is_nacked_40012(self, stack: Stack) -> None:
         with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as wire:
@@ -274,8 +345,8 @@ class TestPresence:
             bob.connected()
             alice.attach(name)
             alice.send({"action": PRESENCE, "channel": name, "msgSerial": 0, "presence": [{"action": 2, "data": "hi"}]})
+            entered = alice.expect(PRESENCE)["presence"][0]  # the echo comes before the ACK
             assert alice.expect(ACK)["msgSerial"] == 0
-            entered = alice.expect(PRESENCE)["presence"][0]
             assert (entered["action"], entered["clientId"], entered["id"]) == (2, "alice", f"{alice_id}:0:0")
 
             attached = bob.attach(name)
@@ -314,6 +385,32 @@ class TestPresence:
                 dropper.expect(ACK)
             assert watcher.expect(PRESENCE)["presence"][0]["action"] == 2
             assert watcher.expect(PRESENCE, timeout=3)["presence"][0]["action"] == 3
+
+    def test_presence_history_holds_enter_update_and_leave(self, stack: Stack) -> None:
+        """RSP4: GET /channels/{ch}/presence/history, newest first, paged like message history."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as alice:
+            alice.connected()
+            for serial, (action, data) in enumerate([(2, "in"), (4, "busy"), (3, "out")]):
+                alice.send(
+                    {
+                        "action": PRESENCE,
+                        "channel": name,
+                        "msgSerial": serial,
+                        "presence": [{"action": action, "data": data}],
+                    }
+                )
+                alice.expect(ACK)
+        url, auth = f"{stack.sandbox.http}/channels/{name}/presence/history", (KEY.name, KEY.secret)
+        events = httpx.get(url, auth=auth, timeout=5).json()
+        forwards = httpx.get(url, params={"direction": "forwards", "limit": 2}, auth=auth, timeout=5)
+        assert [(e["action"], e["clientId"], e["data"]) for e in events] == [
+            (3, "alice", "out"),
+            (4, "alice", "busy"),
+            (2, "alice", "in"),
+        ]
+        assert [e["data"] for e in forwards.json()] == ["in", "busy"]
+        assert 'rel="next"' in forwards.headers["link"]
 
     def test_rest_presence_lists_the_members_entered_over_realtime(self, stack: Stack) -> None:
         name = room()
@@ -402,6 +499,20 @@ class TestTokenLifecycle:
                 wire.connected()
                 assert wire.expect_any({AUTH, DISCONNECTED}, timeout=lifetime + 2) == {"action": AUTH}
                 assert time.time() < issued_at + lifetime - 1
+
+    def test_a_capability_upgrade_by_auth_widens_the_attach_modes(self, stack: Stack) -> None:
+        """Subscribe-only, then AUTH with publish too: the attached channel may now publish (ably-spec 8.5)."""
+        name = room()
+        with Wire(
+            stack.sandbox.ws, access_token=jwt_for(client_id="up", capability=f'{{"{name}":["subscribe"]}}')
+        ) as wire:
+            wire.connected()
+            assert wire.attach(name)["flags"] == SUBSCRIBE_MODES
+            upgraded = jwt_for(client_id="up", capability=f'{{"{name}":["subscribe","publish"]}}')
+            wire.send({"action": AUTH, "auth": {"accessToken": upgraded}})
+            wire.connected()
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "now allowed"}]})
+            assert wire.expect_any({ACK, NACK})["action"] == ACK
 
     def test_reauth_with_another_client_id_is_refused_40102(self, stack: Stack) -> None:
         with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as wire:
