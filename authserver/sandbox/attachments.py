@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthServerError, TokenError
-from .channels import Attachment, Channel, ChannelRegistry, check_channel_name
+from .channels import Attachment, Channel, ChannelRegistry, Rewind, check_channel_name
 from .connections import Connection
 from .grants import denied, require
 from .limits import LimitError, SandboxLimits
@@ -153,13 +153,18 @@ def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
     answered again, with RESUMED when the connection missed nothing it cannot be given.
     """
     name = frame.get("channel")
+    params = frame.get("params")
     try:
         channel_name = check_channel_name(name)
-        requested = requested_modes(frame.get("flags"), frame.get("params"))
+        rewind = Rewind.parse(params["rewind"]) if isinstance(params, dict) and "rewind" in params else None
+        requested = requested_modes(frame.get("flags"), params)
         channel, attachment, existed = sandbox.attachments.attach(connection, channel_name, requested)
     except AuthServerError as exc:
         return [channel_error(name, exc)]
     replay, complete = channel.catch_up(attachment)
+    if rewind is not None and not existed:
+        # A first attach with rewind gets recent history after ATTACHED (Ably "rewind" channel param).
+        replay = channel.rewind(attachment, rewind, now_ms=sandbox.now_ms())
     flags = attachment.modes
     if existed and complete:
         flags |= Flag.RESUMED
@@ -172,9 +177,9 @@ def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
         "flags": flags,
         "channelSerial": channel.serial,
     }
-    params = _echoed_params(frame.get("params"))
-    if params is not None:
-        attached["params"] = params
+    echoed = _echoed_params(params)
+    if echoed is not None:
+        attached["params"] = echoed
     return [attached, *replay, *sync]
 
 
@@ -187,6 +192,20 @@ def detach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
     sandbox.attachments.detach(connection, name)
     sandbox.leave_channel(connection, name)
     return [{"action": int(Action.DETACHED), "channel": name}]
+
+
+def presence_sync(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame]:
+    """A client-requested SYNC (RTP19/ably-js ``sync()``): the current members again, for an attached
+    channel with presence_subscribe; a channel ERROR 90001 when it is not attached."""
+    name = frame.get("channel")
+    found = sandbox.attachments.get(connection, name) if isinstance(name, str) else None
+    if found is None or not found[1].modes & Flag.PRESENCE_SUBSCRIBE:
+        error = AuthServerError("Presence sync requested on a channel that is not attached", code=90001, status=400)
+        return [channel_error(name, error)]
+    channel = found[0]
+    return channel.sync_frames() or [
+        {"action": int(Action.SYNC), "channel": channel.name, "channelSerial": "sync:", "presence": []}
+    ]
 
 
 def reauthorised(sandbox: Sandbox, connection: Connection) -> list[Frame]:

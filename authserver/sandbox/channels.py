@@ -59,6 +59,29 @@ class Attachment:
     paused: bool = False
 
 
+@dataclass(frozen=True)
+class Rewind:
+    """The ``rewind`` channel param: a number of messages (``"10"``) or a duration (``"30s"``, ``"2m"``)."""
+
+    count: int | None = None
+    seconds: int = 0
+
+    #: Ably replays at most 100 messages and at most 2 minutes back.
+    MAX_COUNT = 100
+    MAX_SECONDS = 120
+
+    @classmethod
+    def parse(cls, text: object) -> Rewind:
+        """:raises BadRequestError: 40000 for a value that is neither."""
+        if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 6:
+            return cls(count=min(int(text), cls.MAX_COUNT))
+        if isinstance(text, str) and len(text) >= 2 and text[:-1].isascii() and text[:-1].isdigit() and len(text) <= 7:
+            unit = {"s": 1, "m": 60}.get(text[-1])
+            if unit is not None:
+                return cls(seconds=min(int(text[:-1]) * unit, cls.MAX_SECONDS))
+        raise BadRequestError("rewind must be a number of messages or a duration such as 30s or 2m", code=40000)
+
+
 def check_channel_name(name: object) -> str:
     """:raises BadRequestError: 40010 for a name Ably would not accept here."""
     if not isinstance(name, str) or not name:
@@ -196,6 +219,27 @@ class Channel:
         while len(self._presence_log) > self._limits.max_history_per_channel:
             self._budget.release(self._presence_log.popleft()[2])
             self._presence_dropped += 1
+
+    def rewind(self, attachment: Attachment, rewind: Rewind, *, now_ms: int) -> list[Frame]:
+        """MESSAGE frames for a new attachment's ``rewind`` channel param: the last ``count`` messages,
+        or those of the last ``seconds`` (what Ably replays after ATTACHED)."""
+        if not attachment.modes & Flag.SUBSCRIBE:
+            return []
+        kept = [(seq, m) for seq, m, _ in self._history]
+        if rewind.count is not None:
+            selected = kept[-rewind.count :] if rewind.count else []
+        else:
+            since = now_ms - rewind.seconds * 1000
+            selected = [(seq, m) for seq, m in kept if int(m.get("timestamp", 0)) >= since]
+        return [
+            {
+                "action": int(Action.MESSAGE),
+                "channel": self.name,
+                "channelSerial": f"{self.epoch}:{seq}",
+                "messages": group,
+            }
+            for seq, group in _group_by_seq(selected)
+        ]
 
     def catch_up(self, attachment: Attachment) -> tuple[list[Frame], bool]:
         """MESSAGE frames ``attachment`` missed, and whether history still reached back far enough."""

@@ -194,12 +194,14 @@ class Sandbox:
 
     # -- connection lifecycle -----------------------------------------------------------------------
 
-    def open_connection(self, grant: Grant, identity: Identity, *, echo: bool) -> Connection:
+    def open_connection(
+        self, grant: Grant, identity: Identity, *, echo: bool, remain_present_ms: int | None = None
+    ) -> Connection:
         """:raises LimitError: every connection slot is live."""
         stale = self.connections.oldest_resumable() if self.connections.full else None
         if stale is not None:
             self.discard(stale)
-        connection = self.connections.create(grant, identity, echo=echo)
+        connection = self.connections.create(grant, identity, echo=echo, remain_present_ms=remain_present_ms)
         log.info("connection %s opened (key %s, clientId %s)", connection.id, grant.key_name, identity.client_id)
         return connection
 
@@ -208,7 +210,9 @@ class Sandbox:
         connection.transport = None
         loop = asyncio.get_running_loop()
         ttl = self.limits.connection_state_ttl_ms / 1000
-        grace = min(self.limits.presence_grace_ms, self.limits.connection_state_ttl_ms) / 1000
+        remain = connection.remain_present_ms
+        grace_ms = min(self.limits.presence_grace_ms if remain is None else remain, self.limits.connection_state_ttl_ms)
+        grace = grace_ms / 1000
         connection.timers["discard"] = loop.call_later(ttl, self.discard, connection)
         connection.timers["presence"] = loop.call_later(grace, self._leave_all, connection)
         log.info("connection %s disconnected; resumable for %.0f s", connection.id, ttl)

@@ -210,6 +210,8 @@ class Session:
             self._acknowledged(frame, self._presence)
         elif action == Action.AUTH:
             self._reauth(frame)
+        elif action == Action.SYNC:
+            self._send_all(attachments.presence_sync(self.sandbox, self.connection, frame))
         elif frame.get("msgSerial") is not None:
             self._acknowledged(frame, self._unsupported)
 

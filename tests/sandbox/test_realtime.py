@@ -765,3 +765,66 @@ def test_a_client_that_stops_reading_is_dropped_and_frees_its_connection_slot() 
                     assert time.monotonic() < deadline, "the deaf client still holds its connection slot"
         finally:
             deaf.close()
+
+
+class TestRecoveryAndReplay:
+    def test_rewind_replays_recent_history_after_attached(self, stack: Stack) -> None:
+        """The ``rewind`` channel param: the last N messages (or a duration's worth) after ATTACHED."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            for serial in range(3):
+                wire.send({"action": MESSAGE, "channel": name, "msgSerial": serial, "messages": [{"data": serial}]})
+                wire.expect(ACK)
+        with (
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as late,
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as timed,
+        ):
+            late.connected()
+            timed.connected()
+            assert late.attach(name, params={"rewind": "2"})["params"] == {"rewind": "2"}
+            replayed = [late.expect(MESSAGE)["messages"][0]["data"] for _ in range(2)]
+            timed.attach(name, params={"rewind": "1m"})
+            all_of_the_last_minute = [timed.expect(MESSAGE)["messages"][0]["data"] for _ in range(3)]
+            bad = late.attach(room(), params={"rewind": "forever"})
+        assert replayed == [1, 2]
+        assert all_of_the_last_minute == [0, 1, 2]
+        assert (bad["action"], bad["error"]["code"]) == (ERROR, 40000)
+
+    def test_a_client_requested_sync_sends_the_members_again(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as alice:
+            alice.connected()
+            alice.attach(name)
+            alice.send({"action": PRESENCE, "channel": name, "msgSerial": 0, "presence": [{"action": 2, "data": "hi"}]})
+            alice.expect(ACK)
+            alice.send({"action": SYNC, "channel": name})
+            sync = alice.expect(SYNC)
+            alice.send({"action": SYNC, "channel": room()})
+            refused = alice.expect(ERROR)
+        assert [(m["clientId"], m["action"]) for m in sync["presence"]] == [("alice", 1)]
+        assert refused["error"]["code"] == 90001
+
+    def test_remain_present_for_shortens_how_long_a_dropped_member_stays(self, stack: Stack) -> None:
+        """``remainPresentFor`` (ms) on the connection: the default 15 s grace is 0.2 s here."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="watcher")) as watcher:
+            watcher.connected()
+            watcher.attach(name)
+            with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="brief"), remainPresentFor="200") as brief:
+                brief.connected()
+                brief.send({"action": PRESENCE, "channel": name, "msgSerial": 0, "presence": [{"action": 2}]})
+                brief.expect(ACK)
+            assert watcher.expect(PRESENCE)["presence"][0]["action"] == 2
+            assert watcher.expect(PRESENCE, timeout=5)["presence"][0]["action"] == 3
+
+    def test_recover_takes_over_the_connection_or_says_80018(self, stack: Stack) -> None:
+        """RTN16: ``recover`` with a live connection's key continues it; an unknown key gets 80018."""
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="r")) as first:
+            frame = first.connected()
+            with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="r"), recover=frame["connectionKey"]) as second:
+                recovered = second.connected()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(), recover="0123456789!feedfacecafe") as third:
+            fresh = third.connected()
+        assert recovered["connectionId"] == frame["connectionId"] and "error" not in recovered
+        assert fresh["error"]["code"] == 80018 and fresh["connectionId"] != "0123456789"
