@@ -62,7 +62,7 @@ class HistoryQuery:
         if raw_cursor is not None and not _SIGNED.fullmatch(raw_cursor):
             raise BadRequestError("cursor must be an integer", code=40003)
         until = None
-        raw_serial = params.get("fromSerial")
+        raw_serial = params.get("fromSerial") or params.get("from_serial")  # ably-js sends from_serial
         if raw_serial is not None:
             match = _SERIAL.fullmatch(raw_serial)
             if match is None:

@@ -280,3 +280,135 @@ def test_revocation_disconnects_40141_and_the_client_comes_back_with_a_fresh_tok
             assert client.auth.token_details.token != old_token
 
     run(scenario, timeout=20)
+
+
+# -- behaviour the clients can tell apart from Ably's (each would fail on the sandbox before issue 7) --
+
+
+def rest_client(stack: Stack, *, binary: bool, **options: Any) -> Any:
+    from ably import AblyRest
+
+    return AblyRest(endpoint="127.0.0.1", port=stack.sandbox.port, tls=False, use_binary_protocol=binary, **options)
+
+
+@FORMATS
+def test_a_capability_upgrade_by_authorize_lets_an_attached_channel_publish(stack: Stack, binary: bool) -> None:
+    """Subscribe-only, then authorize() with subscribe+publish: publishing is ACKed, as on Ably (RTC8)."""
+    name = f"py-upgrade-{suffix()}"
+
+    async def scenario() -> None:
+        user = f"py-up-{suffix()}"
+        narrow = f'{{"{name}":["subscribe"]}}'
+        wide = f'{{"{name}":["subscribe","publish"]}}'
+        async with realtime(stack.sandbox.port, stack.auth_url, binary=binary, user=user, cap=narrow) as client:
+            await wait_for_state(client, "connected")
+            channel = client.channels.get(name)
+            await channel.attach()
+            with pytest.raises(AblyException) as refused:
+                await channel.publish("early", "not yet")
+            assert refused.value.code == 40160
+            options = dict(client.auth.auth_options.auth_options)  # authorize() replaces them all
+            options["auth_params"] = {"user": user, "cap": wide}
+            await client.auth.authorize(auth_options=options)
+            await channel.publish("later", "now allowed")
+
+    run(scenario, timeout=20)
+
+
+@FORMATS
+def test_presence_get_right_after_enter_sees_the_member(stack: Stack, binary: bool) -> None:
+    """The sender's PRESENCE echo arrives before its ACK, so the local set has the member when enter() returns."""
+
+    async def scenario() -> None:
+        user = f"py-echo-{suffix()}"
+        async with realtime(stack.sandbox.port, stack.auth_url, binary=binary, user=user) as client:
+            await wait_for_state(client, "connected")
+            channel = client.channels.get(f"py-echo-room-{suffix()}")
+            received: list[Any] = []
+            await channel.subscribe(collect(received))
+            await channel.presence.enter("here")
+            members = await channel.presence.get()
+            assert [m.client_id for m in members] == [user]
+            await channel.publish("own", "echo first")
+            assert [m.data for m in received] == ["echo first"]  # already delivered when publish() returns
+
+    run(scenario, timeout=20)
+
+
+@FORMATS
+def test_a_client_supplied_message_id_published_three_times_arrives_once(stack: Stack, binary: bool) -> None:
+    """Idempotent publishing (RSL1k): Ably de-duplicates on the message id."""
+    from ably.types.message import Message
+
+    async def scenario() -> None:
+        name = f"py-idem-{suffix()}"
+        async with (
+            realtime(stack.sandbox.port, stack.auth_url, binary=binary, user="py-pub") as publisher,
+            realtime(stack.sandbox.port, stack.auth_url, binary=binary, user="py-sub") as subscriber,
+        ):
+            await wait_for_state(publisher, "connected")
+            await wait_for_state(subscriber, "connected")
+            received: list[Any] = []
+            await subscriber.channels.get(name).subscribe(collect(received))
+            channel = publisher.channels.get(name)
+            for attempt in range(3):
+                await channel.publish(Message(name="order", data=f"attempt-{attempt}", id=f"order-{name}:0"))
+            await channel.publish("after", "marker")
+            await eventually(lambda: any(m.data == "marker" for m in received), timeout=5, what="marker")
+            assert [m.data for m in received] == ["attempt-0", "marker"]
+
+    run(scenario, timeout=20)
+
+
+@FORMATS
+def test_rest_history_pages_with_first_next_and_time_windows(stack: Stack, binary: bool) -> None:
+    """RSL2: limit, direction, start/end; Link first and next (PaginatedResult.first()/next())."""
+    name = f"py-history-{suffix()}"
+
+    async def scenario() -> None:
+        rest = rest_client(stack, binary=binary, token=jwt_for())
+        try:
+            channel = rest.channels.get(name)
+            for i in range(3):
+                await channel.publish("n", f"m{i}")
+                await asyncio.sleep(0.01)  # distinct millisecond timestamps
+            page = await channel.history(limit=2)
+            assert [m.data for m in page.items] == ["m2", "m1"]
+            assert page.has_next() and page.has_first()
+            last = await page.next()
+            assert [m.data for m in last.items] == ["m0"] and last.is_last()
+            first = await last.first()
+            assert [m.data for m in first.items] == ["m2", "m1"]
+            middle = page.items[1].timestamp
+            window = await channel.history(start=middle, end=middle)
+            assert [m.data for m in window.items] == ["m1"]
+            forwards = await channel.history(direction="forwards", start=middle)
+            assert [m.data for m in forwards.items] == ["m1", "m2"]
+        finally:
+            await rest.close()
+
+    run(scenario, timeout=20)
+
+
+@FORMATS
+def test_rest_stats_and_presence_history_answer_well_formed_pages(stack: Stack, binary: bool) -> None:
+    """RSC6 stats (empty) and RSP4 presence history work with a token, as on Ably."""
+    name = f"py-ph-{suffix()}"
+
+    async def scenario() -> None:
+        user = f"py-ph-{suffix()}"
+        async with realtime(stack.sandbox.port, stack.auth_url, binary=binary, user=user) as client:
+            await wait_for_state(client, "connected")
+            channel = client.channels.get(name)
+            await channel.presence.enter("in")
+            await channel.presence.leave("out")
+        rest = rest_client(stack, binary=binary, token=jwt_for(client_id="reader"))
+        try:
+            stats = await rest.stats(unit="hour")
+            assert stats.items == []
+            events = await rest.channels.get(name).presence.history()
+            assert [(e.client_id, e.data) for e in events.items] == [(user, "out"), (user, "in")]
+        finally:
+            await rest.close()
+
+    run(scenario, timeout=20)
