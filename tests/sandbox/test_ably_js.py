@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import KEY, Stack, run_stack
+from .conftest import KEY, Stack, embedded_jwt, jwt_for, run_stack
 
 pytestmark = pytest.mark.node
 
@@ -78,6 +79,16 @@ def start(script: str, stack: Stack, **settings: Any) -> NodeRun:
     return NodeRun(script, process)
 
 
+def credentials() -> dict[str, str]:
+    """A JWT and an embedded-token JWT for the REST checks, made when the scenario starts."""
+    issued_at = int(time.time())
+    inner = jwt_for(lifetime=600, now=issued_at)
+    return {
+        "jwt": jwt_for(lifetime=600, now=issued_at),
+        "embeddedToken": embedded_jwt(inner, expires_at=issued_at + 300),
+    }
+
+
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[str, NodeRun]]:
     reason = _skip_reason()
@@ -94,6 +105,10 @@ def runs() -> Iterator[dict[str, NodeRun]]:
             "expiry": start("expiry.mjs", stack, format="msgpack", expiries=2),
             "token-request": start("token_request.mjs", stack, lifetime=IN_BAND_LIFETIME),
             "revocation": start("revocation.mjs", stack, format="msgpack"),
+            **{
+                f"faithful-{wire_format}": start("faithful.mjs", stack, format=wire_format, **credentials())
+                for wire_format in ("json", "msgpack")
+            },
         }
         try:
             yield started
@@ -171,3 +186,62 @@ def test_revocation_disconnects_40141_and_the_old_token_is_refused(runs: dict[st
     assert result["sameConnection"]
     assert result["newTokenDiffers"]
     assert (result["oldTokenStatus"], result["oldTokenCode"]) == (401, "40141")
+
+
+@pytest.fixture(params=["json", "msgpack"])
+def faithful(request: pytest.FixtureRequest, runs: dict[str, NodeRun]) -> dict[str, Any]:
+    result = runs[f"faithful-{request.param}"].result(timeout=70)
+    failed = {name: check["error"] for name, check in result.items() if isinstance(check, dict) and "error" in check}
+    assert not failed, failed
+    return result
+
+
+def test_a_string_that_is_not_a_token_fails_the_client_40101(faithful: dict[str, Any]) -> None:
+    """Ably: ERROR 40101 (not the renewable 4014x), so ably-js goes FAILED; REST 401/40101 (RSA4)."""
+    check = faithful["notAToken"]
+    assert (check["state"], check["reason"]["code"]) == ("failed", 40101)
+    assert (check["restError"]["statusCode"], check["restError"]["code"]) == (401, 40101)
+
+
+def test_a_capability_upgrade_by_authorize_lets_the_attached_channel_publish(faithful: dict[str, Any]) -> None:
+    check = faithful["capabilityUpgrade"]
+    assert check["before"]["code"] == 40160
+    assert check["after"] is None and check["channelState"] == "attached"
+
+
+def test_channel_modes_params_and_names_as_the_ably_js_channel_suite_expects(faithful: dict[str, Any]) -> None:
+    """channel.test.js: params.modes wins over modes; unknown params dropped; ':hell' is 40010."""
+    check = faithful["channelModes"]
+    assert check["bothModes"] == ["presence", "subscribe"]
+    assert check["bothParams"] == {"modes": "presence,subscribe"}
+    assert check["unknownParams"] == {}
+    assert "annotation_publish" in check["defaultModes"]
+    assert check["invalid"]["code"] == 40010 and check["connectionState"] == "connected"
+
+
+def test_own_echo_before_ack_and_idempotent_ids(faithful: dict[str, Any]) -> None:
+    check = faithful["echoAndIdempotence"]
+    assert check["members"] == [check["user"]]  # presence.get() right after enter() sees the member
+    assert check["ownAtAck"] == ["mine"]  # the echo was there when publish() resolved
+    assert check["seen"] == ["mine", "attempt-0", "marker"]
+
+
+def test_history_pages_windows_and_until_attach(faithful: dict[str, Any]) -> None:
+    check = faithful["history"]
+    assert (check["page"], check["hasNext"]) == (["m2", "m1"], True)
+    assert (check["next"], check["nextIsLast"]) == (["m0"], True)
+    assert check["first"] == ["m2", "m1"]
+    assert check["windowed"] == ["m1"]
+    assert check["untilAttach"] == ["m2", "m1", "m0"]
+    assert check["everything"] == ["after-attach", "m2", "m1", "m0"]
+
+
+def test_stats_presence_history_and_an_embedded_token(faithful: dict[str, Any]) -> None:
+    check = faithful["stats"]
+    assert check == {"jwtItems": [], "embeddedItems": [], "presenceHistory": 0}
+
+
+def test_recover_continues_the_connection_or_reports_80018(faithful: dict[str, Any]) -> None:
+    check = faithful["recover"]
+    assert check["sameConnection"] is True
+    assert check["bogusReason"] == 80018
