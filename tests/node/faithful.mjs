@@ -175,9 +175,93 @@ async function recover() {
   }
 }
 
+/** A client holding only a short token (no authUrl, authCallback or key): 40142, then FAILED 40171. */
+async function tokenOnly() {
+  const response = await fetch(`${settings.authUrl}?user=js-only-${suffix}&lifetime=4`);
+  const details = await response.json();
+  const client = realtime({ token: details.token });
+  const changes = [];
+  client.connection.on((change) => changes.push([change.current, change.reason ? change.reason.code : null]));
+  try {
+    await until(() => client.connection.state === 'failed', 15000, 'failed');
+    return { changes, reason: errorOf(client.connection.errorReason) };
+  } finally {
+    await closeAll(client);
+  }
+}
+
+/** Replay protection is on nonce and timestamp: the same nonce with a new timestamp is accepted. */
+async function nonceReuse() {
+  const signer = rest({ key: settings.key });
+  const nonce = `fixed-nonce-${suffix}`;
+  const now = Date.now();
+  const requests = [
+    await signer.auth.createTokenRequest({ nonce, timestamp: now - 1000 }),
+    await signer.auth.createTokenRequest({ nonce, timestamp: now }),
+    await signer.auth.createTokenRequest({ nonce, timestamp: now }),
+  ];
+  const outcomes = [];
+  for (const request of requests) {
+    const client = rest({ authCallback: (_params, callback) => callback(null, request) });
+    try {
+      const details = await client.auth.authorize();
+      outcomes.push(typeof details.token === 'string' ? 'token' : 'none');
+    } catch (err) {
+      outcomes.push(errorOf(err));
+    }
+  }
+  return { nonces: requests.map((r) => r.nonce === nonce), outcomes };
+}
+
+/** Unknown REST paths, whatever the method: 404 / 40400. */
+async function unknownPaths() {
+  const client = rest({ key: settings.key });
+  const answers = [];
+  for (const [method, path] of [
+    ['get', '/nothing/here'],
+    ['post', '/nothing/here'],
+    ['get', `/keys/${settings.key.split(':')[0]}/requestToken`],
+  ]) {
+    const response = await client.request(method, path, 3, null, method === 'post' ? {} : null, null);
+    answers.push([response.statusCode, response.errorCode]);
+  }
+  return { answers };
+}
+
+/** The rewind channel param: the last N messages after ATTACHED. */
+async function rewind() {
+  const name = `js-rewind-${suffix}`;
+  const channel = rest({ key: settings.key }).channels.get(name);
+  for (let i = 0; i < 3; i++) await channel.publish('n', `r${i}`);
+  const client = realtime(authOptions({ user: `js-rw-${suffix}` }));
+  try {
+    await client.connection.once('connected');
+    const received = [];
+    const live = client.channels.get(name, { params: { rewind: '2' } });
+    await live.subscribe((msg) => received.push(msg.data));
+    await until(() => received.length >= 2, 5000, 'rewound messages');
+    await sleep(200);
+    return { received, params: live.params };
+  } finally {
+    await closeAll(client);
+  }
+}
+
 await main(async () => {
   const results = {};
-  const checks = { notAToken, capabilityUpgrade, channelModes, echoAndIdempotence, history, stats, recover };
+  const checks = {
+    notAToken,
+    capabilityUpgrade,
+    channelModes,
+    echoAndIdempotence,
+    history,
+    stats,
+    recover,
+    tokenOnly,
+    nonceReuse,
+    unknownPaths,
+    rewind,
+  };
   for (const [name, check] of Object.entries(checks)) {
     try {
       results[name] = await check();

@@ -159,6 +159,8 @@ def embedded_jwt(inner: str, *, expires_at: int) -> str:
     """An app's own JWT (signed with a secret Ably never sees) carrying ``inner`` in its JOSE header
     ``x-ably-token``, as Ably's "embedded token" JWTs do."""
     token: str = pyjwt.encode(
-        {"exp": expires_at, "sub": "app-user"}, "the-apps-own-secret-which-ably-never-sees", headers={"x-ably-token": inner}
+        {"exp": expires_at, "sub": "app-user"},
+        "the-apps-own-secret-which-ably-never-sees",
+        headers={"x-ably-token": inner},
     )
     return token

@@ -245,3 +245,26 @@ def test_recover_continues_the_connection_or_reports_80018(faithful: dict[str, A
     check = faithful["recover"]
     assert check["sameConnection"] is True
     assert check["bogusReason"] == 80018
+
+
+def test_a_client_holding_only_a_short_token_goes_failed_40171(faithful: dict[str, Any]) -> None:
+    """No AUTH for a 4 s token: DISCONNECTED 40142, and without a way to renew, FAILED 40171 (RSA4a2)."""
+    check = faithful["tokenOnly"]
+    assert ["disconnected", 40142] in check["changes"]
+    assert check["reason"]["code"] == 40171
+
+
+def test_a_nonce_may_be_reused_with_a_new_timestamp(faithful: dict[str, Any]) -> None:
+    check = faithful["nonceReuse"]
+    assert check["nonces"] == [True, True, True]
+    assert check["outcomes"][:2] == ["token", "token"]
+    assert check["outcomes"][2]["code"] == 40105  # the exact same request again is a replay
+
+
+def test_unknown_rest_paths_whatever_the_method_are_404_40400(faithful: dict[str, Any]) -> None:
+    assert faithful["unknownPaths"]["answers"] == [[404, 40400]] * 3
+
+
+def test_rewind_replays_the_last_messages_on_attach(faithful: dict[str, Any]) -> None:
+    check = faithful["rewind"]
+    assert check == {"received": ["r1", "r2"], "params": {"rewind": "2"}}
