@@ -51,7 +51,8 @@ class SandboxLimits:
     #: Heartbeat cadence; clients drop a transport after this + 10 s of silence. A single write to a
     #: client blocked this long drops the transport too.
     max_idle_interval_ms: int = 15_000
-    #: How long members of an abruptly dropped connection stay present (Ably ``remainPresentFor``).
+    #: How long members of an abruptly dropped connection stay present, unless the client asked for
+    #: another time with the ``remainPresentFor`` connection param (ms).
     presence_grace_ms: int = 15_000
     #: How long before expiry the AUTH prompt comes (Ably: about 30 s, RTN22 / ably-js
     #: ``auth.test.js`` "sandbox sends an auth protocol message 30 seconds before a token expires"). A token
