@@ -30,8 +30,9 @@ revoked (``revokeTokens``, token issued before ``issuedBefore``)       40141  40
 =====================================================================  =====  ======
 
 A string that is not a token at all (``invalid-token``, ``Sdnurv_some_invalid_token_nkds9r7``) gets 40101
-as on Ably (ably-spec 8.2; ably-js ``test/realtime/auth.test.js`` expects a connection with such a token to
-go FAILED with 40101, and RSA4 makes 40101 a non-token error that clients do not renew). 40143/40144 would
+as on Ably (ably-spec 8.2; ably-python's ``test/ably/realtime/realtimeauth_test.py``
+``test_auth_with_invalid_token_string`` / ``test_auth_with_invalid_token_details`` expect FAILED with
+40101/401; RSA4 makes it a non-token error that clients do not renew). 40143/40144 would
 be in the renewable 4014x range and clients would fetch and present the same string again and again.
 
 An *embedded token* JWT (Ably JWT docs "Embedded token", ably-spec 2.5) is the app's own JWT carrying an Ably

@@ -3,7 +3,8 @@ or when a revocation applies.
 
 ``auth_lead_ms`` (30 s, as Ably) before expiry the connection is sent AUTH, but only when the token lives
 longer than that lead: Ably prompts no token shorter than 30 s (RTN22; ably-js ``auth_token_expires`` and
-``auth_jwt_with_token_that_expires`` expect a 5 s token to end in DISCONNECTED 40142). A valid AUTH reply
+``auth_jwt_with_token_that_expires`` expect a 5 s token to end in DISCONNECTED 40142, while ably-python's
+``realtimeauth_test.py::test_jwt_reauth`` gets an in-band UPDATE for a 35 s JWT). A valid AUTH reply
 swaps the credentials (the session then calls :meth:`TokenWatch.restart`). At expiry without one it is
 sent DISCONNECTED 40142 and its transport closes, keeping the connection for resume. A revocation covering
 the token sends DISCONNECTED 40141 (or AUTH first, when it applies after a margin).

@@ -248,7 +248,7 @@ def test_recover_continues_the_connection_or_reports_80018(faithful: dict[str, A
 
 
 def test_a_client_holding_only_a_short_token_goes_failed_40171(faithful: dict[str, Any]) -> None:
-    """No AUTH for a 4 s token: DISCONNECTED 40142, and without a way to renew, FAILED 40171 (RSA4a2)."""
+    """No AUTH for a 4 s token: DISCONNECTED 40142, and without a way to renew, FAILED 40171 (RSA4a)."""
     check = faithful["tokenOnly"]
     assert ["disconnected", 40142] in check["changes"]
     assert check["reason"]["code"] == 40171

@@ -192,7 +192,8 @@ def test_ably_python_does_not_renew_on_the_second_40142(stack: Stack) -> None:
 
 
 def test_a_client_holding_only_a_token_fails_40171_at_expiry(stack: Stack) -> None:
-    """No authUrl, authCallback or key: at 40142 the client cannot renew and goes FAILED 40171 (RSA4a2)."""
+    """No authUrl, authCallback or key: at 40142 the client cannot renew and goes FAILED 40171 (RSA4a;
+    ably-python ``realtimeauth_test.py::test_renew_token_no_renew_means_provided``)."""
 
     async def scenario() -> None:
         from ably import AblyRealtime
