@@ -3,7 +3,7 @@
 //
 // One state object (web/lib/model.js) and one render path: every event changes `state` through the
 // model's functions, then calls `update()`, which renders the whole page from `state` once per task.
-// Tokens are shown decoded, the raw JWT only when asked for, and nothing is ever written to the console.
+// Tokens are shown decoded, the raw JWT only when asked for; the page never writes to the console at all.
 
 import { channelOperations, capabilityRows } from './lib/capability.js';
 import { describe, explain, isSessionEnded, loginFailure } from './lib/errors.js';
