@@ -79,6 +79,9 @@ test("logging out or a session ended elsewhere clears the old identity's clientI
   assert.deepEqual(state.channel, { name: 'chat:x', status: 'none', ops: null, error: '', messages: [], presence: [] });
   assert.equal(state.notice, 'Session has ended; log in again. (40101)');
   assert.equal(state.tokens[state.tokens.length - 1].replacedAt, 20_000); // the bar stops at the logout
+  // the closing client still holds its token: it must not come back on screen
+  assert.equal(tokenSeen(state, details(20_100), 20_200), false);
+  assert.equal(state.token, null);
   // logging in again starts a fresh timeline; the next token is a first token, not a renewal
   signedIn(state, { clientId: 'bob', role: 'user', source: 'demo' }, 30_000);
   assert.deepEqual(state.tokens, []);

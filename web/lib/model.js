@@ -95,7 +95,7 @@ export function sourceWords(source) {
  * when it had dropped (DISCONNECTED 40142 at expiry, then a new connection). Returns true when new.
  */
 export function tokenSeen(state, details, now) {
-  if (!details || typeof details.token !== 'string') return false;
+  if (!state.who || !details || typeof details.token !== 'string') return false; // a closing client's token is history
   if (state.token && state.token.raw === details.token) return false;
   const decoded = decodeJwt(details.token);
   const claims = decoded ? decoded.claims : {};
