@@ -6,7 +6,7 @@
 // Tokens are shown decoded, the raw JWT only when asked for; the page never writes to the console at all.
 
 import { channelOperations, capabilityRows } from './lib/capability.js';
-import { describe, explain, isSessionEnded, loginFailure } from './lib/errors.js';
+import { describe, isSessionEnded, loginFailure, sessionEndedText } from './lib/errors.js';
 import { claimRows } from './lib/jwt.js';
 import {
   channelChosen,
@@ -366,10 +366,10 @@ async function start() {
   if (!session) return;
   state.demoLogin = Boolean(session.demoLogin);
   if (session.loggedIn) {
-    attachWhenConnected = remembered;
     beginSession(session);
+    attachWhenConnected = remembered; // after beginSession: starting a client forgets any pending attach
   } else if (session.ended) {
-    state.notice = describe({ code: 80019, cause: session.ended });
+    state.notice = sessionEndedText({ code: 80019, cause: session.ended });
   }
   update();
 }
@@ -456,7 +456,7 @@ async function onLogout() {
 function endSession(reason) {
   closeClient();
   const now = Date.now();
-  const text = describe(reason);
+  const text = sessionEndedText(reason);
   signedOut(state, now, { notice: text });
   note(state, now, 'error', `session ended: ${text}`);
   update();

@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { describe, explain, isSessionEnded, isTokenError, loginFailure, plainWords } from '../../web/lib/errors.js';
+import {
+  describe,
+  explain,
+  isSessionEnded,
+  isTokenError,
+  loginFailure,
+  plainWords,
+  sessionEndedText,
+} from '../../web/lib/errors.js';
 
 // What ably-js reports when the authUrl refuses (ConnectionManager.actOnErrorFromAuthorize): 80019
 // wrapping the service's own error.
@@ -60,4 +68,16 @@ test('login failures in words: wrong password, throttled, busy, refused origin',
   assert.match(loginFailure(503, error(50300, 'database is busy')), /busy.*\(50300\)$/);
   assert.equal(loginFailure(403, error(40300, 'cross-origin login refused')), 'Cross-origin login refused. (40300)');
   assert.equal(loginFailure(502, null), 'The service answered HTTP 502. Try again.');
+});
+
+test("the end of a session is said in the service's words, framed as the end of the session", () => {
+  const ended = (message) => sessionEndedText(wrapped({ code: 40101, statusCode: 401, message }));
+  assert.equal(ended('session has ended; log in again'), 'Session has ended; log in again. (40101)');
+  assert.equal(ended('session has expired; log in again'), 'Session has expired; log in again. (40101)');
+  assert.equal(ended('not logged in'), 'Your session has ended: not logged in. Log in again. (40101)');
+  assert.equal(
+    ended('account no longer exists; log in again'),
+    'Your session has ended: account no longer exists; log in again. (40101)',
+  );
+  assert.equal(sessionEndedText(null), 'Your session has ended. Log in again.');
 });

@@ -80,6 +80,19 @@ export function isSessionEnded(reason) {
   return cause.code === 40101 || (cause.statusCode === 401 && cause.code !== 40170);
 }
 
+/**
+ * The notice after the service refused to renew a session's token: the service's reason, framed as
+ * the end of the session ("Session has ended; log in again. (40101)" stays as the service said it).
+ */
+export function sessionEndedText(reason) {
+  const info = explain(reason);
+  if (!info) return 'Your session has ended. Log in again.';
+  const code = info.code ? ` (${info.code})` : '';
+  if (/session/i.test(info.text)) return `${info.text}${code}`;
+  const again = /log in/i.test(info.text) ? '' : ' Log in again.';
+  return `Your session has ended: ${info.text[0].toLowerCase()}${info.text.slice(1)}${again}${code}`;
+}
+
 /** Token errors Ably answers with a renewal and a reconnect (40140-40149, RTN15h). */
 export function isTokenError(reason) {
   return Boolean(reason) && reason.code >= 40140 && reason.code < 40150;
