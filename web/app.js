@@ -81,11 +81,12 @@ let channel = null; // the attached ably-js channel, or null
 let attachWhenConnected = null; // the remembered channel, after a reload found the session alive
 
 // What the page went through, for people debugging and for the end-to-end tests (read-only outside).
-const record = { states: [], events: [], clientsCreated: 0 };
+const record = { states: [], events: [], clientsCreated: 0, libraryLog: [] };
 window.__authserverPage = {
   get states() { return record.states.slice(); },
   get events() { return record.events.slice(); },
   get clientsCreated() { return record.clientsCreated; },
+  get libraryLog() { return record.libraryLog.slice(); },
   get renewals() { return state.renewals; },
   get tokens() { return state.tokens.map(({ n, kind, issued, expires }) => ({ n, kind, issued, expires })); },
 };
@@ -475,12 +476,11 @@ function startClient() {
   const client = new window.Ably.Realtime({
     ...config.clientOptions,
     authUrl: config.authUrl,
-    // ably-js reports its own errors here instead of the console: they belong in the event log.
+    // ably-js's own error reports (jargon such as "80019 ... cause=[...]") stay off the console and off
+    // the page, where the plain-words version already is; window.__authserverPage.libraryLog keeps them.
     logHandler: (message) => {
-      if (gen === generation) {
-        note(state, Date.now(), 'library', String(message).slice(0, 300));
-        update();
-      }
+      record.libraryLog.push(`${clockTime(Date.now())} ${String(message).slice(0, 500)}`);
+      if (record.libraryLog.length > 100) record.libraryLog.shift();
     },
   });
   realtime = client;

@@ -6,9 +6,10 @@ import { assignLanes, layout, MAX_LANES, MIN_SPAN_MS, spanFor, summary, ticks, w
 const T0 = 1_700_000_000_000;
 const token = (n, issued, ttl, kind, replacedAt = null) => ({ n, issued, expires: issued + ttl, replacedAt, kind });
 
-test('the window shows about one and a half token lifetimes, within a minute and a quarter hour', () => {
+test('the window shows about one and a half token lifetimes, within half a minute and a quarter hour', () => {
   assert.equal(spanFor([]), MIN_SPAN_MS);
-  assert.equal(spanFor([token(1, T0, 10_000, 'first')]), 60_000);
+  assert.equal(spanFor([token(1, T0, 6_000, 'first')]), 30_000);
+  assert.equal(spanFor([token(1, T0, 33_000, 'first')]), 60_000);
   assert.equal(spanFor([token(1, T0, 100_000, 'first')]), 160_000);
   assert.equal(spanFor([token(1, T0, 3_600_000, 'first')]), 15 * 60_000);
   assert.deepEqual(windowAt(T0, 60_000), { start: T0 - 45_000, end: T0 + 15_000 });
@@ -32,7 +33,7 @@ test('layout puts each token on the time axis, solid while in use, and marks eac
   const tokens = [
     token(1, T0, 33_000, 'first', T0 + 17_000),
     token(2, T0 + 17_000, 33_000, 'in-band', T0 + 36_000),
-    token(3, T0 + 36_000, 6_000, 'reconnect'),
+    token(3, T0 + 36_000, 33_000, 'reconnect'), // runs past the right edge
   ];
   const states = [
     { at: T0, state: 'connecting' },
@@ -49,7 +50,7 @@ test('layout puts each token on the time axis, solid while in use, and marks eac
     [
       [1, 'first', 0, Math.round(px(T0)), 330, 170],
       [2, 'in-band', 1, Math.round(px(T0 + 17_000)), 330, 190],
-      [3, 'reconnect', 0, Math.round(px(T0 + 36_000)), 60, 40],
+      [3, 'reconnect', 0, Math.round(px(T0 + 36_000)), 190, 40],
     ],
   );
   assert.deepEqual(
@@ -68,6 +69,7 @@ test('layout puts each token on the time axis, solid while in use, and marks eac
       ['connected', 50],
     ],
   );
+  assert.deepEqual(picture.bars.map((b) => b.runsOn), [false, false, true]);
   assert.equal(Math.round(picture.nowX), 450);
   assert.equal(picture.lanes, 2);
 });

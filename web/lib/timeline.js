@@ -1,19 +1,20 @@
 // The connection timeline's geometry: which token bars, state bands and renewal marks to draw where.
 // Pure: it computes numbers; web/app.js turns them into SVG. Times are epoch milliseconds.
 
-export const MIN_SPAN_MS = 60_000;
+export const MIN_SPAN_MS = 30_000;
 export const MAX_SPAN_MS = 15 * 60_000;
 export const MAX_LANES = 6;
 const TICK_STEPS_S = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800];
 
 /**
- * How much time the chart shows: enough for about one and a half lifetimes of the current token, at
- * least a minute, at most a quarter of an hour (an hour-long token then runs off the right edge).
+ * How much time the chart shows: about one and a half lifetimes of the current token in whole tens of
+ * seconds, at least half a minute, at most a quarter of an hour (an hour-long token then runs off the
+ * right edge).
  */
 export function spanFor(tokens) {
   const last = tokens[tokens.length - 1];
   const ttl = last ? last.expires - last.issued : 0;
-  return Math.min(MAX_SPAN_MS, Math.max(MIN_SPAN_MS, Math.round(ttl * 1.6)));
+  return Math.min(MAX_SPAN_MS, Math.max(MIN_SPAN_MS, Math.ceil((ttl * 1.6) / 10_000) * 10_000));
 }
 
 /** Three quarters of the window lie in the past, one quarter ahead (where the current token ends). */
