@@ -465,6 +465,28 @@ function endSession(reason) {
 
 // ---------- the Ably client ----------
 
+let checkingSession = false;
+
+// ably-js reported an error (typically: Ably's AUTH prompt came and /auth refused to renew). A renewal
+// refused with 401 leaves the connection up until the old token expires, up to a token lifetime later
+// (spec 5.2), so ask the service now: if the session is gone, say so at once. 403s need no help: ably-js
+// fails the connection straight away.
+async function checkSession(gen) {
+  if (checkingSession || !state.who) return;
+  checkingSession = true;
+  try {
+    const { body } = await fetchJson('/session');
+    if (gen === generation && state.who && body && !body.loggedIn) {
+      const ended = body.ended || { code: 40101, statusCode: 401, message: 'not logged in' };
+      if (ended.code === 40101) endSession({ code: 80019, statusCode: 401, cause: ended });
+    }
+  } catch (err) {
+    // unreachable service: the connection's own state will tell
+  } finally {
+    checkingSession = false;
+  }
+}
+
 function beginSession(who) {
   signedIn(state, who, Date.now());
   startClient();
@@ -481,6 +503,7 @@ function startClient() {
     logHandler: (message) => {
       record.libraryLog.push(`${clockTime(Date.now())} ${String(message).slice(0, 500)}`);
       if (record.libraryLog.length > 100) record.libraryLog.shift();
+      if (gen === generation) checkSession(gen);
     },
   });
   realtime = client;
