@@ -268,7 +268,12 @@ function renderTimeline(now) {
     const y = lanesTop + bar.lane * LANE_H;
     parts.push(svg('rect', { class: 'bar-life', x: bar.x, y, width: Math.max(1, bar.w), height: LANE_H - 4, rx: 3 }));
     parts.push(svg('rect', { class: `bar-used bar-${bar.kind}`, x: bar.x, y, width: bar.usedW, height: LANE_H - 4, rx: 3 }));
-    if (bar.w > 28) parts.push(svg('text', { class: 'bar-label', x: bar.x + 4, y: y + LANE_H - 7 }, `#${bar.n}`));
+    // The number on the solid part when it fits there, else just after it in the dark ink.
+    const onSolid = bar.usedW > 26;
+    const labelX = onSolid ? bar.x + 4 : bar.x + bar.usedW + 3;
+    if (onSolid || bar.w - bar.usedW > 26) {
+      parts.push(svg('text', { class: onSolid ? 'bar-label' : 'bar-label bar-label-dark', x: labelX, y: y + LANE_H - 7 }, `#${bar.n}`));
+    }
   }
   for (const mark of picture.marks) {
     parts.push(svg('line', { class: `mark mark-${mark.kind}`, x1: mark.x, x2: mark.x, y1: 0, y2: axisY }));
