@@ -37,3 +37,13 @@ def test_page_scripts_are_es_modules_loaded_as_such() -> None:
     for module in (REPO / "web").rglob("*.js"):
         text = module.read_text(encoding="utf-8")
         assert "console." not in text, f"{module.name} writes to the console"
+
+
+def test_the_page_has_no_channel_matcher_of_its_own() -> None:
+    # What a capability allows on a channel is decided by authserver/capabilities.py, which the page
+    # asks through GET /session?channel= (tests/test_routes.py shows it for "[*]*"). A second matcher in
+    # JavaScript already disagreed with it once.
+    for module in (REPO / "web").rglob("*.js"):
+        text = module.read_text(encoding="utf-8")
+        assert "[*]*" not in text and "resourceMatches" not in text, module.name
+    assert "/session?channel=" in (REPO / "web" / "app.js").read_text(encoding="utf-8")
