@@ -131,12 +131,12 @@ function render() {
   el.expiry.textContent = timeLeft(token && token.expires, now, conn.state);
   el.expiryAt.textContent = token && token.expires ? `(until ${clockTime(token.expires)})` : '';
   el.renewals.textContent = String(state.renewals);
-  const inBand = state.tokens.filter((t) => t.kind === 'in-band').length;
-  el.renewalKinds.textContent = state.renewals ? `(${inBand} in band, ${state.renewals - inBand} by reconnecting)` : '';
+  const by = state.renewedBy;
+  el.renewalKinds.textContent = state.renewals ? `(${by['in-band']} in band, ${by.reconnect} by reconnecting)` : '';
 
   el.timelineSection.hidden = state.log.length === 0;
   if (!el.timelineSection.hidden) renderTimeline(now);
-  syncList(el.eventLog, state.log, (entry, i) => `${i}:${entry.at}`, buildLogLine, true);
+  syncList(el.eventLog, state.log, (entry) => entry.id, buildLogLine, true);
 
   el.tokenSection.hidden = !token;
   if (token) renderToken(token);
@@ -164,7 +164,7 @@ function syncList(list, items, keyOf, build, follow) {
   const known = new Map([...list.children].map((child) => [child.dataset.key, child]));
   let added = false;
   items.forEach((item, i) => {
-    const key = String(keyOf(item, i));
+    const key = String(keyOf(item));
     let node = known.get(key);
     if (node) {
       known.delete(key);

@@ -6,6 +6,7 @@ import {
   initialState,
   MAX_LOG,
   MAX_MESSAGES,
+  MAX_TOKENS,
   messagesAdded,
   messageView,
   note,
@@ -45,6 +46,7 @@ test('the first token is not a renewal; a new token on an open connection is an 
   assert.equal(tokenSeen(state, { ...details(1_000), token: same }, 2_000), false);
   assert.equal(tokenSeen(state, details(17_000), 17_100), true);
   assert.equal(state.renewals, 1);
+  assert.deepEqual(state.renewedBy, { 'in-band': 1, reconnect: 0 });
   assert.deepEqual(
     state.tokens.map((t) => [t.n, t.kind, t.replacedAt]),
     [
@@ -64,6 +66,7 @@ test('a token that arrives after the connection dropped is a renewal by reconnec
   connectionChanged(state, change('connecting', 'connected'), 34_050);
   assert.deepEqual(state.tokens.map((t) => t.kind), ['first', 'reconnect']);
   assert.equal(state.renewals, 1);
+  assert.deepEqual(state.renewedBy, { 'in-band': 0, reconnect: 1 });
   assert.deepEqual(state.states.map((s) => s.state), ['connecting', 'connected', 'disconnected', 'connecting', 'connected']);
   assert.ok(state.log.some((line) => line.text.includes('disconnected') && line.text.includes('40142')));
 });
@@ -76,6 +79,7 @@ test("logging out or a session ended elsewhere clears the old identity's clientI
   assert.equal(state.who, null);
   assert.equal(state.token, null);
   assert.equal(state.renewals, 0);
+  assert.deepEqual(state.renewedBy, { 'in-band': 0, reconnect: 0 });
   assert.deepEqual(state.channel, { name: 'chat:x', status: 'none', ops: null, error: '', messages: [], presence: [] });
   assert.equal(state.notice, 'Session has ended; log in again. (40101)');
   assert.equal(state.tokens[state.tokens.length - 1].replacedAt, 20_000); // the bar stops at the logout
@@ -104,6 +108,7 @@ test('the log and the message list are bounded', () => {
   for (let i = 0; i < MAX_LOG + 10; i += 1) note(state, i, 'info', `line ${i}`);
   assert.equal(state.log.length, MAX_LOG);
   assert.equal(state.log[0].text, 'line 10');
+  assert.equal(state.log[0].id, 11); // ids keep counting: a line keeps its identity as older ones go
   messagesAdded(state, Array.from({ length: MAX_MESSAGES + 5 }, (_, i) => ({ id: `m${i}`, at: i })));
   assert.equal(state.channel.messages.length, MAX_MESSAGES);
   assert.equal(state.channel.messages[0].id, 'm5');
@@ -122,4 +127,13 @@ test('history and live messages share one layout and each appears once, oldest f
     { id: 'a', clientId: 'alice', text: '{"n":1}', at: 1_000 },
     { id: 'b', clientId: 'bob', text: 'second', at: 2_000 },
   ]);
+});
+
+test('renewal counts survive the timeline dropping its oldest tokens', () => {
+  const state = connected();
+  for (let i = 1; i <= MAX_TOKENS + 10; i += 1) tokenSeen(state, details(1_000 + i * 3_000), 1_100 + i * 3_000);
+  assert.equal(state.tokens.length, MAX_TOKENS);
+  assert.equal(state.renewals, MAX_TOKENS + 10);
+  assert.deepEqual(state.renewedBy, { 'in-band': MAX_TOKENS + 10, reconnect: 0 });
+  assert.equal(state.tokens[state.tokens.length - 1].n, MAX_TOKENS + 11);
 });

@@ -28,7 +28,8 @@ export function initialState() {
     token: null, // { raw, header, claims, issued, expires, capability }
     showRaw: false,
     renewals: 0,
-    tokens: [], // [{ n, issued, expires, replacedAt, kind: 'first' | 'in-band' | 'reconnect' }]
+    renewedBy: { 'in-band': 0, reconnect: 0 },
+    tokens: [], // the latest MAX_TOKENS: [{ n, issued, expires, replacedAt, kind: 'first' | 'in-band' | 'reconnect' }]
     states: [], // [{ at, state }]: the connection's states over time, for the timeline
     log: [], // [{ at, kind, text }]
     sawDisconnect: false, // the connection dropped since the current token arrived
@@ -42,7 +43,8 @@ function bounded(list, limit) {
 
 /** Add a timestamped line to the event log. */
 export function note(state, now, kind, text) {
-  state.log.push({ at: now, kind, text });
+  const last = state.log[state.log.length - 1];
+  state.log.push({ id: last ? last.id + 1 : 1, at: now, kind, text });
   bounded(state.log, MAX_LOG);
 }
 
@@ -56,6 +58,7 @@ export function signedIn(state, who, now) {
     token: null,
     showRaw: false,
     renewals: 0,
+    renewedBy: { 'in-band': 0, reconnect: 0 },
     tokens: [],
     states: [],
     sawDisconnect: false,
@@ -76,6 +79,7 @@ export function signedOut(state, now, { notice = '', error = '' } = {}) {
     token: null,
     showRaw: false,
     renewals: 0,
+    renewedBy: { 'in-band': 0, reconnect: 0 },
     sawDisconnect: false,
     notice,
     error,
@@ -107,7 +111,10 @@ export function tokenSeen(state, details, now) {
   const n = previous ? previous.n + 1 : 1;
   state.tokens.push({ n, issued, expires, replacedAt: null, kind });
   bounded(state.tokens, MAX_TOKENS);
-  if (kind !== 'first') state.renewals += 1;
+  if (kind !== 'first') {
+    state.renewals += 1;
+    state.renewedBy[kind] += 1;
+  }
   state.sawDisconnect = false;
   state.token = {
     raw: details.token,
