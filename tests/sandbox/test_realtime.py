@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -94,22 +94,18 @@ class TestConnect:
             assert wire.connected()["connectionDetails"]["clientId"] == "keyed"
 
     @pytest.mark.parametrize(
-        ("make_params", "code"),
+        ("params", "code"),
         [
-            # Tokens are made when the test runs, never at collection: a suite that takes longer than
-            # a token's life must not turn a clientId mismatch into an expiry.
-            (lambda: {"access_token": jwt_for(now=time.time() - 120, lifetime=60)}, 40142),
-            (lambda: {"access_token": jwt_for(client_id="alice"), "clientId": "bob"}, 40102),
-            (lambda: {"access_token": "garbage"}, 40144),
-            (lambda: {"key": f"{KEY.name}:wrong"}, 40101),
-            (dict, 40101),
+            ({"access_token": jwt_for(now=time.time() - 120, lifetime=60)}, 40142),
+            ({"access_token": jwt_for(client_id="alice"), "clientId": "bob"}, 40102),
+            ({"access_token": "garbage"}, 40144),
+            ({"key": f"{KEY.name}:wrong"}, 40101),
+            ({}, 40101),
         ],
         ids=["expired token", "clientId mismatch", "malformed token", "wrong key", "no credentials"],
     )
-    def test_refused_connections_get_error_and_close(
-        self, stack: Stack, make_params: Callable[[], dict[str, str]], code: int
-    ) -> None:
-        with Wire(stack.sandbox.ws, **make_params()) as wire:
+    def test_refused_connections_get_error_and_close(self, stack: Stack, params: dict[str, str], code: int) -> None:
+        with Wire(stack.sandbox.ws, **params) as wire:
             frame = wire.recv()
             assert frame["action"] == ERROR
             assert frame["error"]["code"] == code
