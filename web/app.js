@@ -353,6 +353,7 @@ async function start() {
     return;
   }
   state.target = config.target || 'Ably';
+  state.demoLogin = Boolean(config.demoLogin); // newer services say it here; /session says it too
   try {
     await loadAblyJs(config.ablyJs);
   } catch (err) {
@@ -370,7 +371,7 @@ async function start() {
     return;
   }
   if (!session) return;
-  state.demoLogin = Boolean(session.demoLogin);
+  state.demoLogin = state.demoLogin || Boolean(session.demoLogin);
   if (session.loggedIn) {
     beginSession(session);
     attachWhenConnected = remembered; // after beginSession: starting a client forgets any pending attach
