@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .capabilities import OPERATIONS
 from .errors import BadRequestError, ForbiddenError, NotAuthenticatedError
 from .identity import Credentials, Identity, authenticate_any
 from .identity.sessions import COOKIE_NAME
@@ -221,9 +222,44 @@ async def logout(request: Request) -> Response:
     return response
 
 
+#: The longest channel name ``GET /session?channel=`` looks at (longer ones are a client's mistake: 400).
+MAX_CHANNEL_CHARS = 2048
+
+
 async def session(request: Request) -> Response:
-    identity = _identity(request, services(request))
-    return json_response({"clientId": identity.client_id, "role": identity.role})
+    """Who is logged in, for the page. Always 200 (a fresh page load while logged out is not an error):
+
+    ``{"loggedIn": false, "demoLogin": bool, "ended"?: {"code", "message"}}``, where ``ended`` says why a
+    session cookie the browser still sent no longer works; or ``{"loggedIn": true, "clientId", "role",
+    "source", "demoLogin"}``. With ``?channel=NAME`` a logged-in answer adds ``"channel": {"name",
+    "operations", "all"}``: what the caller's policy capability allows there, decided by
+    :mod:`authserver.capabilities` (the page has no matcher of its own). ``/auth`` keeps its 401.
+    """
+    svc = services(request)
+    demo = svc.settings.demo_login
+    channel = request.query_params.get("channel")
+    if channel is not None and len(channel) > MAX_CHANNEL_CHARS:
+        raise BadRequestError(f"channel name must be at most {MAX_CHANNEL_CHARS} characters")
+    credentials = Credentials(cookies=request.cookies, headers=request.headers)
+    try:
+        identity = authenticate_any(svc.authenticators, credentials, svc.clock())
+    except (NotAuthenticatedError, ForbiddenError) as exc:
+        ended = {"code": exc.code, "message": exc.message}
+        return json_response({"loggedIn": False, "demoLogin": demo, "ended": ended})
+    if identity is None:
+        return json_response({"loggedIn": False, "demoLogin": demo})
+    body: dict[str, object] = {
+        "loggedIn": True,
+        "clientId": identity.client_id,
+        "role": identity.role,
+        "source": identity.source,
+        "demoLogin": demo,
+    }
+    if channel is not None:
+        capability = svc.issuer.allowance(identity).capability
+        operations = capability.operations_for(channel)
+        body["channel"] = {"name": channel, "operations": sorted(operations), "all": operations == OPERATIONS}
+    return json_response(body)
 
 
 async def healthz(request: Request) -> Response:
