@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
             return _check()
         # Only serve signs session cookies: the other commands need no SESSION_SECRET.
         settings = load_settings(need_session_secret=args.command == "serve")
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             return _serve(settings, args.host, args.port)
         if args.command == "sandbox":
@@ -237,6 +237,8 @@ def _ably_js_note(settings: Settings) -> tuple[int, str]:
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     from .app import create_app
+    from .connections import ConnectionGuard, ConnectionLimits
+    from .metrics import Metrics, prepare_multiprocess_dir
 
     host = host or settings.host
     if port is not None:
@@ -271,8 +273,13 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     log.log(level, "ably-js for the page: %s", note)
     for warning in short_ttl_warnings(settings):
         log.warning("%s", warning)
+    metrics = Metrics(multiprocess_dir=prepare_multiprocess_dir())
+    limits = ConnectionLimits(
+        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
+    )
+    guard = ConnectionGuard(limits, on_drop=metrics.connection_dropped)
     try:
-        app = create_app(settings)
+        app = create_app(settings, metrics=metrics)
         outside = app.state.services.users.outside_policy()
         if outside:
             log.warning("%s", _outside_policy_problem(outside, settings))
@@ -281,7 +288,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         for _, bound in servers:  # the sandbox's socket: nothing will serve on it now
             bound.close()
         raise
-    servers.insert(0, (uvicorn_server(app, settings.log_level), sock))
+    servers.insert(0, (uvicorn_server(app, settings.log_level, guard), sock))
     log.info(
         "authserver %s on http://%s:%d (signing key %s, Ably: %s)",
         __version__,
@@ -289,6 +296,13 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         sock.getsockname()[1],
         settings.ably_keys[0].name,
         settings.ably_endpoint or "real Ably",
+    )
+    log.info(
+        "connection limits: %d open connections, headers within %gs and %d bytes, bodies within %gs",
+        guard.cap,
+        limits.header_timeout,
+        limits.max_header_bytes,
+        limits.body_timeout,
     )
     run_servers(servers)
     return EXIT_OK
