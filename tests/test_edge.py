@@ -5,7 +5,10 @@ request id."""
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -15,7 +18,7 @@ from authserver.forwarding import real_client
 from authserver.identity.passwords import Passwords
 
 from conftest import SettingsFactory
-from helpers import FakeClock
+from helpers import AUTHSERVER, FakeClock
 
 NO_CACHE = "private, no-cache, no-store, must-revalidate"
 ClientFactory = Callable[..., TestClient]
@@ -178,3 +181,49 @@ def test_a_safe_request_id_is_echoed_and_anything_else_replaced(make_client: Cli
         echoed = client.get("/healthz", headers={"X-Request-ID": unsafe}).headers["x-request-id"]
         assert echoed != unsafe and len(echoed) == 32
     assert client.get("/healthz").headers["x-request-id"] != generated
+
+
+# -- settings --------------------------------------------------------------------------------------
+
+
+def test_check_refuses_bad_edge_settings_naming_each(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AUTHSERVER_LOG_FORMAT": "xml",
+        "AUTHSERVER_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local",
+        "AUTHSERVER_ALLOWED_HOSTS": "auth.example.com, bad host",
+        "AUTHSERVER_HEADER_TIMEOUT": "0",
+        "AUTHSERVER_BODY_TIMEOUT": "ten",
+        "AUTHSERVER_MAX_CONNECTIONS": "-1",
+        "AUTHSERVER_MAX_HEADER_BYTES": "100",
+    }
+    result = subprocess.run([AUTHSERVER, "check"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3
+    for name in (
+        "AUTHSERVER_LOG_FORMAT: 'xml' is not one of text, json",
+        "AUTHSERVER_TRUSTED_PROXIES: 'proxy.local' is not an IP address or CIDR network",
+        "AUTHSERVER_ALLOWED_HOSTS: 'bad host' is not a host name",
+        "AUTHSERVER_HEADER_TIMEOUT: 0 is outside 1..300",
+        "AUTHSERVER_BODY_TIMEOUT: 'ten' is not a whole number",
+        "AUTHSERVER_MAX_CONNECTIONS: -1 is outside",
+        "AUTHSERVER_MAX_HEADER_BYTES: 100 is outside 1024..1048576",
+    ):
+        assert name in result.stderr
+
+
+def test_edge_settings_are_read(make_settings: SettingsFactory) -> None:
+    settings = make_settings(
+        AUTHSERVER_LOG_FORMAT="JSON",
+        AUTHSERVER_TRUSTED_PROXIES="10.0.0.1, 192.168.0.0/16 ,::1",
+        AUTHSERVER_ALLOWED_HOSTS="Auth.Example.com,*.example.org,localhost:8443,[::1]:8000",
+        AUTHSERVER_HEADER_TIMEOUT="5",
+        AUTHSERVER_MAX_CONNECTIONS="500",
+    )
+    assert settings.log_format == "json"
+    assert settings.trusted_proxies == ("10.0.0.1/32", "192.168.0.0/16", "::1/128")
+    assert settings.allowed_hosts == ("auth.example.com", "*.example.org", "localhost:8443", "[::1]:8000")
+    assert (settings.header_timeout, settings.body_timeout, settings.max_connections) == (5.0, 10.0, 500)
+    assert settings.max_header_bytes == 16 * 1024
+    defaults = make_settings()
+    assert (defaults.log_format, defaults.trusted_proxies, defaults.allowed_hosts) == ("text", (), ())
