@@ -4,7 +4,7 @@ header and body read timeouts, the connection cap, and the header size limit (au
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import socket
 import time
 from collections.abc import Iterator
@@ -42,17 +42,23 @@ def _connect(port: int) -> socket.socket:
 
 def _wait_all_closed(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
     """The sockets still open after ``timeout`` seconds (polled, not slept)."""
-    pending = list(socks)
+    pending = set(socks)
     deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        readable, _, _ = select.select(pending, [], [], 0.5)
-        for sock in readable:
-            try:
-                if sock.recv(65536) == b"":
-                    pending.remove(sock)
-            except OSError:
-                pending.remove(sock)
-    return pending
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        while pending and time.monotonic() < deadline:
+            for key, _ in selector.select(0.5):
+                sock = key.fileobj  # type: ignore[assignment]
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:  # EOF or reset: closed by the server (a 431 body comes before its EOF)
+                    selector.unregister(sock)
+                    pending.discard(sock)
+    return list(pending)
 
 
 def test_idle_and_half_sent_connections_neither_stop_healthz_nor_stay_open(limited: Announced) -> None:
