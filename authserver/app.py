@@ -20,13 +20,14 @@ from starlette.routing import BaseRoute, Route
 
 from . import routes
 from .config import Settings, load_settings
+from .connections import report_drops_to
 from .edge import AllowedHostsMiddleware, RequestMiddleware
 from .errors import AuthServerError, ConfigError, UnavailableError
 from .forwarding import ForwardedMiddleware
 from .identity import Authenticator
 from .identity.passwords import Passwords
 from .logs import LogLimiter
-from .metrics import Metrics
+from .metrics import Metrics, multiprocess_dir_from_environment
 from .middleware import CatchAllMiddleware, SecurityHeadersMiddleware
 from .responses import error_response, exception_response
 from .services import build_services
@@ -75,7 +76,8 @@ def create_app(
     :param clock: seconds since the epoch; tests pass a fake clock.
     :param passwords: the password hasher (tests pass cheaper argon2id parameters).
     :param authenticators: extra identity sources, tried before the session cookie.
-    :param metrics: where counts go (``serve``: multiprocess files); default: in this process.
+    :param metrics: where counts go; default: the multiprocess directory ``serve`` prepared
+        (PROMETHEUS_MULTIPROC_DIR, inherited by workers), else this process only.
     :raises ConfigError: when the settings have no signing key.
     """
     if settings is None:
@@ -83,7 +85,7 @@ def create_app(
     if not settings.ably_keys:
         raise ConfigError(["ABLY_API_KEY: no key to sign with (authserver serve starts a sandbox key in development)"])
     services = build_services(settings, clock=clock, passwords=passwords, authenticators=authenticators)
-    metrics = metrics or Metrics()
+    metrics = metrics or Metrics(multiprocess_dir_from_environment())
 
     app_routes: list[BaseRoute] = [
         Route("/auth", routes.auth, methods=["GET", "POST"]),
@@ -97,6 +99,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        report_drops_to(app.state.metrics.connection_dropped)  # in this (worker) process
         yield
         services.db.close()
         app.state.metrics.process_exited()

@@ -237,7 +237,7 @@ def _ably_js_note(settings: Settings) -> tuple[int, str]:
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     from .app import create_app
-    from .connections import ConnectionGuard, ConnectionLimits
+    from .connections import ConnectionLimits
     from .metrics import Metrics, prepare_multiprocess_dir
 
     host = host or settings.host
@@ -277,7 +277,6 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     limits = ConnectionLimits(
         settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
     )
-    guard = ConnectionGuard(limits, on_drop=metrics.connection_dropped)
     try:
         app = create_app(settings, metrics=metrics)
         outside = app.state.services.users.outside_policy()
@@ -288,7 +287,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         for _, bound in servers:  # the sandbox's socket: nothing will serve on it now
             bound.close()
         raise
-    servers.insert(0, (uvicorn_server(app, settings.log_level, guard), sock))
+    servers.insert(0, (uvicorn_server(app, settings.log_level, limits), sock))
     log.info(
         "authserver %s on http://%s:%d (signing key %s, Ably: %s)",
         __version__,
@@ -299,7 +298,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     )
     log.info(
         "connection limits: %d open connections, headers within %gs and %d bytes, bodies within %gs",
-        guard.cap,
+        limits.connection_cap(),
         limits.header_timeout,
         limits.max_header_bytes,
         limits.body_timeout,

@@ -26,7 +26,9 @@ import logging
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .responses import NO_CACHE, error_body
@@ -77,18 +79,48 @@ def _too_large_response() -> bytes:
 TOO_LARGE = _too_large_response()
 
 
+def _ignore(reason: str) -> None:
+    pass
+
+
+#: Told the reason (``header_timeout``, ``body_timeout``, ``evicted``, ``headers_too_large``) each
+#: time a connection of this process is closed by the limits: see :func:`report_drops_to`.
+_drop_listener: Callable[[str], None] = _ignore
+#: This process's guard for each uvicorn config (a worker builds its own: nothing crosses processes).
+_guards: dict[int, ConnectionGuard] = {}
+
+
+def report_drops_to(listener: Callable[[str], None]) -> None:
+    """Send this process's connection drops to ``listener`` (the app's metrics)."""
+    global _drop_listener
+    _drop_listener = listener
+
+
+def limit_connections(config: uvicorn.Config, limits: ConnectionLimits) -> None:
+    """Make ``config`` serve with :class:`GuardedProtocol` under ``limits``. Picklable (by name), so
+    uvicorn's worker processes get it too, each with a guard of its own."""
+    config.http = f"{__name__}:GuardedProtocol"
+    config.authserver_connection_limits = limits  # type: ignore[attr-defined]
+
+
 class ConnectionGuard:
-    """The open connections of one server process, oldest first, and what happens to them.
+    """The open connections of one server process, oldest first, and what happens to them."""
 
-    :param on_drop: called with a reason (``header_timeout``, ``body_timeout``, ``evicted``,
-        ``headers_too_large``) each time a connection is closed by these limits (a metric).
-    """
-
-    def __init__(self, limits: ConnectionLimits, on_drop: Callable[[str], None] | None = None) -> None:
+    def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self.cap = limits.connection_cap()
-        self.on_drop = on_drop or (lambda reason: None)
         self.open: dict[GuardedProtocol, None] = {}  # insertion-ordered: oldest first
+
+    @classmethod
+    def of(cls, config: uvicorn.Config) -> ConnectionGuard:
+        guard = _guards.get(id(config))
+        if guard is None:
+            limits = getattr(config, "authserver_connection_limits", None) or ConnectionLimits()
+            guard = _guards[id(config)] = cls(limits)
+        return guard
+
+    def on_drop(self, reason: str) -> None:
+        _drop_listener(reason)
 
     def admit(self, conn: GuardedProtocol) -> None:
         self.open[conn] = None
@@ -106,9 +138,11 @@ class ConnectionGuard:
 
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout, a body timeout, a header size limit and a
-    place in its :class:`ConnectionGuard` (set on the subclass :func:`guarded_protocol` makes)."""
+    place in this process's :class:`ConnectionGuard` (see :func:`limit_connections`)."""
 
-    guard: ConnectionGuard
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.guard = ConnectionGuard.of(config)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -211,8 +245,3 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         self.guard.forget(self)
         super().handle_websocket_upgrade()
-
-
-def guarded_protocol(guard: ConnectionGuard) -> type[GuardedProtocol]:
-    """A protocol class for ``uvicorn.Config(http=...)`` whose connections ``guard`` limits."""
-    return type("GuardedProtocol", (GuardedProtocol,), {"guard": guard})
