@@ -3,9 +3,10 @@
 
 Reports how long ``/healthz`` takes while they are held open, and how long until the server has
 closed every one of them. Measured, not asserted (tests/test_connections.py asserts the behaviour
-at a smaller size)::
+at a smaller size). ``--baseline`` runs the same app under uvicorn as it comes (no connection
+limits), for comparison::
 
-    .venv/bin/python bench/slow_clients.py [--idle 1000] [--half-sent 300] [--descriptors 1024]
+    .venv/bin/python bench/slow_clients.py [--idle 1000] [--half-sent 300] [--descriptors 1024] [--baseline]
 """
 
 from __future__ import annotations
@@ -26,7 +27,22 @@ AUTHSERVER = str(Path(sys.executable).with_name("authserver"))
 KEY = "appId.keyId:bench-secret-0123456789-abcdefghijklmnopq"
 
 
-def _serve(workdir: Path, descriptors: int) -> tuple[subprocess.Popen[bytes], int]:
+#: The app under plain uvicorn: what ``serve`` does, less authserver.connections.
+BASELINE = """
+import logging
+from authserver.app import create_app
+from authserver.config import load_settings
+from authserver.logs import configure_logging
+from authserver.serving import bind, run_servers, uvicorn_server
+settings = load_settings()
+configure_logging("info")
+sock = bind("127.0.0.1", 0)
+logging.getLogger("authserver").info("authserver baseline on http://127.0.0.1:%d", sock.getsockname()[1])
+run_servers([(uvicorn_server(create_app(settings), "info"), sock)])
+"""
+
+
+def _serve(workdir: Path, descriptors: int, baseline: bool) -> tuple[subprocess.Popen[bytes], int]:
     env = {
         "PATH": os.environ["PATH"],
         "ABLY_API_KEY": KEY,
@@ -36,7 +52,7 @@ def _serve(workdir: Path, descriptors: int) -> tuple[subprocess.Popen[bytes], in
     }
     log = (workdir / "serve.log").open("wb")
     process = subprocess.Popen(
-        [AUTHSERVER, "serve"],
+        [sys.executable, "-c", BASELINE] if baseline else [AUTHSERVER, "serve"],
         env=env,
         cwd=workdir,
         stdout=log,
@@ -58,16 +74,19 @@ def _serve(workdir: Path, descriptors: int) -> tuple[subprocess.Popen[bytes], in
     raise SystemExit("serve did not start:\n" + (workdir / "serve.log").read_text())
 
 
-def _healthz(port: int) -> float:
+def _healthz(port: int) -> str:
     started = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    except OSError as exc:
+        return f"failed ({exc.strerror or type(exc).__name__})"
     if not answer.startswith(b"HTTP/1.1 200 "):
-        raise SystemExit(f"/healthz answered {answer[:60]!r}")
-    return time.perf_counter() - started
+        return f"answered {answer[:40]!r}"
+    return f"{(time.perf_counter() - started) * 1000:.1f} ms"
 
 
 def main() -> int:
@@ -75,11 +94,13 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--half-sent", type=int, default=300)
     parser.add_argument("--descriptors", type=int, default=1024)
+    parser.add_argument("--wait", type=float, default=90.0, help="seconds to wait for the server to close them")
+    parser.add_argument("--baseline", action="store_true", help="uvicorn without authserver's connection limits")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     with tempfile.TemporaryDirectory() as tmp:
-        process, port = _serve(Path(tmp), args.descriptors)
+        process, port = _serve(Path(tmp), args.descriptors, args.baseline)
         try:
             socks: list[socket.socket] = []
             opened = time.monotonic()
@@ -91,12 +112,12 @@ def main() -> int:
                 socks.append(sock)
             print(f"opened {args.idle} idle + {args.half_sent} half-sent in {time.monotonic() - opened:.2f} s")
             probes = [_healthz(port) for _ in range(5)]
-            print(f"/healthz while held: {', '.join(f'{p * 1000:.1f} ms' for p in probes)}")
+            print(f"/healthz while held: {', '.join(probes)}")
             selector = selectors.DefaultSelector()  # epoll: descriptors past 1024
             for sock in socks:
                 selector.register(sock, selectors.EVENT_READ)
             closed_at: list[float] = []
-            while len(closed_at) < len(socks) and time.monotonic() - opened < 120:
+            while len(closed_at) < len(socks) and time.monotonic() - opened < args.wait:
                 for key, _ in selector.select(0.5):
                     sock = key.fileobj  # type: ignore[assignment]
                     try:
@@ -111,7 +132,7 @@ def main() -> int:
                 f"closed by the server: {len(closed_at)} of {len(socks)};"
                 f" the last after {max(closed_at, default=0):.1f} s; still open: {pending}"
             )
-            print(f"/healthz afterwards: {_healthz(port) * 1000:.1f} ms")
+            print(f"/healthz afterwards: {_healthz(port)}")
             for sock in socks:
                 sock.close()
         finally:
