@@ -10,6 +10,7 @@ import argparse
 import getpass
 import json
 import logging
+import resource
 import secrets
 import socket
 import sys
@@ -166,6 +167,39 @@ def _check_lines(settings: Settings) -> list[str]:
     lines.extend(f"  WARNING: {warning}" for warning in short_ttl_warnings(settings))
     if settings.demo_login:
         lines.append("  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION.")
+    lines.extend(_edge_lines(settings))
+    return lines
+
+
+def _edge_lines(settings: Settings) -> list[str]:
+    """What ``check`` says about proxies, hosts, connection limits and logs."""
+    from .connections import DESCRIPTOR_RESERVE, ConnectionLimits
+
+    limits = ConnectionLimits(
+        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
+    )
+    proxies = ", ".join(settings.trusted_proxies) or "none (X-Forwarded-* ignored)"
+    lines = [
+        f"  trusted proxies: {proxies}",
+        f"  allowed hosts: {', '.join(settings.allowed_hosts) or 'any'}",
+        f"  connections: at most {limits.connection_cap()} open, headers within {limits.header_timeout:g}s"
+        f" and {limits.max_header_bytes} bytes, bodies within {limits.body_timeout:g}s",
+        f"  logs: {settings.log_format}, level {settings.log_level}",
+    ]
+    if any(net.endswith("/0") for net in settings.trusted_proxies):
+        lines.append(
+            "  WARNING: AUTHSERVER_TRUSTED_PROXIES trusts every address: any client can choose its own address"
+        )
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if (
+        settings.max_connections
+        and soft != resource.RLIM_INFINITY
+        and settings.max_connections > soft - DESCRIPTOR_RESERVE
+    ):
+        lines.append(
+            f"  WARNING: AUTHSERVER_MAX_CONNECTIONS={settings.max_connections} is more than the descriptor limit"
+            f" ({soft}) less {DESCRIPTOR_RESERVE}: past it new connections are dropped unanswered (raise ulimit -n)"
+        )
     return lines
 
 

@@ -227,3 +227,19 @@ def test_edge_settings_are_read(make_settings: SettingsFactory) -> None:
     assert settings.max_header_bytes == 16 * 1024
     defaults = make_settings()
     assert (defaults.log_format, defaults.trusted_proxies, defaults.allowed_hosts) == ("text", (), ())
+
+
+def test_check_shows_the_edge_settings_and_warns_about_trusting_everyone(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AUTHSERVER_TRUSTED_PROXIES": "0.0.0.0/0",
+        "AUTHSERVER_ALLOWED_HOSTS": "auth.example.com",
+        "AUTHSERVER_MAX_CONNECTIONS": "300",
+    }
+    result = subprocess.run([AUTHSERVER, "check"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "  trusted proxies: 0.0.0.0/0\n" in result.stdout
+    assert "  allowed hosts: auth.example.com\n" in result.stdout
+    assert "  connections: at most 300 open, headers within 10s and 16384 bytes, bodies within 10s\n" in result.stdout
+    assert "WARNING: AUTHSERVER_TRUSTED_PROXIES trusts every address" in result.stdout
