@@ -30,7 +30,7 @@ from .identity import Identity
 from .identity.passwords import Passwords
 from .identity.users import User, UserStore
 from .issuance import TokenParams
-from .logs import configure_logging
+from .logs import configure_logging, json_lines
 from .services import build_services
 from .serving import bind, run_servers, url_host, uvicorn_server
 
@@ -116,14 +116,21 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
                 args.url, args.username, password, renewals=args.renewals, timeout=args.timeout, channel=channel
             )
     except (ConfigError, DatabaseError) as exc:
-        print(f"authserver: {exc.message}", file=sys.stderr)
+        _report(exc.message)
         return EXIT_CONFIG
     except AuthServerError as exc:
-        print(f"authserver: {exc.message}", file=sys.stderr)
+        _report(exc.message)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
     return EXIT_USAGE
+
+
+def _report(message: str) -> None:
+    if json_lines():  # AUTHSERVER_LOG_FORMAT=json: every line on stderr is a JSON object
+        log.error("%s", message)
+    else:
+        print(f"authserver: {message}", file=sys.stderr)
 
 
 def _check() -> int:

@@ -109,9 +109,19 @@ def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
     }
 
 
+_json_lines = False
+
+
 def configure_logging(level: str, fmt: str = "text") -> None:
+    global _json_lines
     logging.config.dictConfig(logging_config(level, fmt))
     logging.captureWarnings(True)
+    _json_lines = fmt == "json"
+
+
+def json_lines() -> bool:
+    """JSON logs are configured: the CLI reports its errors through the log too, not as plain text."""
+    return _json_lines
 
 
 class LogLimiter:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -129,3 +130,17 @@ def test_503s_are_logged_as_warnings_a_few_a_minute(caplog: pytest.LogCaptureFix
     logged = [r for r in caplog.records if "503 on POST /login" in r.getMessage()]
     assert 1 <= len(logged) <= 5
     assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_a_start_up_failure_is_a_json_line_too(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**_env(tmp_path), "AUTHSERVER_PORT": str(taken.getsockname()[1])}
+        result = subprocess.run(
+            [AUTHSERVER, "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 3
+    entries = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert entries[-1]["level"] == "error"
+    assert "cannot listen on 127.0.0.1:" in entries[-1]["message"]
