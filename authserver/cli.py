@@ -314,19 +314,21 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     log.log(level, "ably-js for the page: %s", note)
     for warning in short_ttl_warnings(settings):
         log.warning("%s", warning)
-    metrics = Metrics(multiprocess_dir=prepare_multiprocess_dir())
     limits = ConnectionLimits(
         settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
     )
+    sock: socket.socket | None = None
     try:
+        sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
+        # Once the ports are ours: prometheus-client's multiprocess mode is process-wide.
+        metrics = Metrics(multiprocess_dir=prepare_multiprocess_dir())
         app = create_app(settings, metrics=metrics)
         outside = app.state.services.users.outside_policy()
         if outside:
             log.warning("%s", _outside_policy_problem(outside, settings))
-        sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
     except BaseException:
-        for _, bound in servers:  # the sandbox's socket: nothing will serve on it now
-            bound.close()
+        for bound in [*(s for _, s in servers), *([sock] if sock is not None else [])]:
+            bound.close()  # nothing will serve on these now
         raise
     servers.insert(0, (uvicorn_server(app, settings.log_level, limits), sock))
     log.info(

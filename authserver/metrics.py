@@ -73,7 +73,7 @@ class Metrics:
     def __init__(self, multiprocess_dir: Path | None = None) -> None:
         self.multiprocess_dir = multiprocess_dir
         if multiprocess_dir is not None:
-            os.environ.setdefault(MULTIPROC_ENV, str(multiprocess_dir))
+            os.environ[MULTIPROC_ENV] = str(multiprocess_dir)  # where prometheus-client writes this process's files
             # NOTE: prometheus-client picks its value class when it is first imported; re-pick it
             # now that the directory is known (the CLI imports it before preparing the directory).
             if values.ValueClass is values.MutexValue:

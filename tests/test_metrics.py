@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,11 +94,12 @@ sys.stdout.write(Metrics(multiprocess_dir=Path(sys.argv[1])).render()[0].decode(
 
 def test_values_written_by_several_processes_are_summed(tmp_path: Path) -> None:
     """What ``serve --workers N`` relies on: each worker writes its own files, any worker renders all."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     for count in ("3", "4"):
-        subprocess.run([sys.executable, "-c", _WRITER, str(tmp_path), count], check=True, timeout=60)
+        subprocess.run([sys.executable, "-c", _WRITER, str(tmp_path), count], check=True, timeout=60, env=env)
     assert len(list(tmp_path.glob("*.db"))) >= 2  # one set of files per process
     text = subprocess.run(
-        [sys.executable, "-c", _READER, str(tmp_path)], check=True, timeout=60, capture_output=True, text=True
+        [sys.executable, "-c", _READER, str(tmp_path)], check=True, timeout=60, capture_output=True, text=True, env=env
     ).stdout
     assert value(text, "authserver_tokens_issued_total", format="jwt", source="account") == 7
     count = "authserver_request_duration_seconds_count"
