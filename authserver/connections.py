@@ -63,10 +63,11 @@ class ConnectionLimits:
         return max(16, min(AUTO_MAX_CONNECTIONS, soft - DESCRIPTOR_RESERVE))
 
 
-def _too_large_response() -> bytes:
-    body = json.dumps(error_body(40000, 431, "request headers too large"), separators=(",", ":")).encode()
+def _error_response(status: int, reason: str, message: str) -> bytes:
+    """A complete HTTP/1.1 error answer written at the socket: Ably-shaped, no-cache, closing."""
+    body = json.dumps(error_body(40000, status, message), separators=(",", ":")).encode()
     head = [
-        b"HTTP/1.1 431 Request Header Fields Too Large",
+        f"HTTP/1.1 {status} {reason}".encode(),
         b"content-type: application/json",
         b"content-length: " + str(len(body)).encode(),
         b"connection: close",
@@ -76,7 +77,8 @@ def _too_large_response() -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
-TOO_LARGE = _too_large_response()
+TOO_LARGE = _error_response(431, "Request Header Fields Too Large", "request headers too large")
+MALFORMED = _error_response(400, "Bad Request", "invalid HTTP request")
 
 
 def _ignore(reason: str) -> None:
@@ -240,6 +242,12 @@ class GuardedProtocol(HttpToolsProtocol):
         self._awaiting_headers = True
         self._header_bytes = 0
         super().on_response_complete()  # arms uvicorn's keep-alive timeout for the idle time
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse, with the no-cache headers and Ably's shape."""
+        self._disarm()
+        self.transport.write(MALFORMED)
+        self.transport.close()
 
     def handle_websocket_upgrade(self) -> None:
         self._disarm()

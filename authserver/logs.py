@@ -82,6 +82,20 @@ class TextFormatter(logging.Formatter):
         return f"{line} [request {rid}]" if rid else line
 
 
+class UvicornFloodFilter(logging.Filter):
+    """uvicorn warns once per malformed request ("Invalid HTTP request received."): what any client
+    can provoke at will gets a few lines a minute (see :class:`LogLimiter`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limiter = LogLimiter(burst=5, interval=60.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING or not record.getMessage().startswith("Invalid HTTP request"):
+            return True
+        return self.limiter.admit("invalid-http")
+
+
 def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
     """The ``dictConfig`` for the process: one stderr handler, for our loggers and uvicorn's."""
     formatter = "authserver.logs.JsonFormatter" if fmt == "json" else "authserver.logs.TextFormatter"
@@ -91,6 +105,7 @@ def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
         "filters": {
             "redact": {"()": "authserver.logs.RedactingFilter"},
             "request_id": {"()": "authserver.logs.RequestIdFilter"},
+            "uvicorn_flood": {"()": "authserver.logs.UvicornFloodFilter"},
         },
         "formatters": {"main": {"()": formatter}},
         "handlers": {
@@ -104,6 +119,7 @@ def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         "loggers": {
             name: {"handlers": [], "propagate": True, "level": level.upper()}
+            | ({"filters": ["uvicorn_flood"]} if name == "uvicorn.error" else {})
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "py.warnings")
         },
     }
@@ -136,6 +152,16 @@ class LogLimiter:
 
     def log(self, logger: logging.Logger, level: int, kind: str, message: str, *args: object) -> bool:
         """Log ``message % args`` unless ``kind`` is over its budget; True when it was logged."""
+        suppressed = self._windows.get(kind, (0.0, 0, 0))[2]
+        if not self.admit(kind):
+            return False
+        if suppressed:
+            message += f" ({suppressed} more like this not logged)"
+        logger.log(level, message, *args)
+        return True
+
+    def admit(self, kind: str) -> bool:
+        """Whether one more line of ``kind`` fits the budget (counted either way)."""
         now = self.clock()
         start, lines, suppressed = self._windows.get(kind, (now, 0, 0))
         if now - start >= self.interval:
@@ -146,7 +172,4 @@ class LogLimiter:
         if len(self._windows) > 1000:
             self._windows.clear()
         self._windows[kind] = (start, lines + 1, 0)
-        if suppressed:
-            message += f" ({suppressed} more like this not logged)"
-        logger.log(level, message, *args)
         return True

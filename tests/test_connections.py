@@ -129,3 +129,18 @@ def test_oversized_headers_are_refused_with_431_and_closed(limited: Announced) -
     # Just under the limit is fine.
     response = httpx.get(f"{limited.url}/healthz", headers={"X-Big": "a" * 15_000}, timeout=5)
     assert response.status_code == 200
+
+
+def test_malformed_requests_get_an_ably_400_and_a_few_log_lines_only(limited: Announced, tmp_path: Path) -> None:
+    for _ in range(30):
+        with _connect(limited.port) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert b"cache-control: private, no-cache, no-store, must-revalidate" in answer
+        assert b'"statusCode":400' in answer
+    assert httpx.get(f"{limited.url}/healthz", timeout=5).status_code == 200
+    logged = [line for line in (tmp_path / "serve.log").read_text().splitlines() if "Invalid HTTP request" in line]
+    assert 1 <= len(logged) <= 5
