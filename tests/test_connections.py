@@ -4,6 +4,7 @@ header and body read timeouts, the connection cap, and the header size limit (au
 from __future__ import annotations
 
 import os
+import pickle
 import selectors
 import socket
 import time
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+
+from authserver.connections import ConnectionGuard, ConnectionLimits, limit_connections
 
 from helpers import API_KEY, SESSION_SECRET, Announced, running_authserver
 
@@ -144,3 +148,16 @@ def test_malformed_requests_get_an_ably_400_and_a_few_log_lines_only(limited: An
     assert httpx.get(f"{limited.url}/healthz", timeout=5).status_code == 200
     logged = [line for line in (tmp_path / "serve.log").read_text().splitlines() if "Invalid HTTP request" in line]
     assert 1 <= len(logged) <= 5
+
+
+def test_the_limits_travel_with_a_uvicorn_config_to_worker_processes() -> None:
+    """uvicorn's workers get the config pickled (spawn): the protocol goes by name, the limits as data,
+    and each process builds its own guard."""
+    config = uvicorn.Config("authserver.app:create_app", factory=True)
+    limits = ConnectionLimits(header_timeout=3, body_timeout=4, max_connections=100, max_header_bytes=4096)
+    limit_connections(config, limits)
+    copy = pickle.loads(pickle.dumps(config))  # noqa: S301 - our own object
+    assert copy.http == "authserver.connections:GuardedProtocol"
+    assert copy.authserver_connection_limits == limits
+    guard = ConnectionGuard.of(copy)
+    assert guard.cap == 100 and guard is ConnectionGuard.of(copy) and guard is not ConnectionGuard.of(config)
