@@ -107,6 +107,29 @@ def test_a_body_that_never_finishes_is_cut_off_and_logged_as_a_warning(limited: 
     assert not any(" ERROR " in line for line in lines)
 
 
+def test_clients_hanging_up_mid_body_cannot_flood_the_log(limited: Announced, tmp_path: Path) -> None:
+    for _ in range(30):
+        with _connect(limited.port) as sock:
+            sock.sendall(
+                b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"username":'
+            )  # and hang up
+    assert httpx.get(f"{limited.url}/healthz", timeout=5).status_code == 200
+    metrics = ""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the service has seen all 30 hang-ups
+        metrics = httpx.get(f"{limited.url}/metrics", timeout=5).text
+        if 'route="/login",status="400"} 30.0' in metrics:
+            break
+        time.sleep(0.2)
+    assert 'authserver_request_duration_seconds_count{method="POST",route="/login",status="400"} 30.0' in metrics
+    lines = (tmp_path / "serve.log").read_text().splitlines()
+    logged = [line for line in lines if "disconnected mid-body" in line]
+    assert 1 <= len(logged) <= 5
+    assert all(" WARNING " in line for line in logged)
+    assert not any(" ERROR " in line for line in lines)
+
+
 def test_a_kept_alive_connection_is_not_cut_by_the_header_timeout(limited: Announced) -> None:
     """Between requests the keep-alive timeout applies (75 s), not the 2 s header timeout."""
     with httpx.Client(base_url=limited.url, timeout=5) as client:
