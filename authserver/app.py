@@ -14,28 +14,47 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import routes
 from .config import Settings, load_settings
-from .errors import AuthServerError, ConfigError
+from .connections import report_drops_to
+from .edge import AllowedHostsMiddleware, RequestMiddleware
+from .errors import AuthServerError, ConfigError, UnavailableError
+from .forwarding import ForwardedMiddleware
 from .identity import Authenticator
 from .identity.passwords import Passwords
+from .logs import LogLimiter
+from .metrics import Metrics, multiprocess_dir_from_environment
 from .middleware import CatchAllMiddleware, SecurityHeadersMiddleware
 from .responses import error_response, exception_response
 from .services import build_services
 from .web import security_middleware_args, web_routes
 
 log = logging.getLogger("authserver")
+#: What a client can provoke at will (a 503 from the login gate, a body cut short) is logged at
+#: warning level at most, a few lines a minute.
+_limited = LogLimiter(burst=5, interval=60.0)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthServerError)
-    if exc.status >= 500:
+    if isinstance(exc, UnavailableError):
+        _limited.log(
+            log, logging.WARNING, "unavailable", "503 on %s %s: %s", request.method, request.url.path, exc.message
+        )
+    elif exc.status >= 500:
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
     return exception_response(exc)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    _limited.log(
+        log, logging.WARNING, "disconnect", "client disconnected mid-body on %s %s", request.method, request.url.path
+    )
+    return error_response(40000, 400, "request body cut short")  # nobody is listening; for completeness
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -49,6 +68,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     passwords: Passwords | None = None,
     authenticators: tuple[Authenticator, ...] = (),
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """Build the token service.
 
@@ -56,6 +76,8 @@ def create_app(
     :param clock: seconds since the epoch; tests pass a fake clock.
     :param passwords: the password hasher (tests pass cheaper argon2id parameters).
     :param authenticators: extra identity sources, tried before the session cookie.
+    :param metrics: where counts go; default: the multiprocess directory ``serve`` prepared
+        (PROMETHEUS_MULTIPROC_DIR, inherited by workers), else this process only.
     :raises ConfigError: when the settings have no signing key.
     """
     if settings is None:
@@ -63,6 +85,7 @@ def create_app(
     if not settings.ably_keys:
         raise ConfigError(["ABLY_API_KEY: no key to sign with (authserver serve starts a sandbox key in development)"])
     services = build_services(settings, clock=clock, passwords=passwords, authenticators=authenticators)
+    metrics = metrics or Metrics(multiprocess_dir_from_environment())
 
     app_routes: list[BaseRoute] = [
         Route("/auth", routes.auth, methods=["GET", "POST"]),
@@ -70,22 +93,34 @@ def create_app(
         Route("/logout", routes.logout, methods=["POST"]),
         Route("/session", routes.session, methods=["GET"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
+        Route("/metrics", routes.metrics, methods=["GET"]),
         *web_routes(settings),
     ]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        report_drops_to(app.state.metrics.connection_dropped)  # in this (worker) process
         yield
         services.db.close()
+        app.state.metrics.process_exited()
 
     app = Starlette(
         routes=app_routes,
         middleware=[
+            Middleware(ForwardedMiddleware, trusted_proxies=settings.trusted_proxies),
+            Middleware(RequestMiddleware, metrics=metrics),
+            *(
+                [Middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)]
+                if settings.allowed_hosts
+                else []
+            ),
             Middleware(SecurityHeadersMiddleware, **security_middleware_args(settings)),
             Middleware(CatchAllMiddleware),
         ],
-        exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error},
+        exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error, ClientDisconnect: _client_gone},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # NOTE: its redirect would be built from the Host header
     app.state.services = services
+    app.state.metrics = metrics
     return app

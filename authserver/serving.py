@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import uvicorn
 from starlette.types import ASGIApp
 
+from .connections import ConnectionLimits, limit_connections
 from .errors import ConfigError
 
 
@@ -39,19 +40,24 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def uvicorn_server(app: ASGIApp, log_level: str) -> uvicorn.Server:
+def uvicorn_server(app: ASGIApp, log_level: str, limits: ConnectionLimits | None = None) -> uvicorn.Server:
+    """uvicorn for ``app``; ``limits``: the connection limits of :mod:`authserver.connections`."""
     config = uvicorn.Config(
         app,
         log_level=log_level,
         access_log=False,  # NOTE: an access log line would carry sandbox tokens in query strings
         log_config=None,
-        proxy_headers=True,
+        # NOTE: X-Forwarded-* are applied by authserver.forwarding, from AUTHSERVER_TRUSTED_PROXIES
+        # only; uvicorn's own handling trusts 127.0.0.1 by default.
+        proxy_headers=False,
         server_header=False,
         ws_max_size=1 << 20,
         # Clients renewing short-lived tokens reuse pooled connections; uvicorn's 5 s default
         # closes them just as a renewal goes out and the renewal fails (80019).
         timeout_keep_alive=75,
     )
+    if limits is not None:
+        limit_connections(config, limits)
     return uvicorn.Server(config)
 
 
