@@ -15,17 +15,22 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import routes
 from .config import Settings, load_settings
-from .errors import AuthServerError, ConfigError
+from .connections import report_drops_to
+from .edge import AllowedHostsMiddleware, RequestMiddleware
+from .errors import AuthServerError, ConfigError, StoreUnavailableError, UnavailableError
+from .forwarding import ForwardedMiddleware
 from .guards import Gate, Throttle
 from .identity import Authenticator
 from .identity.passwords import Passwords
 from .identity.users import outside_policy_problem
+from .logs import LogLimiter
+from .metrics import Metrics, multiprocess_dir_from_environment
 from .middleware import CatchAllMiddleware, SecurityHeadersMiddleware
 from .readiness import Readiness
 from .redislink import RedisChanges
@@ -34,13 +39,30 @@ from .services import build_services
 from .web import security_middleware_args, web_routes
 
 log = logging.getLogger("authserver")
+#: What a client can provoke at will (a 503 from the login gate, a body cut short) is logged at
+#: warning level at most, a few lines a minute.
+_limited = LogLimiter(burst=5, interval=60.0)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthServerError)
-    if exc.status >= 500:
+    if isinstance(exc, StoreUnavailableError):
+        route = request.scope.get("route")
+        request.app.state.metrics.store_error(getattr(route, "path", "other"))
+    if isinstance(exc, UnavailableError):
+        _limited.log(
+            log, logging.WARNING, "unavailable", "503 on %s %s: %s", request.method, request.url.path, exc.message
+        )
+    elif exc.status >= 500:
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
     return exception_response(exc)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    _limited.log(
+        log, logging.WARNING, "disconnect", "client disconnected mid-body on %s %s", request.method, request.url.path
+    )
+    return error_response(40000, 400, "request body cut short")  # nobody is listening; for completeness
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -54,6 +76,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     passwords: Passwords | None = None,
     authenticators: tuple[Authenticator, ...] = (),
+    metrics: Metrics | None = None,
     throttle: Throttle | None = None,
     login_gate: Gate | None = None,
 ) -> Starlette:
@@ -63,7 +86,10 @@ def create_app(
     :param clock: seconds since the epoch; tests pass a fake clock.
     :param passwords: the password hasher (tests pass cheaper argon2id parameters).
     :param authenticators: extra identity sources, tried before the session cookie.
-    :param throttle: the failed-login throttle (default: in memory, limits from ``settings``).
+    :param metrics: where counts go; default: the multiprocess directory ``serve`` prepared
+        (PROMETHEUS_MULTIPROC_DIR, inherited by workers), else this process only.
+    :param throttle: the failed-login throttle (default: shared through Redis with ``REDIS_URL``,
+        else in memory; limits from ``settings``).
     :param login_gate: bounds concurrent password checks (default: in memory, from ``settings``).
     :raises ConfigError: when the settings have no signing key.
     """
@@ -79,6 +105,7 @@ def create_app(
         throttle=throttle,
         gate=login_gate,
     )
+    metrics = metrics or Metrics(multiprocess_dir_from_environment())
 
     readiness = Readiness(services)
     app_routes: list[BaseRoute] = [
@@ -88,11 +115,13 @@ def create_app(
         Route("/session", routes.session, methods=["GET"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", readiness.endpoint, methods=["GET"]),
+        Route("/metrics", routes.metrics, methods=["GET"]),
         *web_routes(settings),
     ]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        report_drops_to(app.state.metrics.connection_dropped)  # in this (worker) process
         await services.storage.open()
         outside = await services.users.outside_policy()
         if outside:
@@ -109,15 +138,27 @@ def create_app(
             if services.redis is not None:
                 await services.redis.close()
             await services.storage.close()
+            app.state.metrics.process_exited()
 
     app = Starlette(
         routes=app_routes,
         middleware=[
+            Middleware(ForwardedMiddleware, trusted_proxies=settings.trusted_proxies),
+            Middleware(RequestMiddleware, metrics=metrics),
+            *(
+                [Middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)]
+                if settings.allowed_hosts
+                else []
+            ),
             Middleware(SecurityHeadersMiddleware, **security_middleware_args(settings)),
             Middleware(CatchAllMiddleware),
         ],
-        exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error},
+        exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error, ClientDisconnect: _client_gone},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # NOTE: its redirect would be built from the Host header
     app.state.services = services
+    app.state.metrics = metrics
+    if services.redis is not None:
+        services.redis.on_error = metrics.redis_error  # each failed Redis operation, by what it was for
     return app

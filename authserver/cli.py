@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import json
 import logging
+import resource
 import secrets
 import socket
 import sys
@@ -29,7 +30,7 @@ from .identity import Identity
 from .identity.passwords import Passwords
 from .identity.users import User, UserStore, account_identity, outside_policy_problem
 from .issuance import TokenParams
-from .logs import configure_logging
+from .logs import configure_logging, json_lines
 from .redislink import RedisChanges, RedisLink
 from .services import build_services, open_storage
 from .serving import bind, run_servers, url_host, uvicorn_server
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
             return _check()
         # Only serve signs session cookies: the other commands need no SESSION_SECRET.
         settings = load_settings(need_session_secret=args.command == "serve")
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             return _serve(settings, args.host, args.port, args.workers)
         if args.command == "sandbox":
@@ -127,14 +128,21 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
                 args.url, args.username, password, renewals=args.renewals, timeout=args.timeout, channel=channel
             )
     except (ConfigError, DatabaseError) as exc:
-        print(f"authserver: {exc.message}", file=sys.stderr)
+        _report(exc.message)
         return EXIT_CONFIG
     except AuthServerError as exc:
-        print(f"authserver: {exc.message}", file=sys.stderr)
+        _report(exc.message)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
     return EXIT_USAGE
+
+
+def _report(message: str) -> None:
+    if json_lines():  # AUTHSERVER_LOG_FORMAT=json: every line on stderr is a JSON object
+        log.error("%s", message)
+    else:
+        print(f"authserver: {message}", file=sys.stderr)
 
 
 def _check() -> int:
@@ -193,6 +201,39 @@ def _check_lines(settings: Settings) -> list[str]:
     lines.extend(f"  WARNING: {warning}" for warning in short_ttl_warnings(settings))
     if settings.demo_login:
         lines.append("  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION.")
+    lines.extend(_edge_lines(settings))
+    return lines
+
+
+def _edge_lines(settings: Settings) -> list[str]:
+    """What ``check`` says about proxies, hosts, connection limits and logs."""
+    from .connections import DESCRIPTOR_RESERVE, ConnectionLimits
+
+    limits = ConnectionLimits(
+        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
+    )
+    proxies = ", ".join(settings.trusted_proxies) or "none (X-Forwarded-* ignored)"
+    lines = [
+        f"  trusted proxies: {proxies}",
+        f"  allowed hosts: {', '.join(settings.allowed_hosts) or 'any'}",
+        f"  connections: at most {limits.connection_cap()} open, headers within {limits.header_timeout:g}s"
+        f" and {limits.max_header_bytes} bytes, bodies within {limits.body_timeout:g}s",
+        f"  logs: {settings.log_format}, level {settings.log_level}",
+    ]
+    if any(net.endswith("/0") for net in settings.trusted_proxies):
+        lines.append(
+            "  WARNING: AUTHSERVER_TRUSTED_PROXIES trusts every address: any client can choose its own address"
+        )
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if (
+        settings.max_connections
+        and soft != resource.RLIM_INFINITY
+        and settings.max_connections > soft - DESCRIPTOR_RESERVE
+    ):
+        lines.append(
+            f"  WARNING: AUTHSERVER_MAX_CONNECTIONS={settings.max_connections} is more than the descriptor limit"
+            f" ({soft}) less {DESCRIPTOR_RESERVE}: past it new connections are dropped unanswered (raise ulimit -n)"
+        )
     return lines
 
 
@@ -285,6 +326,8 @@ def _ably_js_note(settings: Settings) -> tuple[int, str]:
 
 def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None = None) -> int:
     from .app import create_app
+    from .connections import ConnectionLimits
+    from .metrics import Metrics, prepare_multiprocess_dir
 
     host = host or settings.host
     if port is not None:
@@ -332,14 +375,20 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
     log.log(level, "ably-js for the page: %s", note)
     for warning in short_ttl_warnings(settings):
         log.warning("%s", warning)
+    limits = ConnectionLimits(
+        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
+    )
+    sock: socket.socket | None = None
     try:
-        app = create_app(settings)
         sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
+        # Once the ports are ours: prometheus-client's multiprocess mode is process-wide.
+        metrics = Metrics(multiprocess_dir=prepare_multiprocess_dir())
+        app = create_app(settings, metrics=metrics)  # accounts outside the policy: warned at start-up
     except BaseException:
-        for _, bound in servers:  # the sandbox's socket: nothing will serve on it now
-            bound.close()
+        for bound in [*(s for _, s in servers), *([sock] if sock is not None else [])]:
+            bound.close()  # nothing will serve on these now
         raise
-    servers.insert(0, (uvicorn_server(app, settings.log_level), sock))
+    servers.insert(0, (uvicorn_server(app, settings.log_level, limits), sock))
     log.info(
         "authserver %s on http://%s:%d (signing key %s, Ably: %s)",
         __version__,
@@ -347,6 +396,13 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
         sock.getsockname()[1],
         settings.ably_keys[0].name,
         settings.ably_endpoint or "real Ably",
+    )
+    log.info(
+        "connection limits: %d open connections, headers within %gs and %d bytes, bodies within %gs",
+        limits.connection_cap(),
+        limits.header_timeout,
+        limits.max_header_bytes,
+        limits.body_timeout,
     )
     run_servers(servers)
     return EXIT_OK
@@ -367,7 +423,15 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
         log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
     for warning in short_ttl_warnings(settings):
         log.warning("%s", warning)
+    from .connections import ConnectionLimits
+    from .metrics import prepare_multiprocess_dir
+
+    limits = ConnectionLimits(
+        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
+    )
     sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
+    # Once the port is ours: the workers (spawned after this) inherit the metrics directory.
+    prepare_multiprocess_dir()
     log.info(
         "authserver %s on http://%s:%d (signing key %s, Ably: %s) with %d workers",
         __version__,
@@ -378,7 +442,7 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
         workers,
     )
     try:
-        run_workers(settings, sock, workers)
+        run_workers(settings, sock, workers, limits)
     finally:
         sock.close()
     return EXIT_OK

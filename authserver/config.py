@@ -17,12 +17,14 @@ Where things are:
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -47,6 +49,7 @@ MIN_SESSION_SECRET = 32
 
 CookieSecure = Literal["auto", "true", "false"]
 AblyJsSource = Literal["cdn", "local"]
+LogFormat = Literal["text", "json"]
 
 #: Every setting, with its meaning: rendered into ``authserver check`` and kept in step with env.example.
 SETTINGS_HELP: dict[str, str] = {
@@ -80,6 +83,13 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_AUTH_RATE_PER_ADDRESS": "limit on /auth per client address, e.g. 600/minute (default: none)",
     "AUTHSERVER_WORKERS": "worker processes of `serve` (default 1; development mode is always 1)",
     "AUTHSERVER_SESSION_RECHECK": "seconds a resolved session is answered from memory (default 1)",
+    "AUTHSERVER_LOG_FORMAT": "text (default) or json: one JSON object per line, uvicorn's lines included",
+    "AUTHSERVER_TRUSTED_PROXIES": "proxies whose X-Forwarded-For/-Proto are believed (comma-separated IPs or CIDRs)",
+    "AUTHSERVER_ALLOWED_HOSTS": "Host names the service answers to, optionally host:port or *.domain (unset: any)",
+    "AUTHSERVER_HEADER_TIMEOUT": "seconds a client has to send a request's headers (default 10)",
+    "AUTHSERVER_BODY_TIMEOUT": "seconds a client has to send a request's body (default 10)",
+    "AUTHSERVER_MAX_CONNECTIONS": "connections per process; beyond, the oldest idle one closes (0: ulimit -n - 128)",
+    "AUTHSERVER_MAX_HEADER_BYTES": "largest request line plus headers, in bytes; larger gets 431 (default 16384)",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -135,6 +145,15 @@ class Settings:
     development: bool = False
     #: The ``.env`` file the settings were read from (absolute), or None.
     env_file: Path | None = None
+    log_format: LogFormat = "text"
+    #: Networks whose X-Forwarded-For/-Proto are believed (``ip_network`` strings).
+    trusted_proxies: tuple[str, ...] = ()
+    #: Host patterns as TrustedHostMiddleware takes them (plus an optional ``:port``); empty: any.
+    allowed_hosts: tuple[str, ...] = ()
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_connections: int = 0
+    max_header_bytes: int = 16 * 1024
 
     def with_port(self, port: int) -> Settings:
         """The service moved to ``port`` (``serve --port``): the sandbox follows, to ``port + 1``,
@@ -405,10 +424,46 @@ class _Reader:
             session_recheck=float(self.integer("AUTHSERVER_SESSION_RECHECK", 1, 0, 3600)),
             development=not production,
             env_file=self.env_file,
+            **self.edge(),
         )
         if self.problems:
             raise ConfigError(self.problems)
         return settings
+
+    def edge(self) -> dict[str, Any]:
+        """The settings of the edge: logs, proxies, hosts and connection limits."""
+        none: tuple[str, ...] = ()
+        return {
+            "log_format": self.choice("AUTHSERVER_LOG_FORMAT", "text", ("text", "json")),
+            "trusted_proxies": self.parse("AUTHSERVER_TRUSTED_PROXIES", none, _networks),
+            "allowed_hosts": self.parse("AUTHSERVER_ALLOWED_HOSTS", none, _host_patterns),
+            "header_timeout": float(self.integer("AUTHSERVER_HEADER_TIMEOUT", 10, 1, 300)),
+            "body_timeout": float(self.integer("AUTHSERVER_BODY_TIMEOUT", 10, 1, 300)),
+            "max_connections": self.integer("AUTHSERVER_MAX_CONNECTIONS", 0, 0, 1_000_000),
+            "max_header_bytes": self.integer("AUTHSERVER_MAX_HEADER_BYTES", 16 * 1024, 1024, 1024 * 1024),
+        }
+
+
+def _networks(value: str) -> tuple[str, ...]:
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if item:
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item[:60]!r} is not an IP address or CIDR network") from None
+    return tuple(networks)
+
+
+_HOST_PATTERN = re.compile(r"(\*|(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def _host_patterns(value: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in value.split(",") if h.strip())
+    for host in hosts:
+        if not _HOST_PATTERN.fullmatch(host):
+            raise ValueError(f"{host[:60]!r} is not a host name, host:port, *.domain or *")
+    return hosts
 
 
 def _endpoint(value: str) -> str:

@@ -117,6 +117,10 @@ class UnavailableError(AuthServerError):
     status = 503
 
 
+class StoreUnavailableError(UnavailableError):
+    """The accounts database did not answer (locked, unreachable, full): a 503, counted as a store error."""
+
+
 class TokenError(AuthServerError):
     """A token that is not acceptable (malformed, expired, wrong key, revoked...)."""
 

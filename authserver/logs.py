@@ -1,9 +1,19 @@
-"""Logging set-up, with a last line of defence that scrubs credentials from every record."""
+"""Logging set-up, with a last line of defence that scrubs credentials from every record.
+
+``configure_logging(level, fmt)`` applies one ``dictConfig`` to the root logger and uvicorn's
+loggers alike: ``text`` (one readable line) or ``json`` (one JSON object per line: ``time``,
+``level``, ``logger``, ``message``, ``requestId`` inside a request, and an audit record's fields).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
 import re
+import time
+from contextvars import ContextVar
+from typing import Any
 
 # access_token=..., accessToken=..., key=appId.keyId:secret in URLs; Bearer/Basic header values;
 # anything that looks like a JWT.
@@ -31,14 +41,135 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = []
-        logger.propagate = True
+#: The id of the request being handled (set by the request middleware), for every log line.
+request_id: ContextVar[str | None] = ContextVar("authserver_request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line. An ``audit`` dict passed as ``extra`` is merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None)
+        if rid:
+            entry["requestId"] = rid
+        audit = getattr(record, "audit", None)
+        if isinstance(audit, dict):
+            entry.update({k: v for k, v in audit.items() if k not in entry})
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        rid = getattr(record, "request_id", None)
+        return f"{line} [request {rid}]" if rid else line
+
+
+class UvicornFloodFilter(logging.Filter):
+    """uvicorn warns once per malformed request ("Invalid HTTP request received."): what any client
+    can provoke at will gets a few lines a minute (see :class:`LogLimiter`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limiter = LogLimiter(burst=5, interval=60.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING or not record.getMessage().startswith("Invalid HTTP request"):
+            return True
+        return self.limiter.admit("invalid-http")
+
+
+def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
+    """The ``dictConfig`` for the process: one stderr handler, for our loggers and uvicorn's."""
+    formatter = "authserver.logs.JsonFormatter" if fmt == "json" else "authserver.logs.TextFormatter"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "redact": {"()": "authserver.logs.RedactingFilter"},
+            "request_id": {"()": "authserver.logs.RequestIdFilter"},
+            "uvicorn_flood": {"()": "authserver.logs.UvicornFloodFilter"},
+        },
+        "formatters": {"main": {"()": formatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "main",
+                "filters": ["request_id", "redact"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {
+            name: {"handlers": [], "propagate": True, "level": level.upper()}
+            | ({"filters": ["uvicorn_flood"]} if name == "uvicorn.error" else {})
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "py.warnings")
+        },
+    }
+
+
+_json_lines = False
+
+
+def configure_logging(level: str, fmt: str = "text") -> None:
+    global _json_lines
+    logging.config.dictConfig(logging_config(level, fmt))
+    logging.captureWarnings(True)
+    _json_lines = fmt == "json"
+
+
+def json_lines() -> bool:
+    """JSON logs are configured: the CLI reports its errors through the log too, not as plain text."""
+    return _json_lines
+
+
+class LogLimiter:
+    """At most ``burst`` lines per ``interval`` seconds for each kind of event; the rest are counted
+    and reported with the next line that gets through, so nobody can flood the log."""
+
+    def __init__(self, *, burst: int = 5, interval: float = 60.0, clock: Any = time.monotonic) -> None:
+        self.burst = burst
+        self.interval = interval
+        self.clock = clock
+        self._windows: dict[str, tuple[float, int, int]] = {}  # kind -> (window start, lines, suppressed)
+
+    def log(self, logger: logging.Logger, level: int, kind: str, message: str, *args: object) -> bool:
+        """Log ``message % args`` unless ``kind`` is over its budget; True when it was logged."""
+        suppressed = self._windows.get(kind, (0.0, 0, 0))[2]
+        if not self.admit(kind):
+            return False
+        if suppressed:
+            message += f" ({suppressed} more like this not logged)"
+        logger.log(level, message, *args)
+        return True
+
+    def admit(self, kind: str) -> bool:
+        """Whether one more line of ``kind`` fits the budget (counted either way)."""
+        now = self.clock()
+        start, lines, suppressed = self._windows.get(kind, (now, 0, 0))
+        if now - start >= self.interval:
+            start, lines = now, 0
+        if lines >= self.burst:
+            self._windows[kind] = (start, lines, suppressed + 1)
+            return False
+        if len(self._windows) > 1000:
+            self._windows.clear()
+        self._windows[kind] = (start, lines + 1, 0)
+        return True

@@ -64,7 +64,7 @@ class Limiter:
         except _FAILURES as exc:
             if limiter is self.local or self.link is None:
                 raise
-            self.link.failed("rate limits", exc)
+            self.link.failed("limits", exc)
             return await self._call(action, item, key)
         if limiter is not self.local and self.link is not None:
             self.link.succeeded()

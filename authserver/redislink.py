@@ -59,17 +59,22 @@ class RedisLink:
         self._retry_at = 0.0
         #: Called with ``True``/``False`` when Redis comes back / goes away (a metric's hook).
         self.listeners: list[Callable[[bool], None]] = []
+        #: Called with what the operation was for ("limits", "announce", "subscribe", "ping") on every failure.
+        self.on_error: Callable[[str], None] | None = None
 
     def usable(self) -> bool:
         """Whether to try Redis now: it answered last time, or it is time to try again."""
         return self.available or self.clock() >= self._retry_at
 
     def failed(self, what: str, exc: BaseException) -> None:
+        """An operation for ``what`` ("limits", "announce", "subscribe", "ping") found Redis not answering."""
         self._retry_at = self.clock() + self.retry_after
+        if self.on_error is not None:
+            self.on_error(what)
         if self.available:
             self.available = False
             log.warning(
-                "Redis %s is not answering (%s: %s): %s falls back to this process alone"
+                "Redis %s is not answering (%s: %s, on %s): this process falls back to its own state"
                 " (local limits; sessions rechecked every second) until it answers again",
                 self.description,
                 type(exc).__name__,
@@ -91,7 +96,7 @@ class RedisLink:
         try:
             await self.client.ping()
         except UNREACHABLE as exc:
-            self.failed("readiness", exc)
+            self.failed("ping", exc)
             return f"Redis {self.description} is not answering ({type(exc).__name__})"
         self.succeeded()
         return None
@@ -148,7 +153,7 @@ class RedisChanges:
             await self.link.client.publish(CHANNEL, self._origin)
         except UNREACHABLE as exc:
             self._pending = True
-            self.link.failed("session announcements", exc)
+            self.link.failed("announce", exc)
         else:
             self._pending = False
             self.link.succeeded()
@@ -183,7 +188,7 @@ class RedisChanges:
                         self.notify()
             except UNREACHABLE as exc:
                 self.subscribed.clear()
-                self.link.failed("session announcements", exc)
+                self.link.failed("subscribe", exc)
                 await asyncio.sleep(self.link.retry_after)
             finally:
                 try:

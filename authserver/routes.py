@@ -15,9 +15,13 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import BadRequestError, ForbiddenError, NotAuthenticatedError
+from .audit import audit_issued, audit_refused
+from .capabilities import OPERATIONS
+from .errors import AuthServerError, BadRequestError, ForbiddenError, NotAuthenticatedError, RateLimitedError
+from .forwarding import throttle_address
 from .identity import Credentials, Identity, authenticate_any
 from .identity.sessions import COOKIE_NAME
+from .metrics import Metrics
 from .params import known_params, parse_token_params
 from .responses import PreparedResponse, json_response
 from .services import Services
@@ -122,10 +126,27 @@ async def _identity(request: Request, svc: Services) -> Identity:
     return identity
 
 
+def metrics_of(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 async def auth(request: Request) -> Response:
-    """The authUrl: a token for the logged-in caller, in the format the client prefers."""
+    """The authUrl: a token for the logged-in caller, in the format the client prefers; each
+    answer is counted and audited (never with the token)."""
+    identity: Identity | None = None
+    try:
+        identity = await _identity(request, services(request))
+        return await _auth(request, identity)
+    except AuthServerError as exc:
+        fmt = request.query_params.get("format")
+        metrics_of(request).token_refused(exc.code, fmt)
+        audit_refused(identity, exc, fmt)
+        raise
+
+
+async def _auth(request: Request, identity: Identity) -> Response:
     svc = services(request)
-    identity = await _identity(request, svc)
     if svc.auth_limits is not None:
         await svc.auth_limits.check(identity.client_id, request.client.host if request.client else "unknown")
     seen = known_params(request.query_params.multi_items(), source="query") if request.scope["query_string"] else {}
@@ -134,11 +155,21 @@ async def auth(request: Request) -> Response:
         seen.update(known_params(await _body_pairs(request), source="body"))
     params, fmt = parse_token_params(seen)
     if fmt == "tokenrequest":
-        return json_response(svc.issuer.token_request(identity, params).to_dict())
+        token_request = svc.issuer.token_request(identity, params)
+        _issued(request, identity, "tokenrequest", token_request.capability, token_request.ttl)
+        return json_response(token_request.to_dict())
     issued = svc.issuer.jwt(identity, params)
+    ttl_ms = issued.expires_ms - issued.issued_ms
     if fmt == "jwt" or (fmt is None and _wants_jwt(request.headers.get("accept", "")[:200])):
+        _issued(request, identity, "jwt", issued.capability, ttl_ms)
         return PreparedResponse(issued.token, "application/jwt")
+    _issued(request, identity, "details", issued.capability, ttl_ms)
     return PreparedResponse(issued.details_json(), "application/json")
+
+
+def _issued(request: Request, identity: Identity, fmt: str, capability: str, ttl_ms: int) -> None:
+    metrics_of(request).token_issued(fmt, identity.source)
+    audit_issued(identity, fmt, capability, ttl_ms)
 
 
 def _origin_allowed(request: Request, svc: Services) -> bool:
@@ -181,11 +212,24 @@ def _secure_cookie(request: Request, svc: Services) -> bool:
 
 
 async def login(request: Request) -> Response:
+    try:
+        response = await _login(request)
+    except AuthServerError as exc:
+        outcome = {401: "failed", 403: "forbidden", 429: "throttled", 503: "unavailable"}.get(exc.status, "bad_request")
+        metrics_of(request).login(outcome)
+        if isinstance(exc, RateLimitedError):
+            metrics_of(request).throttled("/login")
+        raise
+    metrics_of(request).login("success")
+    return response
+
+
+async def _login(request: Request) -> Response:
     svc = services(request)
     if not _origin_allowed(request, svc):
         raise ForbiddenError("cross-origin login refused")
     username, password = await _login_fields(request)
-    address = request.client.host if request.client else "unknown"
+    address = throttle_address(request.scope, username)
     await svc.throttle.check(username, address, svc.clock())
     check = svc.users.demo_login if svc.settings.demo_login else svc.users.verify_login
     try:
@@ -223,9 +267,50 @@ async def logout(request: Request) -> Response:
     return response
 
 
+#: The longest channel name ``GET /session?channel=`` looks at (longer ones are a client's mistake: 400).
+MAX_CHANNEL_CHARS = 2048
+
+
 async def session(request: Request) -> Response:
-    identity = await _identity(request, services(request))
-    return json_response({"clientId": identity.client_id, "role": identity.role})
+    """Who is logged in, for the page. Always 200 (a fresh page load while logged out is not an error):
+
+    ``{"loggedIn": false, "demoLogin": bool, "ended"?: {"code", "message"}}``, where ``ended`` says why a
+    session cookie the browser still sent no longer works; or ``{"loggedIn": true, "clientId", "role",
+    "source", "demoLogin"}``. With ``?channel=NAME`` a logged-in answer adds ``"channel": {"name",
+    "operations", "all"}``: what the caller's policy capability allows there, decided by
+    :mod:`authserver.capabilities` (the page has no matcher of its own). ``/auth`` keeps its 401.
+    """
+    svc = services(request)
+    demo = svc.settings.demo_login
+    channel = request.query_params.get("channel")
+    if channel is not None and len(channel) > MAX_CHANNEL_CHARS:
+        raise BadRequestError(f"channel name must be at most {MAX_CHANNEL_CHARS} characters")
+    credentials = Credentials(cookies=request.cookies, headers=request.headers)
+    try:
+        identity = await authenticate_any(svc.authenticators, credentials, svc.clock())
+    except (NotAuthenticatedError, ForbiddenError) as exc:
+        ended = {"code": exc.code, "message": exc.message}
+        return json_response({"loggedIn": False, "demoLogin": demo, "ended": ended})
+    if identity is None:
+        return json_response({"loggedIn": False, "demoLogin": demo})
+    body: dict[str, object] = {
+        "loggedIn": True,
+        "clientId": identity.client_id,
+        "role": identity.role,
+        "source": identity.source,
+        "demoLogin": demo,
+    }
+    if channel is not None:
+        capability = svc.issuer.allowance(identity).capability
+        operations = capability.operations_for(channel)
+        body["channel"] = {"name": channel, "operations": sorted(operations), "all": operations == OPERATIONS}
+    return json_response(body)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format, summed over every worker of this service."""
+    body, media_type = metrics_of(request).render()
+    return Response(body, media_type=media_type, headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: Request) -> Response:

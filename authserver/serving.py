@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from .connections import ConnectionLimits, limit_connections
 from .errors import ConfigError
+
+#: Seconds a shutting-down server waits for its in-flight requests.
+GRACEFUL_SHUTDOWN = 30
 
 
 def bind(host: str, port: int, *, server: str = "the token service", moved_by: str = "--port") -> socket.socket:
@@ -39,22 +44,36 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def uvicorn_server(app: ASGIApp, log_level: str) -> uvicorn.Server:
+def uvicorn_config(
+    app: ASGIApp | str, log_level: str, limits: ConnectionLimits | None = None, **options: Any
+) -> uvicorn.Config:
+    """The uvicorn settings every server of the service shares (``app`` may be an import string, with
+    ``factory=True`` and ``workers=N`` in ``options``); ``limits``: those of :mod:`authserver.connections`."""
     config = uvicorn.Config(
         app,
         log_level=log_level,
         access_log=False,  # NOTE: an access log line would carry sandbox tokens in query strings
         log_config=None,
-        proxy_headers=True,
+        # NOTE: X-Forwarded-* are applied by authserver.forwarding, from AUTHSERVER_TRUSTED_PROXIES
+        # only; uvicorn's own handling trusts 127.0.0.1 by default.
+        proxy_headers=False,
         server_header=False,
         ws_max_size=1 << 20,
         # Clients renewing short-lived tokens reuse pooled connections; uvicorn's 5 s default
         # closes them just as a renewal goes out and the renewal fails (80019).
         timeout_keep_alive=75,
         # SIGTERM: stop accepting, let in-flight requests finish, but not for ever.
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        **options,
     )
-    return uvicorn.Server(config)
+    if limits is not None:
+        limit_connections(config, limits)
+    return config
+
+
+def uvicorn_server(app: ASGIApp, log_level: str, limits: ConnectionLimits | None = None) -> uvicorn.Server:
+    """uvicorn for ``app``; ``limits``: the connection limits of :mod:`authserver.connections`."""
+    return uvicorn.Server(uvicorn_config(app, log_level, limits))
 
 
 def run_servers(servers: Sequence[tuple[uvicorn.Server, socket.socket]]) -> None:

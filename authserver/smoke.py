@@ -19,6 +19,31 @@ from .identity.sessions import COOKIE_NAME
 
 log = logging.getLogger("authserver.smoke")
 
+#: Ably sends AUTH (in-band renewal) this long before a token expires, and none to a token that lives
+#: less (RTN22; ably-spec 8.1). Renewals therefore come every ``lifetime - AUTH_LEAD`` seconds.
+AUTH_LEAD = 30.0
+#: Time allowed on top of the renewal schedule (connecting, fetching tokens, publishing).
+SLACK = 15.0
+
+
+def renewal_plan(lifetime: float, renewals: int, timeout: float) -> str | None:
+    """Why ``renewals`` in-band renewals of ``lifetime``-second tokens cannot be seen within ``timeout``; or None."""
+    if lifetime <= AUTH_LEAD:
+        return (
+            f"the service issues {lifetime:.0f} s tokens; Ably renews a token in band (AUTH) {AUTH_LEAD:.0f} s before "
+            f"it expires and sends nothing to shorter ones: they end in DISCONNECTED 40142 and a reconnect, and "
+            f"ably-python 3.1 does not renew at the second such expiry (ably-spec 5.3). Use TOKEN_TTL of 35-40 s "
+            f"for a quick smoke test (a renewal every TTL-{AUTH_LEAD:.0f} s)"
+        )
+    needed = renewals * (lifetime - AUTH_LEAD) + SLACK
+    if needed > timeout:
+        return (
+            f"{lifetime:.0f} s tokens are renewed every {lifetime - AUTH_LEAD:.0f} s (AUTH {AUTH_LEAD:.0f} s before "
+            f"expiry), so {renewals} renewals take about {needed:.0f} s, more than --timeout {timeout:.0f}; raise "
+            f"--timeout, or use TOKEN_TTL of 35-40 s on a test deployment"
+        )
+    return None
+
 
 class SmokeFailure(Exception):
     pass
@@ -112,11 +137,19 @@ async def stay_connected(
         received: asyncio.Queue[Any] = asyncio.Queue()
         chan = realtime.channels.get(channel)
         await chan.subscribe(received.put_nowait)
-        tokens = {realtime.auth.token_details.token}
+        details = realtime.auth.token_details
+        lifetime = ((details.expires or 0) - (details.issued or 0)) / 1000
+        problem = renewal_plan(lifetime, renewals, timeout)
+        if problem is not None:
+            raise SmokeFailure(problem)
+        tokens = {details.token}
         sent = 0
         while len(tokens) <= renewals:
             if time.monotonic() > deadline:
-                raise SmokeFailure(f"only {len(tokens) - 1} of {renewals} renewals within {timeout:.0f}s")
+                raise SmokeFailure(
+                    f"only {len(tokens) - 1} of {renewals} renewals within {timeout:.0f}s (Ably prompts a renewal "
+                    f"{AUTH_LEAD:.0f} s before expiry: every {lifetime - AUTH_LEAD:.0f} s for these tokens)"
+                )
             sent += 1
             await chan.publish("smoke", f"ping-{sent}")
             message = await asyncio.wait_for(received.get(), 10)

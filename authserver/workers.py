@@ -5,12 +5,15 @@ Chosen: uvicorn's own supervisor (:class:`uvicorn.supervisors.Multiprocess`) on 
 fresh interpreter each: no event loop, thread or connection pool is copied across a ``fork``),
 hands them the pre-bound socket (the kernel spreads connections over the workers), replaces a
 worker that dies or hangs, and on SIGTERM or SIGINT tells every worker to shut down gracefully:
-a worker stops accepting, lets its in-flight requests finish (at most ``GRACEFUL_SHUTDOWN``
-seconds) and closes its database pool and Redis link in the app's lifespan. A worker builds its
-app with :func:`worker_app` from the same environment and ``.env`` the parent validated.
+a worker stops accepting, lets its in-flight requests finish (at most
+:data:`~authserver.serving.GRACEFUL_SHUTDOWN` seconds) and closes its database pool and Redis
+link in the app's lifespan. A worker builds its app with :func:`worker_app` from the same
+environment and ``.env`` the parent validated; the connection limits travel with the (pickled)
+uvicorn config, one guard per worker.
 
-Hooks: :data:`BEFORE_WORKERS` are called in the parent, once, before any worker starts (for
-example to prepare a multiprocess metrics directory).
+Metrics: ``serve`` exports the prometheus-client multiprocess directory before the workers start
+(:func:`authserver.metrics.prepare_multiprocess_dir`); each worker's app finds it in its
+environment. Hooks: :data:`BEFORE_WORKERS` are called in the parent, once, before any worker starts.
 """
 
 from __future__ import annotations
@@ -19,17 +22,16 @@ import logging
 import socket
 from collections.abc import Callable
 
-import uvicorn
 from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
 from .config import Settings, load_settings
+from .connections import ConnectionLimits
 from .logs import configure_logging
+from .serving import uvicorn_config
 
 log = logging.getLogger("authserver")
 
-#: Seconds a shutting-down worker waits for its in-flight requests.
-GRACEFUL_SHUTDOWN = 30
 #: Called in the parent with the settings and the number of workers, before any worker starts.
 BEFORE_WORKERS: list[Callable[[Settings, int], None]] = []
 
@@ -39,24 +41,13 @@ def worker_app() -> Starlette:
     from .app import create_app
 
     settings = load_settings()
-    configure_logging(settings.log_level)
-    return create_app(settings)
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)  # metrics: the multiprocess directory the parent exported
 
 
-def run_workers(settings: Settings, sock: socket.socket, workers: int) -> None:
+def run_workers(settings: Settings, sock: socket.socket, workers: int, limits: ConnectionLimits) -> None:
     """Serve ``sock`` with ``workers`` processes until SIGTERM or SIGINT; returns once all have ended."""
     for hook in BEFORE_WORKERS:
         hook(settings, workers)
-    config = uvicorn.Config(
-        "authserver.workers:worker_app",
-        factory=True,
-        workers=workers,
-        log_level=settings.log_level,
-        access_log=False,  # NOTE: an access log line would carry sandbox tokens in query strings
-        log_config=None,
-        proxy_headers=True,
-        server_header=False,
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-    )
+    config = uvicorn_config("authserver.workers:worker_app", settings.log_level, limits, factory=True, workers=workers)
     Multiprocess(config, sockets=[sock]).run()

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from authserver.app import create_app
 from authserver.config import load_settings
+from authserver.connections import ConnectionLimits
 from authserver.logs import configure_logging
 from authserver.serving import bind, run_servers, uvicorn_server
 
@@ -30,7 +31,10 @@ def main() -> None:
     # The ceiling shares the app, its middleware and the server with /auth: the ratio is the cost
     # of the session check, the policy decision and signing.
     app.router.routes.insert(0, Route("/bench/hello", hello))
-    run_servers([(uvicorn_server(app, "warning"), bind(settings.host, port))])
+    limits = ConnectionLimits(
+        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
+    )
+    run_servers([(uvicorn_server(app, "warning", limits), bind(settings.host, port))])
 
 
 if __name__ == "__main__":

@@ -92,9 +92,21 @@ def _accepts_connections(url: str) -> bool:
     return True
 
 
+def _limit_descriptors(count: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 @contextmanager
 def running_authserver(
-    args: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: Path, timeout: float = 20.0
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log: Path,
+    timeout: float = 20.0,
+    max_descriptors: int | None = None,
 ) -> Iterator[Announced]:
     """Run ``authserver ARGS`` (``serve`` or ``sandbox``) until the block ends, its output appended to ``log``.
 
@@ -106,7 +118,14 @@ def running_authserver(
     pattern = SERVE_ANNOUNCEMENT if args[0] == "serve" else SANDBOX_ANNOUNCEMENT
     start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
-        process = subprocess.Popen([AUTHSERVER, *args], cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [AUTHSERVER, *args],
+            cwd=cwd,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=None if max_descriptors is None else lambda: _limit_descriptors(max_descriptors),
+        )
     try:
         deadline = time.monotonic() + timeout
         announced: Announced | None = None

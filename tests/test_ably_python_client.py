@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import jwt
@@ -13,17 +14,24 @@ from ably import AblyRest
 from authserver.app import create_app
 from authserver.config import Settings
 from authserver.identity.passwords import Passwords
+from authserver.keys import AblyKey
+from authserver.sandbox import create_sandbox_app
+from authserver.smoke import SmokeFailure, renewal_plan, stay_connected
 
 from conftest import SettingsFactory
-from helpers import KEY_SECRET, running_server
+from helpers import KEY_NAME, KEY_SECRET, running_server
+
+
+def service(make_settings: SettingsFactory, passwords: Passwords, token_ttl: int) -> Any:
+    settings: Settings = make_settings(TOKEN_TTL=str(token_ttl))
+    app = create_app(settings, passwords=passwords)
+    asyncio.run(app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0))
+    return running_server(app)
 
 
 @pytest.fixture
 def base_url(make_settings: SettingsFactory, fast_passwords: Passwords) -> Iterator[str]:
-    settings: Settings = make_settings(TOKEN_TTL="600")
-    app = create_app(settings, passwords=fast_passwords)
-    asyncio.run(app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0))
-    with running_server(app) as url:
+    with service(make_settings, fast_passwords, 600) as url:
         yield url
 
 
@@ -76,3 +84,42 @@ def test_ably_python_without_a_session_gets_a_401_it_can_retry(base_url: str) ->
     error = asyncio.run(scenario())
     assert error.status_code == 401
     assert error.code == 40101
+
+
+def sandbox_options(url: str) -> dict[str, Any]:
+    return {"endpoint": "127.0.0.1", "port": int(url.rsplit(":", 1)[1]), "tls": False}
+
+
+def test_ably_python_stays_connected_across_in_band_renewals_of_33_s_tokens(
+    make_settings: SettingsFactory, fast_passwords: Passwords
+) -> None:
+    """What ``authserver smoke`` checks, with Ably's timing: AUTH 30 s before expiry, so every 3 s (RTN22)."""
+    sandbox = create_sandbox_app([AblyKey(KEY_NAME, KEY_SECRET)])
+    with service(make_settings, fast_passwords, 33) as url, running_server(sandbox) as sandbox_url:
+        cookie = session_cookie(url)
+        result = asyncio.run(
+            stay_connected(url, cookie, sandbox_options(sandbox_url), renewals=2, timeout=40, channel="chat:smoke")
+        )
+    assert result == 0
+
+
+def test_smoke_refuses_tokens_ably_would_renew_by_reconnecting_with_advice(
+    make_settings: SettingsFactory, fast_passwords: Passwords
+) -> None:
+    sandbox = create_sandbox_app([AblyKey(KEY_NAME, KEY_SECRET)])
+    with service(make_settings, fast_passwords, 10) as url, running_server(sandbox) as sandbox_url:
+        cookie = session_cookie(url)
+        with pytest.raises(SmokeFailure) as caught:
+            asyncio.run(
+                stay_connected(url, cookie, sandbox_options(sandbox_url), renewals=3, timeout=60, channel="chat:s")
+            )
+    assert "10 s tokens" in str(caught.value)
+    assert "DISCONNECTED 40142" in str(caught.value) and "TOKEN_TTL of 35-40 s" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "renewals", "timeout", "fine"),
+    [(35, 3, 120, True), (30, 1, 120, False), (3600, 1, 120, False), (3600, 1, 3700, True), (60, 3, 100, False)],
+)
+def test_smoke_plans_renewals_on_ablys_30_s_lead(lifetime: int, renewals: int, timeout: int, fine: bool) -> None:
+    assert (renewal_plan(lifetime, renewals, timeout) is None) == fine

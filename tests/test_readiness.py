@@ -60,5 +60,7 @@ def test_a_full_database_is_a_logged_503_not_a_crash(
     refused = [r for r in answers if r.status_code != 200]
     assert refused and {r.status_code for r in refused} == {503}
     assert refused[0].json()["error"]["code"] == 50300
-    assert any("database or disk is full" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    assert any("database or disk is full" in r.getMessage() and r.levelno >= logging.WARNING for r in caplog.records)
+    metrics = service.client.get("/metrics").text
+    assert 'authserver_store_errors_total{operation="/login"}' in metrics
     assert service.client.get("/healthz").status_code == 200  # the process goes on

@@ -194,6 +194,7 @@ def test_redis_going_away_degrades_to_local_state_and_recovers(
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"].startswith("Redis redis://127.0.0.1:")
     assert any("is not answering" in r.getMessage() and "falls back" in r.getMessage() for r in caplog.records)
+    assert 'authserver_redis_errors_total{operation="ping"}' in first.get("/metrics").text
     redis_server.start()  # the same port
     for client in (first, second):
         wait_subscribed(client)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -412,8 +413,108 @@ def test_same_origin_and_configured_origins_may_log_in(make_service: ServiceFact
         assert response.status_code == 200, origin
 
 
-def test_session_endpoint_reports_the_identity(alice: Service) -> None:
-    assert alice.client.get("/session").json() == {"clientId": "alice", "role": "user"}
+def test_session_endpoint_reports_the_identity_and_where_it_came_from(alice: Service) -> None:
+    response = alice.client.get("/session")
+    assert response.status_code == 200
+    assert_no_cache(response.headers)
+    assert response.json() == {
+        "loggedIn": True,
+        "clientId": "alice",
+        "role": "user",
+        "source": "account",
+        "demoLogin": False,
+    }
+
+
+def test_session_endpoint_names_a_demo_identity_and_says_demo_login_is_on(make_service: ServiceFactory) -> None:
+    svc = make_service(AUTHSERVER_DEMO_LOGIN="true")
+    assert svc.client.get("/session").json() == {"loggedIn": False, "demoLogin": True}
+    svc.login("visitor", "anything")
+    body = svc.client.get("/session").json()
+    assert (body["loggedIn"], body["clientId"], body["source"], body["demoLogin"]) == (True, "visitor", "demo", True)
+
+
+def test_session_endpoint_answers_a_logged_out_page_with_200_not_an_error(service: Service) -> None:
+    # A fresh page load asks /session before anyone logged in: that is not a failure (no red 401 in
+    # the browser console). /auth keeps its 401, which is what tells Ably clients to retry later.
+    response = service.client.get("/session")
+    assert response.status_code == 200
+    assert_no_cache(response.headers)
+    assert response.json() == {"loggedIn": False, "demoLogin": False}
+    assert_ably_error(service.client.get("/auth"), 401, 40101)
+
+
+def test_session_endpoint_says_why_a_session_the_browser_still_holds_has_ended(alice: Service) -> None:
+    cookie = alice.client.cookies["authserver_session"]
+    assert alice.client.post("/logout").status_code == 200
+    alice.client.cookies.set("authserver_session", cookie)  # another tab logged out; this one kept the cookie
+    body = alice.client.get("/session").json()
+    assert body["loggedIn"] is False
+    assert body["ended"] == {"code": 40101, "message": "session has ended; log in again"}
+
+
+def test_session_endpoint_reports_a_disabled_account_as_logged_out_with_40300(alice: Service) -> None:
+    alice.users.set_disabled("alice", True)
+    response = alice.client.get("/session")
+    assert response.status_code == 200
+    assert response.json()["ended"] == {"code": 40300, "message": "account is disabled"}
+    assert_ably_error(alice.client.get("/auth"), 403, 40300)
+
+
+@pytest.mark.parametrize(
+    ("channel", "operations"),
+    [
+        ("chat:lobby", ["history", "presence", "publish", "subscribe"]),
+        ("announcements", ["history", "subscribe"]),
+        ("chat", []),  # "chat:*" needs a segment after "chat:"
+        ("news", []),
+        ("private:bob", []),
+    ],
+)
+def test_session_endpoint_tells_the_page_what_its_capability_allows_on_a_channel(
+    alice: Service, channel: str, operations: list[str]
+) -> None:
+    body = alice.client.get("/session", params={"channel": channel}).json()
+    assert body["channel"] == {"name": channel, "operations": operations, "all": False}
+
+
+def test_session_endpoint_expands_all_operations_and_says_so(alice: Service) -> None:
+    ops = alice.client.get("/session", params={"channel": "private:alice"}).json()["channel"]
+    assert ops["all"] is True
+    assert {"publish", "subscribe", "presence", "history", "push-admin"} <= set(ops["operations"])
+
+
+@pytest.mark.parametrize(
+    ("channel", "operations"),
+    [
+        ("chat:lobby", ["subscribe"]),
+        ("[meta]channel.lifecycle", ["subscribe"]),  # "[*]*" covers qualified resources too (spec 3.2)
+        ("[?rewind=1]chat:lobby", ["subscribe"]),
+    ],
+)
+def test_the_service_decides_what_star_bracket_star_allows_not_the_page(
+    make_service: ServiceFactory, tmp_path: Path, channel: str, operations: list[str]
+) -> None:
+    # The old page had a JavaScript matcher of its own that said "[*]*" never covers a name starting
+    # with "["; authserver.capabilities says it covers everything. The page now asks the service.
+    policy = tmp_path / "policy.json"
+    watcher = {"capability": {"[*]*": ["subscribe"]}}
+    policy.write_text(json.dumps({"default_role": "watcher", "roles": {"watcher": watcher}}))
+    svc = make_service(AUTHSERVER_POLICY=str(policy))
+    svc.add_user("alice")
+    svc.login("alice")
+    assert svc.client.get("/session", params={"channel": channel}).json()["channel"]["operations"] == operations
+
+
+def test_session_endpoint_refuses_an_absurdly_long_channel_name_as_a_client_mistake(alice: Service) -> None:
+    assert_ably_error(alice.client.get("/session", params={"channel": "c" * 2049}), 400, 40000)
+
+
+def test_session_endpoint_without_a_session_ignores_the_channel(service: Service) -> None:
+    assert service.client.get("/session", params={"channel": "chat:x"}).json() == {
+        "loggedIn": False,
+        "demoLogin": False,
+    }
 
 
 def test_logout_ends_the_session_on_the_server_too(alice: Service) -> None:

@@ -143,11 +143,27 @@ def test_page_has_no_inline_script_style_or_handlers() -> None:
             assert tag.split(">", 1)[1].startswith("</script")
 
 
-def test_script_builds_the_dom_without_html_strings_or_eval() -> None:
-    script = (REPO / "web" / "app.js").read_text(encoding="utf-8")
+@pytest.mark.parametrize("module", sorted(p.name for p in (REPO / "web").rglob("*.js")))
+def test_scripts_build_the_dom_without_html_strings_or_eval(module: str) -> None:
+    script = next((REPO / "web").rglob(module)).read_text(encoding="utf-8")
     for risky in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert risky not in script
     assert "setAttribute('style'" not in script  # inline styles are refused by the CSP
+
+
+def test_page_modules_are_served_as_javascript(client_for: ClientFactory) -> None:
+    # A module script with a non-JavaScript type is refused by the browser (strict MIME checking).
+    client = client_for()
+    for path in ["/static/app.js", *(f"/static/lib/{p.name}" for p in (REPO / "web" / "lib").glob("*.js"))]:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-type"].startswith("text/javascript"), path
+
+
+def test_csp_lets_the_page_load_its_own_module_scripts_only(client_for: ClientFactory) -> None:
+    script_src = csp_directives(client_for().get("/").headers["content-security-policy"])["script-src"]
+    assert script_src[0] == "'self'"
+    assert "'unsafe-inline'" not in script_src and "data:" not in script_src
 
 
 def test_static_files_are_served_with_their_types(client_for: ClientFactory) -> None:

@@ -9,7 +9,9 @@ Modules: ``judge`` (tokens), ``grants`` (what a credential grants, identities, k
 (requestToken), ``revocation``, ``protocol`` (actions, flags, codecs), ``payloads`` (what a message may
 carry, and its size), ``budget`` (bytes kept across channels), ``channels`` (attachments, presence,
 history), ``connections`` (connection state, transports), ``hub`` (the in-memory world),
-``attachments`` (ATTACH/DETACH for a connection), ``handshake`` (credentials, resume, CONNECTED),
+``attachments`` (the one owner of
+connection <-> channel attachments and of what an attachment may do: ATTACH, DETACH, AUTH, permission),
+``handshake`` (credentials, resume, CONNECTED),
 ``lifetime`` (a connection's token timeline), ``realtime`` (the WebSocket session), ``rest`` and ``app``.
 """
 

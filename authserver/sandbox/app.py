@@ -45,6 +45,9 @@ async def _on_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, AuthServerError):
         return ably_error_response(request, exc)
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        # Ably answers an unknown method on a known path as it answers an unknown path (ably-spec 8.5).
+        return ably_error_response(request, AuthServerError("Not found", code=40400, status=404))
     return ably_error_response(
         request, AuthServerError(str(exc.detail), code=exc.status_code * 100, status=exc.status_code)
     )
@@ -89,7 +92,9 @@ def create_sandbox_app(
         Route("/keys/{key_name}/requestToken", rest.request_token, methods=["POST"]),
         Route("/keys/{key_name}/revokeTokens", rest.revoke_tokens, methods=["POST"]),
         Route("/channels/{channel:path}/messages", _channel_messages, methods=["GET", "POST"]),
+        Route("/channels/{channel:path}/presence/history", rest.presence_history, methods=["GET"]),
         Route("/channels/{channel:path}/presence", rest.presence, methods=["GET"]),
+        Route("/stats", rest.stats, methods=["GET"]),
         WebSocketRoute("/{path:path}", realtime_endpoint),
     ]
     middleware = [

@@ -1,20 +1,135 @@
-"""Channel attachment for a realtime connection: ATTACH, DETACH and re-checking after an AUTH.
+"""The attachment lifecycle: the one owner of "which connection is attached to which channel, with
+which modes", and of what an attached connection may do there.
 
-Each operation returns the frames to send, so the session only has to put them on the wire.
+Nothing else changes attachment state. A frame's walk through the sandbox:
+
+* ATTACH / DETACH (:mod:`.realtime` dispatch) -> :func:`attach` / :func:`detach` here ->
+  :class:`Attachments` -> :class:`~.channels.Channel` (ATTACHED, missed messages, SYNC).
+* MESSAGE / PRESENCE -> :meth:`Attachments.authorise` here (capability, then attach mode: the only
+  permission check on the realtime path) -> :class:`~.hub.Sandbox` (stamp, keep) -> the channel's
+  fan-out.
+* AUTH -> :meth:`Attachments.reauthorise` (modes follow the new capability, widening or narrowing).
+* A new transport, CLOSE, or a connection given up -> :meth:`Attachments.pause` /
+  :meth:`Attachments.detach_all`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import AuthServerError
-from .channels import check_channel_name
+from ..errors import AuthServerError, TokenError
+from .channels import Attachment, Channel, ChannelRegistry, Rewind, check_channel_name
 from .connections import Connection
-from .grants import denied
-from .hub import Sandbox
-from .limits import LimitError
+from .grants import denied, require
+from .limits import LimitError, SandboxLimits
 from .payloads import is_wire_text
 from .protocol import Action, Flag, Frame, error_frame, granted_modes, requested_modes
+
+if TYPE_CHECKING:  # the hub owns an Attachments; only the frame handlers below need the hub itself
+    from .hub import Sandbox
+
+#: Channel params Ably recognises and echoes in ATTACHED; anything else is dropped, as on Ably
+#: (ably-js ``test/realtime/channel.test.js`` ``attachWithInvalidChannelParams``: "not recognised so we
+#: should end up with an empty params object").
+KNOWN_PARAMS = frozenset({"modes", "delta", "rewind", "occupancy"})
+
+#: Which attach mode each realtime operation needs.
+OPERATION_MODES = {"publish": Flag.PUBLISH, "presence": Flag.PRESENCE}
+
+
+class Attachments:
+    """Connection <-> channel attachments over a channel registry (bounded per connection)."""
+
+    def __init__(self, channels: ChannelRegistry, limits: SandboxLimits) -> None:
+        self._channels = channels
+        self._limits = limits
+        self._by_connection: dict[str, set[str]] = {}
+
+    def names(self, connection: Connection) -> list[str]:
+        """The channels ``connection`` is attached to, sorted."""
+        return sorted(self._by_connection.get(connection.id, ()))
+
+    def get(self, connection: Connection, name: str) -> tuple[Channel, Attachment] | None:
+        if name not in self._by_connection.get(connection.id, ()):
+            return None
+        channel = self._channels.get(name)
+        attachment = channel.attachments.get(connection.id) if channel is not None else None
+        if channel is None or attachment is None:
+            return None
+        return channel, attachment
+
+    def attach(self, connection: Connection, name: str, requested: int) -> tuple[Channel, Attachment, bool]:
+        """Attach (or re-attach) with modes ``requested ∩ capability``; whether it was attached already.
+
+        :raises AuthServerError: 40160 no operation allowed on the channel, 42910 too many channels.
+        """
+        operations = connection.grant.capability.operations_for(name)
+        if not operations:
+            raise denied(name, "attach")
+        held = self._by_connection.setdefault(connection.id, set())
+        most = self._limits.max_channels_per_connection
+        if name not in held and len(held) >= most:
+            raise LimitError(f"the connection is attached to the maximum of {most} channels")
+        channel = self._channels.get_or_create(name)
+        attachment, existed = channel.attach(connection, requested & granted_modes(operations), requested=requested)
+        held.add(name)
+        return channel, attachment, existed
+
+    def detach(self, connection: Connection, name: str) -> None:
+        channel = self._channels.get(name)
+        if channel is not None:
+            channel.detach(connection.id)
+        held = self._by_connection.get(connection.id)
+        if held is not None:
+            held.discard(name)
+            if not held:
+                del self._by_connection[connection.id]
+
+    def detach_all(self, connection: Connection) -> None:
+        for name in self.names(connection):
+            self.detach(connection, name)
+
+    def pause(self, connection: Connection) -> None:
+        """A new transport took ``connection`` over: hold its channels' traffic until it re-attaches them."""
+        for name in self.names(connection):
+            found = self.get(connection, name)
+            if found is not None:
+                found[1].paused = True
+
+    def reauthorise(self, connection: Connection) -> list[str]:
+        """After an AUTH: each attachment's modes become what it asked for ∩ the new capability.
+
+        A capability upgrade widens them (subscribe-only, then publish too: publishing is ACKed, as on
+        Ably, ably-spec 8.5); channels no longer allowed at all are detached and returned (RTC8a1).
+        """
+        lost: list[str] = []
+        for name in self.names(connection):
+            found = self.get(connection, name)
+            operations = connection.grant.capability.operations_for(name)
+            if found is not None and operations:
+                attachment = found[1]
+                attachment.modes = attachment.requested & granted_modes(operations)
+                continue
+            self.detach(connection, name)
+            if found is not None:
+                lost.append(name)
+        return lost
+
+    def authorise(self, connection: Connection, name: str, operation: str) -> None:
+        """The permission check for a realtime publish or presence message on channel ``name``.
+
+        :raises AuthServerError: 40010 bad channel name; 40160 when the capability does not allow
+            ``operation``, or the attachment's modes lack it (ably-js ``channel.test.js``
+            ``checkCantPublish``/``checkCantEnterPresence`` expect 40160 for a mode not granted).
+        """
+        check_channel_name(name)
+        require(connection.grant, name, operation)
+        found = self.get(connection, name)
+        if found is not None and not found[1].modes & OPERATION_MODES[operation]:
+            raise TokenError(
+                f"Channel denied access: mode {operation} was not requested or granted at attach ({name!r})",
+                code=40160,
+            )
 
 
 def channel_error(name: object, error: AuthServerError) -> Frame:
@@ -24,10 +139,10 @@ def channel_error(name: object, error: AuthServerError) -> Frame:
 
 
 def _echoed_params(params: object) -> dict[str, Any] | None:
-    """The ATTACH ``params`` to echo in ATTACHED: string pairs only (what Ably's params are)."""
+    """The ATTACH ``params`` Ably recognises, to echo in ATTACHED (string pairs only)."""
     if not isinstance(params, dict):
         return None
-    kept = {k: v for k, v in params.items() if is_wire_text(k) and is_wire_text(v)}
+    kept = {k: v for k, v in params.items() if k in KNOWN_PARAMS and is_wire_text(v)}
     return kept or None
 
 
@@ -38,25 +153,22 @@ def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
     answered again, with RESUMED when the connection missed nothing it cannot be given.
     """
     name = frame.get("channel")
+    params = frame.get("params")
     try:
         channel_name = check_channel_name(name)
-        operations = connection.grant.capability.operations_for(channel_name)
-        if not operations:
-            raise denied(channel_name, "attach")
-        most = sandbox.limits.max_channels_per_connection
-        if channel_name not in connection.channels and len(connection.channels) >= most:
-            raise LimitError(f"the connection is attached to the maximum of {most} channels")
-        channel = sandbox.channels.get_or_create(channel_name)
+        rewind = Rewind.parse(params["rewind"]) if isinstance(params, dict) and "rewind" in params else None
+        requested = requested_modes(frame.get("flags"), params)
+        channel, attachment, existed = sandbox.attachments.attach(connection, channel_name, requested)
     except AuthServerError as exc:
         return [channel_error(name, exc)]
-    modes = requested_modes(frame.get("flags"), frame.get("params")) & granted_modes(operations)
-    attachment, existed = channel.attach(connection, modes)
-    connection.channels.add(channel_name)
     replay, complete = channel.catch_up(attachment)
-    flags = modes
+    if rewind is not None and not existed:
+        # A first attach with rewind gets recent history after ATTACHED (Ably "rewind" channel param).
+        replay = channel.rewind(attachment, rewind, now_ms=sandbox.now_ms())
+    flags = attachment.modes
     if existed and complete:
         flags |= Flag.RESUMED
-    sync = channel.sync_frames() if modes & Flag.PRESENCE_SUBSCRIBE else []
+    sync = channel.sync_frames() if attachment.modes & Flag.PRESENCE_SUBSCRIBE else []
     if sync:
         flags |= Flag.HAS_PRESENCE
     attached: Frame = {
@@ -65,9 +177,9 @@ def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
         "flags": flags,
         "channelSerial": channel.serial,
     }
-    params = _echoed_params(frame.get("params"))
-    if params is not None:
-        attached["params"] = params
+    echoed = _echoed_params(params)
+    if echoed is not None:
+        attached["params"] = echoed
     return [attached, *replay, *sync]
 
 
@@ -77,29 +189,29 @@ def detach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
         name = check_channel_name(frame.get("channel"))
     except AuthServerError as exc:
         return [channel_error(frame.get("channel"), exc)]
-    channel = sandbox.channels.get(name)
-    if channel is not None:
-        channel.detach(connection.id)
-    connection.channels.discard(name)
+    sandbox.attachments.detach(connection, name)
     sandbox.leave_channel(connection, name)
     return [{"action": int(Action.DETACHED), "channel": name}]
 
 
-def recheck(sandbox: Sandbox, connection: Connection) -> list[Frame]:
-    """After an AUTH: narrow each attachment's modes; channels no longer allowed fail with 40160 (RTC8a1)."""
+def presence_sync(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame]:
+    """A client-requested SYNC (RTP19/ably-js ``sync()``): the current members again, for an attached
+    channel with presence_subscribe; a channel ERROR 90001 when it is not attached."""
+    name = frame.get("channel")
+    found = sandbox.attachments.get(connection, name) if isinstance(name, str) else None
+    if found is None or not found[1].modes & Flag.PRESENCE_SUBSCRIBE:
+        error = AuthServerError("Presence sync requested on a channel that is not attached", code=90001, status=400)
+        return [channel_error(name, error)]
+    channel = found[0]
+    return channel.sync_frames() or [
+        {"action": int(Action.SYNC), "channel": channel.name, "channelSerial": "sync:", "presence": []}
+    ]
+
+
+def reauthorised(sandbox: Sandbox, connection: Connection) -> list[Frame]:
+    """After an AUTH: modes follow the new capability; channels no longer allowed fail with 40160 (RTC8a1)."""
     frames: list[Frame] = []
-    for name in sorted(connection.channels):
-        channel = sandbox.channels.get(name)
-        attachment = channel.attachments.get(connection.id) if channel is not None else None
-        if channel is None or attachment is None:
-            connection.channels.discard(name)
-            continue
-        operations = connection.grant.capability.operations_for(name)
-        if operations:
-            attachment.modes &= granted_modes(operations)
-            continue
-        channel.detach(connection.id)
-        connection.channels.discard(name)
+    for name in sandbox.attachments.reauthorise(connection):
         sandbox.leave_channel(connection, name)
         frames.append(channel_error(name, denied(name, "attach")))
     return frames

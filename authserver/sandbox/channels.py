@@ -9,13 +9,14 @@ a connection that resumes gets exactly the messages it missed while its transpor
 from __future__ import annotations
 
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import BadRequestError
 from .budget import Kept, StoreBudget
+from .history import Entry, HistoryQuery
 from .limits import LimitError, SandboxLimits
 from .payloads import payload_size
 from .presence import Member as Member
@@ -23,6 +24,9 @@ from .presence import MemberKey, PresenceSet
 from .protocol import Action, Flag, Frame, Outbound
 
 MAX_CHANNEL_NAME = 512
+#: Client-supplied message ids remembered per channel for idempotent publishing (Ably de-duplicates
+#: within a window; the sandbox within the last this-many ids).
+IDEMPOTENCY_WINDOW = 2000
 
 
 class Subscriber(Protocol):
@@ -43,13 +47,39 @@ class Subscriber(Protocol):
 @dataclass
 class Attachment:
     subscriber: Subscriber
+    #: The modes granted: what the ATTACH asked for ∩ what the capability allows.
     modes: int
     #: Number of the last message this attachment has been given (or skipped on purpose).
     seen_seq: int
+    #: The modes the ATTACH asked for (a new capability after AUTH re-grants from these).
+    requested: int = 0
     #: Set when a new transport takes the connection over: nothing is delivered until the client
     #: re-attaches (ably-js drops messages for channels that are not ATTACHED, RTL17), and the
     #: re-ATTACH then replays everything since ``seen_seq``.
     paused: bool = False
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """The ``rewind`` channel param: a number of messages (``"10"``) or a duration (``"30s"``, ``"2m"``)."""
+
+    count: int | None = None
+    seconds: int = 0
+
+    #: Ably replays at most 100 messages and at most 2 minutes back.
+    MAX_COUNT = 100
+    MAX_SECONDS = 120
+
+    @classmethod
+    def parse(cls, text: object) -> Rewind:
+        """:raises BadRequestError: 40000 for a value that is neither."""
+        if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 6:
+            return cls(count=min(int(text), cls.MAX_COUNT))
+        if isinstance(text, str) and len(text) >= 2 and text[:-1].isascii() and text[:-1].isdigit() and len(text) <= 7:
+            unit = {"s": 1, "m": 60}.get(text[-1])
+            if unit is not None:
+                return cls(seconds=min(int(text[:-1]) * unit, cls.MAX_SECONDS))
+        raise BadRequestError("rewind must be a number of messages or a duration such as 30s or 2m", code=40000)
 
 
 def check_channel_name(name: object) -> str:
@@ -62,6 +92,9 @@ def check_channel_name(name: object) -> str:
         raise BadRequestError("qualified channels ([meta], [?params]) are not supported by the sandbox", code=40010)
     if any(not ch.isprintable() for ch in name):
         raise BadRequestError("channel name contains control characters", code=40010)
+    if "" in name.split(":"):
+        # ably-js channel.test.js channelattachinvalid / channelattach_publish_invalid: ':hell' is 40010.
+        raise BadRequestError("channel name has an empty segment (a leading, trailing or doubled ':')", code=40010)
     return name
 
 
@@ -79,6 +112,10 @@ class Channel:
         self._dropped_count = 0  # how many messages fell out of history
         self.presence = PresenceSet(limits, self._budget)
         self.attachments: dict[str, Attachment] = {}
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        #: Presence events for presence history (RSP4): (seq, event, bytes reserved from the budget).
+        self._presence_log: deque[tuple[int, Member, int]] = deque()
+        self._presence_dropped = 0
 
     @property
     def serial(self) -> str:
@@ -94,13 +131,18 @@ class Channel:
 
     # -- attachments ----------------------------------------------------------------------------------
 
-    def attach(self, subscriber: Subscriber, modes: int) -> tuple[Attachment, bool]:
-        """Attach (or re-attach) ``subscriber``; returns the attachment and whether it already existed."""
+    def attach(self, subscriber: Subscriber, modes: int, *, requested: int | None = None) -> tuple[Attachment, bool]:
+        """Attach (or re-attach) ``subscriber``; returns the attachment and whether it already existed.
+
+        Called only through :class:`~.attachments.Attachments`, the owner of attachment state.
+        """
+        wanted = modes if requested is None else requested
         existing = self.attachments.get(subscriber.id)
         if existing is not None:
             existing.subscriber, existing.modes, existing.paused = subscriber, modes, False
+            existing.requested = wanted
             return existing, True
-        attachment = Attachment(subscriber, modes, self.seq)
+        attachment = Attachment(subscriber, modes, self.seq, wanted)
         self.attachments[subscriber.id] = attachment
         return attachment, False
 
@@ -109,8 +151,20 @@ class Channel:
 
     # -- messages ---------------------------------------------------------------------------------------
 
+    def first_time(self, message_id: str) -> bool:
+        """Whether a client-supplied message id is new here (idempotent publishing, RSL1k / RTL6a1);
+        remembers it."""
+        if message_id in self._recent_ids:
+            return False
+        self._recent_ids[message_id] = None
+        if len(self._recent_ids) > IDEMPOTENCY_WINDOW:
+            self._recent_ids.popitem(last=False)
+        return True
+
     def publish(self, messages: list[Member], *, origin: str | None, frame_fields: dict[str, Any]) -> None:
         """Keep ``messages`` (already stamped) in history and send them to every subscribed attachment."""
+        if not messages:
+            return
         self.seq += 1
         for message in messages:
             self._history.append((self.seq, message, self._budget.keep(self, payload_size(message))))
@@ -149,7 +203,43 @@ class Channel:
         """The channel is being forgotten: give its history and members back to the budget."""
         while self._history:
             self._budget.forget(self._drop_oldest())
+        while self._presence_log:
+            self._budget.release(self._presence_log.popleft()[2])
         self.presence.clear()
+
+    def _log_presence(self, events: list[Member]) -> None:
+        """Keep presence events for presence history, at most ``max_history_per_channel``; an event that
+        does not fit the store budget is not kept (history is best effort, presence itself is not)."""
+        for event in events:
+            try:
+                cost = self._budget.reserve(payload_size(event))
+            except LimitError:
+                continue
+            self._presence_log.append((self.seq, event, cost))
+        while len(self._presence_log) > self._limits.max_history_per_channel:
+            self._budget.release(self._presence_log.popleft()[2])
+            self._presence_dropped += 1
+
+    def rewind(self, attachment: Attachment, rewind: Rewind, *, now_ms: int) -> list[Frame]:
+        """MESSAGE frames for a new attachment's ``rewind`` channel param: the last ``count`` messages,
+        or those of the last ``seconds`` (what Ably replays after ATTACHED)."""
+        if not attachment.modes & Flag.SUBSCRIBE:
+            return []
+        kept = [(seq, m) for seq, m, _ in self._history]
+        if rewind.count is not None:
+            selected = kept[-rewind.count :] if rewind.count else []
+        else:
+            since = now_ms - rewind.seconds * 1000
+            selected = [(seq, m) for seq, m in kept if int(m.get("timestamp", 0)) >= since]
+        return [
+            {
+                "action": int(Action.MESSAGE),
+                "channel": self.name,
+                "channelSerial": f"{self.epoch}:{seq}",
+                "messages": group,
+            }
+            for seq, group in _group_by_seq(selected)
+        ]
 
     def catch_up(self, attachment: Attachment) -> tuple[list[Frame], bool]:
         """MESSAGE frames ``attachment`` missed, and whether history still reached back far enough."""
@@ -169,21 +259,18 @@ class Channel:
         ]
         return frames, complete
 
-    def history(self, *, forwards: bool, cursor: int | None, limit: int) -> tuple[list[Member], int | None]:
-        """One page of history (newest first unless ``forwards``) and the cursor of the next page, if any.
+    def entries(self) -> list[Entry]:
+        """The message history, numbered in publish order (see :mod:`.history`)."""
+        return [Entry(n, seq, m) for n, (seq, m, _) in enumerate(self._history, start=self._dropped_count)]
 
-        A cursor is a message number to start from (inclusive), as handed out by an earlier page.
-        """
-        numbered = list(enumerate((m for _, m, _ in self._history), start=self._dropped_count))
-        if forwards:
-            selected = [(i, m) for i, m in numbered if cursor is None or i >= cursor]
-        else:
-            selected = [(i, m) for i, m in reversed(numbered) if cursor is None or i <= cursor]
-        page = selected[:limit]
-        if len(selected) <= limit:
-            return [m for _, m in page], None
-        last = page[-1][0]
-        return [m for _, m in page], last + 1 if forwards else last - 1
+    def presence_entries(self) -> list[Entry]:
+        """The presence events broadcast (enter, update, leave), numbered likewise."""
+        return [Entry(n, seq, m) for n, (seq, m, _) in enumerate(self._presence_log, start=self._presence_dropped)]
+
+    def history(self, *, forwards: bool, cursor: int | None, limit: int) -> tuple[list[Member], int | None]:
+        """One page of history (newest first unless ``forwards``) and the cursor of the next page, if any."""
+        items, next_cursor = HistoryQuery(limit, forwards, cursor).page(self.entries(), epoch=self.epoch)
+        return [dict(m) for m in items], next_cursor
 
     # -- presence ---------------------------------------------------------------------------------------
 
@@ -199,6 +286,7 @@ class Channel:
         if not events:
             return
         self.seq += 1
+        self._log_presence(events)
         frame = Outbound(
             {
                 "action": int(Action.PRESENCE),

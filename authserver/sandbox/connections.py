@@ -118,15 +118,18 @@ class Transport:
 class Connection:
     """A realtime connection: credentials, identity, attachments and the current transport (if any)."""
 
-    def __init__(self, connection_id: str, grant: Grant, identity: Identity, *, echo: bool) -> None:
+    def __init__(
+        self, connection_id: str, grant: Grant, identity: Identity, *, echo: bool, remain_present_ms: int | None = None
+    ) -> None:
         self.id = connection_id
         self.key = f"{connection_id}!{secrets.token_hex(6)}"
         self.grant = grant
         self.identity = identity
         self.echo = echo
+        #: The ``remainPresentFor`` the client asked for: how long its members stay after a drop.
+        self.remain_present_ms = remain_present_ms
         self.transport: Transport | None = None
-        #: Channels this connection is attached to, and channels where it has presence members.
-        self.channels: set[str] = set()
+        #: Channels where it has presence members (its attachments are kept by ``Attachments``).
         self.presence_channels: set[str] = set()
         #: Pending timers (discard, presence grace) keyed by purpose.
         self.timers: dict[str, asyncio.TimerHandle] = {}
@@ -171,7 +174,9 @@ class ConnectionRegistry:
     def full(self) -> bool:
         return len(self._connections) >= self._limits.max_connections
 
-    def create(self, grant: Grant, identity: Identity, *, echo: bool) -> Connection:
+    def create(
+        self, grant: Grant, identity: Identity, *, echo: bool, remain_present_ms: int | None = None
+    ) -> Connection:
         """:raises LimitError: 40150 when ``max_connections`` connections are held."""
         if self.full:
             raise LimitError(
@@ -180,7 +185,9 @@ class ConnectionRegistry:
         connection_id = secrets.token_hex(5)
         while connection_id in self._connections:
             connection_id = secrets.token_hex(5)
-        connection = self._connections[connection_id] = Connection(connection_id, grant, identity, echo=echo)
+        connection = self._connections[connection_id] = Connection(
+            connection_id, grant, identity, echo=echo, remain_present_ms=remain_present_ms
+        )
         return connection
 
     def oldest_resumable(self) -> Connection | None:

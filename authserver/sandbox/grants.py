@@ -79,6 +79,12 @@ def denied(channel: str, operation: str) -> TokenError:
     return TokenError(f"Channel denied access based on given capability ({operation} on {channel!r})", code=40160)
 
 
+def require(grant: Grant, channel: str, operation: str) -> None:
+    """:raises TokenError: 40160 when ``grant``'s capability does not allow ``operation`` on ``channel``."""
+    if not grant.capability.allows(channel, operation):
+        raise denied(channel, operation)
+
+
 def resolve_identity(grant: Grant, requested: str | None) -> Identity:
     """Combine a credential with the ``clientId`` the client asked for (spec 6.8 connect-time table).
 

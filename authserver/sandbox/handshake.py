@@ -35,13 +35,25 @@ def credentials(sandbox: Sandbox, params: Mapping[str, str]) -> Grant:
 def resume_or_open(
     sandbox: Sandbox, params: Mapping[str, str], grant: Grant, identity: Identity
 ) -> tuple[Connection, AuthServerError | None]:
-    """The connection named by ``resume`` (RTN15c6), else a new one with the reason resume failed (RTN15c7).
+    """The connection named by ``resume`` (RTN15c6) or ``recover`` (RTN16), else a new one with the reason
+    it could not be resumed (80008, RTN15c7) or recovered (80018, RTN16d).
 
-    :raises AuthServerError: 40102 resuming someone else's connection; 40150 no connection slot.
+    :raises AuthServerError: 40102 resuming someone else's connection; 40150 no connection slot;
+        40000 a ``remainPresentFor`` that is not a number of milliseconds.
     """
     resume = params.get("resume")
+    recover = params.get("recover")
     error: AuthServerError | None = None
-    if resume and resume != "None":
+    if not (resume and resume != "None") and recover:
+        found = sandbox.connections.find(recover)
+        if found is not None and found.grant.app_id == grant.app_id:
+            if found.identity.identified and identity.client_id != found.identity.client_id:
+                raise TokenError("Mismatched clientId for existing connection", code=40102, status=401)
+            found.grant, found.identity = grant, identity
+            log.info("connection %s recovered", found.id)
+            return found, None
+        error = BadRequestError("Unable to recover connection (connection not found or expired)", code=80018)
+    elif resume and resume != "None":
         found = sandbox.connections.find(resume)
         if found is not None and found.grant.app_id == grant.app_id:
             if found.identity.identified and identity.client_id != found.identity.client_id:
@@ -54,7 +66,11 @@ def resume_or_open(
         else:
             error = BadRequestError("Unable to recover connection (invalid connection key)", code=80018)
     echo = params.get("echo") != "false"
-    return sandbox.open_connection(grant, identity, echo=echo), error
+    remain = params.get("remainPresentFor")
+    if remain is not None and not (remain.isascii() and remain.isdigit() and len(remain) <= 9):
+        raise BadRequestError("remainPresentFor must be a number of milliseconds")
+    remain_ms = None if remain is None else int(remain)
+    return sandbox.open_connection(grant, identity, echo=echo, remain_present_ms=remain_ms), error
 
 
 def connected_frame(connection: Connection, limits: SandboxLimits, error: AuthServerError | None = None) -> Frame:

@@ -15,9 +15,10 @@ from typing import Any
 from ..capabilities import Capability
 from ..errors import BadRequestError, ClientIdError
 from ..keys import AblyKey
+from .attachments import Attachments
 from .channels import Channel, ChannelRegistry, Member, check_channel_name
 from .connections import Connection, ConnectionRegistry
-from .grants import Grant, Identity, Keyring, denied
+from .grants import Grant, Identity, Keyring
 from .issuance import IssuedTokens, TokenIssuer
 from .judge import TokenJudge
 from .limits import SandboxLimits
@@ -60,6 +61,8 @@ class Publication:
     messages: list[Member]
     origin: str | None
     frame_fields: dict[str, Any]
+    #: The ids the client supplied (idempotent publishing); the others were given by the sandbox.
+    supplied_ids: frozenset[str] = frozenset()
 
     def serials(self) -> list[str]:
         return [f"{self.channel.epoch}:{self.channel.seq + 1}:{i}" for i in range(len(self.messages))]
@@ -85,6 +88,7 @@ class Sandbox:
         self.issuer = TokenIssuer(self.keyring, limits, self.issued)
         self.connections = ConnectionRegistry(limits)
         self.channels = ChannelRegistry(limits)
+        self.attachments = Attachments(self.channels, limits)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -94,23 +98,26 @@ class Sandbox:
     def prepare_publish(
         self, channel_name: str, raw: object, *, grant: Grant, identity: Identity, origin: str | None, id_base: str
     ) -> Publication:
-        """Check a publish (capability, clientIds, payloads, size) and stamp the messages.
+        """Check a publish (clientIds, payloads, size) and stamp the messages.
 
-        :raises AuthServerError: 40160 no publish capability, 40012 clientId not permitted,
-            40009 too large or too many, 40000/40010 malformed.
+        Permission is the caller's: :meth:`.Attachments.authorise` (realtime) or the REST endpoint.
+
+        :raises AuthServerError: 40012 clientId not permitted, 40009 too large or too many,
+            40000/40010 malformed.
         """
         check_channel_name(channel_name)
-        if not grant.capability.allows(channel_name, "publish"):
-            raise denied(channel_name, "publish")
         items = _items(raw, "messages", self.limits)
         now = self.now_ms()
         messages: list[Member] = []
+        supplied: set[str] = set()
         for index, item in enumerate(items):
             message = {k: item[k] for k in MESSAGE_FIELDS if item.get(k) is not None}
             client_id = identity.message_client_id(item.get("clientId"))
             if client_id is not None:
                 message["clientId"] = client_id
-            if not isinstance(message.get("id"), str):
+            if isinstance(message.get("id"), str):
+                supplied.add(message["id"])
+            else:
                 message["id"] = f"{id_base}:{index}"
             if origin is not None:
                 message["connectionId"] = origin
@@ -120,12 +127,16 @@ class Sandbox:
         fields: dict[str, Any] = {"id": id_base, "timestamp": now}
         if origin is not None:
             fields["connectionId"] = origin
-        return Publication(channel, messages, origin, fields)
+        return Publication(channel, messages, origin, fields, frozenset(supplied))
 
     def commit_publish(self, publication: Publication) -> None:
-        publication.channel.publish(
-            publication.messages, origin=publication.origin, frame_fields=publication.frame_fields
-        )
+        """Keep and fan out the publication; a message whose client-supplied id the channel has seen
+        is dropped, so a retried publish is delivered once (idempotent publishing, RSL1k)."""
+        channel = publication.channel
+        fresh = [
+            m for m in publication.messages if m["id"] not in publication.supplied_ids or channel.first_time(m["id"])
+        ]
+        channel.publish(fresh, origin=publication.origin, frame_fields=publication.frame_fields)
 
     # -- presence -----------------------------------------------------------------------------------
 
@@ -134,12 +145,12 @@ class Sandbox:
     ) -> list[Member]:
         """Check and apply presence ENTER/UPDATE/LEAVE from ``connection``; returns the events to broadcast.
 
-        :raises AuthServerError: 40160 no presence capability, 40012 no or wrong clientId,
-            40009 too large, 91003 too many members, 42910 store budget spent, 40000 malformed.
+        Permission is checked before, by :meth:`.Attachments.authorise`.
+
+        :raises AuthServerError: 40012 no or wrong clientId, 40009 too large, 91003 too many members,
+            42910 store budget spent, 40000 malformed.
         """
         check_channel_name(channel_name)
-        if not connection.grant.capability.allows(channel_name, "presence"):
-            raise denied(channel_name, "presence")
         items = _items(raw, "presence", self.limits)
         now = self.now_ms()
         stamped: list[Member] = []
@@ -183,29 +194,25 @@ class Sandbox:
 
     # -- connection lifecycle -----------------------------------------------------------------------
 
-    def open_connection(self, grant: Grant, identity: Identity, *, echo: bool) -> Connection:
+    def open_connection(
+        self, grant: Grant, identity: Identity, *, echo: bool, remain_present_ms: int | None = None
+    ) -> Connection:
         """:raises LimitError: every connection slot is live."""
         stale = self.connections.oldest_resumable() if self.connections.full else None
         if stale is not None:
             self.discard(stale)
-        connection = self.connections.create(grant, identity, echo=echo)
+        connection = self.connections.create(grant, identity, echo=echo, remain_present_ms=remain_present_ms)
         log.info("connection %s opened (key %s, clientId %s)", connection.id, grant.key_name, identity.client_id)
         return connection
-
-    def pause_attachments(self, connection: Connection) -> None:
-        """A new transport took ``connection`` over: hold its channels' traffic until it re-attaches them."""
-        for name in connection.channels:
-            channel = self.channels.get(name)
-            attachment = channel.attachments.get(connection.id) if channel is not None else None
-            if attachment is not None:
-                attachment.paused = True
 
     def transport_lost(self, connection: Connection) -> None:
         """The socket went without CLOSE: keep the state for resume, members for the grace period."""
         connection.transport = None
         loop = asyncio.get_running_loop()
         ttl = self.limits.connection_state_ttl_ms / 1000
-        grace = min(self.limits.presence_grace_ms, self.limits.connection_state_ttl_ms) / 1000
+        remain = connection.remain_present_ms
+        grace_ms = min(self.limits.presence_grace_ms if remain is None else remain, self.limits.connection_state_ttl_ms)
+        grace = grace_ms / 1000
         connection.timers["discard"] = loop.call_later(ttl, self.discard, connection)
         connection.timers["presence"] = loop.call_later(grace, self._leave_all, connection)
         log.info("connection %s disconnected; resumable for %.0f s", connection.id, ttl)
@@ -214,11 +221,7 @@ class Sandbox:
         """Forget a connection (CLOSE, or no resume in time): detach everywhere, LEAVE its members."""
         connection.cancel_timers()
         self._leave_all(connection)
-        for name in list(connection.channels):
-            channel = self.channels.get(name)
-            if channel is not None:
-                channel.detach(connection.id)
-        connection.channels.clear()
+        self.attachments.detach_all(connection)
         connection.on_revoked = None
         self.connections.remove(connection)
         log.info("connection %s discarded", connection.id)

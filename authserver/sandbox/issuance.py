@@ -11,7 +11,7 @@ unknown key name in the URL, bad or missing MAC        40101  401
 keyName in the body differs from the URL                40000  400
 a field of the wrong type, nonce shorter than 16        40000  400
 timestamp outside the window                           40104  401
-nonce already used with this key                       40105  401
+nonce already used with this key and timestamp        40105  401
 ttl not positive or above ``max_token_ttl_ms``         40003  400
 capability invalid                                     40000  400
 capability ∩ key capability empty                      40160  401
@@ -65,22 +65,28 @@ class IssuedTokens:
 
 
 class NonceLog:
-    """Nonces seen per key, remembered for twice the timestamp window (older requests fail on time)."""
+    """(nonce, timestamp) pairs seen per key, remembered for twice the timestamp window (older requests
+    fail on time anyway).
+
+    Replay protection is on nonce *and* timestamp, as on Ably: the same nonce with a new timestamp is a
+    new request (ably-spec 8.5; the ably-js/ably-python suites reuse nonces across TokenRequests).
+    """
 
     def __init__(self, max_entries: int, window_ms: int) -> None:
-        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._max_entries = max_entries
         self._window_ms = window_ms
 
-    def use(self, key_name: str, nonce: str, *, now_ms: int) -> None:
-        """:raises TokenError: 40105 when the nonce was already used with this key."""
+    def use(self, key_name: str, nonce: str, timestamp: int, *, now_ms: int) -> None:
+        """:raises TokenError: 40105 when this nonce was already used with this key and timestamp."""
         while self._seen and next(iter(self._seen.values())) < now_ms - 2 * self._window_ms:
             self._seen.popitem(last=False)
-        if (key_name, nonce) in self._seen:
+        entry = (key_name, nonce, timestamp)
+        if entry in self._seen:
             raise TokenError("Nonce value replayed", code=40105, status=401)
         if len(self._seen) >= self._max_entries:
             raise LimitError(f"too many TokenRequests in flight (max_issued_tokens={self._max_entries})")
-        self._seen[(key_name, nonce)] = now_ms
+        self._seen[entry] = now_ms
 
 
 def _optional_str(body: Mapping[str, Any], field: str) -> str | None:
@@ -161,7 +167,7 @@ class TokenIssuer:
             capability = Capability.parse(capability_text).intersect(key_capability)
             if capability.is_empty():
                 raise TokenError("Requested capability is not a subset of the key's capability", code=40160)
-        self._nonces.use(key_name, nonce, now_ms=now_ms)
+        self._nonces.use(key_name, nonce, timestamp, now_ms=now_ms)
         grant = Grant("token", key_name, capability, client_id, now_ms, now_ms + ttl)
         return self._tokens.add(grant, now_ms=now_ms), grant
 

@@ -8,8 +8,9 @@ condition                                                              code   st
 =====================================================================  =====  ======
 longer than ``max_token_length`` and shaped like a JWT                 40144  401
 longer than ``max_token_length`` otherwise                             40145  401
-opaque token (``sbxtok_`` prefix) the sandbox never issued / forgot    40143  401
-not three base64url segments, header or claims not a JSON object       40144  401
+not a token at all: neither a JWT (three base64url segments whose      40101  401
+header is a JSON object) nor an opaque token the sandbox issued
+claims not base64url or not a JSON object                              40144  401
 ``alg`` other than ``HS256`` (``none``, ``RS256``, ``HS512``...)      40144  401
 ``kid`` missing, empty or not a string                                 40144  401
 ``kid`` names no key the sandbox knows                                 40101  401
@@ -22,9 +23,22 @@ lifetime ``exp - iat`` above ``max_token_ttl_ms``                      40003  40
 ``x-ably-capability`` missing, not a string, or invalid capability     40144  401
 ``x-ably-clientId`` not a non-empty string                             40012  400
 ``x-ably-revocation-key`` not a string                                 40144  401
+embedded token (``x-ably-token``) whose outer ``exp`` is missing or   40144  401
+later than the inner token's expiry (the inner token is judged as above)
 capability ∩ key capability empty                                      40160  401
 revoked (``revokeTokens``, token issued before ``issuedBefore``)       40141  401
 =====================================================================  =====  ======
+
+A string that is not a token at all (``invalid-token``, ``Sdnurv_some_invalid_token_nkds9r7``) gets 40101
+as on Ably (ably-spec 8.2; ably-python's ``test/ably/realtime/realtimeauth_test.py``
+``test_auth_with_invalid_token_string`` / ``test_auth_with_invalid_token_details`` expect FAILED with
+40101/401; RSA4 makes it a non-token error that clients do not renew). 40143/40144 would
+be in the renewable 4014x range and clients would fetch and present the same string again and again.
+
+An *embedded token* JWT (Ably JWT docs "Embedded token", ably-spec 2.5) is the app's own JWT carrying an Ably
+token (opaque or an Ably JWT) in its JOSE header ``x-ably-token`` (or, unencrypted, a claim of that name).
+Ably cannot verify the outer signature and does not: the inner token is judged, and the outer ``exp`` must
+not be later than the inner token's expiry.
 
 Decisions where Ably's behaviour is unconfirmed (spec 2.3): a wrong signature and an unknown ``kid``
 are *credential* errors (40101, outside the 4014x range), so clients move to FAILED at once instead of
@@ -62,6 +76,7 @@ from .revocation import Revocations
 CAPABILITY_CLAIM = "x-ably-capability"
 CLIENT_ID_CLAIM = "x-ably-clientId"
 REVOCATION_KEY_CLAIM = "x-ably-revocation-key"
+EMBEDDED_TOKEN = "x-ably-token"  # noqa: S105 (a header and claim name)
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 #: Upper bound for ``iat``/``exp`` (year 5138): keeps every later millisecond computation in range.
@@ -70,6 +85,10 @@ MAX_SECONDS = 1e11
 
 def invalid_jwt(reason: str) -> TokenError:
     return TokenError(f"Invalid JWT: {reason}", code=40144, status=401)
+
+
+def not_a_token() -> NotAuthenticatedError:
+    return NotAuthenticatedError("Invalid accessToken: neither a JWT nor a token issued by this app")
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -103,6 +122,21 @@ def _seconds(claims: dict[str, object], name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < MAX_SECONDS:
         raise invalid_jwt(f"{name} must be a number of seconds since the epoch")
     return float(value)
+
+
+def _jwt_header(parts: list[str]) -> dict[str, object] | None:
+    """The JOSE header when ``parts`` look like a JWS (three segments, header a JSON object), else None."""
+    if len(parts) != 3 or not parts[0] or not _B64URL.fullmatch(parts[0]):
+        return None
+    try:
+        return _json_object(_segment(parts[0], "header"), "header")
+    except TokenError:
+        return None
+
+
+def _unverified_claims(parts: list[str]) -> dict[str, object]:
+    """The claims of a JWS whose signature the sandbox cannot check (an embedded token's outer JWT)."""
+    return _json_object(_segment(parts[1], "claims"), "claims")
 
 
 class TokenJudge:
@@ -143,14 +177,19 @@ class TokenJudge:
     def _opaque(self, token: str) -> Grant:
         grant = self._issued.get(token)
         if grant is None:
-            raise TokenError("Token not recognised", code=40143, status=401)
+            raise not_a_token()
         return grant
 
-    def _jwt(self, token: str, *, now_ms: int) -> Grant:
+    def _jwt(self, token: str, *, now_ms: int, embedded: bool = False) -> Grant:
         parts = token.split(".")
-        if len(parts) != 3:
-            raise invalid_jwt("not a JWS compact serialisation (header.claims.signature)")
-        header = _json_object(_segment(parts[0], "header"), "header")
+        header = _jwt_header(parts)
+        if header is None:
+            raise not_a_token()
+        inner = header.get(EMBEDDED_TOKEN)
+        if inner is None and not embedded:
+            inner = _unverified_claims(parts).get(EMBEDDED_TOKEN)
+        if inner is not None and not embedded:
+            return self._embedded(inner, parts, now_ms=now_ms)
         # NOTE: HS256 only, named explicitly: Ably accepts no other algorithm, and never "none".
         if header.get("alg") != "HS256":
             raise invalid_jwt("unsupported alg; only HS256 is accepted")
@@ -168,6 +207,18 @@ class TokenJudge:
             raise NotAuthenticatedError("Invalid credentials: JWT signature verification failed")
         claims = _json_object(claims_json, "claims")
         return self._grant(kid, claims, now_ms=now_ms)
+
+    def _embedded(self, inner: object, parts: list[str], *, now_ms: int) -> Grant:
+        """The grant of the Ably token inside an app's own JWT; the outer JWT's ``exp`` bounds it."""
+        if not isinstance(inner, str) or not inner or len(inner) > self._limits.max_token_length:
+            raise invalid_jwt(f"{EMBEDDED_TOKEN} must be an Ably token or Ably JWT")
+        grant = (
+            self._opaque(inner) if inner.startswith(OPAQUE_PREFIX) else self._jwt(inner, now_ms=now_ms, embedded=True)
+        )
+        outer_exp = _seconds(_unverified_claims(parts), "exp")
+        if grant.expires_ms is not None and int(outer_exp * 1000) > grant.expires_ms:
+            raise invalid_jwt("the outer JWT's exp is later than the embedded token's expiry")
+        return grant
 
     def _grant(self, key_name: str, claims: dict[str, object], *, now_ms: int) -> Grant:
         """The grant the claims describe; expiry and revocation are judged by the caller."""

@@ -1,9 +1,12 @@
 """The token timeline of a live connection (spec 6.8): AUTH ahead of expiry, DISCONNECTED at expiry
 or when a revocation applies.
 
-``min(auth_lead_ms, ttl / 2)`` before expiry the connection is sent AUTH; a valid AUTH reply swaps the
-credentials (the session then calls :meth:`TokenWatch.restart`). At expiry without one it is sent
-DISCONNECTED 40142 and its transport closes, keeping the connection for resume. A revocation covering
+``auth_lead_ms`` (30 s, as Ably) before expiry the connection is sent AUTH, but only when the token lives
+longer than that lead: Ably prompts no token shorter than 30 s (RTN22; ably-js ``auth_token_expires`` and
+``auth_jwt_with_token_that_expires`` expect a 5 s token to end in DISCONNECTED 40142, while ably-python's
+``realtimeauth_test.py::test_jwt_reauth`` gets an in-band UPDATE for a 35 s JWT). A valid AUTH reply
+swaps the credentials (the session then calls :meth:`TokenWatch.restart`). At expiry without one it is
+sent DISCONNECTED 40142 and its transport closes, keeping the connection for resume. A revocation covering
 the token sends DISCONNECTED 40141 (or AUTH first, when it applies after a margin).
 """
 
@@ -24,6 +27,22 @@ EXPIRED = TokenError("Key/token status changed (token expired)", code=40142, sta
 REVOKED = TokenError("Key/token status changed (token revoked)", code=40141, status=401)
 
 
+def auth_prompt_at(issued_ms: int, expires_ms: int, *, lead_ms: int, short_tokens: bool = False) -> int | None:
+    """When to send AUTH for a token, or ``None`` for no prompt (the token is left to expire).
+
+    As Ably: ``lead_ms`` before expiry, for tokens that live longer than ``lead_ms``. A connection that
+    arrives inside that window is prompted at once (the time returned is already past). With
+    ``short_tokens`` (a deviation, see :class:`~.limits.SandboxLimits`) shorter tokens are prompted at
+    half their lifetime.
+    """
+    lifetime = expires_ms - issued_ms
+    if lifetime > lead_ms:
+        return expires_ms - lead_ms
+    if short_tokens:
+        return expires_ms - lifetime // 2
+    return None
+
+
 class TokenWatch:
     """Timers for one connection's current token on one transport; :meth:`stop` cancels them."""
 
@@ -36,6 +55,7 @@ class TokenWatch:
         revocations: Revocations,
         auth_prompts: bool,
         auth_lead_ms: int,
+        short_token_prompts: bool = False,
     ) -> None:
         self._connection = connection
         self._transport = transport
@@ -43,6 +63,7 @@ class TokenWatch:
         self._revocations = revocations
         self._auth_prompts = auth_prompts
         self._auth_lead_ms = auth_lead_ms
+        self._short_token_prompts = short_token_prompts
         self._expiry: asyncio.Task[None] | None = None
         self._revocation: asyncio.Task[None] | None = None
 
@@ -62,10 +83,15 @@ class TokenWatch:
 
     async def _expire(self, issued_ms: int, expires_ms: int) -> None:
         if self._auth_prompts:
-            lead = min(self._auth_lead_ms, (expires_ms - issued_ms) // 2)
-            await self._sleep_until(expires_ms - lead)
-            log.info("connection %s: token expires in %d ms, sending AUTH", self._connection.id, lead)
-            self._transport.send({"action": int(Action.AUTH)})
+            prompt_at = auth_prompt_at(
+                issued_ms, expires_ms, lead_ms=self._auth_lead_ms, short_tokens=self._short_token_prompts
+            )
+            if prompt_at is not None:
+                await self._sleep_until(prompt_at)
+                log.info(
+                    "connection %s: token expires in %d ms, sending AUTH", self._connection.id, expires_ms - prompt_at
+                )
+                self._transport.send({"action": int(Action.AUTH)})
         await self._sleep_until(expires_ms)
         log.info("connection %s: token expired without renewal", self._connection.id)
         self._transport.close(error_frame(Action.DISCONNECTED, EXPIRED))

@@ -51,9 +51,12 @@ class SandboxLimits:
     #: Heartbeat cadence; clients drop a transport after this + 10 s of silence. A single write to a
     #: client blocked this long drops the transport too.
     max_idle_interval_ms: int = 15_000
-    #: How long members of an abruptly dropped connection stay present (Ably ``remainPresentFor``).
+    #: How long members of an abruptly dropped connection stay present, unless the client asked for
+    #: another time with the ``remainPresentFor`` connection param (ms).
     presence_grace_ms: int = 15_000
-    #: Longest lead of the AUTH prompt before expiry; the lead used is ``min(this, ttl / 2)``.
+    #: How long before expiry the AUTH prompt comes (Ably: about 30 s, RTN22 / ably-js
+    #: ``auth.test.js`` "sandbox sends an auth protocol message 30 seconds before a token expires"). A token
+    #: that lives no longer than this gets no prompt: DISCONNECTED 40142 at expiry, as on Ably.
     auth_lead_ms: int = 30_000
     #: Tolerated clock skew for a token's ``iat`` in the future; ``exp`` gets no grace.
     clock_skew_ms: int = 5_000
@@ -68,6 +71,10 @@ class SandboxLimits:
     #: Send AUTH ahead of expiry. Off, clients only renew when DISCONNECTED 40142 arrives at expiry
     #: (what SDKs that ignore AUTH see); tests use it to exercise the expiry-and-resume path.
     auth_prompts: bool = True
+    #: DEVIATION from Ably, off by default, for fast development only: prompt tokens that live no longer
+    #: than ``auth_lead_ms`` too, at half their lifetime (lead ``min(auth_lead_ms, ttl / 2)``). Real Ably
+    #: sends them no AUTH; they are renewed by reconnecting after DISCONNECTED 40142.
+    short_token_prompts: bool = False
 
     def __post_init__(self) -> None:
         problems = [

@@ -99,21 +99,24 @@ MODE_NAMES: Mapping[str, int] = {
     "object_publish": Flag.OBJECT_PUBLISH,
 }
 ALL_MODES = sum(MODE_OPERATIONS)
-#: What a client gets when it asks for no particular modes (the four "classic" ones).
-DEFAULT_MODES = Flag.PRESENCE | Flag.PUBLISH | Flag.SUBSCRIBE | Flag.PRESENCE_SUBSCRIBE
+#: What a client gets when it asks for no particular modes: the four "classic" ones and, as Ably now
+#: grants by default, ``annotation_publish`` (ably-spec 8.5).
+DEFAULT_MODES = Flag.PRESENCE | Flag.PUBLISH | Flag.SUBSCRIBE | Flag.PRESENCE_SUBSCRIBE | Flag.ANNOTATION_PUBLISH
 
 
 def requested_modes(flags: object, params: object) -> int:
-    """The modes an ATTACH asks for: mode bits in ``flags``, else ``params.modes``, else the defaults."""
-    from_flags = flags & ALL_MODES if isinstance(flags, int) and not isinstance(flags, bool) else 0
-    if from_flags:
-        return from_flags
+    """The modes an ATTACH asks for: ``params.modes``, else mode bits in ``flags``, else the defaults.
+
+    ``params.modes`` wins over the flags when both are given (ably-js ``channel.test.js``
+    ``attachWithChannelParamsModesAndChannelModes``: "modes is ignored when params.modes is present").
+    """
     if isinstance(params, Mapping) and isinstance(params.get("modes"), str):
         names = [name.strip().lower() for name in params["modes"].split(",")]
         from_params = sum(MODE_NAMES.get(name, 0) for name in set(names))
         if from_params:
             return from_params
-    return DEFAULT_MODES
+    from_flags = flags & ALL_MODES if isinstance(flags, int) and not isinstance(flags, bool) else 0
+    return from_flags or DEFAULT_MODES
 
 
 def granted_modes(operations: Iterable[str]) -> int:

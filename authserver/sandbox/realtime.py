@@ -27,7 +27,6 @@ from .lifetime import TokenWatch
 from .payloads import is_wire_text
 from .protocol import (
     Action,
-    Flag,
     Frame,
     WireFormat,
     decode_frame,
@@ -90,6 +89,7 @@ class Session:
                     revocations=self.sandbox.revocations,
                     auth_prompts=self.limits.auth_prompts,
                     auth_lead_ms=self.limits.auth_lead_ms,
+                    short_token_prompts=self.limits.short_token_prompts,
                 )
                 self.connection.on_revoked = self._watch.revoked
                 self._watch.restart()
@@ -143,7 +143,7 @@ class Session:
         previous = connection.transport
         connection.transport = transport
         connection.cancel_timers()
-        self.sandbox.pause_attachments(connection)
+        self.sandbox.attachments.pause(connection)
         if previous is not None:
             previous.close(
                 error_frame(Action.DISCONNECTED, BadRequestError("Connection superseded", code=80016, status=410))
@@ -210,6 +210,8 @@ class Session:
             self._acknowledged(frame, self._presence)
         elif action == Action.AUTH:
             self._reauth(frame)
+        elif action == Action.SYNC:
+            self._send_all(attachments.presence_sync(self.sandbox, self.connection, frame))
         elif frame.get("msgSerial") is not None:
             self._acknowledged(frame, self._unsupported)
 
@@ -233,25 +235,12 @@ class Session:
             log.info("nack msgSerial %d: %s (%d)", serial, exc.message, exc.code)
             self.transport.send(error_frame(Action.NACK, exc, msgSerial=serial, count=1))
 
-    def _check_mode(self, channel_name: str, mode: int, operation: str) -> None:
-        """40165 when the attachment lacks ``mode`` though the capability allows ``operation``.
-
-        Without the capability the operation fails with 40160 in the hub instead.
-        """
-        assert self.connection is not None
-        if not self.connection.grant.capability.allows(channel_name, operation):
-            return
-        channel = self.sandbox.channels.get(channel_name)
-        attachment = channel.attachments.get(self.connection.id) if channel is not None else None
-        if attachment is not None and not attachment.modes & mode:
-            raise TokenError(f"Channel mode {operation} was not requested or granted at attach", code=40165)
-
     def _publish(self, frame: Frame, serial: int) -> None:
         assert self.connection is not None and self.transport is not None
         name = frame.get("channel")
         if not isinstance(name, str):
             raise BadRequestError("MESSAGE without a channel")
-        self._check_mode(name, Flag.PUBLISH, "publish")
+        self.sandbox.attachments.authorise(self.connection, name, "publish")
         publication = self.sandbox.prepare_publish(
             name,
             frame.get("messages"),
@@ -260,20 +249,21 @@ class Session:
             origin=self.connection.id,
             id_base=f"{self.connection.id}:{serial}",
         )
-        self.transport.send(
-            {"action": int(Action.ACK), "msgSerial": serial, "count": 1, "res": [{"serials": publication.serials()}]}
-        )
+        serials = publication.serials()
+        # The sender's own echo goes out before its ACK, as on Ably (ably-spec 8.5).
         self.sandbox.commit_publish(publication)
+        self.transport.send({"action": int(Action.ACK), "msgSerial": serial, "count": 1, "res": [{"serials": serials}]})
 
     def _presence(self, frame: Frame, serial: int) -> None:
         assert self.connection is not None and self.transport is not None
         name = frame.get("channel")
         if not isinstance(name, str):
             raise BadRequestError("PRESENCE without a channel")
-        self._check_mode(name, Flag.PRESENCE, "presence")
+        self.sandbox.attachments.authorise(self.connection, name, "presence")
         events = self.sandbox.apply_presence(self.connection, name, frame.get("presence"), msg_serial=serial)
-        self.transport.send({"action": int(Action.ACK), "msgSerial": serial, "count": 1})
+        # The echo first, then the ACK: presence.get() right after enter() resolves sees the member (RTP8).
         self.sandbox.broadcast_presence(name, events, frame_id=f"{self.connection.id}:{serial}")
+        self.transport.send({"action": int(Action.ACK), "msgSerial": serial, "count": 1})
 
     def _unsupported(self, frame: Frame, serial: int) -> None:
         raise BadRequestError(f"protocol action {frame['action']} is not supported by the sandbox")
@@ -297,7 +287,7 @@ class Session:
             return
         connection.grant, connection.identity = grant, identity
         log.info("connection %s re-authenticated (key %s)", connection.id, grant.key_name)
-        self._send_all(attachments.recheck(self.sandbox, connection))
+        self._send_all(attachments.reauthorised(self.sandbox, connection))
         self.transport.send(handshake.connected_frame(connection, self.limits))
         assert self._watch is not None
         self._watch.restart()

@@ -11,7 +11,6 @@ import json
 import re
 import secrets
 from typing import Any
-from urllib.parse import urlencode
 
 import msgpack
 from starlette.requests import Request
@@ -19,7 +18,8 @@ from starlette.responses import Response
 
 from ..errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
 from .channels import check_channel_name
-from .grants import Grant, Identity, denied, resolve_identity
+from .grants import Grant, Identity, denied, require, resolve_identity
+from .history import HistoryQuery
 from .hub import Sandbox
 from .issuance import token_details
 from .protocol import error_info, payloads_for_json
@@ -111,18 +111,8 @@ def _channel(request: Request) -> str:
     return check_channel_name(request.path_params["channel"])
 
 
-def _page_params(request: Request) -> tuple[int, bool, int | None]:
-    limits = _sandbox(request).limits
-    raw_limit = request.query_params.get("limit", "100")
-    direction = request.query_params.get("direction", "backwards")
-    raw_cursor = request.query_params.get("cursor")
-    if not _COUNT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= limits.max_page_size:
-        raise BadRequestError(f"limit must be between 1 and {limits.max_page_size}", code=40003)
-    if direction not in ("backwards", "forwards"):
-        raise BadRequestError("direction must be 'backwards' or 'forwards'", code=40003)
-    if raw_cursor is not None and not _SIGNED.fullmatch(raw_cursor):
-        raise BadRequestError("cursor must be an integer", code=40003)
-    return int(raw_limit), direction == "forwards", None if raw_cursor is None else int(raw_cursor)
+def _history_query(request: Request) -> HistoryQuery:
+    return HistoryQuery.parse(request.query_params, max_limit=_sandbox(request).limits.max_page_size)
 
 
 def _payload_body(request: Request, items: list[dict[str, Any]]) -> Any:
@@ -182,6 +172,7 @@ async def publish(request: Request) -> Response:
     sandbox = _sandbox(request)
     name = _channel(request)
     grant = authenticate(request)
+    require(grant, name, "publish")
     identity = identify(request, grant)
     body = await read_body(request)
     items = body if isinstance(body, list) else [body]
@@ -196,16 +187,38 @@ async def history(request: Request) -> Response:
     sandbox = _sandbox(request)
     name = _channel(request)
     grant = authenticate(request)
-    if not grant.capability.allows(name, "history"):
-        raise denied(name, "history")
-    limit, forwards, cursor = _page_params(request)
+    require(grant, name, "history")
+    query = _history_query(request)
     channel = sandbox.channels.get(name)
-    items, next_cursor = channel.history(forwards=forwards, cursor=cursor, limit=limit) if channel else ([], None)
-    headers = {}
-    if next_cursor is not None:
-        query = urlencode({"limit": limit, "direction": "forwards" if forwards else "backwards", "cursor": next_cursor})
-        headers["Link"] = f'<./messages?{query}>; rel="next"'
-    return respond(request, _payload_body(request, items), headers=headers)
+    items, next_cursor = query.page(channel.entries(), epoch=channel.epoch) if channel else ([], None)
+    headers = {"Link": query.links("messages", next_cursor)}
+    return respond(request, _payload_body(request, [dict(m) for m in items]), headers=headers)
+
+
+async def presence_history(request: Request) -> Response:
+    """``GET /channels/{ch}/presence/history`` (RSP4): enter, update and leave events, paged like history."""
+    sandbox = _sandbox(request)
+    name = _channel(request)
+    grant = authenticate(request)
+    require(grant, name, "history")
+    query = _history_query(request)
+    channel = sandbox.channels.get(name)
+    items, next_cursor = query.page(channel.presence_entries(), epoch=channel.epoch) if channel else ([], None)
+    headers = {"Link": query.links("history", next_cursor)}
+    return respond(request, _payload_body(request, [dict(m) for m in items]), headers=headers)
+
+
+async def stats(request: Request) -> Response:
+    """``GET /stats`` (RSC6): the sandbox keeps no statistics, so every page is empty but well formed.
+
+    ably-js's REST JWT tests call it to prove a credential works.
+    """
+    authenticate(request)
+    query = _history_query(request)
+    unit = request.query_params.get("unit", "minute")
+    if unit not in ("minute", "hour", "day", "month"):
+        raise BadRequestError("unit must be minute, hour, day or month", code=40003)
+    return respond(request, [], headers={"Link": query.links("stats", None)})
 
 
 async def presence(request: Request) -> Response:
@@ -214,7 +227,7 @@ async def presence(request: Request) -> Response:
     grant = authenticate(request)
     if not grant.capability.allows(name, "subscribe"):
         raise denied(name, "presence.get")
-    limit, _, _ = _page_params(request)
+    limit = _history_query(request).limit
     channel = sandbox.channels.get(name)
     members = list(channel.members.values()) if channel else []
     client_id = request.query_params.get("clientId")

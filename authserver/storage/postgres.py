@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ..errors import DatabaseError, UnavailableError
+from ..errors import DatabaseError, StoreUnavailableError, UnavailableError
 from . import SessionRecord, UserRecord
 from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 
@@ -70,9 +70,9 @@ class PostgresStorage:
             async with self.pool.connection() as conn:
                 yield conn
         except PoolTimeout:
-            raise UnavailableError("database unavailable: no connection within the timeout") from None
+            raise StoreUnavailableError("database unavailable: no connection within the timeout") from None
         except psycopg.OperationalError as exc:
-            raise UnavailableError(f"database unavailable: {_first_line(exc)}") from None
+            raise StoreUnavailableError(f"database unavailable: {_first_line(exc)}") from None
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self.connection() as conn:

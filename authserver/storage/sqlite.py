@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from ..errors import DatabaseError, UnavailableError
+from ..errors import DatabaseError, StoreUnavailableError, UnavailableError
 from . import SessionRecord, UserRecord
 from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 
@@ -95,7 +95,7 @@ def _available() -> Iterator[None]:
     try:
         yield
     except sqlite3.OperationalError as exc:
-        raise UnavailableError(f"database unavailable: {exc}") from None
+        raise StoreUnavailableError(f"database unavailable: {exc}") from None
 
 
 _USER_COLUMNS = "username, client_id, role, disabled, password_hash"

@@ -32,7 +32,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-TOKEN_TTL = 6  # seconds: three renewals in about 20 s
+# Seconds. Ably sends AUTH about 30 s before expiry and nothing to shorter tokens (spec 8.1), so a
+# token a little over 30 s renews in band soon after it is issued (about 3 s; a sandbox that prompts
+# at min(30 s, ttl / 2) takes 16.5 s: slower, same path). A short one shows the reconnect path.
+TOKEN_TTL = 33
+SHORT_TOKEN_TTL = 6
 USERNAME = "alice"
 PASSWORD = "alice-password"
 STARTUP_TIMEOUT = 20.0
@@ -70,17 +74,33 @@ class ConsoleLog:
     def record(self, message: ConsoleMessage) -> None:
         self.messages.append((message.type, message.text, message.location.get("url", "")))
 
-    def problems(self, allowed: Collection[tuple[str, str]] = ()) -> list[str]:
-        """Console errors, CSP reports and page errors, minus ``allowed`` (url path suffix, text fragment)."""
+    def problems(self, answered: Collection[tuple[str, int | str]] = ()) -> list[str]:
+        """Console errors, CSP reports and uncaught page errors.
+
+        ``answered`` lists (path, status) pairs of HTTP answers the scenario provokes on purpose (a
+        wrong password's 401 from /login, the 401/403 /auth gives Ably when a session has ended or an
+        account is disabled, or a request the test itself aborts: ``net::ERR_FAILED``): Chromium logs
+        each as "Failed to load resource", which no page can prevent. Nothing else is excused: no
+        console.error of the page, no CSP violation, no other failed load.
+        """
         found = [f"pageerror: {text}" for text in self.page_errors]
         for kind, text, url in self.messages:
             csp = "Content Security Policy" in text or "Refused to" in text
             if kind != "error" and not csp:
                 continue
-            if not csp and any(url.split("?")[0].endswith(path) and part in text for path, part in allowed):
+            path = url.split("?")[0]
+            provoked = "Failed to load resource" in text and any(
+                path.endswith(p) and (f"status of {status}" if isinstance(status, int) else status) in text
+                for p, status in answered
+            )
+            if provoked and not csp:
                 continue
             found.append(f"{kind}: {text} ({url})")
         return found
+
+    def mentions(self, secret: str) -> bool:
+        """Whether anything on the console contains ``secret`` (a token must never be logged)."""
+        return any(secret in text for _, text, _ in self.messages) or any(secret in e for e in self.page_errors)
 
 
 @pytest.fixture(scope="session")
@@ -97,10 +117,9 @@ def ably_js_dir() -> Path:
     return ABLY_JS
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iterator[Service]:
+@contextmanager
+def serving(workdir: Path, ably_js_dir: Path, *, token_ttl: int, demo_login: bool) -> Iterator[Service]:
     """``authserver serve`` on ports it picks, development mode (embedded sandbox), one user: alice."""
-    workdir = tmp_path_factory.mktemp("authserver")
     env = {
         name: value
         for name, value in os.environ.items()
@@ -110,10 +129,10 @@ def service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iter
         # port 0: both servers take free ports and announce them (no window for another process)
         AUTHSERVER_PORT="0",
         AUTHSERVER_SANDBOX_PORT="0",
-        TOKEN_TTL=str(TOKEN_TTL),
+        TOKEN_TTL=str(token_ttl),
         ABLY_JS="local",
         ABLY_JS_PATH=str(ably_js_dir),
-        AUTHSERVER_DEMO_LOGIN="false",
+        AUTHSERVER_DEMO_LOGIN="true" if demo_login else "false",
         DATABASE_URL=f"sqlite:///{workdir / 'users.db'}",
         AUTHSERVER_LOG_LEVEL="info",
     )
@@ -136,6 +155,22 @@ def service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iter
         running = Service(serve.url, log_path, serve.process, env, workdir)
         _wait_healthy(running)
         yield running
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iterator[Service]:
+    """Tokens of TOKEN_TTL (a little over Ably's 30 s AUTH lead: renewed in band), no demo login."""
+    with serving(tmp_path_factory.mktemp("authserver"), ably_js_dir, token_ttl=TOKEN_TTL, demo_login=False) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def short_token_service(tmp_path_factory: pytest.TempPathFactory, ably_js_dir: Path) -> Iterator[Service]:
+    """Tokens of SHORT_TOKEN_TTL and demo login on: Ably sends no AUTH for tokens under 30 s, so the
+    connection drops at expiry (DISCONNECTED 40142) and comes back with a new token."""
+    workdir = tmp_path_factory.mktemp("authserver-short")
+    with serving(workdir, ably_js_dir, token_ttl=SHORT_TOKEN_TTL, demo_login=True) as svc:
+        yield svc
 
 
 def _wait_healthy(service: Service) -> None:

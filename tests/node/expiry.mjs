@@ -1,4 +1,5 @@
-// The expiry path: the sandbox sends no AUTH, so at expiry it sends DISCONNECTED 40142 and closes.
+// The expiry path: a token that lives under 30 s gets no AUTH (as on Ably), so at expiry the sandbox
+// sends DISCONNECTED 40142 and closes.
 // ably-js fetches a new token and resumes the same connection; a message published while it was
 // away is delivered after the resume.
 import { authOptions, closeAll, main, realtime, rest, recordStates, settings, until } from './lib.mjs';

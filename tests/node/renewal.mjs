@@ -1,5 +1,6 @@
-// In-band renewal: short-lived tokens, the sandbox sends AUTH ahead of expiry, ably-js answers with a
-// new token on the same connection.  Publishing and presence keep working throughout.
+// In-band renewal: tokens a little over 30 s, so the sandbox sends AUTH 30 s before expiry (a few seconds
+// after issue, as Ably does, RTN22); ably-js answers with a new token on the same connection.  Publishing
+// and presence keep working throughout.
 import { authOptions, closeAll, main, realtime, recordStates, settings, until } from './lib.mjs';
 
 const startedAt = Date.now();

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import jwt as pyjwt
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -152,3 +153,14 @@ def jwt_for(
         expires_at=issued_at + lifetime,
         extra_claims=extra,
     )
+
+
+def embedded_jwt(inner: str, *, expires_at: int) -> str:
+    """An app's own JWT (signed with a secret Ably never sees) carrying ``inner`` in its JOSE header
+    ``x-ably-token``, as Ably's "embedded token" JWTs do."""
+    token: str = pyjwt.encode(
+        {"exp": expires_at, "sub": "app-user"},
+        "the-apps-own-secret-which-ably-never-sees",
+        headers={"x-ably-token": inner},
+    )
+    return token

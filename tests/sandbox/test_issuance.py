@@ -85,12 +85,20 @@ def test_timestamp_outside_two_minutes_is_refused_40104(skew_ms: int) -> None:
     assert caught.value.code == 40104
 
 
-def test_nonce_is_single_use_40105() -> None:
+def test_a_nonce_and_timestamp_pair_is_single_use_40105() -> None:
     service = issuer()
     service.exchange(KEY.name, FULL, now_ms=TS)
     with pytest.raises(AuthServerError) as caught:
         service.exchange(KEY.name, FULL, now_ms=TS + 10)
     assert caught.value.code == 40105
+
+
+def test_the_same_nonce_with_a_new_timestamp_is_a_new_request() -> None:
+    """Ably's replay check is on nonce *and* timestamp (ably-spec 8.5)."""
+    service = issuer()
+    service.exchange(KEY.name, signed(), now_ms=TS)
+    token, _ = service.exchange(KEY.name, signed(timestamp=TS + 1), now_ms=TS + 5)
+    assert token.startswith("sbxtok_")
 
 
 def test_unknown_key_in_the_url_is_refused_40101() -> None:
@@ -108,7 +116,7 @@ def signed(**fields: Any) -> dict[str, Any]:
         ttl=body.get("ttl"),
         capability=body.get("capability"),
         client_id=body.get("clientId"),
-        timestamp=TS,
+        timestamp=body["timestamp"],
         nonce=NONCE,
         secret=KEY.secret,
     )

@@ -127,11 +127,14 @@ HOSTILE: list[tuple[str, str, int, int]] = [
     ("revocation key not a string", forge(HEADER, claims(**{"x-ably-revocation-key": 7})), 40144, 401),
     ("oversized JWT", OVERSIZED, 40144, 401),
     ("oversized opaque token", "x" * 9000, 40145, 401),
-    ("two segments", "eyJhbGciOiJIUzI1NiJ9.eyJpYXQiOjF9", 40144, 401),
-    ("not base64url", "eyJ!.eyJ.sig", 40144, 401),
-    ("header not JSON", f"{_b64(b'nope')}.{_b64(b'{}')}.sig", 40144, 401),
-    ("header a JSON array", f"{_b64(b'[1]')}.{_b64(b'{}')}.sig", 40144, 401),
-    ("unknown opaque token", "sbxtok_never-issued", 40143, 401),
+    # Not a token at all: 40101, which clients do not renew (ably-spec 8.2, RSA4; ably-js auth.test.js).
+    ("two segments", "eyJhbGciOiJIUzI1NiJ9.eyJpYXQiOjF9", 40101, 401),
+    ("not base64url", "eyJ!.eyJ.sig", 40101, 401),
+    ("header not JSON", f"{_b64(b'nope')}.{_b64(b'{}')}.sig", 40101, 401),
+    ("header a JSON array", f"{_b64(b'[1]')}.{_b64(b'{}')}.sig", 40101, 401),
+    ("unknown opaque token", "sbxtok_never-issued", 40101, 401),
+    ("invalid-token", "invalid-token", 40101, 401),
+    ("a made-up Ably token", "Sdnurv_some_invalid_token_nkds9r7", 40101, 401),
     ("empty token", "", 40101, 401),
 ]
 
@@ -208,3 +211,45 @@ class TestRevocation:
         with pytest.raises(AuthServerError) as caught:
             RevocationTarget.parse(target)
         assert caught.value.code == 40000
+
+
+class TestEmbeddedToken:
+    """An app's own JWT carrying an Ably token in ``x-ably-token`` (Ably JWT docs "Embedded token")."""
+
+    APP_HEADER = {"alg": "HS256", "typ": "JWT"}
+
+    def outer(self, inner: str, *, exp: float, in_claims: bool = False) -> str:
+        # Signed with the app's own secret, which Ably (and the sandbox) does not know.
+        if in_claims:
+            return forge(self.APP_HEADER, {"exp": exp, "x-ably-token": inner, "sub": "app-user"}, secret="app-only")
+        return forge({**self.APP_HEADER, "x-ably-token": inner}, {"exp": exp, "sub": "app-user"}, secret="app-only")
+
+    @pytest.mark.parametrize("in_claims", [False, True], ids=["JOSE header", "claim"])
+    def test_an_embedded_ably_jwt_is_judged_and_grants_what_it_carries(self, in_claims: bool) -> None:
+        judge = make_judge()[0]
+        inner = forge(HEADER, claims())
+        grant = judge.judge(self.outer(inner, exp=NOW + 600, in_claims=in_claims), now_ms=NOW_MS)
+        assert grant == judge.judge(inner, now_ms=NOW_MS)
+
+    def test_an_embedded_opaque_token_is_accepted(self) -> None:
+        judge, issued, _ = make_judge()
+        grant = Grant("token", KEY.name, Capability.all(), "user-1", NOW_MS, NOW_MS + 60_000)
+        inner = issued.add(grant, now_ms=NOW_MS)
+        assert judge.judge(self.outer(inner, exp=NOW + 30), now_ms=NOW_MS) == grant
+
+    def test_an_outer_exp_later_than_the_inner_expiry_is_refused(self) -> None:
+        inner = forge(HEADER, claims(exp=NOW + 60))
+        with pytest.raises(AuthServerError) as caught:
+            make_judge()[0].judge(self.outer(inner, exp=NOW + 61), now_ms=NOW_MS)
+        assert caught.value.code == 40144
+
+    def test_a_bad_inner_token_keeps_its_own_code(self) -> None:
+        judge = make_judge()[0]
+        expired = forge(HEADER, claims(iat=NOW - 120, exp=NOW - 60))
+        forged = forge(HEADER, claims(), secret="not-the-key")
+        codes = []
+        for inner in (expired, forged, "invalid-token"):
+            with pytest.raises(AuthServerError) as caught:
+                judge.judge(self.outer(inner, exp=NOW - 61), now_ms=NOW_MS)
+            codes.append(caught.value.code)
+        assert codes == [40142, 40101, 40101]

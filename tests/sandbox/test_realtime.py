@@ -38,7 +38,9 @@ from .wire import (
 from helpers import FakeClock
 
 SUBSCRIBE_MODES = (1 << 18) | (1 << 19)
-DEFAULT_MODES = (1 << 16) | (1 << 17) | SUBSCRIBE_MODES
+ANNOTATION_PUBLISH = 1 << 21
+#: presence, publish, subscribe, presence_subscribe and (Ably's newer default) annotation_publish
+DEFAULT_MODES = (1 << 16) | (1 << 17) | SUBSCRIBE_MODES | ANNOTATION_PUBLISH
 HAS_PRESENCE, RESUMED = 1, 4
 
 
@@ -96,18 +98,20 @@ class TestConnect:
     @pytest.mark.parametrize(
         ("params", "code"),
         [
+            # Built inside the test (a lambda), never at collection: a token made then could expire
+            # before the test runs when earlier tests are slow.
             (lambda: {"access_token": jwt_for(now=time.time() - 120, lifetime=60)}, 40142),
             (lambda: {"access_token": jwt_for(client_id="alice"), "clientId": "bob"}, 40102),
-            (lambda: {"access_token": "garbage"}, 40144),
+            (lambda: {"access_token": "garbage"}, 40101),
+            (lambda: {"access_token": "Sdnurv_some_invalid_token_nkds9r7"}, 40101),
             (lambda: {"key": f"{KEY.name}:wrong"}, 40101),
             (dict, 40101),
         ],
-        ids=["expired token", "clientId mismatch", "malformed token", "wrong key", "no credentials"],
+        ids=["expired token", "clientId mismatch", "not a token", "made-up Ably token", "wrong key", "no credentials"],
     )
     def test_refused_connections_get_error_and_close(
         self, stack: Stack, params: Callable[[], dict[str, str]], code: int
     ) -> None:
-        # NOTE: the tokens are made when the test runs, not at collection (they live 60 s).
         with Wire(stack.sandbox.ws, **params()) as wire:
             frame = wire.recv()
             assert frame["action"] == ERROR
@@ -163,6 +167,33 @@ class TestChannels:
             wire.connected()
             assert wire.attach(room(), params={"modes": "subscribe"})["flags"] == 1 << 18
 
+    def test_params_modes_wins_over_mode_flags(self, stack: Stack) -> None:
+        """ably-js channel.test.js attachWithChannelParamsModesAndChannelModes: flags ignored if params.modes."""
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            attached = wire.attach(room(), params={"modes": "presence,subscribe"}, flags=(1 << 17) | (1 << 19))
+        assert attached["flags"] == (1 << 16) | (1 << 18)
+
+    def test_only_params_ably_recognises_are_echoed(self, stack: Stack) -> None:
+        """ably-js channel.test.js attachWithInvalidChannelParams: an unknown param ends up dropped."""
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            attached = wire.attach(room(), params={"delta": "vcdiff", "nonexistent": "foo"})
+            bare = wire.attach(room(), params={"nonexistent": "foo"})
+        assert attached["params"] == {"delta": "vcdiff"}
+        assert "params" not in bare
+
+    @pytest.mark.parametrize("name", [":hell", "::", "a::b", "room:"])
+    def test_channel_names_with_empty_segments_are_refused_40010(self, stack: Stack, name: str) -> None:
+        """ably-js channel.test.js channelattachinvalid: ATTACH to ':hell' fails the channel with 40010."""
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            frame = wire.attach(name)
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "x"}]})
+            nack = wire.expect(NACK)
+        assert (frame["action"], frame["error"]["code"]) == (ERROR, 40010)
+        assert nack["error"]["code"] == 40010
+
     def test_detach_is_answered_with_detached(self, stack: Stack) -> None:
         name = room()
         with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
@@ -214,6 +245,48 @@ class TestPublish:
             wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "x"}]})
             nack = wire.expect(NACK)
         assert (nack["msgSerial"], nack["count"], nack["error"]["code"]) == (0, 1, 40160)
+
+    def test_a_mode_not_requested_at_attach_is_nacked_40160(self, stack: Stack) -> None:
+        """ably-js channel.test.js checkCantPublish / checkCantEnterPresence expect 40160."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="m")) as wire:
+            wire.connected()
+            wire.attach(name, params={"modes": "subscribe"})
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "x"}]})
+            wire.send({"action": PRESENCE, "channel": name, "msgSerial": 1, "presence": [{"action": 2}]})
+            nacks = [wire.expect(NACK)["error"]["code"] for _ in range(2)]
+        assert nacks == [40160, 40160]
+
+    def test_the_senders_echo_arrives_before_its_ack(self, stack: Stack) -> None:
+        """As on Ably (ably-spec 8.5): MESSAGE and PRESENCE echo first, then ACK."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="echoer")) as wire:
+            wire.connected()
+            wire.attach(name)
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "x"}]})
+            first = wire.expect_any({MESSAGE, ACK})
+            wire.expect(ACK)
+            wire.send({"action": PRESENCE, "channel": name, "msgSerial": 1, "presence": [{"action": 2}]})
+            presence_first = wire.expect_any({PRESENCE, ACK})
+        assert (first["action"], presence_first["action"]) == (MESSAGE, PRESENCE)
+
+    def test_a_client_supplied_id_published_three_times_is_delivered_once(self, stack: Stack) -> None:
+        """Idempotent publishing (RSL1k, RTL6a1): every publish is ACKed, the message arrives once."""
+        name = room()
+        with (
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as publisher,
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as subscriber,
+        ):
+            publisher.connected()
+            subscriber.connected()
+            subscriber.attach(name)
+            for serial in range(3):
+                message = {"id": "client-chosen:0", "data": f"try-{serial}"}
+                publisher.send({"action": MESSAGE, "channel": name, "msgSerial": serial, "messages": [message]})
+                assert publisher.expect(ACK)["msgSerial"] == serial
+            publisher.send({"action": MESSAGE, "channel": name, "msgSerial": 3, "messages": [{"data": "next"}]})
+            delivered = [subscriber.expect(MESSAGE)["messages"][0]["data"] for _ in range(2)]
+        assert delivered == ["try-0", "next"]
 
     def test_publish_with_someone_elses_client_id_is_nacked_40012(self, stack: Stack) -> None:
         with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as wire:
@@ -272,8 +345,8 @@ class TestPresence:
             bob.connected()
             alice.attach(name)
             alice.send({"action": PRESENCE, "channel": name, "msgSerial": 0, "presence": [{"action": 2, "data": "hi"}]})
+            entered = alice.expect(PRESENCE)["presence"][0]  # the echo comes before the ACK
             assert alice.expect(ACK)["msgSerial"] == 0
-            entered = alice.expect(PRESENCE)["presence"][0]
             assert (entered["action"], entered["clientId"], entered["id"]) == (2, "alice", f"{alice_id}:0:0")
 
             attached = bob.attach(name)
@@ -312,6 +385,32 @@ class TestPresence:
                 dropper.expect(ACK)
             assert watcher.expect(PRESENCE)["presence"][0]["action"] == 2
             assert watcher.expect(PRESENCE, timeout=3)["presence"][0]["action"] == 3
+
+    def test_presence_history_holds_enter_update_and_leave(self, stack: Stack) -> None:
+        """RSP4: GET /channels/{ch}/presence/history, newest first, paged like message history."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as alice:
+            alice.connected()
+            for serial, (action, data) in enumerate([(2, "in"), (4, "busy"), (3, "out")]):
+                alice.send(
+                    {
+                        "action": PRESENCE,
+                        "channel": name,
+                        "msgSerial": serial,
+                        "presence": [{"action": action, "data": data}],
+                    }
+                )
+                alice.expect(ACK)
+        url, auth = f"{stack.sandbox.http}/channels/{name}/presence/history", (KEY.name, KEY.secret)
+        events = httpx.get(url, auth=auth, timeout=5).json()
+        forwards = httpx.get(url, params={"direction": "forwards", "limit": 2}, auth=auth, timeout=5)
+        assert [(e["action"], e["clientId"], e["data"]) for e in events] == [
+            (3, "alice", "out"),
+            (4, "alice", "busy"),
+            (2, "alice", "in"),
+        ]
+        assert [e["data"] for e in forwards.json()] == ["in", "busy"]
+        assert 'rel="next"' in forwards.headers["link"]
 
     def test_rest_presence_lists_the_members_entered_over_realtime(self, stack: Stack) -> None:
         name = room()
@@ -372,22 +471,48 @@ class TestResume:
 
 
 class TestTokenLifecycle:
-    def test_auth_arrives_ahead_of_expiry_and_reauth_keeps_the_connection(self, stack: Stack) -> None:
-        issued_at, lifetime = int(time.time()), 6
+    def test_auth_arrives_30_s_before_expiry_and_reauth_keeps_the_connection(self, stack: Stack) -> None:
+        """RTN22: Ably sends AUTH about 30 s before expiry; a 33 s token is prompted 3 s after issue."""
+        issued_at, lifetime = int(time.time()), 33
         expires_at = issued_at + lifetime
         token = jwt_for(client_id="renewer", lifetime=lifetime, now=issued_at)
         with Wire(stack.sandbox.ws, access_token=token) as wire:
             connection_id = wire.connected()["connectionId"]
-            assert wire.expect(AUTH, timeout=lifetime + 2) == {"action": AUTH}
-            # the lead is ttl/2 for short tokens: AUTH comes 3 s ahead of expiry (2 s of that are slack)
-            assert time.time() < expires_at - 1
+            assert wire.expect(AUTH, timeout=lifetime - 25) == {"action": AUTH}
+            assert time.time() >= expires_at - 30 - 0.1  # not earlier than Ably's 30 s lead
             wire.send({"action": AUTH, "auth": {"accessToken": jwt_for(client_id="renewer", lifetime=60)}})
             again = wire.connected()
             assert again["connectionId"] == connection_id
-            # the old expiry passes and no longer applies
-            wire.send({"action": HEARTBEAT, "id": "still-here"})
-            with pytest.raises(TimeoutError):
-                wire.expect(DISCONNECTED, timeout=expires_at + 1.5 - time.time())
+
+    def test_a_token_shorter_than_the_lead_gets_no_auth_only_40142_at_expiry(self, stack: Stack) -> None:
+        """Ably prompts no token that lives under 30 s (ably-js ``auth_token_expires``): it just expires."""
+        issued_at, lifetime = int(time.time()), 3
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="short", lifetime=lifetime, now=issued_at)) as wire:
+            wire.connected()
+            frame = wire.expect_any({AUTH, DISCONNECTED}, timeout=lifetime + 5)
+        assert (frame["action"], frame["error"]["code"]) == (DISCONNECTED, 40142)
+
+    def test_the_short_token_prompt_is_an_opt_in_deviation(self) -> None:
+        with run_stack(SandboxLimits(short_token_prompts=True)) as fast:
+            issued_at, lifetime = int(time.time()), 4
+            with Wire(fast.sandbox.ws, access_token=jwt_for(lifetime=lifetime, now=issued_at)) as wire:
+                wire.connected()
+                assert wire.expect_any({AUTH, DISCONNECTED}, timeout=lifetime + 2) == {"action": AUTH}
+                assert time.time() < issued_at + lifetime - 1
+
+    def test_a_capability_upgrade_by_auth_widens_the_attach_modes(self, stack: Stack) -> None:
+        """Subscribe-only, then AUTH with publish too: the attached channel may now publish (ably-spec 8.5)."""
+        name = room()
+        with Wire(
+            stack.sandbox.ws, access_token=jwt_for(client_id="up", capability=f'{{"{name}":["subscribe"]}}')
+        ) as wire:
+            wire.connected()
+            assert wire.attach(name)["flags"] == SUBSCRIBE_MODES
+            upgraded = jwt_for(client_id="up", capability=f'{{"{name}":["subscribe","publish"]}}')
+            wire.send({"action": AUTH, "auth": {"accessToken": upgraded}})
+            wire.connected()
+            wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": [{"data": "now allowed"}]})
+            assert wire.expect_any({ACK, NACK})["action"] == ACK
 
     def test_reauth_with_another_client_id_is_refused_40102(self, stack: Stack) -> None:
         with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as wire:
@@ -640,3 +765,66 @@ def test_a_client_that_stops_reading_is_dropped_and_frees_its_connection_slot() 
                     assert time.monotonic() < deadline, "the deaf client still holds its connection slot"
         finally:
             deaf.close()
+
+
+class TestRecoveryAndReplay:
+    def test_rewind_replays_recent_history_after_attached(self, stack: Stack) -> None:
+        """The ``rewind`` channel param: the last N messages (or a duration's worth) after ATTACHED."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            for serial in range(3):
+                wire.send({"action": MESSAGE, "channel": name, "msgSerial": serial, "messages": [{"data": serial}]})
+                wire.expect(ACK)
+        with (
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as late,
+            Wire(stack.sandbox.ws, access_token=jwt_for()) as timed,
+        ):
+            late.connected()
+            timed.connected()
+            assert late.attach(name, params={"rewind": "2"})["params"] == {"rewind": "2"}
+            replayed = [late.expect(MESSAGE)["messages"][0]["data"] for _ in range(2)]
+            timed.attach(name, params={"rewind": "1m"})
+            all_of_the_last_minute = [timed.expect(MESSAGE)["messages"][0]["data"] for _ in range(3)]
+            bad = late.attach(room(), params={"rewind": "forever"})
+        assert replayed == [1, 2]
+        assert all_of_the_last_minute == [0, 1, 2]
+        assert (bad["action"], bad["error"]["code"]) == (ERROR, 40000)
+
+    def test_a_client_requested_sync_sends_the_members_again(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="alice")) as alice:
+            alice.connected()
+            alice.attach(name)
+            alice.send({"action": PRESENCE, "channel": name, "msgSerial": 0, "presence": [{"action": 2, "data": "hi"}]})
+            alice.expect(ACK)
+            alice.send({"action": SYNC, "channel": name})
+            sync = alice.expect(SYNC)
+            alice.send({"action": SYNC, "channel": room()})
+            refused = alice.expect(ERROR)
+        assert [(m["clientId"], m["action"]) for m in sync["presence"]] == [("alice", 1)]
+        assert refused["error"]["code"] == 90001
+
+    def test_remain_present_for_shortens_how_long_a_dropped_member_stays(self, stack: Stack) -> None:
+        """``remainPresentFor`` (ms) on the connection: the default 15 s grace is 0.2 s here."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="watcher")) as watcher:
+            watcher.connected()
+            watcher.attach(name)
+            with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="brief"), remainPresentFor="200") as brief:
+                brief.connected()
+                brief.send({"action": PRESENCE, "channel": name, "msgSerial": 0, "presence": [{"action": 2}]})
+                brief.expect(ACK)
+            assert watcher.expect(PRESENCE)["presence"][0]["action"] == 2
+            assert watcher.expect(PRESENCE, timeout=5)["presence"][0]["action"] == 3
+
+    def test_recover_takes_over_the_connection_or_says_80018(self, stack: Stack) -> None:
+        """RTN16: ``recover`` with a live connection's key continues it; an unknown key gets 80018."""
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="r")) as first:
+            frame = first.connected()
+            with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="r"), recover=frame["connectionKey"]) as second:
+                recovered = second.connected()
+        with Wire(stack.sandbox.ws, access_token=jwt_for(), recover="0123456789!feedfacecafe") as third:
+            fresh = third.connected()
+        assert recovered["connectionId"] == frame["connectionId"] and "error" not in recovered
+        assert fresh["error"]["code"] == 80018 and fresh["connectionId"] != "0123456789"

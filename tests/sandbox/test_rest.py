@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,11 @@ def client() -> Iterator[TestClient]:
     )
     with TestClient(app) as test_client:
         yield test_client
+
+
+def rel_links(header: str) -> dict[str, str]:
+    """``Link`` header -> {rel: "messages?..."} (the relative form ably-js parses)."""
+    return {rel: target.removeprefix("./") for target, rel in re.findall(r'<([^>]+)>; rel="(\w+)"', header)}
 
 
 def token(**kwargs: Any) -> str:
@@ -111,11 +117,38 @@ class TestChannels:
         first = client.get("/channels/room:rest/messages?limit=2", headers=headers)
         assert [m["data"] for m in first.json()] == ["m2", "m1"]
         assert all(m["clientId"] == "alice" for m in first.json())
-        link = first.headers["link"]
-        assert link.startswith("<./messages?") and link.endswith('>; rel="next"')
-        rest = client.get("/channels/room:rest/" + link[3 : link.index(">")], headers=headers)
+        links = rel_links(first.headers["link"])
+        assert set(links) == {"first", "current", "next"}
+        rest = client.get("/channels/room:rest/" + links["next"], headers=headers)
         assert [m["data"] for m in rest.json()] == ["m0"]
-        assert "link" not in rest.headers
+        assert set(rel_links(rest.headers["link"])) == {"first", "current"}  # no next: the last page
+        again = client.get("/channels/room:rest/" + rel_links(rest.headers["link"])["first"], headers=headers)
+        assert [m["data"] for m in again.json()] == ["m2", "m1"]
+
+    def test_history_start_and_end_select_a_time_window(self) -> None:
+        """RSL2b1: start and end (ms, inclusive) bound the messages' timestamps."""
+        clock = FakeClock(FIXED_NOW)
+        with TestClient(create_sandbox_app([KEY], clock=clock)) as timed:
+            for i in range(4):
+                timed.post("/channels/times/messages", json={"data": f"t{i}"}, headers=basic())
+                clock.advance(1)
+            start, end = int(FIXED_NOW * 1000) + 1000, int(FIXED_NOW * 1000) + 2000
+            window = timed.get(f"/channels/times/messages?start={start}&end={end}", headers=basic())
+            after = timed.get(f"/channels/times/messages?start={start + 1}&direction=forwards", headers=basic())
+            assert [m["data"] for m in window.json()] == ["t2", "t1"]
+            assert [m["data"] for m in after.json()] == ["t2", "t3"]
+            assert f"start={start}" in rel_links(window.headers["link"])["current"]
+            bad = timed.get(f"/channels/times/messages?start={end}&end={start}", headers=basic())
+            assert (bad.status_code, bad.json()["error"]["code"]) == (400, 40003)
+
+    def test_from_serial_limits_history_to_what_was_published_up_to_it(self, client: TestClient) -> None:
+        """untilAttach: ably-js sends the attach serial as fromSerial (RTL10b)."""
+        client.post("/channels/until/messages", json={"data": "before"}, headers=basic())
+        channel = client.app.state.sandbox.channels.get("until")  # type: ignore[attr-defined]
+        attach_serial = channel.serial
+        client.post("/channels/until/messages", json={"data": "after"}, headers=basic())
+        response = client.get(f"/channels/until/messages?fromSerial={attach_serial}", headers=basic())
+        assert [m["data"] for m in response.json()] == ["before"]
 
     def test_history_forwards(self, client: TestClient) -> None:
         headers = basic()
@@ -170,9 +203,11 @@ class TestAuthErrors:
             ({}, 40101),
             (basic(f"{KEY.name}:wrong"), 40101),
             (bearer(jwt_for(now=FIXED_NOW - 100, lifetime=10)), 40142),
-            (bearer("not-a-token"), 40144),
+            (bearer("not-a-token"), 40101),
+            (bearer("invalid-token", raw=True), 40101),
+            (bearer(jwt_for(now=FIXED_NOW - 1, key=OTHER_KEY).rsplit(".", 1)[0] + ".forged"), 40101),
         ],
-        ids=["no credentials", "wrong key secret", "expired token", "garbage token"],
+        ids=["no credentials", "wrong key secret", "expired token", "not a token", "raw not a token", "bad signature"],
     )
     def test_rest_requests_are_judged_like_realtime(
         self, client: TestClient, headers: dict[str, str], code: int
@@ -182,10 +217,20 @@ class TestAuthErrors:
         assert response.json()["error"]["code"] == code
         assert response.headers["x-ably-errorcode"] == str(code)
 
-    def test_unknown_route_is_an_ably_error(self, client: TestClient) -> None:
-        response = client.get("/nothing/here")
-        assert response.status_code == 404
-        assert response.json()["error"]["code"] == 40400
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("GET", "/nothing/here"),
+            ("POST", "/nothing/here"),
+            ("GET", f"/keys/{KEY.name}/requestToken"),
+            ("DELETE", "/channels/a/messages"),
+            ("PUT", "/time"),
+        ],
+    )
+    def test_unknown_paths_whatever_the_method_are_404_40400(self, client: TestClient, method: str, path: str) -> None:
+        """Ably answers a method a path does not take like an unknown path (ably-spec 8.5), not 405."""
+        response = client.request(method, path, headers=basic())
+        assert (response.status_code, response.json()["error"]["code"]) == (404, 40400)
 
 
 class TestRevokeTokens:
@@ -343,3 +388,14 @@ class TestRevocationBounds:
                 f"/keys/{KEY.name}/revokeTokens", json={"targets": ["clientId:b"]}, headers=basic()
             )
         assert (later.json()["successCount"], later.json()["failureCount"]) == (1, 0)
+
+
+def test_stats_is_an_empty_well_formed_page_for_any_credential(client: TestClient) -> None:
+    """RSC6: the sandbox keeps no statistics; ably-js's REST JWT tests call stats() to prove a JWT works."""
+    for headers in (basic(), bearer(token())):
+        response = client.get("/stats?unit=hour&limit=10", headers=headers)
+        assert (response.status_code, response.json()) == (200, [])
+        assert set(rel_links(response.headers["link"])) == {"first", "current"}
+    assert client.get("/stats").json()["error"]["code"] == 40101
+    assert client.get("/stats", headers=bearer("invalid-token", raw=True)).json()["error"]["code"] == 40101
+    assert client.get("/stats?unit=week", headers=basic()).json()["error"]["code"] == 40003

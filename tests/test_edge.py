@@ -1,0 +1,245 @@
+"""The edge of the app: forwarding headers believed only from trusted proxies (and what that means
+for the login throttle), the Host check, no redirect built from Host, no-cache on every error, the
+request id."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from authserver.app import create_app
+from authserver.forwarding import real_client
+from authserver.identity.passwords import Passwords
+
+from conftest import SettingsFactory
+from helpers import AUTHSERVER, FakeClock
+
+NO_CACHE = "private, no-cache, no-store, must-revalidate"
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(make_settings: SettingsFactory, clock: FakeClock, fast_passwords: Passwords) -> Iterator[ClientFactory]:
+    """A TestClient whose TCP peer is ``peer``, for an app built from ``env``."""
+    clients: list[TestClient] = []
+
+    def make(peer: str = "203.0.113.5", **env: str) -> TestClient:
+        app = create_app(make_settings(**env), clock=clock, passwords=fast_passwords)
+        client = TestClient(app, base_url="http://testserver", client=(peer, 40000))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def _fail_login(client: TestClient, username: str, forwarded_for: str | None = None) -> int:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for is not None else {}
+    response = client.post("/login", json={"username": username, "password": "wrong guess"}, headers=headers)
+    return response.status_code
+
+
+# -- which address is the client's --------------------------------------------------------------
+
+TRUSTED = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "::1/128")]
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "expected"),
+    [
+        ("203.0.113.5", ["198.51.100.1"], ("203.0.113.5", True)),  # untrusted peer: headers ignored
+        ("10.0.0.2", ["198.51.100.1"], ("198.51.100.1", True)),
+        ("10.0.0.2", ["1.1.1.1, 198.51.100.1"], ("198.51.100.1", True)),  # the client wrote 1.1.1.1
+        ("10.0.0.2", ["1.1.1.1", "198.51.100.1, 10.0.0.9"], ("198.51.100.1", True)),  # two proxies, two headers
+        ("10.0.0.2", ["198.51.100.1:4711"], ("198.51.100.1", True)),
+        ("10.0.0.2", ["[2001:db8::1]:4711"], ("2001:db8::1", True)),
+        ("10.0.0.2", ["10.0.0.7, 10.0.0.8"], ("10.0.0.7", True)),  # all trusted: the left-most
+        ("10.0.0.2", [], ("10.0.0.2", False)),  # a trusted proxy that did not say
+        ("10.0.0.2", ["1.1.1.1, unknown"], ("10.0.0.2", False)),
+    ],
+)
+def test_the_client_is_the_right_most_untrusted_forwarded_address(
+    peer: str, forwarded_for: list[str], expected: tuple[str, bool]
+) -> None:
+    assert real_client(peer, forwarded_for, TRUSTED) == expected
+
+
+def test_forwarding_headers_are_ignored_without_trusted_proxies(make_client: ClientFactory) -> None:
+    """Even from loopback (uvicorn's own default trusts 127.0.0.1)."""
+    client = make_client(peer="127.0.0.1")
+    for i in range(10):
+        assert _fail_login(client, "alice", forwarded_for=f"192.0.2.{i}") == 401
+    assert _fail_login(client, "alice", forwarded_for="192.0.2.200") == 429
+
+
+def test_the_eleventh_failure_is_throttled_however_a_client_behind_a_trusted_proxy_forges_the_header(
+    make_client: ClientFactory,
+) -> None:
+    client = make_client(peer="10.0.0.2", AUTHSERVER_TRUSTED_PROXIES="10.0.0.0/8")
+    # The proxy appends the real address (198.51.100.7); the client writes whatever it likes before it.
+    for i in range(10):
+        assert _fail_login(client, "alice", forwarded_for=f"192.0.2.{i}, 10.0.0.{i}, 198.51.100.7") == 401
+    assert _fail_login(client, "alice", forwarded_for="203.0.113.99, 198.51.100.7") == 429
+    # Another real address is another client.
+    assert _fail_login(client, "alice", forwarded_for="198.51.100.8") == 401
+
+
+def test_a_trusted_proxy_without_forwarding_header_does_not_lock_every_user_out(
+    make_client: ClientFactory, clock: FakeClock
+) -> None:
+    client = make_client(peer="10.0.0.2", AUTHSERVER_TRUSTED_PROXIES="10.0.0.2")
+    app_users = client.app.state.services.users  # type: ignore[attr-defined]
+    app_users.add("bob", "bob's password", role=None, client_id=None, now=clock())
+    for i in range(60):  # more failures than the per-address limit (50), spread over many names
+        assert _fail_login(client, f"guess{i}") == 401
+    for _ in range(10):
+        assert _fail_login(client, "mallory") == 401
+    assert _fail_login(client, "mallory") == 429  # the per-user limit still holds
+    response = client.post("/login", json={"username": "bob", "password": "bob's password"})
+    assert response.status_code == 200
+
+
+def test_the_per_address_limit_holds_for_a_known_address(make_client: ClientFactory) -> None:
+    """For contrast: 50 failures from one real address refuse that address for every name."""
+    client = make_client(peer="10.0.0.2", AUTHSERVER_TRUSTED_PROXIES="10.0.0.2")
+    for i in range(50):
+        assert _fail_login(client, f"guess{i}", forwarded_for="198.51.100.7") == 401
+    assert _fail_login(client, "someone-else", forwarded_for="198.51.100.7") == 429
+    assert _fail_login(client, "someone-else", forwarded_for="198.51.100.8") == 401
+
+
+def test_forwarded_proto_https_from_a_trusted_proxy_makes_the_cookie_secure(make_client: ClientFactory) -> None:
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"}
+    login = {"username": "alice", "password": "any"}
+    trusted = make_client(peer="10.0.0.2", AUTHSERVER_TRUSTED_PROXIES="10.0.0.2", AUTHSERVER_DEMO_LOGIN="true")
+    assert "secure" in trusted.post("/login", json=login, headers=headers).headers["set-cookie"].lower()
+    untrusted = make_client(peer="10.0.0.3", AUTHSERVER_TRUSTED_PROXIES="10.0.0.2", AUTHSERVER_DEMO_LOGIN="true")
+    assert "secure" not in untrusted.post("/login", json=login, headers=headers).headers["set-cookie"].lower()
+
+
+# -- Host ------------------------------------------------------------------------------------------
+
+
+def test_an_unlisted_host_is_refused_with_an_ably_error(make_client: ClientFactory) -> None:
+    client = make_client(AUTHSERVER_ALLOWED_HOSTS="auth.example.com,*.example.org,localhost:8443")
+    for host in ("auth.example.com", "auth.example.com:443", "a.b.example.org", "localhost:8443"):
+        assert client.get("/client-config", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", "example.org", "localhost", "localhost:9000", "auth.example.com.evil"):
+        response = client.get("/client-config", headers={"Host": host})
+        assert response.status_code == 400, host
+        assert response.json()["error"]["code"] == 40000
+        assert response.headers["cache-control"] == NO_CACHE
+
+
+def test_probes_answer_whatever_the_host(make_client: ClientFactory) -> None:
+    client = make_client(AUTHSERVER_ALLOWED_HOSTS="auth.example.com")
+    assert client.get("/healthz", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/auth/", "/healthz/", "/static", "/login/"])
+def test_no_redirect_is_built_from_the_host_header(make_client: ClientFactory, path: str) -> None:
+    client = make_client()
+    response = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.headers["cache-control"] == NO_CACHE
+
+
+def test_every_error_carries_the_no_cache_headers(make_client: ClientFactory) -> None:
+    client = make_client()
+    answers = [
+        client.get("/nowhere"),
+        client.post("/healthz"),  # 405
+        client.get("/auth"),  # 401
+        client.post("/login", content=b"x" * 20_000, headers={"Content-Type": "application/json"}),  # 413
+        client.get("/static/nothing-here.js"),
+    ]
+    for response in answers:
+        assert response.status_code >= 400
+        assert response.headers["cache-control"] == NO_CACHE, response.request.url
+        assert response.headers["pragma"] == "no-cache"
+        assert response.headers["expires"] == "0"
+
+
+# -- request id ------------------------------------------------------------------------------------
+
+
+def test_a_safe_request_id_is_echoed_and_anything_else_replaced(make_client: ClientFactory) -> None:
+    client = make_client()
+    assert client.get("/healthz", headers={"X-Request-ID": "req-42.a:b_c"}).headers["x-request-id"] == "req-42.a:b_c"
+    generated = client.get("/healthz").headers["x-request-id"]
+    assert len(generated) == 32 and generated.isalnum()
+    for unsafe in ("a" * 65, "has space", "new\\nline", "<script>"):
+        echoed = client.get("/healthz", headers={"X-Request-ID": unsafe}).headers["x-request-id"]
+        assert echoed != unsafe and len(echoed) == 32
+    assert client.get("/healthz").headers["x-request-id"] != generated
+
+
+# -- settings --------------------------------------------------------------------------------------
+
+
+def test_check_refuses_bad_edge_settings_naming_each(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AUTHSERVER_LOG_FORMAT": "xml",
+        "AUTHSERVER_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local",
+        "AUTHSERVER_ALLOWED_HOSTS": "auth.example.com, bad host",
+        "AUTHSERVER_HEADER_TIMEOUT": "0",
+        "AUTHSERVER_BODY_TIMEOUT": "ten",
+        "AUTHSERVER_MAX_CONNECTIONS": "-1",
+        "AUTHSERVER_MAX_HEADER_BYTES": "100",
+    }
+    result = subprocess.run([AUTHSERVER, "check"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3
+    for name in (
+        "AUTHSERVER_LOG_FORMAT: 'xml' is not one of text, json",
+        "AUTHSERVER_TRUSTED_PROXIES: 'proxy.local' is not an IP address or CIDR network",
+        "AUTHSERVER_ALLOWED_HOSTS: 'bad host' is not a host name",
+        "AUTHSERVER_HEADER_TIMEOUT: 0 is outside 1..300",
+        "AUTHSERVER_BODY_TIMEOUT: 'ten' is not a whole number",
+        "AUTHSERVER_MAX_CONNECTIONS: -1 is outside",
+        "AUTHSERVER_MAX_HEADER_BYTES: 100 is outside 1024..1048576",
+    ):
+        assert name in result.stderr
+
+
+def test_edge_settings_are_read(make_settings: SettingsFactory) -> None:
+    settings = make_settings(
+        AUTHSERVER_LOG_FORMAT="JSON",
+        AUTHSERVER_TRUSTED_PROXIES="10.0.0.1, 192.168.0.0/16 ,::1",
+        AUTHSERVER_ALLOWED_HOSTS="Auth.Example.com,*.example.org,localhost:8443,[::1]:8000",
+        AUTHSERVER_HEADER_TIMEOUT="5",
+        AUTHSERVER_MAX_CONNECTIONS="500",
+    )
+    assert settings.log_format == "json"
+    assert settings.trusted_proxies == ("10.0.0.1/32", "192.168.0.0/16", "::1/128")
+    assert settings.allowed_hosts == ("auth.example.com", "*.example.org", "localhost:8443", "[::1]:8000")
+    assert (settings.header_timeout, settings.body_timeout, settings.max_connections) == (5.0, 10.0, 500)
+    assert settings.max_header_bytes == 16 * 1024
+    defaults = make_settings()
+    assert (defaults.log_format, defaults.trusted_proxies, defaults.allowed_hosts) == ("text", (), ())
+
+
+def test_check_shows_the_edge_settings_and_warns_about_trusting_everyone(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AUTHSERVER_TRUSTED_PROXIES": "0.0.0.0/0",
+        "AUTHSERVER_ALLOWED_HOSTS": "auth.example.com",
+        "AUTHSERVER_MAX_CONNECTIONS": "300",
+    }
+    result = subprocess.run([AUTHSERVER, "check"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "  trusted proxies: 0.0.0.0/0\n" in result.stdout
+    assert "  allowed hosts: auth.example.com\n" in result.stdout
+    assert "  connections: at most 300 open, headers within 10s and 16384 bytes, bodies within 10s\n" in result.stdout
+    assert "WARNING: AUTHSERVER_TRUSTED_PROXIES trusts every address" in result.stdout

@@ -1,0 +1,146 @@
+"""Logs: JSON lines from a real ``authserver serve`` (uvicorn's own included), audit lines for every
+token issued or refused, never a secret; and the rate limiter for what a client can provoke."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from starlette.requests import Request
+from test_metrics import value
+
+from authserver.app import _domain_error
+from authserver.errors import UnavailableError
+from authserver.logs import LogLimiter, RequestIdFilter, TextFormatter, request_id
+
+from helpers import API_KEY, AUTHSERVER, KEY_SECRET, SESSION_SECRET, FakeClock, running_authserver
+
+PASSWORD = "correct horse battery staple 42"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "ABLY_API_KEY": API_KEY,
+        "SESSION_SECRET": SESSION_SECRET,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/authserver.db",
+        "AUTHSERVER_PORT": "0",
+        "AUTHSERVER_LOG_FORMAT": "json",
+        "AUTHSERVER_LOG_LEVEL": "debug",
+    }
+
+
+def test_a_run_with_logins_and_tokens_logs_json_audit_lines_and_no_secret(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    subprocess.run(
+        [AUTHSERVER, "users", "add", "alice"], input=f"{PASSWORD}\n{PASSWORD}\n", env=env, cwd=tmp_path,
+        check=True, timeout=60, capture_output=True, text=True,
+    )  # fmt: skip
+    log = tmp_path / "serve.log"
+    secrets = {PASSWORD, KEY_SECRET, SESSION_SECRET}
+    with running_authserver(["serve"], env=env, cwd=tmp_path, log=log) as served:
+        with httpx.Client(base_url=served.url, timeout=10) as client:
+            assert client.post("/login", json={"username": "alice", "password": "wrong " + PASSWORD}).status_code == 401
+            login = client.post(
+                "/login", json={"username": "alice", "password": PASSWORD}, headers={"X-Request-ID": "login-1"}
+            )
+            assert login.status_code == 200
+            secrets.add(client.cookies["authserver_session"])
+            details = client.get("/auth", headers={"X-Request-ID": "auth-1"})
+            secrets.add(details.json()["token"])
+            secrets.add(client.get("/auth", params={"format": "jwt"}).text)
+            secrets.add(client.post("/auth", data={"format": "tokenrequest"}).json()["mac"])
+            assert client.get("/auth", params={"clientId": "bob"}).status_code == 403
+            assert client.post("/logout").status_code == 200
+            assert client.get("/auth").status_code == 401
+            metrics = client.get("/metrics").text
+        # uvicorn runs with forwarding headers off: loopback's X-Forwarded-For is not believed.
+        with httpx.Client(base_url=served.url, timeout=10) as client:
+            guess = {"username": "carol", "password": "nope"}
+            codes = [
+                client.post("/login", json=guess, headers={"X-Forwarded-For": f"192.0.2.{i}"}).status_code
+                for i in range(11)
+            ]
+        assert codes == [401] * 10 + [429]
+    text = log.read_text(encoding="utf-8")
+    for secret in secrets:
+        assert secret not in text
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is one JSON object
+    for entry in entries:
+        assert {"time", "level", "logger", "message"} <= entry.keys()
+    assert any(e["logger"].startswith("uvicorn") for e in entries)
+    issued = [e for e in entries if e.get("event") == "token_issued"]
+    assert sorted(e["format"] for e in issued) == ["details", "jwt", "tokenrequest"]
+    first = next(e for e in issued if e["requestId"] == "auth-1")
+    assert first["clientId"] == "alice" and first["role"] == "user" and first["source"] == "account"
+    assert first["ttl"] == 3600 and "chat:*" in json.loads(first["capability"])
+    refused = [e for e in entries if e.get("event") == "token_refused"]
+    assert sorted(e["code"] for e in refused) == [40101, 40102]
+    assert all(e["requestId"] for e in refused)
+    assert any(e.get("requestId") == "login-1" and "login:" in e["message"] for e in entries)
+    # The service's own /metrics (multiprocess mode, as serve sets it up) counted the same run.
+    assert value(metrics, "authserver_tokens_issued_total", format="jwt", source="account") == 1
+    assert value(metrics, "authserver_logins_total", outcome="success") == 1
+
+
+def test_text_logs_name_the_request_too() -> None:
+    token = request_id.set("abc123")
+    try:
+        record = logging.LogRecord("authserver", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+        RequestIdFilter().filter(record)
+    finally:
+        request_id.reset(token)
+    assert TextFormatter().format(record).endswith("INFO    authserver: hello world [request abc123]")
+
+
+def test_the_log_limiter_lets_a_burst_through_then_counts_what_it_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    limiter = LogLimiter(burst=3, interval=60.0, clock=clock)
+    logger = logging.getLogger("authserver.test")
+    with caplog.at_level(logging.WARNING, logger="authserver.test"):
+        results = [limiter.log(logger, logging.WARNING, "disconnect", "gone %d", i) for i in range(10)]
+        assert results == [True] * 3 + [False] * 7
+        assert limiter.log(logger, logging.WARNING, "other", "another kind") is True  # budgets are per kind
+        clock.advance(60)
+        assert limiter.log(logger, logging.WARNING, "disconnect", "gone again") is True
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["gone 0", "gone 1", "gone 2", "another kind", "gone again (7 more like this not logged)"]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_503s_are_logged_as_warnings_a_few_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """The login gate's 503 (UnavailableError) through the app's own error handler."""
+    request = Request({"type": "http", "method": "POST", "path": "/login", "headers": [], "query_string": b""})
+
+    async def flood() -> None:
+        for _ in range(50):
+            response = await _domain_error(request, UnavailableError("too many logins in progress"))
+            assert response.status_code == 503
+
+    with caplog.at_level(logging.DEBUG, logger="authserver"):
+        anyio.run(flood)
+    logged = [r for r in caplog.records if "503 on POST /login" in r.getMessage()]
+    assert 1 <= len(logged) <= 5
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_a_start_up_failure_is_a_json_line_too(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**_env(tmp_path), "AUTHSERVER_PORT": str(taken.getsockname()[1])}
+        result = subprocess.run(
+            [AUTHSERVER, "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 3
+    entries = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert entries[-1]["level"] == "error"
+    assert "cannot listen on 127.0.0.1:" in entries[-1]["message"]

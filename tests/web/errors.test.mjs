@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import {
+  describe,
+  explain,
+  isSessionEnded,
+  isTokenError,
+  loginFailure,
+  plainWords,
+  sessionEndedText,
+} from '../../web/lib/errors.js';
+
+// What ably-js reports when the authUrl refuses (ConnectionManager.actOnErrorFromAuthorize): 80019
+// wrapping the service's own error.
+const wrapped = (cause, statusCode = 401) => ({
+  code: 80019,
+  statusCode,
+  message: 'Client configured authentication provider request failed',
+  cause,
+});
+
+test('every code of the README client contract has plain words', () => {
+  for (const code of [40000, 40003, 40009, 40012, 40101, 40102, 40160, 40300, 42910, 50300]) {
+    assert.ok(plainWords(code), `no words for ${code}`);
+  }
+  assert.equal(plainWords(12345), null);
+});
+
+test("a session ended elsewhere shows the service's message, not ably-js's generic 80019", () => {
+  const reason = wrapped({ code: 40101, statusCode: 401, message: 'session has ended; log in again' });
+  assert.deepEqual(explain(reason), { code: 40101, text: 'Session has ended; log in again.' });
+  assert.equal(describe(reason), 'Session has ended; log in again. (40101)');
+  assert.ok(!describe(reason).includes('80019'));
+  assert.ok(isSessionEnded(reason));
+});
+
+test('a disabled account reads as one plain sentence', () => {
+  const reason = wrapped({ code: 40300, statusCode: 403, message: 'account is disabled' }, 403);
+  assert.equal(describe(reason), 'Account is disabled. (40300)');
+  assert.ok(!isSessionEnded(reason));
+});
+
+test('an error straight from Ably gets the plain words for its code', () => {
+  const nack = { code: 40160, statusCode: 401, message: 'Operation not permitted with provided capability' };
+  assert.equal(describe(nack), 'Not allowed: your token does not permit this on this channel. (40160)');
+  assert.equal(describe({ code: 99999, message: 'odd thing' }), 'Odd thing. (99999)');
+  assert.equal(describe(null), '');
+});
+
+test('a network failure reaching the authUrl is transient, not the end of the session', () => {
+  assert.ok(!isSessionEnded(wrapped({ code: 40170, statusCode: 401, message: 'network error' })));
+  assert.ok(!isSessionEnded({ code: 80003, message: 'disconnected' }));
+  assert.ok(!isSessionEnded(wrapped(null)));
+});
+
+test('token errors are the 4014x range', () => {
+  assert.ok(isTokenError({ code: 40142 }));
+  assert.ok(isTokenError({ code: 40140 }));
+  assert.ok(!isTokenError({ code: 40150 }));
+  assert.ok(!isTokenError(null));
+});
+
+test('login failures in words: wrong password, throttled, busy, refused origin', () => {
+  assert.equal(loginFailure(401, null), 'Wrong username or password.');
+  const error = (code, message) => ({ error: { code, statusCode: 0, message } });
+  assert.match(loginFailure(429, error(42910, 'too many failed logins')), /^Too many failed logins\. .*\(42910\)$/);
+  assert.match(loginFailure(503, error(50300, 'database is busy')), /busy.*\(50300\)$/);
+  assert.equal(loginFailure(403, error(40300, 'cross-origin login refused')), 'Cross-origin login refused. (40300)');
+  assert.equal(loginFailure(502, null), 'The service answered HTTP 502. Try again.');
+});
+
+test("the end of a session is said in the service's words, framed as the end of the session", () => {
+  const ended = (message) => sessionEndedText(wrapped({ code: 40101, statusCode: 401, message }));
+  assert.equal(ended('session has ended; log in again'), 'Session has ended; log in again. (40101)');
+  assert.equal(ended('session has expired; log in again'), 'Session has expired; log in again. (40101)');
+  assert.equal(ended('not logged in'), 'Your session has ended: not logged in. Log in again. (40101)');
+  assert.equal(
+    ended('account no longer exists; log in again'),
+    'Your session has ended: account no longer exists; log in again. (40101)',
+  );
+  assert.equal(sessionEndedText(null), 'Your session has ended. Log in again.');
+});
