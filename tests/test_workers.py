@@ -199,3 +199,23 @@ def test_development_mode_runs_one_worker_and_says_so(tmp_path: Path) -> None:
         text = log.read_text()
     assert "development mode (embedded sandbox) runs one worker: --workers/AUTHSERVER_WORKERS=3 ignored" in text
     assert pids == {served.process.pid}
+
+
+def test_metrics_sum_across_workers(deployment: Deployment) -> None:
+    cookie = log_in(deployment.url)
+    issued: dict[int, int] = {}
+    deadline = time.monotonic() + 60
+    while len(issued) < WORKERS or sum(issued.values()) < 10:
+        assert time.monotonic() < deadline
+        with httpx.Client(base_url=deployment.url) as client:
+            pid = client.get("/healthz").json()["pid"]
+            assert auth_status(cookie)(client) == 200
+            issued[pid] = issued.get(pid, 0) + 1
+    line = 'authserver_tokens_issued_total{format="details",source="account"}'
+
+    def counted(client: httpx.Client) -> float:
+        found = [ln for ln in client.get("/metrics").text.splitlines() if ln.startswith(line)]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    # every worker's /metrics shows the sum over both workers
+    assert set(per_worker(deployment.url, counted).values()) == {float(sum(issued.values()))}
