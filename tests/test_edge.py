@@ -17,7 +17,7 @@ from authserver.app import create_app
 from authserver.forwarding import real_client
 from authserver.identity.passwords import Passwords
 
-from conftest import SettingsFactory
+from conftest import Blocking, SettingsFactory
 from helpers import AUTHSERVER, FakeClock
 
 NO_CACHE = "private, no-cache, no-store, must-revalidate"
@@ -96,7 +96,7 @@ def test_a_trusted_proxy_without_forwarding_header_does_not_lock_every_user_out(
     make_client: ClientFactory, clock: FakeClock
 ) -> None:
     client = make_client(peer="10.0.0.2", AUTHSERVER_TRUSTED_PROXIES="10.0.0.2")
-    app_users = client.app.state.services.users  # type: ignore[attr-defined]
+    app_users = Blocking(client.app.state.services.users, client)  # type: ignore[attr-defined]
     app_users.add("bob", "bob's password", role=None, client_id=None, now=clock())
     for i in range(60):  # more failures than the per-address limit (50), spread over many names
         assert _fail_login(client, f"guess{i}") == 401

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import authserver.app as app_module
+from authserver.logs import LogLimiter
+
 from conftest import Service, ServiceFactory
 
 
@@ -47,8 +50,10 @@ def test_a_replaced_database_file_is_not_ready(service: Service, tmp_path: Path)
 
 
 def test_a_full_database_is_a_logged_503_not_a_crash(
-    make_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+    make_service: ServiceFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # 503s are logged a few a minute, process-wide: a fresh allowance, whatever earlier tests used up
+    monkeypatch.setattr(app_module, "_limited", LogLimiter(burst=5, interval=60.0))
     service = make_service(AUTHSERVER_DEMO_LOGIN="true")
     storage = service.client.app.state.services.storage  # type: ignore[attr-defined]
     pages = storage.db.query("PRAGMA page_count")[0][0]
