@@ -331,15 +331,28 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.ably_keys:
         # Development mode: sign with the key serve's embedded sandbox accepts (made here if serve has
         # not run yet; serve then uses the same one).
+        expected = development_key_path(settings.database_path)
+        existed = expected is not None and expected.exists()
         key, key_file = development_key(settings.database_path)
         if key_file is None:
             raise ConfigError(["ABLY_API_KEY: needed with an in-memory database (no development key to share)"])
         settings = replace(settings, ably_keys=(key,))
-        print(
-            f"authserver: development mode: signed with the development key {key.name} ({key_file}),"
-            " which the embedded sandbox of `authserver serve` accepts",
-            file=sys.stderr,
-        )
+        if existed:
+            print(
+                f"authserver: development mode: signed with the development key {key.name} ({key_file}),"
+                " which the embedded sandbox of `authserver serve` accepts",
+                file=sys.stderr,
+            )
+        else:
+            # No serve has run with this database (e.g. token started from another directory): a serve
+            # running elsewhere has its own key and would refuse this token, so say so.
+            print(
+                f"authserver: development mode: made a new development key {key.name} in {key_file};"
+                " an `authserver serve` started with the same settings will accept this token, one already"
+                " running from another directory (another database) will not: run token where serve runs,"
+                " or set AUTHSERVER_ENV_FILE",
+                file=sys.stderr,
+            )
     svc = build_services(settings, clock=time.time)
     try:
         identity = _token_identity(svc.users, settings, args.user)

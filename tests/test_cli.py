@@ -321,6 +321,21 @@ def test_token_without_an_api_key_signs_with_the_development_key_serve_uses(cli:
     assert jwt.get_unverified_header(again.out.strip())["kid"] == key.name  # the same key every time
 
 
+def test_token_that_makes_the_development_key_says_a_running_serve_elsewhere_will_refuse_it(
+    cli: Cli, alice: None
+) -> None:
+    # Run from another directory than `serve`, token finds no key beside *its* database and makes one:
+    # a serve already running with another database would refuse the token, so it must not claim otherwise.
+    first = cli("token", "--user", "alice")
+    assert first.code == EXIT_OK, first.err
+    assert "made a new development key" in first.err
+    assert "which the embedded sandbox of `authserver serve` accepts" not in first.err
+    assert str(cli.database) + ".dev-key" in first.err
+    again = cli("token", "--user", "alice")
+    assert "made a new development key" not in again.err
+    assert "which the embedded sandbox of `authserver serve` accepts" in again.err
+
+
 def test_serve_signs_with_the_development_key_token_made(cli: Cli, alice: None) -> None:
     cli("token", "--user", "alice")
     key = read_development_key(Path(f"{cli.database}.dev-key"))
