@@ -70,6 +70,27 @@ test('login failures in words: wrong password, throttled, busy, refused origin',
   assert.equal(loginFailure(502, null), 'The service answered HTTP 502. Try again.');
 });
 
+test("a registered account's name refused under demo login says why, in the service's words", () => {
+  // Demo login does not apply to an account's name (authserver/identity/users.py demo_login): the
+  // service explains it, and "Wrong username or password." would hide that the name is taken.
+  const body = {
+    error: {
+      code: 40101,
+      statusCode: 401,
+      message:
+        "wrong password for 'alice': it is a registered account, so demo login (any password) does not apply to it; use its password or another name",
+    },
+  };
+  const text = loginFailure(401, body);
+  assert.match(text, /^Wrong password for 'alice': it is a registered account, so demo login/);
+  assert.match(text, /\(40101\)$/);
+  // The ordinary refusal stays the one sentence a person expects.
+  assert.equal(
+    loginFailure(401, { error: { code: 40101, statusCode: 401, message: 'invalid username or password' } }),
+    'Wrong username or password.',
+  );
+});
+
 test("the end of a session is said in the service's words, framed as the end of the session", () => {
   const ended = (message) => sessionEndedText(wrapped({ code: 40101, statusCode: 401, message }));
   assert.equal(ended('session has ended; log in again'), 'Session has ended; log in again. (40101)');
