@@ -162,7 +162,8 @@ def _check_lines(settings: Settings) -> list[str]:
     lines.append(f"  token TTL: {settings.token_ttl}s (max {settings.token_max_ttl}s)")
     lines.append(f"  database: {_database_note(settings)}")
     lines.append(f"  policy: {settings.policy_source} (roles: {', '.join(sorted(settings.policy.roles))})")
-    lines.append(f"  ably-js for the page: {_ably_js_note(settings)[1]}")
+    level, note = _ably_js_note(settings)
+    lines.append(f"  {'WARNING: ' if level >= logging.WARNING else ''}ably-js for the page: {note}")
     lines.extend(f"  WARNING: {warning}" for warning in short_ttl_warnings(settings))
     if settings.demo_login:
         lines.append("  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION.")
