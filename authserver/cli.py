@@ -197,7 +197,8 @@ def _check_lines(settings: Settings) -> list[str]:
     workers = 1 if settings.development else settings.workers
     lines.append(f"  workers: {workers}" + (" (development mode: always one)" if settings.development else ""))
     lines.append(f"  policy: {settings.policy_source} (roles: {', '.join(sorted(settings.policy.roles))})")
-    lines.append(f"  ably-js for the page: {_ably_js_note(settings)[1]}")
+    level, note = _ably_js_note(settings)
+    lines.append(f"  {'WARNING: ' if level >= logging.WARNING else ''}ably-js for the page: {note}")
     lines.extend(f"  WARNING: {warning}" for warning in short_ttl_warnings(settings))
     if settings.demo_login:
         lines.append("  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION.")
@@ -547,15 +548,28 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.ably_keys:
         # Development mode: sign with the key serve's embedded sandbox accepts (made here if serve has
         # not run yet; serve then uses the same one).
+        expected = development_key_path(settings.database_path)
+        existed = expected is not None and expected.exists()
         key, key_file = development_key(settings.database_path)
         if key_file is None:
             raise ConfigError(["ABLY_API_KEY: needed with an in-memory database (no development key to share)"])
         settings = replace(settings, ably_keys=(key,))
-        print(
-            f"authserver: development mode: signed with the development key {key.name} ({key_file}),"
-            " which the embedded sandbox of `authserver serve` accepts",
-            file=sys.stderr,
-        )
+        if existed:
+            print(
+                f"authserver: development mode: signed with the development key {key.name} ({key_file}),"
+                " which the embedded sandbox of `authserver serve` accepts",
+                file=sys.stderr,
+            )
+        else:
+            # No serve has run with this database (e.g. token started from another directory): a serve
+            # running elsewhere has its own key and would refuse this token, so say so.
+            print(
+                f"authserver: development mode: made a new development key {key.name} in {key_file};"
+                " an `authserver serve` started with the same settings will accept this token, one already"
+                " running from another directory (another database) will not: run token where serve runs,"
+                " or set AUTHSERVER_ENV_FILE",
+                file=sys.stderr,
+            )
     svc = build_services(settings, clock=time.time)
 
     async def find() -> Identity:

@@ -339,6 +339,21 @@ def test_token_without_an_api_key_signs_with_the_development_key_serve_uses(cli:
     assert jwt.get_unverified_header(again.out.strip())["kid"] == key.name  # the same key every time
 
 
+def test_token_that_makes_the_development_key_says_a_running_serve_elsewhere_will_refuse_it(
+    cli: Cli, alice: None
+) -> None:
+    # Run from another directory than `serve`, token finds no key beside *its* database and makes one:
+    # a serve already running with another database would refuse the token, so it must not claim otherwise.
+    first = cli("token", "--user", "alice")
+    assert first.code == EXIT_OK, first.err
+    assert "made a new development key" in first.err
+    assert "which the embedded sandbox of `authserver serve` accepts" not in first.err
+    assert str(cli.database) + ".dev-key" in first.err
+    again = cli("token", "--user", "alice")
+    assert "made a new development key" not in again.err
+    assert "which the embedded sandbox of `authserver serve` accepts" in again.err
+
+
 def test_serve_signs_with_the_development_key_token_made(cli: Cli, alice: None) -> None:
     cli("token", "--user", "alice")
     key = read_development_key(Path(f"{cli.database}.dev-key"))
@@ -584,10 +599,10 @@ def _fake_ably_js(directory: Path) -> Path:
 @pytest.mark.parametrize(
     ("ably_js", "installed", "says"),
     [
-        (None, True, "the local npm copy in "),
-        (None, False, "Ably's CDN, since there is no local copy in "),
-        ("cdn", True, "Ably's CDN, as ABLY_JS=cdn asks"),
-        ("local", False, "ABLY_JS=local, but there is no ably-js in "),
+        (None, True, "ably-js for the page: the local npm copy in "),
+        # No copy: the CDN, which needs internet; a warning, as serve logs it.
+        (None, False, "WARNING: ably-js for the page: Ably's CDN, since there is no local copy in "),
+        ("cdn", True, "ably-js for the page: Ably's CDN, as ABLY_JS=cdn asks"),
     ],
 )
 def test_check_says_where_the_page_loads_ably_js_from(
@@ -597,7 +612,17 @@ def test_check_says_where_the_page_loads_ably_js_from(
     monkeypatch.setenv("ABLY_JS_PATH", str(path))
     if ably_js:
         monkeypatch.setenv("ABLY_JS", ably_js)
-    assert f"  ably-js for the page: {says}" in cli("check").out
+    assert f"\n  {says}" in cli("check").out
+
+
+def test_check_flags_a_local_ably_js_that_is_missing_as_a_warning(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ABLY_JS=local with no copy: the page cannot load ably-js and "Log in" stays disabled, so check
+    # says it as loudly as serve logs it (a WARNING), not as an ordinary line of an OK report.
+    monkeypatch.setenv("ABLY_JS_PATH", str(tmp_path / "absent"))
+    monkeypatch.setenv("ABLY_JS", "local")
+    assert "  WARNING: ably-js for the page: ABLY_JS=local, but there is no ably-js in " in cli("check").out
 
 
 def test_check_warns_that_short_token_ttls_renew_by_reconnecting_on_real_ably(

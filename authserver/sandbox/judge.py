@@ -25,6 +25,7 @@ lifetime ``exp - iat`` above ``max_token_ttl_ms``                      40003  40
 ``x-ably-revocation-key`` not a string                                 40144  401
 embedded token (``x-ably-token``) whose outer ``exp`` is missing or   40144  401
 later than the inner token's expiry (the inner token is judged as above)
+embedded ``x-ably-token`` that is not a non-empty string               40144  401
 capability ∩ key capability empty                                      40160  401
 revoked (``revokeTokens``, token issued before ``issuedBefore``)       40141  401
 =====================================================================  =====  ======

@@ -374,6 +374,12 @@ def run_keyboard_and_short_token_scenario(page: Page, console: ConsoleLog, servi
     expect(page.get_by_test_id("demo-hint")).to_contain_text("Demo login is on")
     snapshot(page, console, "logged-out-demo")
 
+    # A registered account's name is not free for demo login: the page says why in the service's words
+    # (not "Wrong username or password."), so a newcomer who ran `users add alice` is not left guessing.
+    log_in(page, "not alice's password")
+    expect(page.get_by_test_id("error")).to_contain_text("it is a registered account, so demo login")
+    open_page(page, service)  # a fresh page for the keyboard-only part
+
     # Keyboard only: Tab to each field, Enter to submit.
     page.locator("body").focus()
     page.keyboard.press("Tab")
@@ -422,4 +428,4 @@ def run_keyboard_and_short_token_scenario(page: Page, console: ConsoleLog, servi
     if reconnects:
         log = page.get_by_test_id("event-log")
         expect(log.locator("li", has_text="40142").first).to_be_visible()
-    snapshot(page, console, "short-tokens", phone=True)
+    snapshot(page, console, "short-tokens", [WRONG_PASSWORD], phone=True)

@@ -243,6 +243,23 @@ class TestEmbeddedToken:
             make_judge()[0].judge(self.outer(inner, exp=NOW + 61), now_ms=NOW_MS)
         assert caught.value.code == 40144
 
+    @pytest.mark.parametrize(
+        ("header_token", "outer_claims"),
+        [(5, {"exp": NOW + 30}), ("", {"exp": NOW + 30}), (["a.b.c"], {"exp": NOW + 30}), (None, {"sub": "no exp"})],
+        ids=["a number", "empty", "a list", "outer exp missing"],
+    )
+    def test_an_unusable_embedding_is_an_invalid_jwt_40144(
+        self, header_token: object, outer_claims: dict[str, Any]
+    ) -> None:
+        # The judge.py table: x-ably-token that is not a non-empty string, or an outer JWT without exp.
+        judge = make_judge()[0]
+        inner = forge(HEADER, claims())
+        embedded = inner if header_token is None else header_token
+        token = forge({**self.APP_HEADER, "x-ably-token": embedded}, outer_claims, secret="app-only")
+        with pytest.raises(AuthServerError) as caught:
+            judge.judge(token, now_ms=NOW_MS)
+        assert (caught.value.code, caught.value.status) == (40144, 401)
+
     def test_a_bad_inner_token_keeps_its_own_code(self) -> None:
         judge = make_judge()[0]
         expired = forge(HEADER, claims(iat=NOW - 120, exp=NOW - 60))

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import {
@@ -20,8 +21,24 @@ const wrapped = (cause, statusCode = 401) => ({
   cause,
 });
 
+/** The codes of the README's client-contract table (| status | code(s) | when | what clients do |). */
+function readmeContractCodes() {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const codes = new Set();
+  for (const line of readme.split('\n')) {
+    const cells = line.split('|').map((cell) => cell.trim());
+    if (cells.length < 4 || !/^[45]\d\d$/.test(cells[1])) continue;
+    for (const code of cells[2].match(/\b[45]\d{4}\b/g) || []) codes.add(Number(code));
+  }
+  return [...codes];
+}
+
 test('every code of the README client contract has plain words', () => {
+  const codes = readmeContractCodes();
   for (const code of [40000, 40003, 40009, 40012, 40101, 40102, 40160, 40300, 42910, 50300]) {
+    assert.ok(codes.includes(code), `the README table no longer lists ${code}?`);
+  }
+  for (const code of codes) {
     assert.ok(plainWords(code), `no words for ${code}`);
   }
   assert.equal(plainWords(12345), null);
@@ -68,6 +85,27 @@ test('login failures in words: wrong password, throttled, busy, refused origin',
   assert.match(loginFailure(503, error(50300, 'database is busy')), /busy.*\(50300\)$/);
   assert.equal(loginFailure(403, error(40300, 'cross-origin login refused')), 'Cross-origin login refused. (40300)');
   assert.equal(loginFailure(502, null), 'The service answered HTTP 502. Try again.');
+});
+
+test("a registered account's name refused under demo login says why, in the service's words", () => {
+  // Demo login does not apply to an account's name (authserver/identity/users.py demo_login): the
+  // service explains it, and "Wrong username or password." would hide that the name is taken.
+  const body = {
+    error: {
+      code: 40101,
+      statusCode: 401,
+      message:
+        "wrong password for 'alice': it is a registered account, so demo login (any password) does not apply to it; use its password or another name",
+    },
+  };
+  const text = loginFailure(401, body);
+  assert.match(text, /^Wrong password for 'alice': it is a registered account, so demo login/);
+  assert.match(text, /\(40101\)$/);
+  // The ordinary refusal stays the one sentence a person expects.
+  assert.equal(
+    loginFailure(401, { error: { code: 40101, statusCode: 401, message: 'invalid username or password' } }),
+    'Wrong username or password.',
+  );
 });
 
 test("the end of a session is said in the service's words, framed as the end of the session", () => {

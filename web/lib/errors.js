@@ -100,8 +100,14 @@ export function isTokenError(reason) {
 
 /** What a failed login response means for the person at the keyboard. */
 export function loginFailure(status, body) {
-  if (status === 401) return 'Wrong username or password.';
   const info = body && body.error;
+  if (status === 401) {
+    // The service's own reason when it gives one beyond the usual refusal (e.g. demo login does not
+    // apply to a registered account's name); otherwise the one sentence a person expects.
+    const message = info && typeof info.message === 'string' ? info.message.trim() : '';
+    if (!message || /^invalid username or password\.?$/i.test(message)) return 'Wrong username or password.';
+    return `${sentence(message)} (${typeof info.code === 'number' ? info.code : 40101})`;
+  }
   const code = info && typeof info.code === 'number' ? info.code : null;
   if (code === 42910 || code === 50300) return `${plainWords(code)} (${code})`;
   if (info && info.message) return code ? `${sentence(info.message)} (${code})` : sentence(info.message);
