@@ -21,8 +21,10 @@ from starlette.routing import BaseRoute, Route
 from . import routes
 from .config import Settings, load_settings
 from .errors import AuthServerError, ConfigError
+from .guards import Gate, Throttle
 from .identity import Authenticator
 from .identity.passwords import Passwords
+from .identity.users import outside_policy_problem
 from .middleware import CatchAllMiddleware, SecurityHeadersMiddleware
 from .responses import error_response, exception_response
 from .services import build_services
@@ -49,6 +51,8 @@ def create_app(
     clock: Callable[[], float] = time.time,
     passwords: Passwords | None = None,
     authenticators: tuple[Authenticator, ...] = (),
+    throttle: Throttle | None = None,
+    login_gate: Gate | None = None,
 ) -> Starlette:
     """Build the token service.
 
@@ -56,13 +60,22 @@ def create_app(
     :param clock: seconds since the epoch; tests pass a fake clock.
     :param passwords: the password hasher (tests pass cheaper argon2id parameters).
     :param authenticators: extra identity sources, tried before the session cookie.
+    :param throttle: the failed-login throttle (default: in memory, limits from ``settings``).
+    :param login_gate: bounds concurrent password checks (default: in memory, from ``settings``).
     :raises ConfigError: when the settings have no signing key.
     """
     if settings is None:
         settings = load_settings()
     if not settings.ably_keys:
         raise ConfigError(["ABLY_API_KEY: no key to sign with (authserver serve starts a sandbox key in development)"])
-    services = build_services(settings, clock=clock, passwords=passwords, authenticators=authenticators)
+    services = build_services(
+        settings,
+        clock=clock,
+        passwords=passwords,
+        authenticators=authenticators,
+        throttle=throttle,
+        gate=login_gate,
+    )
 
     app_routes: list[BaseRoute] = [
         Route("/auth", routes.auth, methods=["GET", "POST"]),
@@ -75,8 +88,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        outside = await services.users.outside_policy()
+        if outside:
+            log.warning("%s", outside_policy_problem(outside, settings.policy_source))
         yield
-        services.db.close()
+        await services.storage.close()
 
     app = Starlette(
         routes=app_routes,

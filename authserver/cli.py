@@ -7,6 +7,7 @@ codes in one place (:func:`main`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import logging
@@ -14,23 +15,22 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from . import __version__
 from .capabilities import Capability
 from .config import SETTINGS_HELP, Settings, load_settings, short_ttl_warnings
-from .database import Database
 from .devkey import development_key, development_key_path, read_development_key
-from .errors import AuthServerError, ConfigError, DatabaseError, UserError
+from .errors import AuthServerError, ConfigError, DatabaseError, ForbiddenError, UserError
 from .identity import Identity
 from .identity.passwords import Passwords
-from .identity.users import User, UserStore
+from .identity.users import User, UserStore, account_identity, outside_policy_problem
 from .issuance import TokenParams
 from .logs import configure_logging
-from .services import build_services
+from .services import build_services, open_storage
 from .serving import bind, run_servers, url_host, uvicorn_server
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,29 +193,19 @@ def _database_note(settings: Settings) -> str:
         return "in memory (accounts and sessions end when the service stops)"
     if not Path(path).exists():
         return f"{path} (not there yet: created on first use)"
+
+    async def inspect(users: UserStore) -> tuple[list[User], list[User]]:
+        return await users.list(), await users.outside_policy()
+
     try:
-        store = _user_store(settings)
+        accounts, outside = _with_users(settings, inspect)
     except DatabaseError as exc:
         raise ConfigError([f"DATABASE_URL: {exc.message}"]) from None
-    try:
-        accounts = store.list()
-        outside = store.outside_policy()
     except AuthServerError as exc:
         raise ConfigError([f"DATABASE_URL: {path}: {exc.message}"]) from None
-    finally:
-        store.db.close()
     if outside:
-        raise ConfigError([_outside_policy_problem(outside, settings)])
+        raise ConfigError([outside_policy_problem(outside, settings.policy_source)])
     return f"{path} ({len(accounts)} account(s))"
-
-
-def _outside_policy_problem(outside: Sequence[User], settings: Settings) -> str:
-    names = ", ".join(f"{user.username} (role {user.role!r})" for user in outside)
-    return (
-        f"AUTHSERVER_POLICY: {len(outside)} account(s) have a role the policy ({settings.policy_source}) does not"
-        f" define, so their tokens are refused: {names}; give them a defined role with"
-        " `authserver users set-role NAME ROLE`, or add the role to the policy"
-    )
 
 
 def _ably_js_note(settings: Settings) -> tuple[int, str]:
@@ -273,9 +265,6 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         log.warning("%s", warning)
     try:
         app = create_app(settings)
-        outside = app.state.services.users.outside_policy()
-        if outside:
-            log.warning("%s", _outside_policy_problem(outside, settings))
         sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
     except BaseException:
         for _, bound in servers:  # the sandbox's socket: nothing will serve on it now
@@ -323,8 +312,17 @@ def _key_capabilities(settings: Settings) -> dict[str, Capability] | None:
     return {key.name: settings.key_capability for key in settings.ably_keys}
 
 
-def _user_store(settings: Settings) -> UserStore:
-    return UserStore(Database(settings.database_path), Passwords(), settings.policy)
+def _with_users(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -> T:
+    """Run ``work`` on the accounts of ``settings``' database, opened for it and closed after."""
+
+    async def run() -> T:
+        storage = open_storage(settings)
+        try:
+            return await work(UserStore(storage.users, Passwords(), settings.policy))
+        finally:
+            await storage.close()
+
+    return asyncio.run(run())
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
@@ -341,10 +339,14 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     svc = build_services(settings, clock=time.time)
-    try:
-        identity = _token_identity(svc.users, settings, args.user)
-    finally:
-        svc.db.close()
+
+    async def find() -> Identity:
+        try:
+            return await _token_identity(svc.users, settings, args.user)
+        finally:
+            await svc.storage.close()
+
+    identity = asyncio.run(find())
     if args.ttl is not None and args.ttl <= 0:
         raise UserError("--ttl must be a positive number of seconds")
     params = TokenParams(
@@ -360,18 +362,19 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _token_identity(users: UserStore, settings: Settings, name: str) -> Identity:
+async def _token_identity(users: UserStore, settings: Settings, name: str) -> Identity:
     """The account ``name``; with demo login on, a free name is a demo identity as ``/login`` would give."""
-    user = users.get(name)
+    user = await users.get(name)
     if user is None:
         if not settings.demo_login:
             raise UserError(f"no such user: {name!r}")
-        identity = users.demo_identity(name)
+        identity = await users.demo_identity(name)
         print(f"authserver: no account {name!r}: a demo-login token (role {identity.role})", file=sys.stderr)
         return identity
-    if user.disabled:
-        raise UserError(f"user {name!r} is disabled")
-    return Identity(subject=user.username, client_id=user.client_id, role=user.role)
+    try:
+        return account_identity(user)
+    except ForbiddenError:
+        raise UserError(f"user {name!r} is disabled") from None
 
 
 def _read_password(stdin: TextIO, *, confirm: bool) -> str:
@@ -387,30 +390,33 @@ def _read_password(stdin: TextIO, *, confirm: bool) -> str:
 
 
 def _users(settings: Settings, args: argparse.Namespace, stdin: TextIO) -> int:
-    users = _user_store(settings)
     command = args.users_command
-    if command == "add":
-        user = users.add(
-            args.name, _read_password(stdin, confirm=True), role=args.role, client_id=args.client_id, now=time.time()
-        )
-        print(f"added {user.username} (clientId {user.client_id}, role {user.role})")
-    elif command == "list":
-        rows = users.list()
-        if not rows:
-            print("no users")
-        for user in rows:
-            state = "disabled" if user.disabled else "active"
-            print(f"{user.username}\tclientId={user.client_id}\trole={user.role}\t{state}")
-    elif command == "set-role":
-        users.set_role(args.name, args.role)
-        print(f"{args.name}: role {args.role}")
-    elif command in ("disable", "enable"):
-        users.set_disabled(args.name, command == "disable")
-        print(f"{args.name}: {command}d")
-    elif command == "remove":
-        users.remove(args.name)
-        print(f"removed {args.name}")
-    elif command == "set-password":
-        users.set_password(args.name, _read_password(stdin, confirm=True))
-        print(f"{args.name}: password changed")
+    # Passwords are read before the database is opened (a prompt is no time to hold it).
+    password = _read_password(stdin, confirm=True) if command in ("add", "set-password") else ""
+
+    async def run(users: UserStore) -> None:
+        if command == "add":
+            user = await users.add(args.name, password, role=args.role, client_id=args.client_id, now=time.time())
+            print(f"added {user.username} (clientId {user.client_id}, role {user.role})")
+        elif command == "list":
+            rows = await users.list()
+            if not rows:
+                print("no users")
+            for user in rows:
+                state = "disabled" if user.disabled else "active"
+                print(f"{user.username}\tclientId={user.client_id}\trole={user.role}\t{state}")
+        elif command == "set-role":
+            await users.set_role(args.name, args.role)
+            print(f"{args.name}: role {args.role}")
+        elif command in ("disable", "enable"):
+            await users.set_disabled(args.name, command == "disable")
+            print(f"{args.name}: {command}d")
+        elif command == "remove":
+            await users.remove(args.name)
+            print(f"removed {args.name}")
+        elif command == "set-password":
+            await users.set_password(args.name, password)
+            print(f"{args.name}: password changed")
+
+    _with_users(settings, run)
     return EXIT_OK

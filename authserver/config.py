@@ -69,6 +69,11 @@ SETTINGS_HELP: dict[str, str] = {
     "ABLY_JS": "where the login page loads ably-js from: local (the npm copy; default when installed) or cdn",
     "ABLY_JS_PATH": "directory of the npm ably package (default: .cache/node/node_modules/ably of the checkout)",
     "AUTHSERVER_LOG_LEVEL": "debug, info, warning or error (default info)",
+    "AUTHSERVER_LOGIN_FAILURES": "failed logins allowed per username and address in the window (default 10)",
+    "AUTHSERVER_LOGIN_FAILURES_PER_ADDRESS": "failed logins allowed per address in the window (default 50)",
+    "AUTHSERVER_LOGIN_FAILURE_WINDOW": "the failed-login window in seconds (default 300)",
+    "AUTHSERVER_LOGIN_CONCURRENCY": "password checks run at once per process (default: the CPU count, at least 2)",
+    "AUTHSERVER_LOGIN_QUEUE": "logins that may wait for a password check before 503 (default 64)",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -106,6 +111,11 @@ class Settings:
     ably_js_explicit: bool = False
     ably_js_path: Path = DEFAULT_ABLY_JS_PATH
     log_level: str = "info"
+    login_failures: int = 10
+    login_failures_per_address: int = 50
+    login_failure_window: int = 300
+    login_concurrency: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
+    login_queue: int = 64
     #: No ABLY_API_KEY was configured: development mode, with an embedded sandbox under ``serve``.
     development: bool = False
     #: The ``.env`` file the settings were read from (absolute), or None.
@@ -341,6 +351,11 @@ class _Reader:
             ably_js_explicit=self.raw("ABLY_JS") is not None,
             ably_js_path=ably_js_path,
             log_level=self.choice("AUTHSERVER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            login_failures=self.integer("AUTHSERVER_LOGIN_FAILURES", 10, 1, 1_000_000),
+            login_failures_per_address=self.integer("AUTHSERVER_LOGIN_FAILURES_PER_ADDRESS", 50, 1, 1_000_000),
+            login_failure_window=self.integer("AUTHSERVER_LOGIN_FAILURE_WINDOW", 300, 1, 86400),
+            login_concurrency=self.integer("AUTHSERVER_LOGIN_CONCURRENCY", max(2, os.cpu_count() or 2), 1, 1024),
+            login_queue=self.integer("AUTHSERVER_LOGIN_QUEUE", 64, 0, 100_000),
             development=not production,
             env_file=self.env_file,
         )

@@ -9,11 +9,29 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .errors import RateLimitedError, UnavailableError
 
 T = TypeVar("T")
+
+
+class Throttle(Protocol):
+    """The failed-login throttle as ``/login`` uses it: in memory (one process) or shared (Redis)."""
+
+    async def check(self, username: str, address: str, now: float) -> None:
+        """:raises RateLimitedError: too many recent failures for this username and address, or this address."""
+        ...
+
+    async def failed(self, username: str, address: str, now: float) -> None: ...
+
+    async def succeeded(self, username: str, address: str) -> None: ...
+
+
+class Gate(Protocol):
+    """Bounds concurrent password checks. :raises UnavailableError: (503) when too many wait."""
+
+    async def run(self, call: Callable[[], Awaitable[T]]) -> T: ...
 
 
 class LoginThrottle:
@@ -47,7 +65,7 @@ class LoginThrottle:
         """:raises RateLimitedError: when either limit is reached."""
         for key, limit in self._keys(username, address):
             if self._recent(key, now) >= limit:
-                raise RateLimitedError(f"too many failed logins; try again in {int(self.window // 60)} minutes")
+                raise RateLimitedError(retry_message(self.window))
 
     def failed(self, username: str, address: str, now: float) -> None:
         if len(self._failures) >= self.max_keys:
@@ -57,6 +75,27 @@ class LoginThrottle:
 
     def succeeded(self, username: str, address: str) -> None:
         self._failures.pop((address, username.lower()), None)
+
+
+class MemoryThrottle:
+    """:class:`Throttle` for one process: a :class:`LoginThrottle` behind the async interface."""
+
+    def __init__(self, counts: LoginThrottle | None = None) -> None:
+        self.counts = counts or LoginThrottle()
+
+    async def check(self, username: str, address: str, now: float) -> None:
+        self.counts.check(username, address, now)
+
+    async def failed(self, username: str, address: str, now: float) -> None:
+        self.counts.failed(username, address, now)
+
+    async def succeeded(self, username: str, address: str) -> None:
+        self.counts.succeeded(username, address)
+
+
+def retry_message(window: float) -> str:
+    minutes = max(1, int(window // 60))
+    return f"too many failed logins; try again in {minutes} minute{'s' if minutes != 1 else ''}"
 
 
 class ConcurrencyGate:

@@ -1,7 +1,7 @@
 """Thin endpoints: parse the request, call the domain, map the result. Nothing else.
 
-Database writes and password hashing run in the thread pool; resolving a session only reads, which
-in WAL mode never waits (see :class:`~authserver.database.Database`), so it stays on the loop.
+The storage layer keeps blocking work off the event loop (SQLite writes and password hashing run
+in worker threads, PostgreSQL is awaited); a session resolved moments ago is answered from memory.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import logging
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -115,9 +114,9 @@ def _wants_jwt(accept: str) -> bool:
     return best_jwt > 0 and best_jwt > best_json
 
 
-def _identity(request: Request, svc: Services) -> Identity:
+async def _identity(request: Request, svc: Services) -> Identity:
     credentials = Credentials(cookies=request.cookies, headers=request.headers)
-    identity = authenticate_any(svc.authenticators, credentials, svc.clock())
+    identity = await authenticate_any(svc.authenticators, credentials, svc.clock())
     if identity is None:
         raise NotAuthenticatedError("not logged in", code=40101)
     return identity
@@ -126,7 +125,7 @@ def _identity(request: Request, svc: Services) -> Identity:
 async def auth(request: Request) -> Response:
     """The authUrl: a token for the logged-in caller, in the format the client prefers."""
     svc = services(request)
-    identity = _identity(request, svc)
+    identity = await _identity(request, svc)
     seen = known_params(request.query_params.multi_items(), source="query") if request.scope["query_string"] else {}
     if request.method == "POST":
         # Ably clients merge the authUrl's query with their params, later wins (RSA8c2).
@@ -185,19 +184,19 @@ async def login(request: Request) -> Response:
         raise ForbiddenError("cross-origin login refused")
     username, password = await _login_fields(request)
     address = request.client.host if request.client else "unknown"
-    svc.throttle.check(username, address, svc.clock())
+    await svc.throttle.check(username, address, svc.clock())
     check = svc.users.demo_login if svc.settings.demo_login else svc.users.verify_login
     try:
-        identity = await svc.login_gate.run(lambda: run_in_threadpool(check, username, password))
+        identity = await svc.login_gate.run(lambda: check(username, password))
     except NotAuthenticatedError:
-        svc.throttle.failed(username, address, svc.clock())
+        await svc.throttle.failed(username, address, svc.clock())
         log.info("login refused for a username of %d characters from %s", len(username), address)
         raise
-    svc.throttle.succeeded(username, address)
+    await svc.throttle.succeeded(username, address)
     previous = request.cookies.get(COOKIE_NAME)
     if previous:
-        await run_in_threadpool(svc.sessions.end, previous)  # switching users ends the old session
-    cookie = await run_in_threadpool(svc.sessions.create, identity, svc.clock())
+        await svc.sessions.end(previous)  # switching users ends the old session
+    cookie = await svc.sessions.create(identity, svc.clock())
     log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
     response = json_response({"clientId": identity.client_id, "role": identity.role})
     response.set_cookie(
@@ -216,7 +215,7 @@ async def logout(request: Request) -> Response:
     svc = services(request)
     if not _origin_allowed(request, svc):
         raise ForbiddenError("cross-origin logout refused")
-    await run_in_threadpool(svc.sessions.end, request.cookies.get(COOKIE_NAME))
+    await svc.sessions.end(request.cookies.get(COOKIE_NAME))
     response = json_response({})
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=_secure_cookie(request, svc))
     return response
@@ -242,7 +241,7 @@ async def session(request: Request) -> Response:
         raise BadRequestError(f"channel name must be at most {MAX_CHANNEL_CHARS} characters")
     credentials = Credentials(cookies=request.cookies, headers=request.headers)
     try:
-        identity = authenticate_any(svc.authenticators, credentials, svc.clock())
+        identity = await authenticate_any(svc.authenticators, credentials, svc.clock())
     except (NotAuthenticatedError, ForbiddenError) as exc:
         ended = {"code": exc.code, "message": exc.message}
         return json_response({"loggedIn": False, "demoLogin": demo, "ended": ended})

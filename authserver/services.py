@@ -2,31 +2,54 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import Settings
-from .database import Database
-from .guards import ConcurrencyGate, LoginThrottle
+from .guards import ConcurrencyGate, Gate, LoginThrottle, MemoryThrottle, Throttle
 from .identity import Authenticator
+from .identity.changes import LocalChanges, SessionChanges
 from .identity.passwords import Passwords
 from .identity.sessions import SessionStore
 from .identity.users import UserStore
 from .issuance import Issuer
+from .storage import Storage
+from .storage.sqlite import SqliteStorage
 
 
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    db: Database
+    storage: Storage
     users: UserStore
     sessions: SessionStore
     issuer: Issuer
     authenticators: tuple[Authenticator, ...]
     clock: Callable[[], float]
-    throttle: LoginThrottle
-    login_gate: ConcurrencyGate
+    throttle: Throttle
+    login_gate: Gate
+    changes: SessionChanges
+
+
+def memory_throttle(settings: Settings) -> MemoryThrottle:
+    """The failed-login throttle of one process, with the limits of ``settings``."""
+    return MemoryThrottle(
+        LoginThrottle(
+            per_address=settings.login_failures_per_address,
+            per_user_address=settings.login_failures,
+            window=float(settings.login_failure_window),
+        )
+    )
+
+
+def login_gate(settings: Settings) -> ConcurrencyGate:
+    # argon2id costs 64 MiB and tens of ms per check: a couple per core at once, a short queue.
+    return ConcurrencyGate(slots=settings.login_concurrency, queue=settings.login_queue)
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage engine ``DATABASE_URL`` names. :raises DatabaseError: it cannot be opened."""
+    return SqliteStorage(settings.database_path)
 
 
 def build_services(
@@ -35,11 +58,23 @@ def build_services(
     clock: Callable[[], float],
     passwords: Passwords | None = None,
     authenticators: tuple[Authenticator, ...] = (),
+    storage: Storage | None = None,
+    throttle: Throttle | None = None,
+    gate: Gate | None = None,
+    changes: SessionChanges | None = None,
 ) -> Services:
-    """Wire the domain objects from settings. ``authenticators`` are tried before the session cookie."""
-    db = Database(settings.database_path)
-    users = UserStore(db, passwords or Passwords(), settings.policy)
-    sessions = SessionStore(db, settings.session_secret, ttl=settings.session_ttl, demo_login=settings.demo_login)
+    """Wire the domain objects from settings. ``authenticators`` are tried before the session cookie;
+    the rest default to one process's in-memory versions and the storage ``DATABASE_URL`` names."""
+    storage = storage or open_storage(settings)
+    changes = changes or LocalChanges()
+    users = UserStore(storage.users, passwords or Passwords(), settings.policy, changes)
+    sessions = SessionStore(
+        storage.sessions,
+        settings.session_secret,
+        ttl=settings.session_ttl,
+        demo_login=settings.demo_login,
+        changes=changes,
+    )
     issuer = Issuer(
         keys=settings.ably_keys,
         policy=settings.policy,
@@ -48,6 +83,15 @@ def build_services(
         token_max_ttl=settings.token_max_ttl,
         clock=clock,
     )
-    # argon2id costs 64 MiB and tens of ms per check: a couple per core at once, a short queue.
-    gate = ConcurrencyGate(slots=max(2, os.cpu_count() or 2), queue=64)
-    return Services(settings, db, users, sessions, issuer, (*authenticators, sessions), clock, LoginThrottle(), gate)
+    return Services(
+        settings,
+        storage,
+        users,
+        sessions,
+        issuer,
+        (*authenticators, sessions),
+        clock,
+        throttle or memory_throttle(settings),
+        gate or login_gate(settings),
+        changes,
+    )

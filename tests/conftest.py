@@ -3,8 +3,9 @@ the app behind Starlette's TestClient, and a real uvicorn server for client-libr
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,48 @@ from starlette.testclient import TestClient
 from authserver.app import create_app
 from authserver.config import Settings, load_settings
 from authserver.identity.passwords import Passwords
+from authserver.storage import Storage
+from authserver.storage.sqlite import SqliteStorage
 
 from helpers import API_KEY, SESSION_SECRET, FakeClock
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """``@pytest.mark.anyio`` tests run on asyncio (the event loop the service runs on)."""
+    return "asyncio"
+
+
+#: Opens another connection to the test's database, as another process would.
+Reopen = Callable[[], Awaitable[Storage]]
+
+
+@pytest.fixture(params=["sqlite"])
+async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Reopen]:
+    """The storage engines every storage and identity test runs against, each on a fresh database."""
+    path = str(tmp_path / "authserver.db")
+
+    async def open_sqlite() -> Storage:
+        return SqliteStorage(path)
+
+    yield open_sqlite
+
+
+@pytest.fixture
+async def storage(reopen: Reopen) -> AsyncIterator[Storage]:
+    opened = await reopen()
+    yield opened
+    await opened.close()
+
+
+async def raw_sql(storage: Storage, sql: str) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on a test's database behind the storage layer's back (rows, for a SELECT)."""
+    if isinstance(storage, SqliteStorage):
+        if sql.lstrip().upper().startswith("SELECT"):
+            return storage.db.query(sql)
+        storage.db.execute(sql)
+        return []
+    raise AssertionError(f"no raw SQL for {type(storage).__name__}")
 
 
 @pytest.fixture
@@ -47,6 +88,23 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
     return make
 
 
+class Blocking:
+    """An async object's coroutine methods called from a test's thread, on the app's event loop
+    (through the TestClient's portal): ``Blocking(users, client).add(...)`` waits for ``users.add``."""
+
+    def __init__(self, target: Any, client: TestClient) -> None:
+        self._target = target
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._target, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._client.portal.call(functools.partial(method, *args, **kwargs))  # type: ignore[union-attr]
+
+        return call
+
+
 @dataclass
 class Service:
     """The app under test with its collaborators, for tests that set up accounts directly."""
@@ -57,7 +115,8 @@ class Service:
 
     @property
     def users(self) -> Any:
-        return self.client.app.state.services.users  # type: ignore[attr-defined]
+        """The app's :class:`~authserver.identity.users.UserStore`, its methods called as blocking calls."""
+        return Blocking(self.client.app.state.services.users, self.client)  # type: ignore[attr-defined]
 
     def add_user(self, name: str, password: str = "correct horse", **kwargs: Any) -> None:
         kwargs.setdefault("role", None)

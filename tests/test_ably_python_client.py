@@ -25,7 +25,7 @@ from helpers import KEY_NAME, KEY_SECRET, running_server
 def service(make_settings: SettingsFactory, passwords: Passwords, token_ttl: int) -> Any:
     settings: Settings = make_settings(TOKEN_TTL=str(token_ttl))
     app = create_app(settings, passwords=passwords)
-    app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0)
+    asyncio.run(app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0))
     return running_server(app)
 
 

@@ -6,6 +6,7 @@ a temporary directory so no ``.env`` is picked up; accounts live in a real SQLit
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -14,18 +15,19 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 
 from authserver.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
 from authserver.config import SETTINGS_HELP
-from authserver.database import Database
 from authserver.devkey import development_key, read_development_key
 from authserver.identity.passwords import Passwords
 from authserver.identity.users import UserStore
 from authserver.keys import parse_api_key
 from authserver.policy import load_policy
+from authserver.storage.sqlite import SqliteStorage
 from authserver.tokenrequests import compute_mac
 
 KEY_SECRET = "cli-test-key-secret-0123456789-abcdefghij"
@@ -53,10 +55,29 @@ class Cli:
         captured = self.capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
-    def store(self) -> UserStore:
-        """The same accounts database, opened directly (cheap argon2 parameters for set-up)."""
-        db = Database(str(self.database))
-        return UserStore(db, Passwords(time_cost=1, memory_cost=8192, parallelism=1), load_policy(None))
+    def store(self) -> Any:
+        """The same accounts, opened directly (cheap argon2 parameters for set-up): each
+        :class:`UserStore` method called on it runs on a fresh event loop, the database opened for it."""
+        path = str(self.database)
+
+        class Store:
+            def __getattr__(self, name: str) -> Any:
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    async def run() -> Any:
+                        storage = SqliteStorage(path)
+                        users = UserStore(
+                            storage.users, Passwords(time_cost=1, memory_cost=8192, parallelism=1), load_policy(None)
+                        )
+                        try:
+                            return await getattr(users, name)(*args, **kwargs)
+                        finally:
+                            await storage.close()
+
+                    return asyncio.run(run())
+
+                return call
+
+        return Store()
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +109,6 @@ def production(monkeypatch: pytest.MonkeyPatch) -> None:
 def alice(cli: Cli) -> None:
     store = cli.store()
     store.add("alice", PASSWORD, role="user", client_id=None, now=NOW)
-    store.db.close()
 
 
 def user_lines(cli: Cli) -> list[str]:
@@ -105,7 +125,6 @@ def test_users_add_reads_the_password_from_stdin(cli: Cli) -> None:
     assert result == Result(EXIT_OK, "added alice (clientId alice, role user)\n", "")
     store = cli.store()
     assert store.verify_login("alice", PASSWORD).client_id == "alice"
-    store.db.close()
 
 
 def test_users_add_with_a_client_id_and_the_default_role(cli: Cli) -> None:
@@ -189,7 +208,6 @@ def test_users_set_password(cli: Cli, alice: None) -> None:
     assert result == Result(EXIT_OK, "alice: password changed\n", "")
     store = cli.store()
     assert store.verify_login("alice", "a-new-password").subject == "alice"
-    store.db.close()
 
 
 def test_password_is_never_printed(cli: Cli) -> None:
@@ -537,7 +555,6 @@ def test_check_reports_accounts_whose_role_the_policy_no_longer_has(
     store = cli.store()
     store.add("alice", PASSWORD, role="admin", client_id=None, now=NOW)
     store.add("bob", PASSWORD, role="user", client_id=None, now=NOW)
-    store.db.close()
     policy = tmp_path / "policy.toml"
     policy.write_text('[roles.user.capability]\n"chat:*" = ["subscribe"]\n', encoding="utf-8")
     monkeypatch.setenv("AUTHSERVER_POLICY", str(policy))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from authserver.database import Database
 from authserver.errors import DatabaseError, UnavailableError
+from authserver.storage.sqlite import Database
 
 
 def test_the_file_and_schema_are_created_on_first_use(tmp_path: Path) -> None:
@@ -36,16 +36,6 @@ def test_a_database_locked_by_another_process_is_unavailable_503(tmp_path: Path)
         other.execute("ROLLBACK")
         other.close()
     assert db.execute("DELETE FROM sessions WHERE expires < 0") == 0  # and it recovers
-    db.close()
-
-
-def test_every_write_moves_the_generation_unless_it_says_it_invalidates_nothing(tmp_path: Path) -> None:
-    db = Database(str(tmp_path / "g.db"))
-    start = db.generation
-    db.execute("DELETE FROM sessions")
-    with db.transaction(invalidates=False) as conn:
-        conn.execute("DELETE FROM sessions")
-    assert db.generation == start + 1
     db.close()
 
 

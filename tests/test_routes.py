@@ -13,12 +13,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from authserver.app import create_app
+from authserver.guards import ConcurrencyGate, LoginThrottle, MemoryThrottle
 from authserver.identity import Credentials, Identity
 from authserver.identity.passwords import Passwords
 from authserver.tokenrequests import compute_mac
 from authserver.web import WEB_DIR
 
-from conftest import Service, ServiceFactory, SettingsFactory
+from conftest import Blocking, Service, ServiceFactory, SettingsFactory
 from helpers import KEY_NAME, KEY_SECRET
 
 NO_CACHE = {
@@ -713,7 +714,7 @@ def test_repeated_failed_logins_are_throttled_per_address_and_username(service: 
 class Exploding:
     """An identity source with a bug: its exception message quotes a credential."""
 
-    def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
+    async def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
         raise RuntimeError("lookup failed for password hunter2-in-a-message")
 
 
@@ -732,7 +733,7 @@ def test_an_unexpected_error_is_an_ably_500_and_its_message_is_not_logged(
 class HeaderIdentity:
     """A stand-in upstream identity source: ``X-Test-User: name`` is trusted as that user."""
 
-    def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
+    async def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
         user = credentials.headers.get("x-test-user")
         return None if user is None else Identity(subject=user, client_id=user, role="user")
 
@@ -747,6 +748,30 @@ def test_an_extra_identity_source_plugs_in_beside_the_session(
         assert "private:upstream-7" in json.loads(claims["x-ably-capability"])
         # not its credentials: the session cookie decides, and without one it is the usual 401
         assert_ably_error(client.get("/auth"), 401, 40101)
-        app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0)
+        Blocking(app.state.services.users, client).add("alice", "correct horse", role=None, client_id=None, now=0.0)
         assert client.post("/login", json={"username": "alice", "password": "correct horse"}).status_code == 200
         assert verify(client.get("/auth").json()["token"])["x-ably-clientId"] == "alice"
+
+
+def test_the_login_throttle_follows_its_settings(make_service: ServiceFactory) -> None:
+    service = make_service(AUTHSERVER_LOGIN_FAILURES="2", AUTHSERVER_LOGIN_FAILURE_WINDOW="60")
+    service.add_user("alice")
+    for _ in range(2):
+        assert service.client.post("/login", json={"username": "alice", "password": "guess"}).status_code == 401
+    refused = service.client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert_ably_error(refused, 429, 42910)
+    assert refused.json()["error"]["message"] == "too many failed logins; try again in 1 minute"
+    service.clock.advance(61)
+    service.login("alice")
+
+
+def test_the_throttle_and_the_login_gate_are_injected_into_the_app(
+    make_settings: SettingsFactory, fast_passwords: Passwords
+) -> None:
+    throttle = MemoryThrottle(LoginThrottle(per_address=1, per_user_address=1, window=60))
+    gate = ConcurrencyGate(slots=1, queue=0)
+    app = create_app(make_settings(), passwords=fast_passwords, throttle=throttle, login_gate=gate)
+    assert app.state.services.login_gate is gate
+    with TestClient(app) as client:
+        assert client.post("/login", json={"username": "x", "password": "guess"}).status_code == 401
+        assert_ably_error(client.post("/login", json={"username": "y", "password": "guess"}), 429, 42910)

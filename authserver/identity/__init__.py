@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-IdentitySource = Literal["account", "demo"]
+#: Where an identity comes from: ``"account"`` (a registered account: it follows the account),
+#: ``"demo"`` (demo login: ends with demo mode), or another source's name, such as ``"oidc:<issuer>"``
+#: (kept as it was when the session began).
+IdentitySource = str
+ACCOUNT: IdentitySource = "account"
+DEMO: IdentitySource = "demo"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +40,19 @@ class Credentials:
 
 
 class Authenticator(Protocol):
-    """An identity source. Called on the event loop for every ``/auth``: it must not block (no network
-    round trip per request; fetch and cache keys ahead, as an upstream-JWT verifier would)."""
+    """An identity source, awaited for every ``/auth``. It may await its store, but should answer a
+    caller it has recently seen from memory without awaiting anything (the hot path of ``/auth``),
+    and must never block the event loop."""
 
-    def authenticate(self, credentials: Credentials, now: float) -> Identity | None: ...
+    async def authenticate(self, credentials: Credentials, now: float) -> Identity | None: ...
 
 
-def authenticate_any(
+async def authenticate_any(
     authenticators: tuple[Authenticator, ...], credentials: Credentials, now: float
 ) -> Identity | None:
     """The first authenticator that recognises the credentials decides."""
     for authenticator in authenticators:
-        identity = authenticator.authenticate(credentials, now)
+        identity = await authenticator.authenticate(credentials, now)
         if identity is not None:
             return identity
     return None

@@ -8,12 +8,16 @@ session everywhere. Sessions are re-checked when they are resolved:
   applies to the next token; changing the password ends its sessions (disabling keeps them, so that
   clients get the final 403 rather than a 401 they would retry);
 - a demo session ends (401) once demo login is off, and once its name or clientId belongs to an
-  account, so a demo login can never become an account's identity.
+  account, so a demo login can never become an account's identity;
+- a session of any other source (e.g. ``oidc:<issuer>``) keeps the identity it began with, until it
+  expires or ends, whatever demo mode says (unless its name is taken by an account).
 
 Resolving a session is on the hot path of ``/auth``, so a resolved session is remembered for
-``recheck`` seconds (default 1). Any change that can end or alter a session, made through this
-process's database, invalidates the memory at once; a change made by another process (the
-``authserver users`` CLI) is seen within ``recheck`` seconds.
+``recheck`` seconds (default 1): a remembered session is answered without awaiting anything. Any
+change that can end or alter a session is announced on :class:`~.changes.SessionChanges`, which
+empties the memory at once (in every process when the announcements are shared); a change that
+is not announced (a process with no shared announcements, such as the CLI without Redis) is seen
+within ``recheck`` seconds.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import secrets
 
 from itsdangerous import BadSignature, Signer
 
-from ..database import Database
-from ..errors import ForbiddenError, NotAuthenticatedError
-from . import Credentials, Identity
+from ..errors import NotAuthenticatedError
+from ..storage import SessionRecord, SessionStorage
+from . import ACCOUNT, DEMO, Credentials, Identity
+from .changes import LocalChanges, SessionChanges
+from .users import account_identity
 
 COOKIE_NAME = "authserver_session"
 _CACHE_LIMIT = 10_000
@@ -38,26 +44,46 @@ def _hash(session_id: str) -> str:
 class SessionStore:
     """Creates, resolves and ends sessions. Also the :class:`Authenticator` for session cookies."""
 
-    def __init__(self, db: Database, secret: str, *, ttl: int, demo_login: bool = False, recheck: float = 1.0) -> None:
-        self.db = db
+    def __init__(
+        self,
+        storage: SessionStorage,
+        secret: str,
+        *,
+        ttl: int,
+        demo_login: bool = False,
+        recheck: float = 1.0,
+        changes: SessionChanges | None = None,
+    ) -> None:
+        self.storage = storage
         self.ttl = ttl
         self.demo_login = demo_login
         self.recheck = recheck
+        self.changes: SessionChanges = changes or LocalChanges()
         self._signer = Signer(secret, salt="authserver.session")
-        # cookie -> (identity, session expiry, checked at, db generation)
-        self._resolved: dict[str, tuple[Identity, float, float, int]] = {}
+        # cookie -> (identity, session expiry, checked at)
+        self._resolved: dict[str, tuple[Identity, float, float]] = {}
+        #: Moved by every announced change: a lookup that overlapped one is not remembered.
+        self._generation = 0
+        self.changes.subscribe(self.forget)
 
-    def create(self, identity: Identity, now: float) -> str:
+    def forget(self) -> None:
+        """Drop every remembered session (an account or session changed somewhere)."""
+        self._generation += 1
+        self._resolved.clear()
+
+    async def create(self, identity: Identity, now: float) -> str:
         """Store a session for ``identity`` and return the cookie value."""
         session_id = secrets.token_urlsafe(32)
-        expires = now + self.ttl
-        # A new session changes nothing any remembered session depends on: no invalidation.
-        with self.db.transaction(invalidates=False) as conn:
-            conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
-            conn.execute(
-                "INSERT INTO sessions (id_hash, username, client_id, role, source, expires) VALUES (?, ?, ?, ?, ?, ?)",
-                (_hash(session_id), identity.subject, identity.client_id, identity.role, identity.source, expires),
-            )
+        # A new session changes nothing any remembered session depends on: nothing to announce.
+        await self.storage.insert(
+            _hash(session_id),
+            subject=identity.subject,
+            client_id=identity.client_id,
+            role=identity.role,
+            source=identity.source,
+            expires=now + self.ttl,
+            now=now,
+        )
         return self._signer.sign(session_id).decode("ascii")
 
     def _session_id(self, cookie: str | None) -> str | None:
@@ -68,10 +94,11 @@ class SessionStore:
         except (BadSignature, UnicodeError):
             return None
 
-    def end(self, cookie: str | None) -> None:
+    async def end(self, cookie: str | None) -> None:
         session_id = self._session_id(cookie)
         if session_id is not None:
-            self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (_hash(session_id),))
+            await self.storage.delete(_hash(session_id))
+            await self.changes.announce()
 
     def remembered(self, credentials: Credentials, now: float) -> Identity | None:
         """The identity of a session resolved less than ``recheck`` seconds ago, from memory only."""
@@ -81,14 +108,15 @@ class SessionStore:
         entry = self._resolved.get(cookie)
         if entry is None:
             return None
-        identity, expires, checked, generation = entry
-        if now < expires and 0 <= now - checked < self.recheck and generation == self.db.generation:
+        identity, expires, checked = entry
+        if now < expires and 0 <= now - checked < self.recheck:
             return identity
         self._resolved.pop(cookie, None)
         return None
 
-    def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
-        """Resolve the session cookie.
+    async def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
+        """Resolve the session cookie: from memory when it was resolved moments ago (no await), else
+        from the store.
 
         :returns: ``None`` when there is no session cookie at all.
         :raises NotAuthenticatedError: a cookie that is forged, unknown or expired, an account that
@@ -101,36 +129,33 @@ class SessionStore:
         identity = self.remembered(credentials, now)
         if identity is not None:
             return identity
-        generation = self.db.generation  # read before the query: a concurrent change forces a recheck
-        identity, expires = self._resolve(cookie, now)
-        if len(self._resolved) >= _CACHE_LIMIT:
-            self._resolved.clear()
-        self._resolved[cookie] = (identity, expires, now, generation)
+        generation = self._generation  # read before the lookup: a change announced meanwhile forces a recheck
+        identity, expires = await self._resolve(cookie, now)
+        if generation == self._generation:
+            if len(self._resolved) >= _CACHE_LIMIT:
+                self._resolved.clear()
+            self._resolved[cookie] = (identity, expires, now)
         return identity
 
-    def _resolve(self, cookie: str, now: float) -> tuple[Identity, float]:
+    async def _resolve(self, cookie: str, now: float) -> tuple[Identity, float]:
         session_id = self._session_id(cookie)
         if session_id is None:
             raise NotAuthenticatedError("session is not valid; log in again")
-        row = self.db.query_one(
-            "SELECT s.username, s.client_id, s.role, s.source, s.expires, u.client_id, u.role, u.disabled,"
-            " (SELECT COUNT(*) FROM users a WHERE a.username IN (s.username, s.client_id)"
-            "  OR a.client_id IN (s.username, s.client_id))"
-            " FROM sessions s LEFT JOIN users u ON s.source = 'account' AND u.username = s.username"
-            " WHERE s.id_hash = ?",
-            (_hash(session_id),),
-        )
-        if row is None:
+        record = await self.storage.lookup(_hash(session_id))
+        if record is None:
             raise NotAuthenticatedError("session has ended; log in again")
-        username, client_id, role, source, expires, user_client_id, user_role, disabled, accounts = row
-        if expires <= now:  # the record goes with the next login's clean-up (reads only here)
+        if record.expires <= now:  # the record goes with the next login's clean-up (reads only here)
             raise NotAuthenticatedError("session has expired; log in again")
-        if source == "account":
-            if user_client_id is None:
+        return self._identity(record), record.expires
+
+    def _identity(self, record: SessionRecord) -> Identity:
+        if record.source == ACCOUNT:
+            if record.account is None:
                 raise NotAuthenticatedError("account no longer exists; log in again")
-            if disabled:
-                raise ForbiddenError("account is disabled")
-            client_id, role = user_client_id, user_role
-        elif not self.demo_login or accounts:
+            return account_identity(record.account)
+        if record.source == DEMO and not self.demo_login:
             raise NotAuthenticatedError("demo session has ended; log in again")
-        return Identity(subject=username, client_id=client_id, role=role, source=source), expires
+        if record.name_taken:
+            # Neither a demo nor another source's identity may ever act as a registered account.
+            raise NotAuthenticatedError(f"{record.source} session has ended; log in again")
+        return Identity(subject=record.subject, client_id=record.client_id, role=record.role, source=record.source)

@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import builtins
-import sqlite3
-from dataclasses import dataclass, field
+
+import anyio.to_thread
 
 from ..clientids import check_client_id, is_safe_client_id
-from ..database import Database
 from ..errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
 from ..policy import Policy
-from . import Identity
+from ..storage import UserRecord, UserStorage
+from . import ACCOUNT, DEMO, Identity
+from .changes import LocalChanges, SessionChanges
 from .passwords import MAX_PASSWORD_LENGTH, Passwords
 
 BAD_CREDENTIALS = "invalid username or password"
 
+#: An account as stored (the storage layer's record).
+User = UserRecord
 
-@dataclass(frozen=True, slots=True)
-class User:
-    username: str
-    client_id: str
-    role: str
-    disabled: bool
-    password_hash: str = field(repr=False)
+
+def account_identity(user: User) -> Identity:
+    """The identity an account's tokens carry (the one place an :class:`Identity` is built from an account).
+
+    :raises ForbiddenError: the account is disabled (a final refusal: Ably clients stop retrying).
+    """
+    refuse_disabled(user)
+    return Identity(subject=user.username, client_id=user.client_id, role=user.role, source=ACCOUNT)
+
+
+def refuse_disabled(user: User) -> None:
+    """The one place that decides what a disabled account gets. :raises ForbiddenError: when disabled."""
+    if user.disabled:
+        raise ForbiddenError("account is disabled")
 
 
 def check_username(username: str) -> str:
@@ -45,27 +55,27 @@ def check_password(password: str) -> str:
 
 
 class UserStore:
-    def __init__(self, db: Database, passwords: Passwords, policy: Policy) -> None:
-        self.db = db
+    """Accounts: validation, password hashing and the login checks, over a :class:`UserStorage`.
+
+    Every change that can end or alter a session is announced on ``changes`` once it is stored.
+    """
+
+    def __init__(
+        self, storage: UserStorage, passwords: Passwords, policy: Policy, changes: SessionChanges | None = None
+    ) -> None:
+        self.storage = storage
         self.passwords = passwords
         self.policy = policy
+        self.changes: SessionChanges = changes or LocalChanges()
 
-    def _row(self, where: str, value: str) -> User | None:
-        row = self.db.query_one(
-            f"SELECT username, client_id, role, disabled, password_hash FROM users WHERE {where} = ?",  # noqa: S608
-            (value,),
-        )
-        return None if row is None else User(row[0], row[1], row[2], bool(row[3]), row[4])
+    async def get(self, username: str) -> User | None:
+        return await self.storage.get(username)
 
-    def get(self, username: str) -> User | None:
-        return self._row("username", username)
+    async def by_client_id(self, client_id: str) -> User | None:
+        return await self.storage.by_client_id(client_id)
 
-    def by_client_id(self, client_id: str) -> User | None:
-        return self._row("client_id", client_id)
-
-    def list(self) -> list[User]:
-        rows = self.db.query("SELECT username, client_id, role, disabled, password_hash FROM users ORDER BY username")
-        return [User(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+    async def list(self) -> list[User]:
+        return await self.storage.all()
 
     def _check_role(self, role: str) -> str:
         if role not in self.policy.roles:
@@ -74,7 +84,10 @@ class UserStore:
             )
         return role
 
-    def add(self, username: str, password: str, *, role: str | None, client_id: str | None, now: float) -> User:
+    async def _hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self.passwords.hash, password)
+
+    async def add(self, username: str, password: str, *, role: str | None, client_id: str | None, now: float) -> User:
         """:raises UserError: for an invalid or duplicate username/clientId, an unknown role, a bad password."""
         username = check_username(username)
         try:
@@ -82,98 +95,71 @@ class UserStore:
         except ClientIdError as exc:
             raise UserError(exc.message) from None
         role = self._check_role(role or self.policy.default_role)
-        password_hash = self.passwords.hash(check_password(password))
-        try:
-            with self.db.transaction() as conn:
-                taken = conn.execute(
-                    "SELECT 1 FROM users WHERE username = ? OR client_id = ? OR username = ? OR client_id = ?",
-                    (username, username, client_id, client_id),
-                ).fetchone()
-                if taken:
-                    raise UserError(f"username or clientId already in use: {username!r} / {client_id!r}")
-                conn.execute(
-                    "INSERT INTO users (username, client_id, role, password_hash, disabled, created)"
-                    " VALUES (?, ?, ?, ?, 0, ?)",
-                    (username, client_id, role, password_hash, now),
-                )
-        except sqlite3.IntegrityError:
-            raise UserError(f"username or clientId already in use: {username!r} / {client_id!r}") from None
-        return User(username, client_id, role, False, password_hash)
+        user = User(username, client_id, role, False, await self._hash(check_password(password)))
+        if not await self.storage.insert(user, created=now):
+            raise UserError(f"username or clientId already in use: {username!r} / {client_id!r}")
+        await self.changes.announce()  # a demo session of this name ends now
+        return user
 
-    def _require(self, changed: int, username: str) -> None:
+    async def _changed(self, changed: bool, username: str) -> None:
         if not changed:
             raise UserError(f"no such user: {username!r}")
+        await self.changes.announce()
 
-    def set_role(self, username: str, role: str) -> None:
-        self._require(
-            self.db.execute("UPDATE users SET role = ? WHERE username = ?", (self._check_role(role), username)),
-            username,
-        )
+    async def set_role(self, username: str, role: str) -> None:
+        await self._changed(await self.storage.set_role(username, self._check_role(role)), username)
 
-    def _update_ending_sessions(self, sql: str, params: tuple[object, ...], username: str) -> None:
-        """An account change after which no existing session of the account may go on."""
-        with self.db.transaction() as conn:
-            changed = conn.execute(sql, params).rowcount
-            conn.execute("DELETE FROM sessions WHERE username = ? AND source = 'account'", (username,))
-        self._require(changed, username)
-
-    def set_disabled(self, username: str, disabled: bool) -> None:
+    async def set_disabled(self, username: str, disabled: bool) -> None:
         # NOTE: sessions are kept on purpose: a disabled account's session gets 403, which tells Ably
         # clients to stop retrying; a deleted session would get 401 and be retried for ever.
-        self._require(
-            self.db.execute("UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)), username
-        )
+        await self._changed(await self.storage.set_disabled(username, disabled), username)
 
-    def set_password(self, username: str, password: str) -> None:
-        password_hash = self.passwords.hash(check_password(password))
-        sql = "UPDATE users SET password_hash = ? WHERE username = ?"
-        self._update_ending_sessions(sql, (password_hash, username), username)
+    async def set_password(self, username: str, password: str) -> None:
+        """A new password ends every session of the account."""
+        password_hash = await self._hash(check_password(password))
+        await self._changed(await self.storage.set_password_hash(username, password_hash, end_sessions=True), username)
 
-    def remove(self, username: str) -> None:
-        with self.db.transaction() as conn:
-            changed = conn.execute("DELETE FROM users WHERE username = ?", (username,)).rowcount
-            conn.execute("DELETE FROM sessions WHERE username = ? AND source = 'account'", (username,))
-        self._require(changed, username)
+    async def remove(self, username: str) -> None:
+        await self._changed(await self.storage.delete(username), username)
 
-    def verify_login(self, username: str, password: str) -> Identity:
+    async def verify_login(self, username: str, password: str) -> Identity:
         """Check a username and password: one uniform 401 for every wrong combination.
 
         :raises NotAuthenticatedError: unknown user or wrong password (indistinguishable, constant work).
         :raises ForbiddenError: the right password for a disabled account.
         """
         # Names outside the safe set cannot be accounts: no database lookup, the same work and answer.
-        user = self.get(username) if is_safe_client_id(username) else None
+        user = await self.get(username) if is_safe_client_id(username) else None
         too_long = len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_LENGTH
-        ok = self.passwords.verify(
-            None if user is None or too_long else user.password_hash, "" if too_long else password
+        ok = await anyio.to_thread.run_sync(
+            self.passwords.verify,
+            None if user is None or too_long else user.password_hash,
+            "" if too_long else password,
         )
         if user is None or not ok:
             raise NotAuthenticatedError(BAD_CREDENTIALS)
-        if user.disabled:
-            raise ForbiddenError("account is disabled")
+        identity = account_identity(user)
         if self.passwords.needs_rehash(user.password_hash):
             # The hashing parameters changed since this password was stored: upgrade it now.
-            self.db.execute(
-                "UPDATE users SET password_hash = ? WHERE username = ?", (self.passwords.hash(password), username)
-            )
-        return Identity(subject=user.username, client_id=user.client_id, role=user.role, source="account")
+            await self.storage.set_password_hash(username, await self._hash(password), end_sessions=False)
+        return identity
 
-    def outside_policy(self) -> builtins.list[User]:
+    async def outside_policy(self) -> builtins.list[User]:
         """Accounts whose role the policy does not define: their logins work, their tokens are refused."""
-        return [user for user in self.list() if user.role not in self.policy.roles]
+        return [user for user in await self.list() if user.role not in self.policy.roles]
 
-    def demo_identity(self, username: str) -> Identity:
+    async def demo_identity(self, username: str) -> Identity:
         """The identity demo login gives ``username``, which must not be an account's name or clientId.
 
         :raises ClientIdError: the name is not a safe clientId.
         :raises NotAuthenticatedError: the name belongs to an account.
         """
         client_id = check_client_id(username)
-        if self.get(username) is not None or self.by_client_id(client_id) is not None:
+        if await self.get(username) is not None or await self.by_client_id(client_id) is not None:
             raise NotAuthenticatedError(_registered(username))
-        return Identity(subject=client_id, client_id=client_id, role=self.policy.demo_role, source="demo")
+        return Identity(subject=client_id, client_id=client_id, role=self.policy.demo_role, source=DEMO)
 
-    def demo_login(self, username: str, password: str) -> Identity:
+    async def demo_login(self, username: str, password: str) -> Identity:
         """Demo mode: any name logs in, but never as an existing account without its password.
 
         A name that is an account's username logs in with that account's password only; one that is
@@ -187,15 +173,25 @@ class UserStore:
         :raises ForbiddenError: an account's name and password, the account disabled.
         """
         client_id = check_client_id(username)
-        if self.get(username) is not None:
+        if await self.get(username) is not None:
             try:
-                return self.verify_login(username, password)
+                return await self.verify_login(username, password)
             except NotAuthenticatedError:
                 raise NotAuthenticatedError(
                     f"wrong password for {username!r}: it is a registered account, so demo login"
                     " (any password) does not apply to it; use its password or another name"
                 ) from None
-        return self.demo_identity(client_id)
+        return await self.demo_identity(client_id)
+
+
+def outside_policy_problem(outside: list[User], policy_source: str) -> str:
+    """What to say about accounts whose role the policy (from ``policy_source``) does not define."""
+    names = ", ".join(f"{user.username} (role {user.role!r})" for user in outside)
+    return (
+        f"AUTHSERVER_POLICY: {len(outside)} account(s) have a role the policy ({policy_source}) does not"
+        f" define, so their tokens are refused: {names}; give them a defined role with"
+        " `authserver users set-role NAME ROLE`, or add the role to the policy"
+    )
 
 
 def _registered(name: str) -> str:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from functools import partial
-from pathlib import Path
 
 import pytest
 
-from authserver.database import Database
 from authserver.errors import ForbiddenError, NotAuthenticatedError
 from authserver.identity import Credentials, Identity, authenticate_any
+from authserver.identity.changes import LocalChanges
 from authserver.identity.passwords import Passwords
 from authserver.identity.sessions import COOKIE_NAME, SessionStore
 from authserver.identity.users import UserStore
 from authserver.policy import load_policy
+from authserver.storage import Storage
+
+from conftest import Reopen, raw_sql
+
+pytestmark = pytest.mark.anyio
 
 NOW = 1_700_000_000.0
 TTL = 3600
@@ -29,55 +31,58 @@ def with_cookie(cookie: str) -> Credentials:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(str(tmp_path / "auth.db"))
-    yield database
-    database.close()
+def changes() -> LocalChanges:
+    """What the users and sessions of one process share: announcements of changes."""
+    return LocalChanges()
 
 
 @pytest.fixture
-def users(db: Database) -> UserStore:
-    store = UserStore(db, Passwords(time_cost=1, memory_cost=8192, parallelism=1), load_policy(None))
-    store.add("alice", "correct horse", role=None, client_id=None, now=NOW)
+async def users(storage: Storage, changes: LocalChanges) -> UserStore:
+    store = UserStore(
+        storage.users, Passwords(time_cost=1, memory_cost=8192, parallelism=1), load_policy(None), changes
+    )
+    await store.add("alice", "correct horse", role=None, client_id=None, now=NOW)
     return store
 
 
 @pytest.fixture
-def sessions(db: Database, users: UserStore) -> SessionStore:
-    return SessionStore(db, SECRET, ttl=TTL, demo_login=True)
+def sessions(storage: Storage, users: UserStore, changes: LocalChanges) -> SessionStore:
+    return SessionStore(storage.sessions, SECRET, ttl=TTL, demo_login=True, changes=changes)
 
 
 @pytest.fixture
-def cookie(sessions: SessionStore) -> str:
+async def cookie(sessions: SessionStore) -> str:
     """A session of alice's account, created at NOW."""
-    return sessions.create(ALICE, NOW)
+    return await sessions.create(ALICE, NOW)
 
 
-def test_created_session_authenticates_as_its_identity(sessions: SessionStore, cookie: str) -> None:
-    assert sessions.authenticate(with_cookie(cookie), NOW) == ALICE
-    assert sessions.authenticate(with_cookie(cookie), NOW + TTL - 1) == ALICE
+async def test_created_session_authenticates_as_its_identity(sessions: SessionStore, cookie: str) -> None:
+    assert await sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+    assert await sessions.authenticate(with_cookie(cookie), NOW + TTL - 1) == ALICE
 
 
-def test_demo_session_authenticates_as_the_demo_identity(sessions: SessionStore) -> None:
-    cookie = sessions.create(DORA, NOW)
-    assert sessions.authenticate(with_cookie(cookie), NOW + 1) == DORA
+async def test_demo_session_authenticates_as_the_demo_identity(sessions: SessionStore) -> None:
+    cookie = await sessions.create(DORA, NOW)
+    assert await sessions.authenticate(with_cookie(cookie), NOW + 1) == DORA
 
 
-def test_every_session_has_its_own_cookie(sessions: SessionStore, cookie: str) -> None:
-    assert sessions.create(ALICE, NOW) != cookie
+async def test_every_session_has_its_own_cookie(sessions: SessionStore, cookie: str) -> None:
+    assert await sessions.create(ALICE, NOW) != cookie
 
 
 @pytest.mark.parametrize(
     "credentials",
     [Credentials(), Credentials(cookies={"other": "x"}), Credentials(headers={"authorization": "Bearer x"})],
 )
-def test_no_session_cookie_is_not_for_this_authenticator(sessions: SessionStore, credentials: Credentials) -> None:
-    assert sessions.authenticate(credentials, NOW) is None
+async def test_no_session_cookie_is_not_for_this_authenticator(
+    sessions: SessionStore, credentials: Credentials
+) -> None:
+    assert await sessions.authenticate(credentials, NOW) is None
 
 
-def test_session_store_is_an_authenticator(sessions: SessionStore, cookie: str) -> None:
-    assert authenticate_any((sessions,), with_cookie(cookie), NOW) == ALICE
-    assert authenticate_any((sessions,), Credentials(), NOW) is None
+async def test_session_store_is_an_authenticator(sessions: SessionStore, cookie: str) -> None:
+    assert await authenticate_any((sessions,), with_cookie(cookie), NOW) == ALICE
+    assert await authenticate_any((sessions,), Credentials(), NOW) is None
 
 
 def _tampered(cookie: str) -> list[str]:
@@ -95,101 +100,107 @@ def _tampered(cookie: str) -> list[str]:
     ]
 
 
-def test_forged_or_tampered_cookie_is_not_authenticated(sessions: SessionStore, cookie: str) -> None:
+async def test_forged_or_tampered_cookie_is_not_authenticated(sessions: SessionStore, cookie: str) -> None:
     for forged in _tampered(cookie):
         with pytest.raises(NotAuthenticatedError) as exc_info:
-            sessions.authenticate(with_cookie(forged), NOW)
+            await sessions.authenticate(with_cookie(forged), NOW)
         assert exc_info.value.status == 401, forged
 
 
-def test_cookie_signed_with_another_secret_is_refused(db: Database, sessions: SessionStore) -> None:
-    other = SessionStore(db, SECRET + "-other", ttl=TTL)
-    cookie = other.create(ALICE, NOW)  # the record exists in the shared database...
-    assert other.authenticate(with_cookie(cookie), NOW) == ALICE
+async def test_cookie_signed_with_another_secret_is_refused(storage: Storage, sessions: SessionStore) -> None:
+    other = SessionStore(storage.sessions, SECRET + "-other", ttl=TTL)
+    cookie = await other.create(ALICE, NOW)  # the record exists in the shared database...
+    assert await other.authenticate(with_cookie(cookie), NOW) == ALICE
     with pytest.raises(NotAuthenticatedError, match=r"^session is not valid; log in again$"):
-        sessions.authenticate(with_cookie(cookie), NOW)  # ...but the signature is not ours
+        await sessions.authenticate(with_cookie(cookie), NOW)  # ...but the signature is not ours
 
 
 @pytest.mark.parametrize("later", [TTL, TTL + 0.001, TTL * 10])
-def test_session_expires_after_its_ttl(sessions: SessionStore, cookie: str, later: float) -> None:
+async def test_session_expires_after_its_ttl(sessions: SessionStore, cookie: str, later: float) -> None:
     with pytest.raises(NotAuthenticatedError, match=r"^session has expired; log in again$"):
-        sessions.authenticate(with_cookie(cookie), NOW + later)
+        await sessions.authenticate(with_cookie(cookie), NOW + later)
 
 
-def test_expired_session_stays_ended(sessions: SessionStore, cookie: str) -> None:
+async def test_expired_session_stays_ended(sessions: SessionStore, cookie: str) -> None:
     for later in (TTL, TTL + 1, 10 * TTL):
         with pytest.raises(NotAuthenticatedError, match="expired"):
-            sessions.authenticate(with_cookie(cookie), NOW + later)
+            await sessions.authenticate(with_cookie(cookie), NOW + later)
 
 
-def test_expired_sessions_are_purged_when_a_new_one_is_created(
-    db: Database, sessions: SessionStore, cookie: str
+async def test_expired_sessions_are_purged_when_a_new_one_is_created(
+    storage: Storage, sessions: SessionStore, cookie: str
 ) -> None:
-    sessions.create(DORA, NOW + TTL)
-    assert db.query("SELECT username FROM sessions") == [("dora",)]
+    await sessions.create(DORA, NOW + TTL)
+    assert await raw_sql(storage, "SELECT username FROM sessions") == [("dora",)]
 
 
-def test_ended_session_is_not_authenticated(sessions: SessionStore, cookie: str) -> None:
-    sessions.end(cookie)
+async def test_ended_session_is_not_authenticated(sessions: SessionStore, cookie: str) -> None:
+    await sessions.end(cookie)
     with pytest.raises(NotAuthenticatedError, match=r"^session has ended; log in again$"):
-        sessions.authenticate(with_cookie(cookie), NOW)
+        await sessions.authenticate(with_cookie(cookie), NOW)
 
 
-def test_ending_one_session_leaves_the_others(sessions: SessionStore, cookie: str) -> None:
-    second = sessions.create(ALICE, NOW)
-    sessions.end(cookie)
-    assert sessions.authenticate(with_cookie(second), NOW) == ALICE
+async def test_ending_one_session_leaves_the_others(sessions: SessionStore, cookie: str) -> None:
+    second = await sessions.create(ALICE, NOW)
+    await sessions.end(cookie)
+    assert await sessions.authenticate(with_cookie(second), NOW) == ALICE
 
 
 @pytest.mark.parametrize("cookie_value", [None, "", "garbage"])
-def test_ending_without_a_valid_cookie_does_nothing(
+async def test_ending_without_a_valid_cookie_does_nothing(
     sessions: SessionStore, cookie: str, cookie_value: str | None
 ) -> None:
-    sessions.end(cookie_value)
-    assert sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+    await sessions.end(cookie_value)
+    assert await sessions.authenticate(with_cookie(cookie), NOW) == ALICE
 
 
-def test_account_disabled_after_login_is_forbidden(sessions: SessionStore, users: UserStore, cookie: str) -> None:
-    users.set_disabled("alice", True)
+async def test_account_disabled_after_login_is_forbidden(sessions: SessionStore, users: UserStore, cookie: str) -> None:
+    await users.set_disabled("alice", True)
     with pytest.raises(ForbiddenError, match=r"^account is disabled$"):
-        sessions.authenticate(with_cookie(cookie), NOW)
-    users.set_disabled("alice", False)
-    assert sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+        await sessions.authenticate(with_cookie(cookie), NOW)
+    await users.set_disabled("alice", False)
+    assert await sessions.authenticate(with_cookie(cookie), NOW) == ALICE
 
 
-def test_account_removed_after_login_must_log_in_again(sessions: SessionStore, users: UserStore, cookie: str) -> None:
-    users.remove("alice")
-    with pytest.raises(NotAuthenticatedError):
-        sessions.authenticate(with_cookie(cookie), NOW)
-
-
-def test_account_row_deleted_behind_the_stores_back_must_log_in_again(
-    db: Database, sessions: SessionStore, cookie: str
-) -> None:
-    db.execute("DELETE FROM users WHERE username = 'alice'")
-    with pytest.raises(NotAuthenticatedError, match=r"^account no longer exists; log in again$"):
-        sessions.authenticate(with_cookie(cookie), NOW)
-
-
-def test_new_account_of_the_same_name_does_not_revive_an_old_session(
+async def test_account_removed_after_login_must_log_in_again(
     sessions: SessionStore, users: UserStore, cookie: str
 ) -> None:
-    users.remove("alice")
-    users.add("alice", "another password", role=None, client_id=None, now=NOW)
+    await users.remove("alice")
     with pytest.raises(NotAuthenticatedError):
-        sessions.authenticate(with_cookie(cookie), NOW)
+        await sessions.authenticate(with_cookie(cookie), NOW)
 
 
-def test_role_changed_after_login_applies_to_the_session(sessions: SessionStore, users: UserStore, cookie: str) -> None:
-    users.set_role("alice", "admin")
-    identity = sessions.authenticate(with_cookie(cookie), NOW)
+async def test_account_row_deleted_behind_the_stores_back_must_log_in_again(
+    storage: Storage, sessions: SessionStore, cookie: str
+) -> None:
+    await raw_sql(storage, "DELETE FROM users WHERE username = 'alice'")
+    with pytest.raises(NotAuthenticatedError, match=r"^account no longer exists; log in again$"):
+        await sessions.authenticate(with_cookie(cookie), NOW)
+
+
+async def test_new_account_of_the_same_name_does_not_revive_an_old_session(
+    sessions: SessionStore, users: UserStore, cookie: str
+) -> None:
+    await users.remove("alice")
+    await users.add("alice", "another password", role=None, client_id=None, now=NOW)
+    with pytest.raises(NotAuthenticatedError):
+        await sessions.authenticate(with_cookie(cookie), NOW)
+
+
+async def test_role_changed_after_login_applies_to_the_session(
+    sessions: SessionStore, users: UserStore, cookie: str
+) -> None:
+    await users.set_role("alice", "admin")
+    identity = await sessions.authenticate(with_cookie(cookie), NOW)
     assert identity is not None
     assert identity.role == "admin"
 
 
-def test_database_stores_only_a_hash_of_the_session_id(db: Database, sessions: SessionStore, cookie: str) -> None:
+async def test_database_stores_only_a_hash_of_the_session_id(
+    storage: Storage, sessions: SessionStore, cookie: str
+) -> None:
     session_id = cookie.rsplit(".", 1)[0]  # itsdangerous: value.signature
-    rows = db.query("SELECT * FROM sessions")
+    rows = await raw_sql(storage, "SELECT * FROM sessions")
     assert len(rows) == 1
     stored = " ".join(str(value) for value in rows[0])
     assert session_id not in stored
@@ -197,64 +208,89 @@ def test_database_stores_only_a_hash_of_the_session_id(db: Database, sessions: S
     assert hashlib.sha256(session_id.encode("ascii")).hexdigest() in rows[0]
 
 
-def test_session_id_is_long_and_random(sessions: SessionStore) -> None:
-    session_ids = {sessions.create(ALICE, NOW).rsplit(".", 1)[0] for _ in range(20)}
+async def test_session_id_is_long_and_random(sessions: SessionStore) -> None:
+    session_ids = {(await sessions.create(ALICE, NOW)).rsplit(".", 1)[0] for _ in range(20)}
     assert len(session_ids) == 20
     assert all(len(session_id) >= 32 for session_id in session_ids)
 
 
-new_store = partial(SessionStore, secret=SECRET, ttl=TTL)
-
-
-def test_sessions_survive_a_restart_with_the_same_secret(tmp_path: Path, cookie: str) -> None:
-    reopened = Database(str(tmp_path / "auth.db"))
+async def test_sessions_survive_a_restart_with_the_same_secret(reopen: Reopen, cookie: str) -> None:
+    reopened = await reopen()
     try:
-        assert new_store(reopened).authenticate(with_cookie(cookie), NOW) == ALICE
+        restarted = SessionStore(reopened.sessions, SECRET, ttl=TTL)
+        assert await restarted.authenticate(with_cookie(cookie), NOW) == ALICE
     finally:
-        reopened.close()
+        await reopened.close()
 
 
-def test_demo_session_ends_once_demo_login_is_switched_off(db: Database, sessions: SessionStore) -> None:
-    cookie = sessions.create(DORA, NOW)
-    restarted = SessionStore(db, SECRET, ttl=TTL, demo_login=False)
+async def test_demo_session_ends_once_demo_login_is_switched_off(storage: Storage, sessions: SessionStore) -> None:
+    cookie = await sessions.create(DORA, NOW)
+    restarted = SessionStore(storage.sessions, SECRET, ttl=TTL, demo_login=False)
     with pytest.raises(NotAuthenticatedError, match="demo session has ended"):
-        restarted.authenticate(with_cookie(cookie), NOW + 1)
+        await restarted.authenticate(with_cookie(cookie), NOW + 1)
+
+
+async def test_a_session_of_another_source_keeps_its_identity_whatever_demo_mode_says(
+    storage: Storage, sessions: SessionStore
+) -> None:
+    upstream = Identity(subject="u-17", client_id="carol", role="user", source="oidc:https://issuer.example")
+    cookie = await sessions.create(upstream, NOW)
+    for demo_login in (True, False):
+        restarted = SessionStore(storage.sessions, SECRET, ttl=TTL, demo_login=demo_login)
+        assert await restarted.authenticate(with_cookie(cookie), NOW + 1) == upstream
+
+
+async def test_a_session_of_another_source_ends_once_an_account_holds_its_name(
+    sessions: SessionStore, users: UserStore
+) -> None:
+    upstream = Identity(subject="u-17", client_id="carol", role="user", source="oidc:https://issuer.example")
+    cookie = await sessions.create(upstream, NOW)
+    await users.add("carol", "pw", role="admin", client_id=None, now=NOW)
+    with pytest.raises(NotAuthenticatedError, match=r"^oidc:https://issuer.example session has ended"):
+        await sessions.authenticate(with_cookie(cookie), NOW)
 
 
 @pytest.mark.parametrize(("username", "client_id"), [("dora", None), ("someone", "dora")])
-def test_demo_session_ends_once_an_account_holds_its_name(
+async def test_demo_session_ends_once_an_account_holds_its_name(
     sessions: SessionStore, users: UserStore, username: str, client_id: str | None
 ) -> None:
-    cookie = sessions.create(DORA, NOW)
-    assert sessions.authenticate(with_cookie(cookie), NOW) == DORA
-    users.add(username, "pw", role="admin", client_id=client_id, now=NOW)
+    cookie = await sessions.create(DORA, NOW)
+    assert await sessions.authenticate(with_cookie(cookie), NOW) == DORA
+    await users.add(username, "pw", role="admin", client_id=client_id, now=NOW)
     with pytest.raises(NotAuthenticatedError, match="demo session has ended"):
-        sessions.authenticate(with_cookie(cookie), NOW)  # even within the recheck interval
+        await sessions.authenticate(with_cookie(cookie), NOW)  # even within the recheck interval
 
 
-def test_changing_the_password_ends_every_session_of_the_account(
+async def test_changing_the_password_ends_every_session_of_the_account(
     sessions: SessionStore, users: UserStore, cookie: str
 ) -> None:
-    assert sessions.authenticate(with_cookie(cookie), NOW) == ALICE
-    users.set_password("alice", "new horse")
+    assert await sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+    await users.set_password("alice", "new horse")
     with pytest.raises(NotAuthenticatedError):
-        sessions.authenticate(with_cookie(cookie), NOW)
+        await sessions.authenticate(with_cookie(cookie), NOW)
 
 
-def test_remembered_answers_from_memory_only_after_a_resolution(sessions: SessionStore, cookie: str) -> None:
+async def test_remembered_answers_from_memory_only_after_a_resolution(sessions: SessionStore, cookie: str) -> None:
     assert sessions.remembered(with_cookie(cookie), NOW) is None
-    sessions.authenticate(with_cookie(cookie), NOW)
+    await sessions.authenticate(with_cookie(cookie), NOW)
     assert sessions.remembered(with_cookie(cookie), NOW + 0.5) == ALICE
     assert sessions.remembered(with_cookie(cookie), NOW + sessions.recheck) is None  # time to look again
 
 
-def test_a_change_made_by_another_process_is_seen_within_the_recheck_interval(
-    tmp_path: Path, sessions: SessionStore, cookie: str
+async def test_a_change_made_by_another_process_is_seen_within_the_recheck_interval(
+    reopen: Reopen, sessions: SessionStore, cookie: str
 ) -> None:
-    sessions.authenticate(with_cookie(cookie), NOW)
-    other_process = Database(str(tmp_path / "auth.db"))
-    other_process.execute("UPDATE users SET disabled = 1 WHERE username = 'alice'")
-    other_process.close()
-    assert sessions.authenticate(with_cookie(cookie), NOW + 0.5) == ALICE  # still remembered
+    await sessions.authenticate(with_cookie(cookie), NOW)
+    other_process = await reopen()
+    await raw_sql(other_process, "UPDATE users SET disabled = TRUE WHERE username = 'alice'")
+    await other_process.close()
+    assert await sessions.authenticate(with_cookie(cookie), NOW + 0.5) == ALICE  # still remembered
     with pytest.raises(ForbiddenError):
-        sessions.authenticate(with_cookie(cookie), NOW + sessions.recheck)
+        await sessions.authenticate(with_cookie(cookie), NOW + sessions.recheck)
+
+
+async def test_an_announced_change_is_seen_at_once(sessions: SessionStore, changes: LocalChanges, cookie: str) -> None:
+    assert await sessions.authenticate(with_cookie(cookie), NOW) == ALICE
+    assert sessions.remembered(with_cookie(cookie), NOW) == ALICE
+    changes.notify()  # what a change made elsewhere arrives as
+    assert sessions.remembered(with_cookie(cookie), NOW) is None

@@ -1,0 +1,39 @@
+"""Announcements that remembered sessions may be out of date.
+
+A logout, a password change, a disabled or removed account or a new role must reach every cached
+session at once. Whoever makes such a change calls :meth:`SessionChanges.announce`; every session
+cache subscribed to it forgets what it remembered. :class:`LocalChanges` reaches the caches of this
+process; a shared implementation (Redis publish/subscribe) reaches every process and machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class SessionChanges(Protocol):
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (synchronously, on the event loop) after every announced change."""
+        ...
+
+    async def announce(self) -> None:
+        """Accounts or sessions changed: every remembered session must be looked up again."""
+        ...
+
+
+class LocalChanges:
+    """Changes reach the listeners of this process only, at once."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    async def announce(self) -> None:
+        self.notify()

@@ -1,0 +1,101 @@
+"""The storage layer: accounts and sessions behind small protocols, one implementation per engine.
+
+Every SQL statement of the service lives in this package; :mod:`authserver.identity` works with the
+records and protocols below only. The engines:
+
+- :mod:`authserver.storage.sqlite`: one SQLite file (the default, nothing to install);
+
+Methods are coroutines: an engine with a network round trip awaits it, SQLite runs its writes in a
+worker thread. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """An account as stored: ``password_hash`` is an argon2id PHC string (never in a repr)."""
+
+    username: str
+    client_id: str
+    role: str
+    disabled: bool
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A stored session, with what resolving it needs to know about the accounts.
+
+    :ivar account: the account of an ``account`` session (``None`` when it was removed, and for
+        sessions of any other source).
+    :ivar name_taken: ``subject`` or ``client_id`` is some account's username or clientId.
+    """
+
+    subject: str
+    client_id: str
+    role: str
+    source: str
+    expires: float
+    account: UserRecord | None
+    name_taken: bool
+
+
+class UserStorage(Protocol):
+    """Accounts. ``False`` from a change means there is no such account."""
+
+    async def get(self, username: str) -> UserRecord | None: ...
+
+    async def by_client_id(self, client_id: str) -> UserRecord | None: ...
+
+    async def all(self) -> list[UserRecord]: ...
+
+    async def insert(self, user: UserRecord, *, created: float) -> bool:
+        """Add an account; ``False`` when its username or clientId is already any account's name."""
+        ...
+
+    async def set_role(self, username: str, role: str) -> bool: ...
+
+    async def set_disabled(self, username: str, disabled: bool) -> bool: ...
+
+    async def set_password_hash(self, username: str, password_hash: str, *, end_sessions: bool) -> bool:
+        """Store a new hash; ``end_sessions`` also deletes the account's sessions, atomically."""
+        ...
+
+    async def delete(self, username: str) -> bool:
+        """Remove the account and its sessions, atomically."""
+        ...
+
+
+class SessionStorage(Protocol):
+    """Sessions, by the SHA-256 of their random id (the id itself is never stored)."""
+
+    async def insert(
+        self, id_hash: str, *, subject: str, client_id: str, role: str, source: str, expires: float, now: float
+    ) -> None:
+        """Store a session (and purge the ones expired by ``now``)."""
+        ...
+
+    async def delete(self, id_hash: str) -> None: ...
+
+    async def lookup(self, id_hash: str) -> SessionRecord | None: ...
+
+
+class Storage(Protocol):
+    """One engine's accounts and sessions, opened on one database."""
+
+    @property
+    def users(self) -> UserStorage: ...
+
+    @property
+    def sessions(self) -> SessionStorage: ...
+
+    @property
+    def description(self) -> str:
+        """Where the data is, for logs and ``check`` (never with credentials)."""
+        ...
+
+    async def close(self) -> None: ...
