@@ -6,6 +6,7 @@ environment when the app is built).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,7 @@ from .guards import Gate, Throttle
 from .identity import Authenticator
 from .identity.passwords import Passwords
 from .identity.users import outside_policy_problem
-from .middleware import CatchAllMiddleware, SecurityHeadersMiddleware
+from .middleware import CatchAllMiddleware, CorsMiddleware, SecurityHeadersMiddleware
 from .responses import error_response, exception_response
 from .services import build_services
 from .web import security_middleware_args, web_routes
@@ -79,6 +80,7 @@ def create_app(
 
     app_routes: list[BaseRoute] = [
         Route("/auth", routes.auth, methods=["GET", "POST"]),
+        Route("/token", routes.token, methods=["POST"]),
         Route("/login", routes.login, methods=["POST"]),
         Route("/logout", routes.logout, methods=["POST"]),
         Route("/session", routes.session, methods=["GET"]),
@@ -91,12 +93,20 @@ def create_app(
         outside = await services.users.outside_policy()
         if outside:
             log.warning("%s", outside_policy_problem(outside, settings.policy_source))
+        prefetch = None
+        if services.upstream is not None:
+            prefetch = asyncio.get_running_loop().create_task(services.upstream.prefetch())
         yield
+        if prefetch is not None:
+            prefetch.cancel()
+        if services.upstream is not None:
+            await services.upstream.close()
         await services.storage.close()
 
     app = Starlette(
         routes=app_routes,
         middleware=[
+            Middleware(CorsMiddleware, origins=settings.allowed_origins),
             Middleware(SecurityHeadersMiddleware, **security_middleware_args(settings)),
             Middleware(CatchAllMiddleware),
         ],

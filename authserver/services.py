@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
+
 from .config import Settings
 from .guards import ConcurrencyGate, Gate, LoginThrottle, MemoryThrottle, Throttle
 from .identity import Authenticator
 from .identity.changes import LocalChanges, SessionChanges
+from .identity.oidc.bearer import BearerAuthenticator, UpstreamVerifier
+from .identity.oidc.jwks import ProviderKeys
 from .identity.passwords import Passwords
 from .identity.sessions import SessionStore
 from .identity.users import UserStore
@@ -29,6 +33,8 @@ class Services:
     throttle: Throttle
     login_gate: Gate
     changes: SessionChanges
+    #: Trusted OpenID Connect providers (None: none configured).
+    upstream: UpstreamVerifier | None = None
 
 
 def memory_throttle(settings: Settings) -> MemoryThrottle:
@@ -50,6 +56,19 @@ def login_gate(settings: Settings) -> ConcurrencyGate:
 def open_storage(settings: Settings) -> Storage:
     """The storage engine ``DATABASE_URL`` names. :raises DatabaseError: it cannot be opened."""
     return SqliteStorage(settings.database_path)
+
+
+#: Bounded waits for a provider's discovery document and keys: a slow provider never holds /auth longer.
+PROVIDER_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+
+
+def upstream_verifier(settings: Settings, clock: Callable[[], float]) -> UpstreamVerifier | None:
+    """The verifier of upstream bearer tokens for the configured issuers (None without any)."""
+    if not settings.oidc_issuers:
+        return None
+    http = httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, headers={"User-Agent": "authserver"})
+    providers = {i.issuer: ProviderKeys(i, http, clock, timeout=3.0) for i in settings.oidc_issuers}
+    return UpstreamVerifier(providers, settings.policy, http=http)
 
 
 def build_services(
@@ -83,15 +102,18 @@ def build_services(
         token_max_ttl=settings.token_max_ttl,
         clock=clock,
     )
+    upstream = upstream_verifier(settings, clock)
     return Services(
         settings,
         storage,
         users,
         sessions,
         issuer,
-        (*authenticators, sessions),
+        # A bearer token decides before any session cookie sent along with it.
+        (*authenticators, BearerAuthenticator(upstream), sessions),
         clock,
         throttle or memory_throttle(settings),
         gate or login_gate(settings),
         changes,
+        upstream,
     )
