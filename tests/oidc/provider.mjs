@@ -4,7 +4,7 @@
 // The private keys are printed so that tests can also sign hostile or special tokens with exactly the
 // keys the provider publishes at its jwks_uri. A test-only endpoint swaps the provider instance:
 //   POST /test/configure {"redirectUris": [...], "rotate": bool}  -> {"keys": [...]}
-// `rotate` generates fresh RSA and EC keys (the old ones are no longer published). Its own login
+// `rotate` generates fresh RSA, EC and Ed25519 keys (the old ones are no longer published). Its own login
 // pages (devInteractions: any login name, any password) serve the authorization code flow.
 //
 // Settings from the SCENARIO environment variable (JSON): {"audience", "pageClientId",
@@ -24,9 +24,11 @@ function freshKeys() {
   generation += 1;
   const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
   const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  const ed = crypto.generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
   return [
     { ...rsa, kid: `rsa-${generation}`, alg: 'RS256', use: 'sig' },
     { ...ec, kid: `ec-${generation}`, alg: 'ES256', use: 'sig' },
+    { ...ed, kid: `ed-${generation}`, alg: 'EdDSA', use: 'sig' },
   ];
 }
 
