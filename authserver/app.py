@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -27,6 +28,7 @@ from .identity import Authenticator
 from .identity.passwords import Passwords
 from .identity.users import outside_policy_problem
 from .middleware import CatchAllMiddleware, CorsMiddleware, SecurityHeadersMiddleware
+from .provider_login import FLOW_SECONDS, STATE_COOKIE, provider_login_routes
 from .responses import error_response, exception_response
 from .services import build_services
 from .web import security_middleware_args, web_routes
@@ -85,8 +87,22 @@ def create_app(
         Route("/logout", routes.logout, methods=["POST"]),
         Route("/session", routes.session, methods=["GET"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
+        *provider_login_routes(services),
         *web_routes(settings),
     ]
+    flow_middleware: list[Middleware] = []
+    if settings.oidc_client_id:
+        # Authlib keeps the code flow's marker in Starlette's session: Lax, so the provider's redirect brings it.
+        flow_middleware.append(
+            Middleware(
+                SessionMiddleware,
+                secret_key=settings.session_secret,
+                session_cookie=STATE_COOKIE,
+                max_age=FLOW_SECONDS,
+                same_site="lax",
+                https_only=settings.cookie_secure == "true",
+            )
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -109,6 +125,7 @@ def create_app(
             Middleware(CorsMiddleware, origins=settings.allowed_origins),
             Middleware(SecurityHeadersMiddleware, **security_middleware_args(settings)),
             Middleware(CatchAllMiddleware),
+            *flow_middleware,
         ],
         exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error},
         lifespan=lifespan,

@@ -137,6 +137,13 @@ class Settings:
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = field(default=None, repr=False)
 
+    @property
+    def provider_login(self) -> str | None:
+        """The provider's name for the page's "Log in with" button (None: no button)."""
+        if self.oidc_client_id and self.oidc_issuers:
+            return self.oidc_issuers[0].display_name
+        return None
+
     def with_port(self, port: int) -> Settings:
         """The service moved to ``port`` (``serve --port``): the sandbox follows, to ``port + 1``,
         unless AUTHSERVER_SANDBOX_PORT names its own port."""

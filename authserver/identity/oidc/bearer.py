@@ -21,6 +21,7 @@ from ...policy import Policy
 from .. import Credentials, Identity
 from .claims import identity_from_claims
 from .jwks import ProviderKeys
+from .upstream import UpstreamIssuer
 from .verifier import BearerRefused, peek, verify
 
 DEFAULT_CACHE_SIZE = 10_000
@@ -91,11 +92,25 @@ class UpstreamVerifier:
         provider = self.providers.get(header.issuer)
         if provider is None:
             raise BearerRefused("bearer token refused: its issuer is not trusted here")
-        key = await provider.key(header.kid)
-        claims = verify(token, provider.upstream, key, header.algorithm, now)
-        identity = identity_from_claims(claims, provider.upstream, self.policy)
-        self.verified.put(digest, identity, float(claims["exp"]))
+        identity, expires = await self._verify(token, provider.upstream, header.algorithm, header.kid, now)
+        self.verified.put(digest, identity, expires)
         return identity
+
+    async def identity_for(self, token: str, upstream: UpstreamIssuer, now: float) -> Identity:
+        """Verify ``token`` as ``upstream`` says (e.g. an ID token, whose audience is a client id), with
+        the keys of the provider of the same issuer; not remembered."""
+        header = peek(token)
+        if header.issuer != upstream.issuer or upstream.issuer not in self.providers:
+            raise BearerRefused("token refused: its issuer is not trusted here")
+        identity, _ = await self._verify(token, upstream, header.algorithm, header.kid, now)
+        return identity
+
+    async def _verify(
+        self, token: str, upstream: UpstreamIssuer, algorithm: str, kid: str | None, now: float
+    ) -> tuple[Identity, float]:
+        key = await self.providers[upstream.issuer].key(kid)
+        claims = verify(token, upstream, key, algorithm, now)
+        return identity_from_claims(claims, upstream, self.policy), float(claims["exp"])
 
     async def close(self) -> None:
         for provider in self.providers.values():
