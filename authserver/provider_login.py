@@ -72,6 +72,8 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
     settings = svc.settings
     if not settings.oidc_client_id or not settings.oidc_issuers or svc.upstream is None:
         return []
+    # Authlib's debug lines quote the PKCE code verifier and tokens: they are never let through.
+    logging.getLogger("authlib").setLevel(logging.INFO)
     upstream = settings.oidc_issuers[0]
     # An ID token's audience is the client id of the page, not the API audience of bearer tokens.
     id_tokens: UpstreamIssuer = replace(upstream, audience=(settings.oidc_client_id,))

@@ -4,9 +4,11 @@ is off (production settings): a provider's session is not a demo session."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -74,7 +76,12 @@ def log_in_at_the_provider(page: Page, name: str) -> None:
     page.get_by_role("button", name="Continue").click()  # the provider's consent page
 
 
-def test_log_in_with_the_provider_connects_renews_and_logs_out(site: Site, page: Page) -> None:
+def test_log_in_with_the_provider_connects_renews_and_logs_out(
+    site: Site, page: Page, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    codes: list[str] = []
+    page.on("request", lambda request: codes.extend(parse_qs(urlsplit(request.url).query).get("code", [])))
     name = unique("erin")
     page.goto(site.url)
     button = page.get_by_test_id("provider-login")
@@ -101,6 +108,13 @@ def test_log_in_with_the_provider_connects_renews_and_logs_out(site: Site, page:
     # The session ended on the server too: its cookie no longer gets a token.
     after = httpx.get(f"{site.url}/auth", cookies=cookies)
     assert after.status_code == 401
+
+    # Nothing secret in any log line: not the authorization code, not the session, no PKCE verifier.
+    assert codes, "the provider should have redirected back with a code"
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert f"login: clientId={name} role=user source=oidc:{site.provider.issuer}" in logged
+    for secret in [*codes, cookies["authserver_session"], "code_verifier"]:
+        assert secret not in logged
 
 
 def test_a_login_refused_at_the_provider_comes_back_with_a_reason(site: Site, page: Page) -> None:
