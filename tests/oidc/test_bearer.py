@@ -124,6 +124,8 @@ HOSTILE: list[tuple[str, Hostile, str]] = [
     ("wrong-issuer", lambda p: p.sign(iss="https://evil.example"), "issuer is not trusted"),
     ("no-issuer", lambda p: p.sign(iss=None), "no iss claim"),
     ("no-expiry", lambda p: p.sign(exp=None), "no exp claim"),
+    ("expiry-not-a-number", lambda p: p.sign(exp="tomorrow"), "exp"),
+    ("iat-not-a-number", lambda p: p.sign(iat="now"), "iat"),
     ("unknown-kid", lambda p: p.sign(kid="no-such-key"), "unknown kid"),
     ("tampered-claims", _tampered, "signature does not verify"),
     ("signed-by-another-key", _own_key_with_provider_kid, "signature does not verify"),
@@ -252,3 +254,17 @@ def test_no_log_line_holds_a_token(
         for part in token.split("."):
             if len(part) > 8:
                 assert part not in text
+
+
+def test_a_valid_token_whose_role_allows_nothing_the_key_allows_gets_a_final_403(
+    shared_provider: Provider, make_client: ClientFactory
+) -> None:
+    client = make_client(shared_provider, ABLY_KEY_CAPABILITY='{"billing:*":["subscribe"]}')
+    response = client.get("/auth", headers=bearer(shared_provider.sign(sub="alice")))
+    assert response.status_code == 403 and response.json()["error"]["code"] == 40160
+
+
+def test_session_says_who_the_bearer_is(shared_provider: Provider, client: TestClient) -> None:
+    body = client.get("/session", headers=bearer(shared_provider.sign(sub="frank"))).json()
+    assert body["loggedIn"] and body["clientId"] == "frank"
+    assert body["source"] == f"oidc:{shared_provider.issuer}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -74,6 +75,7 @@ def test_with_the_provider_stopped_the_fetched_keys_keep_working_and_an_unknown_
     own_provider.stop()
     keys.refetch_interval = 0.0  # every unknown kid tries the (stopped) provider
     keys.max_age = 0.0  # and every use refreshes in the background
+    keys.stale_retry = 0.0
 
     for kty in ("RSA", "EC", "OKP"):
         response = client.get("/auth", headers=bearer(own_provider.sign(kty=kty, sub=unique("u"))))
@@ -155,3 +157,27 @@ def test_the_verified_token_cache_is_bounded_and_never_serves_an_expired_token()
     assert cache.get(cache.digest("token-4"), now=99.9) == alice
     assert cache.get(cache.digest("token-4"), now=100.0) is None  # at exp: gone
     assert len(cache) == 2
+
+
+def test_stale_keys_are_refreshed_in_the_background_while_the_cached_ones_keep_answering(
+    own_provider: Provider, make_client: ClientFactory
+) -> None:
+    client = make_client(own_provider)
+    keys = keys_of(client, own_provider.issuer)
+    assert client.get("/auth", headers=bearer(own_provider.sign())).status_code == 200
+    keys.refetch_interval = 3600.0  # no re-fetch for unknown kids: only the background refresh can help
+    old_signer = dict(own_provider.key("EC"))
+    own_provider.configure(rotate=True)
+    new_kid = own_provider.key("EC")["kid"]
+    keys.max_age = 0.0  # the cached keys are stale now
+    keys.stale_retry = 0.0
+    rotated_signers = own_provider.keys
+    own_provider.keys = [old_signer]
+    stale = client.get("/auth", headers=bearer(own_provider.sign(sub=unique("u"))))
+    assert stale.status_code == 200  # answered with the cached key, a refresh started behind it
+    deadline = time.monotonic() + 30
+    while keys.current is None or new_kid not in keys.current.keys:
+        assert time.monotonic() < deadline, "the background refresh did not bring the rotated keys"
+        time.sleep(0.05)
+    own_provider.keys = rotated_signers
+    assert client.get("/auth", headers=bearer(own_provider.sign(sub=unique("u")))).status_code == 200

@@ -2,7 +2,8 @@
 
 - The first use fetches ``{issuer}/.well-known/openid-configuration`` and its ``jwks_uri``; the
   discovery document must name the configured issuer (OpenID Connect Discovery 1.0, 4.3).
-- Keys older than ``max_age`` are refreshed in the background while the cached ones keep answering.
+- Keys older than ``max_age`` are refreshed in the background while the cached ones keep answering
+  (retried every ``stale_retry`` seconds while the provider fails).
 - An unknown ``kid`` triggers one re-fetch (the provider rotated), at most once per ``refetch_interval``
   seconds, so a flood of random kids cannot make the service hammer the provider.
 - Every fetch is bounded by ``timeout``; a provider that is down or slow costs at most that, and keys
@@ -75,6 +76,7 @@ class ProviderKeys:
         *,
         max_age: float = 300.0,
         refetch_interval: float = 30.0,
+        stale_retry: float = 5.0,
         timeout: float = 5.0,
     ) -> None:
         self.upstream = upstream
@@ -82,6 +84,8 @@ class ProviderKeys:
         self.clock = clock
         self.max_age = max_age
         self.refetch_interval = refetch_interval
+        #: How often stale keys are refreshed in the background while the provider keeps failing.
+        self.stale_retry = stale_retry
         self.timeout = timeout
         self.current: KeySet | None = None
         #: How many times the keys were fetched (successfully or not): for tests and metrics.
@@ -103,7 +107,7 @@ class ProviderKeys:
             keyset = await self.refresh(force=False)
             if keyset is None:
                 raise ProviderUnavailable(f"cannot fetch the signing keys of {self.upstream.issuer}; try again later")
-        elif now - keyset.fetched_at >= self.max_age:
+        elif now - keyset.fetched_at >= self.max_age and now - self._last_attempt >= self.stale_retry:
             self._refresh_in_background()
         key = keyset.find(kid)
         if key is None and now - self._last_attempt >= self.refetch_interval:
@@ -116,7 +120,7 @@ class ProviderKeys:
 
     def _refresh_in_background(self) -> None:
         if self._background is None or self._background.done():
-            self._background = asyncio.get_running_loop().create_task(self.refresh(force=False))
+            self._background = asyncio.get_running_loop().create_task(self.refresh(force=True))
 
     async def refresh(self, *, force: bool = True) -> KeySet | None:
         """Fetch discovery and keys once (callers arriving meanwhile share the result).

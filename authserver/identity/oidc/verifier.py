@@ -48,7 +48,7 @@ def peek(token: str) -> Unverified:
     try:
         header = jwt.get_unverified_header(token)
         claims = jwt.decode(token, options={"verify_signature": False})
-    except (jwt.DecodeError, ValueError, TypeError, RecursionError):
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
         raise _refuse("malformed (not a signed JWT)") from None
     algorithm = header.get("alg")
     if not isinstance(algorithm, str) or algorithm not in KEY_TYPES:
