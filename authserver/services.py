@@ -17,7 +17,7 @@ from .identity.passwords import Passwords
 from .identity.sessions import SessionStore
 from .identity.users import UserStore
 from .issuance import Issuer
-from .storage import Storage
+from .storage import Storage, UserStorage
 from .storage.sqlite import SqliteStorage
 
 
@@ -62,13 +62,21 @@ def open_storage(settings: Settings) -> Storage:
 PROVIDER_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
 
 
-def upstream_verifier(settings: Settings, clock: Callable[[], float]) -> UpstreamVerifier | None:
-    """The verifier of upstream bearer tokens for the configured issuers (None without any)."""
+def upstream_verifier(
+    settings: Settings, clock: Callable[[], float], users: UserStorage | None = None
+) -> UpstreamVerifier | None:
+    """The verifier of upstream bearer tokens for the configured issuers (None without any). With
+    ``users``, a provider's user whose clientId is a registered account's username or clientId is refused."""
     if not settings.oidc_issuers:
         return None
     http = httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, headers={"User-Agent": "authserver"})
     providers = {i.issuer: ProviderKeys(i, http, clock, timeout=3.0) for i in settings.oidc_issuers}
-    return UpstreamVerifier(providers, settings.policy, http=http)
+
+    async def taken(client_id: str) -> bool:
+        assert users is not None
+        return await users.get(client_id) is not None or await users.by_client_id(client_id) is not None
+
+    return UpstreamVerifier(providers, settings.policy, http=http, taken=taken if users is not None else None)
 
 
 def build_services(
@@ -102,7 +110,7 @@ def build_services(
         token_max_ttl=settings.token_max_ttl,
         clock=clock,
     )
-    upstream = upstream_verifier(settings, clock)
+    upstream = upstream_verifier(settings, clock, storage.users)
     return Services(
         settings,
         storage,

@@ -268,3 +268,17 @@ def test_session_says_who_the_bearer_is(shared_provider: Provider, client: TestC
     body = client.get("/session", headers=bearer(shared_provider.sign(sub="frank"))).json()
     assert body["loggedIn"] and body["clientId"] == "frank"
     assert body["source"] == f"oidc:{shared_provider.issuer}"
+
+
+def test_a_provider_user_may_never_act_as_a_registered_account(
+    shared_provider: Provider, make_client: ClientFactory
+) -> None:
+    client = make_client(shared_provider)
+    users = client.app.state.services.users  # type: ignore[attr-defined]
+    client.portal.call(  # type: ignore[union-attr]
+        lambda: users.add("grace", "correct horse", role=None, client_id="grace@example.com", now=time.time())
+    )
+    for sub in ("grace", "grace@example.com"):  # its username or its clientId
+        response = client.get("/auth", headers=bearer(shared_provider.sign(sub=sub)))
+        assert response.status_code == 403, response.text
+        assert "registered account" in response.json()["error"]["message"]

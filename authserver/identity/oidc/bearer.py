@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ...errors import NotAuthenticatedError
+from ...errors import ForbiddenError, NotAuthenticatedError
 from ...policy import Policy
 from .. import Credentials, Identity
 from .claims import identity_from_claims
@@ -69,9 +69,12 @@ class UpstreamVerifier:
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
         http: Any = None,
+        taken: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.providers = dict(providers)
         self.policy = policy
+        #: Whether a clientId belongs to a registered account (a provider's user may never act as one).
+        self.taken = taken
         self.verified = VerifiedTokens(cache_size)
         #: The HTTP client the providers share (closed with the verifier), if the verifier owns it.
         self._http = http
@@ -110,7 +113,10 @@ class UpstreamVerifier:
     ) -> tuple[Identity, float]:
         key = await self.providers[upstream.issuer].key(kid)
         claims = verify(token, upstream, key, algorithm, now)
-        return identity_from_claims(claims, upstream, self.policy), float(claims["exp"])
+        identity = identity_from_claims(claims, upstream, self.policy)
+        if self.taken is not None and await self.taken(identity.client_id):
+            raise ForbiddenError(f"clientId {identity.client_id!r} belongs to a registered account here")
+        return identity, float(claims["exp"])
 
     async def close(self) -> None:
         for provider in self.providers.values():
