@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,3 +108,24 @@ def test_ably_js_with_a_bearer_in_auth_headers_stays_connected_across_renewals(
     assert result["sameConnection"] and result["clientId"] == "js-alice"
     assert set(result["states"]) <= {"connecting", "connected", "update"}, result["states"]
     assert result["received"] == result["published"]
+
+
+def test_the_readme_backend_snippet_exchanges_a_provider_token_with_curl(
+    shared_provider: Provider, stack: Stack
+) -> None:
+    """README "A backend: token exchange": the curl command, against the running service."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    access_token = shared_provider.client_credentials_token()
+    command = [
+        curl, "-s", f"{stack.service}/token",
+        "-d", "grant_type=urn:ietf:params:oauth:grant-type:token-exchange",
+        "-d", f"subject_token={access_token}",
+        "-d", "subject_token_type=urn:ietf:params:oauth:token-type:access_token",
+        "-d", 'capability={"chat:lobby":["publish"]}', "-d", "ttl=600000",
+    ]  # fmt: skip
+    body = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout)
+    assert body["token_type"] == "Bearer" and body["clientId"] == "backend-worker"
+    assert json.loads(body["capability"]) == {"chat:lobby": ["publish"]}
+    assert body["expires_in"] == 600  # the ttl asked for (ms), within the role's max_ttl
