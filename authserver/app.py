@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -31,7 +32,8 @@ from .identity.passwords import Passwords
 from .identity.users import outside_policy_problem
 from .logs import LogLimiter
 from .metrics import Metrics, multiprocess_dir_from_environment
-from .middleware import CatchAllMiddleware, SecurityHeadersMiddleware
+from .middleware import CatchAllMiddleware, CorsMiddleware, SecurityHeadersMiddleware
+from .provider_login import FLOW_SECONDS, STATE_COOKIE, provider_login_routes
 from .readiness import Readiness
 from .redislink import RedisChanges
 from .responses import error_response, exception_response
@@ -110,14 +112,29 @@ def create_app(
     readiness = Readiness(services)
     app_routes: list[BaseRoute] = [
         Route("/auth", routes.auth, methods=["GET", "POST"]),
+        Route("/token", routes.token, methods=["POST"]),
         Route("/login", routes.login, methods=["POST"]),
         Route("/logout", routes.logout, methods=["POST"]),
         Route("/session", routes.session, methods=["GET"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", readiness.endpoint, methods=["GET"]),
         Route("/metrics", routes.metrics, methods=["GET"]),
+        *provider_login_routes(services),
         *web_routes(settings),
     ]
+    flow_middleware: list[Middleware] = []
+    if settings.oidc_client_id:
+        # Authlib keeps the code flow's marker in Starlette's session: Lax, so the provider's redirect brings it.
+        flow_middleware.append(
+            Middleware(
+                SessionMiddleware,
+                secret_key=settings.session_secret,
+                session_cookie=STATE_COOKIE,
+                max_age=FLOW_SECONDS,
+                same_site="lax",
+                https_only=settings.cookie_secure == "true",
+            )
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,6 +143,9 @@ def create_app(
         outside = await services.users.outside_policy()
         if outside:
             log.warning("%s", outside_policy_problem(outside, settings.policy_source))
+        prefetch = None
+        if services.upstream is not None:
+            prefetch = asyncio.get_running_loop().create_task(services.upstream.prefetch())
         if isinstance(services.changes, RedisChanges):
             services.changes.start()
         watch = asyncio.get_running_loop().create_task(readiness.watch(), name="authserver readiness")
@@ -133,6 +153,10 @@ def create_app(
             yield
         finally:
             watch.cancel()
+            if prefetch is not None:
+                prefetch.cancel()
+            if services.upstream is not None:
+                await services.upstream.close()
             if isinstance(services.changes, RedisChanges):
                 await services.changes.close()
             if services.redis is not None:
@@ -150,8 +174,10 @@ def create_app(
                 if settings.allowed_hosts
                 else []
             ),
+            Middleware(CorsMiddleware, origins=settings.allowed_origins),
             Middleware(SecurityHeadersMiddleware, **security_middleware_args(settings)),
             Middleware(CatchAllMiddleware),
+            *flow_middleware,
         ],
         exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error, ClientDisconnect: _client_gone},
         lifespan=lifespan,

@@ -44,7 +44,7 @@ def audit_refused(identity: Identity | None, exc: AuthServerError, fmt: str | No
         "clientId": identity.client_id if identity else None,
         "role": identity.role if identity else None,
         "source": identity.source if identity else None,
-        "format": fmt if fmt in ("details", "jwt", "tokenrequest") else None,
+        "format": fmt if fmt in ("details", "jwt", "tokenrequest", "token-exchange") else None,
         "code": exc.code,
         "status": exc.status,
     }

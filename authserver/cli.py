@@ -59,7 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default AUTHSERVER_PORT or 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default AUTHSERVER_WORKERS or 1)")
 
-    sub.add_parser("check", help="validate the configuration; exit 0 when it is usable")
+    check = sub.add_parser("check", help="validate the configuration; exit 0 when it is usable")
+    check.add_argument(
+        "--online", action="store_true", help="also fetch each identity provider's discovery document and keys"
+    )
 
     db = sub.add_parser("db", help="the database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -105,7 +108,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
     stdin = stdin or sys.stdin
     try:
         if args.command == "check":
-            return _check()
+            return _check(online=args.online)
         # Only serve signs session cookies: the other commands need no SESSION_SECRET.
         settings = load_settings(need_session_secret=args.command == "serve")
         configure_logging(settings.log_level, settings.log_format)
@@ -145,7 +148,7 @@ def _report(message: str) -> None:
         print(f"authserver: {message}", file=sys.stderr)
 
 
-def _check() -> int:
+def _check(*, online: bool = False) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -158,7 +161,70 @@ def _check() -> int:
         print(f"authserver: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
     print("\n".join(lines))
+    if online:
+        found, problems = asyncio.run(_providers_online(settings))
+        print("\n".join(found))
+        if problems:
+            print(
+                "authserver: identity provider check failed:\n" + "\n".join(f"  - {p}" for p in problems),
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
     return EXIT_OK
+
+
+def _provider_lines(settings: Settings) -> list[str]:
+    lines: list[str] = []
+    for upstream in settings.oidc_issuers:
+        roles = f"roles from claim {upstream.role_claim!r}, else " if upstream.role_claim else "role "
+        lines.append(
+            f"  identity provider: {upstream.issuer} (audience {', '.join(upstream.audience)}; clientId from claim"
+            f" {upstream.client_id_claim!r}; {roles}{upstream.role or settings.policy.default_role!r};"
+            f" leeway {upstream.leeway}s)"
+        )
+    if settings.provider_login is not None:
+        kind = "confidential client" if settings.oidc_client_secret else "public client, PKCE only"
+        lines.append(
+            f"  page login: 'Log in with {settings.provider_login}' as client {settings.oidc_client_id} ({kind});"
+            " register the redirect URI <this service>/login/oidc/callback"
+        )
+    if settings.allowed_origins:
+        lines.append(f"  trusted front-end origins (CORS and CSRF): {', '.join(settings.allowed_origins)}")
+    return lines
+
+
+async def _providers_online(settings: Settings) -> tuple[list[str], list[str]]:
+    """Fetch every provider's discovery document and keys: what was found, and the problems."""
+    import httpx
+
+    from .identity.oidc.jwks import ProviderKeys
+
+    found: list[str] = []
+    problems: list[str] = []
+    if not settings.oidc_issuers:
+        return ["  online: no identity provider is configured (OIDC_ISSUER): nothing to fetch"], []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as http:
+        for index, upstream in enumerate(settings.oidc_issuers):
+            keys = ProviderKeys(upstream, http, time.time, timeout=5.0)
+            keyset = await keys.refresh()
+            if keyset is None:
+                problems.append(f"{upstream.issuer}: {keys.last_error}")
+                continue
+            described = ", ".join(
+                f"{kid} ({key.key_type} {key.algorithm_name})" for kid, key in sorted(keyset.keys.items())
+            )
+            found.append(f"  online: {upstream.issuer}: discovery OK; keys from {keyset.jwks_uri}: {described}")
+            if index == 0 and settings.provider_login is not None:
+                document = (await http.get(upstream.discovery_url)).json()
+                methods = document.get("code_challenge_methods_supported") or []
+                missing = [n for n in ("authorization_endpoint", "token_endpoint") if not document.get(n)]
+                if missing:
+                    problems.append(f"{upstream.issuer}: the discovery document has no {', '.join(missing)}")
+                elif "S256" not in methods:
+                    problems.append(f"{upstream.issuer}: PKCE S256 is not listed in code_challenge_methods_supported")
+                else:
+                    found.append(f"  online: page login: authorization at {document['authorization_endpoint']}")
+    return found, problems
 
 
 def _check_lines(settings: Settings) -> list[str]:
@@ -199,6 +265,7 @@ def _check_lines(settings: Settings) -> list[str]:
     lines.append(f"  policy: {settings.policy_source} (roles: {', '.join(sorted(settings.policy.roles))})")
     level, note = _ably_js_note(settings)
     lines.append(f"  {'WARNING: ' if level >= logging.WARNING else ''}ably-js for the page: {note}")
+    lines.extend(_provider_lines(settings))
     lines.extend(f"  WARNING: {warning}" for warning in short_ttl_warnings(settings))
     if settings.demo_login:
         lines.append("  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION.")

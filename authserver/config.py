@@ -31,6 +31,7 @@ from dotenv import dotenv_values
 
 from .capabilities import Capability
 from .errors import AuthServerError, ConfigError
+from .identity.oidc.upstream import UpstreamConfigError, UpstreamIssuer, make_issuer
 from .keys import AblyKey, parse_api_keys
 from .policy import Policy, load_policy
 
@@ -69,7 +70,17 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_POLICY": "policy file (TOML or JSON) mapping roles to capabilities (default: the built-in policy)",
     "AUTHSERVER_DEMO_LOGIN": "true: any username/password logs in (NOT for production)",
     "AUTHSERVER_COOKIE_SECURE": "auto (Secure when the request is HTTPS), true or false",
-    "AUTHSERVER_ALLOWED_ORIGINS": "extra origins allowed to POST /login and /logout (comma-separated)",
+    "AUTHSERVER_ALLOWED_ORIGINS": "trusted front-end origins (comma-separated): CORS on /auth, /token, /session,"
+    " /login, /logout, and allowed to POST /login and /logout",
+    "OIDC_ISSUER": "an OpenID Connect provider whose tokens are accepted as Authorization: Bearer (https; more in"
+    " the policy file's [[issuers]])",
+    "OIDC_AUDIENCE": "the aud the provider's tokens must carry (required with OIDC_ISSUER; comma-separated: any of)",
+    "OIDC_CLIENT_ID_CLAIM": "the claim that becomes the Ably clientId (default sub)",
+    "OIDC_ROLE_CLAIM": "optional claim (string or list) whose first value naming a policy role picks the role",
+    "OIDC_CLIENT_ID": "client id registered at OIDC_ISSUER for the page's 'Log in with' button (code flow + PKCE)",
+    "OIDC_CLIENT_SECRET": "its client secret, for a confidential client (unset: a public client, PKCE only)",
+    "OIDC_PROVIDER_NAME": "the provider's name on the login button (default: the issuer's host name)",
+    "OIDC_LEEWAY": "seconds of clock skew allowed on exp, nbf and iat of upstream tokens (default 30, at most 300)",
     "ABLY_JS": "where the login page loads ably-js from: local (the npm copy; default when installed) or cdn",
     "ABLY_JS_PATH": "directory of the npm ably package (default: .cache/node/node_modules/ably of the checkout)",
     "AUTHSERVER_LOG_LEVEL": "debug, info, warning or error (default info)",
@@ -154,6 +165,18 @@ class Settings:
     body_timeout: float = 10.0
     max_connections: int = 0
     max_header_bytes: int = 16 * 1024
+    #: Trusted OpenID Connect providers: OIDC_ISSUER first, then the policy's ``[[issuers]]``.
+    oidc_issuers: tuple[UpstreamIssuer, ...] = ()
+    #: The page's "Log in with <provider>" client at OIDC_ISSUER (None: no button).
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def provider_login(self) -> str | None:
+        """The provider's name for the page's "Log in with" button (None: no button)."""
+        if self.oidc_client_id and self.oidc_issuers:
+            return self.oidc_issuers[0].display_name
+        return None
 
     def with_port(self, port: int) -> Settings:
         """The service moved to ``port`` (``serve --port``): the sandbox follows, to ``port + 1``,
@@ -353,6 +376,35 @@ class _Reader:
             self.problems.append(f"DATABASE_URL: the directory of the database file does not exist ({path})")
         return path, engine
 
+    def oidc_issuers(self, policy: Policy) -> tuple[UpstreamIssuer, ...]:
+        issuer = self.raw("OIDC_ISSUER")
+        from_env: tuple[UpstreamIssuer, ...] = ()
+        if issuer is None:
+            for name in ("OIDC_AUDIENCE", "OIDC_CLIENT_ID_CLAIM", "OIDC_ROLE_CLAIM", "OIDC_CLIENT_ID"):
+                if self.raw(name) is not None:
+                    self.problems.append(f"{name}: set OIDC_ISSUER too (it belongs to the issuer OIDC_ISSUER names)")
+        else:
+            audience = [a.strip() for a in (self.raw("OIDC_AUDIENCE") or "").split(",") if a.strip()]
+            leeway = self.integer("OIDC_LEEWAY", 30, 0, 300)
+            try:
+                from_env = (
+                    make_issuer(
+                        issuer=issuer,
+                        audience=audience,
+                        client_id_claim=self.raw("OIDC_CLIENT_ID_CLAIM"),
+                        role_claim=self.raw("OIDC_ROLE_CLAIM"),
+                        leeway=leeway,
+                        name=self.raw("OIDC_PROVIDER_NAME"),
+                    ),
+                )
+            except UpstreamConfigError as exc:
+                name = "OIDC_AUDIENCE" if "audience" in str(exc) else "OIDC_ISSUER"
+                self.problems.append(f"{name}: {exc}")
+            if self.raw("OIDC_CLIENT_SECRET") is not None and self.raw("OIDC_CLIENT_ID") is None:
+                self.problems.append("OIDC_CLIENT_SECRET: set OIDC_CLIENT_ID too")
+        listed = tuple(i for i in policy.issuers if all(i.issuer != e.issuer for e in from_env))
+        return from_env + listed
+
     def settings(self) -> Settings:
         keys: tuple[AblyKey, ...] = self.parse("ABLY_API_KEY", (), parse_api_keys)
         key_capability = self.parse("ABLY_KEY_CAPABILITY", None, Capability.parse)
@@ -387,6 +439,7 @@ class _Reader:
             self.problems.append(f"SESSION_SECRET: too short (at least {MIN_SESSION_SECRET} characters)")
         demo = self.boolean("AUTHSERVER_DEMO_LOGIN", not production)
         origins: tuple[str, ...] = self.parse("AUTHSERVER_ALLOWED_ORIGINS", (), _origins)
+        issuers = self.oidc_issuers(policy or load_policy(None))
         settings = Settings(
             ably_keys=keys,
             key_capability=key_capability,
@@ -425,6 +478,9 @@ class _Reader:
             development=not production,
             env_file=self.env_file,
             **self.edge(),
+            oidc_issuers=issuers,
+            oidc_client_id=self.raw("OIDC_CLIENT_ID") if issuers else None,
+            oidc_client_secret=self.raw("OIDC_CLIENT_SECRET"),
         )
         if self.problems:
             raise ConfigError(self.problems)

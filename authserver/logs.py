@@ -21,6 +21,9 @@ _PATTERNS = (
     re.compile(r"(?i)((?:access_?token|key|password|token)=)[^&\s\"']+"),
     re.compile(r"(?i)((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"()eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"),
+    # OAuth: an authorization code or client secret in a URL or form, a PKCE code verifier anywhere.
+    re.compile(r"(?i)([?&](?:code|client_secret|subject_token)=)[^&\s\"']+"),
+    re.compile(r"(?i)(code_verifier['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9._~-]+"),
 )
 
 

@@ -32,7 +32,7 @@ from prometheus_client import (
 #: prometheus-client reads its multiprocess directory from this variable (in every worker).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_FORMATS = frozenset({"details", "jwt", "tokenrequest"})
+_FORMATS = frozenset({"details", "jwt", "tokenrequest", "token-exchange"})
 _METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
 
 
@@ -83,7 +83,7 @@ class Metrics:
             self._registry = CollectorRegistry()
         registry = self._registry
         self.tokens_issued = Counter(
-            "authserver_tokens_issued", "Tokens issued by /auth", ["format", "source"], registry=registry
+            "authserver_tokens_issued", "Tokens issued by /auth and /token", ["format", "source"], registry=registry
         )
         self.tokens_refused = Counter(
             "authserver_tokens_refused",

@@ -89,3 +89,70 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+#: The API endpoints a front-end on a trusted origin may call cross-origin.
+CORS_PATHS = frozenset({"/auth", "/token", "/session", "/login", "/logout"})
+_CORS_ALLOWED_HEADERS = b"Authorization, Content-Type, Accept"
+_CORS_EXPOSED_HEADERS = b"X-Ably-Errorcode, X-Ably-Errormessage"
+
+
+class CorsMiddleware:
+    """CORS for :data:`CORS_PATHS`, for exactly the trusted front-end origins (AUTHSERVER_ALLOWED_ORIGINS).
+
+    An allowed origin gets ``Access-Control-Allow-Origin: <origin>`` with credentials, a preflight
+    (``OPTIONS`` with ``Access-Control-Request-Method``) is answered 204 here, allowing ``Authorization``
+    and ``Content-Type``; any other origin gets no CORS header at all (its preflight falls through to
+    the app: 405). Every answer of these paths says ``Vary: Origin``.
+    """
+
+    def __init__(self, app: ASGIApp, *, origins: Sequence[str] = ()) -> None:
+        self.app = app
+        self.origins = frozenset(o.rstrip("/").lower() for o in origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in CORS_PATHS:
+            await self.app(scope, receive, send)
+            return
+        origin: bytes | None = None
+        preflight = False
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                preflight = True
+        allowed = origin is not None and origin.decode("latin-1").rstrip("/").lower() in self.origins
+        if allowed and preflight and scope["method"] == "OPTIONS":
+            assert origin is not None
+            headers = [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-allow-credentials", b"true"),
+                (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                (b"access-control-allow-headers", _CORS_ALLOWED_HEADERS),
+                (b"access-control-max-age", b"600"),
+                (b"vary", b"Origin"),
+                (b"content-length", b"0"),
+            ]
+            await send({"type": "http.response.start", "status": 204, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers: list[tuple[bytes, bytes]] = []
+                vary = [b"Origin"]
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"vary":
+                        vary.extend(v.strip() for v in value.split(b",") if v.strip().lower() != b"origin")
+                    else:
+                        headers.append((name, value))
+                headers.append((b"vary", b", ".join(vary)))
+                if allowed:
+                    assert origin is not None
+                    headers.append((b"access-control-allow-origin", origin))
+                    headers.append((b"access-control-allow-credentials", b"true"))
+                    headers.append((b"access-control-expose-headers", _CORS_EXPOSED_HEADERS))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)

@@ -9,6 +9,12 @@ A policy file is TOML or JSON::
     [roles.user.capability]
     "chat:*" = ["publish", "subscribe", "presence"]
     "private:{clientId}" = ["*"]
+
+    [[issuers]]                      # optional: trusted OpenID Connect providers (see README)
+    issuer = "https://example.eu.auth0.com/"
+    audience = "https://chat.example.com"
+    role_claim = "https://chat.example.com/roles"
+    role = "user"                    # role when the role claim names none (default: default_role)
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from .capabilities import Capability, expand_template
 from .errors import AuthServerError, CapabilityError, ForbiddenError
+from .identity.oidc.upstream import UpstreamConfigError, UpstreamIssuer, parse_issuer_table
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.toml")
 ROLE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -55,6 +62,8 @@ class Policy:
     roles: Mapping[str, Role]
     default_role: str
     demo_role: str
+    #: Trusted OpenID Connect providers (``[[issuers]]``), besides OIDC_ISSUER from the environment.
+    issuers: tuple[UpstreamIssuer, ...] = field(default=())
 
     def role(self, name: str) -> Role:
         """:raises ForbiddenError: for a role the policy does not define (a final refusal)."""
@@ -71,7 +80,7 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
     """
     if not isinstance(data, Mapping):
         raise PolicyError("policy must be a table/object")
-    unknown = set(data) - {"roles", "default_role", "demo_role"}
+    unknown = set(data) - {"roles", "default_role", "demo_role", "issuers"}
     if unknown:
         raise PolicyError(f"policy has unknown field(s): {', '.join(sorted(map(str, unknown)))}")
     raw_roles = data.get("roles")
@@ -85,7 +94,24 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
     for field_name, value in (("default_role", default_role), ("demo_role", demo_role)):
         if not isinstance(value, str) or value not in roles:
             raise PolicyError(f"{field_name} {value!r} is not one of the roles")
-    return Policy(MappingProxyType(roles), default_role, demo_role)
+    return Policy(MappingProxyType(roles), default_role, demo_role, _parse_issuers(data.get("issuers", []), roles))
+
+
+def _parse_issuers(raw: object, roles: Mapping[str, Role]) -> tuple[UpstreamIssuer, ...]:
+    if not isinstance(raw, list):
+        raise PolicyError("issuers must be a list of tables ([[issuers]])")
+    issuers: list[UpstreamIssuer] = []
+    for index, table in enumerate(raw):
+        try:
+            issuer = parse_issuer_table(table, index)
+        except UpstreamConfigError as exc:
+            raise PolicyError(str(exc)) from None
+        if issuer.role is not None and issuer.role not in roles:
+            raise PolicyError(f"issuers[{index}].role {issuer.role!r} is not one of the roles")
+        if any(seen.issuer == issuer.issuer for seen in issuers):
+            raise PolicyError(f"issuers[{index}]: issuer {issuer.issuer} is listed twice")
+        issuers.append(issuer)
+    return tuple(issuers)
 
 
 def _parse_role(name: object, body: object) -> Role:

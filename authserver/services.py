@@ -5,17 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
+
 from .config import Settings
 from .guards import ConcurrencyGate, Gate, LoginThrottle, MemoryThrottle, Throttle
 from .identity import Authenticator
 from .identity.changes import LocalChanges, SessionChanges
+from .identity.oidc.bearer import BearerAuthenticator, UpstreamVerifier
+from .identity.oidc.jwks import ProviderKeys
 from .identity.passwords import Passwords
 from .identity.sessions import SessionStore
 from .identity.users import UserStore
 from .issuance import Issuer
 from .ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
 from .redislink import RedisChanges, RedisLink
-from .storage import Storage
+from .storage import Storage, UserStorage
 from .storage.sqlite import SqliteStorage
 
 
@@ -35,6 +39,8 @@ class Services:
     redis: RedisLink | None = None
     #: The optional /auth limits (None: off, the default).
     auth_limits: AuthLimits | None = None
+    #: Trusted OpenID Connect providers (None: none configured).
+    upstream: UpstreamVerifier | None = None
 
 
 def memory_throttle(settings: Settings) -> MemoryThrottle:
@@ -63,6 +69,27 @@ def open_storage(settings: Settings) -> Storage:
 
         return PostgresStorage(settings.database_url)
     return SqliteStorage(settings.database_path)
+
+
+#: Bounded waits for a provider's discovery document and keys: a slow provider never holds /auth longer.
+PROVIDER_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+
+
+def upstream_verifier(
+    settings: Settings, clock: Callable[[], float], users: UserStorage | None = None
+) -> UpstreamVerifier | None:
+    """The verifier of upstream bearer tokens for the configured issuers (None without any). With
+    ``users``, a provider's user whose clientId is a registered account's username or clientId is refused."""
+    if not settings.oidc_issuers:
+        return None
+    http = httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, headers={"User-Agent": "authserver"})
+    providers = {i.issuer: ProviderKeys(i, http, clock, timeout=3.0) for i in settings.oidc_issuers}
+
+    async def taken(client_id: str) -> bool:
+        assert users is not None
+        return await users.get(client_id) is not None or await users.by_client_id(client_id) is not None
+
+    return UpstreamVerifier(providers, settings.policy, http=http, taken=taken if users is not None else None)
 
 
 def build_services(
@@ -115,17 +142,20 @@ def build_services(
         token_max_ttl=settings.token_max_ttl,
         clock=clock,
     )
+    upstream = upstream_verifier(settings, clock, storage.users)
     return Services(
         settings,
         storage,
         users,
         sessions,
         issuer,
-        (*authenticators, sessions),
+        # A bearer token decides before any session cookie sent along with it.
+        (*authenticators, BearerAuthenticator(upstream), sessions),
         clock,
         throttle or memory_throttle(settings),
         gate or login_gate(settings),
         changes,
         link,
         auth_limits,
+        upstream,
     )

@@ -118,14 +118,24 @@ def _message(response: httpx.Response) -> str:
 
 
 async def stay_connected(
-    base_url: str, cookie: str, client_options: dict[str, Any], *, renewals: int, timeout: float, channel: str
+    base_url: str,
+    cookie: str | None,
+    client_options: dict[str, Any],
+    *,
+    renewals: int,
+    timeout: float,
+    channel: str,
+    auth_headers: dict[str, str] | None = None,
 ) -> int:
-    """Connect, publish/receive, and wait for ``renewals`` token renewals without leaving CONNECTED."""
+    """Connect, publish/receive, and wait for ``renewals`` token renewals without leaving CONNECTED.
+
+    The client sends the session ``cookie``, or ``auth_headers`` (e.g. an upstream bearer token) instead.
+    """
     from ably import AblyRealtime
 
     realtime = AblyRealtime(
         auth_url=base_url.rstrip("/") + "/auth",
-        auth_headers={"Cookie": f"{COOKIE_NAME}={cookie}"},
+        auth_headers=auth_headers if auth_headers is not None else {"Cookie": f"{COOKIE_NAME}={cookie}"},
         **ably_python_options(client_options),
     )
     deadline = time.monotonic() + timeout

@@ -70,6 +70,9 @@ class WebSettings(Protocol):
     @property
     def demo_login(self) -> bool: ...  # any free name and password logs in (the page shows a hint)
 
+    @property
+    def provider_login(self) -> str | None: ...  # the provider's name for "Log in with <provider>", or None
+
 
 class AblyJsSource(TypedDict):
     src: str
@@ -82,6 +85,12 @@ class ClientConfig(TypedDict):
     ablyJs: AblyJsSource
     target: str
     demoLogin: bool
+    providerLogin: ProviderLogin | None
+
+
+class ProviderLogin(TypedDict):
+    name: str
+    url: str
 
 
 class SecurityArgs(TypedDict):
@@ -121,6 +130,9 @@ def client_config(settings: WebSettings) -> ClientConfig:
         "ablyJs": source,
         "target": target,
         "demoLogin": settings.demo_login,
+        "providerLogin": (
+            None if settings.provider_login is None else {"name": settings.provider_login, "url": "/login/oidc"}
+        ),
     }
 
 

@@ -38,6 +38,7 @@ class FakeSettings:
     ably_js: str = "cdn"
     ably_js_path: Path = NPM_ABLY
     demo_login: bool = False
+    provider_login: str | None = None
 
 
 def build_app(settings: FakeSettings) -> Starlette:
@@ -235,6 +236,7 @@ def test_client_config_for_real_ably(client_for: ClientFactory) -> None:
         "ablyJs": {"src": ABLY_JS_CDN_URL, "integrity": ABLY_JS_CDN_INTEGRITY},
         "target": "Ably",
         "demoLogin": False,
+        "providerLogin": None,
     }
 
 
@@ -252,6 +254,7 @@ def test_client_config_for_a_sandbox(client_for: ClientFactory) -> None:
         "ablyJs": {"src": "/vendor/ably.min.js", "integrity": None},
         "target": "sandbox at 127.0.0.1:8001",
         "demoLogin": False,
+        "providerLogin": None,
     }
 
 

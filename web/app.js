@@ -30,6 +30,8 @@ const el = {
   notice: $('notice'),
   loginSection: $('login-section'),
   demoHint: $('demo-hint'),
+  providerBox: $('provider-login-box'),
+  providerLink: $('provider-login'),
   loginForm: $('login-form'),
   username: $('username'),
   password: $('password'),
@@ -112,6 +114,11 @@ function render() {
   el.target.textContent = state.target;
   el.loginButton.disabled = state.setup !== 'ready' || state.loginBusy;
   el.demoHint.hidden = !(state.demoLogin && !who);
+  el.providerBox.hidden = !(state.providerLogin && !who);
+  if (state.providerLogin) {
+    el.providerLink.textContent = `Log in with ${state.providerLogin.name}`;
+    el.providerLink.href = state.providerLogin.url;
+  }
   showText(el.error, state.error);
   showText(el.notice, state.notice);
   el.loginSection.hidden = Boolean(who);
@@ -354,6 +361,13 @@ async function start() {
   }
   state.target = config.target || 'Ably';
   state.demoLogin = Boolean(config.demoLogin); // newer services say it here; /session says it too
+  state.providerLogin = config.providerLogin || null;
+  // Back from the provider's login pages without a session: the service says why in the query.
+  const loginError = new URLSearchParams(window.location.search).get('login_error');
+  if (loginError) {
+    state.error = `Log in with ${state.providerLogin ? state.providerLogin.name : 'the provider'} failed: ${loginError}`;
+    window.history.replaceState(null, '', '/');
+  }
   try {
     await loadAblyJs(config.ablyJs);
   } catch (err) {

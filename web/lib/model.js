@@ -19,6 +19,7 @@ export function initialState() {
     setup: 'loading', // 'loading' | 'ready' | 'broken'
     target: 'loading…',
     demoLogin: false,
+    providerLogin: null, // { name, url }: "Log in with <name>" (an OpenID Connect provider), or null
     who: null, // { clientId, role, source }
     loginBusy: false,
     logoutBusy: false,

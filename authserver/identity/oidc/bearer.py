@@ -1,0 +1,157 @@
+"""``Authorization: Bearer <upstream JWT>`` -> :class:`~authserver.identity.Identity`.
+
+:class:`UpstreamVerifier` picks the trusted issuer a token names, gets the key from that provider's
+:class:`~.jwks.ProviderKeys`, verifies and maps the claims. A verified token is remembered until its
+``exp`` (never past it), in bounded memory, so an upstream token is verified at most once per lifetime
+and the repeated ``/auth`` calls of a client cost a hash and a dict lookup.
+
+:class:`BearerAuthenticator` is the :class:`~authserver.identity.Authenticator` for the header: a
+request with a bearer token is decided by it (a session cookie sent along is not looked at).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from ...errors import ForbiddenError, NotAuthenticatedError
+from ...policy import Policy
+from .. import Credentials, Identity
+from .claims import identity_from_claims
+from .jwks import ProviderKeys
+from .upstream import UpstreamIssuer
+from .verifier import BearerRefused, peek, verify
+
+DEFAULT_CACHE_SIZE = 10_000
+
+
+class VerifiedTokens:
+    """Identities of verified tokens by the token's SHA-256, each until the token's ``exp``; the oldest
+    entry goes when full (bounded memory)."""
+
+    def __init__(self, limit: int = DEFAULT_CACHE_SIZE) -> None:
+        self.limit = limit
+        self._entries: OrderedDict[bytes, tuple[Identity, float]] = OrderedDict()
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, digest: bytes, now: float) -> Identity | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        identity, expires = entry
+        if now >= expires:
+            del self._entries[digest]
+            return None
+        return identity
+
+    def put(self, digest: bytes, identity: Identity, expires: float) -> None:
+        self._entries[digest] = (identity, expires)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class UpstreamVerifier:
+    """Every trusted provider's keys, and the cache of verified tokens."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, ProviderKeys],
+        policy: Policy,
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        http: Any = None,
+        taken: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.providers = dict(providers)
+        self.policy = policy
+        #: Whether a clientId belongs to a registered account (a provider's user may never act as one).
+        self.taken = taken
+        self.verified = VerifiedTokens(cache_size)
+        #: The HTTP client the providers share (closed with the verifier), if the verifier owns it.
+        self._http = http
+
+    async def prefetch(self) -> None:
+        """Fetch every provider's keys now (at start-up); failures are logged and retried on use."""
+        for provider in self.providers.values():
+            await provider.refresh(force=True)
+
+    async def identity(self, token: str, now: float) -> Identity:
+        """:raises BearerRefused: (401) naming the failed check. :raises ForbiddenError: (403) a valid
+        token whose clientId claim is unusable. :raises ProviderUnavailable: (503) no keys yet."""
+        digest = self.verified.digest(token)
+        known = self.verified.get(digest, now)
+        if known is not None:
+            return known
+        header = peek(token)
+        provider = self.providers.get(header.issuer)
+        if provider is None:
+            raise BearerRefused("bearer token refused: its issuer is not trusted here")
+        identity, expires = await self._verify(token, provider.upstream, header.algorithm, header.kid, now)
+        self.verified.put(digest, identity, expires)
+        return identity
+
+    async def identity_for(self, token: str, upstream: UpstreamIssuer, now: float) -> Identity:
+        """Verify ``token`` as ``upstream`` says (e.g. an ID token, whose audience is a client id), with
+        the keys of the provider of the same issuer; not remembered."""
+        header = peek(token)
+        if header.issuer != upstream.issuer or upstream.issuer not in self.providers:
+            raise BearerRefused("token refused: its issuer is not trusted here")
+        identity, _ = await self._verify(token, upstream, header.algorithm, header.kid, now)
+        return identity
+
+    async def _verify(
+        self, token: str, upstream: UpstreamIssuer, algorithm: str, kid: str | None, now: float
+    ) -> tuple[Identity, float]:
+        key = await self.providers[upstream.issuer].key(kid)
+        claims = verify(token, upstream, key, algorithm, now)
+        identity = identity_from_claims(claims, upstream, self.policy)
+        if self.taken is not None and await self.taken(identity.client_id):
+            raise ForbiddenError(f"clientId {identity.client_id!r} belongs to a registered account here")
+        return identity, float(claims["exp"])
+
+    async def close(self) -> None:
+        for provider in self.providers.values():
+            await provider.close()
+        if self._http is not None:
+            await self._http.aclose()
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, ``None`` without one (another scheme is not ours).
+
+    :raises NotAuthenticatedError: ``Bearer`` with nothing after it.
+    """
+    value = headers.get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    if not token:
+        raise NotAuthenticatedError("bearer token refused: empty")
+    return token
+
+
+class BearerAuthenticator:
+    """The :class:`~authserver.identity.Authenticator` for upstream bearer tokens."""
+
+    def __init__(self, verifier: UpstreamVerifier | None) -> None:
+        self.verifier = verifier
+
+    async def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
+        token = bearer_token(credentials.headers)
+        if token is None:
+            return None
+        if self.verifier is None or not self.verifier.providers:
+            raise NotAuthenticatedError("bearer token refused: no identity provider is configured (OIDC_ISSUER)")
+        return await self.verifier.identity(token, now)

@@ -1,0 +1,66 @@
+"""Verified upstream claims -> an :class:`~authserver.identity.Identity`. Pure.
+
+The clientId comes from one claim (default ``sub``) and must be in the same safe set as account
+clientIds; it is never taken from a token parameter. The role is the first value of the role claim
+(a string or a list of strings) that names a policy role, else the issuer's role, else the policy's
+default role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ...clientids import check_client_id
+from ...errors import ClientIdError, ForbiddenError
+from ...policy import Policy
+from .. import Identity
+from .upstream import UpstreamIssuer
+
+MAX_ROLE_VALUES = 100
+
+
+def claim_value(claims: Mapping[str, Any], name: str) -> Any:
+    """A claim by name; a dotted name (``realm_access.roles``, Keycloak) walks nested objects when there
+    is no top-level claim of that exact name (namespaced claims such as ``https://x.example/roles``)."""
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def role_for(claims: Mapping[str, Any], upstream: UpstreamIssuer, policy: Policy) -> str:
+    if upstream.role_claim is not None:
+        value = claim_value(claims, upstream.role_claim)
+        values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        for candidate in values[:MAX_ROLE_VALUES]:
+            if isinstance(candidate, str) and candidate in policy.roles:
+                return candidate
+    return upstream.role or policy.default_role
+
+
+def identity_from_claims(claims: Mapping[str, Any], upstream: UpstreamIssuer, policy: Policy) -> Identity:
+    """The caller these verified claims describe.
+
+    :raises ForbiddenError: the clientId claim is missing, not a string or outside the safe set (403:
+        a valid token that can never get an Ably token, so clients should stop retrying).
+    """
+    value = claim_value(claims, upstream.client_id_claim)
+    if not isinstance(value, str):
+        raise ForbiddenError(f"the token has no string {upstream.client_id_claim!r} claim to use as the clientId")
+    try:
+        client_id = check_client_id(value)
+    except ClientIdError as exc:
+        claim = upstream.client_id_claim
+        raise ForbiddenError(f"the token's {claim!r} claim is not a usable clientId: {exc.message}") from None
+    subject = claims.get("sub")
+    return Identity(
+        subject=f"{upstream.issuer}#{subject if isinstance(subject, str) else client_id}",
+        client_id=client_id,
+        role=role_for(claims, upstream, policy),
+        source=upstream.source,
+    )

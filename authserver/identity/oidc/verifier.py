@@ -1,0 +1,140 @@
+"""Checks an upstream JWT: algorithm, key, signature, ``iss``, ``aud``, ``exp``, ``nbf``, ``iat``.
+
+Pure: the key comes in as a PyJWT :class:`~jwt.PyJWK`, the time as a number. Every refusal is a
+:class:`~authserver.errors.NotAuthenticatedError` (401, 40101) whose message names the check that
+failed and never contains the token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from ...errors import NotAuthenticatedError
+from .upstream import KEY_TYPES, UpstreamIssuer
+
+#: Longer bearer tokens are refused before they are parsed.
+MAX_TOKEN_CHARS = 16 * 1024
+
+
+class BearerRefused(NotAuthenticatedError):
+    """A bearer token that did not pass a check (401, 40101: Ably clients retry later)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unverified:
+    """What a token says about itself before any check: which issuer and key to ask."""
+
+    algorithm: str
+    kid: str | None
+    issuer: str
+
+
+def _refuse(check: str) -> BearerRefused:
+    return BearerRefused(f"bearer token refused: {check}")
+
+
+def peek(token: str) -> Unverified:
+    """Header and ``iss`` of a token, unverified (to pick the issuer and key), with the algorithm checked
+    against every algorithm any issuer may allow.
+
+    :raises BearerRefused: not a JWT, no ``iss``, or an algorithm that is never allowed (``none``, HMAC).
+    """
+    if len(token) > MAX_TOKEN_CHARS:
+        raise _refuse(f"longer than {MAX_TOKEN_CHARS} characters")
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+        raise _refuse("malformed (not a signed JWT)") from None
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str) or algorithm not in KEY_TYPES:
+        shown = json.dumps(algorithm)[:20] if isinstance(algorithm, str) else "missing"
+        raise _refuse(f"algorithm {shown} is not allowed (asymmetric algorithms only)")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise _refuse("kid is not a string")
+    issuer = claims.get("iss")
+    if not isinstance(issuer, str) or not issuer:
+        raise _refuse("no iss claim")
+    return Unverified(algorithm, kid, issuer)
+
+
+def check_key(key: jwt.PyJWK, algorithm: str) -> None:
+    """The key must be of the type the algorithm needs, and not declared for another algorithm.
+
+    :raises BearerRefused: a mismatch.
+    """
+    kty, crv = KEY_TYPES[algorithm]
+    data = key._jwk_data  # the JWK PyJWK was built from
+    if key.key_type != kty or (crv is not None and data.get("crv") != crv):
+        raise _refuse(f"algorithm {algorithm} does not match the key's type ({key.key_type})")
+    declared = data.get("alg")
+    if declared is not None and declared != algorithm:
+        raise _refuse(f"algorithm {algorithm} is not the one the key is for ({declared})")
+
+
+def verify(token: str, upstream: UpstreamIssuer, key: jwt.PyJWK, algorithm: str, now: float) -> dict[str, Any]:
+    """The token's claims once every check has passed.
+
+    :param algorithm: the header's algorithm (from :func:`peek`).
+    :param now: seconds since the epoch.
+    :raises BearerRefused: naming the failed check.
+    """
+    if algorithm not in upstream.algorithms:
+        raise _refuse(f"algorithm {algorithm} is not allowed for {upstream.issuer}")
+    check_key(key, algorithm)
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=key.key,
+            algorithms=[algorithm],
+            audience=list(upstream.audience),
+            issuer=upstream.issuer,
+            # Times are checked below against the injected clock.
+            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["iss", "aud", "exp"]},
+        )
+    except jwt.InvalidSignatureError:
+        raise _refuse("signature does not verify") from None
+    except jwt.InvalidAudienceError:
+        raise _refuse(f"audience is not {' or '.join(upstream.audience)}") from None
+    except jwt.InvalidIssuerError:
+        raise _refuse(f"issuer is not {upstream.issuer}") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise _refuse(f"no {exc.claim} claim") from None
+    except jwt.InvalidAlgorithmError:
+        raise _refuse(f"algorithm {algorithm} does not match the key") from None
+    except (jwt.PyJWTError, ValueError, TypeError):
+        raise _refuse("malformed (claims do not decode)") from None
+    check_times(claims, now, upstream.leeway)
+    return claims
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _refuse(f"{name} is not a number")
+    return float(value)
+
+
+def check_times(claims: dict[str, Any], now: float, leeway: float) -> None:
+    """``exp`` (required), ``nbf`` and ``iat`` against ``now``, each with ``leeway`` seconds of slack.
+
+    :raises BearerRefused: expired, not yet valid, or issued in the future.
+    """
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise _refuse("no exp claim")
+    if now >= exp + leeway:
+        raise _refuse("expired")
+    nbf = _number(claims, "nbf")
+    if nbf is not None and now + leeway < nbf:
+        raise _refuse("not valid yet (nbf)")
+    iat = _number(claims, "iat")
+    if iat is not None and now + leeway < iat:
+        raise _refuse("issued in the future (iat)")

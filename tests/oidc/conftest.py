@@ -1,0 +1,225 @@
+"""A real OpenID Connect provider (the npm ``oidc-provider`` package under Node, ``provider.mjs``) and
+the token service configured to trust it.
+
+Tokens are made inside each test (never at collection): by the provider itself (client credentials,
+its login pages) or signed in the test with exactly the private keys the provider publishes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from starlette.testclient import TestClient
+
+from authserver.app import create_app
+from authserver.config import Settings
+
+from conftest import SettingsFactory
+
+REPO = Path(__file__).resolve().parents[2]
+NODE = shutil.which("node")
+NODE_MODULES = REPO / ".cache" / "node" / "node_modules"
+LAUNCHER = Path(__file__).with_name("provider.mjs")
+AUDIENCE = "https://chat.authserver.test"
+PAGE_CLIENT_ID = "authserver-page"
+PAGE_CLIENT_SECRET = "page-client-secret-0123456789-abcdefghijklmnop"
+WORKER_CLIENT_ID = "backend-worker"
+WORKER_CLIENT_SECRET = "worker-client-secret-0123456789-abcdefghijklm"
+STARTUP_TIMEOUT = 30.0
+
+
+def skip_reason() -> str | None:
+    if NODE is None:
+        return "node is not installed (scripts/setup --test installs it)"
+    if not (NODE_MODULES / "oidc-provider" / "package.json").is_file():
+        return f"oidc-provider is not installed in {NODE_MODULES} (scripts/setup --test installs it)"
+    return None
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass
+class Provider:
+    """A running oidc-provider: its issuer URL and the private JWKs it signs with."""
+
+    process: subprocess.Popen[str]
+    issuer: str
+    keys: list[dict[str, Any]]
+    stderr_lines: list[str] = field(default_factory=list)
+
+    def key(self, kty: str) -> dict[str, Any]:
+        return next(k for k in self.keys if k["kty"] == kty)
+
+    def public_jwks(self) -> dict[str, Any]:
+        return httpx.get(f"{self.issuer}/jwks", timeout=10).json()  # type: ignore[no-any-return]
+
+    def sign(
+        self,
+        claims: dict[str, Any] | None = None,
+        *,
+        kty: str = "EC",
+        alg: str | None = None,
+        kid: str | None = "from-key",
+        now: float | None = None,
+        lifetime: float = 300,
+        **overrides: Any,
+    ) -> str:
+        """A token signed with the provider's own private key, claims made now (``overrides`` win;
+        a value of ``None`` drops that claim)."""
+        jwk = self.key(kty)
+        issued = int(time.time() if now is None else now)
+        body: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": AUDIENCE,
+            "sub": "alice",
+            "iat": issued,
+            "exp": issued + int(lifetime),
+            **(claims or {}),
+            **overrides,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        headers = {} if kid is None else {"kid": jwk["kid"] if kid == "from-key" else kid}
+        return jwt.encode(body, jwt.PyJWK(jwk).key, algorithm=alg or jwk["alg"], headers=headers)
+
+    def hs256_with_public_key(self) -> str:
+        """The key-confusion attack: HS256 with the provider's public RSA key (PEM) as the HMAC secret."""
+        public = jwt.PyJWK({k: v for k, v in self.key("RSA").items() if k in ("kty", "n", "e")}).key
+        from cryptography.hazmat.primitives import serialization
+
+        pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        now = int(time.time())
+        header = b64url(json.dumps({"alg": "HS256", "typ": "JWT", "kid": self.key("RSA")["kid"]}).encode())
+        payload = b64url(
+            json.dumps({"iss": self.issuer, "aud": AUDIENCE, "sub": "mallory", "iat": now, "exp": now + 300}).encode()
+        )
+        signature = hmac.new(pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        return f"{header}.{payload}.{b64url(signature)}"
+
+    def configure(self, *, redirect_uris: list[str] | None = None, rotate: bool = False) -> None:
+        """Swap the provider instance: new redirect URIs for the page client, and/or fresh signing keys."""
+        body: dict[str, Any] = {"rotate": rotate}
+        if redirect_uris is not None:
+            body["redirectUris"] = redirect_uris
+        response = httpx.post(f"{self.issuer}/test/configure", json=body, timeout=30)
+        response.raise_for_status()
+        self.keys = response.json()["keys"]
+
+    def client_credentials_token(self) -> str:
+        """An access token (a JWT for AUDIENCE) the provider issues to the backend worker client."""
+        response = httpx.post(
+            f"{self.issuer}/token",
+            data={"grant_type": "client_credentials", "scope": "ably", "resource": AUDIENCE},
+            auth=(WORKER_CLIENT_ID, WORKER_CLIENT_SECRET),
+            timeout=10,
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.process.stdout is not None and not self.process.stdout.closed:
+            self.process.stdout.close()
+
+
+@dataclass
+class ProviderRun:
+    started: list[Provider] = field(default_factory=list)
+
+    def start(self) -> Provider:
+        assert NODE is not None
+        scenario = {
+            "audience": AUDIENCE,
+            "pageClientId": PAGE_CLIENT_ID,
+            "pageClientSecret": PAGE_CLIENT_SECRET,
+            "workerClientId": WORKER_CLIENT_ID,
+            "workerClientSecret": WORKER_CLIENT_SECRET,
+        }
+        env = {**os.environ, "ABLY_JS_NODE_MODULES": str(NODE_MODULES), "SCENARIO": json.dumps(scenario)}
+        process = subprocess.Popen(
+            [NODE, str(LAUNCHER)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the launcher prints one line once it listens
+        if not line.startswith("{"):
+            process.kill()
+            pytest.fail(f"oidc-provider did not start (printed {line[:200]!r})")
+        announced = json.loads(line)
+        provider = Provider(process, announced["issuer"], announced["keys"])
+        self.started.append(provider)
+        return provider
+
+
+@pytest.fixture(scope="session")
+def provider_runs() -> Iterator[ProviderRun]:
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    runs = ProviderRun()
+    yield runs
+    for provider in runs.started:
+        provider.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_provider(provider_runs: ProviderRun) -> Provider:
+    """One provider for the tests that do not change it (no rotation, no stop)."""
+    return provider_runs.start()
+
+
+@pytest.fixture
+def own_provider(provider_runs: ProviderRun) -> Iterator[Provider]:
+    """A provider of the test's own, which it may rotate or stop."""
+    provider = provider_runs.start()
+    yield provider
+    provider.stop()
+
+
+def oidc_env(provider: Provider, **extra: str) -> dict[str, str]:
+    return {"OIDC_ISSUER": provider.issuer, "OIDC_AUDIENCE": AUDIENCE, **extra}
+
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(make_settings: SettingsFactory) -> Iterator[ClientFactory]:
+    """The service trusting ``provider`` (real clock), behind Starlette's TestClient."""
+    clients: list[TestClient] = []
+
+    def make(provider: Provider, **env: str) -> TestClient:
+        settings: Settings = make_settings(**oidc_env(provider, **env))
+        client = TestClient(create_app(settings), base_url="http://testserver")
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,146 @@
+"""``authserver check`` covers the identity provider settings; ``check --online`` fetches each provider's
+discovery document and keys and says what it found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from authserver.cli import EXIT_CONFIG, EXIT_OK, main
+from authserver.config import SETTINGS_HELP
+
+from .conftest import AUDIENCE, PAGE_CLIENT_ID, Provider
+from helpers import API_KEY, SESSION_SECRET
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+class Check:
+    def __init__(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.capsys = capsys
+        self.monkeypatch = monkeypatch
+
+    def __call__(self, *args: str, **env: str) -> Result:
+        for name, value in env.items():
+            self.monkeypatch.setenv(name, value)
+        self.capsys.readouterr()
+        code = main(["check", *args])
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+
+@pytest.fixture
+def check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Check:
+    for name in SETTINGS_HELP:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/users.db")
+    monkeypatch.setenv("ABLY_API_KEY", API_KEY)
+    monkeypatch.setenv("SESSION_SECRET", SESSION_SECRET)
+    monkeypatch.chdir(tmp_path)
+    return Check(capsys, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OIDC_ISSUER": "http://idp.example.com"}, "OIDC_ISSUER: issuer must use https"),
+        ({"OIDC_ISSUER": "https://idp.example.com"}, "OIDC_AUDIENCE: issuer https://idp.example.com: an audience"),
+        ({"OIDC_AUDIENCE": "api"}, "OIDC_AUDIENCE: set OIDC_ISSUER too"),
+        ({"OIDC_ISSUER": "https://i.example", "OIDC_AUDIENCE": "a", "OIDC_LEEWAY": "9999"}, "OIDC_LEEWAY"),
+        ({"OIDC_ISSUER": "https://i.example", "OIDC_AUDIENCE": "a", "OIDC_CLIENT_SECRET": "s"}, "set OIDC_CLIENT_ID"),
+    ],
+)
+def test_check_refuses_unusable_provider_settings_naming_them(check: Check, env: dict[str, str], message: str) -> None:
+    result = check(**env)
+    assert result.code == EXIT_CONFIG
+    assert message in result.err
+
+
+POLICY = """
+default_role = "user"
+[roles.user.capability]
+"chat:*" = ["subscribe"]
+[roles.staff.capability]
+"*" = ["*"]
+
+[[issuers]]
+issuer = "https://tenant.eu.auth0.com/"
+audience = "https://chat.example.com"
+role_claim = "https://chat.example.com/roles"
+
+[[issuers]]
+issuer = "https://keycloak.example.com/realms/chat"
+audience = ["chat-web", "account"]
+client_id_claim = "preferred_username"
+role_claim = "realm_access.roles"
+role = "staff"
+"""
+
+
+def test_check_lists_the_providers_of_the_environment_and_the_policy_file(check: Check, tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text(POLICY, encoding="utf-8")
+    result = check(
+        AUTHSERVER_POLICY=str(tmp_path / "policy.toml"),
+        OIDC_ISSUER="https://accounts.google.com",
+        OIDC_AUDIENCE="1234.apps.googleusercontent.com",
+        OIDC_CLIENT_ID_CLAIM="email",
+        AUTHSERVER_ALLOWED_ORIGINS="https://app.example.com",
+    )
+    assert result.code == EXIT_OK, result.err
+    lines = result.out.splitlines()
+    assert (
+        "  identity provider: https://accounts.google.com (audience 1234.apps.googleusercontent.com; clientId from"
+        " claim 'email'; role 'user'; leeway 30s)"
+    ) in lines
+    assert any("https://tenant.eu.auth0.com/" in line and "roles from claim" in line for line in lines)
+    assert any("realms/chat (audience chat-web, account; clientId from claim 'preferred_username'" in x for x in lines)
+    assert "  trusted front-end origins (CORS and CSRF): https://app.example.com" in lines
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('issuer = "https://i.example"\naudience = "a"\nrole = "nobody"', "role 'nobody' is not one of the roles"),
+        ('issuer = "http://i.example"\naudience = "a"', "must use https"),
+        ('issuer = "https://i.example"', "an audience is required"),
+        ('issuer = "https://i.example"\naudience = "a"\nalgorithms = ["HS256"]', "HS256 are not allowed"),
+        ('issuer = "https://i.example"\naudience = "a"\ncolour = "red"', "unknown field(s): colour"),
+    ],
+)
+def test_check_refuses_a_bad_issuers_table(check: Check, tmp_path: Path, table: str, message: str) -> None:
+    policy = 'default_role = "user"\n[roles.user.capability]\n"chat:*" = ["subscribe"]\n[[issuers]]\n' + table
+    (tmp_path / "policy.toml").write_text(policy, encoding="utf-8")
+    result = check(AUTHSERVER_POLICY=str(tmp_path / "policy.toml"))
+    assert result.code == EXIT_CONFIG
+    assert message in result.err
+
+
+@pytest.mark.node
+def test_check_online_fetches_discovery_and_keys_and_says_what_it_found(
+    check: Check, shared_provider: Provider
+) -> None:
+    result = check(
+        "--online", OIDC_ISSUER=shared_provider.issuer, OIDC_AUDIENCE=AUDIENCE, OIDC_CLIENT_ID=PAGE_CLIENT_ID
+    )
+    assert result.code == EXIT_OK, result.err
+    found = [line for line in result.out.splitlines() if line.startswith("  online:")]
+    kids = {k["kid"]: k for k in shared_provider.keys}
+    rsa = next(kid for kid in kids if kid.startswith("rsa"))
+    assert f"keys from {shared_provider.issuer}/jwks" in found[0]
+    assert f"{rsa} (RSA RS256)" in found[0] and "(EC ES256)" in found[0] and "(OKP EdDSA)" in found[0]
+    assert found[1] == f"  online: page login: authorization at {shared_provider.issuer}/auth"
+
+
+@pytest.mark.node
+def test_check_online_fails_when_a_provider_cannot_be_reached(check: Check, own_provider: Provider) -> None:
+    own_provider.stop()
+    result = check("--online", OIDC_ISSUER=own_provider.issuer, OIDC_AUDIENCE=AUDIENCE)
+    assert result.code == EXIT_CONFIG
+    assert f"{own_provider.issuer}: ConnectError" in result.err
