@@ -187,4 +187,7 @@ def create_app(
     app.state.metrics = metrics
     if services.redis is not None:
         services.redis.on_error = metrics.redis_error  # each failed Redis operation, by what it was for
+    if services.upstream is not None:
+        for provider in services.upstream.providers.values():
+            provider.on_fetch = metrics.jwks_fetch  # each fetch of a provider's keys, by outcome
     return app

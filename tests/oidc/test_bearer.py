@@ -282,3 +282,14 @@ def test_a_provider_user_may_never_act_as_a_registered_account(
         response = client.get("/auth", headers=bearer(shared_provider.sign(sub=sub)))
         assert response.status_code == 403, response.text
         assert "registered account" in response.json()["error"]["message"]
+
+
+def test_key_fetches_and_bearer_tokens_are_counted_in_the_metrics(
+    shared_provider: Provider, make_client: ClientFactory
+) -> None:
+    client = make_client(shared_provider)  # a new service: its first bearer token makes it fetch the keys
+    ably_claims(client.get("/auth", headers=bearer(shared_provider.sign(sub="dora"))))
+    metrics = client.get("/metrics").text
+    assert 'authserver_jwks_fetches_total{outcome="ok"} 1.0' in metrics
+    source = "oidc:" + shared_provider.issuer.rstrip("/")
+    assert f'authserver_tokens_issued_total{{format="details",source="{source}"}} 1.0' in metrics

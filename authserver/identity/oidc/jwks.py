@@ -91,6 +91,8 @@ class ProviderKeys:
         #: How many times the keys were fetched (successfully or not): for tests and metrics.
         self.fetches = 0
         self.last_error: str | None = None
+        #: Told the outcome of every fetch ("ok" or "error"): the service counts them in a metric.
+        self.on_fetch: Callable[[str], None] | None = None
         self._last_attempt = float("-inf")
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[KeySet | None] | None = None
@@ -144,6 +146,8 @@ class ProviderKeys:
             except (httpx.HTTPError, ValueError, UpstreamConfigError, TimeoutError) as exc:
                 self.last_error = _describe(exc)
                 log.warning("fetching the keys of %s failed: %s", self.upstream.issuer, self.last_error)
+            if self.on_fetch is not None:
+                self.on_fetch("ok" if self.last_error is None else "error")
             return self.current
 
     async def _fetch(self) -> KeySet:
