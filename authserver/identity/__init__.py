@@ -29,6 +29,8 @@ class Identity:
     client_id: str
     role: str
     source: IdentitySource = "account"
+    #: The ``x-ably-revocation-key`` of this login session's tokens (None outside a session).
+    revocation_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
