@@ -6,6 +6,7 @@ so it goes through the generic ``AblyRest.request(method, path, version, params,
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -51,6 +52,14 @@ def judge(status: int, code: int | None) -> Outcome:
     return "refused"
 
 
+def _error_of(body: object) -> tuple[int | None, str]:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, ""
+    code = error.get("code")
+    return (code if isinstance(code, int) else None), str(error.get("message", ""))
+
+
 class AblyRestApi:
     """One ``AblyRest`` per key, made on first use, closed by :meth:`close`."""
 
@@ -75,15 +84,31 @@ class AblyRestApi:
         return client
 
     async def revoke(self, key: AblyKey, body: dict[str, object]) -> CallResult:
-        """``POST /keys/{keyName}/revokeTokens`` with ``body``, authenticated with ``key``."""
+        """``POST /keys/{keyName}/revokeTokens`` with ``body``, authenticated with ``key`` (basic auth)."""
         path = f"/keys/{quote(key.name, safe='')}/revokeTokens"
+        client = self._client(key)
         try:
-            response = await self._client(key).request("POST", path, PROTOCOL_VERSION, body=body)
+            if client.options.tls:
+                response = await client.request("POST", path, PROTOCOL_VERSION, body=body)
+                status = int(response.status_code)
+                code, message = (response.error_code, response.error_message) if status >= 300 else (None, "")
+            else:
+                # ably-python refuses basic auth without TLS (RSC18, 40103), and revokeTokens takes only
+                # the key: for a plain-http sandbox, the same HTTP layer with the header set here.
+                basic = base64.b64encode(f"{key.name}:{key.secret}".encode()).decode("ascii")
+                raw = await client.http.make_request(
+                    "POST",
+                    path,
+                    version=PROTOCOL_VERSION,
+                    body=body,
+                    headers={"Authorization": f"Basic {basic}"},
+                    skip_auth=True,
+                    raise_on_error=False,
+                )
+                status = int(raw.status_code)
+                code, message = _error_of(raw.to_native()) if status >= 300 else (None, "")
         except Exception as exc:
             return CallResult("retry", 0, getattr(exc, "code", None), type(exc).__name__)
-        status = int(response.status_code)
-        code = response.error_code if status >= 300 else None
-        message = response.error_message if status >= 300 else ""
         return CallResult(judge(status, code), status, code, str(message or "")[:200])
 
     async def time_ms(self, key: AblyKey) -> int:

@@ -7,7 +7,7 @@ Pure: no HTTP, no environment; time comes from the injected clock.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -102,6 +102,8 @@ class Issuer:
         self._signer = TokenSigner(self.key)
         # (role, clientId) -> Allowance; bounded, emptied when full
         self._allowances: dict[tuple[str, str], Allowance] = {}
+        #: clientId -> the second of the last revocation of all its tokens (see revocation_cutoff)
+        self._revoked_in: dict[str, int] = {}
 
     def allowance(self, identity: Identity) -> Allowance:
         """The most this identity may ever get: its role's capability ∩ the key's, and its TTL limits.
@@ -144,26 +146,36 @@ class Issuer:
             capability = granted.to_json()
         return Grant(identity.client_id, capability, allowance.ttl(params.ttl_ms))
 
-    def issued_at(self) -> int:
-        """The ``iat`` a token minted now carries: whole seconds, back-dated by ``iat_margin``."""
-        return int(self.clock()) - self.iat_margin
+    def revocation_cutoff(self, targets: Iterable[str]) -> int:
+        """``issuedBefore`` for revoking ``targets`` now, and note the users it covers.
 
-    def issued_before_ms(self) -> int:
-        """``issuedBefore`` for a revocation requested now (:meth:`issued_before_at`)."""
-        return self.issued_before_at(self.clock(), self.iat_margin)
+        A JWT's ``iat`` has whole seconds, so the cutoff covers every token minted up to the end of this
+        second (:meth:`issued_before_at`); a token this issuer mints for a covered user later in the
+        same second gets ``iat`` one second later, out of the cutoff's reach, so a user who logs
+        straight back in (or renews after a role change) is not revoked again.
+        """
+        now = self.clock()
+        second = int(now)
+        if len(self._revoked_in) >= _ROLE_CACHE_LIMIT:
+            self._revoked_in = {c: s for c, s in self._revoked_in.items() if s >= second}
+        for target in targets:
+            kind, _, value = target.partition(":")
+            if kind == "clientId":
+                self._revoked_in[value] = second
+        return self.issued_before_at(now, self.iat_margin)
 
     @staticmethod
     def issued_before_at(now: float, iat_margin: int) -> int:
-        """``issuedBefore`` for a revocation requested at ``now``: the ``iat`` a token minted now carries.
-        Tokens minted before this second have an earlier ``iat``; one minted from now on does not (its
-        ``iat`` is back-dated by the same margin), so a user who logs straight back in is not revoked
-        again. A token minted earlier in this same second escapes (``iat`` has whole seconds)."""
-        return (int(now) - iat_margin) * 1000
+        """``issuedBefore`` for a revocation at ``now``: after the ``iat`` of every token minted until the
+        end of this second (``iat`` is back-dated by ``iat_margin``), never in the future."""
+        return min((int(now) - iat_margin + 1) * 1000, int(now * 1000))
 
     def jwt(self, identity: Identity, params: TokenParams) -> IssuedToken:
         grant = self.grant(identity, params)
         now = int(self.clock())
         issued = now - self.iat_margin
+        if self._revoked_in.get(grant.client_id) == now:
+            issued += 1  # minted after a revocation in this same second: not covered by it
         expires = now + grant.ttl_ms // 1000
         extra = None
         if self.revocable:

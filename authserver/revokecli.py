@@ -59,7 +59,7 @@ def cli_revoker(settings: Settings, storage: Storage) -> tuple[Revoker | None, b
             keys,
             AblyRestApi(endpoint, timeout=5.0),
             clock=time.time,
-            issued_before_ms=lambda: Issuer.issued_before_at(time.time(), margin),
+            issued_before_ms=lambda targets: Issuer.issued_before_at(time.time(), margin),
         ),
         deliver,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -45,7 +46,7 @@ class Revoker:
 
     :param keys: every configured key: each may have signed tokens still alive (rotation), and Ably
         only lets the key that issued a token revoke it (40133), so each revocation goes with each key.
-    :param issued_before_ms: ``issuedBefore`` for a revocation asked for now (the issuer's back-dated clock).
+    :param issued_before_ms: ``issuedBefore`` for revoking these targets now (:meth:`.Issuer.revocation_cutoff`).
     """
 
     def __init__(
@@ -55,7 +56,7 @@ class Revoker:
         api: RevokeApi,
         *,
         clock: Callable[[], float],
-        issued_before_ms: Callable[[], int],
+        issued_before_ms: Callable[[list[str]], int],
         report: BatchReport | None = None,
     ) -> None:
         self.outbox = outbox
@@ -71,14 +72,17 @@ class Revoker:
     ) -> int:
         """Enqueue the revocation of ``targets``'s tokens issued until now (or ``issued_before_ms``);
         returns the rows enqueued (one per target and key)."""
-        issued_before = self.issued_before_ms() if issued_before_ms is None else issued_before_ms
+        unique = list(dict.fromkeys(targets))
+        issued_before = self.issued_before_ms(unique) if issued_before_ms is None else issued_before_ms
         rows = [
-            PendingRevocation(name, target, issued_before, reauth, reason)
-            for target in dict.fromkeys(targets)
-            for name in self.keys
+            PendingRevocation(name, target, issued_before, reauth, reason) for target in unique for name in self.keys
         ]
         if rows:
-            await self.outbox.add(rows, now=self.clock())
+            now = self.clock()
+            # NOTE: with allowReauthMargin, Ably prompts the client to renew (AUTH) as soon as the call
+            # lands; the renewed token must be minted in a later second than the cutoff covers, so such
+            # a call waits for the next second (ordinary ones go at once).
+            await self.outbox.add(rows, now=float(math.floor(now) + 1) if reauth else now)
             log.info("revocation queued: %d target(s), reason %s", len(rows) // len(self.keys), reason)
             self._wake.set()
         return len(rows)

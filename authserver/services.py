@@ -131,7 +131,7 @@ def build_services(
             settings.ably_keys,
             AblyRestApi(settings.ably_endpoint),
             clock=clock,
-            issued_before_ms=issuer.issued_before_ms,
+            issued_before_ms=issuer.revocation_cutoff,
         )
     users = UserStore(
         storage.users, passwords or Passwords(), settings.policy, changes, None if revoker is None else revoker.revoke
