@@ -279,7 +279,7 @@ def test_a_role_change_renews_in_band_with_the_new_capability(world: World, oper
             await asyncio.to_thread(operator, "users", "set-role", "alice", "admin")
 
             def renewed() -> bool:
-                return client.auth.token_details.token != before
+                return bool(client.auth.token_details.token != before)
 
             await until(renewed, timeout=10, what="an in-band renewal")
             claims = jwt.decode(client.auth.token_details.token, options={"verify_signature": False})
@@ -301,3 +301,91 @@ def test_the_jwt_carries_a_session_revocation_key_and_a_back_dated_iat(world: Wo
     assert cookie not in claims["x-ably-revocation-key"]
     assert claims["iat"] <= time.time() - 4  # back-dated by TOKEN_IAT_MARGIN (5 s)
     assert claims["exp"] - claims["iat"] == 605  # TOKEN_TTL from now, plus the margin
+
+
+def test_revocations_asked_for_while_ably_is_down_are_delivered_when_it_is_back_even_after_a_restart(
+    make_settings: SettingsFactory, fast_passwords: Passwords, tmp_path: Any
+) -> None:
+    """The outbox survives Ably being unreachable and the service stopping: a restarted service delivers."""
+    sandbox_app = create_sandbox_app([KEY])
+    database = str(tmp_path / "authserver.db")
+    with serving(sandbox_app) as (sandbox_url, sandbox_port):
+        pass  # the port is known; the sandbox is down from here on
+    settings = make_settings(**service_env(sandbox_url, database))
+    first = create_app(settings, passwords=fast_passwords)
+    asyncio.run(first.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0))
+    asyncio.run(first.state.services.users.add("carol", "correct horse", role=None, client_id=None, now=0.0))
+    with serving(first) as (url, _):
+        world = World(url, sandbox_url, sandbox_app, first)
+        old_token = httpx.get(f"{url}/auth", cookies={COOKIE: world.login("alice")}).json()["token"]
+        world.post("/logout?everywhere=true", world.login("alice")).raise_for_status()
+        with serving(sandbox_app, sandbox_port):  # Ably is back while this service runs
+            sandbox = sandbox_app.state.sandbox
+            deadline = time.monotonic() + 20  # the backoff after failures is at most a few seconds here
+            while not sandbox.revocations.find(_grant(sandbox, old_token)):
+                assert time.monotonic() < deadline, "the queued revocation was not delivered"
+                time.sleep(0.05)
+        # Ably is down again; carol logs out everywhere and the service stops with that revocation queued ...
+        carol = world.login("carol")
+        carol_token = httpx.get(f"{url}/auth", cookies={COOKIE: carol}).json()["token"]
+        world.post("/logout?everywhere=true", carol).raise_for_status()
+    # ... a new service on the same database delivers it once Ably answers.
+    second = create_app(make_settings(**service_env(sandbox_url, database)), passwords=fast_passwords)
+    with serving(sandbox_app, sandbox_port), serving(second):
+        sandbox = sandbox_app.state.sandbox
+        deadline = time.monotonic() + 10
+        while not sandbox.revocations.find(_grant(sandbox, carol_token)):
+            assert time.monotonic() < deadline, "the restarted service did not deliver the queued revocation"
+            time.sleep(0.05)
+        with pytest.raises(Exception) as refused:
+            sandbox.judge.judge(carol_token, now_ms=sandbox.now_ms())
+        assert getattr(refused.value, "code", None) == 40141
+        deadline = time.monotonic() + 5
+        while asyncio.run(second.state.services.storage.outbox.pending()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def _grant(sandbox: Any, token: str) -> Any:
+    """The grant of ``token`` as the sandbox reads it, revoked or not."""
+    from authserver.sandbox.judge import TokenJudge
+
+    unrevoked = TokenJudge(sandbox.keyring, sandbox.limits, issued=sandbox.issued, revocations=_NoRevocations())
+    return unrevoked.judge(token, now_ms=sandbox.now_ms())
+
+
+class _NoRevocations:
+    def revoked(self, grant: Any, *, now_ms: int) -> bool:
+        return False
+
+
+def test_a_skewed_issuer_still_connects_thanks_to_the_back_dated_iat(world: World) -> None:
+    """The sandbox's clock 4 s behind the service's: the token's iat (back-dated 5 s) is not in its future."""
+    world.sandbox.clock_offset = -4.0
+
+    async def scenario() -> None:
+        client = client_for(world, world.login("alice"))
+        try:
+            await until(lambda: live(world, "alice"), timeout=10, what="alice connected")
+        finally:
+            await close(client)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+
+
+def test_a_jwt_with_a_future_iat_fails_the_client_with_40001_instead_of_looping(world: World) -> None:
+    """The sandbox 60 s behind: Ably's 40001 (not a renewable 4014x); ably-python goes FAILED and stays
+    there, instead of fetching another token from the same skewed issuer again and again."""
+    world.sandbox.clock_offset = -60.0
+
+    async def scenario() -> None:
+        client = client_for(world, world.login("alice"))
+        try:
+            await until(lambda: state(client) == "failed", timeout=10, what="FAILED")
+            assert client.connection.error_reason.code == 40001
+            await asyncio.sleep(1.0)
+            assert state(client) == "failed" and not live(world, "alice")  # terminal: no renewal loop
+        finally:
+            await close(client)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
