@@ -349,14 +349,11 @@ def test_revocations_asked_for_while_ably_is_down_are_delivered_when_it_is_back_
 def _grant(sandbox: Any, token: str) -> Any:
     """The grant of ``token`` as the sandbox reads it, revoked or not."""
     from authserver.sandbox.judge import TokenJudge
+    from authserver.sandbox.revocation import Revocations
 
-    unrevoked = TokenJudge(sandbox.keyring, sandbox.limits, issued=sandbox.issued, revocations=_NoRevocations())
+    none = Revocations(1, max_token_ttl_ms=sandbox.limits.max_token_ttl_ms)
+    unrevoked = TokenJudge(sandbox.keyring, sandbox.limits, issued=sandbox.issued, revocations=none)
     return unrevoked.judge(token, now_ms=sandbox.now_ms())
-
-
-class _NoRevocations:
-    def revoked(self, grant: Any, *, now_ms: int) -> bool:
-        return False
 
 
 def test_a_skewed_issuer_still_connects_thanks_to_the_back_dated_iat(world: World) -> None:
