@@ -386,3 +386,27 @@ def test_a_jwt_with_a_future_iat_fails_the_client_with_40001_instead_of_looping(
             await close(client)
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+
+
+def test_authserver_revoke_takes_back_a_users_tokens_at_once(world: World, operator: Any) -> None:
+    cookie = world.login("alice")
+    token = httpx.get(f"{world.service_url}/auth", cookies={COOKIE: cookie}).json()["token"]
+    assert operator("revoke", "--user", "alice") == 0
+    sandbox = world.sandbox
+    assert sandbox.revocations.revoked(_grant(sandbox, token), now_ms=sandbox.now_ms())  # delivered by the CLI
+    # the session was not ended: a token minted after the second the CLI's cutoff covers works
+    time.sleep(1.1)
+    fresh = httpx.get(f"{world.service_url}/auth", cookies={COOKIE: cookie}).json()["token"]
+    assert not sandbox.revocations.revoked(_grant(sandbox, fresh), now_ms=sandbox.now_ms())
+
+
+def test_authserver_revoke_of_one_session_and_before_a_time(world: World, operator: Any) -> None:
+    cookie = world.login("alice")
+    token = httpx.get(f"{world.service_url}/auth", cookies={COOKIE: cookie}).json()["token"]
+    session_key = jwt.decode(token, KEY_SECRET, algorithms=["HS256"])["x-ably-revocation-key"]
+    assert operator("revoke", "--session", session_key, "--issued-before", "2020-01-01T00:00:00") == 0
+    sandbox = world.sandbox
+    assert not sandbox.revocations.revoked(_grant(sandbox, token), now_ms=sandbox.now_ms())  # issued later
+    assert operator("revoke", "--session", session_key) == 0
+    assert sandbox.revocations.revoked(_grant(sandbox, token), now_ms=sandbox.now_ms())
+    assert operator("revoke", "--user", "nobody") == 1
