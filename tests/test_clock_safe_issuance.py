@@ -58,16 +58,11 @@ def test_iat_is_back_dated_and_the_lifetime_stays_within_ablys_caps(
 
 
 def test_a_revocable_token_names_its_session_and_an_unrevocable_one_nothing(clock: FakeClock) -> None:
-    assert claims(issuer(clock, revocable=True, margin=5).jwt(ALICE, TokenParams()).token)["x-ably-revocation-key"] == (
-        "s:abc"
-    )
+    revocable, plain = issuer(clock, revocable=True, margin=5), issuer(clock, revocable=False, margin=5)
+    assert claims(revocable.jwt(ALICE, TokenParams()).token)["x-ably-revocation-key"] == "s:abc"
     outside = Identity(subject="bob", client_id="bob", role="user")  # e.g. `authserver token`
-    assert claims(issuer(clock, revocable=True, margin=5).jwt(outside, TokenParams()).token)[
-        "x-ably-revocation-key"
-    ] == ("u:bob")
-    assert "x-ably-revocation-key" not in claims(
-        issuer(clock, revocable=False, margin=5).jwt(ALICE, TokenParams()).token
-    )
+    assert claims(revocable.jwt(outside, TokenParams()).token)["x-ably-revocation-key"] == "u:bob"
+    assert "x-ably-revocation-key" not in claims(plain.jwt(ALICE, TokenParams()).token)
 
 
 def test_the_cutoff_covers_this_second_and_a_token_minted_after_it_is_out_of_reach(clock: FakeClock) -> None:
