@@ -96,7 +96,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    websockettransport.WebSocketTransport.connect = connect_with_port  # type: ignore[method-assign]
+    websockettransport.WebSocketTransport.connect = connect_with_port
     sandbox_app = create_sandbox_app([KEY])
     with tempfile.TemporaryDirectory() as folder, serving(sandbox_app) as sandbox_url:
         settings = load_settings(
