@@ -37,7 +37,7 @@ from .provider_login import FLOW_SECONDS, STATE_COOKIE, provider_login_routes
 from .readiness import Readiness
 from .redislink import RedisChanges
 from .responses import error_response, exception_response
-from .services import build_services
+from .services import Services, build_services
 from .web import security_middleware_args, web_routes
 
 log = logging.getLogger("authserver")
@@ -70,6 +70,25 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return error_response(exc.status_code * 100, exc.status_code, str(exc.detail))
+
+
+#: How often ABLY_TIME_SYNC measures the offset to Ably's clock.
+TIME_SYNC_INTERVAL = 600.0
+
+
+async def _sync_time(services: Services, metrics: Metrics) -> None:
+    """Measure the offset to Ably's ``/time`` now and every :data:`TIME_SYNC_INTERVAL` seconds."""
+    assert services.offset is not None and services.revoker is not None
+    while True:
+        try:
+            sent = services.clock()
+            ably_ms = await services.revoker.time_ms()
+            offset = services.offset.record(sent=sent, received=services.clock(), ably_ms=ably_ms)
+            metrics.clock_offset_measured(offset)
+            log.info("clock offset to Ably: %+.3f s", offset)
+        except Exception as exc:
+            log.warning("clock offset to Ably not measured: %s", type(exc).__name__)
+        await asyncio.sleep(TIME_SYNC_INTERVAL)
 
 
 def create_app(
@@ -148,15 +167,25 @@ def create_app(
             prefetch = asyncio.get_running_loop().create_task(services.upstream.prefetch())
         if isinstance(services.changes, RedisChanges):
             services.changes.start()
-        watch = asyncio.get_running_loop().create_task(readiness.watch(), name="authserver readiness")
+        loop = asyncio.get_running_loop()
+        watch = loop.create_task(readiness.watch(), name="authserver readiness")
+        background = [watch]
+        if services.revoker is not None:
+            services.revoker.report = app.state.metrics.revocation_batch
+            background.append(loop.create_task(services.revoker.run(), name="authserver revocations"))
+        if settings.time_sync and services.revoker is not None:
+            background.append(loop.create_task(_sync_time(services, app.state.metrics), name="authserver time"))
         try:
             yield
         finally:
-            watch.cancel()
+            for task in background:
+                task.cancel()
             if prefetch is not None:
                 prefetch.cancel()
             if services.upstream is not None:
                 await services.upstream.close()
+            if services.revoker is not None:
+                await services.revoker.close()
             if isinstance(services.changes, RedisChanges):
                 await services.changes.close()
             if services.redis is not None:

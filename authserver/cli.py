@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
-from . import __version__
+from . import __version__, revokecli
 from .capabilities import Capability
 from .config import SETTINGS_HELP, Settings, load_settings, short_ttl_warnings
 from .devkey import development_key, development_key_path, read_development_key
@@ -34,6 +34,7 @@ from .logs import configure_logging, json_lines
 from .redislink import RedisChanges, RedisLink
 from .services import build_services, open_storage
 from .serving import bind, run_servers, url_host, uvicorn_server
+from .storage import Storage
 from .storage.schema import SCHEMA_VERSION, require_current
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         users_sub.add_parser(verb, help=f"{text} for an account").add_argument("name")
     users_sub.add_parser("set-password", help="set a new password (prompt or stdin)").add_argument("name")
 
+    revokecli.add_parser(sub)
+
     sandbox = sub.add_parser("sandbox", help="run the local Ably-compatible sandbox alone")
     sandbox.add_argument("--host", help="interface (default AUTHSERVER_HOST or 127.0.0.1)")
     sandbox.add_argument("--port", type=int, help="port (default AUTHSERVER_SANDBOX_PORT or 8001)")
@@ -120,6 +123,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
             return _token(settings, args)
         if args.command == "users":
             return _users(settings, args, stdin)
+        if args.command == "revoke":
+            print(_with_storage(settings, lambda storage: revokecli.revoke_command(settings, storage, args)))
+            return EXIT_OK
         if args.command == "db":
             return _db(settings, args.db_command)
         if args.command == "smoke":
@@ -545,6 +551,18 @@ def _key_capabilities(settings: Settings) -> dict[str, Capability] | None:
     return {key.name: settings.key_capability for key in settings.ably_keys}
 
 
+def _with_storage(settings: Settings, work: Callable[[Storage], Awaitable[T]]) -> T:
+    async def run() -> T:
+        storage = open_storage(settings)
+        try:
+            await storage.open()
+            return await work(storage)
+        finally:
+            await storage.close()
+
+    return asyncio.run(run())
+
+
 def _with_users(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -> T:
     """Run ``work`` on the accounts of ``settings``' database, opened for it and closed after."""
 
@@ -553,9 +571,14 @@ def _with_users(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -
         # With Redis, the changes made here reach the session memory of every running instance at once.
         link = RedisLink(settings.redis_url) if settings.redis_url else None
         changes = RedisChanges(link) if link is not None else None
+        revoker, deliver = revokecli.cli_revoker(settings, storage)
         try:
             await storage.open()
-            return await work(UserStore(storage.users, Passwords(), settings.policy, changes))
+            hook = None if revoker is None else revoker.revoke
+            done = await work(UserStore(storage.users, Passwords(), settings.policy, changes, hook))
+            if revoker is not None and deliver:
+                await revokecli.deliver_best_effort(revoker)
+            return done
         finally:
             await storage.close()
             if link is not None:

@@ -101,6 +101,11 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_BODY_TIMEOUT": "seconds a client has to send a request's body (default 10)",
     "AUTHSERVER_MAX_CONNECTIONS": "connections per process; beyond, the oldest idle one closes (0: ulimit -n - 128)",
     "AUTHSERVER_MAX_HEADER_BYTES": "largest request line plus headers, in bytes; larger gets 431 (default 16384)",
+    "ABLY_REVOCABLE_TOKENS": "true (default): tokens carry x-ably-revocation-key, live at most 1 h, and logout,"
+    " password changes, disabling... revoke them through Ably (the key needs revocable tokens enabled)",
+    "TOKEN_IAT_MARGIN": "seconds a token's iat is back-dated, for a clock ahead of Ably's (default 5, 0..60)",
+    "ABLY_TIME_SYNC": "true: measure the offset to Ably's /time at start and every 10 minutes, and apply it",
+    "ABLY_TIME_SYNC_MAX_OFFSET": "seconds of offset to Ably's clock beyond which /readyz fails (default 30)",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -177,6 +182,11 @@ class Settings:
         if self.oidc_client_id and self.oidc_issuers:
             return self.oidc_issuers[0].display_name
         return None
+
+    revocable_tokens: bool = True
+    iat_margin: int = 5
+    time_sync: bool = False
+    time_sync_max_offset: int = 30
 
     def with_port(self, port: int) -> Settings:
         """The service moved to ``port`` (``serve --port``): the sandbox follows, to ``port + 1``,
@@ -481,6 +491,10 @@ class _Reader:
             oidc_issuers=issuers,
             oidc_client_id=self.raw("OIDC_CLIENT_ID") if issuers else None,
             oidc_client_secret=self.raw("OIDC_CLIENT_SECRET"),
+            revocable_tokens=self.boolean("ABLY_REVOCABLE_TOKENS", True),
+            iat_margin=self.integer("TOKEN_IAT_MARGIN", 5, 0, 60),
+            time_sync=self.boolean("ABLY_TIME_SYNC", False),
+            time_sync_max_offset=self.integer("ABLY_TIME_SYNC_MAX_OFFSET", 30, 1, 3600),
         )
         if self.problems:
             raise ConfigError(self.problems)

@@ -7,7 +7,7 @@ Pure: no HTTP, no environment; time comes from the injected clock.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,6 +22,13 @@ from .tokens import IssuedToken, TokenSigner
 #: Clients may ask for shorter tokens than the operator's default, but not for a refresh storm.
 CLIENT_TTL_FLOOR_MS = 60_000
 _ROLE_CACHE_LIMIT = 4096
+#: Ably's ceilings for ``exp - iat``: 24 h for any token, 1 h for a key with revocable tokens (ably-spec 2.4).
+MAX_TOKEN_LIFETIME_S = 86_400
+MAX_REVOCABLE_LIFETIME_S = 3_600
+#: Default back-dating of ``iat``: a signer a few seconds ahead of Ably's clock still issues usable
+#: tokens (Ably refuses an ``iat`` in its future with 40001, ably/ably-js#1720).
+DEFAULT_IAT_MARGIN_S = 5
+REVOCATION_KEY_CLAIM = "x-ably-revocation-key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,11 @@ class Allowance:
         return min(max(requested_ms, min(CLIENT_TTL_FLOOR_MS, self.default_ttl_ms)), self.max_ttl_ms)
 
 
+def revocation_key_for_user(client_id: str) -> str:
+    """The revocation key of a token minted outside any session (``authserver token``): the user's."""
+    return f"u:{client_id}"
+
+
 class Issuer:
     """Decides and mints tokens with the first configured key."""
 
@@ -68,18 +80,30 @@ class Issuer:
         token_ttl: int,
         token_max_ttl: int,
         clock: Callable[[], float] = time.time,
+        revocable: bool = False,
+        iat_margin: int = 0,
     ) -> None:
+        """:param revocable: tokens carry ``x-ably-revocation-key`` and live at most 1 h (``exp - iat``).
+        :param iat_margin: seconds ``iat`` is back-dated by (clock skew between this host and Ably)."""
         if not keys:
             raise ValueError("Issuer needs at least one key")
         self.key = keys[0]
+        self.keys = keys
         self.policy = policy
         self.key_capability = key_capability
-        self.token_ttl_ms = token_ttl * 1000
-        self.token_max_ttl_ms = token_max_ttl * 1000
+        self.revocable = revocable
+        self.iat_margin = iat_margin
+        cap = MAX_REVOCABLE_LIFETIME_S if revocable else MAX_TOKEN_LIFETIME_S
+        #: The longest ``exp - now``: the lifetime cap less the back-dating of ``iat``.
+        self.lifetime_cap_ms = (cap - iat_margin) * 1000
+        self.token_max_ttl_ms = min(token_max_ttl * 1000, self.lifetime_cap_ms)
+        self.token_ttl_ms = min(token_ttl * 1000, self.token_max_ttl_ms)
         self.clock = clock
         self._signer = TokenSigner(self.key)
         # (role, clientId) -> Allowance; bounded, emptied when full
         self._allowances: dict[tuple[str, str], Allowance] = {}
+        #: clientId -> the second of the last revocation of all its tokens (see revocation_cutoff)
+        self._revoked_in: dict[str, int] = {}
 
     def allowance(self, identity: Identity) -> Allowance:
         """The most this identity may ever get: its role's capability ∩ the key's, and its TTL limits.
@@ -122,12 +146,46 @@ class Issuer:
             capability = granted.to_json()
         return Grant(identity.client_id, capability, allowance.ttl(params.ttl_ms))
 
+    def revocation_cutoff(self, targets: Iterable[str]) -> int:
+        """``issuedBefore`` for revoking ``targets`` now, and note the users it covers.
+
+        A JWT's ``iat`` has whole seconds, so the cutoff covers every token minted up to the end of this
+        second (:meth:`issued_before_at`); a token this issuer mints for a covered user later in the
+        same second gets ``iat`` one second later, out of the cutoff's reach, so a user who logs
+        straight back in (or renews after a role change) is not revoked again.
+        """
+        now = self.clock()
+        second = int(now)
+        if len(self._revoked_in) >= _ROLE_CACHE_LIMIT:
+            self._revoked_in = {c: s for c, s in self._revoked_in.items() if s >= second}
+        for target in targets:
+            kind, _, value = target.partition(":")
+            if kind == "clientId":
+                self._revoked_in[value] = second
+        return self.issued_before_at(now, self.iat_margin)
+
+    @staticmethod
+    def issued_before_at(now: float, iat_margin: int) -> int:
+        """``issuedBefore`` for a revocation at ``now``: after the ``iat`` of every token minted until the
+        end of this second (``iat`` is back-dated by ``iat_margin``), never in the future."""
+        return min((int(now) - iat_margin + 1) * 1000, int(now * 1000))
+
     def jwt(self, identity: Identity, params: TokenParams) -> IssuedToken:
         grant = self.grant(identity, params)
-        issued = int(self.clock())
-        expires = issued + grant.ttl_ms // 1000
+        now = int(self.clock())
+        issued = now - self.iat_margin
+        if self._revoked_in.get(grant.client_id) == now:
+            issued += 1  # minted after a revocation in this same second: not covered by it
+        expires = now + grant.ttl_ms // 1000
+        extra = None
+        if self.revocable:
+            extra = {REVOCATION_KEY_CLAIM: identity.revocation_key or revocation_key_for_user(identity.client_id)}
         token = self._signer.sign(
-            capability=grant.capability, client_id=grant.client_id, issued_at=issued, expires_at=expires
+            capability=grant.capability,
+            client_id=grant.client_id,
+            issued_at=issued,
+            expires_at=expires,
+            extra_claims=extra,
         )
         return IssuedToken(token, self.key.name, issued * 1000, expires * 1000, grant.capability, grant.client_id)
 

@@ -23,6 +23,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -117,8 +118,34 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.revocation_batches = Counter(
+            "authserver_revocation_batches",
+            "revokeTokens calls to Ably, by outcome (delivered, retry, refused)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.revocation_targets = Counter(
+            "authserver_revocation_targets",
+            "Revocation targets sent to Ably, by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.clock_offset = Gauge(
+            "authserver_ably_clock_offset_seconds",
+            "Ably's clock minus this host's, as last measured (ABLY_TIME_SYNC)",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
 
     # What the code reports.
+    def revocation_batch(self, outcome: str, targets: int) -> None:
+        """``outcome``: delivered, retry or refused."""
+        self.revocation_batches.labels(outcome).inc()
+        self.revocation_targets.labels(outcome).inc(targets)
+
+    def clock_offset_measured(self, seconds: float) -> None:
+        self.clock_offset.set(seconds)
+
     def token_issued(self, fmt: str, source: str) -> None:
         self.tokens_issued.labels(_format(fmt), source).inc()
 

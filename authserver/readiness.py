@@ -44,6 +44,11 @@ class Readiness:
                 redis = f"Redis {self.services.redis.description} answers, session announcements not yet resumed"
             if redis is not None:
                 found["redis"] = redis
+        offset = self.services.offset
+        if self.services.settings.time_sync and offset is not None:
+            clock = offset.problem(self.services.settings.time_sync_max_offset)
+            if clock is not None:
+                found["clock"] = clock
         for name, problem in found.items():
             if self._problems.get(name) != problem:
                 log.error("not ready: %s: %s", name, problem)
@@ -57,6 +62,8 @@ class Readiness:
         checks = {"database": problems.get("database", "ok")}
         if self.services.redis is not None:
             checks["redis"] = problems.get("redis", "ok")
+        if self.services.settings.time_sync:
+            checks["clock"] = problems.get("clock", "ok")
         return json_response(
             {"status": "not ready" if problems else "ready", "checks": checks}, 503 if problems else 200
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from .ablyrest import AblyRestApi
 from .config import Settings
 from .guards import ConcurrencyGate, Gate, LoginThrottle, MemoryThrottle, Throttle
 from .identity import Authenticator
@@ -19,8 +20,10 @@ from .identity.users import UserStore
 from .issuance import Issuer
 from .ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
 from .redislink import RedisChanges, RedisLink
+from .revoker import Revoker
 from .storage import Storage, UserStorage
 from .storage.sqlite import SqliteStorage
+from .timesync import ClockOffset
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class Services:
     auth_limits: AuthLimits | None = None
     #: Trusted OpenID Connect providers (None: none configured).
     upstream: UpstreamVerifier | None = None
+    #: Revocations through Ably (None: ABLY_REVOCABLE_TOKENS=false).
+    revoker: Revoker | None = None
+    #: The offset to Ably's clock applied to issuance (ABLY_TIME_SYNC; zero otherwise).
+    offset: ClockOffset | None = None
 
 
 def memory_throttle(settings: Settings) -> MemoryThrottle:
@@ -125,7 +132,6 @@ def build_services(
             per_identity=parse_rate(settings.auth_rate_per_identity) if settings.auth_rate_per_identity else None,
             per_address=parse_rate(settings.auth_rate_per_address) if settings.auth_rate_per_address else None,
         )
-    users = UserStore(storage.users, passwords or Passwords(), settings.policy, changes)
     sessions = SessionStore(
         storage.sessions,
         settings.session_secret,
@@ -134,13 +140,28 @@ def build_services(
         recheck=settings.session_recheck,
         changes=changes,
     )
+    offset = ClockOffset(clock)
     issuer = Issuer(
         keys=settings.ably_keys,
         policy=settings.policy,
         key_capability=settings.key_capability,
         token_ttl=settings.token_ttl,
         token_max_ttl=settings.token_max_ttl,
-        clock=clock,
+        clock=offset.now if settings.time_sync else clock,
+        revocable=settings.revocable_tokens,
+        iat_margin=settings.iat_margin,
+    )
+    revoker = None
+    if settings.revocable_tokens and settings.ably_keys:
+        revoker = Revoker(
+            storage.outbox,
+            settings.ably_keys,
+            AblyRestApi(settings.ably_endpoint),
+            clock=clock,
+            issued_before_ms=issuer.revocation_cutoff,
+        )
+    users = UserStore(
+        storage.users, passwords or Passwords(), settings.policy, changes, None if revoker is None else revoker.revoke
     )
     upstream = upstream_verifier(settings, clock, storage.users)
     return Services(
@@ -158,4 +179,6 @@ def build_services(
         link,
         auth_limits,
         upstream,
+        revoker,
+        offset,
     )

@@ -151,6 +151,10 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
             "ABLY_API_KEY": API_KEY,
             "SESSION_SECRET": SESSION_SECRET,
             "DATABASE_URL": f"sqlite:///{tmp_path}/authserver.db",
+            # The service's tests see exact iat/exp and reach no Ably; tests/test_revocation.py turns
+            # revocation and the iat margin (both on by default) back on against a sandbox.
+            "ABLY_REVOCABLE_TOKENS": "false",
+            "TOKEN_IAT_MARGIN": "0",
         }
         base.update(env)
         return load_settings({k: v for k, v in base.items() if v is not None}, env_file=None)

@@ -27,6 +27,7 @@ from authserver.identity.passwords import Passwords
 from authserver.identity.users import UserStore
 from authserver.keys import parse_api_key
 from authserver.policy import load_policy
+from authserver.storage.schema import SCHEMA_VERSION
 from authserver.storage.sqlite import SqliteStorage
 from authserver.tokenrequests import compute_mac
 
@@ -265,7 +266,8 @@ def test_token_format_tokenrequest_is_signed_with_the_key(cli: Cli, production: 
     assert result.code == EXIT_OK, result.err
     request = json.loads(result.out)
     assert set(request) == {"keyName", "ttl", "capability", "clientId", "timestamp", "nonce", "mac"}
-    assert (request["keyName"], request["clientId"], request["ttl"]) == ("appId.keyId", "alice", 3_600_000)
+    # revocable tokens (the default) live at most 1 h from their back-dated iat: 3600 - 5 s from now
+    assert (request["keyName"], request["clientId"], request["ttl"]) == ("appId.keyId", "alice", 3_595_000)
     assert request["capability"] == USER_CAPABILITY
     assert request["mac"] == compute_mac(
         key_name=request["keyName"],
@@ -545,7 +547,7 @@ def test_check_follows_authserver_env_file_from_another_directory(
 def test_check_opens_the_database_and_counts_its_accounts(cli: Cli, alice: None) -> None:
     result = cli("check")
     assert result.code == EXIT_OK
-    assert f"  database: {cli.database} (1 account(s), schema version 1)" in result.out.splitlines()
+    assert f"  database: {cli.database} (1 account(s), schema version {SCHEMA_VERSION})" in result.out.splitlines()
 
 
 def test_check_fails_for_a_file_that_is_not_a_database(cli: Cli) -> None:
@@ -663,13 +665,15 @@ def test_check_refuses_a_database_with_a_newer_schema(cli: Cli, alice: None) -> 
     db.close()
     result = cli("check")
     assert result.code == EXIT_CONFIG
-    assert "has schema version 7, which this authserver (schema 1) does not know" in result.err
+    assert f"has schema version 7, which this authserver (schema {SCHEMA_VERSION}) does not know" in result.err
     assert "users" not in result.out
 
 
 def test_db_upgrade_and_status_on_sqlite(cli: Cli) -> None:
     # a SQLite file gets the current schema as soon as it is opened (created on first use)
-    assert cli("db", "upgrade").out == f"{cli.database}: already at schema version 1\n"
+    assert cli("db", "upgrade").out == f"{cli.database}: already at schema version {SCHEMA_VERSION}\n"
     assert cli("db", "status") == Result(
-        EXIT_OK, f"{cli.database}: schema version 1; this authserver uses schema version 1\n", ""
+        EXIT_OK,
+        f"{cli.database}: schema version {SCHEMA_VERSION}; this authserver uses schema version {SCHEMA_VERSION}\n",
+        "",
     )

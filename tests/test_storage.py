@@ -16,7 +16,7 @@ import pytest
 from realservers import Postgres, free_port
 
 from authserver.errors import DatabaseError, UnavailableError
-from authserver.storage import Storage
+from authserver.storage import PendingRevocation, Storage
 from authserver.storage.postgres import PostgresStorage
 from authserver.storage.schema import SCHEMA_VERSION
 from authserver.storage.sqlite import Database, SqliteStorage
@@ -89,9 +89,11 @@ async def test_a_newer_schema_is_refused_and_left_alone(storage: Storage, reopen
 @pytest.mark.anyio
 async def test_an_older_schema_is_refused_until_db_upgrade_has_run(storage: Storage, reopen: Reopen) -> None:
     await raw_sql(storage, "UPDATE schema_version SET version = 0")
-    with pytest.raises(DatabaseError, match=r"older than this authserver's 1: run `authserver db upgrade`"):
+    with pytest.raises(
+        DatabaseError, match=rf"older than this authserver's {SCHEMA_VERSION}: run `authserver db upgrade`"
+    ):
         await reopen()
-    assert await storage.upgrade() == [1]
+    assert await storage.upgrade() == list(range(1, SCHEMA_VERSION + 1))
     assert await storage.upgrade() == []  # nothing left to do
     again = await reopen()
     try:
@@ -113,9 +115,26 @@ def test_a_sqlite_file_from_before_schema_versions_is_adopted(tmp_path: Path) ->
     old.commit()
     old.close()
     storage = SqliteStorage(str(path))
-    assert storage.db.query("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert storage.db.query("SELECT version FROM schema_version") == [(1,)]  # its tables are version 1's
     assert storage.db.query("SELECT username FROM users") == [("alice",)]
     storage.db.close()
+
+
+@pytest.mark.anyio
+async def test_a_version_1_database_gets_the_revocation_outbox_from_db_upgrade(
+    storage: Storage, reopen: Reopen
+) -> None:
+    await raw_sql(storage, "DROP TABLE revocation_outbox")
+    await raw_sql(storage, "UPDATE schema_version SET version = 1")
+    with pytest.raises(DatabaseError, match=r"schema version 1, older than this authserver's 2"):
+        await reopen()
+    assert await storage.upgrade() == [2]
+    again = await reopen()
+    try:
+        await again.outbox.add([PendingRevocation("app.key", "clientId:alice", 1000, False, "test")], now=1.0)
+        assert await again.outbox.pending() == 1
+    finally:
+        await again.close()
 
 
 # --- readiness of a SQLite file -------------------------------------------------------------------

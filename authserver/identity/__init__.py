@@ -29,6 +29,9 @@ class Identity:
     client_id: str
     role: str
     source: IdentitySource = "account"
+    #: The ``x-ably-revocation-key`` of this login session's tokens (None outside a session). Not part
+    #: of who the caller is: two sessions of one account are equal identities.
+    revocation_key: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ within ``recheck`` seconds, and within one second whenever shared announcements 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import secrets
 
@@ -42,6 +43,12 @@ INCOMPLETE_RECHECK = 1.0
 
 def _hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+def session_revocation_key(id_hash: str) -> str:
+    """The ``x-ably-revocation-key`` of one session's tokens: a digest of the stored id hash, so it names
+    the session (one device) without being the cookie or anything that leads back to it."""
+    return "s:" + hashlib.sha256(f"authserver.revocation:{id_hash}".encode("ascii")).hexdigest()[:32]
 
 
 class SessionStore:
@@ -106,11 +113,20 @@ class SessionStore:
         except (BadSignature, UnicodeError):
             return None
 
-    async def end(self, cookie: str | None) -> None:
+    async def end(self, cookie: str | None) -> str | None:
+        """End the session of ``cookie``; returns its tokens' revocation key (None: no valid cookie)."""
         session_id = self._session_id(cookie)
-        if session_id is not None:
-            await self.storage.delete(_hash(session_id))
-            await self.changes.announce()
+        if session_id is None:
+            return None
+        id_hash = _hash(session_id)
+        await self.storage.delete(id_hash)
+        await self.changes.announce()
+        return session_revocation_key(id_hash)
+
+    async def end_all(self, identity: Identity) -> None:
+        """End every session of ``identity``'s subject (of its source): "log out everywhere"."""
+        await self.storage.delete_subject(identity.subject, identity.source)
+        await self.changes.announce()
 
     def remembered(self, credentials: Credentials, now: float) -> Identity | None:
         """The identity of a session resolved less than ``recheck`` seconds ago, from memory only."""
@@ -169,7 +185,8 @@ class SessionStore:
             raise NotAuthenticatedError("session has ended; log in again")
         if record.expires <= now:  # the record goes with the next login's clean-up (reads only here)
             raise NotAuthenticatedError("session has expired; log in again")
-        return self._identity(record), record.expires
+        identity = dataclasses.replace(self._identity(record), revocation_key=session_revocation_key(_hash(session_id)))
+        return identity, record.expires
 
     def _identity(self, record: SessionRecord) -> Identity:
         if record.source == ACCOUNT:

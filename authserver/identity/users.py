@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterable
+from typing import Protocol
 
 import anyio.to_thread
 
@@ -18,6 +20,12 @@ BAD_CREDENTIALS = "invalid username or password"
 
 #: An account as stored (the storage layer's record).
 User = UserRecord
+
+
+class RevocationHook(Protocol):
+    """Takes back issued tokens (:meth:`authserver.revoker.Revoker.revoke`)."""
+
+    async def __call__(self, targets: Iterable[str], *, reason: str, reauth: bool = False) -> int: ...
 
 
 def account_identity(user: User) -> Identity:
@@ -61,12 +69,24 @@ class UserStore:
     """
 
     def __init__(
-        self, storage: UserStorage, passwords: Passwords, policy: Policy, changes: SessionChanges | None = None
+        self,
+        storage: UserStorage,
+        passwords: Passwords,
+        policy: Policy,
+        changes: SessionChanges | None = None,
+        revoke: RevocationHook | None = None,
     ) -> None:
         self.storage = storage
         self.passwords = passwords
         self.policy = policy
         self.changes: SessionChanges = changes or LocalChanges()
+        #: Takes back the account's live tokens after a change (None: revocation is off).
+        self.revoke = revoke
+
+    async def _revoke_all(self, user: User | None, reason: str, *, reauth: bool = False) -> None:
+        """Revoke every token of ``user``'s clientId issued until now (all devices)."""
+        if self.revoke is not None and user is not None:
+            await self.revoke([f"clientId:{user.client_id}"], reason=reason, reauth=reauth)
 
     async def get(self, username: str) -> User | None:
         return await self.storage.get(username)
@@ -107,20 +127,32 @@ class UserStore:
         await self.changes.announce()
 
     async def set_role(self, username: str, role: str) -> None:
+        """A new role applies to the next token; the live ones are revoked with ``allowReauthMargin``:
+        Ably asks each connection to renew (AUTH) and the client fetches a token with the new capability."""
+        user = await self.get(username)
         await self._changed(await self.storage.set_role(username, self._check_role(role)), username)
+        if user is not None and user.role != role:
+            await self._revoke_all(user, "role", reauth=True)
 
     async def set_disabled(self, username: str, disabled: bool) -> None:
         # NOTE: sessions are kept on purpose: a disabled account's session gets 403, which tells Ably
         # clients to stop retrying; a deleted session would get 401 and be retried for ever.
+        user = await self.get(username)
         await self._changed(await self.storage.set_disabled(username, disabled), username)
+        if disabled:
+            await self._revoke_all(user, "disabled")
 
     async def set_password(self, username: str, password: str) -> None:
-        """A new password ends every session of the account."""
+        """A new password ends every session of the account and revokes its tokens."""
         password_hash = await self._hash(check_password(password))
+        user = await self.get(username)
         await self._changed(await self.storage.set_password_hash(username, password_hash, end_sessions=True), username)
+        await self._revoke_all(user, "password")
 
     async def remove(self, username: str) -> None:
+        user = await self.get(username)
         await self._changed(await self.storage.delete(username), username)
+        await self._revoke_all(user, "removed")
 
     async def verify_login(self, username: str, password: str) -> Identity:
         """Check a username and password: one uniform 401 for every wrong combination.

@@ -65,6 +65,7 @@ def create_sandbox_app(
     clock: Callable[[], float] = time.time,
     limits: SandboxLimits | None = None,
     key_capabilities: Mapping[str, Capability] | None = None,
+    non_revocable_keys: Sequence[str] = (),
 ) -> Starlette:
     """A local Ably stand-in that accepts tokens for ``keys`` (see :mod:`authserver.sandbox`).
 
@@ -73,12 +74,19 @@ def create_sandbox_app(
         clock: seconds since the epoch; token judgement and every timestamp use it.
         limits: bounds and timings (defaults: :class:`SandboxLimits`).
         key_capabilities: key name -> that key's capability; keys not listed are unrestricted.
+        non_revocable_keys: key names without revocable tokens (revokeTokens answers 40121, no 1 h limit).
 
     :raises ConfigError: no keys, or capabilities named for unknown keys.
     """
     if not keys:
         raise ConfigError(["the sandbox needs at least one API key"])
-    sandbox = Sandbox(keys, clock=clock, limits=limits or SandboxLimits(), key_capabilities=key_capabilities)
+    sandbox = Sandbox(
+        keys,
+        clock=clock,
+        limits=limits or SandboxLimits(),
+        key_capabilities=key_capabilities,
+        non_revocable_keys=non_revocable_keys,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

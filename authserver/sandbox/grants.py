@@ -118,20 +118,33 @@ def identity_after_reauth(current: Identity, grant: Grant) -> Identity:
 
 
 class Keyring:
-    """The API keys the sandbox accepts and the capability of each (absent = unrestricted)."""
+    """The API keys the sandbox accepts, the capability of each (absent = unrestricted), and whether it
+    has revocable tokens enabled (every key does unless named in ``non_revocable``, as Ably's test apps
+    have a key with ``revocableTokens``)."""
 
-    def __init__(self, keys: Sequence[AblyKey], capabilities: Mapping[str, Capability] | None = None) -> None:
+    def __init__(
+        self,
+        keys: Sequence[AblyKey],
+        capabilities: Mapping[str, Capability] | None = None,
+        *,
+        non_revocable: Sequence[str] = (),
+    ) -> None:
         self._keys = {key.name: key for key in keys}
         self._capabilities = dict(capabilities or {})
-        unknown = sorted(set(self._capabilities) - set(self._keys))
+        self._non_revocable = frozenset(non_revocable)
+        unknown = sorted((set(self._capabilities) | self._non_revocable) - set(self._keys))
         if unknown:
-            raise ConfigError([f"key capability given for unknown key name {name!r}" for name in unknown])
+            raise ConfigError([f"key option given for unknown key name {name!r}" for name in unknown])
 
     def __contains__(self, key_name: object) -> bool:
         return key_name in self._keys
 
     def get(self, key_name: str) -> AblyKey | None:
         return self._keys.get(key_name)
+
+    def revocable(self, key_name: str) -> bool:
+        """Whether the key has revocable tokens: revokeTokens works, its tokens live at most 1 h."""
+        return key_name in self._keys and key_name not in self._non_revocable
 
     def capability(self, key_name: str) -> Capability:
         return self._capabilities.get(key_name) or Capability.all()

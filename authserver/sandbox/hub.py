@@ -78,10 +78,13 @@ class Sandbox:
         clock: Callable[[], float],
         limits: SandboxLimits,
         key_capabilities: Mapping[str, Capability] | None,
+        non_revocable_keys: Sequence[str] = (),
     ) -> None:
         self.limits = limits
         self.clock = clock
-        self.keyring = Keyring(keys, key_capabilities)
+        #: Seconds added to ``clock``: a test sets it to put the sandbox's clock behind (or ahead of) an issuer's.
+        self.clock_offset = 0.0
+        self.keyring = Keyring(keys, key_capabilities, non_revocable=non_revocable_keys)
         self.revocations = Revocations(limits.max_revocations, max_token_ttl_ms=limits.max_token_ttl_ms)
         self.issued = IssuedTokens(limits.max_issued_tokens)
         self.judge = TokenJudge(self.keyring, limits, issued=self.issued, revocations=self.revocations)
@@ -91,7 +94,7 @@ class Sandbox:
         self.attachments = Attachments(self.channels, limits)
 
     def now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return int((self.clock() + self.clock_offset) * 1000)
 
     # -- publishing ---------------------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ signature does not verify with that key's secret                       40101  40
 ``iat`` / ``exp`` missing, not numbers, outside [0, 1e11) s            40144  401
 ``exp`` not after ``iat``                                              40144  401
 ``exp`` reached (no grace)                                             40142  401
-``iat`` more than ``clock_skew_ms`` in the future                      40144  401
+``iat`` more than ``clock_skew_ms`` in the future                      40001  400
 lifetime ``exp - iat`` above ``max_token_ttl_ms``                      40003  400
+lifetime above 1 h (``max_revocable_token_ttl_ms``) for a key with     40003  400
+revocable tokens (every sandbox key unless made non-revocable)
 ``x-ably-capability`` missing, not a string, or invalid capability     40144  401
 ``x-ably-clientId`` not a non-empty string                             40012  400
 ``x-ably-revocation-key`` not a string                                 40144  401
@@ -53,9 +55,12 @@ Further decisions (spec 2.2-2.4):
   token service that forgets the claim is a bug the sandbox should show, not hide.
 * ``iat`` / ``exp`` may be fractional: RFC 7519 NumericDate allows it and Ably does not document a
   refusal; they are truncated to milliseconds.
-* Keys are *not* treated as having revocable tokens enabled for TTL purposes: every token may live up
-  to ``max_token_ttl_ms`` (24 h), not the 1 h Ably allows revocable tokens (spec 2.4). Revocation
-  itself (:mod:`.revocation`) works for every key.
+* An ``iat`` in the future is 40001 / 400 "issuedAt time must not be in the future", as on Ably
+  (ably/ably-js#1720): outside the 4014x range, so clients fail instead of fetching another token from
+  the same skewed issuer again and again.
+* Keys have revocable tokens enabled unless made non-revocable (``create_sandbox_app(non_revocable_keys=)``):
+  their tokens live at most 1 h (spec 2.4, "a token that is revocable, but has a TTL of longer than
+  1 hr, is rejected"); the others up to ``max_token_ttl_ms`` (24 h).
 """
 
 from __future__ import annotations
@@ -228,9 +233,12 @@ class TokenJudge:
             raise invalid_jwt("exp must be after iat")
         issued_ms, expires_ms = int(issued_at * 1000), int(expires_at * 1000)
         if issued_ms > now_ms + self._limits.clock_skew_ms:
-            raise invalid_jwt("iat is in the future")
-        if expires_ms - issued_ms > self._limits.max_token_ttl_ms:
-            raise BadRequestError(f"Token lifetime exceeds {self._limits.max_token_ttl_ms} ms", code=40003)
+            raise BadRequestError("issuedAt time must not be in the future", code=40001)
+        longest = self._limits.max_token_ttl_ms
+        if self._keyring.revocable(key_name):
+            longest = min(longest, self._limits.max_revocable_token_ttl_ms)
+        if expires_ms - issued_ms > longest:
+            raise BadRequestError(f"Token lifetime exceeds {longest} ms", code=40003)
         capability_text = claims.get(CAPABILITY_CLAIM)
         if not isinstance(capability_text, str):
             raise invalid_jwt(f"{CAPABILITY_CLAIM} must be a string containing capability JSON")

@@ -62,6 +62,8 @@ class SandboxLimits:
     clock_skew_ms: int = 5_000
     #: Longest token lifetime accepted or issued.
     max_token_ttl_ms: int = 86_400_000
+    #: Longest lifetime of a JWT of a key with revocable tokens (Ably: 1 h, ably-spec 2.4).
+    max_revocable_token_ttl_ms: int = 3_600_000
     #: TokenRequest ``timestamp`` must be this close to sandbox time.
     token_request_window_ms: int = 120_000
     #: Grace before revoked tokens are cut off when ``allowReauthMargin`` is requested.

@@ -142,14 +142,19 @@ async def revoke_tokens(request: Request) -> Response:
     if grant.kind != "key":
         raise TokenError("Token revocation requires basic authentication with the key", code=40162)
     if grant.key_name != key_name:
-        raise NotAuthenticatedError("Token revocation must be made with the key named in the URL")
+        # Ably: "can only revoke tokens using the same key that issued them" (ably-spec 8.3).
+        raise TokenError("Tokens can only be revoked with the key that issued them", code=40133, status=401)
+    if not sandbox.keyring.revocable(key_name):
+        raise BadRequestError("Token revocation is not enabled for this key (revocableTokens)", code=40121)
     body = await read_body(request)
     targets = body.get("targets") if isinstance(body, dict) else None
     if not isinstance(targets, list) or not 0 < len(targets) <= MAX_REVOCATION_TARGETS:
         raise BadRequestError(f"targets must be a list of 1 to {MAX_REVOCATION_TARGETS} 'type:value' strings")
     now = sandbox.now_ms()
     issued_before = body.get("issuedBefore", now)
-    if not isinstance(issued_before, int) or isinstance(issued_before, bool) or issued_before > now:
+    # An issuer's clock may run a little ahead of the sandbox's: tolerated as an iat is (clock_skew_ms).
+    latest = now + sandbox.limits.clock_skew_ms
+    if not isinstance(issued_before, int) or isinstance(issued_before, bool) or issued_before > latest:
         raise BadRequestError("issuedBefore must be a time in ms, not in the future", code=40003)
     margin = sandbox.limits.reauth_margin_ms if body.get("allowReauthMargin") is True else 0
     results: list[dict[str, Any]] = []

@@ -84,17 +84,59 @@ class SessionStorage(Protocol):
 
     async def delete(self, id_hash: str) -> None: ...
 
+    async def delete_subject(self, subject: str, source: str) -> None:
+        """Delete every session of ``subject`` from ``source``."""
+        ...
+
     async def lookup(self, id_hash: str) -> SessionRecord | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PendingRevocation:
+    """A revocation to deliver to Ably: ``target`` (``clientId:x`` / ``revocationKey:x``) of tokens of
+    ``key_name`` issued before ``issued_before`` (ms), with ``allowReauthMargin`` when ``reauth``."""
+
+    key_name: str
+    target: str
+    issued_before: int
+    reauth: bool
+    reason: str
+    id: int = 0
+    attempts: int = 0
+
+
+class OutboxStorage(Protocol):
+    """The revocation outbox: rows stay until Ably has taken them (delivered at least once; a
+    revocation delivered twice has the effect of one)."""
+
+    async def add(self, items: list[PendingRevocation], *, now: float) -> None: ...
+
+    async def claim(self, *, now: float, limit: int, lease: float) -> list[PendingRevocation]:
+        """Up to ``limit`` rows due by ``now``, oldest first, put out of reach of other claimers for ``lease`` s."""
+        ...
+
+    async def done(self, ids: list[int]) -> None:
+        """Delivered: forget them."""
+        ...
+
+    async def retry(self, ids: list[int], *, next_attempt: float) -> None:
+        """Not delivered: count an attempt and try again at ``next_attempt``."""
+        ...
+
+    async def pending(self) -> int: ...
+
+
 class Storage(Protocol):
-    """One engine's accounts and sessions, opened on one database."""
+    """One engine's accounts, sessions and revocation outbox, opened on one database."""
 
     @property
     def users(self) -> UserStorage: ...
 
     @property
     def sessions(self) -> SessionStorage: ...
+
+    @property
+    def outbox(self) -> OutboxStorage: ...
 
     @property
     def description(self) -> str:

@@ -17,7 +17,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import DatabaseError, StoreUnavailableError, UnavailableError
-from . import SessionRecord, UserRecord
+from . import PendingRevocation, SessionRecord, UserRecord
 from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 
 log = logging.getLogger("authserver.storage")
@@ -61,6 +61,7 @@ class PostgresStorage:
         )
         self.users = PostgresUsers(self)
         self.sessions = PostgresSessions(self)
+        self.outbox = PostgresOutbox(self)
         self._opened = False
 
     @asynccontextmanager
@@ -225,6 +226,9 @@ class PostgresSessions:
     async def delete(self, id_hash: str) -> None:
         await self.store.execute("DELETE FROM sessions WHERE id_hash = %s", (id_hash,))
 
+    async def delete_subject(self, subject: str, source: str) -> None:
+        await self.store.execute("DELETE FROM sessions WHERE username = %s AND source = %s", (subject, source))
+
     async def lookup(self, id_hash: str) -> SessionRecord | None:
         rows = await self.store.fetch(
             "SELECT s.username, s.client_id, s.role, s.source, s.expires,"
@@ -240,6 +244,43 @@ class PostgresSessions:
         row = rows[0]
         account = None if row[5] is None else _user(row[5:10])
         return SessionRecord(row[0], row[1], row[2], row[3], float(row[4]), account, bool(row[10]))
+
+
+class PostgresOutbox:
+    def __init__(self, store: PostgresStorage) -> None:
+        self.store = store
+
+    async def add(self, items: list[PendingRevocation], *, now: float) -> None:
+        async with self.store.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created,"
+                " next_attempt) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [(i.key_name, i.target, i.issued_before, i.reauth, i.reason, now, now) for i in items],
+            )
+
+    async def claim(self, *, now: float, limit: int, lease: float) -> list[PendingRevocation]:
+        # SKIP LOCKED: several instances claim disjoint rows.
+        rows = await self.store.fetch(
+            "UPDATE revocation_outbox SET next_attempt = %s WHERE id IN (SELECT id FROM revocation_outbox"
+            " WHERE next_attempt <= %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " RETURNING key_name, target, issued_before, reauth, reason, id, attempts",
+            (now + lease, now, limit),
+        )
+        rows.sort(key=lambda r: int(r[5]))
+        return [PendingRevocation(r[0], r[1], int(r[2]), bool(r[3]), r[4], int(r[5]), int(r[6])) for r in rows]
+
+    async def done(self, ids: list[int]) -> None:
+        await self.store.execute("DELETE FROM revocation_outbox WHERE id = ANY(%s)", (ids,))
+
+    async def retry(self, ids: list[int], *, next_attempt: float) -> None:
+        await self.store.execute(
+            "UPDATE revocation_outbox SET attempts = attempts + 1, next_attempt = %s WHERE id = ANY(%s)",
+            (next_attempt, ids),
+        )
+
+    async def pending(self) -> int:
+        rows = await self.store.fetch("SELECT COUNT(*) FROM revocation_outbox")
+        return int(rows[0][0])
 
 
 def _first_line(exc: BaseException) -> str:

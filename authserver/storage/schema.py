@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..errors import DatabaseError
 
 #: The schema version this authserver reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: version -> engine -> statements, applied in one transaction with the new version recorded.
 MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
@@ -58,6 +58,37 @@ MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
             )""",
             "CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires)",
             "CREATE INDEX IF NOT EXISTS sessions_username ON sessions (username)",
+        ),
+    },
+    # 2: the revocation outbox (issue 10): revocations to deliver to Ably, kept until delivered.
+    2: {
+        "sqlite": (
+            """CREATE TABLE IF NOT EXISTS revocation_outbox (
+                id            INTEGER PRIMARY KEY AUTOINCREMENT,
+                key_name      TEXT NOT NULL,
+                target        TEXT NOT NULL,
+                issued_before INTEGER NOT NULL,
+                reauth        INTEGER NOT NULL,
+                reason        TEXT NOT NULL,
+                created       REAL NOT NULL,
+                attempts      INTEGER NOT NULL DEFAULT 0,
+                next_attempt  REAL NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS revocation_outbox_due ON revocation_outbox (next_attempt)",
+        ),
+        "postgresql": (
+            """CREATE TABLE IF NOT EXISTS revocation_outbox (
+                id            BIGSERIAL PRIMARY KEY,
+                key_name      TEXT NOT NULL,
+                target        TEXT NOT NULL,
+                issued_before BIGINT NOT NULL,
+                reauth        BOOLEAN NOT NULL,
+                reason        TEXT NOT NULL,
+                created       DOUBLE PRECISION NOT NULL,
+                attempts      INTEGER NOT NULL DEFAULT 0,
+                next_attempt  DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS revocation_outbox_due ON revocation_outbox (next_attempt)",
         ),
     },
 }

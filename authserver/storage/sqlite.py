@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from ..errors import DatabaseError, StoreUnavailableError, UnavailableError
-from . import SessionRecord, UserRecord
+from . import PendingRevocation, SessionRecord, UserRecord
 from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 
 T = TypeVar("T")
@@ -198,6 +198,10 @@ class SqliteSessions:
     async def delete(self, id_hash: str) -> None:
         await _write(lambda: self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,)))
 
+    async def delete_subject(self, subject: str, source: str) -> None:
+        sql = "DELETE FROM sessions WHERE username = ? AND source = ?"
+        await _write(lambda: self.db.execute(sql, (subject, source)))
+
     async def lookup(self, id_hash: str) -> SessionRecord | None:
         # NOTE: a read in WAL mode never waits for a writer: short enough for the event loop.
         row = self.db.query_one(
@@ -215,8 +219,63 @@ class SqliteSessions:
         return SessionRecord(row[0], row[1], row[2], row[3], row[4], account, bool(row[10]))
 
 
+_OUTBOX_COLUMNS = "key_name, target, issued_before, reauth, reason, id, attempts"
+
+
+class SqliteOutbox:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, items: list[PendingRevocation], *, now: float) -> None:
+        def add() -> None:
+            with self.db.transaction() as conn:
+                conn.executemany(
+                    "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created,"
+                    " next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(i.key_name, i.target, i.issued_before, int(i.reauth), i.reason, now, now) for i in items],
+                )
+
+        await _write(add)
+
+    async def claim(self, *, now: float, limit: int, lease: float) -> list[PendingRevocation]:
+        def claim() -> list[PendingRevocation]:
+            with self.db.transaction() as conn:
+                rows = conn.execute(
+                    f"SELECT {_OUTBOX_COLUMNS} FROM revocation_outbox WHERE next_attempt <= ?"  # noqa: S608
+                    " ORDER BY id LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE revocation_outbox SET next_attempt = ? WHERE id = ?", [(now + lease, r[5]) for r in rows]
+                )
+            return [PendingRevocation(r[0], r[1], int(r[2]), bool(r[3]), r[4], int(r[5]), int(r[6])) for r in rows]
+
+        return await _write(claim)
+
+    async def done(self, ids: list[int]) -> None:
+        def done() -> None:
+            with self.db.transaction() as conn:
+                conn.executemany("DELETE FROM revocation_outbox WHERE id = ?", [(i,) for i in ids])
+
+        await _write(done)
+
+    async def retry(self, ids: list[int], *, next_attempt: float) -> None:
+        def retry() -> None:
+            with self.db.transaction() as conn:
+                conn.executemany(
+                    "UPDATE revocation_outbox SET attempts = attempts + 1, next_attempt = ? WHERE id = ?",
+                    [(next_attempt, i) for i in ids],
+                )
+
+        await _write(retry)
+
+    async def pending(self) -> int:
+        row = self.db.query_one("SELECT COUNT(*) FROM revocation_outbox")
+        return int(row[0]) if row is not None else 0
+
+
 class SqliteStorage:
-    """Accounts and sessions in one SQLite file (``:memory:`` for a throwaway database)."""
+    """Accounts, sessions and the revocation outbox in one SQLite file (``:memory:`` for a throwaway database)."""
 
     engine = "sqlite"
 
@@ -225,6 +284,7 @@ class SqliteStorage:
         self.db = Database(path)
         self.users = SqliteUsers(self.db)
         self.sessions = SqliteSessions(self.db)
+        self.outbox = SqliteOutbox(self.db)
         self.description = "in memory" if path == ":memory:" else path
         self._prepare()
         self._identity = self._file_identity()

@@ -50,6 +50,20 @@ def token(**kwargs: Any) -> str:
     return jwt_for(now=FIXED_NOW - 1, **kwargs)
 
 
+def test_a_jwt_issued_in_the_sandboxs_future_is_40001_and_the_clock_offset_moves_the_sandbox() -> None:
+    """Ably refuses an ``iat`` in its future with 40001/400 (ably/ably-js#1720); a sandbox whose clock is
+    behind the issuer's (``clock_offset``) reproduces a skewed issuer."""
+    app = create_sandbox_app([KEY], clock=lambda: FIXED_NOW)
+    with TestClient(app) as test_client:
+        app.state.sandbox.clock_offset = -30.0
+        assert test_client.get("/time").json() == [int((FIXED_NOW - 30) * 1000)]
+        skewed = jwt_for(now=FIXED_NOW)
+        refused = test_client.get("/channels/a/messages", headers=bearer(skewed))
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, 40001)
+        back_dated = jwt_for(now=FIXED_NOW - 30)
+        assert test_client.get("/channels/a/messages", headers=bearer(back_dated)).status_code == 200
+
+
 def test_time_answers_the_sandbox_clock_in_ms(client: TestClient) -> None:
     assert client.get("/time").json() == [int(FIXED_NOW * 1000)]
     packed = client.get("/time", headers={"Accept": "application/x-msgpack"})
@@ -257,10 +271,33 @@ class TestRevokeTokens:
         )
         assert response.json()["error"]["code"] == 40162
 
-    def test_revocation_needs_the_key_in_the_url(self, client: TestClient) -> None:
+    def test_a_key_without_revocable_tokens_answers_40121(self) -> None:
+        app = create_sandbox_app([KEY, OTHER_KEY], clock=lambda: FIXED_NOW, non_revocable_keys=[OTHER_KEY.name])
+        with TestClient(app) as test_client:
+            other = basic(f"{OTHER_KEY.name}:{OTHER_KEY.secret}")
+            body = {"targets": ["clientId:x"]}
+            response = test_client.post(f"/keys/{OTHER_KEY.name}/revokeTokens", json=body, headers=other)
+            assert (response.status_code, response.json()["error"]["code"]) == (400, 40121)
+            # and its tokens may live up to 24 h, as Ably allows tokens of keys without revocation
+            long_lived = jwt_for(now=FIXED_NOW - 1, key=OTHER_KEY, lifetime=7200)
+            assert test_client.get("/channels/a/messages", headers=bearer(long_lived)).status_code == 200
+            revocable = jwt_for(now=FIXED_NOW - 1, key=KEY, lifetime=7200)
+            refused = test_client.get("/channels/a/messages", headers=bearer(revocable))
+            assert (refused.status_code, refused.json()["error"]["code"]) == (400, 40003)
+
+    def test_a_token_issued_after_the_revocation_works(self, client: TestClient) -> None:
+        body = {"targets": ["revocationKey:s-1"], "issuedBefore": int(FIXED_NOW * 1000) - 5000}
+        assert client.post(f"/keys/{KEY.name}/revokeTokens", json=body, headers=basic()).status_code == 200
+        before = jwt_for(now=FIXED_NOW - 6, extra={"x-ably-revocation-key": "s-1"})
+        after = jwt_for(now=FIXED_NOW - 5, extra={"x-ably-revocation-key": "s-1"})
+        assert client.get("/channels/a/messages", headers=bearer(before)).json()["error"]["code"] == 40141
+        assert client.get("/channels/a/messages", headers=bearer(after)).status_code == 200
+
+    def test_revocation_with_another_key_than_the_urls_is_40133(self, client: TestClient) -> None:
+        """Ably: "can only revoke tokens using the same key that issued them" (40133, ably-spec 8.3)."""
         other = basic(f"{OTHER_KEY.name}:{OTHER_KEY.secret}")
         response = client.post(f"/keys/{KEY.name}/revokeTokens", json={"targets": ["clientId:x"]}, headers=other)
-        assert response.json()["error"]["code"] == 40101
+        assert (response.status_code, response.json()["error"]["code"]) == (401, 40133)
 
 
 def test_cors_preflight_allows_the_ably_headers(client: TestClient) -> None:

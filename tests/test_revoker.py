@@ -1,0 +1,205 @@
+"""The revocation outbox and its delivery, on both storage engines, against an Ably stand-in over real
+HTTP that answers as told (429, 500, refusals): batches of at most 100 targets, retries with backoff,
+rows kept until Ably took them, a refusal that retrying cannot change dropped and logged."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from authserver.ablyrest import AblyRestApi, client_options, judge
+from authserver.keys import AblyKey
+from authserver.revocations import MAX_TARGETS_PER_CALL, backoff, batches
+from authserver.revoker import Revoker
+from authserver.storage import PendingRevocation, Storage
+
+from helpers import FakeClock
+
+KEY = AblyKey("app.key1", "secret-one-not-real")
+OLD_KEY = AblyKey("app.key0", "secret-zero-not-real")
+
+
+class FakeAbly:
+    """Answers revokeTokens with the statuses queued in ``answers`` (then 200), recording each call."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, int]] = []
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def revoke(self, request: Request) -> JSONResponse:
+        auth = request.headers.get("authorization", "")
+        user = base64.b64decode(auth.removeprefix("Basic ")).decode().split(":")[0] if auth else ""
+        self.calls.append((request.path_params["key"], user, json.loads(await request.body())))
+        if self.answers:
+            status, code = self.answers.pop(0)
+            return JSONResponse({"error": {"code": code, "statusCode": status, "message": "told so"}}, status)
+        return JSONResponse({"successCount": 1, "failureCount": 0, "results": []})
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/keys/{key}/revokeTokens", self.revoke, methods=["POST"])])
+
+
+@contextlib.contextmanager
+def served(app: Any) -> Iterator[str]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def ably() -> Iterator[tuple[FakeAbly, str]]:
+    fake = FakeAbly()
+    with served(fake.app()) as url:
+        yield fake, url
+
+
+def revoker(storage: Storage, url: str, clock: FakeClock, keys: tuple[AblyKey, ...] = (KEY,)) -> Revoker:
+    return Revoker(
+        storage.outbox,
+        keys,
+        AblyRestApi(url, timeout=5.0),
+        clock=clock,
+        issued_before_ms=lambda targets: int(clock()) * 1000,
+    )
+
+
+@pytest.mark.anyio
+async def test_a_revocation_is_delivered_once_and_then_forgotten(
+    storage: Storage, ably: tuple[FakeAbly, str], clock: FakeClock
+) -> None:
+    fake, url = ably
+    outbox = revoker(storage, url, clock)
+    await outbox.revoke(["clientId:alice"], reason="disabled")
+    assert await storage.outbox.pending() == 1
+    assert await outbox.deliver() == 1
+    assert fake.calls == [(KEY.name, KEY.name, {"targets": ["clientId:alice"], "issuedBefore": int(clock()) * 1000})]
+    assert await storage.outbox.pending() == 0
+    assert await outbox.deliver() == 0 and len(fake.calls) == 1
+    await outbox.close()
+
+
+@pytest.mark.anyio
+async def test_429_and_5xx_are_retried_with_backoff_until_ably_takes_it(
+    storage: Storage, ably: tuple[FakeAbly, str], clock: FakeClock
+) -> None:
+    fake, url = ably
+    fake.answers = [(429, 42910), (503, 50300)]
+    outbox = revoker(storage, url, clock)
+    await outbox.revoke(["revocationKey:s:1"], reason="logout")
+    assert await outbox.deliver() == 0  # 429: kept, retried after backoff(0) = 1 s
+    assert await outbox.deliver() == 0 and len(fake.calls) == 1  # not due yet
+    clock.advance(1.0)
+    assert await outbox.deliver() == 0  # 503: kept, next attempt after 2 s
+    clock.advance(1.5)
+    assert await outbox.deliver() == 0 and len(fake.calls) == 2
+    clock.advance(0.5)
+    assert await outbox.deliver() == 1
+    assert len(fake.calls) == 3 and await storage.outbox.pending() == 0
+    await outbox.close()
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_ably_keeps_the_rows(storage: Storage, clock: FakeClock) -> None:
+    with served(FakeAbly().app()) as url:
+        pass  # nothing listens there any more
+    outbox = revoker(storage, url, clock)
+    await outbox.revoke(["clientId:alice"], reason="password")
+    assert await outbox.deliver() == 0
+    assert await storage.outbox.pending() == 1
+    await outbox.close()
+
+
+@pytest.mark.anyio
+async def test_a_refusal_retrying_cannot_change_is_dropped(
+    storage: Storage, ably: tuple[FakeAbly, str], clock: FakeClock
+) -> None:
+    fake, url = ably
+    fake.answers = [(400, 40121)]  # revocation not enabled on the key
+    outbox = revoker(storage, url, clock)
+    await outbox.revoke(["clientId:alice"], reason="disabled")
+    assert await outbox.deliver() == 1
+    assert await storage.outbox.pending() == 0
+    await outbox.close()
+
+
+@pytest.mark.anyio
+async def test_250_targets_go_in_calls_of_at_most_100_with_every_configured_key(
+    storage: Storage, ably: tuple[FakeAbly, str], clock: FakeClock
+) -> None:
+    """With key rotation, each configured key may have signed live tokens: each revokes (40133 otherwise)."""
+    fake, url = ably
+    outbox = revoker(storage, url, clock, keys=(KEY, OLD_KEY))
+    await outbox.revoke([f"clientId:user{i}" for i in range(250)], reason="operator")
+    assert await outbox.deliver() == 500
+    sizes = sorted((key, len(body["targets"])) for key, _, body in fake.calls)
+    assert sizes == sorted([(k.name, n) for k in (KEY, OLD_KEY) for n in (100, 100, 50)])
+    assert all(key == user for key, user, _ in fake.calls)  # each call authenticated with its own key
+    await outbox.close()
+
+
+def test_rows_with_different_cutoffs_never_share_a_call() -> None:
+    rows = [PendingRevocation("k", f"clientId:{i}", 1000 if i % 2 else 2000, False, "x", id=i) for i in range(4)]
+    assert sorted((b.issued_before, b.targets) for b in batches(rows)) == [
+        (1000, ["clientId:1", "clientId:3"]),
+        (2000, ["clientId:0", "clientId:2"]),
+    ]
+    many = [PendingRevocation("k", f"clientId:{i}", 1, False, "x", id=i) for i in range(MAX_TARGETS_PER_CALL + 1)]
+    assert [len(b.targets) for b in batches(many)] == [MAX_TARGETS_PER_CALL, 1]
+
+
+def test_backoff_doubles_up_to_five_minutes() -> None:
+    assert [backoff(n) for n in range(4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff(50) == 300.0
+
+
+def test_outcomes_and_sandbox_options() -> None:
+    assert [judge(s, None) for s in (200, 429, 500, 0, 400, 401)] == [
+        "delivered",
+        "retry",
+        "retry",
+        "retry",
+        "refused",
+        "refused",
+    ]
+    assert client_options(None) == {}
+    assert client_options("http://127.0.0.1:8001") == {"endpoint": "127.0.0.1", "tls": False, "port": 8001}
+
+
+@pytest.mark.anyio
+async def test_a_role_change_revocation_waits_for_the_next_second(
+    storage: Storage, ably: tuple[FakeAbly, str], clock: FakeClock
+) -> None:
+    """With allowReauthMargin the client renews at once: its new token must be minted after the second
+    the cutoff covers, so the call goes out only then."""
+    fake, url = ably
+    clock.now = 1_800_000_000.25
+    outbox = revoker(storage, url, clock)
+    await outbox.revoke(["clientId:alice"], reason="role", reauth=True)
+    assert await outbox.deliver() == 0 and fake.calls == []
+    clock.advance(0.75)
+    assert await outbox.deliver() == 1
+    assert fake.calls[0][2]["allowReauthMargin"] is True
+    await outbox.close()
+    await asyncio.sleep(0)
