@@ -410,3 +410,35 @@ def test_authserver_revoke_of_one_session_and_before_a_time(world: World, operat
     assert operator("revoke", "--session", session_key) == 0
     assert sandbox.revocations.revoked(_grant(sandbox, token), now_ms=sandbox.now_ms())
     assert operator("revoke", "--user", "nobody") == 1
+
+
+def test_time_sync_measures_the_offset_to_ablys_clock_applies_it_and_readyz_judges_it(
+    make_settings: SettingsFactory, fast_passwords: Passwords, tmp_path: Any
+) -> None:
+    """ABLY_TIME_SYNC: the offset to the sandbox's ``/time`` (here 40 s behind this host) is measured at
+    start-up, exported, applied to ``iat``, and beyond ABLY_TIME_SYNC_MAX_OFFSET ``/readyz`` fails."""
+    sandbox_app = create_sandbox_app([KEY])
+    sandbox_app.state.sandbox.clock_offset = -40.0
+    with serving(sandbox_app) as (sandbox_url, _):
+        env = service_env(sandbox_url, str(tmp_path / "authserver.db"))
+        settings = make_settings(**env, ABLY_TIME_SYNC="true", ABLY_TIME_SYNC_MAX_OFFSET="30")
+        app = create_app(settings, passwords=fast_passwords)
+        asyncio.run(app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0))
+        with serving(app) as (service_url, _):
+            deadline = time.monotonic() + 10
+            offset = None
+            while offset is None and time.monotonic() < deadline:
+                for line in httpx.get(f"{service_url}/metrics").text.splitlines():
+                    if line.startswith("authserver_ably_clock_offset_seconds "):
+                        offset = float(line.split()[1])
+                if offset is None or offset == 0.0:
+                    offset = None
+                    time.sleep(0.05)
+            assert offset is not None and -42 < offset < -38
+            world = World(service_url, sandbox_url, sandbox_app, app)
+            token = httpx.get(f"{service_url}/auth", cookies={COOKIE: world.login("alice")}).json()["token"]
+            iat = jwt.decode(token, KEY_SECRET, algorithms=["HS256"])["iat"]
+            assert abs(iat - (time.time() - 40 - 5)) < 3  # Ably's time, less the margin
+            ready = httpx.get(f"{service_url}/readyz")
+            assert ready.status_code == 503
+            assert "off Ably's" in ready.text
