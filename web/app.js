@@ -90,7 +90,7 @@ window.__authserverPage = {
   get clientsCreated() { return record.clientsCreated; },
   get libraryLog() { return record.libraryLog.slice(); },
   get renewals() { return state.renewals; },
-  get tokens() { return state.tokens.map(({ n, kind, issued, expires }) => ({ n, kind, issued, expires })); },
+  get tokens() { return state.tokens.map(({ n, kind, issued, expires, receivedAt }) => ({ n, kind, issued, expires, receivedAt })); },
 };
 
 // ---------- the one render path ----------

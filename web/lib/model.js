@@ -30,7 +30,7 @@ export function initialState() {
     showRaw: false,
     renewals: 0,
     renewedBy: { 'in-band': 0, reconnect: 0 },
-    tokens: [], // the latest MAX_TOKENS: [{ n, issued, expires, replacedAt, kind: 'first' | 'in-band' | 'reconnect' }]
+    tokens: [], // the latest MAX_TOKENS: [{ n, issued, expires, receivedAt, replacedAt, kind: 'first' | 'in-band' | 'reconnect' }]
     states: [], // [{ at, state }]: the connection's states over time, for the timeline
     log: [], // [{ at, kind, text }]
     sawDisconnect: false, // the connection dropped since the current token arrived
@@ -110,7 +110,7 @@ export function tokenSeen(state, details, now) {
   const previous = state.tokens[state.tokens.length - 1];
   if (previous && previous.replacedAt == null) previous.replacedAt = now;
   const n = previous ? previous.n + 1 : 1;
-  state.tokens.push({ n, issued, expires, replacedAt: null, kind });
+  state.tokens.push({ n, issued, expires, receivedAt: now, replacedAt: null, kind });
   bounded(state.tokens, MAX_TOKENS);
   if (kind !== 'first') {
     state.renewals += 1;
