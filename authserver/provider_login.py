@@ -21,7 +21,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
-from authlib.integrations.starlette_client import OAuth, OAuthError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -74,6 +73,8 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
         return []
     # Authlib's debug lines quote the PKCE code verifier and tokens: they are never let through.
     logging.getLogger("authlib").setLevel(logging.INFO)
+    from authlib.integrations.starlette_client import OAuth, OAuthError  # only when configured (memory)
+
     upstream = settings.oidc_issuers[0]
     # An ID token's audience is the client id of the page, not the API audience of bearer tokens.
     id_tokens: UpstreamIssuer = replace(upstream, audience=(settings.oidc_client_id,))

@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-
 from .config import Settings
 from .guards import ConcurrencyGate, Gate, LoginThrottle, MemoryThrottle, Throttle
 from .identity import Authenticator
 from .identity.changes import LocalChanges, SessionChanges
 from .identity.oidc.bearer import BearerAuthenticator, UpstreamVerifier
-from .identity.oidc.jwks import ProviderKeys
 from .identity.passwords import Passwords
 from .identity.sessions import SessionStore
 from .identity.users import UserStore
@@ -71,8 +68,8 @@ def open_storage(settings: Settings) -> Storage:
     return SqliteStorage(settings.database_path)
 
 
-#: Bounded waits for a provider's discovery document and keys: a slow provider never holds /auth longer.
-PROVIDER_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+#: Bounded waits (seconds) for a provider's discovery document and keys: a slow provider never holds /auth longer.
+PROVIDER_TIMEOUT = (3.0, 2.0)  # (each operation, connect)
 
 
 def upstream_verifier(
@@ -82,7 +79,12 @@ def upstream_verifier(
     ``users``, a provider's user whose clientId is a registered account's username or clientId is refused."""
     if not settings.oidc_issuers:
         return None
-    http = httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, headers={"User-Agent": "authserver"})
+    import httpx  # these two only with a provider configured (memory per worker)
+
+    from .identity.oidc.jwks import ProviderKeys
+
+    timeout = httpx.Timeout(PROVIDER_TIMEOUT[0], connect=PROVIDER_TIMEOUT[1])
+    http = httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "authserver"})
     providers = {i.issuer: ProviderKeys(i, http, clock, timeout=3.0) for i in settings.oidc_issuers}
 
     async def taken(client_id: str) -> bool:
