@@ -44,10 +44,8 @@ class RedactingFilter(logging.Filter):
     """Rewrites a record's message with credentials removed (formats its args first)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        # The formatted message replaces msg and args: the formatter does not format it a second time.
+        record.msg, record.args = redact(record.getMessage()), None
         return True
 
 
