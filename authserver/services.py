@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import Settings
 from .guards import ConcurrencyGate, Gate, LoginThrottle, MemoryThrottle, Throttle
@@ -14,10 +15,12 @@ from .identity.passwords import Passwords
 from .identity.sessions import SessionStore
 from .identity.users import UserStore
 from .issuance import Issuer
-from .ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
 from .redislink import RedisChanges, RedisLink
 from .storage import Storage, UserStorage
 from .storage.sqlite import SqliteStorage
+
+if TYPE_CHECKING:
+    from .ratelimits import AuthLimits
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,12 @@ def build_services(
     session announcements shared through Redis (else one process's in-memory versions)."""
     storage = storage or open_storage(settings)
     link = RedisLink(settings.redis_url) if settings.redis_url else None
-    limiter = Limiter(link)
+    rates = bool(settings.auth_rate_per_identity or settings.auth_rate_per_address)
+    if link is not None or rates:
+        # the `limits` library only when something counts with it (memory per worker)
+        from .ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
+
+        limiter = Limiter(link)
     if link is not None:
         changes = changes or RedisChanges(link)
         throttle = throttle or SharedThrottle(
@@ -121,7 +129,7 @@ def build_services(
         )
     changes = changes or LocalChanges()
     auth_limits = None
-    if settings.auth_rate_per_identity or settings.auth_rate_per_address:
+    if rates:
         auth_limits = AuthLimits(
             limiter,
             per_identity=parse_rate(settings.auth_rate_per_identity) if settings.auth_rate_per_identity else None,
