@@ -6,8 +6,9 @@ the ID token with the same verifier as bearer tokens (audience: the page's clien
 ordinary server-side session whose source is ``oidc:<issuer>``, then redirects to the page. Renewal,
 logout and revocation then work exactly as for accounts.
 
-The flow's own state (code verifier, nonce, redirect URI) stays in this process's memory for ten
-minutes, keyed by ``state``; the browser holds only a signed marker (Starlette's session cookie,
+The flow's own state (code verifier, nonce, redirect URI) stays in server memory for ten minutes,
+keyed by ``state`` (in Redis too when ``REDIS_URL`` is set, so that any worker or machine can answer
+the callback); the browser holds only a signed marker (Starlette's session cookie,
 SameSite=Lax so that it comes back with the provider's redirect) that binds the callback to it.
 Neither the code, the verifier nor any token is logged.
 """
@@ -29,6 +30,7 @@ from .errors import AuthServerError
 from .identity.oidc.bearer import UpstreamVerifier
 from .identity.oidc.upstream import UpstreamIssuer
 from .identity.sessions import COOKIE_NAME
+from .redislink import UNREACHABLE, RedisLink
 from .services import Services
 
 log = logging.getLogger("authserver.http")
@@ -62,6 +64,50 @@ class FlowCache:
         self._entries.pop(key, None)
 
 
+class SharedFlowCache:
+    """The flows kept in Redis too, so that a callback answered by another worker or machine than the
+    one that began the flow finds it. Redis not answering: this process's own memory still serves
+    the flows it began (the one-process behaviour), and the link reports the failure."""
+
+    PREFIX = "authserver:oidc-flow:"
+
+    def __init__(self, link: RedisLink, local: FlowCache) -> None:
+        self.link = link
+        self.local = local
+
+    async def get(self, key: str) -> str | None:
+        value = await self.local.get(key)
+        if value is not None or not self.link.usable():
+            return value
+        try:
+            raw = await self.link.client.get(self.PREFIX + key)
+        except UNREACHABLE as exc:
+            self.link.failed("oidc-flow", exc)
+            return None
+        self.link.succeeded()
+        return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+
+    async def set(self, key: str, value: str, expires: int | None = None) -> None:
+        await self.local.set(key, value, expires)
+        if not self.link.usable():
+            return
+        try:
+            await self.link.client.set(self.PREFIX + key, value, ex=expires or FLOW_SECONDS)
+        except UNREACHABLE as exc:
+            self.link.failed("oidc-flow", exc)
+        else:
+            self.link.succeeded()
+
+    async def delete(self, key: str) -> None:
+        await self.local.delete(key)
+        if not self.link.usable():
+            return
+        try:
+            await self.link.client.delete(self.PREFIX + key)
+        except UNREACHABLE as exc:
+            self.link.failed("oidc-flow", exc)
+
+
 def _failed(reason: str) -> Response:
     return RedirectResponse("/?" + urlencode({"login_error": reason[:200]}), status_code=303)
 
@@ -79,7 +125,8 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
     # An ID token's audience is the client id of the page, not the API audience of bearer tokens.
     id_tokens: UpstreamIssuer = replace(upstream, audience=(settings.oidc_client_id,))
     verifier: UpstreamVerifier = svc.upstream
-    oauth = OAuth(cache=FlowCache())
+    # With REDIS_URL every worker and machine sees the flows; without it, one process's memory.
+    oauth = OAuth(cache=SharedFlowCache(svc.redis, FlowCache()) if svc.redis is not None else FlowCache())
     client_kwargs: dict[str, Any] = {"scope": "openid", "code_challenge_method": "S256", "timeout": 10.0}
     if not settings.oidc_client_secret:
         client_kwargs["token_endpoint_auth_method"] = "none"  # noqa: S105 - a public client: PKCE only

@@ -6,6 +6,7 @@ one-second recheck can never be what ends a remembered session: only the announc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ from starlette.testclient import TestClient
 
 from authserver.app import create_app
 from authserver.identity.passwords import Passwords
+from authserver.provider_login import FlowCache, SharedFlowCache
+from authserver.redislink import RedisLink
 
 from conftest import Blocking, SettingsFactory
 from helpers import FakeClock
@@ -227,3 +230,40 @@ def test_check_reports_redis_and_refuses_one_that_does_not_answer(
     err = capsys.readouterr().err
     assert f"REDIS_URL: Redis redis://127.0.0.1:{port}/0 is not answering (ConnectionError)" in err
     assert "hunter2" not in err
+
+
+def test_a_provider_login_begun_on_one_instance_can_finish_on_another(redis_url: str) -> None:
+    """The code flow's state (PKCE verifier, nonce) is found by whichever worker answers the callback."""
+
+    async def scenario() -> tuple[str | None, str | None, str | None]:
+        first, second = RedisLink(redis_url), RedisLink(redis_url)
+        try:
+            began = SharedFlowCache(first, FlowCache())
+            answers = SharedFlowCache(second, FlowCache())
+            await began.set("state-123", '{"code_verifier": "v"}', 600)
+            found = await answers.get("state-123")
+            await answers.delete("state-123")
+            gone = await began.get("unknown-state")
+            after_delete = await SharedFlowCache(first, FlowCache()).get("state-123")
+            return found, gone, after_delete
+        finally:
+            await first.close()
+            await second.close()
+
+    found, gone, after_delete = asyncio.run(scenario())
+    assert found == '{"code_verifier": "v"}'
+    assert gone is None
+    assert after_delete is None
+
+
+def test_without_redis_a_provider_login_still_finishes_on_the_instance_that_began_it() -> None:
+    async def scenario() -> str | None:
+        link = RedisLink(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+        try:
+            cache = SharedFlowCache(link, FlowCache())
+            await cache.set("state-456", "flow", 600)  # Redis does not answer: kept in this process
+            return await cache.get("state-456")
+        finally:
+            await link.close()
+
+    assert asyncio.run(scenario()) == "flow"

@@ -184,27 +184,28 @@ async def publish(request: Request) -> Response:
 
 
 async def history(request: Request) -> Response:
-    sandbox = _sandbox(request)
-    name = _channel(request)
-    grant = authenticate(request)
-    require(grant, name, "history")
-    query = _history_query(request)
-    channel = sandbox.channels.get(name)
-    items, next_cursor = query.page(channel.entries(), epoch=channel.epoch) if channel else ([], None)
-    headers = {"Link": query.links("messages", next_cursor)}
-    return respond(request, _payload_body(request, [dict(m) for m in items]), headers=headers)
+    return _paged_history(request, "messages", presence=False)
 
 
 async def presence_history(request: Request) -> Response:
     """``GET /channels/{ch}/presence/history`` (RSP4): enter, update and leave events, paged like history."""
+    return _paged_history(request, "history", presence=True)
+
+
+def _paged_history(request: Request, link_path: str, *, presence: bool) -> Response:
+    """One page of a channel's message or presence history, with its ``Link`` header (RSL2)."""
     sandbox = _sandbox(request)
     name = _channel(request)
     grant = authenticate(request)
     require(grant, name, "history")
     query = _history_query(request)
     channel = sandbox.channels.get(name)
-    items, next_cursor = query.page(channel.presence_entries(), epoch=channel.epoch) if channel else ([], None)
-    headers = {"Link": query.links("history", next_cursor)}
+    items: list[Any] = []
+    next_cursor = None
+    if channel is not None:
+        entries = channel.presence_entries() if presence else channel.entries()
+        items, next_cursor = query.page(entries, epoch=channel.epoch)
+    headers = {"Link": query.links(link_path, next_cursor)}
     return respond(request, _payload_body(request, [dict(m) for m in items]), headers=headers)
 
 
