@@ -30,7 +30,7 @@ from .errors import AuthServerError
 from .identity.oidc.bearer import UpstreamVerifier
 from .identity.oidc.upstream import UpstreamIssuer
 from .identity.sessions import COOKIE_NAME
-from .redislink import UNREACHABLE, RedisLink
+from .redislink import RedisLink, unreachable_errors
 from .services import Services
 
 log = logging.getLogger("authserver.http")
@@ -81,7 +81,7 @@ class SharedFlowCache:
             return value
         try:
             raw = await self.link.client.get(self.PREFIX + key)
-        except UNREACHABLE as exc:
+        except unreachable_errors() as exc:
             self.link.failed("oidc-flow", exc)
             return None
         self.link.succeeded()
@@ -93,7 +93,7 @@ class SharedFlowCache:
             return
         try:
             await self.link.client.set(self.PREFIX + key, value, ex=expires or FLOW_SECONDS)
-        except UNREACHABLE as exc:
+        except unreachable_errors() as exc:
             self.link.failed("oidc-flow", exc)
         else:
             self.link.succeeded()
@@ -104,7 +104,7 @@ class SharedFlowCache:
             return
         try:
             await self.link.client.delete(self.PREFIX + key)
-        except UNREACHABLE as exc:
+        except unreachable_errors() as exc:
             self.link.failed("oidc-flow", exc)
 
 
