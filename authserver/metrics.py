@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -137,6 +138,10 @@ class Metrics:
             multiprocess_mode="liveall",
         )
 
+        #: Labelled children of the per-request series, found once (``labels()`` validates every call).
+        self._issued: dict[tuple[str, str], Any] = {}
+        self._observed: dict[tuple[str, str, int], Any] = {}
+
     # What the code reports.
     def revocation_batch(self, outcome: str, targets: int) -> None:
         """``outcome``: delivered, retry or refused."""
@@ -147,7 +152,12 @@ class Metrics:
         self.clock_offset.set(seconds)
 
     def token_issued(self, fmt: str, source: str) -> None:
-        self.tokens_issued.labels(_format(fmt), source).inc()
+        child = self._issued.get((fmt, source))
+        if child is None:
+            if len(self._issued) > 1000:  # sources are bounded by configuration; a safety net all the same
+                self._issued.clear()
+            child = self._issued[fmt, source] = self.tokens_issued.labels(_format(fmt), source)
+        child.inc()
 
     def token_refused(self, code: int, fmt: str | None) -> None:
         self.tokens_refused.labels(str(code), _format(fmt)).inc()
@@ -160,8 +170,13 @@ class Metrics:
         self.throttled_requests.labels(endpoint).inc()
 
     def request_observed(self, route: str, method: str, status: int, seconds: float) -> None:
-        method = method if method in _METHODS else "other"
-        self.request_seconds.labels(route, method, str(status)).observe(seconds)
+        child = self._observed.get((route, method, status))
+        if child is None:
+            if len(self._observed) > 1000:
+                self._observed.clear()
+            label = method if method in _METHODS else "other"
+            child = self._observed[route, method, status] = self.request_seconds.labels(route, label, str(status))
+        child.observe(seconds)
 
     def store_error(self, operation: str) -> None:
         self.store_errors.labels(operation).inc()

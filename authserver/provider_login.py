@@ -22,7 +22,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
-from authlib.integrations.starlette_client import OAuth, OAuthError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -31,7 +30,7 @@ from .errors import AuthServerError
 from .identity.oidc.bearer import UpstreamVerifier
 from .identity.oidc.upstream import UpstreamIssuer
 from .identity.sessions import COOKIE_NAME
-from .redislink import UNREACHABLE, RedisLink
+from .redislink import RedisLink, unreachable_errors
 from .services import Services
 
 log = logging.getLogger("authserver.http")
@@ -82,7 +81,7 @@ class SharedFlowCache:
             return value
         try:
             raw = await self.link.client.get(self.PREFIX + key)
-        except UNREACHABLE as exc:
+        except unreachable_errors() as exc:
             self.link.failed("oidc-flow", exc)
             return None
         self.link.succeeded()
@@ -94,7 +93,7 @@ class SharedFlowCache:
             return
         try:
             await self.link.client.set(self.PREFIX + key, value, ex=expires or FLOW_SECONDS)
-        except UNREACHABLE as exc:
+        except unreachable_errors() as exc:
             self.link.failed("oidc-flow", exc)
         else:
             self.link.succeeded()
@@ -105,7 +104,7 @@ class SharedFlowCache:
             return
         try:
             await self.link.client.delete(self.PREFIX + key)
-        except UNREACHABLE as exc:
+        except unreachable_errors() as exc:
             self.link.failed("oidc-flow", exc)
 
 
@@ -120,6 +119,8 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
         return []
     # Authlib's debug lines quote the PKCE code verifier and tokens: they are never let through.
     logging.getLogger("authlib").setLevel(logging.INFO)
+    from authlib.integrations.starlette_client import OAuth, OAuthError  # only when configured (memory)
+
     upstream = settings.oidc_issuers[0]
     # An ID token's audience is the client id of the page, not the API audience of bearer tokens.
     id_tokens: UpstreamIssuer = replace(upstream, audience=(settings.oidc_client_id,))

@@ -15,9 +15,11 @@ from limits.errors import StorageError
 
 from .errors import RateLimitedError
 from .guards import retry_message
-from .redislink import UNREACHABLE, RedisLink
+from .redislink import RedisLink, unreachable_errors
 
-_FAILURES: tuple[type[BaseException], ...] = (StorageError, *UNREACHABLE)
+
+def _failures() -> tuple[type[BaseException], ...]:
+    return (StorageError, *unreachable_errors())
 
 
 def parse_rate(value: str) -> RateLimitItem:
@@ -61,7 +63,7 @@ class Limiter:
             else:
                 await limiter.clear(item, *key)
                 result = True
-        except _FAILURES as exc:
+        except _failures() as exc:
             if limiter is self.local or self.link is None:
                 raise
             self.link.failed("limits", exc)

@@ -15,17 +15,24 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("authserver.redis")
 
 #: The publish/subscribe channel of session announcements.
 CHANNEL = "authserver:sessions"
-#: Errors that mean "Redis is not answering" (the client's own, and the socket's).
-UNREACHABLE: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "Redis is not answering" (the client's own, and the socket's). The redis
+    package is imported only when a link is made (``REDIS_URL``): a worker without it stays smaller."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, asyncio.TimeoutError)
 
 
 def safe_redis_url(url: str) -> str:
@@ -52,6 +59,8 @@ class RedisLink:
         self.timeout = timeout
         self.retry_after = retry_after
         self.clock = clock
+        import redis.asyncio as aioredis
+
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=5
         )
@@ -95,7 +104,7 @@ class RedisLink:
         """None when Redis answers, else why not (for ``/readyz`` and ``check``)."""
         try:
             await self.client.ping()
-        except UNREACHABLE as exc:
+        except unreachable_errors() as exc:
             self.failed("ping", exc)
             return f"Redis {self.description} is not answering ({type(exc).__name__})"
         self.succeeded()
@@ -151,7 +160,7 @@ class RedisChanges:
             return
         try:
             await self.link.client.publish(CHANNEL, self._origin)
-        except UNREACHABLE as exc:
+        except unreachable_errors() as exc:
             self._pending = True
             self.link.failed("announce", exc)
         else:
@@ -186,12 +195,12 @@ class RedisChanges:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("data") != self._origin:
                         self.notify()
-            except UNREACHABLE as exc:
+            except unreachable_errors() as exc:
                 self.subscribed.clear()
                 self.link.failed("subscribe", exc)
                 await asyncio.sleep(self.link.retry_after)
             finally:
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except UNREACHABLE:
+                except unreachable_errors():
                     pass

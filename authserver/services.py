@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from .ablyrest import AblyRestApi
 from .config import Settings
@@ -13,17 +12,18 @@ from .guards import ConcurrencyGate, Gate, LoginThrottle, MemoryThrottle, Thrott
 from .identity import Authenticator
 from .identity.changes import LocalChanges, SessionChanges
 from .identity.oidc.bearer import BearerAuthenticator, UpstreamVerifier
-from .identity.oidc.jwks import ProviderKeys
 from .identity.passwords import Passwords
 from .identity.sessions import SessionStore
 from .identity.users import UserStore
 from .issuance import Issuer
-from .ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
 from .redislink import RedisChanges, RedisLink
 from .revoker import Revoker
 from .storage import Storage, UserStorage
 from .storage.sqlite import SqliteStorage
 from .timesync import ClockOffset
+
+if TYPE_CHECKING:
+    from .ratelimits import AuthLimits
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ def open_storage(settings: Settings) -> Storage:
     return SqliteStorage(settings.database_path)
 
 
-#: Bounded waits for a provider's discovery document and keys: a slow provider never holds /auth longer.
-PROVIDER_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+#: Bounded waits (seconds) for a provider's discovery document and keys: a slow provider never holds /auth longer.
+PROVIDER_TIMEOUT = (3.0, 2.0)  # (each operation, connect)
 
 
 def upstream_verifier(
@@ -89,7 +89,12 @@ def upstream_verifier(
     ``users``, a provider's user whose clientId is a registered account's username or clientId is refused."""
     if not settings.oidc_issuers:
         return None
-    http = httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, headers={"User-Agent": "authserver"})
+    import httpx  # these two only with a provider configured (memory per worker)
+
+    from .identity.oidc.jwks import ProviderKeys
+
+    timeout = httpx.Timeout(PROVIDER_TIMEOUT[0], connect=PROVIDER_TIMEOUT[1])
+    http = httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "authserver"})
     providers = {i.issuer: ProviderKeys(i, http, clock, timeout=3.0) for i in settings.oidc_issuers}
 
     async def taken(client_id: str) -> bool:
@@ -115,7 +120,12 @@ def build_services(
     session announcements shared through Redis (else one process's in-memory versions)."""
     storage = storage or open_storage(settings)
     link = RedisLink(settings.redis_url) if settings.redis_url else None
-    limiter = Limiter(link)
+    rates = bool(settings.auth_rate_per_identity or settings.auth_rate_per_address)
+    if link is not None or rates:
+        # the `limits` library only when something counts with it (memory per worker)
+        from .ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
+
+        limiter = Limiter(link)
     if link is not None:
         changes = changes or RedisChanges(link)
         throttle = throttle or SharedThrottle(
@@ -126,7 +136,7 @@ def build_services(
         )
     changes = changes or LocalChanges()
     auth_limits = None
-    if settings.auth_rate_per_identity or settings.auth_rate_per_address:
+    if rates:
         auth_limits = AuthLimits(
             limiter,
             per_identity=parse_rate(settings.auth_rate_per_identity) if settings.auth_rate_per_identity else None,

@@ -2,7 +2,7 @@
 ``x-ably-capability`` (a JSON *string*) and ``x-ably-clientId`` for identified clients.
 
 Signing is on the hot path of ``/auth``, so :class:`TokenSigner` prepares the key and encodes the
-constant header once, and writes the claims JSON directly; the signature is PyJWT's HS256. The
+constant header once, and writes the claims JSON directly; the signature is HMAC-SHA256 (stdlib). The
 output is a standard JWS compact serialisation that any JWT library verifies (our tests decode every
 token with ``jwt.decode``).
 """
@@ -10,19 +10,18 @@ token with ``jwt.decode``).
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
-
-from jwt.algorithms import HMACAlgorithm
 
 from .keys import AblyKey
 
 CAPABILITY_CLAIM = "x-ably-capability"
 CLIENT_ID_CLAIM = "x-ably-clientId"
 
-HS256 = HMACAlgorithm(HMACAlgorithm.SHA256)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
@@ -41,7 +40,8 @@ class TokenSigner:
         self.key = key
         header = {"alg": "HS256", "kid": key.name, "typ": "JWT"}
         self._header_segment = _b64url(_dumps(header).encode("ascii")) + b"."
-        self._key = HS256.prepare_key(key.secret_bytes)
+        # NOTE: HS256 with the stdlib (PyJWT's HMACAlgorithm would import cryptography into every worker).
+        self._mac = hmac.new(key.secret_bytes, digestmod=hashlib.sha256)
 
     def __repr__(self) -> str:
         return f"TokenSigner(key={self.key.name!r})"
@@ -72,11 +72,15 @@ class TokenSigner:
                 payload += f',"{CLIENT_ID_CLAIM}":{json_string(client_id)}'
             payload += "}"
         signing_input = self._header_segment + _b64url(payload.encode("ascii"))
-        return (signing_input + b"." + _b64url(HS256.sign(signing_input, self._key))).decode("ascii")
+        mac = self._mac.copy()
+        mac.update(signing_input)
+        return (signing_input + b"." + _b64url(mac.digest())).decode("ascii")
 
     def verifies(self, signing_input: bytes, signature: bytes) -> bool:
         """Whether ``signature`` is this key's HS256 signature of ``signing_input`` (constant time)."""
-        return HS256.verify(signing_input, self._key, signature)
+        mac = self._mac.copy()
+        mac.update(signing_input)
+        return hmac.compare_digest(mac.digest(), signature)
 
 
 def sign_jwt(

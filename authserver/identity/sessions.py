@@ -158,6 +158,10 @@ class SessionStore:
         identity = self.remembered(credentials, now)
         if identity is not None:
             return identity
+        if getattr(self.storage, "reads_inline", False):
+            # A lookup that never suspends cannot be joined or cancelled half-way: answered in this
+            # task, without the task hops of a shared lookup (a loop iteration each, under load).
+            return await self._lookup(cookie, now)
         # One lookup per cookie at a time: requests that miss while it runs wait for its answer
         # rather than each asking the store (a burst after every recheck would otherwise be a herd).
         pending = self._pending.get(cookie)

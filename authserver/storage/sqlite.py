@@ -178,6 +178,9 @@ class SqliteUsers:
 
 
 class SqliteSessions:
+    #: ``lookup`` never suspends (a WAL read on the event loop): callers may await it in line.
+    reads_inline = True
+
     def __init__(self, db: Database) -> None:
         self.db = db
 

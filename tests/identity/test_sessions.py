@@ -319,6 +319,8 @@ async def test_a_long_memory_shrinks_to_a_second_while_announcements_may_be_miss
 class CountingLookups:
     """A session storage that counts lookups and holds each until released."""
 
+    reads_inline = False  # its lookups suspend (whatever the storage it wraps does)
+
     def __init__(self, storage: Storage) -> None:
         self.inner = storage.sessions
         self.lookups = 0

@@ -14,15 +14,16 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import ForbiddenError, NotAuthenticatedError
 from ...policy import Policy
 from .. import Credentials, Identity
 from .claims import identity_from_claims
-from .jwks import ProviderKeys
 from .upstream import UpstreamIssuer
-from .verifier import BearerRefused, peek, verify
+
+if TYPE_CHECKING:
+    from .jwks import ProviderKeys
 
 DEFAULT_CACHE_SIZE = 10_000
 
@@ -91,6 +92,8 @@ class UpstreamVerifier:
         known = self.verified.get(digest, now)
         if known is not None:
             return known
+        from .verifier import BearerRefused, peek  # PyJWT (and cryptography) only with a provider configured
+
         header = peek(token)
         provider = self.providers.get(header.issuer)
         if provider is None:
@@ -102,6 +105,8 @@ class UpstreamVerifier:
     async def identity_for(self, token: str, upstream: UpstreamIssuer, now: float) -> Identity:
         """Verify ``token`` as ``upstream`` says (e.g. an ID token, whose audience is a client id), with
         the keys of the provider of the same issuer; not remembered."""
+        from .verifier import BearerRefused, peek
+
         header = peek(token)
         if header.issuer != upstream.issuer or upstream.issuer not in self.providers:
             raise BearerRefused("token refused: its issuer is not trusted here")
@@ -111,6 +116,8 @@ class UpstreamVerifier:
     async def _verify(
         self, token: str, upstream: UpstreamIssuer, algorithm: str, kid: str | None, now: float
     ) -> tuple[Identity, float]:
+        from .verifier import verify
+
         key = await self.providers[upstream.issuer].key(kid)
         claims = verify(token, upstream, key, algorithm, now)
         identity = identity_from_claims(claims, upstream, self.policy)
