@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from profile_auth import call as asgi_get
 
 from authserver.app import create_app
 from authserver.config import load_settings
@@ -66,33 +67,7 @@ def mint(announced: dict[str, Any], kty: str, sub: str) -> str:
 
 
 async def call(app: Any, headers: list[tuple[bytes, bytes]]) -> int:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/auth",
-        "raw_path": b"/auth",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench"), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("bench", 80),
-        "app": app,
-    }
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
-    return status
+    return await asgi_get(app, "/auth", headers)
 
 
 async def per_request(app: Any, make_headers: Callable[[int], list[tuple[bytes, bytes]]], n: int) -> float:

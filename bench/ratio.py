@@ -46,6 +46,7 @@ SHARED = ROOT.parent / "shared" / "bench"  # NOTE: referenced, not copied (../sh
 sys.path.insert(0, str(ROOT / "tests"))
 
 from auth_ratio import LUA, login, wait_ready  # noqa: E402
+from bearer_cost import mint, start_provider  # noqa: E402
 from realservers import Postgres, Redis, free_port, postgres_bin  # noqa: E402
 from scale_out import run as run_scaled  # noqa: E402
 
@@ -169,41 +170,6 @@ def add_account(env: dict[str, str]) -> None:
     )
 
 
-def start_provider(tmp: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """The tests' OpenID Connect provider (oidc-provider under Node), for its keys."""
-    scenario = {
-        "audience": "https://chat.authserver.test",
-        "pageClientId": "page",
-        "pageClientSecret": "page-secret-0123456789-abcdefghijklmn",
-        "workerClientId": "worker",
-        "workerClientSecret": "worker-secret-0123456789-abcdefghijkl",
-    }
-    env = {
-        **os.environ,
-        "ABLY_JS_NODE_MODULES": str(ROOT / ".cache" / "node" / "node_modules"),
-        "SCENARIO": json.dumps(scenario),
-    }
-    process = subprocess.Popen(
-        ["node", str(ROOT / "tests" / "oidc" / "provider.mjs")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    return process, json.loads(process.stdout.readline())
-
-
-def mint(announced: dict[str, Any], kty: str, sub: str) -> str:
-    import jwt
-
-    jwk = next(k for k in announced["keys"] if k["kty"] == kty)
-    now = int(time.time())
-    claims = {"iss": announced["issuer"], "aud": "https://chat.authserver.test", "sub": sub, "iat": now}
-    claims["exp"] = now + 3600
-    return jwt.encode(claims, jwt.PyJWK(jwk).key, algorithm=jwk["alg"], headers={"kid": jwk["kid"]})
-
-
 def side_by_side(args: argparse.Namespace, tmp: Path, lua: Path) -> list[dict[str, Any]]:
     hello_port, node_port, port = free_port(), free_port(), free_port()
     logs = tmp / "servers.log"
@@ -233,7 +199,7 @@ def side_by_side(args: argparse.Namespace, tmp: Path, lua: Path) -> list[dict[st
             targets.append(Target("authserver /healthz", f"{base}/healthz", service))
         provider = None
         if args.mode == "bearer":
-            provider, announced = start_provider(tmp)
+            provider, announced = start_provider()
             service.terminate()
             service.wait(30)
             env = service_env(tmp, OIDC_ISSUER=announced["issuer"], OIDC_AUDIENCE="https://chat.authserver.test")
