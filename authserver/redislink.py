@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from .identity.changes import Listeners
+
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
@@ -114,7 +116,7 @@ class RedisLink:
         await self.client.aclose(close_connection_pool=True)
 
 
-class RedisChanges:
+class RedisChanges(Listeners):
     """:class:`~authserver.identity.changes.SessionChanges` shared by every process on one Redis.
 
     ``announce`` tells this process's listeners at once, then publishes; every other process's
@@ -124,8 +126,8 @@ class RedisChanges:
     """
 
     def __init__(self, link: RedisLink) -> None:
+        super().__init__()
         self.link = link
-        self._listeners: list[Callable[[], None]] = []
         self._origin = secrets.token_hex(8).encode("ascii")  # our own announcements come back: skip them
         self._task: asyncio.Task[None] | None = None
         self._pending = False
@@ -140,13 +142,6 @@ class RedisChanges:
     def complete(self) -> bool:
         """Listening: every announcement of every instance arrives."""
         return self.subscribed.is_set()
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
-
-    def notify(self) -> None:
-        for listener in self._listeners:
-            listener()
 
     async def announce(self) -> None:
         self.notify()

@@ -28,11 +28,8 @@ class SessionChanges(Protocol):
         ...
 
 
-class LocalChanges:
-    """Changes reach the listeners of this process only, at once."""
-
-    #: One process: every change it makes reaches its listeners.
-    complete = True
+class Listeners:
+    """The session caches of this process that want to hear of changes: what every implementation shares."""
 
     def __init__(self) -> None:
         self._listeners: list[Callable[[], None]] = []
@@ -43,6 +40,13 @@ class LocalChanges:
     def notify(self) -> None:
         for listener in self._listeners:
             listener()
+
+
+class LocalChanges(Listeners):
+    """Changes reach the listeners of this process only, at once."""
+
+    #: One process: every change it makes reaches its listeners.
+    complete = True
 
     async def announce(self) -> None:
         self.notify()
