@@ -40,6 +40,8 @@ from .storage.schema import SCHEMA_VERSION, require_current
 if TYPE_CHECKING:
     import uvicorn
 
+    from .connections import ConnectionLimits
+
 log = logging.getLogger("authserver")
 
 EXIT_OK = 0
@@ -281,11 +283,9 @@ def _check_lines(settings: Settings) -> list[str]:
 
 def _edge_lines(settings: Settings) -> list[str]:
     """What ``check`` says about proxies, hosts, connection limits and logs."""
-    from .connections import DESCRIPTOR_RESERVE, ConnectionLimits
+    from .connections import DESCRIPTOR_RESERVE
 
-    limits = ConnectionLimits(
-        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
-    )
+    limits = _connection_limits(settings)
     proxies = ", ".join(settings.trusted_proxies) or "none (X-Forwarded-* ignored)"
     lines = [
         f"  trusted proxies: {proxies}",
@@ -400,7 +400,6 @@ def _ably_js_note(settings: Settings) -> tuple[int, str]:
 
 def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None = None) -> int:
     from .app import create_app
-    from .connections import ConnectionLimits
     from .metrics import Metrics, prepare_multiprocess_dir
 
     host = host or settings.host
@@ -449,9 +448,7 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
     log.log(level, "ably-js for the page: %s", note)
     for warning in short_ttl_warnings(settings):
         log.warning("%s", warning)
-    limits = ConnectionLimits(
-        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
-    )
+    limits = _connection_limits(settings)
     sock: socket.socket | None = None
     try:
         sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
@@ -463,13 +460,29 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
             bound.close()  # nothing will serve on these now
         raise
     servers.insert(0, (uvicorn_server(app, settings.log_level, limits), sock))
+    _announce(settings, host, sock, limits, workers=1)
+    run_servers(servers)
+    return EXIT_OK
+
+
+def _connection_limits(settings: Settings) -> ConnectionLimits:
+    from .connections import ConnectionLimits
+
+    return ConnectionLimits(
+        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
+    )
+
+
+def _announce(settings: Settings, host: str, sock: socket.socket, limits: ConnectionLimits, *, workers: int) -> None:
+    """The start-up lines of ``serve``: where it listens, with which key and connection limits."""
     log.info(
-        "authserver %s on http://%s:%d (signing key %s, Ably: %s)",
+        "authserver %s on http://%s:%d (signing key %s, Ably: %s)%s",
         __version__,
         url_host(host),
         sock.getsockname()[1],
         settings.ably_keys[0].name,
         settings.ably_endpoint or "real Ably",
+        f" with {workers} workers" if workers > 1 else "",
     )
     log.info(
         "connection limits: %d open connections, headers within %gs and %d bytes, bodies within %gs",
@@ -478,8 +491,6 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
         limits.max_header_bytes,
         limits.body_timeout,
     )
-    run_servers(servers)
-    return EXIT_OK
 
 
 def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
@@ -497,24 +508,13 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
         log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
     for warning in short_ttl_warnings(settings):
         log.warning("%s", warning)
-    from .connections import ConnectionLimits
     from .metrics import prepare_multiprocess_dir
 
-    limits = ConnectionLimits(
-        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
-    )
+    limits = _connection_limits(settings)
     sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
     # Once the port is ours: the workers (spawned after this) inherit the metrics directory.
     prepare_multiprocess_dir()
-    log.info(
-        "authserver %s on http://%s:%d (signing key %s, Ably: %s) with %d workers",
-        __version__,
-        url_host(host),
-        sock.getsockname()[1],
-        settings.ably_keys[0].name,
-        settings.ably_endpoint or "real Ably",
-        workers,
-    )
+    _announce(settings, host, sock, limits, workers=workers)
     try:
         run_workers(settings, sock, workers, limits)
     finally:
