@@ -8,7 +8,7 @@ takes the choice that grants less.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -141,7 +141,7 @@ class Capability:
             raise CapabilityError("capability must list at least one resource")
         grants: dict[str, frozenset[str]] = {}
         for resource, ops in data.items():
-            _check_resource(resource)
+            check_resource(resource)
             grants[resource] = _check_ops(resource, ops)
         capability = cls(grants)
         if not isinstance(value, str) and len(capability.to_json()) > MAX_CAPABILITY_CHARS:
@@ -233,7 +233,8 @@ def _load(text: str) -> object:
     return data
 
 
-def _check_resource(resource: object) -> None:
+def check_resource(resource: object) -> None:
+    """:raises CapabilityError: not a usable resource name (empty, too long, whitespace or control characters)."""
     if not isinstance(resource, str):
         raise CapabilityError("capability resource names must be strings")
     if not resource:
@@ -275,9 +276,45 @@ def expand_template(template: Mapping[str, Sequence[str]] | str, client_id: str)
     parsed = Capability.parse(template)  # validates ops and names before substitution
     merged: dict[str, set[str]] = {}
     for resource, ops in parsed.grants.items():
-        rest = resource.replace(PLACEHOLDER, "")
-        if "{" in rest or "}" in rest:
-            raise CapabilityError(f"capability resource {_quote(resource)} has a brace that is not {PLACEHOLDER}")
-        merged.setdefault(resource.replace(PLACEHOLDER, client_id), set()).update(ops)
+        merged.setdefault(expand_resource(resource, client_id), set()).update(ops)
     # Re-parse so expanded names are length-checked; a merged set containing "*" collapses to ["*"].
     return Capability.parse({r: [ALL_OPS] if ALL_OPS in ops else sorted(ops) for r, ops in merged.items()})
+
+
+def expand_resource(resource: str, client_id: str) -> str:
+    """One resource name of a policy template with ``{clientId}`` substituted (``client_id`` already checked
+    by :func:`check_client_id`: it can add no wildcard, segment or qualifier).
+
+    :raises CapabilityError: the resource has a brace that is not ``{clientId}``.
+    """
+    rest = resource.replace(PLACEHOLDER, "")
+    if "{" in rest or "}" in rest:
+        raise CapabilityError(f"capability resource {_quote(resource)} has a brace that is not {PLACEHOLDER}")
+    return resource.replace(PLACEHOLDER, client_id)
+
+
+def specificity(pattern: str) -> tuple[int, int, int, int, int]:
+    """How specific a resource pattern is, as a sort key (larger = more specific).
+
+    In order: a literal name (no wildcard at all) beats any pattern; then more literal segments; then a
+    concrete qualifier (or none) beats ``[*]``; then more segments; then no trailing ``*``. So for
+    ``chat:room:1`` the order is ``chat:room:1`` > ``chat:room:*`` > ``chat:*:1`` > ``chat:*`` > ``*`` > ``[*]*``.
+    """
+    qualifier, segments = _split(pattern)
+    literal = [s for s in segments if s != "*"]
+    exact = qualifier != "*" and len(literal) == len(segments)
+    return (int(exact), len(literal), int(qualifier != "*"), len(segments), int(segments[-1] != "*"))
+
+
+def most_specific(patterns: Iterable[str], name: str) -> str | None:
+    """The most specific of ``patterns`` that matches ``name`` (see :func:`specificity`); equally specific
+    patterns are decided by code point order, so the answer never depends on the order given."""
+    best: str | None = None
+    best_key: tuple[int, int, int, int, int] | None = None
+    for pattern in patterns:
+        if not resource_matches(pattern, name):
+            continue
+        key = specificity(pattern)
+        if best_key is None or key > best_key or (key == best_key and best is not None and pattern < best):
+            best, best_key = pattern, key
+    return best

@@ -7,8 +7,9 @@ Pure: no HTTP, no environment; time comes from the injected clock.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 from .capabilities import Capability
@@ -46,6 +47,7 @@ class Grant(NamedTuple):
     client_id: str
     capability: str  # canonical JSON
     ttl_ms: int
+    claims: Mapping[str, str | float] = MappingProxyType({})  # the role's channel claims (JWT only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class Allowance:
     capability_json: str
     default_ttl_ms: int
     max_ttl_ms: int
+    #: The role's channel claims for this caller (``ably.channel.*``, ``ably.limits.publish...``): JWT only.
+    claims: Mapping[str, str | float] = field(default_factory=lambda: MappingProxyType({}))
 
     def ttl(self, requested_ms: int | None) -> int:
         if requested_ms is None:
@@ -100,8 +104,8 @@ class Issuer:
         self.token_ttl_ms = min(token_ttl * 1000, self.token_max_ttl_ms)
         self.clock = clock
         self._signer = TokenSigner(self.key)
-        # (role, clientId) -> Allowance; bounded, emptied when full
-        self._allowances: dict[tuple[str, str], Allowance] = {}
+        # (role, clientId, upstream claims) -> Allowance; bounded, emptied when full
+        self._allowances: dict[tuple[str, str, tuple[tuple[str, str], ...]], Allowance] = {}
         #: clientId -> the second of the last revocation of all its tokens (see revocation_cutoff)
         self._revoked_in: dict[str, int] = {}
 
@@ -111,7 +115,7 @@ class Issuer:
         :raises ForbiddenError: unknown role, or a role that shares nothing with the key.
         :raises ClientIdError: a clientId outside the safe set.
         """
-        cache_key = (identity.role, identity.client_id)
+        cache_key = (identity.role, identity.client_id, identity.upstream)
         allowance = self._allowances.get(cache_key)
         if allowance is None:
             role = self.policy.role(identity.role)
@@ -121,7 +125,12 @@ class Issuer:
             if capability.is_empty():
                 raise ForbiddenError(f"role {identity.role!r} allows nothing that the API key allows", code=40160)
             max_ttl = self.token_max_ttl_ms if role.max_ttl is None else min(self.token_max_ttl_ms, role.max_ttl * 1000)
-            allowance = Allowance(capability, capability.to_json(), min(self.token_ttl_ms, max_ttl), max_ttl)
+            # NOTE: every claim of the role goes in, whatever the requested capability: a claim for a
+            # channel the token cannot use is inert, and the policy's size check covers them all.
+            claims = role.claims.for_caller(identity.client_id, dict(identity.upstream)) if role.claims else {}
+            allowance = Allowance(
+                capability, capability.to_json(), min(self.token_ttl_ms, max_ttl), max_ttl, MappingProxyType(claims)
+            )
             if len(self._allowances) >= _ROLE_CACHE_LIMIT:
                 self._allowances.clear()
             self._allowances[cache_key] = allowance
@@ -144,7 +153,7 @@ class Issuer:
             if granted.is_empty():
                 raise ForbiddenError("requested capability is not allowed for this user", code=40160)
             capability = granted.to_json()
-        return Grant(identity.client_id, capability, allowance.ttl(params.ttl_ms))
+        return Grant(identity.client_id, capability, allowance.ttl(params.ttl_ms), allowance.claims)
 
     def revocation_cutoff(self, targets: Iterable[str]) -> int:
         """``issuedBefore`` for revoking ``targets`` now, and note the users it covers.
@@ -177,9 +186,12 @@ class Issuer:
         if self._revoked_in.get(grant.client_id) == now:
             issued += 1  # minted after a revocation in this same second: not covered by it
         expires = now + grant.ttl_ms // 1000
-        extra = None
+        extra: dict[str, object] | None = None
+        if grant.claims:
+            extra = dict(grant.claims)
         if self.revocable:
-            extra = {REVOCATION_KEY_CLAIM: identity.revocation_key or revocation_key_for_user(identity.client_id)}
+            extra = extra or {}
+            extra[REVOCATION_KEY_CLAIM] = identity.revocation_key or revocation_key_for_user(identity.client_id)
         token = self._signer.sign(
             capability=grant.capability,
             client_id=grant.client_id,
@@ -190,6 +202,16 @@ class Issuer:
         return IssuedToken(token, self.key.name, issued * 1000, expires * 1000, grant.capability, grant.client_id)
 
     def token_request(self, identity: Identity, params: TokenParams) -> TokenRequest:
+        """A signed TokenRequest (for an Ably native token).
+
+        :raises ForbiddenError: the caller's role has channel claims or publish rates, which only a JWT
+            can carry (a native token without them would escape the role's publish limits).
+        """
+        if self.allowance(identity).claims:
+            raise ForbiddenError(
+                f"role {identity.role!r} has channel claims or publish limits, which only a JWT carries; "
+                "ask for format=jwt (the default) instead of a TokenRequest"
+            )
         grant = self.grant(identity, params)
         return create_token_request(
             self.key,

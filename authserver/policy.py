@@ -9,6 +9,10 @@ A policy file is TOML or JSON::
     [roles.user.capability]
     "chat:*" = ["publish", "subscribe", "presence"]
     "private:{clientId}" = ["*"]
+    [roles.user.channel_claims]      # optional: ably.channel.<resource> user claims (see channelclaims.py)
+    "chat:*" = '{"role":"user"}'
+    [roles.user.publish_rate]        # optional: messages per second per attachment
+    "chat:*" = 5
 
     [[issuers]]                      # optional: trusted OpenID Connect providers (see README)
     issuer = "https://example.eu.auth0.com/"
@@ -29,6 +33,8 @@ from types import MappingProxyType
 from typing import Any
 
 from .capabilities import Capability, expand_template
+from .channelclaims import MAX_JWT_BYTES, ChannelClaims, ClaimTemplateError, parse_channel_claims, worst_case_jwt_bytes
+from .clientids import MAX_CLIENT_ID_CHARS
 from .errors import AuthServerError, CapabilityError, ForbiddenError
 from .identity.oidc.upstream import UpstreamConfigError, UpstreamIssuer, parse_issuer_table
 
@@ -43,11 +49,13 @@ class PolicyError(AuthServerError):
 
 @dataclass(frozen=True, slots=True)
 class Role:
-    """A role: its capability template and the longest lifetime of its tokens (seconds)."""
+    """A role: its capability template, the longest lifetime of its tokens (seconds), and the channel
+    claims (user claims, publish rates) its JWTs carry."""
 
     name: str
     template: Mapping[str, tuple[str, ...]]
     max_ttl: int | None = None
+    claims: ChannelClaims = field(default_factory=ChannelClaims)
 
     def capability_for(self, client_id: str) -> Capability:
         """The role's capability with ``{clientId}`` expanded.
@@ -119,7 +127,7 @@ def _parse_role(name: object, body: object) -> Role:
         raise PolicyError(f"role name {name!r} must be 1-64 letters, digits, '_' or '-'")
     if not isinstance(body, Mapping):
         raise PolicyError(f"role {name!r} must be a table/object")
-    unknown = set(body) - {"capability", "max_ttl"}
+    unknown = set(body) - {"capability", "max_ttl", "channel_claims", "publish_rate"}
     if unknown:
         raise PolicyError(f"role {name!r} has unknown field(s): {', '.join(sorted(unknown))}")
     template = body.get("capability")
@@ -132,12 +140,24 @@ def _parse_role(name: object, body: object) -> Role:
         frozen[resource] = tuple(ops)
     try:
         expand_template(frozen, _PLACEHOLDER_PROBE)
+        # The longest clientId gives the role's largest capability, for the JWT size check below.
+        largest = expand_template(frozen, "x" * MAX_CLIENT_ID_CHARS)
     except CapabilityError as exc:
         raise PolicyError(f"role {name!r}: {exc.message}") from None
     max_ttl = body.get("max_ttl")
     if max_ttl is not None and (not isinstance(max_ttl, int) or isinstance(max_ttl, bool) or max_ttl < 1):
         raise PolicyError(f"role {name!r}: max_ttl must be a positive whole number of seconds")
-    return Role(name, MappingProxyType(frozen), max_ttl)
+    try:
+        claims = parse_channel_claims(body.get("channel_claims"), body.get("publish_rate"))
+    except ClaimTemplateError as exc:
+        raise PolicyError(f"role {name!r}: {exc}") from None
+    size = worst_case_jwt_bytes(largest.to_json(), claims)
+    if size > MAX_JWT_BYTES:
+        raise PolicyError(
+            f"role {name!r}: its JWTs could be {size} bytes, over Ably's {MAX_JWT_BYTES}-byte guidance "
+            "(shorten its capability, channel_claims or publish_rate)"
+        )
+    return Role(name, MappingProxyType(frozen), max_ttl, claims)
 
 
 def load_policy(path: Path | None) -> Policy:

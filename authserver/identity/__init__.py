@@ -32,6 +32,9 @@ class Identity:
     #: The ``x-ably-revocation-key`` of this login session's tokens (None outside a session). Not part
     #: of who the caller is: two sessions of one account are equal identities.
     revocation_key: str | None = field(default=None, compare=False)
+    #: Allow-listed claims of an upstream OpenID Connect token (``(name, value)`` pairs, sorted) that policy
+    #: channel claims may quote as ``{claim:NAME}``; empty for every other source.
+    upstream: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

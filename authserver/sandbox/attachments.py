@@ -6,8 +6,9 @@ Nothing else changes attachment state. A frame's walk through the sandbox:
 * ATTACH / DETACH (:mod:`.realtime` dispatch) -> :func:`attach` / :func:`detach` here ->
   :class:`Attachments` -> :class:`~.channels.Channel` (ATTACHED, missed messages, SYNC).
 * MESSAGE / PRESENCE -> :meth:`Attachments.authorise` here (capability, then attach mode: the only
-  permission check on the realtime path) -> :class:`~.hub.Sandbox` (stamp, keep) -> the channel's
-  fan-out.
+  permission check on the realtime path) -> :class:`~.hub.Sandbox` (check payloads, stamp) -> for a
+  MESSAGE :meth:`Attachments.admit_publish` here (the token's per-attachment publish rate) -> the
+  channel's fan-out.
 * AUTH -> :meth:`Attachments.reauthorise` (modes follow the new capability, widening or narrowing).
 * A new transport, CLOSE, or a connection given up -> :meth:`Attachments.pause` /
   :meth:`Attachments.detach_all`.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AuthServerError, TokenError
+from ..errors import AuthServerError, RateLimitedError, TokenError
 from .channels import Attachment, Channel, ChannelRegistry, Rewind, check_channel_name
 from .connections import Connection
 from .grants import denied, require
@@ -35,6 +36,35 @@ KNOWN_PARAMS = frozenset({"modes", "delta", "rewind", "occupancy"})
 
 #: Which attach mode each realtime operation needs.
 OPERATION_MODES = {"publish": Flag.PUBLISH, "presence": Flag.PRESENCE}
+#: Ably's code for a rejected publish over a rate (42911 is its documented per-connection publish-rate
+#: code; its code for the per-attachment limit is not public).
+PUBLISH_RATE_CODE = 42911
+
+
+class _Bucket:
+    """A token bucket: ``rate`` messages per second, holding at most one second's worth (at least one).
+
+    A publish is admitted while the bucket holds a whole message; a batch may take it below zero, and
+    later publishes wait until the debt is paid, so the sustained rate never exceeds ``rate``.
+    """
+
+    __slots__ = ("at_ms", "tokens")
+
+    def __init__(self, rate: float, now_ms: int) -> None:
+        self.tokens = max(1.0, rate)
+        self.at_ms = now_ms
+
+    def take(self, rate: float, count: int, now_ms: int) -> bool:
+        elapsed = max(0, now_ms - self.at_ms) / 1000
+        self.tokens = min(max(1.0, rate), self.tokens + elapsed * rate)
+        self.at_ms = max(self.at_ms, now_ms)
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= count
+        return True
+
+    def full(self, rate: float, now_ms: int) -> bool:
+        return self.tokens + max(0, now_ms - self.at_ms) / 1000 * rate >= max(1.0, rate)
 
 
 class Attachments:
@@ -44,6 +74,8 @@ class Attachments:
         self._channels = channels
         self._limits = limits
         self._by_connection: dict[str, set[str]] = {}
+        #: connection id -> channel -> publish-rate bucket (only for channels the token limits)
+        self._buckets: dict[str, dict[str, _Bucket]] = {}
 
     def names(self, connection: Connection) -> list[str]:
         """The channels ``connection`` is attached to, sorted."""
@@ -88,6 +120,7 @@ class Attachments:
     def detach_all(self, connection: Connection) -> None:
         for name in self.names(connection):
             self.detach(connection, name)
+        self._buckets.pop(connection.id, None)
 
     def pause(self, connection: Connection) -> None:
         """A new transport took ``connection`` over: hold its channels' traffic until it re-attaches them."""
@@ -129,6 +162,34 @@ class Attachments:
             raise TokenError(
                 f"Channel denied access: mode {operation} was not requested or granted at attach ({name!r})",
                 code=40160,
+            )
+
+    def admit_publish(self, connection: Connection, name: str, count: int, *, now_ms: int) -> None:
+        """Count ``count`` messages against the token's ``ably.limits.publish.perAttachment.maxRate`` for
+        ``name`` (the most specific resource wins), per connection and channel. A bucket outlives DETACH
+        (re-attaching does not refill it) and goes with the connection.
+
+        :raises RateLimitedError: 42911 / 429 over the rate (a NACK: the connection stays up).
+        """
+        rate = connection.grant.claims.rate(name)
+        if rate is None:
+            return
+        buckets = self._buckets.setdefault(connection.id, {})
+        bucket = buckets.get(name)
+        if bucket is None:
+            if len(buckets) >= self._limits.max_channels_per_connection:
+                # A full bucket is the same as none: forget those before keeping another.
+                claims = connection.grant.claims
+                for channel in [c for c, b in buckets.items() if b.full(claims.rate(c) or rate, now_ms)]:
+                    del buckets[channel]
+                if len(buckets) >= self._limits.max_channels_per_connection:
+                    del buckets[next(iter(buckets))]  # still full: the oldest goes (memory stays bounded)
+            bucket = buckets[name] = _Bucket(rate, now_ms)
+        if not bucket.take(rate, count, now_ms):
+            raise RateLimitedError(
+                "Rate limit exceeded; request rejected (nonfatal); "
+                f"metric = channel.publish.perAttachment.maxRate; permitted rate = {rate:g}; channel = {name}",
+                code=PUBLISH_RATE_CODE,
             )
 
 

@@ -5,14 +5,39 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from ..capabilities import Capability
+from ..capabilities import Capability, most_specific
 from ..errors import ClientIdError, ConfigError, NotAuthenticatedError, TokenError
 from ..keys import AblyKey
 
 CredentialKind = Literal["jwt", "token", "key"]
+
+
+@dataclass(frozen=True)
+class ChannelClaims:
+    """A JWT's per-channel claims: user claims (``ably.channel.<resource>``) and publish rates
+    (``ably.limits.publish.perAttachment.maxRate.<resource>``), as resource pattern -> value.
+
+    For a channel the most specific matching resource wins (:func:`~authserver.capabilities.specificity`:
+    the exact name, then more literal segments, then a concrete qualifier, then more segments).
+    """
+
+    user: Mapping[str, str] = field(default_factory=dict)
+    publish_rate: Mapping[str, float] = field(default_factory=dict)
+
+    def user_claim(self, channel: str) -> str | None:
+        resource = most_specific(self.user, channel) if self.user else None
+        return None if resource is None else self.user[resource]
+
+    def rate(self, channel: str) -> float | None:
+        """Messages per second allowed on each attachment to ``channel``, or None (no limit)."""
+        resource = most_specific(self.publish_rate, channel) if self.publish_rate else None
+        return None if resource is None else self.publish_rate[resource]
+
+
+NO_CLAIMS = ChannelClaims()
 
 
 @dataclass(frozen=True)
@@ -30,6 +55,8 @@ class Grant:
     issued_ms: int
     expires_ms: int | None
     revocation_key: str | None = None
+    #: The JWT's channel claims (JWT only: native tokens and keys have none); an AUTH replaces them.
+    claims: ChannelClaims = field(default=NO_CLAIMS, compare=False)
 
     @property
     def app_id(self) -> str:

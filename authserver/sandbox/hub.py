@@ -53,6 +53,25 @@ def _items(raw: object, what: str, limits: SandboxLimits) -> list[dict[str, Any]
     return items
 
 
+def stamp_user_claim(message: dict[str, Any], user_claim: str | None) -> dict[str, Any]:
+    """``message`` with ``extras.userClaim`` set to the sender's token claim for the channel, as Ably does.
+
+    The sender never chooses it: a client-supplied ``userClaim`` is replaced, or removed when the
+    credential has no claim for the channel, so a receiver can trust it came from a token.
+    """
+    extras = message.get("extras")
+    if user_claim is None and not (isinstance(extras, dict) and "userClaim" in extras):
+        return message
+    kept = {k: v for k, v in extras.items() if k != "userClaim"} if isinstance(extras, dict) else {}
+    if user_claim is not None:
+        kept["userClaim"] = user_claim
+    if kept:
+        message["extras"] = kept
+    else:
+        message.pop("extras", None)
+    return message
+
+
 @dataclass(frozen=True)
 class Publication:
     """Messages checked and stamped, ready to be committed to a channel."""
@@ -113,8 +132,9 @@ class Sandbox:
         now = self.now_ms()
         messages: list[Member] = []
         supplied: set[str] = set()
+        user_claim = grant.claims.user_claim(channel_name)
         for index, item in enumerate(items):
-            message = {k: item[k] for k in MESSAGE_FIELDS if item.get(k) is not None}
+            message = stamp_user_claim({k: item[k] for k in MESSAGE_FIELDS if item.get(k) is not None}, user_claim)
             client_id = identity.message_client_id(item.get("clientId"))
             if client_id is not None:
                 message["clientId"] = client_id
@@ -157,6 +177,7 @@ class Sandbox:
         items = _items(raw, "presence", self.limits)
         now = self.now_ms()
         stamped: list[Member] = []
+        user_claim = connection.grant.claims.user_claim(channel_name)
         for index, item in enumerate(items):
             action = item.get("action")
             if action not in PRESENCE_ACTIONS:
@@ -164,7 +185,9 @@ class Sandbox:
             client_id = connection.identity.message_client_id(item.get("clientId"))
             if client_id is None:
                 raise ClientIdError("Malformed message; no clientId in message or inferred from connection")
-            member = {k: item[k] for k in ("data", "encoding", "extras") if item.get(k) is not None}
+            member = stamp_user_claim(
+                {k: item[k] for k in ("data", "encoding", "extras") if item.get(k) is not None}, user_claim
+            )
             member.update(
                 action=int(action),
                 clientId=client_id,

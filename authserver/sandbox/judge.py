@@ -25,6 +25,10 @@ revocable tokens (every sandbox key unless made non-revocable)
 ``x-ably-capability`` missing, not a string, or invalid capability     40144  401
 ``x-ably-clientId`` not a non-empty string                             40012  400
 ``x-ably-revocation-key`` not a string                                 40144  401
+``ably.channel.<resource>`` not a string, or a resource that is not    40144  401
+a usable resource name
+``ably.limits.publish.perAttachment.maxRate.<resource>`` not a         40144  401
+positive finite number, or a bad resource name
 embedded token (``x-ably-token``) whose outer ``exp`` is missing or   40144  401
 later than the inner token's expiry (the inner token is judged as above)
 embedded ``x-ably-token`` that is not a non-empty string               40144  401
@@ -70,11 +74,11 @@ import binascii
 import json
 import re
 
-from ..capabilities import Capability
+from ..capabilities import Capability, check_resource
 from ..errors import AuthServerError, BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
 from ..keys import AblyKey
 from ..tokens import TokenSigner
-from .grants import Grant, Keyring
+from .grants import NO_CLAIMS, ChannelClaims, Grant, Keyring
 from .issuance import OPAQUE_PREFIX, IssuedTokens
 from .limits import SandboxLimits
 from .revocation import Revocations
@@ -83,10 +87,13 @@ CAPABILITY_CLAIM = "x-ably-capability"
 CLIENT_ID_CLAIM = "x-ably-clientId"
 REVOCATION_KEY_CLAIM = "x-ably-revocation-key"
 EMBEDDED_TOKEN = "x-ably-token"  # noqa: S105 (a header and claim name)
+USER_CLAIM_PREFIX = "ably.channel."
+PUBLISH_RATE_PREFIX = "ably.limits.publish.perAttachment.maxRate."
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 #: Upper bound for ``iat``/``exp`` (year 5138): keeps every later millisecond computation in range.
 MAX_SECONDS = 1e11
+MAX_RATE = 1e9  # messages per second: anything above is no limit at all, and keeps the arithmetic in range
 
 
 def invalid_jwt(reason: str) -> TokenError:
@@ -255,4 +262,35 @@ class TokenJudge:
         effective = capability.intersect(self._keyring.capability(key_name))
         if effective.is_empty():
             raise TokenError("Token capability does not intersect the key's capability", code=40160)
-        return Grant("jwt", key_name, effective, client_id, issued_ms, expires_ms, revocation_key)
+        return Grant(
+            "jwt", key_name, effective, client_id, issued_ms, expires_ms, revocation_key, _channel_claims(claims)
+        )
+
+
+def _channel_claims(claims: dict[str, object]) -> ChannelClaims:
+    """The JWT's ``ably.channel.*`` user claims and ``ably.limits.publish.perAttachment.maxRate.*`` rates.
+
+    :raises TokenError: 40144 for a value of the wrong type or an unusable resource name.
+    """
+    user: dict[str, str] = {}
+    rates: dict[str, float] = {}
+    for name, value in claims.items():
+        if name.startswith(PUBLISH_RATE_PREFIX):
+            resource = name[len(PUBLISH_RATE_PREFIX) :]
+            # NOTE: range-checked before float() (a huge int would overflow it); NaN and inf fail the check.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < MAX_RATE:
+                raise invalid_jwt(f"{name} must be a positive number of messages per second")
+            rates[_claim_resource(name, resource)] = float(value)
+        elif name.startswith(USER_CLAIM_PREFIX):
+            if not isinstance(value, str):
+                raise invalid_jwt(f"{name} must be a string")
+            user[_claim_resource(name, name[len(USER_CLAIM_PREFIX) :])] = value
+    return ChannelClaims(user, rates) if user or rates else NO_CLAIMS
+
+
+def _claim_resource(name: str, resource: str) -> str:
+    try:
+        check_resource(resource)
+    except AuthServerError:
+        raise invalid_jwt(f"{name[:80]!r} does not name a usable channel resource") from None
+    return resource

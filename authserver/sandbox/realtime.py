@@ -249,6 +249,9 @@ class Session:
             origin=self.connection.id,
             id_base=f"{self.connection.id}:{serial}",
         )
+        self.sandbox.attachments.admit_publish(
+            self.connection, name, len(publication.messages), now_ms=self.sandbox.now_ms()
+        )
         serials = publication.serials()
         # The sender's own echo goes out before its ACK, as on Ably (ably-spec 8.5).
         self.sandbox.commit_publish(publication)

@@ -3,7 +3,8 @@
 The clientId comes from one claim (default ``sub``) and must be in the same safe set as account
 clientIds; it is never taken from a token parameter. The role is the first value of the role claim
 (a string or a list of strings) that names a policy role, else the issuer's role, else the policy's
-default role.
+default role. A few allow-listed claims (``email``, ``name``...) are carried in the identity, for
+policy channel claims that quote them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...channelclaims import MAX_UPSTREAM_CLAIM_CHARS, UPSTREAM_CLAIMS
 from ...clientids import check_client_id
 from ...errors import ClientIdError, ForbiddenError
 from ...policy import Policy
@@ -63,4 +65,15 @@ def identity_from_claims(claims: Mapping[str, Any], upstream: UpstreamIssuer, po
         client_id=client_id,
         role=role_for(claims, upstream, policy),
         source=upstream.source,
+        upstream=carried_claims(claims),
+    )
+
+
+def carried_claims(claims: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The allow-listed upstream claims policy channel claims may quote: strings of a bounded length only
+    (anything else counts as missing, and the channel claim quoting it is left out of the token)."""
+    return tuple(
+        (name, value)
+        for name in sorted(UPSTREAM_CLAIMS)
+        if isinstance(value := claims.get(name), str) and len(value) <= MAX_UPSTREAM_CLAIM_CHARS
     )

@@ -1,0 +1,171 @@
+"""Per-channel JWT claims a role's tokens carry: user claims and publish-rate limits. Pure.
+
+A role may declare (policy file, see ``default_policy.toml``)::
+
+    [roles.member.channel_claims]          # -> ably.channel.<resource> = "<string>"
+    "chat:*" = '{"role":"member","email":"{claim:email}"}'
+    "private:{clientId}" = "owner"
+
+    [roles.member.publish_rate]            # -> ably.limits.publish.perAttachment.maxRate.<resource> = <number>
+    "chat:*" = 5                           # messages per second on each attached chat channel
+    "*" = 0.1                              # one message per 10 s anywhere else
+
+Resources are capability resource patterns and take ``{clientId}`` exactly as capability templates do
+(:func:`~authserver.capabilities.expand_resource`). A user claim's value may contain ``{clientId}`` and
+``{claim:NAME}``, a claim of the caller's upstream OpenID Connect identity (only the names in
+:data:`UPSTREAM_CLAIMS`); every other brace is literal text, so values may be JSON. An upstream value is
+inserted JSON-escaped (without quotes), so it is safe inside a JSON string in the value. When the caller
+has no such upstream claim (an account, a provider login session, or a provider that did not send it),
+the user claim that needs it is left out of the token: a receiver never sees a half-filled claim.
+
+Claim names always begin with ``ably.``, so a policy can never set or replace a reserved ``x-ably-``
+claim (``iat``, ``exp`` and ``x-ably-*`` stay the issuer's). These claims exist only in Ably JWTs: a
+TokenRequest (an Ably native token) cannot carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .capabilities import PLACEHOLDER, check_resource, expand_resource
+from .clientids import MAX_CLIENT_ID_CHARS
+from .errors import CapabilityError
+from .keys import AblyKey
+from .tokens import TokenSigner
+
+USER_CLAIM_PREFIX = "ably.channel."
+PUBLISH_RATE_PREFIX = "ably.limits.publish.perAttachment.maxRate."
+#: Upstream identity claims a user claim may quote with ``{claim:NAME}`` (strings only).
+UPSTREAM_CLAIMS = frozenset({"sub", "email", "name", "preferred_username", "given_name", "family_name", "nickname"})
+#: A longer upstream value counts as missing (it would make the worst-case JWT size unbounded).
+MAX_UPSTREAM_CLAIM_CHARS = 128
+MAX_CLAIM_VALUE_CHARS = 1024
+#: Ably's guidance: keep a JWT under about 8 KiB (larger ones may not fit in a WebSocket URL or header).
+MAX_JWT_BYTES = 8192
+#: The longest ``x-ably-revocation-key``: ``u:<clientId>`` (issuance) or ``s:`` and 32 hex digits (sessions).
+MAX_REVOCATION_KEY_CHARS = 2 + MAX_CLIENT_ID_CHARS
+#: Key names are ``appId.keyId`` (about 14 characters on Ably); the size check assumes one this long.
+ASSUMED_KEY_NAME_CHARS = 64
+
+_UPSTREAM = re.compile(r"\{claim:([^{}]*)\}")
+#: The character whose escaped form is longest in a claim value (12 bytes in JSON, 14 once inserted).
+_WIDEST_CHAR = "\U0001f600"
+
+Claims = Mapping[str, "str | float"]
+
+
+class ClaimTemplateError(ValueError):
+    """A channel claim or publish rate that cannot be used (the message names the field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelClaims:
+    """A role's channel claims: resource template -> value template, and resource template -> rate."""
+
+    user: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    publish_rate: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __bool__(self) -> bool:
+        return bool(self.user or self.publish_rate)
+
+    def upstream_names(self) -> frozenset[str]:
+        """The upstream claims the values quote."""
+        return frozenset(name for value in self.user.values() for name in _UPSTREAM.findall(value))
+
+    def for_caller(self, client_id: str, upstream: Mapping[str, str]) -> dict[str, str | float]:
+        """The JWT claims for one caller (``client_id`` already checked).
+
+        A user claim quoting an upstream claim the caller lacks is left out. When two resources become
+        one after substitution, the one written without ``{clientId}`` wins.
+        """
+        out: dict[str, str | float] = {}
+        for prefix, table in ((USER_CLAIM_PREFIX, self.user), (PUBLISH_RATE_PREFIX, self.publish_rate)):
+            # Literal resources first: setdefault keeps them over templated ones that expand to the same name.
+            for resource in sorted(table, key=lambda r: PLACEHOLDER in r):
+                value: str | float | None = table[resource]
+                if isinstance(value, str):
+                    value = fill_value(value, client_id, upstream)
+                if value is not None:
+                    out.setdefault(prefix + expand_resource(resource, client_id), value)
+        return out
+
+
+def fill_value(template: str, client_id: str, upstream: Mapping[str, str]) -> str | None:
+    """A user claim value for one caller; ``None`` when it quotes an upstream claim the caller lacks."""
+    missing = False
+
+    def upstream_value(match: re.Match[str]) -> str:
+        nonlocal missing
+        value = upstream.get(match.group(1))
+        if value is None or len(value) > MAX_UPSTREAM_CLAIM_CHARS:
+            missing = True
+            return ""
+        return json.dumps(value, ensure_ascii=False)[1:-1]
+
+    filled = _UPSTREAM.sub(upstream_value, template.replace(PLACEHOLDER, client_id))
+    return None if missing else filled
+
+
+def parse_channel_claims(user: object, publish_rate: object) -> ChannelClaims:
+    """Validate a role's ``channel_claims`` and ``publish_rate`` tables (either may be ``None``).
+
+    :raises ClaimTemplateError: naming the table and resource at fault.
+    """
+    users: dict[str, str] = {}
+    for resource, value in _table(user, "channel_claims").items():
+        if not isinstance(value, str):
+            raise ClaimTemplateError(f"channel_claims for {resource!r} must be a string (JSON text is fine)")
+        if len(value) > MAX_CLAIM_VALUE_CHARS:
+            raise ClaimTemplateError(
+                f"channel_claims for {resource!r} is longer than {MAX_CLAIM_VALUE_CHARS} characters"
+            )
+        for name in _UPSTREAM.findall(value):
+            if name not in UPSTREAM_CLAIMS:
+                allowed = ", ".join(sorted(UPSTREAM_CLAIMS))
+                raise ClaimTemplateError(
+                    f"channel_claims for {resource!r} quotes {{claim:{name}}}; upstream claims allowed: {allowed}"
+                )
+        users[resource] = value
+    rates: dict[str, float] = {}
+    for resource, rate in _table(publish_rate, "publish_rate").items():
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+            raise ClaimTemplateError(
+                f"publish_rate for {resource!r} must be a positive number of messages per second (0.1 = one per 10 s)"
+            )
+        rates[resource] = rate
+    return ChannelClaims(MappingProxyType(users), MappingProxyType(rates))
+
+
+def _table(raw: object, table: str) -> Mapping[str, object]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ClaimTemplateError(f"{table} must be a table of resource = value")
+    for resource in raw:
+        try:
+            check_resource(resource)
+            # A probe clientId: the expanded name must still be a usable resource.
+            check_resource(expand_resource(resource, "x" * MAX_CLIENT_ID_CHARS))
+        except CapabilityError as exc:
+            raise ClaimTemplateError(f"{table}: {exc.message}") from None
+    return raw
+
+
+def worst_case_jwt_bytes(capability_json: str, claims: ChannelClaims) -> int:
+    """The length of the largest JWT a role can be issued (its full capability): the longest clientId
+    and key name, every claim with every upstream value at its longest and widest, a revocation key,
+    and 11-digit times, signed the way :class:`~authserver.tokens.TokenSigner` signs."""
+    client_id = "x" * MAX_CLIENT_ID_CHARS
+    widest = _WIDEST_CHAR * MAX_UPSTREAM_CLAIM_CHARS
+    extra: dict[str, object] = dict(claims.for_caller(client_id, {name: widest for name in UPSTREAM_CLAIMS}))
+    extra["x-ably-revocation-key"] = "x" * MAX_REVOCATION_KEY_CHARS
+    key = AblyKey("k" * (ASSUMED_KEY_NAME_CHARS // 2) + "." + "k" * (ASSUMED_KEY_NAME_CHARS // 2 - 1), "size")
+    token = TokenSigner(key).sign(
+        capability=capability_json, client_id=client_id, issued_at=10**10, expires_at=10**10, extra_claims=extra
+    )
+    return len(token.encode("ascii"))
