@@ -293,24 +293,26 @@ def expand_resource(resource: str, client_id: str) -> str:
     return resource.replace(PLACEHOLDER, client_id)
 
 
-def specificity(pattern: str) -> tuple[int, int, int, int, int]:
+def specificity(pattern: str) -> tuple[int, ...]:
     """How specific a resource pattern is, as a sort key (larger = more specific).
 
     In order: a literal name (no wildcard at all) beats any pattern; then more literal segments; then a
-    concrete qualifier (or none) beats ``[*]``; then more segments; then no trailing ``*``. So for
-    ``chat:room:1`` the order is ``chat:room:1`` > ``chat:room:*`` > ``chat:*:1`` > ``chat:*`` > ``*`` > ``[*]*``.
+    concrete qualifier (or none) beats ``[*]``; then the longer run of literal segments from the start
+    (namespaces read left to right); then more segments; then no trailing ``*``. So for ``chat:room:1``
+    the order is ``chat:room:1`` > ``chat:room:*`` > ``chat:*:1`` > ``chat:*`` > ``*`` > ``[*]*``.
     """
     qualifier, segments = _split(pattern)
     literal = [s for s in segments if s != "*"]
     exact = qualifier != "*" and len(literal) == len(segments)
-    return (int(exact), len(literal), int(qualifier != "*"), len(segments), int(segments[-1] != "*"))
+    prefix = next((i for i, s in enumerate(segments) if s == "*"), len(segments))
+    return (int(exact), len(literal), int(qualifier != "*"), prefix, len(segments), int(segments[-1] != "*"))
 
 
 def most_specific(patterns: Iterable[str], name: str) -> str | None:
     """The most specific of ``patterns`` that matches ``name`` (see :func:`specificity`); equally specific
     patterns are decided by code point order, so the answer never depends on the order given."""
     best: str | None = None
-    best_key: tuple[int, int, int, int, int] | None = None
+    best_key: tuple[int, ...] | None = None
     for pattern in patterns:
         if not resource_matches(pattern, name):
             continue

@@ -11,7 +11,9 @@ from authserver.capabilities import (
     OPERATIONS,
     Capability,
     expand_template,
+    most_specific,
     resource_matches,
+    specificity,
 )
 from authserver.errors import CapabilityError, ClientIdError
 
@@ -330,3 +332,31 @@ def test_expand_template_rejects_invalid_template(template: Mapping[str, Sequenc
 
 
 # --- clientIds ------------------------------------------------------------------------------------
+
+
+# --- most specific match (channel claims and publish rates) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("patterns", "name", "expected"),
+    [
+        (["*", "chat:*", "chat:room:1"], "chat:room:1", "chat:room:1"),  # the exact name wins
+        (["*", "chat:*"], "chat:room:1", "chat:*"),  # a namespace beats everything
+        (["chat:*", "chat:room:*"], "chat:room:1", "chat:room:*"),  # more literal segments
+        (["chat:*:1", "chat:room:*"], "chat:room:1", "chat:room:*"),  # tie on literals: the longer literal prefix
+        (["chat:*", "chat:*:*"], "chat:a:b", "chat:*:*"),  # more segments
+        (["[*]*", "*"], "news", "*"),  # a concrete (absent) qualifier beats [*]
+        (["[*]*", "*"], "[meta]log", "[*]*"),  # '*' never matches a qualified resource
+        (["chat:*"], "news", None),
+        ([], "news", None),
+        (["b:*", "a:*"], "a:x", "a:*"),
+    ],
+)
+def test_the_most_specific_matching_pattern_wins(patterns: list[str], name: str, expected: str | None) -> None:
+    assert most_specific(patterns, name) == expected
+    assert most_specific(reversed(patterns), name) == expected  # never depends on the order given
+
+
+def test_specificity_orders_the_documented_example() -> None:
+    ordered = ["chat:room:1", "chat:room:*", "chat:*:1", "chat:*", "*", "[*]*"]
+    assert sorted(ordered, key=specificity, reverse=True) == ordered

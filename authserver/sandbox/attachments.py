@@ -48,23 +48,24 @@ class _Bucket:
     later publishes wait until the debt is paid, so the sustained rate never exceeds ``rate``.
     """
 
-    __slots__ = ("at_ms", "tokens")
+    __slots__ = ("at_ms", "rate", "tokens")
 
     def __init__(self, rate: float, now_ms: int) -> None:
+        self.rate = rate
         self.tokens = max(1.0, rate)
         self.at_ms = now_ms
 
-    def take(self, rate: float, count: int, now_ms: int) -> bool:
+    def take(self, count: int, now_ms: int) -> bool:
         elapsed = max(0, now_ms - self.at_ms) / 1000
-        self.tokens = min(max(1.0, rate), self.tokens + elapsed * rate)
+        self.tokens = min(max(1.0, self.rate), self.tokens + elapsed * self.rate)
         self.at_ms = max(self.at_ms, now_ms)
         if self.tokens < 1.0:
             return False
         self.tokens -= count
         return True
 
-    def full(self, rate: float, now_ms: int) -> bool:
-        return self.tokens + max(0, now_ms - self.at_ms) / 1000 * rate >= max(1.0, rate)
+    def full(self, now_ms: int) -> bool:
+        return self.tokens + max(0, now_ms - self.at_ms) / 1000 * self.rate >= max(1.0, self.rate)
 
 
 class Attachments:
@@ -167,7 +168,8 @@ class Attachments:
     def admit_publish(self, connection: Connection, name: str, count: int, *, now_ms: int) -> None:
         """Count ``count`` messages against the token's ``ably.limits.publish.perAttachment.maxRate`` for
         ``name`` (the most specific resource wins), per connection and channel. A bucket outlives DETACH
-        (re-attaching does not refill it) and goes with the connection.
+        (re-attaching does not refill it) and goes with the connection; a renewed token (AUTH) with
+        another rate for the channel starts a new one.
 
         :raises RateLimitedError: 42911 / 429 over the rate (a NACK: the connection stays up).
         """
@@ -176,16 +178,15 @@ class Attachments:
             return
         buckets = self._buckets.setdefault(connection.id, {})
         bucket = buckets.get(name)
-        if bucket is None:
-            if len(buckets) >= self._limits.max_channels_per_connection:
+        if bucket is None or bucket.rate != rate:
+            if bucket is None and len(buckets) >= self._limits.max_channels_per_connection:
                 # A full bucket is the same as none: forget those before keeping another.
-                claims = connection.grant.claims
-                for channel in [c for c, b in buckets.items() if b.full(claims.rate(c) or rate, now_ms)]:
+                for channel in [c for c, b in buckets.items() if b.full(now_ms)]:
                     del buckets[channel]
                 if len(buckets) >= self._limits.max_channels_per_connection:
                     del buckets[next(iter(buckets))]  # still full: the oldest goes (memory stays bounded)
             bucket = buckets[name] = _Bucket(rate, now_ms)
-        if not bucket.take(rate, count, now_ms):
+        if not bucket.take(count, now_ms):
             raise RateLimitedError(
                 "Rate limit exceeded; request rejected (nonfatal); "
                 f"metric = channel.publish.perAttachment.maxRate; permitted rate = {rate:g}; channel = {name}",

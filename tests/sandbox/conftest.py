@@ -9,11 +9,13 @@ or with a signed TokenRequest. Tests pick identity and lifetime through ``authPa
 * ``cap``       capability JSON (default ``{"*":["*"]}``)
 * ``mode``      ``details`` (default) or ``request`` (a TokenRequest for ``/keys/.../requestToken``)
 * ``rkey``      an ``x-ably-revocation-key`` claim
+* ``claims``    a JSON object of further JWT claims (``ably.channel.*`` user claims, publish rates)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -90,14 +92,16 @@ class TokenApp:
             )
             return JSONResponse(request_.to_dict(), headers=headers)
         issued_at = int(now)
-        extra = {"x-ably-revocation-key": params["rkey"]} if params.get("rkey") else None
+        extra: dict[str, Any] = json.loads(params["claims"]) if params.get("claims") else {}
+        if params.get("rkey"):
+            extra["x-ably-revocation-key"] = params["rkey"]
         jwt = sign_jwt(
             self.key,
             capability=capability,
             client_id=user,
             issued_at=issued_at,
             expires_at=issued_at + lifetime,
-            extra_claims=extra,
+            extra_claims=extra or None,
         )
         details = IssuedToken(jwt, self.key.name, issued_at * 1000, (issued_at + lifetime) * 1000, capability, user)
         return JSONResponse(details.details(), headers=headers)
