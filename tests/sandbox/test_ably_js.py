@@ -105,6 +105,8 @@ def runs() -> Iterator[dict[str, NodeRun]]:
             "expiry": start("expiry.mjs", stack, format="msgpack", expiries=2),
             "token-request": start("token_request.mjs", stack, lifetime=IN_BAND_LIFETIME),
             "revocation": start("revocation.mjs", stack, format="msgpack"),
+            "claims-json": start("claims.mjs", stack),
+            "claims-msgpack": start("claims.mjs", stack, format="msgpack"),
             **{
                 f"faithful-{wire_format}": start("faithful.mjs", stack, format=wire_format, **credentials())
                 for wire_format in ("json", "msgpack")
@@ -186,6 +188,33 @@ def test_revocation_disconnects_40141_and_the_old_token_is_refused(runs: dict[st
     assert result["sameConnection"]
     assert result["newTokenDiffers"]
     assert (result["oldTokenStatus"], result["oldTokenCode"]) == (401, "40141")
+
+
+@pytest.mark.parametrize("wire_format", ["json", "msgpack"])
+def test_user_claims_arrive_in_messages_and_presence_and_a_forged_one_is_overwritten(
+    runs: dict[str, NodeRun], wire_format: str
+) -> None:
+    result = runs[f"claims-{wire_format}"].result()
+    assert result["received"] == [
+        {"name": "plain", "extras": {"userClaim": '{"mod":true}'}},
+        {"name": "forged", "extras": {"userClaim": '{"mod":true}', "headers": {"a": "b"}}},
+    ]
+    assert result["presence"] == [{"action": "enter", "extras": {"userClaim": '{"mod":true}'}}]
+    assert result["members"] == [{"clientId": "js-mod", "extras": {"userClaim": '{"mod":true}'}}]
+
+
+@pytest.mark.parametrize("wire_format", ["json", "msgpack"])
+def test_a_publish_flood_beyond_the_claimed_rate_gets_42911_and_the_connection_stays_connected(
+    runs: dict[str, NodeRun], wire_format: str
+) -> None:
+    result = runs[f"claims-{wire_format}"].result()
+    assert result["accepted"] >= 2  # within the rate (a burst of one second's worth)
+    assert len(result["refused"]) >= 4
+    assert {(e["code"], e["statusCode"]) for e in result["refused"]} == {(42911, 429)}
+    assert all(e["message"].startswith("Rate limit exceeded; request rejected (nonfatal)") for e in result["refused"])
+    assert (result["stateAfterFlood"], result["channelStateAfterFlood"]) == ("connected", "attached")
+    assert result["afterWait"] == "ok"
+    assert not [c for c in result["changes"] if c["current"] in ("disconnected", "suspended", "failed")]
 
 
 @pytest.fixture(params=["json", "msgpack"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from ably.types.message import Message
 from ably.util.exceptions import AblyException
 
 from .conftest import KEY, Stack, jwt_for
@@ -411,5 +413,69 @@ def test_rest_stats_and_presence_history_answer_well_formed_pages(stack: Stack, 
             assert [(e.client_id, e.data) for e in events.items] == [(user, "out"), (user, "in")]
         finally:
             await rest.close()
+
+    run(scenario, timeout=20)
+
+
+@FORMATS
+def test_user_claims_arrive_in_messages_and_presence_and_cannot_be_forged(stack: Stack, binary: bool) -> None:
+    name = f"py-claims-{suffix()}"
+    claims = json.dumps({"ably.channel.*": "anywhere", f"ably.channel.{name}": '{"mod":true}'})
+
+    async def scenario() -> None:
+        async with (
+            realtime(stack.sandbox.port, stack.auth_url, binary=binary, user="py-mod", claims=claims) as moderator,
+            realtime(stack.sandbox.port, stack.auth_url, binary=binary, user="py-watcher") as watcher,
+        ):
+            await wait_for_state(moderator, "connected")
+            await wait_for_state(watcher, "connected")
+            received: list[Any] = []
+            presence_events: list[Any] = []
+            watcher_channel = watcher.channels.get(name)
+            await watcher_channel.subscribe(collect(received))
+            await watcher_channel.presence.subscribe(collect(presence_events))
+            channel = moderator.channels.get(name)
+            await channel.publish("plain", "hello")
+            await channel.publish(
+                Message(name="forged", data="x", extras={"userClaim": "admin", "headers": {"a": "b"}})
+            )
+            await channel.presence.enter("here")
+            await eventually(lambda: len(received) == 2 and len(presence_events) == 1, timeout=5, what="fan-out")
+            assert [(m.name, m.extras) for m in received] == [
+                ("plain", {"userClaim": '{"mod":true}'}),
+                ("forged", {"userClaim": '{"mod":true}', "headers": {"a": "b"}}),
+            ]
+            assert presence_events[0].extras == {"userClaim": '{"mod":true}'}
+            members = await watcher_channel.presence.get()
+            assert [(m.client_id, m.extras) for m in members] == [("py-mod", {"userClaim": '{"mod":true}'})]
+
+    run(scenario, timeout=20)
+
+
+@FORMATS
+def test_a_publish_flood_beyond_the_claimed_rate_gets_42911_and_the_connection_stays(
+    stack: Stack, binary: bool
+) -> None:
+    name = f"py-flood-{suffix()}"
+    claims = json.dumps({f"ably.limits.publish.perAttachment.maxRate.{name}": 2})
+
+    async def scenario() -> None:
+        async with realtime(
+            stack.sandbox.port, stack.auth_url, binary=binary, user="py-flood", claims=claims
+        ) as client:
+            await wait_for_state(client, "connected")
+            channel = client.channels.get(name)
+            await channel.attach()
+            outcomes = await asyncio.gather(
+                *(channel.publish("m", f"message {i}") for i in range(8)), return_exceptions=True
+            )
+            refused = [o for o in outcomes if isinstance(o, AblyException)]
+            assert len(outcomes) - len(refused) >= 2  # within the rate (and what refilled meanwhile)
+            assert len(refused) >= 4
+            assert {(e.code, e.status_code) for e in refused} == {(42911, 429)}
+            assert str(client.connection.state.value) == "connected"
+            assert str(channel.state.value) == "attached"
+            await asyncio.sleep(1.1)
+            await channel.publish("after", "a second later")  # the rate allows it again
 
     run(scenario, timeout=20)
