@@ -268,6 +268,17 @@ def test_invalid_policy_file_is_reported_naming_the_role(tmp_path: Path) -> None
     ]
 
 
+def test_a_policy_whose_jwts_could_exceed_8_kib_is_a_config_problem_naming_role_and_size(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    rooms = "".join(f'"room-{i}:{{clientId}}" = \'{{"email":"{{claim:email}}"}}\'\n' for i in range(4))
+    path.write_text(
+        f'[roles.user.capability]\n"chat:*" = ["publish"]\n[roles.user.channel_claims]\n{rooms}', encoding="utf-8"
+    )
+    [problem] = problems_of({"AUTHSERVER_POLICY": str(path)})
+    assert problem.startswith("AUTHSERVER_POLICY: role 'user': its JWTs could be ")
+    assert "bytes, over Ably's 8192-byte guidance" in problem
+
+
 def test_default_sandbox_port_is_never_out_of_range() -> None:
     try:
         settings = load({"AUTHSERVER_PORT": "65535"})

@@ -293,3 +293,49 @@ def test_key_fetches_and_bearer_tokens_are_counted_in_the_metrics(
     assert 'authserver_jwks_fetches_total{outcome="ok"} 1.0' in metrics
     source = "oidc:" + shared_provider.issuer.rstrip("/")
     assert f'authserver_tokens_issued_total{{format="details",source="{source}"}} 1.0' in metrics
+
+
+CLAIMS_POLICY = """
+default_role = "member"
+[roles.member.capability]
+"chat:*" = ["publish", "subscribe"]
+[roles.member.channel_claims]
+"chat:*" = '{"email":"{claim:email}","who":"{clientId}"}'
+"chat:lobby" = "lobby"
+[roles.member.publish_rate]
+"chat:*" = 5
+"""
+
+
+@pytest.fixture
+def claims_client(shared_provider: Provider, make_client: ClientFactory, tmp_path: Any) -> TestClient:
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(CLAIMS_POLICY, encoding="utf-8")
+    return make_client(shared_provider, AUTHSERVER_POLICY=str(policy_file))
+
+
+def test_a_user_claim_quoting_the_upstream_email_carries_it_into_the_ably_jwt(
+    shared_provider: Provider, claims_client: TestClient
+) -> None:
+    token = shared_provider.sign(sub="dana", email="dana@example.com")
+    claims = ably_claims(claims_client.get("/auth", headers=bearer(token)))
+    assert json.loads(claims["ably.channel.chat:*"]) == {"email": "dana@example.com", "who": "dana"}
+    assert claims["ably.channel.chat:lobby"] == "lobby"
+    assert claims["ably.limits.publish.perAttachment.maxRate.chat:*"] == 5
+
+
+def test_without_the_upstream_claim_the_user_claim_quoting_it_is_left_out(
+    shared_provider: Provider, claims_client: TestClient
+) -> None:
+    claims = ably_claims(claims_client.get("/auth", headers=bearer(shared_provider.sign(sub="erin"))))
+    assert "ably.channel.chat:*" not in claims
+    assert claims["ably.channel.chat:lobby"] == "lobby"
+
+
+def test_a_role_with_claims_gets_a_final_403_for_a_token_request(
+    shared_provider: Provider, claims_client: TestClient
+) -> None:
+    token = shared_provider.sign(sub="frank")
+    response = claims_client.get("/auth", params={"format": "tokenrequest"}, headers=bearer(token))
+    assert response.status_code == 403, response.text
+    assert "only a JWT carries" in response.json()["error"]["message"]
