@@ -16,7 +16,7 @@ CredentialKind = Literal["jwt", "token", "key"]
 
 
 @dataclass(frozen=True)
-class ChannelClaims:
+class TokenClaims:
     """A JWT's per-channel claims: user claims (``ably.channel.<resource>``) and publish rates
     (``ably.limits.publish.perAttachment.maxRate.<resource>``), as resource pattern -> value.
 
@@ -37,7 +37,7 @@ class ChannelClaims:
         return None if resource is None else self.publish_rate[resource]
 
 
-NO_CLAIMS = ChannelClaims()
+NO_CLAIMS = TokenClaims()
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Grant:
     expires_ms: int | None
     revocation_key: str | None = None
     #: The JWT's channel claims (JWT only: native tokens and keys have none); an AUTH replaces them.
-    claims: ChannelClaims = field(default=NO_CLAIMS, compare=False)
+    claims: TokenClaims = field(default=NO_CLAIMS, compare=False)
 
     @property
     def app_id(self) -> str:

@@ -75,10 +75,11 @@ import json
 import re
 
 from ..capabilities import Capability, check_resource
+from ..channelclaims import PUBLISH_RATE_PREFIX, USER_CLAIM_PREFIX
 from ..errors import AuthServerError, BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
 from ..keys import AblyKey
 from ..tokens import TokenSigner
-from .grants import NO_CLAIMS, ChannelClaims, Grant, Keyring
+from .grants import NO_CLAIMS, Grant, Keyring, TokenClaims
 from .issuance import OPAQUE_PREFIX, IssuedTokens
 from .limits import SandboxLimits
 from .revocation import Revocations
@@ -87,8 +88,6 @@ CAPABILITY_CLAIM = "x-ably-capability"
 CLIENT_ID_CLAIM = "x-ably-clientId"
 REVOCATION_KEY_CLAIM = "x-ably-revocation-key"
 EMBEDDED_TOKEN = "x-ably-token"  # noqa: S105 (a header and claim name)
-USER_CLAIM_PREFIX = "ably.channel."
-PUBLISH_RATE_PREFIX = "ably.limits.publish.perAttachment.maxRate."
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 #: Upper bound for ``iat``/``exp`` (year 5138): keeps every later millisecond computation in range.
@@ -267,7 +266,7 @@ class TokenJudge:
         )
 
 
-def _channel_claims(claims: dict[str, object]) -> ChannelClaims:
+def _channel_claims(claims: dict[str, object]) -> TokenClaims:
     """The JWT's ``ably.channel.*`` user claims and ``ably.limits.publish.perAttachment.maxRate.*`` rates.
 
     :raises TokenError: 40144 for a value of the wrong type or an unusable resource name.
@@ -285,7 +284,7 @@ def _channel_claims(claims: dict[str, object]) -> ChannelClaims:
             if not isinstance(value, str):
                 raise invalid_jwt(f"{name} must be a string")
             user[_claim_resource(name, name[len(USER_CLAIM_PREFIX) :])] = value
-    return ChannelClaims(user, rates) if user or rates else NO_CLAIMS
+    return TokenClaims(user, rates) if user or rates else NO_CLAIMS
 
 
 def _claim_resource(name: str, resource: str) -> str:
