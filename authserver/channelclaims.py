@@ -31,8 +31,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
-from .capabilities import PLACEHOLDER, check_resource, expand_resource
+from .capabilities import PLACEHOLDER, check_resource, expand_resource, most_specific
 from .clientids import MAX_CLIENT_ID_CHARS
 from .errors import CapabilityError
 from .keys import AblyKey
@@ -56,7 +57,7 @@ _UPSTREAM = re.compile(r"\{claim:([^{}]*)\}")
 #: The character whose escaped form is longest in a claim value (12 bytes in JSON, 14 once inserted).
 _WIDEST_CHAR = "\U0001f600"
 
-Claims = Mapping[str, "str | float"]
+_V = TypeVar("_V")
 
 
 class ClaimTemplateError(ValueError):
@@ -93,6 +94,24 @@ class ChannelClaims:
                 if value is not None:
                     out.setdefault(prefix + expand_resource(resource, client_id), value)
         return out
+
+
+def value_for(table: Mapping[str, _V], channel: str) -> _V | None:
+    """The value of the most specific resource of ``table`` that matches ``channel`` (as Ably picks the
+    user claim and the publish rate), or None. See :func:`~authserver.capabilities.specificity`."""
+    resource = most_specific(table, channel) if table else None
+    return None if resource is None else table[resource]
+
+
+def for_channel(claims: Mapping[str, str | float], channel: str) -> dict[str, str | float]:
+    """What a token's channel claims mean on one channel: ``userClaim`` and ``publishRate``, when set."""
+    out: dict[str, str | float] = {}
+    for prefix, key in ((USER_CLAIM_PREFIX, "userClaim"), (PUBLISH_RATE_PREFIX, "publishRate")):
+        table = {name[len(prefix) :]: value for name, value in claims.items() if name.startswith(prefix)}
+        value = value_for(table, channel)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def fill_value(template: str, client_id: str, upstream: Mapping[str, str]) -> str | None:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from .audit import audit_issued, audit_refused
 from .capabilities import OPERATIONS
+from .channelclaims import for_channel
 from .errors import (
     AuthServerError,
     BadRequestError,
@@ -404,7 +405,8 @@ async def session(request: Request) -> Response:
     session cookie the browser still sent no longer works; or ``{"loggedIn": true, "clientId", "role",
     "source", "demoLogin"}``. With ``?channel=NAME`` a logged-in answer adds ``"channel": {"name",
     "operations", "all"}``: what the caller's policy capability allows there, decided by
-    :mod:`authserver.capabilities` (the page has no matcher of its own). ``/auth`` keeps its 401.
+    :mod:`authserver.capabilities` (the page has no matcher of its own), plus ``"userClaim"`` and
+    ``"publishRate"`` when the role's channel claims set them there. ``/auth`` keeps its 401.
     """
     svc = services(request)
     demo = svc.settings.demo_login
@@ -427,9 +429,14 @@ async def session(request: Request) -> Response:
         "demoLogin": demo,
     }
     if channel is not None:
-        capability = svc.issuer.allowance(identity).capability
-        operations = capability.operations_for(channel)
-        body["channel"] = {"name": channel, "operations": sorted(operations), "all": operations == OPERATIONS}
+        allowance = svc.issuer.allowance(identity)
+        operations = allowance.capability.operations_for(channel)
+        described: dict[str, object] = {
+            "name": channel,
+            "operations": sorted(operations),
+            "all": operations == OPERATIONS,
+        }
+        body["channel"] = {**described, **for_channel(allowance.claims, channel)}
     return json_response(body)
 
 

@@ -775,3 +775,26 @@ def test_the_throttle_and_the_login_gate_are_injected_into_the_app(
     with TestClient(app) as client:
         assert client.post("/login", json={"username": "x", "password": "guess"}).status_code == 401
         assert_ably_error(client.post("/login", json={"username": "y", "password": "guess"}), 429, 42910)
+
+
+def test_session_endpoint_shows_the_user_claim_and_publish_rate_a_channel_gets(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        'default_role = "member"\n[roles.member.capability]\n"*" = ["*"]\n'
+        '[roles.member.channel_claims]\n"*" = "anywhere"\n"private:{clientId}" = "owner"\n'
+        '[roles.member.publish_rate]\n"chat:*" = 0.5\n',
+        encoding="utf-8",
+    )
+    svc = make_service(AUTHSERVER_POLICY=str(policy))
+    svc.add_user("alice")
+    svc.login("alice")
+
+    def described(channel: str) -> dict[str, object]:
+        body: dict[str, object] = svc.client.get("/session", params={"channel": channel}).json()["channel"]
+        return {k: v for k, v in body.items() if k in ("userClaim", "publishRate")}
+
+    assert described("private:alice") == {"userClaim": "owner"}
+    assert described("chat:lobby") == {"userClaim": "anywhere", "publishRate": 0.5}
+    assert described("[meta]log") == {}

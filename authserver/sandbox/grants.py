@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..capabilities import Capability, most_specific
+from ..capabilities import Capability
+from ..channelclaims import value_for
 from ..errors import ClientIdError, ConfigError, NotAuthenticatedError, TokenError
 from ..keys import AblyKey
 
@@ -28,13 +29,11 @@ class TokenClaims:
     publish_rate: Mapping[str, float] = field(default_factory=dict)
 
     def user_claim(self, channel: str) -> str | None:
-        resource = most_specific(self.user, channel) if self.user else None
-        return None if resource is None else self.user[resource]
+        return value_for(self.user, channel)
 
     def rate(self, channel: str) -> float | None:
         """Messages per second allowed on each attachment to ``channel``, or None (no limit)."""
-        resource = most_specific(self.publish_rate, channel) if self.publish_rate else None
-        return None if resource is None else self.publish_rate[resource]
+        return value_for(self.publish_rate, channel)
 
 
 NO_CLAIMS = TokenClaims()
