@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from authserver.sandbox import SandboxLimits
+
 from .conftest import KEY, Stack, jwt_for, run_stack
 from .wire import ACK, AUTH, CONNECTED, ERROR, HEARTBEAT, MESSAGE, NACK, PRESENCE, Wire
 from helpers import FakeClock
@@ -234,3 +236,18 @@ def test_a_jwt_with_malformed_channel_claims_is_refused_40144(
         refused = wire.recv()
     assert (refused["action"], refused["error"]["code"]) == (ERROR, 40144)
     assert why in refused["error"]["message"]
+
+
+def test_rate_buckets_stay_bounded_per_connection_and_refilled_ones_go_first() -> None:
+    """At most ``max_channels_per_connection`` buckets: full (refilled) ones are forgotten first, which
+    changes nothing; only when none is full does the oldest go."""
+    clock = FakeClock()
+    with run_stack(SandboxLimits(max_channels_per_connection=2), clock=clock) as small:
+        with Wire(small.sandbox.ws, access_token=token(clock, "spread", {RATE + "*": 1})) as wire:
+            wire.connected()
+            a, b, c = room(), room(), room()
+            assert [publish(wire, name, s)["action"] for s, name in enumerate((a, b))] == [ACK, ACK]
+            clock.advance(1)  # a and b refill: forgetting them is harmless
+            assert publish(wire, c, 2)["action"] == ACK
+            assert publish(wire, c, 3)["action"] == NACK  # c's bucket was kept
+            assert still_connected(wire)
