@@ -26,7 +26,6 @@ TokenRequest (an Ably native token) cannot carry them.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +45,8 @@ UPSTREAM_CLAIMS = frozenset({"sub", "email", "name", "preferred_username", "give
 #: A longer upstream value counts as missing (it would make the worst-case JWT size unbounded).
 MAX_UPSTREAM_CLAIM_CHARS = 128
 MAX_CLAIM_VALUE_CHARS = 1024
+#: The highest publish rate (messages per second) a JWT may claim; the sandbox takes a higher one for no limit.
+MAX_PUBLISH_RATE = 1e9
 #: Ably's guidance: keep a JWT under about 8 KiB (larger ones may not fit in a WebSocket URL or header).
 MAX_JWT_BYTES = 8192
 #: The longest ``x-ably-revocation-key``: ``u:<clientId>`` (issuance) or ``s:`` and 32 hex digits (sessions).
@@ -54,6 +55,8 @@ MAX_REVOCATION_KEY_CHARS = 2 + MAX_CLIENT_ID_CHARS
 ASSUMED_KEY_NAME_CHARS = 64
 
 _UPSTREAM = re.compile(r"\{claim:([^{}]*)\}")
+#: Either placeholder of a user claim value, so both are filled in one pass (filled text is never rescanned).
+_PLACEHOLDERS = re.compile(re.escape(PLACEHOLDER) + "|" + _UPSTREAM.pattern)
 #: The character whose escaped form is longest in a claim value (12 bytes in JSON, 14 once inserted).
 _WIDEST_CHAR = "\U0001f600"
 
@@ -118,15 +121,18 @@ def fill_value(template: str, client_id: str, upstream: Mapping[str, str]) -> st
     """A user claim value for one caller; ``None`` when it quotes an upstream claim the caller lacks."""
     missing = False
 
-    def upstream_value(match: re.Match[str]) -> str:
+    def placeholder_value(match: re.Match[str]) -> str:
         nonlocal missing
+        if match.group(1) is None:
+            return client_id
         value = upstream.get(match.group(1))
         if value is None or len(value) > MAX_UPSTREAM_CLAIM_CHARS:
             missing = True
             return ""
         return json.dumps(value, ensure_ascii=False)[1:-1]
 
-    filled = _UPSTREAM.sub(upstream_value, template.replace(PLACEHOLDER, client_id))
+    # NOTE: one pass: a clientId filled into "{claim:{clientId}}" must not become a placeholder itself.
+    filled = _PLACEHOLDERS.sub(placeholder_value, template)
     return None if missing else filled
 
 
@@ -152,9 +158,11 @@ def parse_channel_claims(user: object, publish_rate: object) -> ChannelClaims:
         users[resource] = value
     rates: dict[str, float] = {}
     for resource, rate in _table(publish_rate, "publish_rate").items():
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+        # NOTE: compared, not math.isfinite(): a JSON policy's huge integer would overflow a float; NaN fails too.
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_PUBLISH_RATE:
             raise ClaimTemplateError(
-                f"publish_rate for {resource!r} must be a positive number of messages per second (0.1 = one per 10 s)"
+                f"publish_rate for {resource!r} must be a positive number of messages per second, "
+                f"at most {MAX_PUBLISH_RATE:g} (0.1 = one per 10 s)"
             )
         rates[resource] = rate
     return ChannelClaims(MappingProxyType(users), MappingProxyType(rates))

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from .capabilities import Capability
+from .channelclaims import MAX_JWT_BYTES
 from .errors import ForbiddenError
 from .identity import Identity
 from .keys import AblyKey
@@ -199,6 +200,12 @@ class Issuer:
             expires_at=expires,
             extra_claims=extra,
         )
+        if params.capability is not None and len(token) > MAX_JWT_BYTES:
+            # The policy's load-time check bounds the role's own capability; a request may name more resources.
+            raise ForbiddenError(
+                f"the requested capability makes the JWT {len(token)} bytes, over Ably's {MAX_JWT_BYTES}-byte "
+                "guidance; ask for fewer channels, or for none to get the role's capability"
+            )
         return IssuedToken(token, self.key.name, issued * 1000, expires * 1000, grant.capability, grant.client_id)
 
     def token_request(self, identity: Identity, params: TokenParams) -> TokenRequest:

@@ -89,6 +89,8 @@ def test_a_role_without_claims_has_none() -> None:
         (None, {"chat:*": float("nan")}, "positive number"),
         (None, {"chat:*": True}, "positive number"),
         (None, {"chat:*": "5"}, "positive number"),
+        (None, {"chat:*": 10**400}, "at most 1e+09"),  # a JSON policy's huge integer: no OverflowError
+        (None, {"chat:*": 2e9}, "at most 1e+09"),  # the sandbox would take it for no limit at all
         (None, {"x" * 257: 1}, "longer than 256 characters"),
         (None, ["chat:*"], "publish_rate must be a table"),
         ("chat", None, "channel_claims must be a table"),
@@ -140,6 +142,19 @@ def test_a_user_claim_quoting_a_missing_upstream_claim_is_left_out(upstream: dic
         .claims
     )
     assert claims.for_caller("bob", upstream) == {"ably.channel.news": "reader", USER_RATE + "chat:*": 2}
+
+
+def test_placeholders_are_filled_in_one_pass_so_a_filled_client_id_never_becomes_a_claim_placeholder() -> None:
+    """``{claim:{clientId}}`` is literal text around the clientId: clientId "email" must not pull in the
+    email (the worst-case size check, which uses a clientId of x's, would not have counted it)."""
+    claims = policy(channel_claims={"chat:*": "{claim:{clientId}}"}).role("member").claims
+    assert claims.for_caller("email", {"email": "e" * 100}) == {"ably.channel.chat:*": "{claim:email}"}
+
+
+def test_an_upstream_value_is_not_filled_again() -> None:
+    claims = policy(channel_claims={"chat:*": "{claim:name}"}).role("member").claims
+    upstream = {"name": "{clientId} {claim:email}", "email": "e@x"}
+    assert claims.for_caller("bob", upstream) == {"ably.channel.chat:*": "{clientId} {claim:email}"}
 
 
 def test_a_literal_resource_wins_over_a_template_that_expands_to_it() -> None:
@@ -200,6 +215,18 @@ def test_a_large_capability_alone_can_exceed_the_size() -> None:
     capability = {f"channel-{i:03}-{'x' * 40}": ["publish"] for i in range(150)}
     with pytest.raises(PolicyError, match="role 'member': its JWTs could be"):
         parse_policy({"default_role": "member", "roles": {"member": {"capability": capability}}})
+
+
+def test_a_requested_capability_that_would_make_the_jwt_exceed_8_kib_is_refused_for_good() -> None:
+    """The load-time check covers the role's own capability; a request can list more resources than the
+    role (``*`` intersected with 150 named channels is those 150 channels), so issuance checks the JWT."""
+    service = issuer(policy(channel_claims={"*": "c"}))
+    alice = Identity("a", "alice", "member")
+    large = Capability.parse({f"channel-{i:03}-{'x' * 40}": ["publish"] for i in range(150)})
+    with pytest.raises(ForbiddenError, match=r"the requested capability makes the JWT \d+ bytes, over Ably's 8192"):
+        service.jwt(alice, TokenParams(capability=large))
+    small = Capability.parse({f"channel-{i:03}": ["publish"] for i in range(10)})
+    assert len(service.jwt(alice, TokenParams(capability=small)).token) <= MAX_JWT_BYTES
 
 
 def test_a_role_just_under_the_size_is_accepted() -> None:
