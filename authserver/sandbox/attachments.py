@@ -44,8 +44,8 @@ PUBLISH_RATE_CODE = 42911
 class _Bucket:
     """A token bucket: ``rate`` messages per second, holding at most one second's worth (at least one).
 
-    A publish is admitted while the bucket holds a whole message; a batch may take it below zero, and
-    later publishes wait until the debt is paid, so the sustained rate never exceeds ``rate``.
+    A publish is admitted when the bucket holds all its messages: a batch counts each one, so a batch
+    larger than one second's worth is over the rate however long the client waited.
     """
 
     __slots__ = ("at_ms", "rate", "tokens")
@@ -59,7 +59,7 @@ class _Bucket:
         elapsed = max(0, now_ms - self.at_ms) / 1000
         self.tokens = min(max(1.0, self.rate), self.tokens + elapsed * self.rate)
         self.at_ms = max(self.at_ms, now_ms)
-        if self.tokens < 1.0:
+        if self.tokens < count:
             return False
         self.tokens -= count
         return True
@@ -169,7 +169,8 @@ class Attachments:
         """Count ``count`` messages against the token's ``ably.limits.publish.perAttachment.maxRate`` for
         ``name`` (the most specific resource wins), per connection and channel. A bucket outlives DETACH
         (re-attaching does not refill it) and goes with the connection; a renewed token (AUTH) with
-        another rate for the channel starts a new one.
+        another rate for the channel starts a new one. At most ``max_channels_per_connection`` buckets:
+        refilled ones are forgotten to make room, a spent one never is (the publish is refused instead).
 
         :raises RateLimitedError: 42911 / 429 over the rate (a NACK: the connection stays up).
         """
@@ -179,19 +180,28 @@ class Attachments:
         buckets = self._buckets.setdefault(connection.id, {})
         bucket = buckets.get(name)
         if bucket is None or bucket.rate != rate:
-            if bucket is None and len(buckets) >= self._limits.max_channels_per_connection:
+            limit = self._limits.max_channels_per_connection
+            if bucket is None and len(buckets) >= limit:
                 # A full bucket is the same as none: forget those before keeping another.
                 for channel in [c for c, b in buckets.items() if b.full(now_ms)]:
                     del buckets[channel]
-                if len(buckets) >= self._limits.max_channels_per_connection:
-                    del buckets[next(iter(buckets))]  # still full: the oldest goes (memory stays bounded)
+                if len(buckets) >= limit:
+                    # NOTE: forgetting a spent bucket would refill it: publishing to enough other channels
+                    # would lift a flooded channel's limit. Refused instead, and memory stays bounded.
+                    raise _over_rate(
+                        rate, name, f"; more than {limit} rate-limited channels published to within their refill time"
+                    )
             bucket = buckets[name] = _Bucket(rate, now_ms)
         if not bucket.take(count, now_ms):
-            raise RateLimitedError(
-                "Rate limit exceeded; request rejected (nonfatal); "
-                f"metric = channel.publish.perAttachment.maxRate; permitted rate = {rate:g}; channel = {name}",
-                code=PUBLISH_RATE_CODE,
-            )
+            raise _over_rate(rate, name)
+
+
+def _over_rate(rate: float, name: str, detail: str = "") -> RateLimitedError:
+    return RateLimitedError(
+        "Rate limit exceeded; request rejected (nonfatal); "
+        f"metric = channel.publish.perAttachment.maxRate; permitted rate = {rate:g}; channel = {name}{detail}",
+        code=PUBLISH_RATE_CODE,
+    )
 
 
 def channel_error(name: object, error: AuthServerError) -> Frame:

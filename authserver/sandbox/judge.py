@@ -28,7 +28,7 @@ revocable tokens (every sandbox key unless made non-revocable)
 ``ably.channel.<resource>`` not a string, or a resource that is not    40144  401
 a usable resource name
 ``ably.limits.publish.perAttachment.maxRate.<resource>`` not a         40144  401
-positive finite number, or a bad resource name
+positive finite number, or a bad resource name (above 1e9: no limit)
 embedded token (``x-ably-token``) whose outer ``exp`` is missing or   40144  401
 later than the inner token's expiry (the inner token is judged as above)
 embedded ``x-ably-token`` that is not a non-empty string               40144  401
@@ -72,10 +72,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 
 from ..capabilities import Capability, check_resource
-from ..channelclaims import PUBLISH_RATE_PREFIX, USER_CLAIM_PREFIX
+from ..channelclaims import MAX_PUBLISH_RATE, PUBLISH_RATE_PREFIX, USER_CLAIM_PREFIX
 from ..errors import AuthServerError, BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
 from ..keys import AblyKey
 from ..tokens import TokenSigner
@@ -92,7 +93,6 @@ EMBEDDED_TOKEN = "x-ably-token"  # noqa: S105 (a header and claim name)
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 #: Upper bound for ``iat``/``exp`` (year 5138): keeps every later millisecond computation in range.
 MAX_SECONDS = 1e11
-MAX_RATE = 1e9  # messages per second: anything above is no limit at all, and keeps the arithmetic in range
 
 
 def invalid_jwt(reason: str) -> TokenError:
@@ -276,10 +276,12 @@ def _channel_claims(claims: dict[str, object]) -> TokenClaims:
     for name, value in claims.items():
         if name.startswith(PUBLISH_RATE_PREFIX):
             resource = name[len(PUBLISH_RATE_PREFIX) :]
-            # NOTE: range-checked before float() (a huge int would overflow it); NaN and inf fail the check.
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < MAX_RATE:
+            # NOTE: compared before float() (a huge int would overflow it); NaN fails ``0 < value``.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value or value == math.inf:
                 raise invalid_jwt(f"{name} must be a positive number of messages per second")
-            rates[_claim_resource(name, resource)] = float(value)
+            resource = _claim_resource(name, resource)
+            if value <= MAX_PUBLISH_RATE:  # above: no limit at all (and the bucket arithmetic stays in range)
+                rates[resource] = float(value)
         elif name.startswith(USER_CLAIM_PREFIX):
             if not isinstance(value, str):
                 raise invalid_jwt(f"{name} must be a string")

@@ -109,17 +109,28 @@ def test_the_most_specific_rate_wins(fake_stack: Stack, clock: FakeClock) -> Non
         assert [publish(wire, name, s)["action"] for s in range(2)] == [ACK, NACK]
 
 
-def test_a_batch_is_admitted_whole_and_later_publishes_wait_for_it(fake_stack: Stack, clock: FakeClock) -> None:
+def publish_batch(wire: Wire, channel: str, serial: int, count: int) -> dict[str, Any]:
+    """Send one MESSAGE carrying ``count`` messages and return its ACK or NACK."""
+    batch = [{"data": i} for i in range(count)]
+    wire.send({"action": MESSAGE, "channel": channel, "msgSerial": serial, "messages": batch})
+    return wire.next_matching(lambda f: f["action"] in (ACK, NACK) and f.get("msgSerial") == serial, "ACK/NACK")
+
+
+def test_a_batch_counts_every_message_and_is_refused_whole_when_the_bucket_cannot_hold_it(
+    fake_stack: Stack, clock: FakeClock
+) -> None:
+    """At 2/s a batch of 3 is over the rate however long the client waited (one burst holds one second's
+    worth), so a 1000-message batch cannot slip through on one token; a batch of 2 takes the whole burst."""
     name = room()
     with Wire(fake_stack.sandbox.ws, access_token=token(clock, "batcher", {RATE + "*": 2})) as wire:
         wire.connected()
-        batch = [{"data": i} for i in range(4)]
-        wire.send({"action": MESSAGE, "channel": name, "msgSerial": 0, "messages": batch})
-        assert wire.expect_any({ACK, NACK})["action"] == ACK
-        clock.advance(1)  # 2 - 4 + 2 = 0 tokens: still in debt
-        assert publish(wire, name, 1)["action"] == NACK
+        refused = publish_batch(wire, name, 0, 3)
+        assert (refused["action"], refused["error"]["code"], refused["error"]["statusCode"]) == (NACK, 42911, 429)
+        assert publish_batch(wire, name, 1, 2)["action"] == ACK
+        assert publish(wire, name, 2)["action"] == NACK
         clock.advance(0.5)
-        assert publish(wire, name, 2)["action"] == ACK
+        assert publish(wire, name, 3)["action"] == ACK
+        assert still_connected(wire)
 
 
 def test_an_auth_replaces_the_rate_and_claims(fake_stack: Stack, clock: FakeClock) -> None:
@@ -239,8 +250,8 @@ def test_a_jwt_with_malformed_channel_claims_is_refused_40144(
 
 
 def test_rate_buckets_stay_bounded_per_connection_and_refilled_ones_go_first() -> None:
-    """At most ``max_channels_per_connection`` buckets: full (refilled) ones are forgotten first, which
-    changes nothing; only when none is full does the oldest go."""
+    """At most ``max_channels_per_connection`` buckets: full (refilled) ones are forgotten to make room,
+    which changes nothing."""
     clock = FakeClock()
     with run_stack(SandboxLimits(max_channels_per_connection=2), clock=clock) as small:
         with Wire(small.sandbox.ws, access_token=token(clock, "spread", {RATE + "*": 1})) as wire:
@@ -251,3 +262,31 @@ def test_rate_buckets_stay_bounded_per_connection_and_refilled_ones_go_first() -
             assert publish(wire, c, 2)["action"] == ACK
             assert publish(wire, c, 3)["action"] == NACK  # c's bucket was kept
             assert still_connected(wire)
+
+
+def test_a_spent_bucket_is_never_forgotten_so_publishing_elsewhere_cannot_refill_a_channel() -> None:
+    """With every bucket still refilling, a publish on one more rate-limited channel is refused (42911)
+    rather than forgetting a spent bucket: otherwise publishing to enough other channels would refill a
+    flooded one for free."""
+    clock = FakeClock()
+    with run_stack(SandboxLimits(max_channels_per_connection=2), clock=clock) as small:
+        with Wire(small.sandbox.ws, access_token=token(clock, "cycler", {RATE + "*": 1})) as wire:
+            wire.connected()
+            a, b, c = room(), room(), room()
+            assert [publish(wire, name, s)["action"] for s, name in enumerate((a, b))] == [ACK, ACK]
+            refused = publish(wire, c, 2)
+            assert (refused["action"], refused["error"]["code"]) == (NACK, 42911)
+            assert "rate-limited channels" in refused["error"]["message"]
+            assert publish(wire, a, 3)["action"] == NACK  # a's bucket is still spent
+            clock.advance(1)
+            assert publish(wire, c, 4)["action"] == ACK
+            assert still_connected(wire)
+
+
+def test_a_claimed_rate_above_1e9_is_no_limit_not_a_bad_token(fake_stack: Stack, clock: FakeClock) -> None:
+    """Nobody publishes a billion messages a second: the sandbox takes such a rate for no limit instead of
+    refusing a token Ably would accept (the policy refuses to issue one)."""
+    name = room()
+    with Wire(fake_stack.sandbox.ws, access_token=token(clock, "fast", {RATE + "*": 10**12})) as wire:
+        wire.connected()
+        assert [publish(wire, name, s)["action"] for s in range(5)] == [ACK] * 5
