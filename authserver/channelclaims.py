@@ -60,6 +60,9 @@ _PLACEHOLDERS = re.compile(re.escape(PLACEHOLDER) + "|" + _UPSTREAM.pattern)
 #: The character whose escaped form is longest in a claim value (12 bytes in JSON, 14 once inserted).
 _WIDEST_CHAR = "\U0001f600"
 
+#: Characters of the probe clientIds the size check tries (the longest clientId of one repeated character).
+_PROBE_CHARS = "xyzwvutsrqponmlkjihgfedcba0123456789"
+
 _V = TypeVar("_V")
 
 
@@ -187,9 +190,14 @@ def worst_case_jwt_bytes(capability_json: str, claims: ChannelClaims) -> int:
     """The length of the largest JWT a role can be issued (its full capability): the longest clientId
     and key name, every claim with every upstream value at its longest and widest, a revocation key,
     and 11-digit times, signed the way :class:`~authserver.tokens.TokenSigner` signs."""
-    client_id = "x" * MAX_CLIENT_ID_CHARS
-    widest = _WIDEST_CHAR * MAX_UPSTREAM_CLAIM_CHARS
-    extra: dict[str, object] = dict(claims.for_caller(client_id, {name: widest for name in UPSTREAM_CLAIMS}))
+    widest = {name: _WIDEST_CHAR * MAX_UPSTREAM_CLAIM_CHARS for name in UPSTREAM_CLAIMS}
+    every = len(claims.user) + len(claims.publish_rate)
+    # A probe clientId that merges no templated resource with a literal one, so every claim is counted.
+    for char in _PROBE_CHARS:
+        client_id = char * MAX_CLIENT_ID_CHARS
+        extra: dict[str, object] = dict(claims.for_caller(client_id, widest))
+        if len(extra) == every:
+            break
     extra["x-ably-revocation-key"] = "x" * MAX_REVOCATION_KEY_CHARS
     key = AblyKey("k" * (ASSUMED_KEY_NAME_CHARS // 2) + "." + "k" * (ASSUMED_KEY_NAME_CHARS // 2 - 1), "size")
     token = TokenSigner(key).sign(

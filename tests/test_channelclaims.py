@@ -200,6 +200,15 @@ def test_the_worst_case_size_bounds_every_real_token_of_the_role() -> None:
     assert len(token) <= worst_case_jwt_bytes(role.capability_for(client_id).to_json(), role.claims)
 
 
+def test_the_worst_case_counts_a_literal_resource_that_the_probe_client_id_would_merge_with_a_template() -> None:
+    """For clientId "x"*64 ``p:{clientId}`` and the literal ``p:xxx...`` are one claim; for everyone else two."""
+    role_policy = policy(channel_claims={"p:{clientId}": "t" * 1000, "p:" + "x" * MAX_CLIENT_ID_CHARS: "l" * 1000})
+    role = role_policy.role("member")
+    token = issuer(role_policy).jwt(Identity("a", "alice", "member"), TokenParams()).token
+    assert len(decoded(token)) == 7  # iat, exp, capability, clientId, revocation key and both claims
+    assert len(token) <= worst_case_jwt_bytes(role.capability_for("alice").to_json(), role.claims)
+
+
 def test_a_role_whose_tokens_could_exceed_8_kib_is_refused_at_load_naming_role_and_size() -> None:
     many = {f"room-{i}:{{clientId}}": '{"email":"{claim:email}"}' for i in range(4)}
     with pytest.raises(PolicyError) as caught:
