@@ -139,6 +139,15 @@ def fill_value(template: str, client_id: str, upstream: Mapping[str, str]) -> st
     return None if missing else filled
 
 
+def is_unicode_text(value: str) -> bool:
+    """Whether ``value`` has no lone surrogate (JSON can write one; msgpack and UTF-8 cannot carry it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_channel_claims(user: object, publish_rate: object) -> ChannelClaims:
     """Validate a role's ``channel_claims`` and ``publish_rate`` tables (either may be ``None``).
 
@@ -148,6 +157,8 @@ def parse_channel_claims(user: object, publish_rate: object) -> ChannelClaims:
     for resource, value in _table(user, "channel_claims").items():
         if not isinstance(value, str):
             raise ClaimTemplateError(f"channel_claims for {resource!r} must be a string (JSON text is fine)")
+        if not is_unicode_text(value):
+            raise ClaimTemplateError(f"channel_claims for {resource!r} must be valid Unicode text (no lone surrogates)")
         if len(value) > MAX_CLAIM_VALUE_CHARS:
             raise ClaimTemplateError(
                 f"channel_claims for {resource!r} is longer than {MAX_CLAIM_VALUE_CHARS} characters"

@@ -83,6 +83,7 @@ def test_a_role_without_claims_has_none() -> None:
         ({"private:{user}": "x"}, None, "brace that is not {clientId}"),
         ({"chat:*": "{claim:password}"}, None, "quotes {claim:password}; upstream claims allowed: email"),
         ({"chat:*": "{claim:}"}, None, "quotes {claim:}"),
+        ({"chat:*": "lone \ud800"}, None, "must be valid Unicode text"),  # a JSON policy can write "\ud800"
         (None, {"chat:*": 0}, "publish_rate for 'chat:*' must be a positive number"),
         (None, {"chat:*": -1}, "positive number"),
         (None, {"chat:*": float("inf")}, "positive number"),
@@ -175,6 +176,11 @@ def test_only_allow_listed_string_upstream_claims_of_bounded_length_are_carried(
         {"sub": "u1", "email": "a@example.com", "groups": ["admin"], "phone": "123", "name": "n" * 129, "nickname": 5}
     )
     assert carried == (("email", "a@example.com"), ("sub", "u1"))
+
+
+def test_an_upstream_claim_that_is_not_valid_unicode_is_not_carried() -> None:
+    """JSON lets an identity provider send a lone surrogate; as a claim value it could not reach a msgpack client."""
+    assert carried_claims({"sub": "u1", "name": "lone \ud800"}) == (("sub", "u1"),)
 
 
 # --- the worst-case JWT size -------------------------------------------------------------------------

@@ -25,8 +25,8 @@ revocable tokens (every sandbox key unless made non-revocable)
 ``x-ably-capability`` missing, not a string, or invalid capability     40144  401
 ``x-ably-clientId`` not a non-empty string                             40012  400
 ``x-ably-revocation-key`` not a string                                 40144  401
-``ably.channel.<resource>`` not a string, or a resource that is not    40144  401
-a usable resource name
+``ably.channel.<resource>`` not a string of valid Unicode, or a         40144  401
+resource that is not a usable resource name
 ``ably.limits.publish.perAttachment.maxRate.<resource>`` not a         40144  401
 positive finite number, or a bad resource name (above 1e9: no limit)
 embedded token (``x-ably-token``) whose outer ``exp`` is missing or   40144  401
@@ -83,6 +83,7 @@ from ..tokens import TokenSigner
 from .grants import NO_CLAIMS, Grant, Keyring, TokenClaims
 from .issuance import OPAQUE_PREFIX, IssuedTokens
 from .limits import SandboxLimits
+from .payloads import is_wire_text
 from .revocation import Revocations
 
 CAPABILITY_CLAIM = "x-ably-capability"
@@ -283,8 +284,9 @@ def _channel_claims(claims: dict[str, object]) -> TokenClaims:
             if value <= MAX_PUBLISH_RATE:  # above: no limit at all (and the bucket arithmetic stays in range)
                 rates[resource] = float(value)
         elif name.startswith(USER_CLAIM_PREFIX):
-            if not isinstance(value, str):
-                raise invalid_jwt(f"{name} must be a string")
+            # A lone surrogate (valid JSON) stamped on a message could not be sent as msgpack, nor kept.
+            if not isinstance(value, str) or not is_wire_text(value):
+                raise invalid_jwt(f"{name} must be a string of valid Unicode text")
             user[_claim_resource(name, name[len(USER_CLAIM_PREFIX) :])] = value
     return TokenClaims(user, rates) if user or rates else NO_CLAIMS
 

@@ -290,3 +290,16 @@ def test_a_claimed_rate_above_1e9_is_no_limit_not_a_bad_token(fake_stack: Stack,
     with Wire(fake_stack.sandbox.ws, access_token=token(clock, "fast", {RATE + "*": 10**12})) as wire:
         wire.connected()
         assert [publish(wire, name, s)["action"] for s in range(5)] == [ACK] * 5
+
+
+@pytest.mark.parametrize("wire_format", ["json", "msgpack"])
+def test_a_user_claim_that_is_not_valid_unicode_is_refused_40144(
+    fake_stack: Stack, clock: FakeClock, wire_format: str
+) -> None:
+    """A JWT can carry a lone surrogate (``"\\ud800"`` is valid JSON); stamped on a message it could not be
+    sent to a msgpack subscriber or kept in history, so the token is refused as client payloads are."""
+    claims = {"ably.channel.*": "bad \ud800 text"}
+    with Wire(fake_stack.sandbox.ws, wire_format=wire_format, access_token=token(clock, "surrogate", claims)) as wire:
+        refused = wire.recv()
+    assert (refused["action"], refused["error"]["code"]) == (ERROR, 40144)
+    assert "ably.channel.* must be a string of valid Unicode" in refused["error"]["message"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...channelclaims import MAX_UPSTREAM_CLAIM_CHARS, UPSTREAM_CLAIMS
+from ...channelclaims import MAX_UPSTREAM_CLAIM_CHARS, UPSTREAM_CLAIMS, is_unicode_text
 from ...clientids import check_client_id
 from ...errors import ClientIdError, ForbiddenError
 from ...policy import Policy
@@ -70,10 +70,12 @@ def identity_from_claims(claims: Mapping[str, Any], upstream: UpstreamIssuer, po
 
 
 def carried_claims(claims: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The allow-listed upstream claims policy channel claims may quote: strings of a bounded length only
-    (anything else counts as missing, and the channel claim quoting it is left out of the token)."""
+    """The allow-listed upstream claims policy channel claims may quote: strings of a bounded length and
+    valid Unicode only (anything else counts as missing, and the channel claim quoting it is left out)."""
     return tuple(
         (name, value)
         for name in sorted(UPSTREAM_CLAIMS)
-        if isinstance(value := claims.get(name), str) and len(value) <= MAX_UPSTREAM_CLAIM_CHARS
+        if isinstance(value := claims.get(name), str)
+        and len(value) <= MAX_UPSTREAM_CLAIM_CHARS
+        and is_unicode_text(value)
     )
