@@ -55,10 +55,19 @@ class _Bucket:
         self.tokens = max(1.0, rate)
         self.at_ms = now_ms
 
-    def take(self, count: int, now_ms: int) -> bool:
+    def refill(self, now_ms: int) -> None:
         elapsed = max(0, now_ms - self.at_ms) / 1000
         self.tokens = min(max(1.0, self.rate), self.tokens + elapsed * self.rate)
         self.at_ms = max(self.at_ms, now_ms)
+
+    def retune(self, rate: float, now_ms: int) -> None:
+        """Another rate (a renewed token): keep what is left, at most the new burst; refill at the new rate."""
+        self.refill(now_ms)
+        self.rate = rate
+        self.tokens = min(self.tokens, max(1.0, rate))
+
+    def take(self, count: int, now_ms: int) -> bool:
+        self.refill(now_ms)
         if self.tokens < count:
             return False
         self.tokens -= count
@@ -168,9 +177,10 @@ class Attachments:
     def admit_publish(self, connection: Connection, name: str, count: int, *, now_ms: int) -> None:
         """Count ``count`` messages against the token's ``ably.limits.publish.perAttachment.maxRate`` for
         ``name`` (the most specific resource wins), per connection and channel. A bucket outlives DETACH
-        (re-attaching does not refill it) and goes with the connection; a renewed token (AUTH) with
-        another rate for the channel starts a new one. At most ``max_channels_per_connection`` buckets:
-        refilled ones are forgotten to make room, a spent one never is (the publish is refused instead).
+        (re-attaching does not refill it) and goes with the connection. A renewed token (AUTH) with
+        another rate for the channel keeps the bucket's level and refills it at the new rate from the next
+        publish on. At most ``max_channels_per_connection`` buckets: refilled ones are forgotten to make
+        room, a spent one never is (the publish is refused instead).
 
         :raises RateLimitedError: 42911 / 429 over the rate (a NACK: the connection stays up).
         """
@@ -179,9 +189,11 @@ class Attachments:
             return
         buckets = self._buckets.setdefault(connection.id, {})
         bucket = buckets.get(name)
-        if bucket is None or bucket.rate != rate:
+        if bucket is not None and bucket.rate != rate:
+            bucket.retune(rate, now_ms)  # NOTE: not a new bucket: AUTHing with another token must not refill it
+        if bucket is None:
             limit = self._limits.max_channels_per_connection
-            if bucket is None and len(buckets) >= limit:
+            if len(buckets) >= limit:
                 # A full bucket is the same as none: forget those before keeping another.
                 for channel in [c for c, b in buckets.items() if b.full(now_ms)]:
                     del buckets[channel]

@@ -148,8 +148,29 @@ def test_an_auth_replaces_the_rate_and_claims(fake_stack: Stack, clock: FakeCloc
         renewed = token(clock, "renewer", {RATE + "*": 100, "ably.channel.*": "new"})
         wire.send({"action": AUTH, "auth": {"accessToken": renewed}})
         wire.expect(CONNECTED)
+        clock.advance(1)
         assert publish(wire, name, 2)["action"] == ACK
         assert received(watcher, name)[0]["extras"] == {"userClaim": "new"}
+        clock.advance(0.01)  # one message's worth at the new rate (the old one would need a second)
+        assert publish(wire, name, 3)["action"] == ACK
+
+
+def test_switching_between_tokens_of_different_rates_does_not_refill_the_bucket(
+    fake_stack: Stack, clock: FakeClock
+) -> None:
+    """A client holding two tokens with different rates (say before and after a role change) cannot refill a
+    spent bucket by AUTHing with the other one: the bucket keeps what is left and refills at the new rate."""
+    name = room()
+    one, two = (token(clock, "switcher", {RATE + "*": rate}) for rate in (1, 2))
+    with Wire(fake_stack.sandbox.ws, access_token=one) as wire:
+        wire.connected()
+        assert [publish(wire, name, s)["action"] for s in range(2)] == [ACK, NACK]
+        for serial, renewed in enumerate((two, one, two), start=2):
+            wire.send({"action": AUTH, "auth": {"accessToken": renewed}})
+            wire.expect(CONNECTED)
+            assert publish(wire, name, serial)["action"] == NACK
+        clock.advance(0.5)  # at 2/s: one message
+        assert [publish(wire, name, s)["action"] for s in (5, 6)] == [ACK, NACK]
 
 
 # --- user claims ---------------------------------------------------------------------------------
