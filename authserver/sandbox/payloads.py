@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..channelclaims import is_unicode_text
 from ..errors import BadRequestError
 
 #: Deepest nesting of lists/objects accepted in ``data`` or ``extras``.
@@ -26,13 +27,7 @@ _MIN_INT, _MAX_INT = -(2**63), 2**64 - 1  # what msgpack can carry
 
 def is_wire_text(value: object) -> bool:
     """Whether ``value`` is a string both codecs can carry (no lone surrogates)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return isinstance(value, str) and is_unicode_text(value)
 
 
 def _check_value(value: object, field: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -270,38 +271,40 @@ def test_a_jwt_with_malformed_channel_claims_is_refused_40144(
     assert why in refused["error"]["message"]
 
 
-def test_rate_buckets_stay_bounded_per_connection_and_refilled_ones_go_first() -> None:
-    """At most ``max_channels_per_connection`` buckets: full (refilled) ones are forgotten to make room,
-    which changes nothing."""
+@contextmanager
+def two_buckets_spent(client_id: str) -> Iterator[tuple[Wire, FakeClock, str, str]]:
+    """A connection allowed 2 buckets that has just published once (at 1/s) to two channels; yields it,
+    its clock, the first of those channels and a third one."""
     clock = FakeClock()
     with run_stack(SandboxLimits(max_channels_per_connection=2), clock=clock) as small:
-        with Wire(small.sandbox.ws, access_token=token(clock, "spread", {RATE + "*": 1})) as wire:
+        with Wire(small.sandbox.ws, access_token=token(clock, client_id, {RATE + "*": 1})) as wire:
             wire.connected()
             a, b, c = room(), room(), room()
             assert [publish(wire, name, s)["action"] for s, name in enumerate((a, b))] == [ACK, ACK]
-            clock.advance(1)  # a and b refill: forgetting them is harmless
-            assert publish(wire, c, 2)["action"] == ACK
-            assert publish(wire, c, 3)["action"] == NACK  # c's bucket was kept
+            yield wire, clock, a, c
             assert still_connected(wire)
+
+
+def test_rate_buckets_stay_bounded_per_connection_and_refilled_ones_go_first() -> None:
+    """At most ``max_channels_per_connection`` buckets: full (refilled) ones are forgotten to make room,
+    which changes nothing."""
+    with two_buckets_spent("spread") as (wire, clock, _, c):
+        clock.advance(1)  # a and b refill: forgetting them is harmless
+        assert publish(wire, c, 2)["action"] == ACK
+        assert publish(wire, c, 3)["action"] == NACK  # c's bucket was kept
 
 
 def test_a_spent_bucket_is_never_forgotten_so_publishing_elsewhere_cannot_refill_a_channel() -> None:
     """With every bucket still refilling, a publish on one more rate-limited channel is refused (42911)
     rather than forgetting a spent bucket: otherwise publishing to enough other channels would refill a
     flooded one for free."""
-    clock = FakeClock()
-    with run_stack(SandboxLimits(max_channels_per_connection=2), clock=clock) as small:
-        with Wire(small.sandbox.ws, access_token=token(clock, "cycler", {RATE + "*": 1})) as wire:
-            wire.connected()
-            a, b, c = room(), room(), room()
-            assert [publish(wire, name, s)["action"] for s, name in enumerate((a, b))] == [ACK, ACK]
-            refused = publish(wire, c, 2)
-            assert (refused["action"], refused["error"]["code"]) == (NACK, 42911)
-            assert "rate-limited channels" in refused["error"]["message"]
-            assert publish(wire, a, 3)["action"] == NACK  # a's bucket is still spent
-            clock.advance(1)
-            assert publish(wire, c, 4)["action"] == ACK
-            assert still_connected(wire)
+    with two_buckets_spent("cycler") as (wire, clock, a, c):
+        refused = publish(wire, c, 2)
+        assert (refused["action"], refused["error"]["code"]) == (NACK, 42911)
+        assert "rate-limited channels" in refused["error"]["message"]
+        assert publish(wire, a, 3)["action"] == NACK  # a's bucket is still spent
+        clock.advance(1)
+        assert publish(wire, c, 4)["action"] == ACK
 
 
 def test_a_claimed_rate_above_1e9_is_no_limit_not_a_bad_token(fake_stack: Stack, clock: FakeClock) -> None:
