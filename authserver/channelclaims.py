@@ -13,10 +13,12 @@ A role may declare (policy file, see ``default_policy.toml``)::
 Resources are capability resource patterns and take ``{clientId}`` exactly as capability templates do
 (:func:`~authserver.capabilities.expand_resource`). A user claim's value may contain ``{clientId}`` and
 ``{claim:NAME}``, a claim of the caller's upstream OpenID Connect identity (only the names in
-:data:`UPSTREAM_CLAIMS`); every other brace is literal text, so values may be JSON. An upstream value is
-inserted JSON-escaped (without quotes), so it is safe inside a JSON string in the value. When the caller
-has no such upstream claim (an account, a provider login session, or a provider that did not send it),
-the user claim that needs it is left out of the token: a receiver never sees a half-filled claim.
+:data:`UPSTREAM_CLAIMS`); every other brace is literal text, so values may be JSON. Both are filled in one
+pass: filled-in text is never read as a placeholder (``{claim:{clientId}}`` gives ``{claim:alice}``, text).
+An upstream value is inserted JSON-escaped (without quotes), so it is safe inside a JSON string in the
+value. When the caller has no such upstream claim (an account, a provider login session, or a provider
+that did not send it), the user claim that needs it is left out of the token: a receiver never sees a
+half-filled claim.
 
 Claim names always begin with ``ably.``, so a policy can never set or replace a reserved ``x-ably-``
 claim (``iat``, ``exp`` and ``x-ably-*`` stay the issuer's). These claims exist only in Ably JWTs: a
