@@ -60,6 +60,13 @@ def host_allowed(header: str, patterns: Sequence[str]) -> bool:
 CORS_PATHS = frozenset({"/auth", "/token", "/session", "/login", "/logout"})
 _CORS_ALLOWED_HEADERS = b"Authorization, Content-Type, Accept"
 _CORS_EXPOSED_HEADERS = b"X-Ably-Errorcode, X-Ably-Errormessage"
+_VARY_ORIGIN = (b"vary", b"Origin")
+_CORS_ALLOWED = [
+    (b"access-control-allow-credentials", b"true"),
+    (b"access-control-expose-headers", _CORS_EXPOSED_HEADERS),
+]
+#: The names of :func:`~authserver.middleware.security_headers` (a response that sets one keeps its own).
+_SECURITY_NAMES = frozenset(name for name, _ in security_headers())
 #: Paths answered whatever the Host (the liveness and readiness probes, which orchestrators call by
 #: IP); they build nothing from it.
 HOST_EXEMPT = frozenset({"/healthz", "/readyz"})
@@ -142,24 +149,26 @@ class Edge:
             nonlocal status, begun
             if message["type"] == "http.response.start":
                 status, begun = message["status"], True
-                headers: list[tuple[bytes, bytes]] = []
-                present: set[bytes] = set()
-                vary = [b"Origin"]
-                for name, value in message.get("headers", ()):
-                    lowered = name.lower()
-                    if cors and lowered == b"vary":
-                        vary.extend(v.strip() for v in value.split(b",") if v.strip().lower() != b"origin")
-                        continue
-                    present.add(lowered)
-                    headers.append((name, value))
+                headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
                 if cors:
-                    headers.append((b"vary", b", ".join(vary)))
+                    if b"vary" in present:
+                        vary = [b"Origin"]
+                        for name, value in headers:
+                            if name.lower() == b"vary":
+                                vary.extend(v.strip() for v in value.split(b",") if v.strip().lower() != b"origin")
+                        headers = [header for header in headers if header[0].lower() != b"vary"]
+                        headers.append((b"vary", b", ".join(vary)))
+                    else:
+                        headers.append(_VARY_ORIGIN)
                     if allowed:
                         assert origin is not None
                         headers.append((b"access-control-allow-origin", origin))
-                        headers.append((b"access-control-allow-credentials", b"true"))
-                        headers.append((b"access-control-expose-headers", _CORS_EXPOSED_HEADERS))
-                headers.extend(header for header in security if header[0] not in present)
+                        headers.extend(_CORS_ALLOWED)
+                if present.isdisjoint(_SECURITY_NAMES):
+                    headers.extend(security)
+                else:
+                    headers.extend(header for header in security if header[0] not in present)
                 if status >= 300:
                     headers.extend(header for header in _NO_CACHE_RAW if header[0] not in present)
                 headers.append(rid_header)
