@@ -147,13 +147,12 @@ class HeadWithBody:
     must follow (not for HEAD, nor for an empty body). ``close`` sends what is held first.
     """
 
-    __slots__ = ("_cycle", "_held", "_holding", "_transport")
+    __slots__ = ("_cycle", "_held", "_transport")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
         self._transport = transport
-        self._cycle = cycle
+        self._cycle: RequestResponseCycle | None = cycle
         self._held: bytes | None = None
-        self._holding = True
 
     def write(self, data: bytes) -> None:
         held = self._held
@@ -162,8 +161,10 @@ class HeadWithBody:
             self._transport.write(held + data)
             return
         cycle = self._cycle
-        if self._holding and cycle.response_started:
-            self._holding = False  # the head: the first write once the response started
+        if cycle is not None and cycle.response_started:
+            # The head: the first write once the response started. NOTE: the cycle refers to this
+            # object; forgetting it now lets both be freed by reference counting, not by the collector.
+            self._cycle = None
             if cycle.scope["method"] != "HEAD" and (cycle.chunked_encoding or cycle.expected_content_length > 0):
                 self._held = data
                 return
