@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from . import routes
 from .config import Settings, load_settings
 from .connections import report_drops_to
-from .edge import AllowedHostsMiddleware, RequestMiddleware
+from .edge import Edge, direct
 from .errors import AuthServerError, ConfigError, StoreUnavailableError, UnavailableError
 from .forwarding import ForwardedMiddleware
 from .guards import Gate, Throttle
@@ -32,7 +32,6 @@ from .identity.passwords import Passwords
 from .identity.users import outside_policy_problem
 from .logs import LogLimiter
 from .metrics import Metrics, multiprocess_dir_from_environment
-from .middleware import CatchAllMiddleware, CorsMiddleware, SecurityHeadersMiddleware
 from .provider_login import FLOW_SECONDS, STATE_COOKIE, provider_login_routes
 from .readiness import Readiness
 from .redislink import RedisChanges
@@ -129,8 +128,9 @@ def create_app(
     metrics = metrics or Metrics(multiprocess_dir_from_environment())
 
     readiness = Readiness(services)
+    auth_route = Route("/auth", routes.auth, methods=["GET", "POST"])
     app_routes: list[BaseRoute] = [
-        Route("/auth", routes.auth, methods=["GET", "POST"]),
+        auth_route,
         Route("/token", routes.token, methods=["POST"]),
         Route("/login", routes.login, methods=["POST"]),
         Route("/logout", routes.logout, methods=["POST"]),
@@ -202,15 +202,16 @@ def create_app(
                 if settings.trusted_proxies
                 else []
             ),
-            Middleware(RequestMiddleware, metrics=metrics),
-            *(
-                [Middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)]
-                if settings.allowed_hosts
-                else []
+            Middleware(
+                Edge,
+                metrics=metrics,
+                allowed_hosts=settings.allowed_hosts,
+                origins=settings.allowed_origins,
+                # GET /auth (what every token renewal asks) skips the router and Starlette's exception
+                # layers: the same endpoint, its domain errors answered by the same handler.
+                direct={("GET", "/auth"): direct(auth_route, _domain_error)},
+                **security_middleware_args(settings),
             ),
-            Middleware(CorsMiddleware, origins=settings.allowed_origins),
-            Middleware(SecurityHeadersMiddleware, **security_middleware_args(settings)),
-            Middleware(CatchAllMiddleware),
             *flow_middleware,
         ],
         exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error, ClientDisconnect: _client_gone},

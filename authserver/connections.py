@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from .responses import NO_CACHE, error_body
 
@@ -138,6 +138,48 @@ class ConnectionGuard:
         self.open.pop(conn, None)
 
 
+class HeadWithBody:
+    """The transport as one response cycle sees it: the status line and headers of a response that
+    has a body are held and go out with the body's first write, one ``send`` system call instead of
+    two (uvicorn writes them separately; the first of the two cost as much as the whole app's middleware).
+
+    Only the cycle's first write after its response started is held, and only when a body write
+    must follow (not for HEAD, nor for an empty body). ``close`` sends what is held first.
+    """
+
+    __slots__ = ("_cycle", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle: RequestResponseCycle | None = cycle
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+            return
+        cycle = self._cycle
+        if cycle is not None and cycle.response_started:
+            # The head: the first write once the response started. NOTE: the cycle refers to this
+            # object; forgetting it now lets both be freed by reference counting, not by the collector.
+            self._cycle = None
+            if cycle.scope["method"] != "HEAD" and (cycle.chunked_encoding or cycle.expected_content_length > 0):
+                self._held = data
+                return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._transport.write(self._held)
+            self._held = None
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout, a body timeout, a header size limit and a
     place in this process's :class:`ConnectionGuard` (see :func:`limit_connections`)."""
@@ -152,6 +194,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # bytes received while the headers were not complete
         self._header_size = 0  # request line and headers as parsed
         self._awaiting_headers = True
+        self._body_pending = False  # headers in, body not yet complete
         self._refused = False
         self._arm(self.guard.limits.header_timeout, "header_timeout")
         self.guard.admit(self)
@@ -185,13 +228,19 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._refused:
             return
         if self._awaiting_headers:
-            if self._timer is None:  # the first byte of a request on a kept-alive connection
-                self._arm(self.guard.limits.header_timeout, "header_timeout")
             self._header_bytes += len(data)
         super().data_received(data)
         # Still waiting for the end of the headers: every byte received so far is header.
         if self._refused or (self._awaiting_headers and self._header_bytes > self.guard.limits.max_header_bytes):
             self._refuse()
+            return
+        # Time what this read left unfinished; a request that arrived whole (the usual GET on a
+        # kept-alive connection) needs no timer at all.
+        if self._timer is None:
+            if self._awaiting_headers:  # the first bytes of a request on a kept-alive connection
+                self._arm(self.guard.limits.header_timeout, "header_timeout")
+            elif self._body_pending:
+                self._arm(self.guard.limits.body_timeout, "body_timeout")
 
     def _refuse(self) -> None:
         self._refused = True
@@ -225,8 +274,11 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._header_size > self.guard.limits.max_header_bytes:  # all of it came in one read
             self._refused = True
             return
-        self._arm(self.guard.limits.body_timeout, "body_timeout")
+        self._disarm()  # the header timeout; a body still to come is timed when this read ends
+        self._body_pending = True
         super().on_headers_complete()
+        # The cycle's task has not run yet: it writes through this from its first message on.
+        self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -236,6 +288,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._disarm()  # the body is in: the app's own pace from here
+        self._body_pending = False
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

@@ -7,8 +7,9 @@ Routes (see :func:`web_routes`)::
     GET /client-config        where ably-js comes from and how it reaches Ably (real Ably or a sandbox)
     GET /vendor/ably.min.js   the npm copy of ably-js, only when ABLY_JS=local
 
-:func:`security_middleware_args` derives the origins that
-:class:`~authserver.middleware.SecurityHeadersMiddleware` adds to its Content Security Policy.
+:func:`security_middleware_args` derives the origins that the service's edge layer
+(:class:`~authserver.edge.Edge`, or :class:`~authserver.middleware.SecurityHeadersMiddleware` alone)
+adds to its Content Security Policy.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from uvicorn.supervisors import Multiprocess
 from .config import Settings, load_settings
 from .connections import ConnectionLimits
 from .logs import configure_logging
-from .serving import uvicorn_config
+from .serving import settle_heap, uvicorn_config
 
 log = logging.getLogger("authserver")
 
@@ -42,7 +42,9 @@ def worker_app() -> Starlette:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)  # metrics: the multiprocess directory the parent exported
+    app = create_app(settings)  # metrics: the multiprocess directory the parent exported
+    settle_heap()
+    return app
 
 
 def run_workers(settings: Settings, sock: socket.socket, workers: int, limits: ConnectionLimits) -> None:

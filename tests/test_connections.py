@@ -173,6 +173,82 @@ def test_malformed_requests_get_an_ably_400_and_a_few_log_lines_only(limited: An
     assert 1 <= len(logged) <= 5
 
 
+def _read_answers(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` HTTP/1.1 answers (head, body) read from ``sock``, framed by their Content-Length."""
+    data = b""
+    answers: list[tuple[bytes, bytes]] = []
+    while len(answers) < count:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            head = data[:end]
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            if len(data) >= end + 4 + length:
+                answers.append((head, data[end + 4 : end + 4 + length]))
+                data = data[end + 4 + length :]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(answers)} answers"
+        data += chunk
+    return answers
+
+
+def test_a_head_request_gets_its_head_and_the_kept_alive_connection_goes_on(limited: Announced) -> None:
+    """The status line and headers wait for the body's first write (one send, not two): an answer with
+    no body to write (HEAD) must still go out at once, and the next request on the connection too."""
+    with _connect(limited.port) as sock:
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)
+            assert chunk, "closed before the head of a HEAD answer"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")  # and no body after it
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        [(second, body)] = _read_answers(sock, 1)
+    assert second.startswith(b"HTTP/1.1 200 ")
+    assert b'"status":"ok"' in body
+
+
+def test_pipelined_requests_are_answered_whole_and_in_order(limited: Announced) -> None:
+    with _connect(limited.port) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            b"GET /auth HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        answers = _read_answers(sock, 3)
+    assert [head.split(b"\r\n")[0] for head, _ in answers] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 401 Unauthorized",
+        b"HTTP/1.1 200 OK",
+    ]
+    assert b'"code":40101' in answers[1][1]
+
+
+def test_a_client_expecting_100_continue_gets_it_before_sending_the_body(limited: Announced) -> None:
+    body = b'{"username":"nobody","password":"wrong"}'
+    with _connect(limited.port) as sock:
+        sock.sendall(
+            b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = sock.recv(65536)
+            assert chunk, "closed before 100 Continue"
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        rest = interim.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while b"\r\n\r\n" not in rest:
+            rest += sock.recv(65536)
+    assert rest.startswith(b"HTTP/1.1 401 ")
+
+
 def test_the_limits_travel_with_a_uvicorn_config_to_worker_processes() -> None:
     """uvicorn's workers get the config pickled (spawn): the protocol goes by name, the limits as data,
     and each process builds its own guard."""

@@ -1,6 +1,6 @@
 """The edge of the app: forwarding headers believed only from trusted proxies (and what that means
 for the login throttle), the Host check, no redirect built from Host, no-cache on every error, the
-request id."""
+request id; and the one edge layer that adds every header once (authserver.edge.Edge)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,23 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authserver.app import create_app
+from authserver.edge import Edge, direct
+from authserver.errors import ForbiddenError
 from authserver.forwarding import real_client
 from authserver.identity.passwords import Passwords
+from authserver.metrics import Metrics
+from authserver.responses import exception_response
 
 from conftest import Blocking, SettingsFactory
 from helpers import AUTHSERVER, FakeClock
@@ -243,3 +253,83 @@ def test_check_shows_the_edge_settings_and_warns_about_trusting_everyone(tmp_pat
     assert "  allowed hosts: auth.example.com\n" in result.stdout
     assert "  connections: at most 300 open, headers within 10s and 16384 bytes, bodies within 10s\n" in result.stdout
     assert "WARNING: AUTHSERVER_TRUSTED_PROXIES trusts every address" in result.stdout
+
+
+# -- one layer, one send wrapper ----------------------------------------------------------------
+
+
+def _edge_client(app: ASGIApp, **options: Any) -> TestClient:
+    return TestClient(Edge(app, metrics=Metrics(), **options), raise_server_exceptions=False)
+
+
+def test_the_edge_keeps_what_the_app_set_and_adds_each_of_its_headers_once() -> None:
+    async def own_headers(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [
+            (b"content-type", b"text/plain"),
+            (b"content-length", b"2"),
+            (b"content-security-policy", b"default-src 'self'"),
+            (b"vary", b"Accept, origin"),
+            (b"pragma", b"app"),
+        ]
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    client = _edge_client(own_headers, origins=["https://app.example.com"])
+    response = client.get("/session", headers={"Origin": "https://app.example.com"})
+    assert response.status_code == 404 and response.text == "no"
+    names = [name.lower() for name, _ in response.headers.raw]
+    assert len(names) == len(set(names)), names  # nothing twice
+    assert response.headers["content-security-policy"] == "default-src 'self'"  # the app's own
+    assert response.headers["x-frame-options"] == "DENY" and response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["vary"] == "Origin, Accept"
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert response.headers["cache-control"] == NO_CACHE and response.headers["pragma"] == "app"  # an error
+    assert len(response.headers["x-request-id"]) == 32
+    # Not a CORS path: no Vary, no CORS header; a 2xx answer gets no no-cache headers from the edge.
+    ok = TestClient(Edge(PlainTextResponse("ok"), metrics=Metrics())).get("/healthz")
+    assert "vary" not in ok.headers and "cache-control" not in ok.headers
+    assert ok.headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_direct_route_is_answered_by_its_endpoint_and_counted_under_its_template() -> None:
+    async def endpoint(request: Request) -> Response:
+        if request.query_params.get("refuse"):
+            raise ForbiddenError("refused here")
+        return PlainTextResponse(f"direct {request.method}")
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ForbiddenError)
+        return exception_response(exc)
+
+    route = Route("/auth", endpoint, methods=["GET"])
+    metrics = Metrics()
+    router = Starlette(routes=[Route("/other", PlainTextResponse("routed"))])
+    client = TestClient(Edge(router, metrics=metrics, direct={("GET", "/auth"): direct(route, handler)}))
+    assert client.get("/auth").text == "direct GET"
+    refused = client.get("/auth", params={"refuse": "1"})
+    assert refused.status_code == 403 and refused.headers["x-ably-errorcode"] == "40300"
+    assert refused.headers["cache-control"] == NO_CACHE and refused.headers["x-frame-options"] == "DENY"
+    assert client.get("/other").text == "routed"  # everything else goes to the app
+    text = metrics.render()[0].decode()
+    for status in ("200", "403"):
+        assert f'authserver_request_duration_seconds_count{{method="GET",route="/auth",status="{status}"}} 1.0' in text
+
+
+def test_an_exception_becomes_an_ably_500_with_the_edge_headers_unless_the_answer_had_started(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("secret in the message")
+
+    response = _edge_client(broken).get("/auth")
+    assert response.status_code == 500 and response.json()["error"]["code"] == 50000
+    assert response.headers["x-content-type-options"] == "nosniff" and response.headers["vary"] == "Origin"
+
+    async def half(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        raise RuntimeError("secret after the head")
+
+    late = _edge_client(half).get("/healthz")
+    assert late.status_code == 200  # the answer had begun: no second one is started
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == ["unexpected RuntimeError on GET /auth", "unexpected RuntimeError on GET /healthz"]
