@@ -574,8 +574,7 @@ def _with_users(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -
         revoker, deliver = revokecli.cli_revoker(settings, storage)
         try:
             await storage.open()
-            hook = None if revoker is None else revoker.revoke
-            done = await work(UserStore(storage.users, Passwords(), settings.policy, changes, hook))
+            done = await work(UserStore(storage.users, Passwords(), settings.policy, changes, revoker))
             if revoker is not None and deliver:
                 await revokecli.deliver_best_effort(revoker)
             return done

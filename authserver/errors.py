@@ -11,6 +11,7 @@ and the CLI can each render it in one place::
     │   └── ClientIdError           a clientId outside the safe set (400, 40012)
     ├── NotAuthenticatedError       no valid identity yet: clients retry (401, 40101)
     ├── ForbiddenError              a final refusal: clients stop retrying (403, 40300)
+    │   └── SessionEndedError       a session ended by an action elsewhere (403, 40301-40304, per reason)
     ├── UserError                   account administration failed (duplicate, unknown user)
     ├── DatabaseError               the accounts database cannot be opened
     ├── RateLimitedError            too many attempts: try again later (429, 42910)
@@ -90,6 +91,36 @@ class ForbiddenError(AuthServerError):
 
     code = 40300
     status = 403
+
+
+class SessionEndedError(ForbiddenError):
+    """A session that an action elsewhere ended (log out everywhere, a password change, the account
+    removed): final for the cookie that named it, so 403, and a code per reason so a page can say what
+    happened in plain words."""
+
+
+class LoggedOutElsewhereError(SessionEndedError):
+    """ "Log out everywhere" on another device ended this session."""
+
+    code = 40301
+
+
+class PasswordChangedError(SessionEndedError):
+    """The account's password was changed, which ends its sessions."""
+
+    code = 40302
+
+
+class AccountRemovedError(SessionEndedError):
+    """The account was removed."""
+
+    code = 40303
+
+
+class LoggedOutError(SessionEndedError):
+    """This very session was logged out (in another window holding the same cookie)."""
+
+    code = 40304
 
 
 class UserError(AuthServerError):

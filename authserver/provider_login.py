@@ -165,7 +165,7 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
             return _failed(exc.message)
         previous = request.cookies.get(COOKIE_NAME)
         if previous:
-            await svc.sessions.end(previous)
+            await svc.sessions.end(previous, "switched")
         cookie = await svc.sessions.create(identity, svc.clock())
         log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
         response = RedirectResponse("/", status_code=303)

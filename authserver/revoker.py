@@ -18,7 +18,7 @@ from typing import Protocol
 from .ablyrest import CallResult
 from .keys import AblyKey
 from .revocations import backoff, batches
-from .storage import OutboxStorage, PendingRevocation
+from .storage import OutboxStorage, PendingRevocation, QueuedRevocations
 
 log = logging.getLogger("authserver.revocation")
 
@@ -67,25 +67,40 @@ class Revoker:
         self.report = report
         self._wake = asyncio.Event()
 
+    def queue(
+        self, targets: Iterable[str], *, reason: str, reauth: bool = False, issued_before_ms: int | None = None
+    ) -> QueuedRevocations:
+        """The outbox rows that revoke ``targets``'s tokens issued until now (or ``issued_before_ms``),
+        one per target and key, for the storage to insert with the change that calls for them; then
+        call :meth:`queued`."""
+        unique = list(dict.fromkeys(targets))
+        issued_before = self.issued_before_ms(unique) if issued_before_ms is None else issued_before_ms
+        rows = tuple(
+            PendingRevocation(name, target, issued_before, reauth, reason) for target in unique for name in self.keys
+        )
+        now = self.clock()
+        # NOTE: with allowReauthMargin, Ably prompts the client to renew (AUTH) as soon as the call
+        # lands; the renewed token must be minted in a later second than the cutoff covers, so such
+        # a call waits for the next second (ordinary ones go at once).
+        return QueuedRevocations(rows, float(math.floor(now) + 1) if reauth else now)
+
+    def queued(self, revocations: QueuedRevocations) -> None:
+        """``revocations`` are stored: deliver them now."""
+        if revocations.rows:
+            reasons = ",".join(sorted({row.reason for row in revocations.rows}))
+            log.info("revocation queued: %d target(s), reason %s", len(revocations.rows) // len(self.keys), reasons)
+            self._wake.set()
+
     async def revoke(
         self, targets: Iterable[str], *, reason: str, reauth: bool = False, issued_before_ms: int | None = None
     ) -> int:
-        """Enqueue the revocation of ``targets``'s tokens issued until now (or ``issued_before_ms``);
-        returns the rows enqueued (one per target and key)."""
-        unique = list(dict.fromkeys(targets))
-        issued_before = self.issued_before_ms(unique) if issued_before_ms is None else issued_before_ms
-        rows = [
-            PendingRevocation(name, target, issued_before, reauth, reason) for target in unique for name in self.keys
-        ]
-        if rows:
-            now = self.clock()
-            # NOTE: with allowReauthMargin, Ably prompts the client to renew (AUTH) as soon as the call
-            # lands; the renewed token must be minted in a later second than the cutoff covers, so such
-            # a call waits for the next second (ordinary ones go at once).
-            await self.outbox.add(rows, now=float(math.floor(now) + 1) if reauth else now)
-            log.info("revocation queued: %d target(s), reason %s", len(rows) // len(self.keys), reason)
-            self._wake.set()
-        return len(rows)
+        """Enqueue the revocation of ``targets``'s tokens on its own (no change goes with it); returns
+        the rows enqueued (one per target and key)."""
+        revocations = self.queue(targets, reason=reason, reauth=reauth, issued_before_ms=issued_before_ms)
+        if revocations.rows:
+            await self.outbox.add(list(revocations.rows), now=revocations.at)
+            self.queued(revocations)
+        return len(revocations.rows)
 
     async def deliver(self) -> int:
         """Send what is due now; returns the rows delivered (or refused for good)."""

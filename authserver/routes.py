@@ -352,7 +352,7 @@ async def _login(request: Request) -> Response:
     await svc.throttle.succeeded(username, address)
     previous = request.cookies.get(COOKIE_NAME)
     if previous:
-        await _end_session(svc, previous, "switched")  # switching users ends the old session
+        await svc.sessions.end(previous, "switched")  # switching users ends the old session (and its tokens)
     cookie = await svc.sessions.create(identity, svc.clock())
     log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
     response = json_response({"clientId": identity.client_id, "role": identity.role})
@@ -368,27 +368,22 @@ async def _login(request: Request) -> Response:
     return response
 
 
-async def _end_session(svc: Services, cookie: str | None, reason: str) -> None:
-    """End the session of ``cookie`` and revoke its tokens (this device only)."""
-    key = await svc.sessions.end(cookie)
-    if key is not None and svc.revoker is not None:
-        await svc.revoker.revoke([f"revocationKey:{key}"], reason=reason)
-
-
 async def logout(request: Request) -> Response:
-    """End this session (and revoke its tokens); ``?everywhere=true`` ends every session of the user and
-    revokes all of its tokens ("log out everywhere")."""
+    """End this session and revoke its tokens; ``?everywhere=true`` ends every session of the user and
+    revokes all of its tokens ("log out everywhere"). Each session's end and its revocation are stored
+    in one transaction; a page still holding an ended session's cookie is told why (403, see
+    :func:`authserver.identity.sessions.ended_error`)."""
     svc = services(request)
     if not _origin_allowed(request, svc):
         raise ForbiddenError("cross-origin logout refused")
     cookie = request.cookies.get(COOKIE_NAME)
+    identity = None
     if request.query_params.get("everywhere") in ("1", "true"):
         identity = await authenticate_any(svc.authenticators, Credentials(cookies=request.cookies), svc.clock())
-        if identity is not None:
-            await svc.sessions.end_all(identity)
-            if svc.revoker is not None:
-                await svc.revoker.revoke([f"clientId:{identity.client_id}"], reason="everywhere")
-    await _end_session(svc, cookie, "logout")
+    if identity is not None:
+        await svc.sessions.end_all(identity)  # this session too
+    else:
+        await svc.sessions.end(cookie)
     response = json_response({})
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=_secure_cookie(request, svc))
     return response

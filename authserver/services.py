@@ -142,14 +142,6 @@ def build_services(
             per_identity=parse_rate(settings.auth_rate_per_identity) if settings.auth_rate_per_identity else None,
             per_address=parse_rate(settings.auth_rate_per_address) if settings.auth_rate_per_address else None,
         )
-    sessions = SessionStore(
-        storage.sessions,
-        settings.session_secret,
-        ttl=settings.session_ttl,
-        demo_login=settings.demo_login,
-        recheck=settings.session_recheck,
-        changes=changes,
-    )
     offset = ClockOffset(clock)
     issuer = Issuer(
         keys=settings.ably_keys,
@@ -170,9 +162,16 @@ def build_services(
             clock=clock,
             issued_before_ms=issuer.revocation_cutoff,
         )
-    users = UserStore(
-        storage.users, passwords or Passwords(), settings.policy, changes, None if revoker is None else revoker.revoke
+    sessions = SessionStore(
+        storage.sessions,
+        settings.session_secret,
+        ttl=settings.session_ttl,
+        demo_login=settings.demo_login,
+        recheck=settings.session_recheck,
+        changes=changes,
+        revoke=revoker,
     )
+    users = UserStore(storage.users, passwords or Passwords(), settings.policy, changes, revoker)
     upstream = upstream_verifier(settings, clock, storage.users)
     return Services(
         settings,

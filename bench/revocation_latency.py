@@ -1,12 +1,17 @@
 """Time from a logout to the live connection's disconnection, measured end to end.
 
 Starts the sandbox and the token service (revocable tokens, iat margin 5 s) under uvicorn on loopback,
-creates an account, and for each run: logs in twice (two devices), connects the real ably-python client
-with device A's session, then device B posts ``/logout?everywhere=true`` and the clock runs until the
-sandbox (Ably's side) has dropped device A's transport for its revoked token. Prints each run, the
-median and the worst.
+creates an account, and for each run: logs in twice (two devices), connects a real client with device
+A's session, then device B posts ``/logout?everywhere=true`` and the clock runs until
 
-    .venv/bin/python bench/revocation_latency.py --runs 20
+- ably-js (under Node, ``bench/revocation_latency.mjs``): the client reports DISCONNECTED 40141;
+- ably-python: the sandbox (Ably's side) has dropped device A's transport for its revoked token
+  (ably-python 3.x keeps saying CONNECTED after a 40141 whose renewal is refused, so its own state
+  cannot be timed).
+
+Prints each run, the median and the worst, per client.
+
+    .venv/bin/python bench/revocation_latency.py --runs 20 [--clients js,python]
 """
 
 from __future__ import annotations
@@ -14,7 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -92,10 +101,47 @@ async def one_run(service: str, sandbox_url: str, sandbox: Any) -> float:
                 await asyncio.wait_for(client.close(), timeout=5)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+NODE_MODULES = ROOT / ".cache" / "node" / "node_modules"
+
+
+def js_runs(service: str, sandbox_url: str, runs: int) -> list[float]:
+    """The ably-js runs (seconds), by bench/revocation_latency.mjs under Node."""
+    node = shutil.which("node")
+    if node is None or not (NODE_MODULES / "ably").is_dir():
+        raise SystemExit("ably-js runs need node and the ably npm package (scripts/setup installs both)")
+    scenario = {
+        "service": service,
+        "port": int(sandbox_url.rsplit(":", 1)[1]),
+        "username": "alice",
+        "password": "bench pass",
+        "runs": runs,
+        "format": "json",
+    }
+    env = {**os.environ, "ABLY_JS_NODE_MODULES": str(NODE_MODULES), "SCENARIO": json.dumps(scenario)}
+    done = subprocess.run(
+        [node, str(ROOT / "bench" / "revocation_latency.mjs")], env=env, capture_output=True, text=True, check=False
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    result: dict[str, Any] = json.loads(lines[-1]) if lines else {"ok": False, "error": done.stderr[-2000:]}
+    if not result["ok"]:
+        raise SystemExit(f"ably-js runs failed: {result.get('error')}")
+    return [ms / 1000 for ms in result["times"]]
+
+
+def report(client: str, times: list[float]) -> None:
+    for run, took in enumerate(times, 1):
+        print(f"{client} run {run:2d}: {took * 1000:7.1f} ms", flush=True)
+    print(f"{client}: logout -> disconnection over {len(times)} runs: median {statistics.median(times) * 1000:.1f} ms,")
+    print(f"  worst {max(times) * 1000:.1f} ms, best {min(times) * 1000:.1f} ms", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--clients", default="js,python", help="comma-separated: js, python")
     args = parser.parse_args()
+    clients = [name.strip() for name in args.clients.split(",") if name.strip()]
     websockettransport.WebSocketTransport.connect = connect_with_port
     sandbox_app = create_sandbox_app([KEY])
     with tempfile.TemporaryDirectory() as folder, serving(sandbox_app) as sandbox_url:
@@ -114,18 +160,18 @@ def main() -> int:
         asyncio.run(app.state.services.users.add("alice", "bench pass", role=None, client_id=None, now=time.time()))
         with serving(app) as service:
             sandbox = sandbox_app.state.sandbox
-            times: list[float] = []
+            if "js" in clients:
+                report("ably-js", js_runs(service, sandbox_url, args.runs))
+            if "python" in clients:
+                times: list[float] = []
 
-            async def runs() -> None:
-                for run in range(args.runs):
-                    took = await one_run(service, sandbox_url, sandbox)
-                    times.append(took)
-                    print(f"run {run + 1:2d}: {took * 1000:7.1f} ms", flush=True)
-                    await asyncio.sleep(1.1)  # each run starts in a later second than the last cutoff
+                async def runs() -> None:
+                    for _ in range(args.runs):
+                        times.append(await one_run(service, sandbox_url, sandbox))
+                        await asyncio.sleep(1.1)  # each run starts in a later second than the last cutoff
 
-            asyncio.run(runs())
-    print(f"logout -> disconnection over {len(times)} runs: median {statistics.median(times) * 1000:.1f} ms,")
-    print(f"  worst {max(times) * 1000:.1f} ms, best {min(times) * 1000:.1f} ms")
+                asyncio.run(runs())
+                report("ably-python", times)
     return 0
 
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -442,3 +447,87 @@ def test_time_sync_measures_the_offset_to_ablys_clock_applies_it_and_readyz_judg
             ready = httpx.get(f"{service_url}/readyz")
             assert ready.status_code == 503
             assert "off Ably's" in ready.text
+
+
+# --- the real ably-js under Node, through the service's authUrl --------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE = shutil.which("node")
+NODE_MODULES = ROOT / ".cache" / "node" / "node_modules"
+
+
+def ably_js(world: World, victim_cookie: str, act: Callable[[], object], *, expect: str = "revoked") -> dict[str, Any]:
+    """Connect alice (``victim_cookie``) and bob with ably-js under Node, ``act()`` once both are
+    connected, and return what the driver (tests/node/revocation_live.mjs) saw."""
+    if NODE is None or not (NODE_MODULES / "ably" / "package.json").is_file():
+        pytest.skip("node or the ably npm package is missing (scripts/setup installs both)")
+    scenario = {
+        "port": int(world.sandbox_url.rsplit(":", 1)[1]),
+        "authUrl": f"{world.service_url}/auth",
+        "victimCookie": victim_cookie,
+        "bystanderCookie": world.login("bob"),
+        "expect": expect,
+        "format": "json",
+    }
+    env = {**os.environ, "ABLY_JS_NODE_MODULES": str(NODE_MODULES), "SCENARIO": json.dumps(scenario)}
+    script = ROOT / "tests" / "node" / "revocation_live.mjs"
+    with subprocess.Popen(
+        [NODE, str(script)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as driver:
+        assert driver.stdin is not None and driver.stdout is not None
+        ready = driver.stdout.readline()  # the driver gives up (and prints) within its own time limit
+        if not ready.startswith('{"ready"'):
+            out, err = driver.communicate(timeout=10)
+            pytest.fail(f"ably-js did not connect: {ready}{out}\n{err[-2000:]}")
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
+        act()
+        out, err = driver.communicate(timeout=60)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    assert lines, f"the driver printed no result; stderr: {err[-2000:]}"
+    result: dict[str, Any] = json.loads(lines[-1])
+    assert result["ok"], f"{result.get('error')}\ntrace: {result.get('trace')}"
+    return result
+
+
+@pytest.mark.node
+@pytest.mark.parametrize(
+    ("action", "cause"),
+    [("log-out-everywhere", 40301), ("disable", 40300), ("set-password", 40302)],
+)
+def test_ably_js_is_disconnected_with_40141_within_2_s_and_fails_for_good(
+    world: World, operator: Any, action: str, cause: int
+) -> None:
+    """What ably-js does: DISCONNECTED 40141 (Ably dropped the revoked token), one renewal through the
+    authUrl, which refuses it for good (403 with the reason's code), so the client goes FAILED (80019)
+    and stays there; bob's connection is not touched."""
+    device_a, device_b = world.login("alice"), world.login("alice")
+    acts: dict[str, Callable[[], object]] = {
+        "log-out-everywhere": lambda: world.post("/logout?everywhere=true", device_b).raise_for_status(),
+        "disable": lambda: operator("users", "disable", "alice"),
+        "set-password": lambda: cli.main(["users", "set-password", "alice"], stdin=io.StringIO("new horse\n")),
+    }
+    result = ably_js(world, device_a, acts[action])
+    assert result["disconnectedMs"] < 2000
+    disconnected = next(c for c in result["changes"] if c["code"] == 40141)
+    assert disconnected["current"] == "disconnected"
+    assert result["settled"] == result["state"] == "failed"  # final: no reconnection attempt after
+    assert result["reason"] == {"code": 80019, "statusCode": 403, "cause": cause}
+    assert [c["current"] for c in result["changes"]][-1] == "failed"
+    assert not live(world, "alice")
+    bystander = result["bystander"]
+    assert bystander["state"] == "connected" and bystander["sameConnection"] and bystander["states"] == []
+
+
+@pytest.mark.node
+def test_ably_js_gets_the_new_capability_on_a_role_change_without_disconnecting(world: World, operator: Any) -> None:
+    """``allowReauthMargin``: Ably sends AUTH, ably-js renews in band from the authUrl, the connection
+    stays CONNECTED throughout and the new token carries the new role's capability."""
+    result = ably_js(
+        world, world.login("alice"), lambda: operator("users", "set-role", "alice", "admin"), expect="renewal"
+    )
+    assert "chat:*" in json.loads(result["capabilityBefore"])
+    assert json.loads(result["capabilityAfter"]) == {"*": ["*"]}
+    assert result["state"] == "connected"
+    assert {c["current"] for c in result["changes"]} <= {"connected"}  # only UPDATE events, no disconnection
+    assert result["bystanderStates"] == []

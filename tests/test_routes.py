@@ -271,9 +271,10 @@ def test_disabled_account_is_refused_with_403_even_with_a_live_session(alice: Se
     assert_ably_error(alice.client.get("/auth"), 403, 40300)
 
 
-def test_removed_account_must_log_in_again(alice: Service) -> None:
+def test_removed_account_is_a_final_refusal_that_says_so(alice: Service) -> None:
     alice.users.remove("alice")
-    assert_ably_error(alice.client.get("/auth"), 401, 40101)
+    body = assert_ably_error(alice.client.get("/auth"), 403, 40303)
+    assert body["message"] == "your account was removed"
 
 
 def test_role_change_applies_to_the_next_token(alice: Service) -> None:
@@ -450,7 +451,23 @@ def test_session_endpoint_says_why_a_session_the_browser_still_holds_has_ended(a
     alice.client.cookies.set("authserver_session", cookie)  # another tab logged out; this one kept the cookie
     body = alice.client.get("/session").json()
     assert body["loggedIn"] is False
-    assert body["ended"] == {"code": 40101, "message": "session has ended; log in again"}
+    assert body["ended"] == {"code": 40304, "message": "you were logged out in another window"}
+
+
+def test_a_session_ended_by_log_out_everywhere_says_so_on_auth_and_session(alice: Service) -> None:
+    """The other device's page still holds its cookie: /auth refuses it for good (403, so ably-js stops
+    instead of retrying) with a code of its own, and /session gives the same reason."""
+    other_device = alice.client.cookies["authserver_session"]
+    alice.client.cookies.clear()
+    alice.login("alice")  # a second device
+    assert alice.client.post("/logout?everywhere=true").status_code == 200
+    alice.client.cookies.set("authserver_session", other_device)
+    body = assert_ably_error(alice.client.get("/auth"), 403, 40301)
+    assert body["message"] == "you were logged out from another device"
+    assert alice.client.get("/session").json()["ended"] == {
+        "code": 40301,
+        "message": "you were logged out from another device",
+    }
 
 
 def test_session_endpoint_reports_a_disabled_account_as_logged_out_with_40300(alice: Service) -> None:
@@ -523,9 +540,9 @@ def test_logout_ends_the_session_on_the_server_too(alice: Service) -> None:
     assert response.status_code == 200
     assert 'authserver_session=""' in response.headers["set-cookie"] or "Max-Age=0" in response.headers["set-cookie"]
     assert_ably_error(alice.client.get("/auth"), 401, 40101)
-    # a copy of the old cookie is dead as well: the server forgot the session
+    # a copy of the old cookie is dead as well, for good: the server remembers only that it was logged out
     alice.client.cookies.set("authserver_session", cookie)
-    assert_ably_error(alice.client.get("/auth"), 401, 40101)
+    assert_ably_error(alice.client.get("/auth"), 403, 40304)
 
 
 def test_session_expires_after_its_ttl(make_service: ServiceFactory) -> None:

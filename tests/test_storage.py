@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from realservers import Postgres, free_port
 
 from authserver.errors import DatabaseError, UnavailableError
-from authserver.storage import PendingRevocation, Storage
+from authserver.storage import PendingRevocation, QueuedRevocations, Storage, UserRecord
 from authserver.storage.postgres import PostgresStorage
 from authserver.storage.schema import SCHEMA_VERSION
 from authserver.storage.sqlite import Database, SqliteStorage
@@ -120,10 +122,11 @@ async def test_a_version_1_database_gets_the_revocation_outbox_from_db_upgrade(
     storage: Storage, reopen: Reopen
 ) -> None:
     await raw_sql(storage, "DROP TABLE revocation_outbox")
+    await raw_sql(storage, "DROP TABLE ended_sessions")
     await raw_sql(storage, "UPDATE schema_version SET version = 1")
-    with pytest.raises(DatabaseError, match=r"schema version 1, older than this authserver's 2"):
+    with pytest.raises(DatabaseError, match=rf"schema version 1, older than this authserver's {SCHEMA_VERSION}"):
         await reopen()
-    assert await storage.upgrade() == [2]
+    assert await storage.upgrade() == [2, 3]
     again = await reopen()
     try:
         await again.outbox.add([PendingRevocation("app.key", "clientId:alice", 1000, False, "test")], now=1.0)
@@ -193,3 +196,63 @@ async def test_postgres_going_away_is_a_503_and_ready_says_why(postgres: Postgre
     await broken.close()
     assert await storage.ready() is None
     await storage.close()
+
+
+# --- a change and the revocation it calls for: one transaction (both engines) ---------------------
+
+QUEUED = QueuedRevocations((PendingRevocation("app.key", "clientId:alice", 1000, False, "test"),), 1.0)
+ALICE = UserRecord("alice", "alice", "user", False, "hash")
+
+#: Each change that takes back tokens, with the revocation it stores (storage, revoke) -> changed.
+CHANGES: dict[str, Callable[[Storage, QueuedRevocations], Awaitable[object]]] = {
+    "set-role": lambda s, q: s.users.set_role("alice", "admin", revoke=q),
+    "disable": lambda s, q: s.users.set_disabled("alice", True, revoke=q),
+    "set-password": lambda s, q: s.users.set_password_hash("alice", "new", end_sessions=True, revoke=q),
+    "remove": lambda s, q: s.users.delete("alice", revoke=q),
+    "logout": lambda s, q: s.sessions.delete("h1", reason="logout", revoke=q),
+    "everywhere": lambda s, q: s.sessions.delete_subject("alice", "account", reason="everywhere", revoke=q),
+}
+
+
+async def _alice_logged_in(storage: Storage) -> list[tuple[Any, ...]]:
+    """alice with one session; returns what the change must leave alone when it fails."""
+    assert await storage.users.insert(ALICE, created=0.0)
+    await storage.sessions.insert(
+        "h1", subject="alice", client_id="alice", role="user", source="account", expires=9e9, now=0.0
+    )
+    return await _accounts(storage)
+
+
+async def _accounts(storage: Storage) -> list[tuple[Any, ...]]:
+    users = await raw_sql(storage, "SELECT username, role, disabled, password_hash FROM users")
+    sessions = await raw_sql(storage, "SELECT id_hash FROM sessions")
+    ended = await raw_sql(storage, "SELECT id_hash, reason FROM ended_sessions")
+    return [tuple(row) for row in [*users, *sessions, *ended]]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("change", sorted(CHANGES))
+async def test_a_change_stores_its_revocation_in_the_same_transaction(storage: Storage, change: str) -> None:
+    before = await _alice_logged_in(storage)
+    await CHANGES[change](storage, QUEUED)
+    assert await _accounts(storage) != before
+    assert await storage.outbox.pending() == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("change", sorted(CHANGES))
+async def test_when_the_revocation_cannot_be_stored_the_change_is_rolled_back(storage: Storage, change: str) -> None:
+    """A crash between the two can lose neither: the outbox insert fails here (its table is gone),
+    and the account and its sessions are as they were."""
+    before = await _alice_logged_in(storage)
+    await raw_sql(storage, "DROP TABLE revocation_outbox")
+    with pytest.raises(Exception, match="revocation_outbox"):
+        await CHANGES[change](storage, QUEUED)
+    assert await _accounts(storage) == before
+
+
+@pytest.mark.anyio
+async def test_a_change_to_no_account_queues_nothing(storage: Storage) -> None:
+    assert not await storage.users.set_disabled("nobody", True, revoke=QUEUED)
+    assert not await storage.users.delete("nobody", revoke=QUEUED)
+    assert await storage.outbox.pending() == 0

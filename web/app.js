@@ -479,7 +479,8 @@ function endSession(reason) {
   const now = Date.now();
   const text = sessionEndedText(reason);
   signedOut(state, now, { notice: text });
-  note(state, now, 'error', `session ended: ${text}`);
+  const cause = reason && reason.cause;
+  note(state, now, 'error', `session ended: ${text}${cause && cause.code && !text.includes(`(${cause.code})`) ? ` (${cause.code})` : ''}`);
   update();
 }
 
@@ -489,8 +490,9 @@ let checkingSession = false;
 
 // ably-js reported an error (typically: Ably's AUTH prompt came and /auth refused to renew). A renewal
 // refused with 401 leaves the connection up until the old token expires, up to a token lifetime later
-// (spec 5.2), so ask the service now: if the session is gone, say so at once. 403s need no help: ably-js
-// fails the connection straight away.
+// (spec 5.2), so ask the service now: if the session is gone, say so at once. 403s (a session ended
+// elsewhere, a disabled account) need no help: ably-js fails the connection straight away, and the
+// page shows why from the refusal itself.
 async function checkSession(gen) {
   if (checkingSession || !state.who) return;
   checkingSession = true;
@@ -498,7 +500,8 @@ async function checkSession(gen) {
     const { body } = await fetchJson('/session');
     if (gen === generation && state.who && body && !body.loggedIn) {
       const ended = body.ended || { code: 40101, statusCode: 401, message: 'not logged in' };
-      if (ended.code === 40101) endSession({ code: 80019, statusCode: 401, cause: ended });
+      const reason = { code: 80019, statusCode: ended.code === 40101 ? 401 : 403, cause: ended };
+      if (isSessionEnded(reason)) endSession(reason);
     }
   } catch (err) {
     // unreachable service: the connection's own state will tell

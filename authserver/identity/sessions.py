@@ -4,9 +4,11 @@ The cookie carries ``itsdangerous``-signed random bytes; only their SHA-256 is s
 the database does not hand out live sessions. Logging out deletes the record, which ends the
 session everywhere. Sessions are re-checked when they are resolved:
 
-- an account session follows its account: disabled -> 403, removed -> 401, a new role or clientId
-  applies to the next token; changing the password ends its sessions (disabling keeps them, so that
-  clients get the final 403 rather than a 401 they would retry);
+- an account session follows its account: disabled -> 403, a new role or clientId applies to the next
+  token; changing the password or removing the account ends its sessions (disabling keeps them);
+- a session ended elsewhere (log out everywhere, a new password, the account removed, a logout in
+  another window) is remembered with its reason until it would have expired: its cookie gets a final
+  403 saying why (:func:`ended_error`), so the page can say what happened;
 - a demo session ends (401) once demo login is off, and once its name or clientId belongs to an
   account, so a demo login can never become an account's identity;
 - a session of any other source (e.g. ``oidc:<issuer>``) keeps the identity it began with, until it
@@ -29,16 +31,42 @@ import secrets
 
 from itsdangerous import BadSignature, Signer
 
-from ..errors import NotAuthenticatedError
-from ..storage import SessionRecord, SessionStorage
+from ..errors import (
+    AccountRemovedError,
+    LoggedOutElsewhereError,
+    LoggedOutError,
+    NotAuthenticatedError,
+    PasswordChangedError,
+    SessionEndedError,
+)
+from ..storage import (
+    ENDED_EVERYWHERE,
+    ENDED_LOGOUT,
+    ENDED_PASSWORD,
+    ENDED_REMOVED,
+    QueuedRevocations,
+    SessionRecord,
+    SessionStorage,
+)
 from . import ACCOUNT, DEMO, Credentials, Identity
 from .changes import LocalChanges, SessionChanges
-from .users import account_identity
+from .users import RevocationQueue, account_identity
 
 COOKIE_NAME = "authserver_session"
 _CACHE_LIMIT = 10_000
 #: The longest a session is remembered while announcements may be missed (shared ones lost their link).
 INCOMPLETE_RECHECK = 1.0
+
+
+def ended_error(reason: str) -> SessionEndedError:
+    """What a request with the cookie of a session that ended for ``reason`` gets (403: final)."""
+    if reason == ENDED_EVERYWHERE:
+        return LoggedOutElsewhereError("you were logged out from another device")
+    if reason == ENDED_PASSWORD:
+        return PasswordChangedError("your password was changed; log in again")
+    if reason == ENDED_REMOVED:
+        return AccountRemovedError("your account was removed")
+    return LoggedOutError("you were logged out in another window")
 
 
 def _hash(session_id: str) -> str:
@@ -63,8 +91,11 @@ class SessionStore:
         demo_login: bool = False,
         recheck: float = 1.0,
         changes: SessionChanges | None = None,
+        revoke: RevocationQueue | None = None,
     ) -> None:
         self.storage = storage
+        #: Takes back the tokens of the sessions that end (None: revocation is off).
+        self.revoke = revoke
         self.ttl = ttl
         self.demo_login = demo_login
         self.recheck = recheck
@@ -113,20 +144,34 @@ class SessionStore:
         except (BadSignature, UnicodeError):
             return None
 
-    async def end(self, cookie: str | None) -> str | None:
-        """End the session of ``cookie``; returns its tokens' revocation key (None: no valid cookie)."""
+    def _revocations(self, target: str, reason: str) -> QueuedRevocations | None:
+        return None if self.revoke is None else self.revoke.queue([target], reason=reason)
+
+    async def _ended(self, revocations: QueuedRevocations | None) -> None:
+        await self.changes.announce()
+        if revocations is not None and self.revoke is not None:
+            self.revoke.queued(revocations)
+
+    async def end(self, cookie: str | None, reason: str = ENDED_LOGOUT) -> bool:
+        """End the session of ``cookie`` and revoke its tokens (this device only), in one transaction;
+        False when there is no valid cookie."""
         session_id = self._session_id(cookie)
         if session_id is None:
-            return None
+            return False
         id_hash = _hash(session_id)
-        await self.storage.delete(id_hash)
-        await self.changes.announce()
-        return session_revocation_key(id_hash)
+        revocations = self._revocations(f"revocationKey:{session_revocation_key(id_hash)}", reason)
+        await self.storage.delete(id_hash, reason=reason, revoke=revocations)
+        await self._ended(revocations)
+        return True
 
     async def end_all(self, identity: Identity) -> None:
-        """End every session of ``identity``'s subject (of its source): "log out everywhere"."""
-        await self.storage.delete_subject(identity.subject, identity.source)
-        await self.changes.announce()
+        """End every session of ``identity``'s subject (of its source) and revoke every token of its
+        clientId, in one transaction: "log out everywhere"."""
+        revocations = self._revocations(f"clientId:{identity.client_id}", ENDED_EVERYWHERE)
+        await self.storage.delete_subject(
+            identity.subject, identity.source, reason=ENDED_EVERYWHERE, revoke=revocations
+        )
+        await self._ended(revocations)
 
     def remembered(self, credentials: Credentials, now: float) -> Identity | None:
         """The identity of a session resolved less than ``recheck`` seconds ago, from memory only."""
@@ -151,6 +196,8 @@ class SessionStore:
         :raises NotAuthenticatedError: a cookie that is forged, unknown or expired, an account that
             was removed, a demo session that may no longer be used.
         :raises ForbiddenError: a session of an account that has since been disabled.
+        :raises SessionEndedError: a session that was ended elsewhere (logged out everywhere, the
+            password changed, the account removed): final for this cookie, and says why.
         """
         cookie = credentials.cookies.get(COOKIE_NAME)
         if cookie is None:
@@ -184,8 +231,12 @@ class SessionStore:
         session_id = self._session_id(cookie)
         if session_id is None:
             raise NotAuthenticatedError("session is not valid; log in again")
-        record = await self.storage.lookup(_hash(session_id))
+        id_hash = _hash(session_id)
+        record = await self.storage.lookup(id_hash)
         if record is None:
+            reason = await self.storage.ended(id_hash, now=now)
+            if reason is not None:
+                raise ended_error(reason)
             raise NotAuthenticatedError("session has ended; log in again")
         if record.expires <= now:  # the record goes with the next login's clean-up (reads only here)
             raise NotAuthenticatedError("session has expired; log in again")

@@ -11,7 +11,7 @@ import anyio.to_thread
 from ..clientids import check_client_id, is_safe_client_id
 from ..errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
 from ..policy import Policy
-from ..storage import UserRecord, UserStorage
+from ..storage import QueuedRevocations, UserRecord, UserStorage
 from . import ACCOUNT, DEMO, Identity
 from .changes import LocalChanges, SessionChanges
 from .passwords import MAX_PASSWORD_LENGTH, Passwords
@@ -22,10 +22,14 @@ BAD_CREDENTIALS = "invalid username or password"
 User = UserRecord
 
 
-class RevocationHook(Protocol):
-    """Takes back issued tokens (:meth:`authserver.revoker.Revoker.revoke`)."""
+class RevocationQueue(Protocol):
+    """Takes back issued tokens (:class:`authserver.revoker.Revoker`): :meth:`queue` makes the outbox
+    rows, which the storage inserts in the same transaction as the change that calls for them, and
+    :meth:`queued` has them delivered once they are stored."""
 
-    async def __call__(self, targets: Iterable[str], *, reason: str, reauth: bool = False) -> int: ...
+    def queue(self, targets: Iterable[str], *, reason: str, reauth: bool = False) -> QueuedRevocations: ...
+
+    def queued(self, revocations: QueuedRevocations) -> None: ...
 
 
 def account_identity(user: User) -> Identity:
@@ -74,7 +78,7 @@ class UserStore:
         passwords: Passwords,
         policy: Policy,
         changes: SessionChanges | None = None,
-        revoke: RevocationHook | None = None,
+        revoke: RevocationQueue | None = None,
     ) -> None:
         self.storage = storage
         self.passwords = passwords
@@ -83,10 +87,11 @@ class UserStore:
         #: Takes back the account's live tokens after a change (None: revocation is off).
         self.revoke = revoke
 
-    async def _revoke_all(self, user: User | None, reason: str, *, reauth: bool = False) -> None:
-        """Revoke every token of ``user``'s clientId issued until now (all devices)."""
-        if self.revoke is not None and user is not None:
-            await self.revoke([f"clientId:{user.client_id}"], reason=reason, reauth=reauth)
+    def _revocations(self, user: User | None, reason: str, *, reauth: bool = False) -> QueuedRevocations | None:
+        """The revocation of every token of ``user``'s clientId issued until now (all devices)."""
+        if self.revoke is None or user is None:
+            return None
+        return self.revoke.queue([f"clientId:{user.client_id}"], reason=reason, reauth=reauth)
 
     async def get(self, username: str) -> User | None:
         return await self.storage.get(username)
@@ -121,38 +126,41 @@ class UserStore:
         await self.changes.announce()  # a demo session of this name ends now
         return user
 
-    async def _changed(self, changed: bool, username: str) -> None:
+    async def _changed(self, changed: bool, username: str, revocations: QueuedRevocations | None = None) -> None:
+        """After a change (stored with its ``revocations``): announce it, then deliver them."""
         if not changed:
             raise UserError(f"no such user: {username!r}")
         await self.changes.announce()
+        if revocations is not None and self.revoke is not None:
+            self.revoke.queued(revocations)
 
     async def set_role(self, username: str, role: str) -> None:
         """A new role applies to the next token; the live ones are revoked with ``allowReauthMargin``:
         Ably asks each connection to renew (AUTH) and the client fetches a token with the new capability."""
         user = await self.get(username)
-        await self._changed(await self.storage.set_role(username, self._check_role(role)), username)
-        if user is not None and user.role != role:
-            await self._revoke_all(user, "role", reauth=True)
+        role = self._check_role(role)
+        revoke = self._revocations(user, "role", reauth=True) if user is not None and user.role != role else None
+        await self._changed(await self.storage.set_role(username, role, revoke=revoke), username, revoke)
 
     async def set_disabled(self, username: str, disabled: bool) -> None:
         # NOTE: sessions are kept on purpose: a disabled account's session gets 403, which tells Ably
-        # clients to stop retrying; a deleted session would get 401 and be retried for ever.
+        # clients to stop retrying, and tells the page why.
         user = await self.get(username)
-        await self._changed(await self.storage.set_disabled(username, disabled), username)
-        if disabled:
-            await self._revoke_all(user, "disabled")
+        revoke = self._revocations(user, "disabled") if disabled else None
+        await self._changed(await self.storage.set_disabled(username, disabled, revoke=revoke), username, revoke)
 
     async def set_password(self, username: str, password: str) -> None:
         """A new password ends every session of the account and revokes its tokens."""
         password_hash = await self._hash(check_password(password))
         user = await self.get(username)
-        await self._changed(await self.storage.set_password_hash(username, password_hash, end_sessions=True), username)
-        await self._revoke_all(user, "password")
+        revoke = self._revocations(user, "password")
+        changed = await self.storage.set_password_hash(username, password_hash, end_sessions=True, revoke=revoke)
+        await self._changed(changed, username, revoke)
 
     async def remove(self, username: str) -> None:
         user = await self.get(username)
-        await self._changed(await self.storage.delete(username), username)
-        await self._revoke_all(user, "removed")
+        revoke = self._revocations(user, "removed")
+        await self._changed(await self.storage.delete(username, revoke=revoke), username, revoke)
 
     async def verify_login(self, username: str, password: str) -> Identity:
         """Check a username and password: one uniform 401 for every wrong combination.

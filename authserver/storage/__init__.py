@@ -48,7 +48,11 @@ class SessionRecord:
 
 
 class UserStorage(Protocol):
-    """Accounts. ``False`` from a change means there is no such account."""
+    """Accounts. ``False`` from a change means there is no such account (and nothing was queued).
+
+    ``revoke``: revocations to put in the outbox in the same transaction as the change, so that a
+    crash between the two can never keep the change and lose the revocation (or the reverse).
+    """
 
     async def get(self, username: str) -> UserRecord | None: ...
 
@@ -60,35 +64,48 @@ class UserStorage(Protocol):
         """Add an account; ``False`` when its username or clientId is already any account's name."""
         ...
 
-    async def set_role(self, username: str, role: str) -> bool: ...
+    async def set_role(self, username: str, role: str, *, revoke: QueuedRevocations | None = None) -> bool: ...
 
-    async def set_disabled(self, username: str, disabled: bool) -> bool: ...
+    async def set_disabled(self, username: str, disabled: bool, *, revoke: QueuedRevocations | None = None) -> bool: ...
 
-    async def set_password_hash(self, username: str, password_hash: str, *, end_sessions: bool) -> bool:
-        """Store a new hash; ``end_sessions`` also deletes the account's sessions, atomically."""
+    async def set_password_hash(
+        self, username: str, password_hash: str, *, end_sessions: bool, revoke: QueuedRevocations | None = None
+    ) -> bool:
+        """Store a new hash; ``end_sessions`` also ends the account's sessions (reason
+        :data:`ENDED_PASSWORD`), atomically."""
         ...
 
-    async def delete(self, username: str) -> bool:
-        """Remove the account and its sessions, atomically."""
+    async def delete(self, username: str, *, revoke: QueuedRevocations | None = None) -> bool:
+        """Remove the account and end its sessions (reason :data:`ENDED_REMOVED`), atomically."""
         ...
 
 
 class SessionStorage(Protocol):
-    """Sessions, by the SHA-256 of their random id (the id itself is never stored)."""
+    """Sessions, by the SHA-256 of their random id (the id itself is never stored).
+
+    Ending a session deletes it and remembers why (``reason``, nothing else) until it would have
+    expired, for :meth:`ended`; ``revoke`` goes into the outbox in the same transaction.
+    """
 
     async def insert(
         self, id_hash: str, *, subject: str, client_id: str, role: str, source: str, expires: float, now: float
     ) -> None:
-        """Store a session (and purge the ones expired by ``now``)."""
+        """Store a session (and purge the sessions and ended-session reasons expired by ``now``)."""
         ...
 
-    async def delete(self, id_hash: str) -> None: ...
+    async def delete(self, id_hash: str, *, reason: str, revoke: QueuedRevocations | None = None) -> None: ...
 
-    async def delete_subject(self, subject: str, source: str) -> None:
-        """Delete every session of ``subject`` from ``source``."""
+    async def delete_subject(
+        self, subject: str, source: str, *, reason: str, revoke: QueuedRevocations | None = None
+    ) -> None:
+        """End every session of ``subject`` from ``source``."""
         ...
 
     async def lookup(self, id_hash: str) -> SessionRecord | None: ...
+
+    async def ended(self, id_hash: str, *, now: float) -> str | None:
+        """Why the session ``id_hash`` ended, while it would still be alive (None: not known)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +120,21 @@ class PendingRevocation:
     reason: str
     id: int = 0
     attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRevocations:
+    """Outbox rows to store with the change that calls for them, due at ``at``."""
+
+    rows: tuple[PendingRevocation, ...]
+    at: float
+
+
+#: Why a session ended, as :meth:`SessionStorage.ended` answers (callers may record others).
+ENDED_LOGOUT = "logout"
+ENDED_EVERYWHERE = "everywhere"
+ENDED_PASSWORD = "password"  # noqa: S105 - a reason, not a password
+ENDED_REMOVED = "removed"
 
 
 class OutboxStorage(Protocol):

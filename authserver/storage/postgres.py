@@ -17,7 +17,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import DatabaseError, StoreUnavailableError, UnavailableError
-from . import PendingRevocation, SessionRecord, UserRecord
+from . import ENDED_PASSWORD, ENDED_REMOVED, PendingRevocation, QueuedRevocations, SessionRecord, UserRecord
 from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 
 log = logging.getLogger("authserver.storage")
@@ -39,6 +39,32 @@ def safe_url(url: str) -> str:
 
 def _user(row: Sequence[Any]) -> UserRecord:
     return UserRecord(row[0], row[1], row[2], bool(row[3]), row[4])
+
+
+_QUEUE_SQL = (
+    "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created, next_attempt)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+_END_SQL = (
+    "INSERT INTO ended_sessions (id_hash, reason, expires) SELECT id_hash, %s, expires FROM sessions WHERE {where}"
+    " ON CONFLICT (id_hash) DO UPDATE SET reason = excluded.reason, expires = excluded.expires"
+)
+
+
+async def _queue(conn: psycopg.AsyncConnection[Any], revoke: QueuedRevocations | None) -> None:
+    """Put ``revoke``'s rows in the outbox, inside the caller's transaction."""
+    if revoke is not None and revoke.rows:
+        at = revoke.at
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                _QUEUE_SQL, [(r.key_name, r.target, r.issued_before, r.reauth, r.reason, at, at) for r in revoke.rows]
+            )
+
+
+async def _end_sessions(conn: psycopg.AsyncConnection[Any], where: str, params: Sequence[Any], reason: str) -> None:
+    """Delete the sessions ``where`` selects, remembering why, inside the caller's transaction."""
+    await conn.execute(_END_SQL.format(where=where).encode(), (reason, *params))
+    await conn.execute(f"DELETE FROM sessions WHERE {where}".encode(), params)  # noqa: S608 - fixed clauses only
 
 
 class PostgresStorage:
@@ -183,29 +209,43 @@ class PostgresUsers:
             return False
         return True
 
-    async def set_role(self, username: str, role: str) -> bool:
-        return await self.store.execute("UPDATE users SET role = %s WHERE username = %s", (role, username)) > 0
+    async def _update(self, sql: str, params: Sequence[Any], revoke: QueuedRevocations | None) -> bool:
+        """One account change and its revocations, in one transaction (neither without the other)."""
+        async with self.store.connection() as conn, conn.transaction():
+            cur = await conn.execute(sql, params)
+            changed = cur.rowcount > 0
+            if changed:
+                await _queue(conn, revoke)
+        return changed
 
-    async def set_disabled(self, username: str, disabled: bool) -> bool:
-        sql = "UPDATE users SET disabled = %s WHERE username = %s"
-        return await self.store.execute(sql, (disabled, username)) > 0
+    async def set_role(self, username: str, role: str, *, revoke: QueuedRevocations | None = None) -> bool:
+        return await self._update("UPDATE users SET role = %s WHERE username = %s", (role, username), revoke)
 
-    async def set_password_hash(self, username: str, password_hash: str, *, end_sessions: bool) -> bool:
+    async def set_disabled(self, username: str, disabled: bool, *, revoke: QueuedRevocations | None = None) -> bool:
+        return await self._update("UPDATE users SET disabled = %s WHERE username = %s", (disabled, username), revoke)
+
+    async def set_password_hash(
+        self, username: str, password_hash: str, *, end_sessions: bool, revoke: QueuedRevocations | None = None
+    ) -> bool:
         async with self.store.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "UPDATE users SET password_hash = %s WHERE username = %s", (password_hash, username)
             )
-            changed = cur.rowcount
-            if end_sessions:
-                await conn.execute("DELETE FROM sessions WHERE username = %s AND source = 'account'", (username,))
-        return changed > 0
+            changed = cur.rowcount > 0
+            if changed and end_sessions:
+                await _end_sessions(conn, "username = %s AND source = 'account'", (username,), ENDED_PASSWORD)
+            if changed:
+                await _queue(conn, revoke)
+        return changed
 
-    async def delete(self, username: str) -> bool:
+    async def delete(self, username: str, *, revoke: QueuedRevocations | None = None) -> bool:
         async with self.store.connection() as conn, conn.transaction():
             cur = await conn.execute("DELETE FROM users WHERE username = %s", (username,))
-            changed = cur.rowcount
-            await conn.execute("DELETE FROM sessions WHERE username = %s AND source = 'account'", (username,))
-        return changed > 0
+            changed = cur.rowcount > 0
+            await _end_sessions(conn, "username = %s AND source = 'account'", (username,), ENDED_REMOVED)
+            if changed:
+                await _queue(conn, revoke)
+        return changed
 
 
 class PostgresSessions:
@@ -217,17 +257,31 @@ class PostgresSessions:
     ) -> None:
         async with self.store.connection() as conn, conn.transaction():
             await conn.execute("DELETE FROM sessions WHERE expires <= %s", (now,))
+            await conn.execute("DELETE FROM ended_sessions WHERE expires <= %s", (now,))
             await conn.execute(
                 "INSERT INTO sessions (id_hash, username, client_id, role, source, expires)"
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (id_hash, subject, client_id, role, source, expires),
             )
 
-    async def delete(self, id_hash: str) -> None:
-        await self.store.execute("DELETE FROM sessions WHERE id_hash = %s", (id_hash,))
+    async def _end(self, where: str, params: Sequence[Any], reason: str, revoke: QueuedRevocations | None) -> None:
+        async with self.store.connection() as conn, conn.transaction():
+            await _end_sessions(conn, where, params, reason)
+            await _queue(conn, revoke)
 
-    async def delete_subject(self, subject: str, source: str) -> None:
-        await self.store.execute("DELETE FROM sessions WHERE username = %s AND source = %s", (subject, source))
+    async def delete(self, id_hash: str, *, reason: str, revoke: QueuedRevocations | None = None) -> None:
+        await self._end("id_hash = %s", (id_hash,), reason, revoke)
+
+    async def delete_subject(
+        self, subject: str, source: str, *, reason: str, revoke: QueuedRevocations | None = None
+    ) -> None:
+        await self._end("username = %s AND source = %s", (subject, source), reason, revoke)
+
+    async def ended(self, id_hash: str, *, now: float) -> str | None:
+        rows = await self.store.fetch(
+            "SELECT reason FROM ended_sessions WHERE id_hash = %s AND expires > %s", (id_hash, now)
+        )
+        return str(rows[0][0]) if rows else None
 
     async def lookup(self, id_hash: str) -> SessionRecord | None:
         rows = await self.store.fetch(
@@ -251,12 +305,8 @@ class PostgresOutbox:
         self.store = store
 
     async def add(self, items: list[PendingRevocation], *, now: float) -> None:
-        async with self.store.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created,"
-                " next_attempt) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [(i.key_name, i.target, i.issued_before, i.reauth, i.reason, now, now) for i in items],
-            )
+        async with self.store.connection() as conn, conn.transaction():
+            await _queue(conn, QueuedRevocations(tuple(items), now))
 
     async def claim(self, *, now: float, limit: int, lease: float) -> list[PendingRevocation]:
         # SKIP LOCKED: several instances claim disjoint rows.

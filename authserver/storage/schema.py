@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..errors import DatabaseError
 
 #: The schema version this authserver reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: version -> engine -> statements, applied in one transaction with the new version recorded.
 MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
@@ -89,6 +89,26 @@ MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
                 next_attempt  DOUBLE PRECISION NOT NULL
             )""",
             "CREATE INDEX IF NOT EXISTS revocation_outbox_due ON revocation_outbox (next_attempt)",
+        ),
+    },
+    # 3: why a session ended (issue 10): the reason only, by the session's id hash, until the session
+    # would have expired, so that the page still holding the cookie can say what happened.
+    3: {
+        "sqlite": (
+            """CREATE TABLE IF NOT EXISTS ended_sessions (
+                id_hash TEXT PRIMARY KEY,
+                reason  TEXT NOT NULL,
+                expires REAL NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS ended_sessions_expires ON ended_sessions (expires)",
+        ),
+        "postgresql": (
+            """CREATE TABLE IF NOT EXISTS ended_sessions (
+                id_hash TEXT PRIMARY KEY,
+                reason  TEXT NOT NULL,
+                expires DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS ended_sessions_expires ON ended_sessions (expires)",
         ),
     },
 }

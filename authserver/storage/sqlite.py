@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from ..errors import DatabaseError, StoreUnavailableError, UnavailableError
-from . import PendingRevocation, SessionRecord, UserRecord
+from . import ENDED_PASSWORD, ENDED_REMOVED, PendingRevocation, QueuedRevocations, SessionRecord, UserRecord
 from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 
 T = TypeVar("T")
@@ -105,6 +105,31 @@ def _user(row: Sequence[Any]) -> UserRecord:
     return UserRecord(row[0], row[1], row[2], bool(row[3]), row[4])
 
 
+_QUEUE_SQL = (
+    "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created, next_attempt)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_END_SQL = (
+    "INSERT INTO ended_sessions (id_hash, reason, expires) SELECT id_hash, ?, expires FROM sessions WHERE {where}"
+    " ON CONFLICT (id_hash) DO UPDATE SET reason = excluded.reason, expires = excluded.expires"
+)
+
+
+def _queue(conn: sqlite3.Connection, revoke: QueuedRevocations | None) -> None:
+    """Put ``revoke``'s rows in the outbox, inside the caller's transaction."""
+    if revoke is not None and revoke.rows:
+        at = revoke.at
+        conn.executemany(
+            _QUEUE_SQL, [(r.key_name, r.target, r.issued_before, int(r.reauth), r.reason, at, at) for r in revoke.rows]
+        )
+
+
+def _end_sessions(conn: sqlite3.Connection, where: str, params: Sequence[Any], reason: str) -> None:
+    """Delete the sessions ``where`` selects, remembering why, inside the caller's transaction."""
+    conn.execute(_END_SQL.format(where=where), (reason, *params))
+    conn.execute(f"DELETE FROM sessions WHERE {where}", params)  # noqa: S608 - fixed clauses only
+
+
 async def _write(call: Callable[[], T]) -> T:
     """Writes may wait for another process's lock (``busy_timeout``): never on the event loop."""
     return await anyio.to_thread.run_sync(call)
@@ -147,31 +172,45 @@ class SqliteUsers:
 
         return await _write(insert)
 
-    async def set_role(self, username: str, role: str) -> bool:
+    def _update(self, sql: str, params: Sequence[Any], revoke: QueuedRevocations | None) -> bool:
+        """One account change and its revocations, in one transaction (neither without the other)."""
+        with self.db.transaction() as conn:
+            changed = conn.execute(sql, params).rowcount > 0
+            if changed:
+                _queue(conn, revoke)
+        return changed
+
+    async def set_role(self, username: str, role: str, *, revoke: QueuedRevocations | None = None) -> bool:
         sql = "UPDATE users SET role = ? WHERE username = ?"
-        return await _write(lambda: self.db.execute(sql, (role, username)) > 0)
+        return await _write(lambda: self._update(sql, (role, username), revoke))
 
-    async def set_disabled(self, username: str, disabled: bool) -> bool:
+    async def set_disabled(self, username: str, disabled: bool, *, revoke: QueuedRevocations | None = None) -> bool:
         sql = "UPDATE users SET disabled = ? WHERE username = ?"
-        return await _write(lambda: self.db.execute(sql, (int(disabled), username)) > 0)
+        return await _write(lambda: self._update(sql, (int(disabled), username), revoke))
 
-    async def set_password_hash(self, username: str, password_hash: str, *, end_sessions: bool) -> bool:
+    async def set_password_hash(
+        self, username: str, password_hash: str, *, end_sessions: bool, revoke: QueuedRevocations | None = None
+    ) -> bool:
         def update() -> bool:
             with self.db.transaction() as conn:
                 changed = conn.execute(
                     "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
                 ).rowcount
-                if end_sessions:
-                    conn.execute("DELETE FROM sessions WHERE username = ? AND source = 'account'", (username,))
+                if changed and end_sessions:
+                    _end_sessions(conn, "username = ? AND source = 'account'", (username,), ENDED_PASSWORD)
+                if changed:
+                    _queue(conn, revoke)
             return bool(changed)
 
         return await _write(update)
 
-    async def delete(self, username: str) -> bool:
+    async def delete(self, username: str, *, revoke: QueuedRevocations | None = None) -> bool:
         def delete() -> bool:
             with self.db.transaction() as conn:
                 changed = conn.execute("DELETE FROM users WHERE username = ?", (username,)).rowcount
-                conn.execute("DELETE FROM sessions WHERE username = ? AND source = 'account'", (username,))
+                _end_sessions(conn, "username = ? AND source = 'account'", (username,), ENDED_REMOVED)
+                if changed:
+                    _queue(conn, revoke)
             return bool(changed)
 
         return await _write(delete)
@@ -190,6 +229,7 @@ class SqliteSessions:
         def insert() -> None:
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
+                conn.execute("DELETE FROM ended_sessions WHERE expires <= ?", (now,))
                 conn.execute(
                     "INSERT INTO sessions (id_hash, username, client_id, role, source, expires)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -198,12 +238,22 @@ class SqliteSessions:
 
         await _write(insert)
 
-    async def delete(self, id_hash: str) -> None:
-        await _write(lambda: self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,)))
+    def _end(self, where: str, params: Sequence[Any], reason: str, revoke: QueuedRevocations | None) -> None:
+        with self.db.transaction() as conn:
+            _end_sessions(conn, where, params, reason)
+            _queue(conn, revoke)
 
-    async def delete_subject(self, subject: str, source: str) -> None:
-        sql = "DELETE FROM sessions WHERE username = ? AND source = ?"
-        await _write(lambda: self.db.execute(sql, (subject, source)))
+    async def delete(self, id_hash: str, *, reason: str, revoke: QueuedRevocations | None = None) -> None:
+        await _write(lambda: self._end("id_hash = ?", (id_hash,), reason, revoke))
+
+    async def delete_subject(
+        self, subject: str, source: str, *, reason: str, revoke: QueuedRevocations | None = None
+    ) -> None:
+        await _write(lambda: self._end("username = ? AND source = ?", (subject, source), reason, revoke))
+
+    async def ended(self, id_hash: str, *, now: float) -> str | None:
+        row = self.db.query_one("SELECT reason FROM ended_sessions WHERE id_hash = ? AND expires > ?", (id_hash, now))
+        return None if row is None else str(row[0])
 
     async def lookup(self, id_hash: str) -> SessionRecord | None:
         # NOTE: a read in WAL mode never waits for a writer: short enough for the event loop.
@@ -232,11 +282,7 @@ class SqliteOutbox:
     async def add(self, items: list[PendingRevocation], *, now: float) -> None:
         def add() -> None:
             with self.db.transaction() as conn:
-                conn.executemany(
-                    "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created,"
-                    " next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(i.key_name, i.target, i.issued_before, int(i.reauth), i.reason, now, now) for i in items],
-                )
+                _queue(conn, QueuedRevocations(tuple(items), now))
 
         await _write(add)
 

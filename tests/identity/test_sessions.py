@@ -8,7 +8,15 @@ from typing import Any
 import anyio
 import pytest
 
-from authserver.errors import ForbiddenError, NotAuthenticatedError
+from authserver.errors import (
+    AccountRemovedError,
+    ForbiddenError,
+    LoggedOutElsewhereError,
+    LoggedOutError,
+    NotAuthenticatedError,
+    PasswordChangedError,
+    SessionEndedError,
+)
 from authserver.identity import Credentials, Identity, authenticate_any
 from authserver.identity.changes import LocalChanges
 from authserver.identity.passwords import Passwords
@@ -30,6 +38,15 @@ DORA = Identity(subject="dora", client_id="dora", role="demo", source="demo")
 
 def with_cookie(cookie: str) -> Credentials:
     return Credentials(cookies={COOKIE_NAME: cookie})
+
+
+async def refused_for_good(
+    sessions: SessionStore, cookie: str, error: type[SessionEndedError], code: int, message: str
+) -> None:
+    """The cookie of a session ended elsewhere gets a final 403 with the reason's code and words."""
+    with pytest.raises(error) as refused:
+        await sessions.authenticate(with_cookie(cookie), NOW)
+    assert (refused.value.status, refused.value.code, refused.value.message) == (403, code, message)
 
 
 @pytest.fixture
@@ -136,10 +153,37 @@ async def test_expired_sessions_are_purged_when_a_new_one_is_created(
     assert await raw_sql(storage, "SELECT username FROM sessions") == [("dora",)]
 
 
-async def test_ended_session_is_not_authenticated(sessions: SessionStore, cookie: str) -> None:
+async def test_a_session_logged_out_is_refused_for_good_saying_so(sessions: SessionStore, cookie: str) -> None:
+    """Another window holding the same cookie learns why: a final 403 with its own code."""
     await sessions.end(cookie)
+    await refused_for_good(sessions, cookie, LoggedOutError, 40304, "you were logged out in another window")
+
+
+async def test_log_out_everywhere_tells_the_other_devices_why(sessions: SessionStore, cookie: str) -> None:
+    other_device = await sessions.create(ALICE, NOW)
+    await sessions.end_all(ALICE)
+    for ended in (cookie, other_device):
+        await refused_for_good(
+            sessions, ended, LoggedOutElsewhereError, 40301, "you were logged out from another device"
+        )
+
+
+async def test_a_password_change_tells_the_sessions_it_ended_why(
+    sessions: SessionStore, users: UserStore, cookie: str
+) -> None:
+    await users.set_password("alice", "battery staple")
+    await refused_for_good(sessions, cookie, PasswordChangedError, 40302, "your password was changed; log in again")
+
+
+async def test_why_a_session_ended_is_kept_only_until_it_would_have_expired(
+    storage: Storage, sessions: SessionStore, cookie: str
+) -> None:
+    await sessions.end_all(ALICE)
+    assert await raw_sql(storage, "SELECT reason FROM ended_sessions") == [("everywhere",)]  # the reason, no more
     with pytest.raises(NotAuthenticatedError, match=r"^session has ended; log in again$"):
-        await sessions.authenticate(with_cookie(cookie), NOW)
+        await sessions.authenticate(with_cookie(cookie), NOW + TTL)
+    await sessions.create(DORA, NOW + TTL)  # the next login purges what has expired
+    assert await raw_sql(storage, "SELECT reason FROM ended_sessions") == []
 
 
 async def test_ending_one_session_leaves_the_others(sessions: SessionStore, cookie: str) -> None:
@@ -164,12 +208,11 @@ async def test_account_disabled_after_login_is_forbidden(sessions: SessionStore,
     assert await sessions.authenticate(with_cookie(cookie), NOW) == ALICE
 
 
-async def test_account_removed_after_login_must_log_in_again(
+async def test_account_removed_after_login_is_refused_for_good_saying_so(
     sessions: SessionStore, users: UserStore, cookie: str
 ) -> None:
     await users.remove("alice")
-    with pytest.raises(NotAuthenticatedError):
-        await sessions.authenticate(with_cookie(cookie), NOW)
+    await refused_for_good(sessions, cookie, AccountRemovedError, 40303, "your account was removed")
 
 
 async def test_account_row_deleted_behind_the_stores_back_must_log_in_again(
@@ -185,7 +228,7 @@ async def test_new_account_of_the_same_name_does_not_revive_an_old_session(
 ) -> None:
     await users.remove("alice")
     await users.add("alice", "another password", role=None, client_id=None, now=NOW)
-    with pytest.raises(NotAuthenticatedError):
+    with pytest.raises(AccountRemovedError):
         await sessions.authenticate(with_cookie(cookie), NOW)
 
 
@@ -268,7 +311,7 @@ async def test_changing_the_password_ends_every_session_of_the_account(
 ) -> None:
     assert await sessions.authenticate(with_cookie(cookie), NOW) == ALICE
     await users.set_password("alice", "new horse")
-    with pytest.raises(NotAuthenticatedError):
+    with pytest.raises(PasswordChangedError):
         await sessions.authenticate(with_cookie(cookie), NOW)
 
 

@@ -105,9 +105,9 @@ def test_log_in_with_the_provider_connects_renews_and_logs_out(
     page.get_by_test_id("logout-button").click()
     expect(page.get_by_test_id("provider-login")).to_be_visible(timeout=10_000)
     expect(page.get_by_test_id("client-id")).to_have_text("–")
-    # The session ended on the server too: its cookie no longer gets a token.
+    # The session ended on the server too: its cookie no longer gets a token, for good (logged out).
     after = httpx.get(f"{site.url}/auth", cookies=cookies)
-    assert after.status_code == 401
+    assert (after.status_code, after.json()["error"]["code"]) == (403, 40304)
 
     # Nothing secret in any log line: not the authorization code, not the session, no PKCE verifier.
     assert codes, "the provider should have redirected back with a code"

@@ -35,7 +35,7 @@ function readmeContractCodes() {
 
 test('every code of the README client contract has plain words', () => {
   const codes = readmeContractCodes();
-  for (const code of [40000, 40003, 40009, 40012, 40101, 40102, 40160, 40300, 42910, 50300]) {
+  for (const code of [40000, 40003, 40009, 40012, 40101, 40102, 40160, 40300, 40301, 40302, 40303, 40304, 42910, 50300]) {
     assert.ok(codes.includes(code), `the README table no longer lists ${code}?`);
   }
   for (const code of codes) {
@@ -52,10 +52,29 @@ test("a session ended elsewhere shows the service's message, not ably-js's gener
   assert.ok(isSessionEnded(reason));
 });
 
-test('a disabled account reads as one plain sentence', () => {
+test('a disabled account ends the session in plain words, without an error number', () => {
   const reason = wrapped({ code: 40300, statusCode: 403, message: 'account is disabled' }, 403);
-  assert.equal(describe(reason), 'Account is disabled. (40300)');
-  assert.ok(!isSessionEnded(reason));
+  assert.ok(isSessionEnded(reason));
+  assert.equal(sessionEndedText(reason), 'Your account was disabled.');
+  // another 40300 (not the account) is no reason to end the session
+  assert.ok(!isSessionEnded(wrapped({ code: 40300, statusCode: 403, message: 'cross-origin login refused' }, 403)));
+});
+
+test('a session the service ended says what happened in plain words, never as a number', () => {
+  const cases = [
+    [40301, 'you were logged out from another device', 'You were logged out from another device.'],
+    [40302, 'your password was changed; log in again', 'Your password was changed; log in again.'],
+    [40303, 'your account was removed', 'Your account was removed.'],
+    [40304, 'you were logged out in another window', 'You were logged out in another window.'],
+  ];
+  for (const [code, message, words] of cases) {
+    const reason = wrapped({ code, statusCode: 403, message }, 403);
+    assert.ok(isSessionEnded(reason), `${code} ends the session`);
+    assert.equal(sessionEndedText(reason), words);
+    assert.ok(!/\d{5}/.test(sessionEndedText(reason)));
+    // what GET /session says after a reload reads the same
+    assert.equal(sessionEndedText({ code: 80019, cause: { code, message } }), words);
+  }
 });
 
 test('an error straight from Ably gets the plain words for its code', () => {

@@ -13,6 +13,10 @@ const PLAIN = {
   40160: 'Not allowed: your token does not permit this on this channel.',
   40170: 'Could not get a token from the service (is it reachable?).',
   40300: 'This account is disabled. Ask an administrator to enable it.',
+  40301: 'You were logged out from another device.',
+  40302: 'Your password was changed; log in again.',
+  40303: 'Your account was removed.',
+  40304: 'You were logged out in another window.',
   42910: 'Too many failed logins. Wait a few minutes, then try again.',
   50300: 'The service is busy. Try again in a moment.',
   80002: 'Disconnected from Ably; reconnecting.',
@@ -70,21 +74,48 @@ export function describe(reason) {
   return info.code ? `${info.text} (${info.code})` : info.text;
 }
 
-/**
- * The session behind the page is gone: the authUrl answered 401 with authserver's 40101. A network
- * failure also arrives as 80019, but its cause has no service code (40170): that one is transient.
- */
-export function isSessionEnded(reason) {
-  if (!reason || reason.code !== 80019 || !reason.cause) return false;
-  const cause = reason.cause;
-  return cause.code === 40101 || (cause.statusCode === 401 && cause.code !== 40170);
+// Why the service ended the page's session, in the words the page shows (README, "the client
+// contract": 403 with a code per reason, final, so ably-js stops; 40300 on /auth is a disabled account).
+const ENDED = {
+  40300: 'Your account was disabled.',
+  40301: 'You were logged out from another device.',
+  40302: 'Your password was changed; log in again.',
+  40303: 'Your account was removed.',
+  40304: 'You were logged out in another window.',
+};
+
+/** The service's refusal inside an authUrl failure (80019), or null. */
+function refusal(reason) {
+  if (!reason || reason.code !== 80019 || !reason.cause || typeof reason.cause !== 'object') return null;
+  return reason.cause;
+}
+
+/** Plain words for a session the service ended for a known reason, or null. */
+function endedWords(cause) {
+  if (!cause || !Object.prototype.hasOwnProperty.call(ENDED, cause.code)) return null;
+  if (cause.code === 40300 && !/disabled/i.test(String(cause.message || ''))) return null;
+  return ENDED[cause.code];
 }
 
 /**
- * The notice after the service refused to renew a session's token: the service's reason, framed as
- * the end of the session ("Session has ended; log in again. (40101)" stays as the service said it).
+ * The session behind the page is gone: the authUrl answered 401 with authserver's 40101, or 403 with
+ * the reason it ended (logged out elsewhere, password changed, account disabled or removed). A network
+ * failure also arrives as 80019, but its cause has no service code (40170): that one is transient.
+ */
+export function isSessionEnded(reason) {
+  const cause = refusal(reason);
+  if (!cause) return false;
+  return cause.code === 40101 || (cause.statusCode === 401 && cause.code !== 40170) || endedWords(cause) !== null;
+}
+
+/**
+ * The notice after the service refused to renew a session's token. A known reason is one plain
+ * sentence ("You were logged out from another device."), never an error number; otherwise the
+ * service's reason, framed as the end of the session ("Session has ended; log in again. (40101)").
  */
 export function sessionEndedText(reason) {
+  const words = endedWords(refusal(reason));
+  if (words) return words;
   const info = explain(reason);
   if (!info) return 'Your session has ended. Log in again.';
   const code = info.code ? ` (${info.code})` : '';
