@@ -276,9 +276,12 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._disarm()  # the header timeout; a body still to come is timed when this read ends
         self._body_pending = True
+        previous = self.cycle
         super().on_headers_complete()
-        # The cycle's task has not run yet: it writes through this from its first message on.
-        self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
+        # The cycle's task has not run yet: it writes through this from its first message on. NOTE: a
+        # websocket upgrade starts no cycle (``self.cycle`` is still the last request's, or None).
+        if self.cycle is not previous:
+            self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:

@@ -260,3 +260,25 @@ def test_the_limits_travel_with_a_uvicorn_config_to_worker_processes() -> None:
     assert copy.authserver_connection_limits == limits
     guard = ConnectionGuard.of(copy)
     assert guard.cap == 100 and guard is ConnectionGuard.of(copy) and guard is not ConnectionGuard.of(config)
+
+
+def test_a_websocket_upgrade_reaches_the_app_and_is_refused_there(limited: Announced) -> None:
+    """The token service has no websocket route: an upgrade, on a new or a kept-alive connection, gets
+    the app's refusal (403), not the protocol's "invalid HTTP request" (the upgrade starts no response
+    cycle for the held response head to wrap)."""
+    upgrade = (
+        b"GET /auth HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    for kept_alive in (False, True):
+        with _connect(limited.port) as sock:
+            if kept_alive:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                _read_answers(sock, 1)
+            sock.sendall(upgrade)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(65536)
+                assert chunk, "closed without an answer"
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 403 "), answer
