@@ -282,3 +282,34 @@ def test_a_websocket_upgrade_reaches_the_app_and_is_refused_there(limited: Annou
                 assert chunk, "closed without an answer"
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 403 "), answer
+
+
+def test_a_request_that_stalls_on_a_kept_alive_connection_is_cut_off(limited: Announced) -> None:
+    """The timers are armed only when a read leaves a request unfinished: after a first request
+    answered whole, a second one stalled in its headers, or whose body never begins, is still cut off
+    by the 2 s timeouts (long before the 75 s keep-alive timeout)."""
+    stalls = [
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
+        b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n",
+    ]
+    socks: list[socket.socket] = []
+    try:
+        for stall in stalls:
+            sock = _connect(limited.port)
+            socks.append(sock)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            [(head, _)] = _read_answers(sock, 1)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            sock.sendall(stall)
+        assert _wait_all_closed(socks, timeout=30) == []
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_a_body_that_never_begins_is_cut_off(limited: Announced) -> None:
+    with _connect(limited.port) as sock:
+        sock.sendall(
+            b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+        )
+        assert _wait_all_closed([sock], timeout=30) == []
