@@ -72,9 +72,12 @@ class Revoker:
     ) -> QueuedRevocations:
         """The outbox rows that revoke ``targets``'s tokens issued until now (or ``issued_before_ms``),
         one per target and key, for the storage to insert with the change that calls for them; then
-        call :meth:`queued`."""
+        call :meth:`queued` once the change is stored and announced."""
         unique = list(dict.fromkeys(targets))
-        issued_before = self.issued_before_ms(unique) if issued_before_ms is None else issued_before_ms
+        # NOTE: the cutoff is taken before the change is stored, so the users it covers are not noted
+        # yet (the issuer mints their next tokens past it): a renewal answered from the old state until
+        # the change is visible must stay covered. :meth:`queued` notes them.
+        issued_before = self.issued_before_ms([]) if issued_before_ms is None else issued_before_ms
         rows = tuple(
             PendingRevocation(name, target, issued_before, reauth, reason) for target in unique for name in self.keys
         )
@@ -84,12 +87,28 @@ class Revoker:
         # a call waits for the next second (ordinary ones go at once).
         return QueuedRevocations(rows, float(math.floor(now) + 1) if reauth else now)
 
-    def queued(self, revocations: QueuedRevocations) -> None:
-        """``revocations`` are stored: deliver them now."""
-        if revocations.rows:
-            reasons = ",".join(sorted({row.reason for row in revocations.rows}))
-            log.info("revocation queued: %d target(s), reason %s", len(revocations.rows) // len(self.keys), reasons)
-            self._wake.set()
+    async def queued(self, revocations: QueuedRevocations) -> None:
+        """``revocations`` (made by :meth:`queue`) are stored with their change, which is now visible:
+        note the users they cover, so that their next tokens are minted past the cutoff; when the clock
+        went into another second meanwhile, revoke again up to now (a renewal answered from the old
+        state in that second is past the first cutoff); then deliver them."""
+        if not revocations.rows:
+            return
+        first = revocations.rows[0]
+        targets = list(dict.fromkeys(row.target for row in revocations.rows))
+        cutoff = self.issued_before_ms(targets)
+        if cutoff // 1000 > first.issued_before // 1000:
+            again = self.queue(targets, reason=first.reason, reauth=first.reauth, issued_before_ms=cutoff)
+            try:
+                await self.outbox.add(list(again.rows), now=again.at)
+            except Exception as exc:  # the change and its first revocation are stored: this one is a top-up
+                log.warning("revocation up to now not queued (%s); the change's own is", type(exc).__name__)
+        self._deliver_soon(revocations)
+
+    def _deliver_soon(self, revocations: QueuedRevocations) -> None:
+        reasons = ",".join(sorted({row.reason for row in revocations.rows}))
+        log.info("revocation queued: %d target(s), reason %s", len(revocations.rows) // len(self.keys), reasons)
+        self._wake.set()
 
     async def revoke(
         self, targets: Iterable[str], *, reason: str, reauth: bool = False, issued_before_ms: int | None = None
@@ -99,7 +118,10 @@ class Revoker:
         revocations = self.queue(targets, reason=reason, reauth=reauth, issued_before_ms=issued_before_ms)
         if revocations.rows:
             await self.outbox.add(list(revocations.rows), now=revocations.at)
-            self.queued(revocations)
+            if issued_before_ms is None:
+                await self.queued(revocations)
+            else:  # the operator's own cutoff: nothing to note or to extend
+                self._deliver_soon(revocations)
         return len(revocations.rows)
 
     async def deliver(self) -> int:

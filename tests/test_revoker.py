@@ -21,11 +21,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from authserver.ablyrest import AblyRestApi, client_options, judge
+from authserver.identity import Identity
+from authserver.identity.passwords import Passwords
+from authserver.issuance import TokenParams
 from authserver.keys import AblyKey
 from authserver.revocations import MAX_TARGETS_PER_CALL, backoff, batches
 from authserver.revoker import Revoker
+from authserver.services import build_services
 from authserver.storage import PendingRevocation, Storage
 
+from conftest import SettingsFactory
 from helpers import FakeClock
 
 KEY = AblyKey("app.key1", "secret-one-not-real")
@@ -203,3 +208,59 @@ async def test_a_role_change_revocation_waits_for_the_next_second(
     assert fake.calls[0][2]["allowReauthMargin"] is True
     await outbox.close()
     await asyncio.sleep(0)
+
+
+# --- a change and its revocation: a token minted while the change is being stored is covered -------
+
+ALICE = Identity(subject="alice", client_id="alice", role="user", source="account")
+
+
+async def _change_while_a_renewal_is_answered(
+    make_settings: SettingsFactory, passwords: Passwords, change: str, write_takes: float
+) -> tuple[int, int, list[PendingRevocation]]:
+    """Run ``change`` on alice while, during its database write (``write_takes`` seconds of the clock),
+    a renewal of hers is answered from the state not yet changed; returns that token's ``iat`` in ms,
+    the ``iat`` of her next token (logged straight back in) and the revocations stored."""
+    clock = FakeClock(1_800_000_000.2)
+    settings = make_settings(ABLY_REVOCABLE_TOKENS="true", TOKEN_IAT_MARGIN="5")
+    services = build_services(settings, clock=clock, passwords=passwords)
+    storage = services.storage
+    await storage.open()
+    try:
+        await services.users.add("alice", "correct horse battery", role="user", client_id="alice", now=clock())
+        minted: list[int] = []
+        target = storage.users if change == "disable" else storage.sessions
+        name = "set_disabled" if change == "disable" else "delete_subject"
+        write = getattr(target, name)
+
+        async def slow_write(*args: Any, **kwargs: Any) -> Any:
+            clock.advance(write_takes)
+            minted.append(services.issuer.jwt(ALICE, TokenParams()).issued_ms)
+            return await write(*args, **kwargs)
+
+        setattr(target, name, slow_write)
+        if change == "disable":
+            await services.users.set_disabled("alice", True)
+        else:
+            await services.sessions.end_all(ALICE)
+        after = services.issuer.jwt(ALICE, TokenParams()).issued_ms  # the same second
+        rows = await storage.outbox.claim(now=clock() + 10, limit=100, lease=60)
+        return minted[0], after, [row for row in rows if row.target == "clientId:alice"]
+    finally:
+        await storage.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("write_takes", [0.001, 0.9])  # within the second, and into the next one
+@pytest.mark.parametrize("change", ["disable", "everywhere"])
+async def test_a_token_minted_while_the_change_is_being_stored_is_revoked_too(
+    make_settings: SettingsFactory, fast_passwords: Passwords, change: str, write_takes: float
+) -> None:
+    """The cutoff is taken before the change is stored (the outbox row goes in its transaction); a
+    renewal answered in between, from the state not yet changed, must not slip past it (nor be given
+    the later ``iat`` meant for a user who logs straight back in after the change); a token minted
+    once the change is visible is not revoked."""
+    during, after, rows = await _change_while_a_renewal_is_answered(make_settings, fast_passwords, change, write_takes)
+    assert rows
+    assert any(during < row.issued_before for row in rows), (during, rows)
+    assert all(after >= row.issued_before for row in rows), (after, rows)

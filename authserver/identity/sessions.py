@@ -150,7 +150,7 @@ class SessionStore:
     async def _ended(self, revocations: QueuedRevocations | None) -> None:
         await self.changes.announce()
         if revocations is not None and self.revoke is not None:
-            self.revoke.queued(revocations)
+            await self.revoke.queued(revocations)
 
     async def end(self, cookie: str | None, reason: str = ENDED_LOGOUT) -> bool:
         """End the session of ``cookie`` and revoke its tokens (this device only), in one transaction;

@@ -29,7 +29,7 @@ class RevocationQueue(Protocol):
 
     def queue(self, targets: Iterable[str], *, reason: str, reauth: bool = False) -> QueuedRevocations: ...
 
-    def queued(self, revocations: QueuedRevocations) -> None: ...
+    async def queued(self, revocations: QueuedRevocations) -> None: ...
 
 
 def account_identity(user: User) -> Identity:
@@ -132,7 +132,7 @@ class UserStore:
             raise UserError(f"no such user: {username!r}")
         await self.changes.announce()
         if revocations is not None and self.revoke is not None:
-            self.revoke.queued(revocations)
+            await self.revoke.queued(revocations)
 
     async def set_role(self, username: str, role: str) -> None:
         """A new role applies to the next token; the live ones are revoked with ``allowReauthMargin``:
