@@ -476,6 +476,12 @@ async function onLogout() {
 
 function endSession(reason) {
   closeClient();
+  // Already signed out here (this window's own logout): a renewal that was in flight and comes back
+  // refused must not replace "You are logged out." with a reason meant for another window.
+  if (!state.who) {
+    update();
+    return;
+  }
   const now = Date.now();
   const text = sessionEndedText(reason);
   signedOut(state, now, { notice: text });
