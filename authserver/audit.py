@@ -12,6 +12,7 @@ import logging
 
 from .errors import AuthServerError
 from .identity import Identity
+from .logs import info_fields
 
 log = logging.getLogger("authserver.audit")
 
@@ -26,15 +27,11 @@ def audit_issued(identity: Identity, fmt: str, capability: str, ttl_ms: int) -> 
         "capability": capability,
         "ttl": ttl_ms // 1000,
     }
-    log.info(
+    info_fields(
+        log,
         "token issued: clientId=%s role=%s source=%s format=%s ttl=%ds capability=%s",
-        identity.client_id,
-        identity.role,
-        identity.source,
-        fmt,
-        ttl_ms // 1000,
-        capability,
-        extra={"audit": fields},
+        (identity.client_id, identity.role, identity.source, fmt, ttl_ms // 1000, capability),
+        fields,
     )
 
 
@@ -48,11 +45,9 @@ def audit_refused(identity: Identity | None, exc: AuthServerError, fmt: str | No
         "code": exc.code,
         "status": exc.status,
     }
-    log.info(
+    info_fields(
+        log,
         "token refused: code=%d clientId=%s role=%s source=%s",
-        exc.code,
-        fields["clientId"],
-        fields["role"],
-        fields["source"],
-        extra={"audit": fields},
+        (exc.code, fields["clientId"], fields["role"], fields["source"]),
+        fields,
     )

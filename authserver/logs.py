@@ -12,6 +12,7 @@ import logging
 import logging.config
 import re
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -69,11 +70,8 @@ class JsonFormatter(logging.Formatter):
     _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:  # one strftime a second, not one a line
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         entry: dict[str, Any] = {
-            "time": f"{self._stamp}.{int(record.msecs):03d}Z",
+            "time": self.time(record.created, int(record.msecs)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -87,6 +85,12 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return _json_line(entry)
+
+    def time(self, created: float, msecs: int) -> str:
+        second = int(created)
+        if second != self._second:  # one strftime a second, not one a line
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{msecs:03d}Z"
 
 
 class TextFormatter(logging.Formatter):
@@ -119,15 +123,98 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
-            stream = self.stream
-            stream.write(line)
-            if not getattr(stream, "line_buffering", False):
-                stream.flush()
+            self._write(self.format(record))
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
+
+    def write_line(self, line: str) -> None:
+        """Write one formatted line as :meth:`handle` would a record (under the handler's lock)."""
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self._write(line)
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": "a log line could not be written"}))
+
+    def _write(self, line: str) -> None:
+        stream = self.stream
+        stream.write(line + self.terminator)
+        if not getattr(stream, "line_buffering", False):
+            stream.flush()
+
+
+#: The filters :func:`logging_config` gives the line handler: what :func:`info_fields` applies itself.
+_OWN_FILTERS = (RequestIdFilter, RedactingFilter)
+
+
+def _direct_handler(logger: logging.Logger) -> LineHandler | None:
+    """The JSON line handler of :func:`configure_logging` when it alone, with only its own filters,
+    would take ``logger``'s info records (else None: another handler, a test's capture, text logs)."""
+    if logger.filters or not logger.isEnabledFor(logging.INFO):
+        return None
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        found.extend(current.handlers)
+        current = current.parent if current.propagate else None
+    if len(found) != 1:
+        return None
+    handler = found[0]
+    if (
+        type(handler) is not LineHandler
+        or type(handler.formatter) is not JsonFormatter
+        or handler.level > logging.INFO
+        or any(type(f) not in _OWN_FILTERS for f in handler.filters)
+    ):
+        return None
+    return handler
+
+
+def info_fields(logger: logging.Logger, template: str, args: tuple[object, ...], fields: dict[str, Any]) -> None:
+    """``logger.info(template, *args)`` with ``fields`` merged into its JSON line (an audit record).
+
+    With JSON logs as :func:`configure_logging` sets them up, the line is written straight to its
+    handler in one write, the same line :class:`JsonFormatter` makes of the record (request id,
+    redacted message, fields), but without a LogRecord, filters and handler chain, and with only the
+    variable parts JSON-escaped: the audit line of every token was a tenth of ``/auth``'s cost.
+    Otherwise (text logs, another handler, a test's capture), an ordinary record.
+    """
+    handler = _direct_handler(logger)
+    if handler is None:
+        logger.info(template, *args, extra={"audit": fields})
+        return
+    now = time.time_ns()
+    formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+    stamp = formatter.time(now / 1e9, (now % 1_000_000_000) // 1_000_000)
+    parts = [f'{{"time": "{stamp}", "level": "info", "logger": {_json_string(logger.name)}, "message": ']
+    parts.append(_json_string(redact(template % args)))
+    rid = request_id.get()
+    if rid:
+        parts.append(f', "requestId": {_json_string(rid)}')
+    for key, value in fields.items():
+        if key not in _FIXED_KEYS:
+            parts.append(f", {_json_string(key)}: {_json_value(value)}")
+    parts.append("}")
+    handler.write_line("".join(parts))
+
+
+#: The keys of every JSON line, which an audit record's fields do not replace.
+_FIXED_KEYS = frozenset(("time", "level", "logger", "message", "requestId"))
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _json_value(value: object) -> str:
+    """``value`` as :data:`_json_line` writes it: strings and plain ints directly, the rest through it."""
+    if type(value) is str:
+        return _json_string(value)
+    if type(value) is int:
+        return str(value)
+    if value is None:
+        return "null"
+    return _json_line(value)
 
 
 def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
