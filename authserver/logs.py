@@ -173,34 +173,6 @@ def _direct_handler(logger: logging.Logger) -> LineHandler | None:
     return handler
 
 
-def info_fields(logger: logging.Logger, template: str, args: tuple[object, ...], fields: dict[str, Any]) -> None:
-    """``logger.info(template, *args)`` with ``fields`` merged into its JSON line (an audit record).
-
-    With JSON logs as :func:`configure_logging` sets them up, the line is written straight to its
-    handler in one write, the same line :class:`JsonFormatter` makes of the record (request id,
-    redacted message, fields), but without a LogRecord, filters and handler chain, and with only the
-    variable parts JSON-escaped: the audit line of every token was a tenth of ``/auth``'s cost.
-    Otherwise (text logs, another handler, a test's capture), an ordinary record.
-    """
-    handler = _direct_handler(logger)
-    if handler is None:
-        logger.info(template, *args, extra={"audit": fields})
-        return
-    now = time.time_ns()
-    formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
-    stamp = formatter.time(now / 1e9, (now % 1_000_000_000) // 1_000_000)
-    parts = [f'{{"time": "{stamp}", "level": "info", "logger": {_json_string(logger.name)}, "message": ']
-    parts.append(_json_string(redact(template % args)))
-    rid = request_id.get()
-    if rid:
-        parts.append(f', "requestId": {_json_string(rid)}')
-    for key, value in fields.items():
-        if key not in _FIXED_KEYS:
-            parts.append(f", {_json_string(key)}: {_json_value(value)}")
-    parts.append("}")
-    handler.write_line("".join(parts))
-
-
 #: The keys of every JSON line, which an audit record's fields do not replace.
 _FIXED_KEYS = frozenset(("time", "level", "logger", "message", "requestId"))
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
@@ -215,6 +187,44 @@ def _json_value(value: object) -> str:
     if value is None:
         return "null"
     return _json_line(value)
+
+
+class FieldLines:
+    """Info lines of one kind on ``logger``: a message ``template`` and the fields ``keys`` merged into
+    its JSON line (an audit record), bound once.
+
+    With JSON logs as :func:`configure_logging` sets them up, a line is written straight to its
+    handler in one write: the same line :class:`JsonFormatter` makes of the record (request id,
+    redacted message, fields), but without a LogRecord, filters and handler chain, the fixed parts
+    formatted once and only the variable ones JSON-escaped (the audit line of every token was a tenth
+    of ``/auth``'s cost). Otherwise (text logs, another handler, a test's capture), an ordinary record.
+    """
+
+    def __init__(self, logger: logging.Logger, template: str, keys: tuple[str, ...]) -> None:
+        self.logger, self.template, self.keys = logger, template, keys
+        self._head = f'", "level": "info", "logger": {_json_string(logger.name)}, "message": '
+        #: None for a key the fixed ones shadow, as JsonFormatter drops it.
+        self._key_parts = tuple(None if k in _FIXED_KEYS else f", {_json_string(k)}: " for k in keys)
+
+    def __call__(self, args: tuple[object, ...], values: tuple[object, ...]) -> None:
+        """Log ``template % args`` with the fields ``keys`` = ``values``."""
+        handler = _direct_handler(self.logger)
+        if handler is None:
+            self.logger.info(self.template, *args, extra={"audit": dict(zip(self.keys, values, strict=True))})
+            return
+        now = time.time_ns()
+        formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+        parts = ['{"time": "', formatter.time(now / 1e9, (now % 1_000_000_000) // 1_000_000), self._head]
+        parts.append(_json_string(redact(self.template % args)))
+        rid = request_id.get()
+        if rid:
+            parts.append(f', "requestId": {_json_string(rid)}')
+        for key_part, value in zip(self._key_parts, values, strict=True):
+            if key_part is not None:
+                parts.append(key_part)
+                parts.append(_json_value(value))
+        parts.append("}")
+        handler.write_line("".join(parts))
 
 
 def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
