@@ -3,6 +3,8 @@
 ``configure_logging(level, fmt)`` applies one ``dictConfig`` to the root logger and uvicorn's
 loggers alike: ``text`` (one readable line) or ``json`` (one JSON object per line: ``time``,
 ``level``, ``logger``, ``message``, ``requestId`` inside a request, and an audit record's fields).
+An audit line (:class:`FieldLines`) is written straight to that JSON handler, the same line without
+the per-record machinery, when that handler alone would take it.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             stream.flush()
 
 
-#: The filters :func:`logging_config` gives the line handler: what :func:`info_fields` applies itself.
+#: The filters :func:`logging_config` gives the line handler: what :class:`FieldLines` applies itself.
 _OWN_FILTERS = (RequestIdFilter, RedactingFilter)
 
 
