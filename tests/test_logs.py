@@ -114,12 +114,13 @@ def json_audit_log() -> Iterator[tuple[logging.Logger, StringIO]]:
     handler.addFilter(RequestIdFilter())
     handler.addFilter(RedactingFilter())
     logger = logging.getLogger("authserver.audit")
-    saved = logger.handlers, logger.propagate, logger.level
-    logger.handlers, logger.propagate, logger.level = [handler], False, logging.INFO
+    saved = logger.handlers, logger.propagate, logger.level, logger.disabled
+    # NOTE: enabled again: a dictConfig elsewhere in the run may have disabled existing loggers.
+    logger.handlers, logger.propagate, logger.level, logger.disabled = [handler], False, logging.INFO, False
     try:
         yield logger, stream
     finally:
-        logger.handlers, logger.propagate, logger.level = saved
+        logger.handlers, logger.propagate, logger.level, logger.disabled = saved
 
 
 def _without_time(line: str) -> dict[str, object]:
