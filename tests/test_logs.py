@@ -115,12 +115,13 @@ def json_audit_log() -> Iterator[tuple[logging.Logger, StringIO]]:
     handler.addFilter(RedactingFilter())
     logger = logging.getLogger("authserver.audit")
     saved = logger.handlers, logger.propagate, logger.level, logger.disabled
-    # NOTE: enabled again: a dictConfig elsewhere in the run may have disabled existing loggers.
-    logger.handlers, logger.propagate, logger.level, logger.disabled = [handler], False, logging.INFO, False
+    logger.handlers, logger.propagate, logger.disabled = [handler], False, False
+    logger.setLevel(logging.INFO)  # NOTE: setLevel, which clears the loggers' cached isEnabledFor answers
     try:
         yield logger, stream
     finally:
-        logger.handlers, logger.propagate, logger.level, logger.disabled = saved
+        logger.handlers, logger.propagate, _, logger.disabled = saved
+        logger.setLevel(saved[2])
 
 
 def _without_time(line: str) -> dict[str, object]:
