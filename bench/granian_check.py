@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -54,6 +56,25 @@ def granian_argv(target: str, port: int, *extra: str) -> list[str]:
     return [*argv, "--no-access-log", "--log-level", "warning", *extra, target]
 
 
+@contextmanager
+def group_started(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` in a process group of its own, ended as a whole: granian's worker outlives its
+    supervisor when that is killed, and ignores SIGTERM (seen here: orphans left by ``ratio.started``)."""
+    with log.open("ab") as written:
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=written, stderr=written, start_new_session=True)
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(40)
+        except subprocess.TimeoutExpired:
+            pass
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
 def app_env(tmp: Path) -> dict[str, str]:
     """The service's environment, with the metrics directory ``serve`` would prepare."""
     metrics = tmp / "metrics"
@@ -75,9 +96,9 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
     logs = tmp / "servers.log"
     with (
         started(hello_uvicorn, env=dict(os.environ), cwd=tmp, log=logs) as p1,
-        started(hello_granian, env=dict(os.environ), cwd=tmp, log=logs) as p2,
+        group_started(hello_granian, env=dict(os.environ), cwd=tmp, log=logs) as p2,
         started([AUTHSERVER, "serve", "--port", str(ports[2])], env=service_env(tmp), cwd=tmp, log=logs) as p3,
-        started(app_granian, env=env, cwd=tmp, log=logs) as p4,
+        group_started(app_granian, env=env, cwd=tmp, log=logs) as p4,
     ):
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         for url, path in zip(urls, ("/hello", "/hello", "/healthz", "/healthz"), strict=True):
@@ -144,7 +165,13 @@ def probes(server: str, tmp: Path) -> None:
     log = tmp / "server.log"
     with log.open("wb") as written:
         process = subprocess.Popen(
-            argv, env=env, cwd=tmp, stdout=written, stderr=written, preexec_fn=_limit_descriptors
+            argv,
+            env=env,
+            cwd=tmp,
+            stdout=written,
+            stderr=written,
+            preexec_fn=_limit_descriptors,
+            start_new_session=True,
         )
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz", 30)
@@ -210,9 +237,9 @@ def probes(server: str, tmp: Path) -> None:
             ended = "still running 60 s after"
         print(f"SIGTERM with a request in flight: it got {in_flight}; the server {ended}", flush=True)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # granian's worker too, whatever the supervisor did
+        process.wait(10)
     print("server log, last lines:", *log.read_text(errors="replace").splitlines()[-3:], sep="\n  ")
 
 
