@@ -12,47 +12,32 @@ import logging
 
 from .errors import AuthServerError
 from .identity import Identity
+from .logs import FieldLines
 
 log = logging.getLogger("authserver.audit")
 
 
+_issued = FieldLines(
+    log,
+    "token issued: clientId=%s role=%s source=%s format=%s ttl=%ds capability=%s",
+    ("event", "clientId", "role", "source", "format", "capability", "ttl"),
+)
+_refused = FieldLines(
+    log,
+    "token refused: code=%d clientId=%s role=%s source=%s",
+    ("event", "clientId", "role", "source", "format", "code", "status"),
+)
+
+
 def audit_issued(identity: Identity, fmt: str, capability: str, ttl_ms: int) -> None:
-    fields = {
-        "event": "token_issued",
-        "clientId": identity.client_id,
-        "role": identity.role,
-        "source": identity.source,
-        "format": fmt,
-        "capability": capability,
-        "ttl": ttl_ms // 1000,
-    }
-    log.info(
-        "token issued: clientId=%s role=%s source=%s format=%s ttl=%ds capability=%s",
-        identity.client_id,
-        identity.role,
-        identity.source,
-        fmt,
-        ttl_ms // 1000,
-        capability,
-        extra={"audit": fields},
+    client_id, role, source, ttl = identity.client_id, identity.role, identity.source, ttl_ms // 1000
+    _issued(
+        (client_id, role, source, fmt, ttl, capability),
+        ("token_issued", client_id, role, source, fmt, capability, ttl),
     )
 
 
 def audit_refused(identity: Identity | None, exc: AuthServerError, fmt: str | None) -> None:
-    fields = {
-        "event": "token_refused",
-        "clientId": identity.client_id if identity else None,
-        "role": identity.role if identity else None,
-        "source": identity.source if identity else None,
-        "format": fmt if fmt in ("details", "jwt", "tokenrequest", "token-exchange") else None,
-        "code": exc.code,
-        "status": exc.status,
-    }
-    log.info(
-        "token refused: code=%d clientId=%s role=%s source=%s",
-        exc.code,
-        fields["clientId"],
-        fields["role"],
-        fields["source"],
-        extra={"audit": fields},
-    )
+    client_id, role, source = (identity.client_id, identity.role, identity.source) if identity else (None, None, None)
+    fmt = fmt if fmt in ("details", "jwt", "tokenrequest", "token-exchange") else None
+    _refused((exc.code, client_id, role, source), ("token_refused", client_id, role, source, fmt, exc.code, exc.status))

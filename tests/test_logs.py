@@ -8,6 +8,9 @@ import logging
 import os
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import StringIO
 from pathlib import Path
 
 import anyio
@@ -17,8 +20,18 @@ from starlette.requests import Request
 from test_metrics import value
 
 from authserver.app import _domain_error
-from authserver.errors import UnavailableError
-from authserver.logs import LogLimiter, RequestIdFilter, TextFormatter, request_id
+from authserver.audit import audit_issued, audit_refused
+from authserver.errors import NotAuthenticatedError, UnavailableError
+from authserver.identity import Identity
+from authserver.logs import (
+    JsonFormatter,
+    LineHandler,
+    LogLimiter,
+    RedactingFilter,
+    RequestIdFilter,
+    TextFormatter,
+    request_id,
+)
 
 from helpers import API_KEY, AUTHSERVER, KEY_SECRET, SESSION_SECRET, FakeClock, running_authserver
 
@@ -89,6 +102,93 @@ def test_a_run_with_logins_and_tokens_logs_json_audit_lines_and_no_secret(tmp_pa
     # The service's own /metrics (multiprocess mode, as serve sets it up) counted the same run.
     assert value(metrics, "authserver_tokens_issued_total", format="jwt", source="account") == 1
     assert value(metrics, "authserver_logins_total", outcome="success") == 1
+
+
+@contextmanager
+def json_audit_log() -> Iterator[tuple[logging.Logger, StringIO]]:
+    """The audit logger with JSON lines to a buffer, as ``configure_logging`` sets up stderr, and no
+    other handler (entered in the test: pytest's capture joins non-propagating loggers at set-up)."""
+    stream = StringIO()
+    handler = LineHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("authserver.audit")
+    saved = logger.handlers, logger.propagate, logger.level, logger.disabled
+    logger.handlers, logger.propagate, logger.disabled = [handler], False, False
+    logger.setLevel(logging.INFO)  # NOTE: setLevel, which clears the loggers' cached isEnabledFor answers
+    try:
+        yield logger, stream
+    finally:
+        logger.handlers, logger.propagate, _, logger.disabled = saved
+        logger.setLevel(saved[2])
+
+
+def _without_time(line: str) -> dict[str, object]:
+    entry = json.loads(line)
+    assert entry.pop("time").endswith("Z")
+    return dict(entry)
+
+
+def test_an_audit_line_written_directly_is_the_line_its_record_would_give() -> None:
+    # A client id that looks like a credential: the message is redacted, as the filter would.
+    alice = Identity(subject="u1", client_id='token=abc "é"', role="user", source="account")
+    token = request_id.set("req-7")
+    try:
+        with json_audit_log() as (logger, stream):
+            (handler,) = logger.handlers
+            audit_issued(alice, "details", '{"chat:*":["subscribe"]}', 3_600_000)
+            audit_refused(None, NotAuthenticatedError("no session"), "made-up")
+    finally:
+        request_id.reset(token)
+    direct = stream.getvalue().splitlines()
+    assert len(direct) == 2  # one line per event, nothing else
+    assert [_without_time(line) for line in direct] == [
+        {
+            "level": "info",
+            "logger": "authserver.audit",
+            "message": 'token issued: clientId=token=[redacted] "é" role=user source=account format=details '
+            'ttl=3600s capability={"chat:*":["subscribe"]}',
+            "requestId": "req-7",
+            "event": "token_issued",
+            "clientId": 'token=abc "é"',
+            "role": "user",
+            "source": "account",
+            "format": "details",
+            "capability": '{"chat:*":["subscribe"]}',
+            "ttl": 3600,
+        },
+        {
+            "level": "info",
+            "logger": "authserver.audit",
+            "message": "token refused: code=40101 clientId=None role=None source=None",
+            "requestId": "req-7",
+            "event": "token_refused",
+            "clientId": None,
+            "role": None,
+            "source": None,
+            "format": None,
+            "code": 40101,
+            "status": 401,
+        },
+    ]
+    # Byte for byte what the formatter makes of the same record (ordinary path), time aside.
+    fields = json.loads(direct[0])
+    issued = logging.LogRecord("authserver.audit", logging.INFO, __file__, 1, fields["message"], None, None)
+    issued.request_id = "req-7"
+    issued.audit = {k: v for k, v in fields.items() if k not in ("time", "level", "logger", "message", "requestId")}
+    formatted = handler.format(issued)
+    assert formatted.split('"level"', 1)[1] == direct[0].split('"level"', 1)[1]
+
+
+def test_audit_lines_are_ordinary_records_for_any_other_handler(caplog: pytest.LogCaptureFixture) -> None:
+    with json_audit_log() as (logger, stream):
+        logger.addHandler(caplog.handler)
+        audit_issued(Identity(subject="u1", client_id="bob", role="user", source="demo"), "jwt", "{}", 60_000)
+    (record,) = [r for r in caplog.records if r.name == "authserver.audit"]
+    assert record.getMessage().startswith("token issued: clientId=bob role=user")
+    assert record.audit["event"] == "token_issued"  # type: ignore[attr-defined]
+    assert json.loads(stream.getvalue())["clientId"] == "bob"  # the JSON handler still got its line
 
 
 def test_text_logs_name_the_request_too() -> None:
