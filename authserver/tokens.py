@@ -51,8 +51,15 @@ def _json_value(value: Any) -> str:
     return _dumps(value)
 
 
-def claims_tail(extra_claims: Mapping[str, Any]) -> str:
-    """``,"name":value`` for each claim in order: what follows the fixed claims in the payload JSON."""
+def claims_json(extra_claims: Mapping[str, Any]) -> str:
+    """``,"name":value`` for each claim in order: what follows the Ably claims in the payload JSON (for
+    :meth:`TokenSigner.sign_written`; written once for claims that are signed again and again).
+
+    :raises ValueError: a claim that would replace one of the Ably claims.
+    """
+    if not _RESERVED.isdisjoint(extra_claims):
+        reserved = _RESERVED.intersection(extra_claims)
+        raise ValueError(f"extra_claims may not replace {', '.join(sorted(reserved))}")
     return "".join([f",{json_string(name)}:{_json_value(value)}" for name, value in extra_claims.items()])
 
 
@@ -79,18 +86,17 @@ class TokenSigner:
         extra_claims: Mapping[str, Any] | None = None,
     ) -> str:
         """Return a signed JWT. Times are whole seconds since the epoch."""
-        # Written out in the encoder's order (the fixed claims, then the extra ones as given): the same
+        extra = claims_json(extra_claims) if extra_claims else ""
+        return self.sign_written(capability, client_id, issued_at, expires_at, extra)
+
+    def sign_written(self, capability: str, client_id: str | None, issued_at: int, expires_at: int, extra: str) -> str:
+        """:meth:`sign` with the extra claims already written by :func:`claims_json` (``""``: none)."""
+        # Written out in the encoder's order (the Ably claims, then the extra ones as given): the same
         # JSON ``json.dumps`` would produce for the claims dict, without building it.
         payload = f'{{"iat":{int(issued_at)},"exp":{int(expires_at)},"{CAPABILITY_CLAIM}":{json_string(capability)}'
         if client_id is not None:
             payload += f',"{CLIENT_ID_CLAIM}":{json_string(client_id)}'
-        if extra_claims:
-            if not _RESERVED.isdisjoint(extra_claims):
-                reserved = _RESERVED.intersection(extra_claims)
-                raise ValueError(f"extra_claims may not replace {', '.join(sorted(reserved))}")
-            payload += claims_tail(extra_claims)
-        payload += "}"
-        signing_input = self._header_segment + _b64url(payload.encode("ascii"))
+        signing_input = self._header_segment + _b64url((payload + extra + "}").encode("ascii"))
         mac = self._mac.copy()
         mac.update(signing_input)
         return (signing_input + b"." + _b64url(mac.digest())).decode("ascii")
