@@ -19,7 +19,7 @@ from .identity import Identity
 from .keys import AblyKey
 from .policy import Policy
 from .tokenrequests import TokenRequest, create_token_request
-from .tokens import IssuedToken, TokenSigner
+from .tokens import IssuedToken, TokenSigner, claims_json, json_string
 
 #: Clients may ask for shorter tokens than the operator's default, but not for a refresh storm.
 CLIENT_TTL_FLOOR_MS = 60_000
@@ -49,6 +49,7 @@ class Grant(NamedTuple):
     capability: str  # canonical JSON
     ttl_ms: int
     claims: Mapping[str, str | float] = MappingProxyType({})  # the role's channel claims (JWT only)
+    claims_json: str = ""  # ``claims`` as written into a JWT's payload (tokens.claims_json)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,8 @@ class Allowance:
     max_ttl_ms: int
     #: The role's channel claims for this caller (``ably.channel.*``, ``ably.limits.publish...``): JWT only.
     claims: Mapping[str, str | float] = field(default_factory=lambda: MappingProxyType({}))
+    #: ``claims`` as written into a JWT's payload, once (:func:`~authserver.tokens.claims_json`).
+    claims_json: str = ""
 
     def ttl(self, requested_ms: int | None) -> int:
         if requested_ms is None:
@@ -130,7 +133,12 @@ class Issuer:
             # channel the token cannot use is inert, and the policy's size check covers them all.
             claims = role.claims.for_caller(identity.client_id, dict(identity.upstream)) if role.claims else {}
             allowance = Allowance(
-                capability, capability.to_json(), min(self.token_ttl_ms, max_ttl), max_ttl, MappingProxyType(claims)
+                capability,
+                capability.to_json(),
+                min(self.token_ttl_ms, max_ttl),
+                max_ttl,
+                MappingProxyType(claims),
+                claims_json(claims),
             )
             if len(self._allowances) >= _ROLE_CACHE_LIMIT:
                 self._allowances.clear()
@@ -154,7 +162,9 @@ class Issuer:
             if granted.is_empty():
                 raise ForbiddenError("requested capability is not allowed for this user", code=40160)
             capability = granted.to_json()
-        return Grant(identity.client_id, capability, allowance.ttl(params.ttl_ms), allowance.claims)
+        return Grant(
+            identity.client_id, capability, allowance.ttl(params.ttl_ms), allowance.claims, allowance.claims_json
+        )
 
     def revocation_cutoff(self, targets: Iterable[str]) -> int:
         """``issuedBefore`` for revoking ``targets`` now, and note the users it covers.
@@ -187,19 +197,11 @@ class Issuer:
         if self._revoked_in.get(grant.client_id) == now:
             issued += 1  # minted after a revocation in this same second: not covered by it
         expires = now + grant.ttl_ms // 1000
-        extra: dict[str, object] | None = None
-        if grant.claims:
-            extra = dict(grant.claims)
+        extra = grant.claims_json  # the role's claims, written once per allowance
         if self.revocable:
-            extra = extra or {}
-            extra[REVOCATION_KEY_CLAIM] = identity.revocation_key or revocation_key_for_user(identity.client_id)
-        token = self._signer.sign(
-            capability=grant.capability,
-            client_id=grant.client_id,
-            issued_at=issued,
-            expires_at=expires,
-            extra_claims=extra,
-        )
+            revocation_key = identity.revocation_key or revocation_key_for_user(identity.client_id)
+            extra += f',"{REVOCATION_KEY_CLAIM}":{json_string(revocation_key)}'
+        token = self._signer.sign_written(grant.capability, grant.client_id, issued, expires, extra)
         if params.capability is not None and len(token) > MAX_JWT_BYTES:
             # The policy's load-time check bounds the role's own capability; a request may name more resources.
             raise ForbiddenError(

@@ -13,6 +13,7 @@ KNOWN = frozenset({"clientId", "client_id", "ttl", "capability", "format"})
 FORMATS = ("details", "jwt", "tokenrequest")
 _TTL = re.compile(r"[0-9]{1,15}")
 MAX_TTL_PARAM_MS = 10 * 365 * 86400 * 1000
+_NONE_GIVEN = (TokenParams(), None)
 
 
 def known_params(pairs: Iterable[tuple[str, str]], *, source: str) -> dict[str, str]:
@@ -36,6 +37,8 @@ def parse_token_params(seen: dict[str, str]) -> tuple[TokenParams, str | None]:
         ``clientId``/``client_id``, an empty clientId, an unknown format.
     :raises CapabilityError: a capability that is not valid capability JSON.
     """
+    if not seen:
+        return _NONE_GIVEN  # the common case (no query string): the params are immutable
     client_id = seen.get("clientId")
     other = seen.get("client_id")
     if client_id is not None and other is not None and client_id != other:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from functools import lru_cache
+from types import MappingProxyType
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import Response
 
 from .audit import audit_issued, audit_refused
@@ -127,8 +129,26 @@ def _wants_jwt(accept: str) -> bool:
     return best_jwt > 0 and best_jwt > best_json
 
 
+@lru_cache(maxsize=256)
+def _parsed_cookies(header: str) -> Mapping[str, str]:
+    """A ``Cookie`` header parsed as Starlette parses it, remembered: a client sends the same header on
+    every renewal (read-only, since the answer is shared)."""
+    return MappingProxyType(cookie_parser(header))
+
+
+def request_cookies(request: Request) -> Mapping[str, str]:
+    """The request's cookies, as ``request.cookies`` gives them (several ``Cookie`` headers merged)."""
+    headers = request.headers.getlist("cookie")
+    if len(headers) == 1:
+        return _parsed_cookies(headers[0])
+    cookies: dict[str, str] = {}
+    for header in headers:
+        cookies.update(_parsed_cookies(header))
+    return cookies
+
+
 async def _identity(request: Request, svc: Services) -> Identity:
-    credentials = Credentials(cookies=request.cookies, headers=request.headers)
+    credentials = Credentials(cookies=request_cookies(request), headers=request.headers)
     identity = await authenticate_any(svc.authenticators, credentials, svc.clock())
     if identity is None:
         raise NotAuthenticatedError("not logged in", code=40101)
@@ -144,9 +164,10 @@ async def auth(request: Request) -> Response:
     """The authUrl: a token for the logged-in caller, in the format the client prefers; each
     answer is counted and audited (never with the token)."""
     identity: Identity | None = None
+    svc = services(request)
     try:
-        identity = await _identity(request, services(request))
-        return await _auth(request, identity)
+        identity = await _identity(request, svc)
+        return await _auth(request, identity, svc)
     except AuthServerError as exc:
         fmt = request.query_params.get("format")
         metrics_of(request).token_refused(exc.code, fmt)
@@ -154,8 +175,7 @@ async def auth(request: Request) -> Response:
         raise
 
 
-async def _auth(request: Request, identity: Identity) -> Response:
-    svc = services(request)
+async def _auth(request: Request, identity: Identity, svc: Services) -> Response:
     if svc.auth_limits is not None:
         await svc.auth_limits.check(identity.client_id, request.client.host if request.client else "unknown")
     seen = known_params(request.query_params.multi_items(), source="query") if request.scope["query_string"] else {}

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -306,3 +307,12 @@ def test_a_token_request_is_refused_for_a_role_with_claims_because_only_a_jwt_ca
 def test_a_token_request_is_still_issued_for_a_role_without_claims() -> None:
     request = issuer(policy()).token_request(Identity("a", "alice", "member"), TokenParams())
     assert request.client_id == "alice"
+
+
+def test_an_issued_payload_is_the_compact_json_of_its_claims_each_claim_once() -> None:
+    p = policy(channel_claims={"chat:*": 'quoted "ü"'}, publish_rate={"chat:*": 0.5, "*": 3})
+    token = issuer(p).jwt(Identity("a", "alice", "member", revocation_key="s:1"), TokenParams()).token
+    segment = token.split(".")[1]
+    text = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode("ascii")
+    assert text == json.dumps(json.loads(text), separators=(",", ":"))  # a repeated name would be lost
+    assert list(json.loads(text))[-1] == "x-ably-revocation-key"

@@ -10,12 +10,14 @@ from typing import Any
 
 import jwt
 import pytest
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from authserver.app import create_app
 from authserver.guards import ConcurrencyGate, LoginThrottle, MemoryThrottle
 from authserver.identity import Credentials, Identity
 from authserver.identity.passwords import Passwords
+from authserver.routes import request_cookies
 from authserver.tokenrequests import compute_mac
 from authserver.web import WEB_DIR
 
@@ -815,3 +817,18 @@ def test_session_endpoint_shows_the_user_claim_and_publish_rate_a_channel_gets(
     assert described("private:alice") == {"userClaim": "owner"}
     assert described("chat:lobby") == {"userClaim": "anywhere", "publishRate": 0.5}
     assert described("[meta]log") == {}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"cookie", b"authserver_session=abc.def; theme=dark")],
+        [(b"cookie", b'a="quoted value"; b=2; =bare; c')],
+        [(b"cookie", b"authserver_session=first"), (b"cookie", b"authserver_session=second; x=1")],
+    ],
+)
+def test_auth_reads_the_cookies_exactly_as_starlette_does(headers: list[tuple[bytes, bytes]]) -> None:
+    scope = {"type": "http", "method": "GET", "path": "/auth", "headers": headers, "query_string": b""}
+    for _ in range(2):  # the second reading comes from memory
+        assert dict(request_cookies(Request(scope))) == Request(scope).cookies

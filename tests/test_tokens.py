@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from functools import partial
@@ -222,3 +223,19 @@ def test_details_json_is_exactly_the_details_serialised(client_id: str | None) -
 def test_extra_claims_may_not_replace_the_ably_claims(claim: str) -> None:
     with pytest.raises(ValueError, match=claim):
         sign_jwt(KEY, capability="{}", client_id=None, issued_at=1, expires_at=2, extra_claims={claim: "x"})
+
+
+def _payload_text(token: str) -> str:
+    segment = token.split(".")[1]
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode("ascii")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["group-7", "üñí\u2028", 'quote"back\\slash', 3, -7, 10**20, 0.1, 2.0, 1e300, float("inf"), True, None, [1, "x"]],
+)
+def test_extra_claims_are_written_exactly_as_the_json_encoder_writes_the_claims(value: Any) -> None:
+    extra = {"x-ably-revocation-key": "s:abc", "ably.limits.publish.perChannel.maxRate": value}
+    token = sign_jwt(KEY, capability=ALL, client_id="üser", issued_at=1, expires_at=2, extra_claims=extra)
+    claims = {"iat": 1, "exp": 2, "x-ably-capability": ALL, "x-ably-clientId": "üser", **extra}
+    assert _payload_text(token) == json.dumps(claims, separators=(",", ":"))
