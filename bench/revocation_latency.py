@@ -26,14 +26,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from ably import AblyRealtime
 from ably.transport import websockettransport
 
@@ -44,23 +41,11 @@ from authserver.keys import AblyKey
 from authserver.sandbox import create_sandbox_app
 from authserver.smoke import connect_with_port
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import running_server
+
 KEY = AblyKey("benchApp.key", "bench-secret-not-real-0123456789abcdef")
 COOKIE = "authserver_session"
-
-
-@contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def live(sandbox: Any, client_id: str) -> bool:
@@ -144,7 +129,7 @@ def main() -> int:
     clients = [name.strip() for name in args.clients.split(",") if name.strip()]
     websockettransport.WebSocketTransport.connect = connect_with_port
     sandbox_app = create_sandbox_app([KEY])
-    with tempfile.TemporaryDirectory() as folder, serving(sandbox_app) as sandbox_url:
+    with tempfile.TemporaryDirectory() as folder, running_server(sandbox_app) as sandbox_url:
         settings = load_settings(
             {
                 "ABLY_API_KEY": f"{KEY.name}:{KEY.secret}",
@@ -158,7 +143,7 @@ def main() -> int:
         )
         app = create_app(settings, passwords=Passwords(time_cost=1, memory_cost=8192, parallelism=1))
         asyncio.run(app.state.services.users.add("alice", "bench pass", role=None, client_id=None, now=time.time()))
-        with serving(app) as service:
+        with running_server(app) as service:
             sandbox = sandbox_app.state.sandbox
             if "js" in clients:
                 report("ably-js", js_runs(service, sandbox_url, args.runs))

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -36,10 +36,19 @@ class FakeClock:
 
 
 @contextmanager
-def running_server(app: Any, *, timeout: float = 10.0) -> Iterator[str]:
-    """Run an ASGI app under a real uvicorn on 127.0.0.1 in a thread; yield its base URL."""
+def running_server(
+    app: Any, *, port: int = 0, lifespan: Literal["auto", "on", "off"] = "on", timeout: float = 10.0
+) -> Iterator[str]:
+    """Run an ASGI app under a real uvicorn on 127.0.0.1 (``port`` 0: a free one) in a thread; yield its
+    base URL."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False, timeout_keep_alive=60
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan=lifespan,
+        access_log=False,
+        timeout_keep_alive=60,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 from ably import AblyRealtime
 from ably.transport import websockettransport
 
@@ -37,30 +35,14 @@ from authserver.sandbox import create_sandbox_app
 from authserver.smoke import connect_with_port
 
 from conftest import SettingsFactory
-from helpers import API_KEY, KEY_NAME, KEY_SECRET
+from helpers import API_KEY, KEY_NAME, KEY_SECRET, running_server
 
 KEY = AblyKey(KEY_NAME, KEY_SECRET)
 COOKIE = "authserver_session"
 
 
-@contextlib.contextmanager
-def serving(app: Any, port: int = 0) -> Iterator[tuple[str, int]]:
-    """``app`` under uvicorn on 127.0.0.1 (``port`` 0: a free one), in a thread, until the block ends."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{bound}", bound
-    finally:
-        server.should_exit = True
-        thread.join(10)
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
 @dataclass
@@ -98,12 +80,12 @@ def service_env(sandbox_url: str, database: str) -> dict[str, str]:
 @pytest.fixture
 def world(make_settings: SettingsFactory, fast_passwords: Passwords, tmp_path: Any) -> Iterator[World]:
     sandbox_app = create_sandbox_app([KEY])
-    with serving(sandbox_app) as (sandbox_url, _):
+    with running_server(sandbox_app) as sandbox_url:
         settings = make_settings(**service_env(sandbox_url, str(tmp_path / "authserver.db")))
         app = create_app(settings, passwords=fast_passwords)
         for name in ("alice", "bob"):
             asyncio.run(app.state.services.users.add(name, "correct horse", role=None, client_id=None, now=0.0))
-        with serving(app) as (service_url, _):
+        with running_server(app) as service_url:
             yield World(service_url, sandbox_url, sandbox_app, app)
 
 
@@ -314,17 +296,18 @@ def test_revocations_asked_for_while_ably_is_down_are_delivered_when_it_is_back_
     """The outbox survives Ably being unreachable and the service stopping: a restarted service delivers."""
     sandbox_app = create_sandbox_app([KEY])
     database = str(tmp_path / "authserver.db")
-    with serving(sandbox_app) as (sandbox_url, sandbox_port):
+    with running_server(sandbox_app) as sandbox_url:
+        sandbox_port = port_of(sandbox_url)
         pass  # the port is known; the sandbox is down from here on
     settings = make_settings(**service_env(sandbox_url, database))
     first = create_app(settings, passwords=fast_passwords)
     asyncio.run(first.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0))
     asyncio.run(first.state.services.users.add("carol", "correct horse", role=None, client_id=None, now=0.0))
-    with serving(first) as (url, _):
+    with running_server(first) as url:
         world = World(url, sandbox_url, sandbox_app, first)
         old_token = httpx.get(f"{url}/auth", cookies={COOKIE: world.login("alice")}).json()["token"]
         world.post("/logout?everywhere=true", world.login("alice")).raise_for_status()
-        with serving(sandbox_app, sandbox_port):  # Ably is back while this service runs
+        with running_server(sandbox_app, port=sandbox_port):  # Ably is back while this service runs
             sandbox = sandbox_app.state.sandbox
             deadline = time.monotonic() + 20  # the backoff after failures is at most a few seconds here
             while not sandbox.revocations.find(_grant(sandbox, old_token)):
@@ -336,7 +319,7 @@ def test_revocations_asked_for_while_ably_is_down_are_delivered_when_it_is_back_
         world.post("/logout?everywhere=true", carol).raise_for_status()
     # ... a new service on the same database delivers it once Ably answers.
     second = create_app(make_settings(**service_env(sandbox_url, database)), passwords=fast_passwords)
-    with serving(sandbox_app, sandbox_port), serving(second):
+    with running_server(sandbox_app, port=sandbox_port), running_server(second):
         sandbox = sandbox_app.state.sandbox
         deadline = time.monotonic() + 10
         while not sandbox.revocations.find(_grant(sandbox, carol_token)):
@@ -424,12 +407,12 @@ def test_time_sync_measures_the_offset_to_ablys_clock_applies_it_and_readyz_judg
     start-up, exported, applied to ``iat``, and beyond ABLY_TIME_SYNC_MAX_OFFSET ``/readyz`` fails."""
     sandbox_app = create_sandbox_app([KEY])
     sandbox_app.state.sandbox.clock_offset = -40.0
-    with serving(sandbox_app) as (sandbox_url, _):
+    with running_server(sandbox_app) as sandbox_url:
         env = service_env(sandbox_url, str(tmp_path / "authserver.db"))
         settings = make_settings(**env, ABLY_TIME_SYNC="true", ABLY_TIME_SYNC_MAX_OFFSET="30")
         app = create_app(settings, passwords=fast_passwords)
         asyncio.run(app.state.services.users.add("alice", "correct horse", role=None, client_id=None, now=0.0))
-        with serving(app) as (service_url, _):
+        with running_server(app) as service_url:
             deadline = time.monotonic() + 10
             offset = None
             while offset is None and time.monotonic() < deadline:

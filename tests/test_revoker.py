@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -31,7 +27,7 @@ from authserver.services import build_services
 from authserver.storage import PendingRevocation, Storage
 
 from conftest import SettingsFactory
-from helpers import FakeClock
+from helpers import FakeClock, running_server
 
 KEY = AblyKey("app.key1", "secret-one-not-real")
 OLD_KEY = AblyKey("app.key0", "secret-zero-not-real")
@@ -57,26 +53,10 @@ class FakeAbly:
         return Starlette(routes=[Route("/keys/{key}/revokeTokens", self.revoke, methods=["POST"])])
 
 
-@contextlib.contextmanager
-def served(app: Any) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture
 def ably() -> Iterator[tuple[FakeAbly, str]]:
     fake = FakeAbly()
-    with served(fake.app()) as url:
+    with running_server(fake.app(), lifespan="off") as url:
         yield fake, url
 
 
@@ -127,7 +107,7 @@ async def test_429_and_5xx_are_retried_with_backoff_until_ably_takes_it(
 
 @pytest.mark.anyio
 async def test_an_unreachable_ably_keeps_the_rows(storage: Storage, clock: FakeClock) -> None:
-    with served(FakeAbly().app()) as url:
+    with running_server(FakeAbly().app(), lifespan="off") as url:
         pass  # nothing listens there any more
     outbox = revoker(storage, url, clock)
     await outbox.revoke(["clientId:alice"], reason="password")
