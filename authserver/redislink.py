@@ -196,6 +196,6 @@ class RedisChanges(Listeners):
                 await asyncio.sleep(self.link.retry_after)
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 except unreachable_errors():
                     pass
