@@ -29,11 +29,11 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from .capabilities import Capability
-from .errors import AuthServerError, ConfigError
-from .identity.oidc.upstream import UpstreamConfigError, UpstreamIssuer, make_issuer
-from .keys import AblyKey, parse_api_keys
-from .policy import Policy, load_policy
+from authserver.core.capabilities import Capability
+from authserver.core.issuers import UpstreamConfigError, UpstreamIssuer, make_issuer
+from authserver.core.keys import AblyKey, parse_api_keys
+from authserver.core.policy import Policy, load_policy
+from authserver.errors import AuthServerError, ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "sqlite:///authserver.db"

@@ -30,8 +30,8 @@ from typing import Any
 import jwt
 from profile_auth import call as asgi_get
 
-from authserver.app import create_app
 from authserver.config import load_settings
+from authserver.http.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / ".cache" / "node" / "node_modules"

@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from authserver.app import create_app
 from authserver.config import load_settings
-from authserver.connections import ConnectionLimits
-from authserver.logs import configure_logging
-from authserver.serving import bind, run_servers, uvicorn_server
+from authserver.http.app import create_app
+from authserver.infra.logs import configure_logging
+from authserver.server.connections import ConnectionLimits
+from authserver.server.serving import bind, run_servers, uvicorn_server
 
 
 async def hello(request: Request) -> Response:

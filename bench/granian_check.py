@@ -9,7 +9,7 @@ decision, to re-run when granian changes. granian is not a dependency: ``pip ins
 
 The throughput run alternates wrk runs as ``ratio.py`` does (c=64, one process each, 3 rounds of
 10 s): the bare Starlette hello under uvicorn (as ``ratio.py``) and under granian, ``authserver
-serve`` and the same app (``authserver.workers:worker_app``, JSON logs at info, metrics on) under
+serve`` and the same app (``authserver.server.workers:worker_app``, JSON logs at info, metrics on) under
 granian. RSS is that of the process started: for granian, its supervisor, not the worker.
 
 The probes start the app with the service's limits in granian's terms (HTTP/1, header-read timeout
@@ -92,7 +92,7 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
     hello_uvicorn = [PYTHON, "-m", "uvicorn", "apps:hello", "--app-dir", apps, "--host", "127.0.0.1"]
     hello_uvicorn += ["--port", str(ports[0]), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
     hello_granian = granian_argv("apps:hello", ports[1], "--working-dir", apps)
-    app_granian = granian_argv("authserver.workers:worker_app", ports[3], "--factory", *GRANIAN_LIMITS)
+    app_granian = granian_argv("authserver.server.workers:worker_app", ports[3], "--factory", *GRANIAN_LIMITS)
     logs = tmp / "servers.log"
     with (
         started(hello_uvicorn, env=dict(os.environ), cwd=tmp, log=logs) as p1,
@@ -159,7 +159,7 @@ def probes(server: str, tmp: Path) -> None:
     env = app_env(tmp)
     add_account(env)
     if server == "granian":
-        argv = granian_argv("authserver.workers:worker_app", port, "--factory", *GRANIAN_LIMITS)
+        argv = granian_argv("authserver.server.workers:worker_app", port, "--factory", *GRANIAN_LIMITS)
     else:
         argv = [AUTHSERVER, "serve", "--port", str(port)]
     log = tmp / "server.log"

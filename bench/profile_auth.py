@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from authserver.app import create_app
 from authserver.config import load_settings
-from authserver.identity import Identity
-from authserver.logs import configure_logging
-from authserver.metrics import Metrics, prepare_multiprocess_dir
+from authserver.core.callers import Identity
+from authserver.http.app import create_app
+from authserver.infra.logs import configure_logging
+from authserver.infra.metrics import Metrics, prepare_multiprocess_dir
 
 
 async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> int:

@@ -34,12 +34,12 @@ import httpx
 from ably import AblyRealtime
 from ably.transport import websockettransport
 
-from authserver.app import create_app
+from authserver.cli.smoke import connect_with_port
 from authserver.config import load_settings
+from authserver.core.keys import AblyKey
+from authserver.http.app import create_app
 from authserver.identity.passwords import Passwords
-from authserver.keys import AblyKey
 from authserver.sandbox import create_sandbox_app
-from authserver.smoke import connect_with_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import running_server

@@ -30,10 +30,10 @@ KEY = "appId.keyId:bench-secret-0123456789-abcdefghijklmnopq"
 #: The app under plain uvicorn: what ``serve`` does, less authserver.connections.
 BASELINE = """
 import logging
-from authserver.app import create_app
+from authserver.http.app import create_app
 from authserver.config import load_settings
-from authserver.logs import configure_logging
-from authserver.serving import bind, run_servers, uvicorn_server
+from authserver.infra.logs import configure_logging
+from authserver.server.serving import bind, run_servers, uvicorn_server
 settings = load_settings()
 configure_logging("info")
 sock = bind("127.0.0.1", 0)

@@ -14,8 +14,8 @@ import pytest
 from realservers import Postgres, Redis, postgres_bin
 from starlette.testclient import TestClient
 
-from authserver.app import create_app
 from authserver.config import Settings, load_settings
+from authserver.http.app import create_app
 from authserver.identity.passwords import Passwords
 from authserver.storage import Storage
 from authserver.storage.postgres import PostgresStorage

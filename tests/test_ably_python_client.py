@@ -11,12 +11,12 @@ import jwt
 import pytest
 from ably import AblyRest
 
-from authserver.app import create_app
+from authserver.cli.smoke import SmokeFailure, renewal_plan, stay_connected
 from authserver.config import Settings
+from authserver.core.keys import AblyKey
+from authserver.http.app import create_app
 from authserver.identity.passwords import Passwords
-from authserver.keys import AblyKey
 from authserver.sandbox import create_sandbox_app
-from authserver.smoke import SmokeFailure, renewal_plan, stay_connected
 
 from conftest import SettingsFactory
 from helpers import KEY_NAME, KEY_SECRET, running_server

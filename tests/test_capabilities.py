@@ -7,7 +7,7 @@ from typing import cast
 
 import pytest
 
-from authserver.capabilities import (
+from authserver.core.capabilities import (
     OPERATIONS,
     Capability,
     expand_template,

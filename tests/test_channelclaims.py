@@ -12,8 +12,9 @@ from typing import Any
 import jwt
 import pytest
 
-from authserver.capabilities import Capability
-from authserver.channelclaims import (
+from authserver.core.callers import Identity
+from authserver.core.capabilities import Capability
+from authserver.core.channelclaims import (
     MAX_JWT_BYTES,
     MAX_REVOCATION_KEY_CHARS,
     MAX_UPSTREAM_CLAIM_CHARS,
@@ -21,14 +22,13 @@ from authserver.channelclaims import (
     parse_channel_claims,
     worst_case_jwt_bytes,
 )
-from authserver.clientids import MAX_CLIENT_ID_CHARS
+from authserver.core.clientids import MAX_CLIENT_ID_CHARS
+from authserver.core.issuance import Issuer, TokenParams, revocation_key_for_user
+from authserver.core.keys import AblyKey
+from authserver.core.policy import Policy, PolicyError, parse_policy
 from authserver.errors import ForbiddenError
-from authserver.identity import Identity
 from authserver.identity.oidc.claims import carried_claims
 from authserver.identity.sessions import session_revocation_key
-from authserver.issuance import Issuer, TokenParams, revocation_key_for_user
-from authserver.keys import AblyKey
-from authserver.policy import Policy, PolicyError, parse_policy
 
 from helpers import FakeClock
 

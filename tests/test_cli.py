@@ -21,15 +21,15 @@ import jwt
 import pytest
 
 from authserver.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
+from authserver.cli.devkey import development_key, read_development_key
 from authserver.config import SETTINGS_HELP
-from authserver.devkey import development_key, read_development_key
+from authserver.core.keys import parse_api_key
+from authserver.core.policy import load_policy
+from authserver.core.tokenrequests import compute_mac
 from authserver.identity.passwords import Passwords
 from authserver.identity.users import UserStore
-from authserver.keys import parse_api_key
-from authserver.policy import load_policy
 from authserver.storage.schema import SCHEMA_VERSION
 from authserver.storage.sqlite import SqliteStorage
-from authserver.tokenrequests import compute_mac
 
 KEY_SECRET = "cli-test-key-secret-0123456789-abcdefghij"
 API_KEY = f"appId.keyId:{KEY_SECRET}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authserver.clientids import SAFE_CLIENT_ID, check_client_id, is_safe_client_id
+from authserver.core.clientids import SAFE_CLIENT_ID, check_client_id, is_safe_client_id
 from authserver.errors import ClientIdError
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from authserver.identity import Identity
-from authserver.issuance import Issuer, TokenParams
-from authserver.keys import AblyKey
-from authserver.policy import load_policy
+from authserver.core.callers import Identity
+from authserver.core.issuance import Issuer, TokenParams
+from authserver.core.keys import AblyKey
+from authserver.core.policy import load_policy
 
 from helpers import FakeClock
 

@@ -21,8 +21,8 @@ from authserver.config import (
     short_ttl_warning,
     short_ttl_warnings,
 )
+from authserver.core.keys import AblyKey
 from authserver.errors import ConfigError
-from authserver.keys import AblyKey
 
 KEY_SECRET = "KEY-SECRET-0123456789-abcdefghijklmnop"
 API_KEY = f"appId.keyId:{KEY_SECRET}"

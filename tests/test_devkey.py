@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from authserver.devkey import development_key, development_key_path, read_development_key
+from authserver.cli.devkey import development_key, development_key_path, read_development_key
 from authserver.errors import ConfigError
 
 

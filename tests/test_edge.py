@@ -1,6 +1,6 @@
 """The edge of the app: forwarding headers believed only from trusted proxies (and what that means
 for the login throttle), the Host check, no redirect built from Host, no-cache on every error, the
-request id; and the one edge layer that adds every header once (authserver.edge.Edge)."""
+request id; and the one edge layer that adds every header once (authserver.http.edge.Edge)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from authserver.app import create_app
-from authserver.edge import Edge, direct
 from authserver.errors import ForbiddenError
-from authserver.forwarding import real_client
+from authserver.http.app import create_app
+from authserver.http.edge import Edge, direct
+from authserver.http.forwarding import real_client
+from authserver.http.responses import exception_response
 from authserver.identity.passwords import Passwords
-from authserver.metrics import Metrics
-from authserver.responses import exception_response
+from authserver.infra.metrics import Metrics
 
 from conftest import Blocking, SettingsFactory
 from helpers import AUTHSERVER, FakeClock

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from authserver.errors import RateLimitedError, UnavailableError
-from authserver.guards import ConcurrencyGate, LoginThrottle
+from authserver.infra.guards import ConcurrencyGate, LoginThrottle
 
 
 def test_throttle_refuses_a_username_from_an_address_after_its_failures() -> None:

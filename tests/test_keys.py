@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from authserver.core.keys import AblyKey, parse_api_key, parse_api_keys
 from authserver.errors import KeyFormatError
-from authserver.keys import AblyKey, parse_api_key, parse_api_keys
 
 SECRET = "S3CR3T-VALUE"  # recognisable, so a leak into a message is easy to spot
 

@@ -12,7 +12,7 @@ OPTIONAL = frozenset({"psycopg", "psycopg_pool", "redis", "limits", "authlib", "
 
 PROBE = """
 import json, sys
-from authserver.app import create_app
+from authserver.http.app import create_app
 from authserver.cli import main  # the entry point `authserver serve` runs
 from authserver.config import load_settings
 

@@ -19,11 +19,11 @@ import pytest
 from starlette.requests import Request
 from test_metrics import value
 
-from authserver.app import _domain_error
-from authserver.audit import audit_issued, audit_refused
+from authserver.core.callers import Identity
 from authserver.errors import NotAuthenticatedError, UnavailableError
-from authserver.identity import Identity
-from authserver.logs import (
+from authserver.http.app import _domain_error
+from authserver.infra.audit import audit_issued, audit_refused
+from authserver.infra.logs import (
     JsonFormatter,
     LineHandler,
     LogLimiter,

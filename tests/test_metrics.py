@@ -78,7 +78,7 @@ def test_store_redis_and_jwks_hooks_are_exposed(service: Service) -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from authserver.metrics import Metrics
+from authserver.infra.metrics import Metrics
 metrics = Metrics(multiprocess_dir=Path(sys.argv[1]))
 for _ in range(int(sys.argv[2])):
     metrics.token_issued("jwt", "account")
@@ -87,7 +87,7 @@ metrics.request_observed("/auth", "GET", 200, 0.003)
 _READER = """
 import sys
 from pathlib import Path
-from authserver.metrics import Metrics
+from authserver.infra.metrics import Metrics
 sys.stdout.write(Metrics(multiprocess_dir=Path(sys.argv[1])).render()[0].decode())
 """
 

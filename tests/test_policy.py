@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from authserver.core.policy import DEFAULT_POLICY_FILE, Policy, PolicyError, load_policy, parse_policy
 from authserver.errors import ClientIdError, ForbiddenError
-from authserver.policy import DEFAULT_POLICY_FILE, Policy, PolicyError, load_policy, parse_policy
 
 GOOD_ROLE: dict[str, Any] = {"capability": {"chat:*": ["publish", "subscribe"]}}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import authserver.app as app_module
-from authserver.logs import LogLimiter
+import authserver.http.app as app_module
+from authserver.infra.logs import LogLimiter
 
 from conftest import Service, ServiceFactory
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from authserver.app import create_app
+from authserver.cli.smoke import stay_connected
 from authserver.config import load_settings
+from authserver.http.app import create_app
 from authserver.identity.passwords import Passwords
-from authserver.smoke import stay_connected
 
 from helpers import running_server
 

@@ -18,10 +18,10 @@ import redis
 from realservers import Redis, free_port
 from starlette.testclient import TestClient
 
-from authserver.app import create_app
+from authserver.http.app import create_app
+from authserver.http.provider_login import FlowCache, SharedFlowCache
 from authserver.identity.passwords import Passwords
-from authserver.provider_login import FlowCache, SharedFlowCache
-from authserver.redislink import RedisLink
+from authserver.infra.redislink import RedisLink
 
 from conftest import Blocking, SettingsFactory
 from helpers import FakeClock

@@ -28,11 +28,11 @@ from ably import AblyRealtime
 from ably.transport import websockettransport
 
 from authserver import cli
-from authserver.app import create_app
+from authserver.cli.smoke import connect_with_port
+from authserver.core.keys import AblyKey
+from authserver.http.app import create_app
 from authserver.identity.passwords import Passwords
-from authserver.keys import AblyKey
 from authserver.sandbox import create_sandbox_app
-from authserver.smoke import connect_with_port
 
 from conftest import SettingsFactory
 from helpers import API_KEY, KEY_NAME, KEY_SECRET, running_server

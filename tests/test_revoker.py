@@ -16,15 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from authserver.ablyrest import AblyRestApi, client_options, judge
-from authserver.identity import Identity
+from authserver.core.callers import Identity
+from authserver.core.issuance import TokenParams
+from authserver.core.keys import AblyKey
 from authserver.identity.passwords import Passwords
-from authserver.issuance import TokenParams
-from authserver.keys import AblyKey
-from authserver.revocations import MAX_TARGETS_PER_CALL, backoff, batches
-from authserver.revoker import Revoker
-from authserver.services import build_services
+from authserver.revocation.ablyrest import AblyRestApi, client_options, judge
+from authserver.revocation.outbox import Revoker
+from authserver.revocation.targets import MAX_TARGETS_PER_CALL, backoff, batches
 from authserver.storage import PendingRevocation, Storage
+from authserver.wiring import build_services
 
 from conftest import SettingsFactory
 from helpers import FakeClock, running_server

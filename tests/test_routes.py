@@ -13,13 +13,14 @@ import pytest
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from authserver.app import create_app
-from authserver.guards import ConcurrencyGate, LoginThrottle, MemoryThrottle
-from authserver.identity import Credentials, Identity
+from authserver.core.callers import Identity
+from authserver.core.tokenrequests import compute_mac
+from authserver.http.app import create_app
+from authserver.http.routes import request_cookies
+from authserver.http.web import WEB_DIR
+from authserver.identity import Credentials
 from authserver.identity.passwords import Passwords
-from authserver.routes import request_cookies
-from authserver.tokenrequests import compute_mac
-from authserver.web import WEB_DIR
+from authserver.infra.guards import ConcurrencyGate, LoginThrottle, MemoryThrottle
 
 from conftest import Blocking, Service, ServiceFactory, SettingsFactory
 from helpers import KEY_NAME, KEY_SECRET

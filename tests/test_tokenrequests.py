@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from authserver.keys import parse_api_key
-from authserver.tokenrequests import compute_mac, create_token_request
+from authserver.core.keys import parse_api_key
+from authserver.core.tokenrequests import compute_mac, create_token_request
 
 VECTOR_KEY = parse_api_key("appId.keyId:secretSecretSecret")
 VECTOR_MACS = ("AJVKUfOVl6ywRKP/zRIx3GkqM5hv2QLsyqvM1zsIXR0=", "4YhkefzNtx+5zCS9Tst9S0JkBzfuv/+g3tnkCoQCSjE=")

@@ -11,11 +11,11 @@ from typing import Any
 import jwt
 import pytest
 
-from authserver.identity import Identity
-from authserver.issuance import Issuer, TokenParams
-from authserver.keys import parse_api_key
-from authserver.policy import load_policy
-from authserver.tokens import IssuedToken, TokenSigner, sign_jwt
+from authserver.core.callers import Identity
+from authserver.core.issuance import Issuer, TokenParams
+from authserver.core.keys import parse_api_key
+from authserver.core.policy import load_policy
+from authserver.core.tokens import IssuedToken, TokenSigner, sign_jwt
 
 VECTOR_KEY = parse_api_key("appId.keyId:secretSecretSecret")
 VECTOR_JWT = (

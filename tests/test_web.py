@@ -18,9 +18,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import Message
 
-from authserver import web
-from authserver.middleware import SecurityHeadersMiddleware
-from authserver.web import (
+from authserver.http import web
+from authserver.http.middleware import SecurityHeadersMiddleware
+from authserver.http.web import (
     ABLY_JS_CDN_INTEGRITY,
     ABLY_JS_CDN_URL,
     ABLY_JS_VERSION,

@@ -31,7 +31,8 @@ import secrets
 
 from itsdangerous import BadSignature, Signer
 
-from ..errors import (
+from authserver.core.callers import ACCOUNT, DEMO, Identity
+from authserver.errors import (
     AccountRemovedError,
     LoggedOutElsewhereError,
     LoggedOutError,
@@ -39,7 +40,10 @@ from ..errors import (
     PasswordChangedError,
     SessionEndedError,
 )
-from ..storage import (
+from authserver.identity import Credentials
+from authserver.identity.users import RevocationQueue, account_identity
+from authserver.infra.changes import LocalChanges, SessionChanges
+from authserver.storage import (
     ENDED_EVERYWHERE,
     ENDED_LOGOUT,
     ENDED_PASSWORD,
@@ -48,9 +52,6 @@ from ..storage import (
     SessionRecord,
     SessionStorage,
 )
-from . import ACCOUNT, DEMO, Credentials, Identity
-from .changes import LocalChanges, SessionChanges
-from .users import RevocationQueue, account_identity
 
 COOKIE_NAME = "authserver_session"
 _CACHE_LIMIT = 10_000

@@ -8,13 +8,13 @@ from typing import Protocol
 
 import anyio.to_thread
 
-from ..clientids import check_client_id, is_safe_client_id
-from ..errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
-from ..policy import Policy
-from ..storage import QueuedRevocations, UserRecord, UserStorage
-from . import ACCOUNT, DEMO, Identity
-from .changes import LocalChanges, SessionChanges
-from .passwords import MAX_PASSWORD_LENGTH, Passwords
+from authserver.core.callers import ACCOUNT, DEMO, Identity
+from authserver.core.clientids import check_client_id, is_safe_client_id
+from authserver.core.policy import Policy
+from authserver.errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
+from authserver.identity.passwords import MAX_PASSWORD_LENGTH, Passwords
+from authserver.infra.changes import LocalChanges, SessionChanges
+from authserver.storage import QueuedRevocations, UserRecord, UserStorage
 
 BAD_CREDENTIALS = "invalid username or password"
 
@@ -23,7 +23,7 @@ User = UserRecord
 
 
 class RevocationQueue(Protocol):
-    """Takes back issued tokens (:class:`authserver.revoker.Revoker`): :meth:`queue` makes the outbox
+    """Takes back issued tokens (:class:`authserver.revocation.outbox.Revoker`): :meth:`queue` makes the outbox
     rows, which the storage inserts in the same transaction as the change that calls for them, and
     :meth:`queued` has them delivered once they are stored."""
 

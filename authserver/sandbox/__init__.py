@@ -17,8 +17,8 @@ connection <-> channel attachments and of what an attachment may do: ATTACH, DET
 
 from __future__ import annotations
 
-from .app import create_sandbox_app as create_sandbox_app
-from .limits import LimitError as LimitError
-from .limits import SandboxLimits as SandboxLimits
+from authserver.sandbox.app import create_sandbox_app as create_sandbox_app
+from authserver.sandbox.limits import LimitError as LimitError
+from authserver.sandbox.limits import SandboxLimits as SandboxLimits
 
 __all__ = ["LimitError", "SandboxLimits", "create_sandbox_app"]

@@ -15,15 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from ..capabilities import Capability
-from ..errors import AuthServerError, ConfigError
-from ..keys import AblyKey
-from ..middleware import CatchAllMiddleware
-from . import rest
-from .hub import Sandbox
-from .limits import SandboxLimits
-from .protocol import error_info
-from .realtime import realtime_endpoint
+from authserver.core.capabilities import Capability
+from authserver.core.keys import AblyKey
+from authserver.errors import AuthServerError, ConfigError
+from authserver.http.middleware import CatchAllMiddleware
+from authserver.sandbox import rest
+from authserver.sandbox.hub import Sandbox
+from authserver.sandbox.limits import SandboxLimits
+from authserver.sandbox.protocol import error_info
+from authserver.sandbox.realtime import realtime_endpoint
 
 log = logging.getLogger("authserver.sandbox")
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AuthServerError, RateLimitedError, TokenError
-from .channels import Attachment, Channel, ChannelRegistry, Rewind, check_channel_name
-from .connections import Connection
-from .grants import denied, require
-from .limits import LimitError, SandboxLimits
-from .payloads import is_wire_text
-from .protocol import Action, Flag, Frame, error_frame, granted_modes, requested_modes
+from authserver.errors import AuthServerError, RateLimitedError, TokenError
+from authserver.sandbox.channels import Attachment, Channel, ChannelRegistry, Rewind, check_channel_name
+from authserver.sandbox.connections import Connection
+from authserver.sandbox.grants import denied, require
+from authserver.sandbox.limits import LimitError, SandboxLimits
+from authserver.sandbox.payloads import is_wire_text
+from authserver.sandbox.protocol import Action, Flag, Frame, error_frame, granted_modes, requested_modes
 
 if TYPE_CHECKING:  # the hub owns an Attachments; only the frame handlers below need the hub itself
-    from .hub import Sandbox
+    from authserver.sandbox.hub import Sandbox
 
 #: Channel params Ably recognises and echoes in ATTACHED; anything else is dropped, as on Ably
 #: (ably-js ``test/realtime/channel.test.js`` ``attachWithInvalidChannelParams``: "not recognised so we

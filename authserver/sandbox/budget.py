@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from .limits import LimitError
+from authserver.sandbox.limits import LimitError
 
 #: What keeping one message or member costs beyond its payload (ids, timestamps, dict overhead).
 ENTRY_OVERHEAD = 100

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import BadRequestError
-from .budget import Kept, StoreBudget
-from .history import Entry, HistoryQuery
-from .limits import LimitError, SandboxLimits
-from .payloads import payload_size
-from .presence import Member as Member
-from .presence import MemberKey, PresenceSet
-from .protocol import Action, Flag, Frame, Outbound
+from authserver.errors import BadRequestError
+from authserver.sandbox.budget import Kept, StoreBudget
+from authserver.sandbox.history import Entry, HistoryQuery
+from authserver.sandbox.limits import LimitError, SandboxLimits
+from authserver.sandbox.payloads import payload_size
+from authserver.sandbox.presence import Member as Member
+from authserver.sandbox.presence import MemberKey, PresenceSet
+from authserver.sandbox.protocol import Action, Flag, Frame, Outbound
 
 MAX_CHANNEL_NAME = 512
 #: Client-supplied message ids remembered per channel for idempotent publishing (Ably de-duplicates

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 
 from starlette.websockets import WebSocket
 
-from ..errors import AuthServerError
-from .grants import Grant, Identity
-from .limits import LimitError, SandboxLimits
-from .protocol import Action, Frame, Outbound, WireFormat, error_frame
+from authserver.errors import AuthServerError
+from authserver.sandbox.grants import Grant, Identity
+from authserver.sandbox.limits import LimitError, SandboxLimits
+from authserver.sandbox.protocol import Action, Frame, Outbound, WireFormat, error_frame
 
 log = logging.getLogger("authserver.sandbox")
 

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..capabilities import Capability
-from ..channelclaims import value_for
-from ..errors import ClientIdError, ConfigError, NotAuthenticatedError, TokenError
-from ..keys import AblyKey
+from authserver.core.capabilities import Capability
+from authserver.core.channelclaims import value_for
+from authserver.core.keys import AblyKey
+from authserver.errors import ClientIdError, ConfigError, NotAuthenticatedError, TokenError
 
 CredentialKind = Literal["jwt", "token", "key"]
 
@@ -21,7 +21,7 @@ class TokenClaims:
     """A JWT's per-channel claims: user claims (``ably.channel.<resource>``) and publish rates
     (``ably.limits.publish.perAttachment.maxRate.<resource>``), as resource pattern -> value.
 
-    For a channel the most specific matching resource wins (:func:`~authserver.capabilities.specificity`:
+    For a channel the most specific matching resource wins (:func:`~authserver.core.capabilities.specificity`:
     the exact name, then more literal segments, then a concrete qualifier, then more segments).
     """
 

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
-from .connections import Connection
-from .grants import Grant, Identity
-from .hub import Sandbox
-from .limits import SandboxLimits
-from .protocol import Action, Frame, error_info
+from authserver.errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
+from authserver.sandbox.connections import Connection
+from authserver.sandbox.grants import Grant, Identity
+from authserver.sandbox.hub import Sandbox
+from authserver.sandbox.limits import SandboxLimits
+from authserver.sandbox.protocol import Action, Frame, error_info
 
 log = logging.getLogger("authserver.sandbox")
 

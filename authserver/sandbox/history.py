@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from ..errors import BadRequestError
+from authserver.errors import BadRequestError
 
 # NOTE: ASCII digits only and few of them: str.isdigit() accepts "²", which int() then refuses.
 _COUNT = re.compile(r"[0-9]{1,15}")

@@ -12,19 +12,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..capabilities import Capability
-from ..errors import BadRequestError, ClientIdError
-from ..keys import AblyKey
-from .attachments import Attachments
-from .channels import Channel, ChannelRegistry, Member, check_channel_name
-from .connections import Connection, ConnectionRegistry
-from .grants import Grant, Identity, Keyring
-from .issuance import IssuedTokens, TokenIssuer
-from .judge import TokenJudge
-from .limits import SandboxLimits
-from .payloads import check_payload, payload_size
-from .protocol import PresenceAction
-from .revocation import Revocation, Revocations, RevocationTarget
+from authserver.core.capabilities import Capability
+from authserver.core.keys import AblyKey
+from authserver.errors import BadRequestError, ClientIdError
+from authserver.sandbox.attachments import Attachments
+from authserver.sandbox.channels import Channel, ChannelRegistry, Member, check_channel_name
+from authserver.sandbox.connections import Connection, ConnectionRegistry
+from authserver.sandbox.grants import Grant, Identity, Keyring
+from authserver.sandbox.issuance import IssuedTokens, TokenIssuer
+from authserver.sandbox.judge import TokenJudge
+from authserver.sandbox.limits import SandboxLimits
+from authserver.sandbox.payloads import check_payload, payload_size
+from authserver.sandbox.protocol import PresenceAction
+from authserver.sandbox.revocation import Revocation, Revocations, RevocationTarget
 
 log = logging.getLogger("authserver.sandbox")
 

@@ -28,11 +28,11 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from ..capabilities import Capability
-from ..errors import BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
-from ..tokenrequests import compute_mac
-from .grants import Grant, Keyring
-from .limits import LimitError, SandboxLimits
+from authserver.core.capabilities import Capability
+from authserver.core.tokenrequests import compute_mac
+from authserver.errors import BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
+from authserver.sandbox.grants import Grant, Keyring
+from authserver.sandbox.limits import LimitError, SandboxLimits
 
 #: Opaque sandbox tokens start with this, so the judge never mistakes one for a JWT.
 OPAQUE_PREFIX = "sbxtok_"

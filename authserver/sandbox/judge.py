@@ -75,16 +75,16 @@ import json
 import math
 import re
 
-from ..capabilities import Capability, check_resource
-from ..channelclaims import MAX_PUBLISH_RATE, PUBLISH_RATE_PREFIX, USER_CLAIM_PREFIX
-from ..errors import AuthServerError, BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
-from ..keys import AblyKey
-from ..tokens import TokenSigner
-from .grants import NO_CLAIMS, Grant, Keyring, TokenClaims
-from .issuance import OPAQUE_PREFIX, IssuedTokens
-from .limits import SandboxLimits
-from .payloads import is_wire_text
-from .revocation import Revocations
+from authserver.core.capabilities import Capability, check_resource
+from authserver.core.channelclaims import MAX_PUBLISH_RATE, PUBLISH_RATE_PREFIX, USER_CLAIM_PREFIX
+from authserver.core.keys import AblyKey
+from authserver.core.tokens import TokenSigner
+from authserver.errors import AuthServerError, BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
+from authserver.sandbox.grants import NO_CLAIMS, Grant, Keyring, TokenClaims
+from authserver.sandbox.issuance import OPAQUE_PREFIX, IssuedTokens
+from authserver.sandbox.limits import SandboxLimits
+from authserver.sandbox.payloads import is_wire_text
+from authserver.sandbox.revocation import Revocations
 
 CAPABILITY_CLAIM = "x-ably-capability"
 CLIENT_ID_CLAIM = "x-ably-clientId"

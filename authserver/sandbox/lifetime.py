@@ -16,10 +16,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from ..errors import TokenError
-from .connections import Connection, Transport
-from .protocol import Action, error_frame
-from .revocation import Revocations
+from authserver.errors import TokenError
+from authserver.sandbox.connections import Connection, Transport
+from authserver.sandbox.protocol import Action, error_frame
+from authserver.sandbox.revocation import Revocations
 
 log = logging.getLogger("authserver.sandbox")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ..errors import AuthServerError, ConfigError
+from authserver.errors import AuthServerError, ConfigError
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..channelclaims import is_unicode_text
-from ..errors import BadRequestError
+from authserver.core.channelclaims import is_unicode_text
+from authserver.errors import BadRequestError
 
 #: Deepest nesting of lists/objects accepted in ``data`` or ``extras``.
 MAX_DEPTH = 64

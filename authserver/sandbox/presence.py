@@ -10,10 +10,10 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from .budget import StoreBudget
-from .limits import LimitError, SandboxLimits
-from .payloads import payload_size
-from .protocol import Action, Frame, PresenceAction
+from authserver.sandbox.budget import StoreBudget
+from authserver.sandbox.limits import LimitError, SandboxLimits
+from authserver.sandbox.payloads import payload_size
+from authserver.sandbox.protocol import Action, Frame, PresenceAction
 
 SYNC_PAGE_SIZE = 100
 Member = dict[str, Any]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgpack
 
-from ..errors import AuthServerError, BadRequestError
+from authserver.errors import AuthServerError, BadRequestError
 
 Frame = dict[str, Any]
 WireFormat = Literal["json", "msgpack"]

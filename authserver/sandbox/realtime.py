@@ -18,20 +18,14 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from ..errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
-from . import attachments, handshake
-from .connections import Connection, Transport
-from .grants import identity_after_reauth, resolve_identity
-from .hub import Sandbox
-from .lifetime import TokenWatch
-from .payloads import is_wire_text
-from .protocol import (
-    Action,
-    Frame,
-    WireFormat,
-    decode_frame,
-    error_frame,
-)
+from authserver.errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
+from authserver.sandbox import attachments, handshake
+from authserver.sandbox.connections import Connection, Transport
+from authserver.sandbox.grants import identity_after_reauth, resolve_identity
+from authserver.sandbox.hub import Sandbox
+from authserver.sandbox.lifetime import TokenWatch
+from authserver.sandbox.payloads import is_wire_text
+from authserver.sandbox.protocol import Action, Frame, WireFormat, decode_frame, error_frame
 
 log = logging.getLogger("authserver.sandbox")
 

@@ -16,14 +16,14 @@ import msgpack
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
-from .channels import check_channel_name
-from .grants import Grant, Identity, denied, require, resolve_identity
-from .history import HistoryQuery
-from .hub import Sandbox
-from .issuance import token_details
-from .protocol import error_info, payloads_for_json
-from .revocation import RevocationTarget
+from authserver.errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
+from authserver.sandbox.channels import check_channel_name
+from authserver.sandbox.grants import Grant, Identity, denied, require, resolve_identity
+from authserver.sandbox.history import HistoryQuery
+from authserver.sandbox.hub import Sandbox
+from authserver.sandbox.issuance import token_details
+from authserver.sandbox.protocol import error_info, payloads_for_json
+from authserver.sandbox.revocation import RevocationTarget
 
 MSGPACK = "application/x-msgpack"
 MAX_REVOCATION_TARGETS = 100

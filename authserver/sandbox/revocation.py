@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import BadRequestError
-from .grants import Grant
-from .limits import LimitError
+from authserver.errors import BadRequestError
+from authserver.sandbox.grants import Grant
+from authserver.sandbox.limits import LimitError
 
 TargetKind = Literal["clientId", "revocationKey"]
 _KINDS: tuple[TargetKind, ...] = ("clientId", "revocationKey")

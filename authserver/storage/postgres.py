@@ -16,9 +16,16 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ..errors import DatabaseError, StoreUnavailableError, UnavailableError
-from . import ENDED_PASSWORD, ENDED_REMOVED, PendingRevocation, QueuedRevocations, SessionRecord, UserRecord
-from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
+from authserver.errors import DatabaseError, StoreUnavailableError, UnavailableError
+from authserver.storage import (
+    ENDED_PASSWORD,
+    ENDED_REMOVED,
+    PendingRevocation,
+    QueuedRevocations,
+    SessionRecord,
+    UserRecord,
+)
+from authserver.storage.schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 
 log = logging.getLogger("authserver.storage")
 

@@ -12,7 +12,7 @@ that brings a database from the version before it to its own, per engine. At sta
 
 from __future__ import annotations
 
-from ..errors import DatabaseError
+from authserver.errors import DatabaseError
 
 #: The schema version this authserver reads and writes.
 SCHEMA_VERSION = 3

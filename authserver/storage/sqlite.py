@@ -13,9 +13,16 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from ..errors import DatabaseError, StoreUnavailableError, UnavailableError
-from . import ENDED_PASSWORD, ENDED_REMOVED, PendingRevocation, QueuedRevocations, SessionRecord, UserRecord
-from .schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
+from authserver.errors import DatabaseError, StoreUnavailableError, UnavailableError
+from authserver.storage import (
+    ENDED_PASSWORD,
+    ENDED_REMOVED,
+    PendingRevocation,
+    QueuedRevocations,
+    SessionRecord,
+    UserRecord,
+)
+from authserver.storage.schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 
 T = TypeVar("T")
 log = logging.getLogger("authserver.storage")

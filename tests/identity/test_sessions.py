@@ -8,6 +8,8 @@ from typing import Any
 import anyio
 import pytest
 
+from authserver.core.callers import Identity
+from authserver.core.policy import load_policy
 from authserver.errors import (
     AccountRemovedError,
     ForbiddenError,
@@ -17,12 +19,11 @@ from authserver.errors import (
     PasswordChangedError,
     SessionEndedError,
 )
-from authserver.identity import Credentials, Identity, authenticate_any
-from authserver.identity.changes import LocalChanges
+from authserver.identity import Credentials, authenticate_any
 from authserver.identity.passwords import Passwords
 from authserver.identity.sessions import COOKIE_NAME, SessionStore
 from authserver.identity.users import UserStore
-from authserver.policy import load_policy
+from authserver.infra.changes import LocalChanges
 from authserver.storage import SessionRecord, Storage
 
 from conftest import Reopen, raw_sql

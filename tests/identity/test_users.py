@@ -7,11 +7,11 @@ from typing import Protocol
 
 import pytest
 
+from authserver.core.callers import Identity
+from authserver.core.policy import Policy, load_policy, parse_policy
 from authserver.errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
-from authserver.identity import Identity
 from authserver.identity.passwords import MAX_PASSWORD_LENGTH, Passwords
 from authserver.identity.users import BAD_CREDENTIALS, User, UserStore
-from authserver.policy import Policy, load_policy, parse_policy
 from authserver.storage import Storage
 
 from conftest import Reopen

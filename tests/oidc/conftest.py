@@ -26,8 +26,8 @@ import jwt
 import pytest
 from starlette.testclient import TestClient
 
-from authserver.app import create_app
 from authserver.config import Settings
+from authserver.http.app import create_app
 
 from conftest import SettingsFactory
 

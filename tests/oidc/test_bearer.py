@@ -219,7 +219,7 @@ def test_with_a_bearer_and_a_session_cookie_the_bearer_decides(
 
 
 def test_without_a_configured_provider_a_bearer_gets_401(make_client: ClientFactory, make_settings: Any) -> None:
-    from authserver.app import create_app
+    from authserver.http.app import create_app
 
     with TestClient(create_app(make_settings())) as client:
         response = client.get("/auth", headers=bearer("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"))

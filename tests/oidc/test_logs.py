@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authserver.logs import redact
+from authserver.infra.logs import redact
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from authserver.app import create_app
-from authserver.keys import AblyKey
+from authserver.core.keys import AblyKey
+from authserver.http.app import create_app
 from authserver.sandbox import create_sandbox_app
 
 from .conftest import NODE_MODULES, PAGE_CLIENT_ID, PAGE_CLIENT_SECRET, Provider, oidc_env, unique

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from authserver.app import create_app
-from authserver.identity import Identity
+from authserver.core.callers import Identity
+from authserver.http.app import create_app
 from authserver.identity.oidc.bearer import VerifiedTokens
 from authserver.identity.oidc.jwks import ProviderKeys
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import pytest
 from ably import AblyRest
 
-from authserver.app import create_app
-from authserver.keys import AblyKey
+from authserver.cli.smoke import stay_connected
+from authserver.core.keys import AblyKey
+from authserver.http.app import create_app
 from authserver.sandbox import create_sandbox_app
-from authserver.smoke import stay_connected
 
 from .conftest import NODE, NODE_MODULES, Provider, oidc_env, unique
 from conftest import SettingsFactory

@@ -135,7 +135,7 @@ def test_a_capability_the_caller_may_not_have_or_that_does_not_parse_is_invalid_
 
 
 def test_without_a_provider_every_subject_token_is_invalid_grant(make_settings: Any) -> None:
-    from authserver.app import create_app
+    from authserver.http.app import create_app
 
     with TestClient(create_app(make_settings())) as client:
         status, error, _ = oauth_error(exchange(client, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"))

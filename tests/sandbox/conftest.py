@@ -1,7 +1,7 @@
 """Fixtures for the sandbox suite: real uvicorn servers on 127.0.0.1:0 and a tiny token-issuing authUrl app.
 
 The token app plays the part of the authserver token service: it signs Ably JWTs with
-:func:`authserver.tokens.sign_jwt` and answers with TokenDetails JSON wrapping the JWT (spec 4.4),
+:func:`authserver.core.tokens.sign_jwt` and answers with TokenDetails JSON wrapping the JWT (spec 4.4),
 or with a signed TokenRequest. Tests pick identity and lifetime through ``authParams``:
 
 * ``user``      the clientId to put in the token (absent or empty: anonymous; ``*``: wildcard)
@@ -30,10 +30,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from authserver.keys import AblyKey
+from authserver.core.keys import AblyKey
+from authserver.core.tokenrequests import create_token_request
+from authserver.core.tokens import IssuedToken, sign_jwt
 from authserver.sandbox import SandboxLimits, create_sandbox_app
-from authserver.tokenrequests import create_token_request
-from authserver.tokens import IssuedToken, sign_jwt
 
 from helpers import running_server
 

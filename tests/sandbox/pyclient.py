@@ -11,7 +11,7 @@ import pytest
 from ably import AblyRealtime
 from ably.transport import websockettransport
 
-from authserver.smoke import connect_with_port
+from authserver.cli.smoke import connect_with_port
 
 
 def patch_realtime_port(monkeypatch: pytest.MonkeyPatch) -> None:

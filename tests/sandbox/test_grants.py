@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from authserver.capabilities import Capability
+from authserver.core.capabilities import Capability
+from authserver.core.keys import AblyKey
 from authserver.errors import AuthServerError
-from authserver.keys import AblyKey
 from authserver.sandbox.grants import Grant, Identity, Keyring, identity_after_reauth, resolve_identity
 
 

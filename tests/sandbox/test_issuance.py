@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from authserver.capabilities import Capability
+from authserver.core.capabilities import Capability
+from authserver.core.keys import AblyKey
 from authserver.errors import AuthServerError
-from authserver.keys import AblyKey
 from authserver.sandbox.grants import Keyring
 from authserver.sandbox.issuance import IssuedTokens, TokenIssuer, token_details
 from authserver.sandbox.limits import SandboxLimits
@@ -108,7 +108,7 @@ def test_unknown_key_in_the_url_is_refused_40101() -> None:
 
 
 def signed(**fields: Any) -> dict[str, Any]:
-    from authserver.tokenrequests import compute_mac
+    from authserver.core.tokenrequests import compute_mac
 
     body: dict[str, Any] = {"keyName": KEY.name, "timestamp": TS, "nonce": NONCE, **fields}
     body["mac"] = compute_mac(

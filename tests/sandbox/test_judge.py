@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from authserver.capabilities import Capability
+from authserver.core.capabilities import Capability
+from authserver.core.keys import AblyKey
+from authserver.core.tokens import sign_jwt
 from authserver.errors import AuthServerError
-from authserver.keys import AblyKey
 from authserver.sandbox.grants import Grant, Keyring
 from authserver.sandbox.issuance import IssuedTokens
 from authserver.sandbox.judge import TokenJudge
 from authserver.sandbox.limits import SandboxLimits
 from authserver.sandbox.revocation import Revocation, Revocations, RevocationTarget
-from authserver.tokens import sign_jwt
 
 KEY = AblyKey("appId.keyId", "secretSecretSecret")
 NOW = 1_700_000_000  # seconds

@@ -11,9 +11,9 @@ import msgpack
 import pytest
 from starlette.testclient import TestClient
 
-from authserver.capabilities import Capability
+from authserver.core.capabilities import Capability
+from authserver.core.tokenrequests import create_token_request
 from authserver.sandbox import SandboxLimits, create_sandbox_app
-from authserver.tokenrequests import create_token_request
 
 from .conftest import KEY, OTHER_KEY, jwt_for
 from helpers import FakeClock

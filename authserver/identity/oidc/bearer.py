@@ -16,14 +16,15 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ForbiddenError, NotAuthenticatedError
-from ...policy import Policy
-from .. import Credentials, Identity
-from .claims import identity_from_claims
-from .upstream import UpstreamIssuer
+from authserver.core.callers import Identity
+from authserver.core.issuers import UpstreamIssuer
+from authserver.core.policy import Policy
+from authserver.errors import ForbiddenError, NotAuthenticatedError
+from authserver.identity import Credentials
+from authserver.identity.oidc.claims import identity_from_claims
 
 if TYPE_CHECKING:
-    from .jwks import ProviderKeys
+    from authserver.identity.oidc.jwks import ProviderKeys
 
 DEFAULT_CACHE_SIZE = 10_000
 
@@ -92,7 +93,10 @@ class UpstreamVerifier:
         known = self.verified.get(digest, now)
         if known is not None:
             return known
-        from .verifier import BearerRefused, peek  # PyJWT (and cryptography) only with a provider configured
+        from authserver.identity.oidc.verifier import (  # PyJWT (and cryptography) only with a provider configured
+            BearerRefused,
+            peek,
+        )
 
         header = peek(token)
         provider = self.providers.get(header.issuer)
@@ -105,7 +109,7 @@ class UpstreamVerifier:
     async def identity_for(self, token: str, upstream: UpstreamIssuer, now: float) -> Identity:
         """Verify ``token`` as ``upstream`` says (e.g. an ID token, whose audience is a client id), with
         the keys of the provider of the same issuer; not remembered."""
-        from .verifier import BearerRefused, peek
+        from authserver.identity.oidc.verifier import BearerRefused, peek
 
         header = peek(token)
         if header.issuer != upstream.issuer or upstream.issuer not in self.providers:
@@ -116,7 +120,7 @@ class UpstreamVerifier:
     async def _verify(
         self, token: str, upstream: UpstreamIssuer, algorithm: str, kid: str | None, now: float
     ) -> tuple[Identity, float]:
-        from .verifier import verify
+        from authserver.identity.oidc.verifier import verify
 
         key = await self.providers[upstream.issuer].key(kid)
         claims = verify(token, upstream, key, algorithm, now)

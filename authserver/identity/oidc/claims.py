@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...channelclaims import MAX_UPSTREAM_CLAIM_CHARS, UPSTREAM_CLAIMS, is_unicode_text
-from ...clientids import check_client_id
-from ...errors import ClientIdError, ForbiddenError
-from ...policy import Policy
-from .. import Identity
-from .upstream import UpstreamIssuer
+from authserver.core.callers import Identity
+from authserver.core.channelclaims import MAX_UPSTREAM_CLAIM_CHARS, UPSTREAM_CLAIMS, is_unicode_text
+from authserver.core.clientids import check_client_id
+from authserver.core.issuers import UpstreamIssuer
+from authserver.core.policy import Policy
+from authserver.errors import ClientIdError, ForbiddenError
 
 MAX_ROLE_VALUES = 100
 

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import jwt
 
-from ...errors import UnavailableError
-from .upstream import UpstreamConfigError, UpstreamIssuer, check_url
-from .verifier import BearerRefused
+from authserver.core.issuers import UpstreamConfigError, UpstreamIssuer, check_url
+from authserver.errors import UnavailableError
+from authserver.identity.oidc.verifier import BearerRefused
 
 log = logging.getLogger("authserver.oidc")
 MAX_DOCUMENT_BYTES = 512 * 1024

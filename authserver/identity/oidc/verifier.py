@@ -13,8 +13,8 @@ from typing import Any
 
 import jwt
 
-from ...errors import NotAuthenticatedError
-from .upstream import KEY_TYPES, UpstreamIssuer
+from authserver.core.issuers import KEY_TYPES, UpstreamIssuer
+from authserver.errors import NotAuthenticatedError
 
 #: Longer bearer tokens are refused before they are parsed.
 MAX_TOKEN_CHARS = 16 * 1024

@@ -1,0 +1,128 @@
+"""``authserver revoke``, and the revocations the account commands queue: the command line's side of
+the revocation outbox. Rows go into the database; the CLI then tries to deliver them itself (best
+effort, bounded); what it cannot deliver, a running ``authserver serve`` delivers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from datetime import datetime
+
+from authserver.cli.devkey import development_key_path, read_development_key
+from authserver.config import Settings
+from authserver.core.issuance import Issuer
+from authserver.core.keys import AblyKey
+from authserver.errors import UserError
+from authserver.identity.sessions import session_revocation_key
+from authserver.revocation.ablyrest import AblyRestApi
+from authserver.revocation.outbox import Revoker
+from authserver.revocation.targets import parse_target, session_target, user_target
+from authserver.storage import Storage
+
+#: The longest the CLI waits for Ably before leaving delivery to the service.
+DELIVERY_TIMEOUT_S = 10.0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    revoke = sub.add_parser("revoke", help="take back issued tokens through Ably (revokeTokens)")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", help="every token of this account (all its devices)")
+    which.add_argument("--session", help="the tokens of one session: its revocation key (s:...) or stored id hash")
+    which.add_argument("--client-id", help="every token carrying this clientId")
+    revoke.add_argument("--issued-before", help="only tokens issued before: ms since the epoch or ISO 8601 time")
+
+
+def _keys(settings: Settings) -> tuple[tuple[AblyKey, ...], str | None, bool]:
+    """The keys to revoke with, the endpoint, and whether this process should deliver (production)."""
+    keys: tuple[AblyKey, ...] = settings.ably_keys
+    if keys:
+        return keys, settings.ably_endpoint, True
+    path = development_key_path(settings.database_path)
+    key = read_development_key(path) if path is not None and path.exists() else None
+    # Development mode: the embedded sandbox of a running serve holds the key; that serve delivers.
+    return ((key,) if key is not None else ()), None, False
+
+
+def cli_revoker(settings: Settings, storage: Storage) -> tuple[Revoker | None, bool]:
+    """The revoker for the CLI (None: revocation off, or no key known) and whether to deliver here."""
+    if not settings.revocable_tokens:
+        return None, False
+    keys, endpoint, deliver = _keys(settings)
+    if not keys:
+        return None, False
+    margin: int = settings.iat_margin
+    return (
+        Revoker(
+            storage.outbox,
+            keys,
+            AblyRestApi(endpoint, timeout=5.0),
+            clock=time.time,
+            issued_before_ms=lambda targets: Issuer.issued_before_at(time.time(), margin),
+        ),
+        deliver,
+    )
+
+
+async def deliver_best_effort(revoker: Revoker) -> None:
+    """Try to deliver what is queued; what is left, ``serve`` delivers. Says which, on stderr."""
+    try:
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+            await revoker.deliver()
+    except TimeoutError:
+        pass
+    finally:
+        await revoker.close()
+    left = await revoker.outbox.pending()
+    if left:
+        print(
+            f"authserver: {left} revocation(s) queued: Ably did not take them now; a running"
+            " `authserver serve` delivers them",
+            file=sys.stderr,
+        )
+
+
+def parse_time_ms(text: str) -> int:
+    """``--issued-before``: ms since the epoch, or an ISO 8601 time (UTC when no zone is given)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"--issued-before {text[:40]!r} is neither ms since the epoch nor an ISO 8601 time") from None
+    if when.tzinfo is None:
+        from datetime import UTC
+
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+async def revoke_command(settings: Settings, storage: Storage, args: argparse.Namespace) -> str:
+    """Queue the revocation ``args`` asks for and try to deliver it; returns what to print."""
+    revoker, deliver = cli_revoker(settings, storage)
+    if revoker is None:
+        raise UserError("revocation is off (ABLY_REVOCABLE_TOKENS=false) or no Ably key is known")
+    if args.user is not None:
+        user = await storage.users.get(args.user)
+        if user is None:
+            raise UserError(f"no such user: {args.user!r}")
+        target = user_target(user.client_id)
+    elif args.client_id is not None:
+        target = user_target(args.client_id)
+    else:
+        session = args.session
+        if not session.startswith("s:"):
+            session = session_revocation_key(session)
+        target = session_target(session)
+    try:
+        parse_target(target)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    issued_before = None if args.issued_before is None else parse_time_ms(args.issued_before)
+    await revoker.revoke([target], reason="operator", issued_before_ms=issued_before)
+    if deliver:
+        await deliver_best_effort(revoker)
+    else:
+        await revoker.close()
+    return f"revoked {target}"

@@ -1,0 +1,1 @@
+"""The HTTP edge: the app factory, the edge middleware, the routes, the login page and readiness."""

@@ -1,0 +1,228 @@
+"""The app factory: ``create_app(settings)`` wires the service; nothing is built at import time.
+
+``uvicorn authserver.app:create_app --factory`` works too (settings are then read from the
+environment when the app is built).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from authserver.config import Settings, load_settings
+from authserver.errors import AuthServerError, ConfigError, StoreUnavailableError, UnavailableError
+from authserver.http import routes
+from authserver.http.edge import Edge, direct
+from authserver.http.forwarding import ForwardedMiddleware
+from authserver.http.provider_login import FLOW_SECONDS, STATE_COOKIE, provider_login_routes
+from authserver.http.readiness import Readiness
+from authserver.http.responses import error_response, exception_response
+from authserver.http.web import security_middleware_args, web_routes
+from authserver.identity import Authenticator
+from authserver.identity.passwords import Passwords
+from authserver.identity.users import outside_policy_problem
+from authserver.infra.guards import Gate, Throttle
+from authserver.infra.logs import LogLimiter
+from authserver.infra.metrics import Metrics, multiprocess_dir_from_environment
+from authserver.infra.redislink import RedisChanges
+from authserver.server.connections import report_drops_to
+from authserver.wiring import Services, build_services
+
+log = logging.getLogger("authserver")
+#: What a client can provoke at will (a 503 from the login gate, a body cut short) is logged at
+#: warning level at most, a few lines a minute.
+_limited = LogLimiter(burst=5, interval=60.0)
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthServerError)
+    if isinstance(exc, StoreUnavailableError):
+        route = request.scope.get("route")
+        request.app.state.metrics.store_error(getattr(route, "path", "other"))
+    if isinstance(exc, UnavailableError):
+        _limited.log(
+            log, logging.WARNING, "unavailable", "503 on %s %s: %s", request.method, request.url.path, exc.message
+        )
+    elif exc.status >= 500:
+        log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
+    return exception_response(exc)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    _limited.log(
+        log, logging.WARNING, "disconnect", "client disconnected mid-body on %s %s", request.method, request.url.path
+    )
+    return error_response(40000, 400, "request body cut short")  # nobody is listening; for completeness
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code * 100, exc.status_code, str(exc.detail))
+
+
+#: How often ABLY_TIME_SYNC measures the offset to Ably's clock.
+TIME_SYNC_INTERVAL = 600.0
+
+
+async def _sync_time(services: Services, metrics: Metrics) -> None:
+    """Measure the offset to Ably's ``/time`` now and every :data:`TIME_SYNC_INTERVAL` seconds."""
+    assert services.offset is not None and services.revoker is not None
+    while True:
+        try:
+            sent = services.clock()
+            ably_ms = await services.revoker.time_ms()
+            offset = services.offset.record(sent=sent, received=services.clock(), ably_ms=ably_ms)
+            metrics.clock_offset_measured(offset)
+            log.info("clock offset to Ably: %+.3f s", offset)
+        except Exception as exc:
+            log.warning("clock offset to Ably not measured: %s", type(exc).__name__)
+        await asyncio.sleep(TIME_SYNC_INTERVAL)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    passwords: Passwords | None = None,
+    authenticators: tuple[Authenticator, ...] = (),
+    metrics: Metrics | None = None,
+    throttle: Throttle | None = None,
+    login_gate: Gate | None = None,
+) -> Starlette:
+    """Build the token service.
+
+    :param settings: validated settings; ``None`` reads them from the environment.
+    :param clock: seconds since the epoch; tests pass a fake clock.
+    :param passwords: the password hasher (tests pass cheaper argon2id parameters).
+    :param authenticators: extra identity sources, tried before the session cookie.
+    :param metrics: where counts go; default: the multiprocess directory ``serve`` prepared
+        (PROMETHEUS_MULTIPROC_DIR, inherited by workers), else this process only.
+    :param throttle: the failed-login throttle (default: shared through Redis with ``REDIS_URL``,
+        else in memory; limits from ``settings``).
+    :param login_gate: bounds concurrent password checks (default: in memory, from ``settings``).
+    :raises ConfigError: when the settings have no signing key.
+    """
+    if settings is None:
+        settings = load_settings()
+    if not settings.ably_keys:
+        raise ConfigError(["ABLY_API_KEY: no key to sign with (authserver serve starts a sandbox key in development)"])
+    services = build_services(
+        settings,
+        clock=clock,
+        passwords=passwords,
+        authenticators=authenticators,
+        throttle=throttle,
+        gate=login_gate,
+    )
+    metrics = metrics or Metrics(multiprocess_dir_from_environment())
+
+    readiness = Readiness(services)
+    auth_route = Route("/auth", routes.auth, methods=["GET", "POST"])
+    app_routes: list[BaseRoute] = [
+        auth_route,
+        Route("/token", routes.token, methods=["POST"]),
+        Route("/login", routes.login, methods=["POST"]),
+        Route("/logout", routes.logout, methods=["POST"]),
+        Route("/session", routes.session, methods=["GET"]),
+        Route("/healthz", routes.healthz, methods=["GET"]),
+        Route("/readyz", readiness.endpoint, methods=["GET"]),
+        Route("/metrics", routes.metrics, methods=["GET"]),
+        *provider_login_routes(services),
+        *web_routes(settings),
+    ]
+    flow_middleware: list[Middleware] = []
+    if settings.oidc_client_id:
+        # Authlib keeps the code flow's marker in Starlette's session: Lax, so the provider's redirect brings it.
+        flow_middleware.append(
+            Middleware(
+                SessionMiddleware,
+                secret_key=settings.session_secret,
+                session_cookie=STATE_COOKIE,
+                max_age=FLOW_SECONDS,
+                same_site="lax",
+                https_only=settings.cookie_secure == "true",
+            )
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        report_drops_to(app.state.metrics.connection_dropped)  # in this (worker) process
+        await services.storage.open()
+        outside = await services.users.outside_policy()
+        if outside:
+            log.warning("%s", outside_policy_problem(outside, settings.policy_source))
+        prefetch = None
+        if services.upstream is not None:
+            prefetch = asyncio.get_running_loop().create_task(services.upstream.prefetch())
+        if isinstance(services.changes, RedisChanges):
+            services.changes.start()
+        loop = asyncio.get_running_loop()
+        watch = loop.create_task(readiness.watch(), name="authserver readiness")
+        background = [watch]
+        if services.revoker is not None:
+            services.revoker.report = app.state.metrics.revocation_batch
+            background.append(loop.create_task(services.revoker.run(), name="authserver revocations"))
+        if settings.time_sync and services.revoker is not None:
+            background.append(loop.create_task(_sync_time(services, app.state.metrics), name="authserver time"))
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            if prefetch is not None:
+                prefetch.cancel()
+            if services.upstream is not None:
+                await services.upstream.close()
+            if services.revoker is not None:
+                await services.revoker.close()
+            if isinstance(services.changes, RedisChanges):
+                await services.changes.close()
+            if services.redis is not None:
+                await services.redis.close()
+            await services.storage.close()
+            app.state.metrics.process_exited()
+
+    app = Starlette(
+        routes=app_routes,
+        middleware=[
+            # Without trusted proxies it would pass every request through unchanged: one layer less.
+            *(
+                [Middleware(ForwardedMiddleware, trusted_proxies=settings.trusted_proxies)]
+                if settings.trusted_proxies
+                else []
+            ),
+            Middleware(
+                Edge,
+                metrics=metrics,
+                allowed_hosts=settings.allowed_hosts,
+                origins=settings.allowed_origins,
+                # GET /auth (what every token renewal asks) skips the router and Starlette's exception
+                # layers: the same endpoint, its domain errors answered by the same handler.
+                direct={("GET", "/auth"): direct(auth_route, _domain_error)},
+                **security_middleware_args(settings),
+            ),
+            *flow_middleware,
+        ],
+        exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error, ClientDisconnect: _client_gone},
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # NOTE: its redirect would be built from the Host header
+    app.state.services = services
+    app.state.metrics = metrics
+    if services.redis is not None:
+        services.redis.on_error = metrics.redis_error  # each failed Redis operation, by what it was for
+    if services.upstream is not None:
+        for provider in services.upstream.providers.values():
+            provider.on_fetch = metrics.jwks_fetch  # each fetch of a provider's keys, by outcome
+    return app

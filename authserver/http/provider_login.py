@@ -1,0 +1,187 @@
+""" "Log in with <provider>" on the page: OpenID Connect authorization code flow with PKCE, ``state``
+and ``nonce``, through Authlib's Starlette client.
+
+``GET /login/oidc`` redirects to the provider; ``GET /login/oidc/callback`` exchanges the code, verifies
+the ID token with the same verifier as bearer tokens (audience: the page's client id) and starts an
+ordinary server-side session whose source is ``oidc:<issuer>``, then redirects to the page. Renewal,
+logout and revocation then work exactly as for accounts.
+
+The flow's own state (code verifier, nonce, redirect URI) stays in server memory for ten minutes,
+keyed by ``state`` (in Redis too when ``REDIS_URL`` is set, so that any worker or machine can answer
+the callback); the browser holds only a signed marker (Starlette's session cookie,
+SameSite=Lax so that it comes back with the provider's redirect) that binds the callback to it.
+Neither the code, the verifier nor any token is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from authserver.core.issuers import UpstreamIssuer
+from authserver.errors import AuthServerError
+from authserver.identity.oidc.bearer import UpstreamVerifier
+from authserver.identity.sessions import COOKIE_NAME
+from authserver.infra.redislink import RedisLink, unreachable_errors
+from authserver.wiring import Services
+
+log = logging.getLogger("authserver.http")
+STATE_COOKIE = "authserver_oidc_flow"
+FLOW_SECONDS = 600
+_FLOW_LIMIT = 10_000
+LOGIN_PATH = "/login/oidc"
+CALLBACK_PATH = "/login/oidc/callback"
+
+
+class FlowCache:
+    """Authlib's state cache: the flows begun in the last ten minutes, in bounded memory."""
+
+    def __init__(self, limit: int = _FLOW_LIMIT) -> None:
+        self.limit = limit
+        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    async def get(self, key: str) -> str | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return entry[0]
+
+    async def set(self, key: str, value: str, expires: int | None = None) -> None:
+        self._entries[key] = (value, time.monotonic() + (expires or FLOW_SECONDS))
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    async def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+
+class SharedFlowCache:
+    """The flows kept in Redis too, so that a callback answered by another worker or machine than the
+    one that began the flow finds it. Redis not answering: this process's own memory still serves
+    the flows it began (the one-process behaviour), and the link reports the failure."""
+
+    PREFIX = "authserver:oidc-flow:"
+
+    def __init__(self, link: RedisLink, local: FlowCache) -> None:
+        self.link = link
+        self.local = local
+
+    async def get(self, key: str) -> str | None:
+        value = await self.local.get(key)
+        if value is not None or not self.link.usable():
+            return value
+        try:
+            raw = await self.link.client.get(self.PREFIX + key)
+        except unreachable_errors() as exc:
+            self.link.failed("oidc-flow", exc)
+            return None
+        self.link.succeeded()
+        return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+
+    async def set(self, key: str, value: str, expires: int | None = None) -> None:
+        await self.local.set(key, value, expires)
+        if not self.link.usable():
+            return
+        try:
+            await self.link.client.set(self.PREFIX + key, value, ex=expires or FLOW_SECONDS)
+        except unreachable_errors() as exc:
+            self.link.failed("oidc-flow", exc)
+        else:
+            self.link.succeeded()
+
+    async def delete(self, key: str) -> None:
+        await self.local.delete(key)
+        if not self.link.usable():
+            return
+        try:
+            await self.link.client.delete(self.PREFIX + key)
+        except unreachable_errors() as exc:
+            self.link.failed("oidc-flow", exc)
+
+
+def _failed(reason: str) -> Response:
+    return RedirectResponse("/?" + urlencode({"login_error": reason[:200]}), status_code=303)
+
+
+def provider_login_routes(svc: Services) -> list[BaseRoute]:
+    """The two routes of the code flow, or none when OIDC_CLIENT_ID is not set."""
+    settings = svc.settings
+    if not settings.oidc_client_id or not settings.oidc_issuers or svc.upstream is None:
+        return []
+    # Authlib's debug lines quote the PKCE code verifier and tokens: they are never let through.
+    logging.getLogger("authlib").setLevel(logging.INFO)
+    from authlib.integrations.starlette_client import OAuth, OAuthError  # only when configured (memory)
+
+    upstream = settings.oidc_issuers[0]
+    # An ID token's audience is the client id of the page, not the API audience of bearer tokens.
+    id_tokens: UpstreamIssuer = replace(upstream, audience=(settings.oidc_client_id,))
+    verifier: UpstreamVerifier = svc.upstream
+    # With REDIS_URL every worker and machine sees the flows; without it, one process's memory.
+    oauth = OAuth(cache=SharedFlowCache(svc.redis, FlowCache()) if svc.redis is not None else FlowCache())
+    client_kwargs: dict[str, Any] = {"scope": "openid", "code_challenge_method": "S256", "timeout": 10.0}
+    if not settings.oidc_client_secret:
+        client_kwargs["token_endpoint_auth_method"] = "none"  # noqa: S105 - a public client: PKCE only
+    client: Any = oauth.register(
+        "provider",
+        client_id=settings.oidc_client_id,
+        client_secret=settings.oidc_client_secret,
+        server_metadata_url=upstream.discovery_url,
+        client_kwargs=client_kwargs,
+    )
+
+    async def begin(request: Request) -> Response:
+        try:
+            response: Response = await client.authorize_redirect(request, str(request.url_for("oidc_callback")))
+        except (OAuthError, OSError, ValueError) as exc:
+            log.warning("log in with %s: cannot start (%s)", upstream.display_name, type(exc).__name__)
+            return _failed(f"{upstream.display_name} cannot be reached; try again later")
+        return response
+
+    async def callback(request: Request) -> Response:
+        try:
+            token = await client.authorize_access_token(request)
+        except OAuthError as exc:
+            log.info("log in with %s refused: %s", upstream.display_name, exc.error)
+            return _failed(f"{upstream.display_name} login did not complete ({exc.error})")
+        except (OSError, ValueError) as exc:
+            log.warning("log in with %s failed: %s", upstream.display_name, type(exc).__name__)
+            return _failed(f"{upstream.display_name} cannot be reached; try again later")
+        id_token = token.get("id_token") if isinstance(token, dict) else None
+        if not isinstance(id_token, str):
+            return _failed(f"{upstream.display_name} sent no ID token")
+        try:
+            identity = await verifier.identity_for(id_token, id_tokens, svc.clock())
+        except AuthServerError as exc:
+            log.info("log in with %s refused: %s", upstream.display_name, exc.message)
+            return _failed(exc.message)
+        previous = request.cookies.get(COOKIE_NAME)
+        if previous:
+            await svc.sessions.end(previous, "switched")
+        cookie = await svc.sessions.create(identity, svc.clock())
+        log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
+        response = RedirectResponse("/", status_code=303)
+        mode = settings.cookie_secure
+        response.set_cookie(
+            COOKIE_NAME,
+            cookie,
+            max_age=settings.session_ttl,
+            httponly=True,
+            samesite="strict",
+            secure=mode == "true" or (mode == "auto" and request.url.scheme == "https"),
+            path="/",
+        )
+        return response
+
+    return [
+        Route(LOGIN_PATH, begin, methods=["GET"], name="oidc_login"),
+        Route(CALLBACK_PATH, callback, methods=["GET"], name="oidc_callback"),
+    ]

@@ -1,0 +1,1 @@
+"""Ending tokens early: revocation targets, the durable outbox and the call to Ably's REST API."""
