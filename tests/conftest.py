@@ -151,7 +151,7 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
             "ABLY_API_KEY": API_KEY,
             "SESSION_SECRET": SESSION_SECRET,
             "DATABASE_URL": f"sqlite:///{tmp_path}/authserver.db",
-            # The service's tests see exact iat/exp and reach no Ably; tests/test_revocation.py turns
+            # The service's tests see exact iat/exp and reach no Ably; tests/revocation/test_revocation.py turns
             # revocation and the iat margin (both on by default) back on against a sandbox.
             "ABLY_REVOCABLE_TOKENS": "false",
             "TOKEN_IAT_MARGIN": "0",

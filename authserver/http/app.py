@@ -32,11 +32,11 @@ from authserver.http.web import security_middleware_args, web_routes
 from authserver.identity import Authenticator
 from authserver.identity.passwords import Passwords
 from authserver.identity.users import outside_policy_problem
+from authserver.infra.drops import report_drops_to
 from authserver.infra.guards import Gate, Throttle
 from authserver.infra.logs import LogLimiter
 from authserver.infra.metrics import Metrics, multiprocess_dir_from_environment
 from authserver.infra.redislink import RedisChanges
-from authserver.server.connections import report_drops_to
 from authserver.wiring import Services, build_services
 
 log = logging.getLogger("authserver")

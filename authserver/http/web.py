@@ -38,7 +38,7 @@ ABLY_JS_CDN_URL = f"{ABLY_CDN_ORIGIN}/lib/ably.min-{ABLY_JS_VERSION}.js"
 # NOTE: computed from ``build/ably.min.js`` of the npm package ably@2.28.0
 # (openssl dgst -sha384 -binary build/ably.min.js | openssl base64 -A). It assumes the CDN serves the
 # very same bytes as the npm build; if it does not, the browser refuses the script (fail closed) and the
-# page says ably-js could not be loaded. tests/test_web.py re-checks it against the local npm copy.
+# page says ably-js could not be loaded. tests/http/test_web.py re-checks it against the local npm copy.
 ABLY_JS_CDN_INTEGRITY = "sha384-SQa/bifsOXACnC9lqGmIdevHOESao90qevm3OLDnCJg1NAuq7Yccvt6H4JT1VIfc"
 
 LOCAL_ABLY_JS_URL = "/vendor/ably.min.js"

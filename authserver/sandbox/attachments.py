@@ -3,7 +3,7 @@ which modes", and of what an attached connection may do there.
 
 Nothing else changes attachment state. A frame's walk through the sandbox:
 
-* ATTACH / DETACH (:mod:`.realtime` dispatch) -> :func:`attach` / :func:`detach` here ->
+* ATTACH / DETACH (:mod:`.realtime` dispatch) -> :func:`~.frames.attach` / :func:`~.frames.detach` ->
   :class:`Attachments` -> :class:`~.channels.Channel` (ATTACHED, missed messages, SYNC).
 * MESSAGE / PRESENCE -> :meth:`Attachments.authorise` here (capability, then attach mode: the only
   permission check on the realtime path) -> :class:`~.hub.Sandbox` (check payloads, stamp) -> for a
@@ -16,23 +16,13 @@ Nothing else changes attachment state. A frame's walk through the sandbox:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from authserver.errors import AuthServerError, RateLimitedError, TokenError
-from authserver.sandbox.channels import Attachment, Channel, ChannelRegistry, Rewind, check_channel_name
+from authserver.sandbox.channels import Attachment, Channel, ChannelRegistry, check_channel_name
 from authserver.sandbox.connections import Connection
 from authserver.sandbox.grants import denied, require
 from authserver.sandbox.limits import LimitError, SandboxLimits
 from authserver.sandbox.payloads import is_wire_text
-from authserver.sandbox.protocol import Action, Flag, Frame, error_frame, granted_modes, requested_modes
-
-if TYPE_CHECKING:  # the hub owns an Attachments; only the frame handlers below need the hub itself
-    from authserver.sandbox.hub import Sandbox
-
-#: Channel params Ably recognises and echoes in ATTACHED; anything else is dropped, as on Ably
-#: (ably-js ``test/realtime/channel.test.js`` ``attachWithInvalidChannelParams``: "not recognised so we
-#: should end up with an empty params object").
-KNOWN_PARAMS = frozenset({"modes", "delta", "rewind", "occupancy"})
+from authserver.sandbox.protocol import Action, Flag, Frame, error_frame, granted_modes
 
 #: Which attach mode each realtime operation needs.
 OPERATION_MODES = {"publish": Flag.PUBLISH, "presence": Flag.PRESENCE}
@@ -220,82 +210,3 @@ def channel_error(name: object, error: AuthServerError) -> Frame:
     """A channel-scoped ERROR (the channel goes FAILED on the client); no ``channel`` if the name is unusable."""
     fields = {"channel": name} if is_wire_text(name) else {}
     return error_frame(Action.ERROR, error, **fields)
-
-
-def _echoed_params(params: object) -> dict[str, Any] | None:
-    """The ATTACH ``params`` Ably recognises, to echo in ATTACHED (string pairs only)."""
-    if not isinstance(params, dict):
-        return None
-    kept = {k: v for k, v in params.items() if k in KNOWN_PARAMS and is_wire_text(v)}
-    return kept or None
-
-
-def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame]:
-    """ATTACHED (modes = requested ∩ capability), then missed messages, then SYNC pages; or ERROR.
-
-    A repeated ATTACH (clients re-attach after every reconnect, ably-python after every CONNECTED) is
-    answered again, with RESUMED when the connection missed nothing it cannot be given.
-    """
-    name = frame.get("channel")
-    params = frame.get("params")
-    try:
-        channel_name = check_channel_name(name)
-        rewind = Rewind.parse(params["rewind"]) if isinstance(params, dict) and "rewind" in params else None
-        requested = requested_modes(frame.get("flags"), params)
-        channel, attachment, existed = sandbox.attachments.attach(connection, channel_name, requested)
-    except AuthServerError as exc:
-        return [channel_error(name, exc)]
-    replay, complete = channel.catch_up(attachment)
-    if rewind is not None and not existed:
-        # A first attach with rewind gets recent history after ATTACHED (Ably "rewind" channel param).
-        replay = channel.rewind(attachment, rewind, now_ms=sandbox.now_ms())
-    flags = attachment.modes
-    if existed and complete:
-        flags |= Flag.RESUMED
-    sync = channel.sync_frames() if attachment.modes & Flag.PRESENCE_SUBSCRIBE else []
-    if sync:
-        flags |= Flag.HAS_PRESENCE
-    attached: Frame = {
-        "action": int(Action.ATTACHED),
-        "channel": channel_name,
-        "flags": flags,
-        "channelSerial": channel.serial,
-    }
-    echoed = _echoed_params(params)
-    if echoed is not None:
-        attached["params"] = echoed
-    return [attached, *replay, *sync]
-
-
-def detach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame]:
-    """DETACHED; the connection's members on the channel leave. A DETACH without a usable name gets ERROR 40010."""
-    try:
-        name = check_channel_name(frame.get("channel"))
-    except AuthServerError as exc:
-        return [channel_error(frame.get("channel"), exc)]
-    sandbox.attachments.detach(connection, name)
-    sandbox.leave_channel(connection, name)
-    return [{"action": int(Action.DETACHED), "channel": name}]
-
-
-def presence_sync(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame]:
-    """A client-requested SYNC (RTP19/ably-js ``sync()``): the current members again, for an attached
-    channel with presence_subscribe; a channel ERROR 90001 when it is not attached."""
-    name = frame.get("channel")
-    found = sandbox.attachments.get(connection, name) if isinstance(name, str) else None
-    if found is None or not found[1].modes & Flag.PRESENCE_SUBSCRIBE:
-        error = AuthServerError("Presence sync requested on a channel that is not attached", code=90001, status=400)
-        return [channel_error(name, error)]
-    channel = found[0]
-    return channel.sync_frames() or [
-        {"action": int(Action.SYNC), "channel": channel.name, "channelSerial": "sync:", "presence": []}
-    ]
-
-
-def reauthorised(sandbox: Sandbox, connection: Connection) -> list[Frame]:
-    """After an AUTH: modes follow the new capability; channels no longer allowed fail with 40160 (RTC8a1)."""
-    frames: list[Frame] = []
-    for name in sandbox.attachments.reauthorise(connection):
-        sandbox.leave_channel(connection, name)
-        frames.append(channel_error(name, denied(name, "attach")))
-    return frames

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from authserver.errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
-from authserver.sandbox import attachments, handshake
+from authserver.sandbox import frames, handshake
 from authserver.sandbox.connections import Connection, Transport
 from authserver.sandbox.grants import identity_after_reauth, resolve_identity
 from authserver.sandbox.hub import Sandbox
@@ -183,31 +183,38 @@ class Session:
             transport.close(error_frame(Action.ERROR, INTERNAL))
 
     def _dispatch(self, frame: Frame) -> None:
-        assert self.connection is not None and self.transport is not None
+        assert self.connection is not None
         action = frame["action"]
         log.debug("connection %s: received action %s", self.connection.id, action)
-        if action == Action.HEARTBEAT:
-            if is_wire_text(frame.get("id")):
-                self.transport.send({"action": int(Action.HEARTBEAT), "id": frame["id"]})
-        elif action == Action.CLOSE:
-            self.closed_by_client = True
-            self.transport.close({"action": int(Action.CLOSED), "connectionId": self.connection.id})
-        elif action == Action.DISCONNECT:
-            self.transport.close()
-        elif action == Action.ATTACH:
-            self._send_all(attachments.attach(self.sandbox, self.connection, frame))
-        elif action == Action.DETACH:
-            self._send_all(attachments.detach(self.sandbox, self.connection, frame))
-        elif action == Action.MESSAGE:
-            self._acknowledged(frame, self._publish)
-        elif action == Action.PRESENCE:
-            self._acknowledged(frame, self._presence)
-        elif action == Action.AUTH:
-            self._reauth(frame)
-        elif action == Action.SYNC:
-            self._send_all(attachments.presence_sync(self.sandbox, self.connection, frame))
+        handler = DISPATCH.get(action)
+        if handler is not None:
+            handler(self, frame)
         elif frame.get("msgSerial") is not None:
             self._acknowledged(frame, self._unsupported)
+
+    def _heartbeat(self, frame: Frame) -> None:
+        assert self.transport is not None
+        if is_wire_text(frame.get("id")):
+            self.transport.send({"action": int(Action.HEARTBEAT), "id": frame["id"]})
+
+    def _close(self, frame: Frame) -> None:
+        assert self.connection is not None and self.transport is not None
+        self.closed_by_client = True
+        self.transport.close({"action": int(Action.CLOSED), "connectionId": self.connection.id})
+
+    def _disconnect(self, frame: Frame) -> None:
+        assert self.transport is not None
+        self.transport.close()
+
+    def _channel_frame(self, frame: Frame, answer: Callable[[Sandbox, Connection, Frame], list[Frame]]) -> None:
+        assert self.connection is not None
+        self._send_all(answer(self.sandbox, self.connection, frame))
+
+    def _message_frame(self, frame: Frame) -> None:
+        self._acknowledged(frame, self._publish)
+
+    def _presence_frame(self, frame: Frame) -> None:
+        self._acknowledged(frame, self._presence)
 
     def _send_all(self, frames: list[Frame]) -> None:
         assert self.transport is not None
@@ -284,7 +291,22 @@ class Session:
             return
         connection.grant, connection.identity = grant, identity
         log.info("connection %s re-authenticated (key %s)", connection.id, grant.key_name)
-        self._send_all(attachments.reauthorised(self.sandbox, connection))
+        self._send_all(frames.reauthorised(self.sandbox, connection))
         self.transport.send(handshake.connected_frame(connection, self.limits))
         assert self._watch is not None
         self._watch.restart()
+
+
+#: The one table of what a frame from the client does, by action (the rest: NACK if it asks for an ACK,
+#: else ignored). HEARTBEAT echoes its id; CLOSE answers CLOSED; DISCONNECT just closes.
+DISPATCH: dict[int, Callable[[Session, Frame], None]] = {
+    Action.HEARTBEAT: Session._heartbeat,
+    Action.CLOSE: Session._close,
+    Action.DISCONNECT: Session._disconnect,
+    Action.ATTACH: lambda session, frame: session._channel_frame(frame, frames.attach),
+    Action.DETACH: lambda session, frame: session._channel_frame(frame, frames.detach),
+    Action.MESSAGE: Session._message_frame,
+    Action.PRESENCE: Session._presence_frame,
+    Action.AUTH: Session._reauth,
+    Action.SYNC: lambda session, frame: session._channel_frame(frame, frames.presence_sync),
+}

@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import resource
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from authserver.http.responses import NO_CACHE, error_body
+from authserver.infra.drops import dropped
 
 log = logging.getLogger("authserver.connections")
 
@@ -81,21 +81,8 @@ TOO_LARGE = _error_response(431, "Request Header Fields Too Large", "request hea
 MALFORMED = _error_response(400, "Bad Request", "invalid HTTP request")
 
 
-def _ignore(reason: str) -> None:
-    pass
-
-
-#: Told the reason (``header_timeout``, ``body_timeout``, ``evicted``, ``headers_too_large``) each
-#: time a connection of this process is closed by the limits: see :func:`report_drops_to`.
-_drop_listener: Callable[[str], None] = _ignore
 #: This process's guard for each uvicorn config (a worker builds its own: nothing crosses processes).
 _guards: dict[int, ConnectionGuard] = {}
-
-
-def report_drops_to(listener: Callable[[str], None]) -> None:
-    """Send this process's connection drops to ``listener`` (the app's metrics)."""
-    global _drop_listener
-    _drop_listener = listener
 
 
 def limit_connections(config: uvicorn.Config, limits: ConnectionLimits) -> None:
@@ -122,7 +109,7 @@ class ConnectionGuard:
         return guard
 
     def on_drop(self, reason: str) -> None:
-        _drop_listener(reason)
+        dropped(reason)
 
     def admit(self, conn: GuardedProtocol) -> None:
         self.open[conn] = None

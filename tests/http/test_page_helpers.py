@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.node
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NODE = shutil.which("node")
 
 
@@ -41,7 +41,7 @@ def test_page_scripts_are_es_modules_loaded_as_such() -> None:
 
 def test_the_page_has_no_channel_matcher_of_its_own() -> None:
     # What a capability allows on a channel is decided by authserver/core/capabilities.py, which the page
-    # asks through GET /session?channel= (tests/test_routes.py shows it for "[*]*"). A second matcher in
+    # asks through GET /session?channel= (tests/http/test_routes.py shows it for "[*]*"). A second matcher in
     # JavaScript already disagreed with it once.
     for module in (REPO / "web").rglob("*.js"):
         text = module.read_text(encoding="utf-8")

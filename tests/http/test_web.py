@@ -28,7 +28,7 @@ from authserver.http.web import (
     web_routes,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NPM_ABLY = REPO / ".cache" / "node" / "node_modules" / "ably"
 
 

@@ -434,7 +434,7 @@ def test_time_sync_measures_the_offset_to_ablys_clock_applies_it_and_readyz_judg
 
 # --- the real ably-js under Node, through the service's authUrl --------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NODE = shutil.which("node")
 NODE_MODULES = ROOT / ".cache" / "node" / "node_modules"
 

@@ -17,7 +17,6 @@ import anyio
 import httpx
 import pytest
 from starlette.requests import Request
-from test_metrics import value
 
 from authserver.core.callers import Identity
 from authserver.errors import NotAuthenticatedError, UnavailableError
@@ -32,6 +31,7 @@ from authserver.infra.logs import (
     TextFormatter,
     request_id,
 )
+from infra.test_metrics import value
 
 from helpers import API_KEY, AUTHSERVER, KEY_SECRET, SESSION_SECRET, FakeClock, running_authserver
 
