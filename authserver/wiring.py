@@ -1,20 +1,28 @@
-"""The collaborators the HTTP layer uses, built once by the app factory."""
+"""The one composition root: every collaborator is built here from :class:`Settings`, for the HTTP app,
+the command line and the tests alike. :meth:`Services.start` and :meth:`Services.close` run and stop what
+the service keeps going in the background (the storage pool, session announcements, the revocation
+outbox, the time sync)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from authserver.config import Settings
 from authserver.core.issuance import Issuer
+from authserver.core.keys import AblyKey
 from authserver.identity import Authenticator
 from authserver.identity.oidc.bearer import BearerAuthenticator, UpstreamVerifier
 from authserver.identity.passwords import Passwords
 from authserver.identity.sessions import SessionStore
-from authserver.identity.users import UserStore
+from authserver.identity.users import UserStore, outside_policy_problem
 from authserver.infra.changes import LocalChanges, SessionChanges
 from authserver.infra.guards import ConcurrencyGate, Gate, LoginThrottle, MemoryThrottle, Throttle
+from authserver.infra.metrics import Metrics
 from authserver.infra.redislink import RedisChanges, RedisLink
 from authserver.infra.timesync import ClockOffset
 from authserver.revocation.ablyrest import AblyRestApi
@@ -25,9 +33,16 @@ from authserver.storage.sqlite import SqliteStorage
 if TYPE_CHECKING:
     from authserver.infra.ratelimits import AuthLimits
 
+log = logging.getLogger("authserver")
 
-@dataclass(frozen=True)
+#: How often ABLY_TIME_SYNC measures the offset to Ably's clock.
+TIME_SYNC_INTERVAL = 600.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Services:
+    """The service's collaborators, built by :func:`build_services`."""
+
     settings: Settings
     storage: Storage
     users: UserStore
@@ -38,6 +53,8 @@ class Services:
     throttle: Throttle
     login_gate: Gate
     changes: SessionChanges
+    #: Where counts go (None: nowhere; the app passes its own).
+    metrics: Metrics | None = None
     #: Redis, when REDIS_URL is set: shared limits and session announcements.
     redis: RedisLink | None = None
     #: The optional /auth limits (None: off, the default).
@@ -48,6 +65,51 @@ class Services:
     revoker: Revoker | None = None
     #: The offset to Ably's clock applied to issuance (ABLY_TIME_SYNC; zero otherwise).
     offset: ClockOffset | None = None
+    _running: list[asyncio.Task[None]] = field(default_factory=list, repr=False, compare=False)
+
+    async def start(self) -> None:
+        """Open the storage and start the background work (on the running event loop)."""
+        await self.storage.open()
+        outside = await self.users.outside_policy()
+        if outside:
+            log.warning("%s", outside_policy_problem(outside, self.settings.policy_source))
+        loop = asyncio.get_running_loop()
+        if self.upstream is not None:
+            self._running.append(loop.create_task(self.upstream.prefetch()))
+        self.changes.start()
+        if self.revoker is not None:
+            self._running.append(loop.create_task(self.revoker.run(), name="authserver revocations"))
+            if self.settings.time_sync:
+                self._running.append(loop.create_task(self._sync_time(), name="authserver time"))
+
+    async def close(self) -> None:
+        """Stop the background work and release every connection, in the reverse order of :meth:`start`."""
+        for task in self._running:
+            task.cancel()
+        self._running.clear()
+        if self.upstream is not None:
+            await self.upstream.close()
+        if self.revoker is not None:
+            await self.revoker.close()
+        await self.changes.close()
+        if self.redis is not None:
+            await self.redis.close()
+        await self.storage.close()
+
+    async def _sync_time(self) -> None:
+        """Measure the offset to Ably's ``/time`` now and every :data:`TIME_SYNC_INTERVAL` seconds."""
+        assert self.offset is not None and self.revoker is not None
+        while True:
+            try:
+                sent = self.clock()
+                ably_ms = await self.revoker.time_ms()
+                offset = self.offset.record(sent=sent, received=self.clock(), ably_ms=ably_ms)
+                if self.metrics is not None:
+                    self.metrics.clock_offset_measured(offset)
+                log.info("clock offset to Ably: %+.3f s", offset)
+            except Exception as exc:
+                log.warning("clock offset to Ably not measured: %s", type(exc).__name__)
+            await asyncio.sleep(TIME_SYNC_INTERVAL)
 
 
 def memory_throttle(settings: Settings) -> MemoryThrottle:
@@ -83,7 +145,11 @@ PROVIDER_TIMEOUT = (3.0, 2.0)  # (each operation, connect)
 
 
 def upstream_verifier(
-    settings: Settings, clock: Callable[[], float], users: UserStorage | None = None
+    settings: Settings,
+    clock: Callable[[], float],
+    users: UserStorage | None = None,
+    *,
+    on_fetch: Callable[[str], None] | None = None,
 ) -> UpstreamVerifier | None:
     """The verifier of upstream bearer tokens for the configured issuers (None without any). With
     ``users``, a provider's user whose clientId is a registered account's username or clientId is refused."""
@@ -95,7 +161,7 @@ def upstream_verifier(
 
     timeout = httpx.Timeout(PROVIDER_TIMEOUT[0], connect=PROVIDER_TIMEOUT[1])
     http = httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "authserver"})
-    providers = {i.issuer: ProviderKeys(i, http, clock, timeout=3.0) for i in settings.oidc_issuers}
+    providers = {i.issuer: ProviderKeys(i, http, clock, timeout=3.0, on_fetch=on_fetch) for i in settings.oidc_issuers}
 
     async def taken(client_id: str) -> bool:
         assert users is not None
@@ -108,6 +174,7 @@ def build_services(
     settings: Settings,
     *,
     clock: Callable[[], float],
+    metrics: Metrics | None = None,
     passwords: Passwords | None = None,
     authenticators: tuple[Authenticator, ...] = (),
     storage: Storage | None = None,
@@ -117,9 +184,15 @@ def build_services(
 ) -> Services:
     """Wire the domain objects from settings. ``authenticators`` are tried before the session cookie;
     the rest default to the storage ``DATABASE_URL`` names and, with ``REDIS_URL``, to limits and
-    session announcements shared through Redis (else one process's in-memory versions)."""
+    session announcements shared through Redis (else one process's in-memory versions). ``metrics``
+    hear of failed Redis operations, provider key fetches, revocation batches and the clock offset."""
     storage = storage or open_storage(settings)
-    link = RedisLink(settings.redis_url) if settings.redis_url else None
+    # each failed Redis operation, by what it was for
+    link = (
+        RedisLink(settings.redis_url, on_error=None if metrics is None else metrics.redis_error)
+        if settings.redis_url
+        else None
+    )
     rates = bool(settings.auth_rate_per_identity or settings.auth_rate_per_address)
     if link is not None or rates:
         # the `limits` library only when something counts with it (memory per worker)
@@ -161,6 +234,7 @@ def build_services(
             AblyRestApi(settings.ably_endpoint),
             clock=clock,
             issued_before_ms=issuer.revocation_cutoff,
+            report=None if metrics is None else metrics.revocation_batch,
         )
     sessions = SessionStore(
         storage.sessions,
@@ -172,22 +246,73 @@ def build_services(
         revoke=revoker,
     )
     users = UserStore(storage.users, passwords or Passwords(), settings.policy, changes, revoker)
-    upstream = upstream_verifier(settings, clock, storage.users)
-    return Services(
-        settings,
-        storage,
-        users,
-        sessions,
-        issuer,
-        # A bearer token decides before any session cookie sent along with it.
-        (*authenticators, BearerAuthenticator(upstream), sessions),
-        clock,
-        throttle or memory_throttle(settings),
-        gate or login_gate(settings),
-        changes,
-        link,
-        auth_limits,
-        upstream,
-        revoker,
-        offset,
+    # each fetch of a provider's keys, by outcome
+    upstream = upstream_verifier(
+        settings, clock, storage.users, on_fetch=None if metrics is None else metrics.jwks_fetch
     )
+    return Services(
+        settings=settings,
+        storage=storage,
+        users=users,
+        sessions=sessions,
+        issuer=issuer,
+        # A bearer token decides before any session cookie sent along with it.
+        authenticators=(*authenticators, BearerAuthenticator(upstream), sessions),
+        clock=clock,
+        throttle=throttle or memory_throttle(settings),
+        login_gate=gate or login_gate(settings),
+        changes=changes,
+        metrics=metrics,
+        redis=link,
+        auth_limits=auth_limits,
+        upstream=upstream,
+        revoker=revoker,
+        offset=offset,
+    )
+
+
+def command_revoker(
+    settings: Settings, storage: Storage, keys: tuple[AblyKey, ...], endpoint: str | None
+) -> Revoker | None:
+    """The revoker of a command-line process (None: revocation off, or no key known): it queues in
+    ``storage``'s outbox and delivers to ``endpoint`` with ``keys``."""
+    if not settings.revocable_tokens or not keys:
+        return None
+    margin: int = settings.iat_margin
+    return Revoker(
+        storage.outbox,
+        keys,
+        AblyRestApi(endpoint, timeout=5.0),
+        clock=time.time,
+        issued_before_ms=lambda targets: Issuer.issued_before_at(time.time(), margin),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Accounts:
+    """The accounts of the database, for a command that changes them: its changes reach the session
+    memory of every running instance at once through Redis (when configured), and queue revocations."""
+
+    storage: Storage
+    users: UserStore
+    revoker: Revoker | None
+    link: RedisLink | None
+    changes: RedisChanges | None
+
+    async def start(self) -> None:
+        await self.storage.open()
+
+    async def close(self) -> None:
+        await self.storage.close()
+        if self.link is not None:
+            await self.link.close()
+
+
+def build_accounts(settings: Settings, *, keys: tuple[AblyKey, ...], endpoint: str | None) -> Accounts:
+    """:class:`Accounts` of ``settings``' database, revoking with ``keys`` at ``endpoint``."""
+    storage = open_storage(settings)
+    link = RedisLink(settings.redis_url) if settings.redis_url else None
+    changes = RedisChanges(link) if link is not None else None
+    revoker = command_revoker(settings, storage, keys, endpoint)
+    users = UserStore(storage.users, Passwords(), settings.policy, changes, revoker)
+    return Accounts(storage=storage, users=users, revoker=revoker, link=link, changes=changes)

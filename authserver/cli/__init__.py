@@ -29,14 +29,13 @@ from authserver.core.callers import Identity
 from authserver.core.capabilities import Capability
 from authserver.core.issuance import TokenParams
 from authserver.errors import AuthServerError, ConfigError, DatabaseError, ForbiddenError, UserError
-from authserver.identity.passwords import Passwords
 from authserver.identity.users import User, UserStore, account_identity, outside_policy_problem
 from authserver.infra.logs import configure_logging, json_lines
-from authserver.infra.redislink import RedisChanges, RedisLink
+from authserver.infra.redislink import RedisLink
 from authserver.server.serving import bind, run_servers, url_host, uvicorn_server
 from authserver.storage import Storage
 from authserver.storage.schema import SCHEMA_VERSION, require_current
-from authserver.wiring import build_services, open_storage
+from authserver.wiring import build_accounts, build_services, open_storage
 
 if TYPE_CHECKING:
     import uvicorn
@@ -568,22 +567,17 @@ def _with_users(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -
     """Run ``work`` on the accounts of ``settings``' database, opened for it and closed after."""
 
     async def run() -> T:
-        storage = open_storage(settings)
-        # With Redis, the changes made here reach the session memory of every running instance at once.
-        link = RedisLink(settings.redis_url) if settings.redis_url else None
-        changes = RedisChanges(link) if link is not None else None
-        revoker, deliver = revokecli.cli_revoker(settings, storage)
+        keys, endpoint, deliver = revokecli.revocation_keys(settings)
+        accounts = build_accounts(settings, keys=keys, endpoint=endpoint)
         try:
-            await storage.open()
-            done = await work(UserStore(storage.users, Passwords(), settings.policy, changes, revoker))
-            if revoker is not None and deliver:
-                await revokecli.deliver_best_effort(revoker)
+            await accounts.start()
+            done = await work(accounts.users)
+            if accounts.revoker is not None and deliver:
+                await revokecli.deliver_best_effort(accounts.revoker)
             return done
         finally:
-            await storage.close()
-            if link is not None:
-                await link.close()
-            if changes is not None and changes.unsent:
+            await accounts.close()
+            if accounts.changes is not None and accounts.changes.unsent:
                 print(
                     "authserver: Redis did not answer: running instances see this change within"
                     " AUTHSERVER_SESSION_RECHECK seconds instead of at once",

@@ -7,19 +7,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from datetime import datetime
 
 from authserver.cli.devkey import development_key_path, read_development_key
 from authserver.config import Settings
-from authserver.core.issuance import Issuer
 from authserver.core.keys import AblyKey
 from authserver.errors import UserError
 from authserver.identity.sessions import session_revocation_key
-from authserver.revocation.ablyrest import AblyRestApi
 from authserver.revocation.outbox import Revoker
 from authserver.revocation.targets import parse_target, session_target, user_target
 from authserver.storage import Storage
+from authserver.wiring import command_revoker
 
 #: The longest the CLI waits for Ably before leaving delivery to the service.
 DELIVERY_TIMEOUT_S = 10.0
@@ -34,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     revoke.add_argument("--issued-before", help="only tokens issued before: ms since the epoch or ISO 8601 time")
 
 
-def _keys(settings: Settings) -> tuple[tuple[AblyKey, ...], str | None, bool]:
+def revocation_keys(settings: Settings) -> tuple[tuple[AblyKey, ...], str | None, bool]:
     """The keys to revoke with, the endpoint, and whether this process should deliver (production)."""
     keys: tuple[AblyKey, ...] = settings.ably_keys
     if keys:
@@ -43,26 +41,6 @@ def _keys(settings: Settings) -> tuple[tuple[AblyKey, ...], str | None, bool]:
     key = read_development_key(path) if path is not None and path.exists() else None
     # Development mode: the embedded sandbox of a running serve holds the key; that serve delivers.
     return ((key,) if key is not None else ()), None, False
-
-
-def cli_revoker(settings: Settings, storage: Storage) -> tuple[Revoker | None, bool]:
-    """The revoker for the CLI (None: revocation off, or no key known) and whether to deliver here."""
-    if not settings.revocable_tokens:
-        return None, False
-    keys, endpoint, deliver = _keys(settings)
-    if not keys:
-        return None, False
-    margin: int = settings.iat_margin
-    return (
-        Revoker(
-            storage.outbox,
-            keys,
-            AblyRestApi(endpoint, timeout=5.0),
-            clock=time.time,
-            issued_before_ms=lambda targets: Issuer.issued_before_at(time.time(), margin),
-        ),
-        deliver,
-    )
 
 
 async def deliver_best_effort(revoker: Revoker) -> None:
@@ -100,7 +78,8 @@ def parse_time_ms(text: str) -> int:
 
 async def revoke_command(settings: Settings, storage: Storage, args: argparse.Namespace) -> str:
     """Queue the revocation ``args`` asks for and try to deliver it; returns what to print."""
-    revoker, deliver = cli_revoker(settings, storage)
+    keys, endpoint, deliver = revocation_keys(settings)
+    revoker = command_revoker(settings, storage, keys, endpoint)
     if revoker is None:
         raise UserError("revocation is off (ABLY_REVOCABLE_TOKENS=false) or no Ably key is known")
     if args.user is not None:

@@ -31,13 +31,11 @@ from authserver.http.responses import error_response, exception_response
 from authserver.http.web import security_middleware_args, web_routes
 from authserver.identity import Authenticator
 from authserver.identity.passwords import Passwords
-from authserver.identity.users import outside_policy_problem
 from authserver.infra.drops import report_drops_to
 from authserver.infra.guards import Gate, Throttle
 from authserver.infra.logs import LogLimiter
 from authserver.infra.metrics import Metrics, multiprocess_dir_from_environment
-from authserver.infra.redislink import RedisChanges
-from authserver.wiring import Services, build_services
+from authserver.wiring import build_services
 
 log = logging.getLogger("authserver")
 #: What a client can provoke at will (a 503 from the login gate, a body cut short) is logged at
@@ -71,25 +69,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code * 100, exc.status_code, str(exc.detail))
 
 
-#: How often ABLY_TIME_SYNC measures the offset to Ably's clock.
-TIME_SYNC_INTERVAL = 600.0
-
-
-async def _sync_time(services: Services, metrics: Metrics) -> None:
-    """Measure the offset to Ably's ``/time`` now and every :data:`TIME_SYNC_INTERVAL` seconds."""
-    assert services.offset is not None and services.revoker is not None
-    while True:
-        try:
-            sent = services.clock()
-            ably_ms = await services.revoker.time_ms()
-            offset = services.offset.record(sent=sent, received=services.clock(), ably_ms=ably_ms)
-            metrics.clock_offset_measured(offset)
-            log.info("clock offset to Ably: %+.3f s", offset)
-        except Exception as exc:
-            log.warning("clock offset to Ably not measured: %s", type(exc).__name__)
-        await asyncio.sleep(TIME_SYNC_INTERVAL)
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -117,15 +96,16 @@ def create_app(
         settings = load_settings()
     if not settings.ably_keys:
         raise ConfigError(["ABLY_API_KEY: no key to sign with (authserver serve starts a sandbox key in development)"])
+    metrics = metrics or Metrics(multiprocess_dir_from_environment())
     services = build_services(
         settings,
         clock=clock,
+        metrics=metrics,
         passwords=passwords,
         authenticators=authenticators,
         throttle=throttle,
         gate=login_gate,
     )
-    metrics = metrics or Metrics(multiprocess_dir_from_environment())
 
     readiness = Readiness(services)
     auth_route = Route("/auth", routes.auth, methods=["GET", "POST"])
@@ -158,39 +138,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         report_drops_to(app.state.metrics.connection_dropped)  # in this (worker) process
-        await services.storage.open()
-        outside = await services.users.outside_policy()
-        if outside:
-            log.warning("%s", outside_policy_problem(outside, settings.policy_source))
-        prefetch = None
-        if services.upstream is not None:
-            prefetch = asyncio.get_running_loop().create_task(services.upstream.prefetch())
-        if isinstance(services.changes, RedisChanges):
-            services.changes.start()
-        loop = asyncio.get_running_loop()
-        watch = loop.create_task(readiness.watch(), name="authserver readiness")
-        background = [watch]
-        if services.revoker is not None:
-            services.revoker.report = app.state.metrics.revocation_batch
-            background.append(loop.create_task(services.revoker.run(), name="authserver revocations"))
-        if settings.time_sync and services.revoker is not None:
-            background.append(loop.create_task(_sync_time(services, app.state.metrics), name="authserver time"))
+        await services.start()
+        watch = asyncio.get_running_loop().create_task(readiness.watch(), name="authserver readiness")
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
-            if prefetch is not None:
-                prefetch.cancel()
-            if services.upstream is not None:
-                await services.upstream.close()
-            if services.revoker is not None:
-                await services.revoker.close()
-            if isinstance(services.changes, RedisChanges):
-                await services.changes.close()
-            if services.redis is not None:
-                await services.redis.close()
-            await services.storage.close()
+            watch.cancel()
+            await services.close()
             app.state.metrics.process_exited()
 
     app = Starlette(
@@ -220,9 +174,4 @@ def create_app(
     app.router.redirect_slashes = False  # NOTE: its redirect would be built from the Host header
     app.state.services = services
     app.state.metrics = metrics
-    if services.redis is not None:
-        services.redis.on_error = metrics.redis_error  # each failed Redis operation, by what it was for
-    if services.upstream is not None:
-        for provider in services.upstream.providers.values():
-            provider.on_fetch = metrics.jwks_fetch  # each fetch of a provider's keys, by outcome
     return app

@@ -27,6 +27,14 @@ class SessionChanges(Protocol):
         """Accounts or sessions changed: every remembered session must be looked up again."""
         ...
 
+    def start(self) -> None:
+        """Begin hearing of changes made elsewhere (on the running event loop)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop hearing of changes; release what :meth:`start` took."""
+        ...
+
 
 class Listeners:
     """The session caches of this process that want to hear of changes: what every implementation shares."""
@@ -50,3 +58,9 @@ class LocalChanges(Listeners):
 
     async def announce(self) -> None:
         self.notify()
+
+    def start(self) -> None:
+        pass  # nothing is made elsewhere
+
+    async def close(self) -> None:
+        pass

@@ -55,6 +55,7 @@ class RedisLink:
         timeout: float = 0.5,
         retry_after: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.description = safe_redis_url(url)
@@ -71,7 +72,7 @@ class RedisLink:
         #: Called with ``True``/``False`` when Redis comes back / goes away (a metric's hook).
         self.listeners: list[Callable[[bool], None]] = []
         #: Called with what the operation was for ("limits", "announce", "subscribe", "ping") on every failure.
-        self.on_error: Callable[[str], None] | None = None
+        self.on_error = on_error  # each failed operation, by what it was for (the metrics)
 
     def usable(self) -> bool:
         """Whether to try Redis now: it answered last time, or it is time to try again."""

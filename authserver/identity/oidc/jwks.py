@@ -78,6 +78,7 @@ class ProviderKeys:
         refetch_interval: float = 30.0,
         stale_retry: float = 5.0,
         timeout: float = 5.0,
+        on_fetch: Callable[[str], None] | None = None,
     ) -> None:
         self.upstream = upstream
         self.http = http
@@ -92,7 +93,7 @@ class ProviderKeys:
         self.fetches = 0
         self.last_error: str | None = None
         #: Told the outcome of every fetch ("ok" or "error"): the service counts them in a metric.
-        self.on_fetch: Callable[[str], None] | None = None
+        self.on_fetch = on_fetch  # each fetch of the keys, by outcome (the metrics)
         self._last_attempt = float("-inf")
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[KeySet | None] | None = None
