@@ -7,15 +7,18 @@ Prints one line per step and a clear reason when it fails.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import secrets
 import time
 import urllib.parse
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any, TextIO
 
 from authserver.identity.sessions import COOKIE_NAME
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("authserver.smoke")
 
@@ -96,6 +99,8 @@ def ably_python_options(client_options: dict[str, Any]) -> dict[str, Any]:
 
 def login(base_url: str, username: str, password: str) -> tuple[str, dict[str, Any]]:
     """Log in; return the session cookie and the service's client configuration."""
+    import httpx  # only when a smoke test runs (the other commands load no HTTP client)
+
     try:
         with httpx.Client(base_url=base_url, timeout=10) as http:
             response = http.post("/login", json={"username": username, "password": password})
@@ -201,3 +206,21 @@ def run_smoke(base_url: str, username: str, password: str, *, renewals: int, tim
     except Exception as exc:
         print(f"SMOKE FAILED: {type(exc).__name__}: {exc}")
         return 1
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    smoke = sub.add_parser("smoke", help="log in and stay connected with the real ably client across renewals")
+    smoke.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the token service")
+    smoke.add_argument("--username", default="smoke", help="account (or demo name) to log in as")
+    smoke.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    smoke.add_argument("--renewals", type=int, default=3, help="token renewals to wait for (default 3)")
+    smoke.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    smoke.add_argument("--channel", help="channel to publish on (default: a fresh chat:smoke-<random> channel)")
+
+
+def run(args: argparse.Namespace, stdin: TextIO) -> int:
+    from authserver.cli.common import read_password
+
+    password = read_password(stdin, confirm=False) if args.password_stdin else "smoke-password"
+    channel = args.channel or f"chat:smoke-{secrets.token_hex(4)}"  # nobody else publishes there
+    return run_smoke(args.url, args.username, password, renewals=args.renewals, timeout=args.timeout, channel=channel)

@@ -1,6 +1,6 @@
 """The ``authserver`` command: exit codes and output of ``users``, ``token`` and ``check``.
 
-Settings come from the process environment (``monkeypatch``) as they would for a real command, in
+Settings come from a dict passed as the command's environment (``main(..., environ=...)``), run in
 a temporary directory so no ``.env`` is picked up; accounts live in a real SQLite file there.
 """
 
@@ -22,7 +22,6 @@ import pytest
 
 from authserver.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
 from authserver.cli.devkey import development_key, read_development_key
-from authserver.config import SETTINGS_HELP
 from authserver.core.keys import parse_api_key
 from authserver.core.policy import load_policy
 from authserver.core.tokenrequests import compute_mac
@@ -49,10 +48,12 @@ class Result:
 class Cli:
     capsys: pytest.CaptureFixture[str]
     database: Path
+    #: The environment every command of the test runs with.
+    environ: dict[str, str]
 
     def __call__(self, *argv: str, stdin: str = "") -> Result:
         self.capsys.readouterr()  # drop anything printed before this command
-        code = main(list(argv), stdin=io.StringIO(stdin))
+        code = main(list(argv), environ=self.environ, stdin=io.StringIO(stdin))
         captured = self.capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
@@ -92,18 +93,14 @@ def _restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
-    for name in SETTINGS_HELP:
-        monkeypatch.delenv(name, raising=False)
     database = tmp_path / "users.db"
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{database}")
     monkeypatch.chdir(tmp_path)
-    return Cli(capsys, database)
+    return Cli(capsys, database, {"DATABASE_URL": f"sqlite:///{database}"})
 
 
 @pytest.fixture
-def production(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ABLY_API_KEY", API_KEY)
-    monkeypatch.setenv("SESSION_SECRET", SESSION_SECRET)
+def production(cli: Cli) -> None:
+    cli.environ.update(ABLY_API_KEY=API_KEY, SESSION_SECRET=SESSION_SECRET)
 
 
 @pytest.fixture
@@ -378,16 +375,14 @@ def test_token_without_an_api_key_for_a_free_name_is_a_demo_token(cli: Cli) -> N
     assert "no account 'visitor': a demo-login token (role demo)" in result.err
 
 
-def test_token_without_an_api_key_and_demo_login_off_needs_an_account(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AUTHSERVER_DEMO_LOGIN", "false")
+def test_token_without_an_api_key_and_demo_login_off_needs_an_account(cli: Cli) -> None:
+    cli.environ["AUTHSERVER_DEMO_LOGIN"] = "false"
     result = cli("token", "--user", "visitor")
     assert (result.code, result.err.splitlines()[-1]) == (EXIT_ERROR, "authserver: no such user: 'visitor'")
 
 
-def test_token_with_a_key_needs_no_session_secret(cli: Cli, monkeypatch: pytest.MonkeyPatch, alice: None) -> None:
-    monkeypatch.setenv("ABLY_API_KEY", API_KEY)  # and no SESSION_SECRET: token signs no cookie
+def test_token_with_a_key_needs_no_session_secret(cli: Cli, alice: None) -> None:
+    cli.environ["ABLY_API_KEY"] = API_KEY  # and no SESSION_SECRET: token signs no cookie
     result = cli("token", "--user", "alice", "--format", "jwt")
     assert result.code == EXIT_OK, result.err
     assert _verified_claims(result.out.strip())["x-ably-clientId"] == "alice"
@@ -405,10 +400,8 @@ def busy_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-def test_sandbox_with_a_key_needs_no_session_secret_and_names_its_busy_port(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch, busy_port: int
-) -> None:
-    monkeypatch.setenv("ABLY_API_KEY", API_KEY)
+def test_sandbox_with_a_key_needs_no_session_secret_and_names_its_busy_port(cli: Cli, busy_port: int) -> None:
+    cli.environ["ABLY_API_KEY"] = API_KEY
     result = cli("sandbox", "--port", str(busy_port))
     assert result.code == EXIT_CONFIG
     assert f"cannot listen on 127.0.0.1:{busy_port} for the Ably sandbox" in result.err
@@ -416,28 +409,24 @@ def test_sandbox_with_a_key_needs_no_session_secret_and_names_its_busy_port(
     assert "SESSION_SECRET" not in result.err
 
 
-def test_serve_names_the_embedded_sandbox_when_its_port_is_busy(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch, busy_port: int
-) -> None:
-    monkeypatch.setenv("AUTHSERVER_SANDBOX_PORT", str(busy_port))
+def test_serve_names_the_embedded_sandbox_when_its_port_is_busy(cli: Cli, busy_port: int) -> None:
+    cli.environ["AUTHSERVER_SANDBOX_PORT"] = str(busy_port)
     result = cli("serve", "--port", "0")
     assert result.code == EXIT_CONFIG
     assert f"cannot listen on 127.0.0.1:{busy_port} for the embedded Ably sandbox" in result.err
     assert "AUTHSERVER_SANDBOX_PORT" in result.err
 
 
-def test_serve_names_the_token_service_when_its_port_is_busy(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch, busy_port: int
-) -> None:
-    monkeypatch.setenv("AUTHSERVER_SANDBOX_PORT", "0")  # the sandbox binds anywhere; the service cannot
+def test_serve_names_the_token_service_when_its_port_is_busy(cli: Cli, busy_port: int) -> None:
+    cli.environ["AUTHSERVER_SANDBOX_PORT"] = "0"  # the sandbox binds anywhere; the service cannot
     result = cli("serve", "--port", str(busy_port))
     assert result.code == EXIT_CONFIG
     assert f"cannot listen on 127.0.0.1:{busy_port} for the token service" in result.err
     assert "--port or AUTHSERVER_PORT" in result.err
 
 
-def test_serve_refuses_a_port_that_is_also_the_sandbox_port(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTHSERVER_SANDBOX_PORT", "9999")
+def test_serve_refuses_a_port_that_is_also_the_sandbox_port(cli: Cli) -> None:
+    cli.environ["AUTHSERVER_SANDBOX_PORT"] = "9999"
     result = cli("serve", "--port", "9999")
     assert result.code == EXIT_CONFIG
     assert "AUTHSERVER_SANDBOX_PORT: 9999 is the token service's port too" in result.err
@@ -464,10 +453,8 @@ def test_check_without_settings_is_ok_in_development_mode_with_a_demo_warning(cl
         ("DATABASE_URL", "sqlite:////nonexistent-dir/x.db", "DATABASE_URL: the directory"),
     ],
 )
-def test_check_refuses_what_serve_would_refuse(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
-) -> None:
-    monkeypatch.setenv(name, value)
+def test_check_refuses_what_serve_would_refuse(cli: Cli, name: str, value: str, message: str) -> None:
+    cli.environ[name] = value
     result = cli("check")
     assert result.code == EXIT_CONFIG
     assert message in result.err
@@ -485,27 +472,25 @@ def test_check_in_production_names_the_key_but_never_a_secret(cli: Cli, producti
     assert SESSION_SECRET not in result.out + result.err
 
 
-def test_check_warns_when_demo_login_is_on_in_production(
-    cli: Cli, production: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AUTHSERVER_DEMO_LOGIN", "true")
+def test_check_warns_when_demo_login_is_on_in_production(cli: Cli, production: None) -> None:
+    cli.environ["AUTHSERVER_DEMO_LOGIN"] = "true"
     result = cli("check")
     assert result.code == EXIT_OK
     assert "WARNING: demo login is ON" in result.out
 
 
-def test_check_with_a_bad_setting_fails_naming_it(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTHSERVER_PORT", "eighty")
+def test_check_with_a_bad_setting_fails_naming_it(cli: Cli) -> None:
+    cli.environ["AUTHSERVER_PORT"] = "eighty"
     result = cli("check")
     assert result.code == EXIT_CONFIG
     assert "  - AUTHSERVER_PORT: 'eighty' is not a whole number\n" in result.err
     assert result.out == ""
 
 
-def test_check_reports_every_bad_setting_without_secrets(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ABLY_API_KEY", f"appId.keyId:{KEY_SECRET}:extra")
-    monkeypatch.setenv("SESSION_SECRET", "short-SESSION-secret")
-    monkeypatch.setenv("TOKEN_TTL", "1")
+def test_check_reports_every_bad_setting_without_secrets(cli: Cli) -> None:
+    cli.environ["ABLY_API_KEY"] = f"appId.keyId:{KEY_SECRET}:extra"
+    cli.environ["SESSION_SECRET"] = "short-SESSION-secret"
+    cli.environ["TOKEN_TTL"] = "1"
     result = cli("check")
     assert result.code == EXIT_CONFIG
     for name in ("ABLY_API_KEY", "SESSION_SECRET", "TOKEN_TTL"):
@@ -531,14 +516,12 @@ def test_check_says_where_the_settings_come_from_and_which_database_it_opens(cli
     assert f"  settings: {tmp_path / '.env'} and the environment (the environment wins)" in lines
 
 
-def test_check_follows_authserver_env_file_from_another_directory(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_follows_authserver_env_file_from_another_directory(cli: Cli, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / ".env").write_text("DATABASE_URL=sqlite:///accounts.db\n", encoding="utf-8")
-    monkeypatch.delenv("DATABASE_URL")
-    monkeypatch.setenv("AUTHSERVER_ENV_FILE", str(project / ".env"))
+    del cli.environ["DATABASE_URL"]
+    cli.environ["AUTHSERVER_ENV_FILE"] = str(project / ".env")
     lines = cli("check").out.splitlines()
     assert f"  settings: {project / '.env'} and the environment (the environment wins)" in lines
     assert f"  database: {project / 'accounts.db'} (not there yet: created on first use)" in lines
@@ -566,15 +549,13 @@ def test_every_command_stops_with_exit_3_on_a_file_that_is_not_a_database(cli: C
     assert "file is not a database" in result.err
 
 
-def test_check_reports_accounts_whose_role_the_policy_no_longer_has(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_reports_accounts_whose_role_the_policy_no_longer_has(cli: Cli, tmp_path: Path) -> None:
     store = cli.store()
     store.add("alice", PASSWORD, role="admin", client_id=None, now=NOW)
     store.add("bob", PASSWORD, role="user", client_id=None, now=NOW)
     policy = tmp_path / "policy.toml"
     policy.write_text('[roles.user.capability]\n"chat:*" = ["subscribe"]\n', encoding="utf-8")
-    monkeypatch.setenv("AUTHSERVER_POLICY", str(policy))
+    cli.environ["AUTHSERVER_POLICY"] = str(policy)
     result = cli("check")
     assert result.code == EXIT_CONFIG
     assert "1 account(s) have a role the policy" in result.err
@@ -608,44 +589,40 @@ def _fake_ably_js(directory: Path) -> Path:
     ],
 )
 def test_check_says_where_the_page_loads_ably_js_from(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ably_js: str | None, installed: bool, says: str
+    cli: Cli, tmp_path: Path, ably_js: str | None, installed: bool, says: str
 ) -> None:
     path = _fake_ably_js(tmp_path / "ably") if installed else tmp_path / "absent"
-    monkeypatch.setenv("ABLY_JS_PATH", str(path))
+    cli.environ["ABLY_JS_PATH"] = str(path)
     if ably_js:
-        monkeypatch.setenv("ABLY_JS", ably_js)
+        cli.environ["ABLY_JS"] = ably_js
     assert f"\n  {says}" in cli("check").out
 
 
-def test_check_flags_a_local_ably_js_that_is_missing_as_a_warning(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_flags_a_local_ably_js_that_is_missing_as_a_warning(cli: Cli, tmp_path: Path) -> None:
     # ABLY_JS=local with no copy: the page cannot load ably-js and "Log in" stays disabled, so check
     # says it as loudly as serve logs it (a WARNING), not as an ordinary line of an OK report.
-    monkeypatch.setenv("ABLY_JS_PATH", str(tmp_path / "absent"))
-    monkeypatch.setenv("ABLY_JS", "local")
+    cli.environ["ABLY_JS_PATH"] = str(tmp_path / "absent")
+    cli.environ["ABLY_JS"] = "local"
     assert "  WARNING: ably-js for the page: ABLY_JS=local, but there is no ably-js in " in cli("check").out
 
 
-def test_check_warns_that_short_token_ttls_renew_by_reconnecting_on_real_ably(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("TOKEN_TTL", "10")
+def test_check_warns_that_short_token_ttls_renew_by_reconnecting_on_real_ably(cli: Cli) -> None:
+    cli.environ["TOKEN_TTL"] = "10"
     result = cli("check")
     assert result.code == EXIT_OK  # a warning, not an error
     warning = next(line for line in result.out.splitlines() if line.startswith("  WARNING: TOKEN_TTL=10s"))
     assert "40142" in warning and "ably-python" in warning
 
 
-def test_check_with_a_key_and_no_session_secret_fails_as_serve_would(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ABLY_API_KEY", API_KEY)
+def test_check_with_a_key_and_no_session_secret_fails_as_serve_would(cli: Cli) -> None:
+    cli.environ["ABLY_API_KEY"] = API_KEY
     result = cli("check")
     assert result.code == EXIT_CONFIG
     assert "SESSION_SECRET: required when ABLY_API_KEY is set" in result.err
 
 
-def test_a_bad_setting_stops_every_command_with_exit_3(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TOKEN_TTL", "soon")
+def test_a_bad_setting_stops_every_command_with_exit_3(cli: Cli) -> None:
+    cli.environ["TOKEN_TTL"] = "soon"
     result = cli("users", "list")
     assert result.code == EXIT_CONFIG
     assert "TOKEN_TTL" in result.err
