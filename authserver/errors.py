@@ -23,6 +23,16 @@ Messages are short, name the field at fault and never contain a secret, password
 
 from __future__ import annotations
 
+from typing import Any
+
+#: Where an Ably error code is explained (the ``href`` of every ErrorInfo).
+HELP_URL = "https://help.ably.io/error/"
+
+
+def error_info(code: int, status: int, message: str) -> dict[str, Any]:
+    """Ably's ErrorInfo, for an HTTP body or a protocol frame: ``message``, ``code``, ``statusCode``, ``href``."""
+    return {"message": message, "code": code, "statusCode": status, "href": f"{HELP_URL}{code}"}
+
 
 class AuthServerError(Exception):
     """Base for every error authserver defines."""

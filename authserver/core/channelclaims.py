@@ -37,7 +37,7 @@ from typing import TypeVar
 from authserver.core.capabilities import PLACEHOLDER, check_resource, expand_resource, most_specific
 from authserver.core.clientids import MAX_CLIENT_ID_CHARS
 from authserver.core.keys import AblyKey
-from authserver.core.tokens import TokenSigner
+from authserver.core.tokens import REVOCATION_KEY_CLAIM, TokenSigner
 from authserver.errors import CapabilityError
 
 USER_CLAIM_PREFIX = "ably.channel."
@@ -211,7 +211,7 @@ def worst_case_jwt_bytes(capability_json: str, claims: ChannelClaims) -> int:
         extra: dict[str, object] = dict(claims.for_caller(client_id, widest))
         if len(extra) == every:
             break
-    extra["x-ably-revocation-key"] = "x" * MAX_REVOCATION_KEY_CHARS
+    extra[REVOCATION_KEY_CLAIM] = "x" * MAX_REVOCATION_KEY_CHARS
     key = AblyKey("k" * (ASSUMED_KEY_NAME_CHARS // 2) + "." + "k" * (ASSUMED_KEY_NAME_CHARS // 2 - 1), "size")
     token = TokenSigner(key).sign(
         capability=capability_json, client_id=client_id, issued_at=10**10, expires_at=10**10, extra_claims=extra

@@ -18,7 +18,7 @@ from authserver.core.channelclaims import MAX_JWT_BYTES
 from authserver.core.keys import AblyKey
 from authserver.core.policy import Policy
 from authserver.core.tokenrequests import TokenRequest, create_token_request
-from authserver.core.tokens import IssuedToken, TokenSigner, claims_json, json_string
+from authserver.core.tokens import REVOCATION_KEY_CLAIM, IssuedToken, TokenSigner, claims_json, json_string
 from authserver.errors import ForbiddenError
 
 #: Clients may ask for shorter tokens than the operator's default, but not for a refresh storm.
@@ -30,7 +30,6 @@ MAX_REVOCABLE_LIFETIME_S = 3_600
 #: Default back-dating of ``iat``: a signer a few seconds ahead of Ably's clock still issues usable
 #: tokens (Ably refuses an ``iat`` in its future with 40001, ably/ably-js#1720).
 DEFAULT_IAT_MARGIN_S = 5
-REVOCATION_KEY_CLAIM = "x-ably-revocation-key"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from authserver.core.keys import AblyKey
 
 CAPABILITY_CLAIM = "x-ably-capability"
 CLIENT_ID_CLAIM = "x-ably-clientId"
+REVOCATION_KEY_CLAIM = "x-ably-revocation-key"
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 

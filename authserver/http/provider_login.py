@@ -28,8 +28,8 @@ from starlette.routing import BaseRoute, Route
 
 from authserver.core.issuers import UpstreamIssuer
 from authserver.errors import AuthServerError
+from authserver.http.sessioncookie import start_session
 from authserver.identity.oidc.bearer import UpstreamVerifier
-from authserver.identity.sessions import COOKIE_NAME
 from authserver.infra.redislink import RedisLink, unreachable_errors
 from authserver.wiring import Services
 
@@ -163,23 +163,7 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
         except AuthServerError as exc:
             log.info("log in with %s refused: %s", upstream.display_name, exc.message)
             return _failed(exc.message)
-        previous = request.cookies.get(COOKIE_NAME)
-        if previous:
-            await svc.sessions.end(previous, "switched")
-        cookie = await svc.sessions.create(identity, svc.clock())
-        log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
-        response = RedirectResponse("/", status_code=303)
-        mode = settings.cookie_secure
-        response.set_cookie(
-            COOKIE_NAME,
-            cookie,
-            max_age=settings.session_ttl,
-            httponly=True,
-            samesite="strict",
-            secure=mode == "true" or (mode == "auto" and request.url.scheme == "https"),
-            path="/",
-        )
-        return response
+        return await start_session(request, svc, identity, RedirectResponse("/", status_code=303))
 
     return [
         Route(LOGIN_PATH, begin, methods=["GET"], name="oidc_login"),

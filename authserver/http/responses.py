@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from authserver.errors import AuthServerError
+from authserver.errors import AuthServerError, error_info
 
 NO_CACHE = {
     "Cache-Control": "private, no-cache, no-store, must-revalidate",
@@ -44,23 +44,18 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_body(code: int, status: int, message: str) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "code": code,
-            "statusCode": status,
-            "href": f"https://help.ably.io/error/{code}",
-        }
-    }
+    return {"error": error_info(code, status, message)}
+
+
+def error_headers(code: int, message: str) -> dict[str, str]:
+    """``X-Ably-Errorcode``/``X-Ably-Errormessage``: Ably clients read an error body only with them.
+    Header values must be latin-1: the message is kept ASCII, on one line, at most 200 characters."""
+    return {"X-Ably-Errorcode": str(code), "X-Ably-Errormessage": _HEADER_UNSAFE.sub("?", message)[:200]}
 
 
 def error_response(code: int, status: int, message: str) -> Response:
     """Ably error body plus X-Ably-Errorcode/X-Ably-Errormessage (clients use the body only with them)."""
-    headers = {
-        "X-Ably-Errorcode": str(code),
-        "X-Ably-Errormessage": _HEADER_UNSAFE.sub("?", message)[:200],
-    }
-    return json_response(error_body(code, status, message), status, headers)
+    return json_response(error_body(code, status, message), status, error_headers(code, message))
 
 
 def exception_response(exc: AuthServerError) -> Response:

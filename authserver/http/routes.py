@@ -29,9 +29,11 @@ from authserver.errors import (
     RateLimitedError,
     UnavailableError,
 )
+from authserver.http.bodies import read_bounded
 from authserver.http.forwarding import throttle_address
 from authserver.http.params import known_params, parse_token_params
 from authserver.http.responses import PreparedResponse, json_response
+from authserver.http.sessioncookie import clear_session_cookie, start_session
 from authserver.identity import Credentials, authenticate_any
 from authserver.identity.sessions import COOKIE_NAME
 from authserver.infra.audit import audit_issued, audit_refused
@@ -48,19 +50,13 @@ def services(request: Request) -> Services:
     return svc
 
 
+def _body_too_large() -> BadRequestError:
+    return BadRequestError(f"request body must be at most {MAX_BODY} bytes", code=40009, status=413)
+
+
 async def _read_body(request: Request) -> bytes:
     """The request body, refused before it is buffered when it is larger than ``MAX_BODY``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise BadRequestError(f"request body must be at most {MAX_BODY} bytes", code=40009, status=413)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BadRequestError(f"request body must be at most {MAX_BODY} bytes", code=40009, status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_bounded(request, MAX_BODY, _body_too_large)
 
 
 def _json_pairs(body: bytes, *, strings_only: bool) -> list[tuple[str, str]]:
@@ -338,11 +334,6 @@ def _login_pairs(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return fields
 
 
-def _secure_cookie(request: Request, svc: Services) -> bool:
-    mode = svc.settings.cookie_secure
-    return mode == "true" or (mode == "auto" and request.url.scheme == "https")
-
-
 async def login(request: Request) -> Response:
     try:
         response = await _login(request)
@@ -371,22 +362,8 @@ async def _login(request: Request) -> Response:
         log.info("login refused for a username of %d characters from %s", len(username), address)
         raise
     await svc.throttle.succeeded(username, address)
-    previous = request.cookies.get(COOKIE_NAME)
-    if previous:
-        await svc.sessions.end(previous, "switched")  # switching users ends the old session (and its tokens)
-    cookie = await svc.sessions.create(identity, svc.clock())
-    log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
     response = json_response({"clientId": identity.client_id, "role": identity.role})
-    response.set_cookie(
-        COOKIE_NAME,
-        cookie,
-        max_age=svc.settings.session_ttl,
-        httponly=True,
-        samesite="strict",
-        secure=_secure_cookie(request, svc),
-        path="/",
-    )
-    return response
+    return await start_session(request, svc, identity, response)
 
 
 async def logout(request: Request) -> Response:
@@ -406,7 +383,7 @@ async def logout(request: Request) -> Response:
     else:
         await svc.sessions.end(cookie)
     response = json_response({})
-    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=_secure_cookie(request, svc))
+    clear_session_cookie(request, svc, response)
     return response
 
 

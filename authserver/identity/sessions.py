@@ -41,8 +41,9 @@ from authserver.errors import (
     SessionEndedError,
 )
 from authserver.identity import Credentials
-from authserver.identity.users import RevocationQueue, account_identity
+from authserver.identity.users import account_identity
 from authserver.infra.changes import LocalChanges, SessionChanges
+from authserver.revocation.targets import RevocationQueue, session_target, user_target
 from authserver.storage import (
     ENDED_EVERYWHERE,
     ENDED_LOGOUT,
@@ -160,7 +161,7 @@ class SessionStore:
         if session_id is None:
             return False
         id_hash = _hash(session_id)
-        revocations = self._revocations(f"revocationKey:{session_revocation_key(id_hash)}", reason)
+        revocations = self._revocations(session_target(session_revocation_key(id_hash)), reason)
         await self.storage.delete(id_hash, reason=reason, revoke=revocations)
         await self._ended(revocations)
         return True
@@ -168,7 +169,7 @@ class SessionStore:
     async def end_all(self, identity: Identity) -> None:
         """End every session of ``identity``'s subject (of its source) and revoke every token of its
         clientId, in one transaction: "log out everywhere"."""
-        revocations = self._revocations(f"clientId:{identity.client_id}", ENDED_EVERYWHERE)
+        revocations = self._revocations(user_target(identity.client_id), ENDED_EVERYWHERE)
         await self.storage.delete_subject(
             identity.subject, identity.source, reason=ENDED_EVERYWHERE, revoke=revocations
         )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
-from typing import Protocol
 
 import anyio.to_thread
 
@@ -14,22 +12,13 @@ from authserver.core.policy import Policy
 from authserver.errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
 from authserver.identity.passwords import MAX_PASSWORD_LENGTH, Passwords
 from authserver.infra.changes import LocalChanges, SessionChanges
+from authserver.revocation.targets import RevocationQueue, user_target
 from authserver.storage import QueuedRevocations, UserRecord, UserStorage
 
 BAD_CREDENTIALS = "invalid username or password"
 
 #: An account as stored (the storage layer's record).
 User = UserRecord
-
-
-class RevocationQueue(Protocol):
-    """Takes back issued tokens (:class:`authserver.revocation.outbox.Revoker`): :meth:`queue` makes the outbox
-    rows, which the storage inserts in the same transaction as the change that calls for them, and
-    :meth:`queued` has them delivered once they are stored."""
-
-    def queue(self, targets: Iterable[str], *, reason: str, reauth: bool = False) -> QueuedRevocations: ...
-
-    async def queued(self, revocations: QueuedRevocations) -> None: ...
 
 
 def account_identity(user: User) -> Identity:
@@ -91,7 +80,7 @@ class UserStore:
         """The revocation of every token of ``user``'s clientId issued until now (all devices)."""
         if self.revoke is None or user is None:
             return None
-        return self.revoke.queue([f"clientId:{user.client_id}"], reason=reason, reauth=reauth)
+        return self.revoke.queue([user_target(user.client_id)], reason=reason, reauth=reauth)
 
     async def get(self, username: str) -> User | None:
         return await self.storage.get(username)

@@ -20,13 +20,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from authserver.storage import PendingRevocation
+from authserver.storage import PendingRevocation, QueuedRevocations
 
 #: Ably takes at most 100 targets per revokeTokens call.
 MAX_TARGETS_PER_CALL = 100
 #: Retries back off exponentially from one second to this ceiling.
 MAX_BACKOFF_S = 300.0
+
+
+class RevocationQueue(Protocol):
+    """Takes back issued tokens (:class:`~authserver.revocation.outbox.Revoker`): :meth:`queue` makes the outbox
+    rows, which the storage inserts in the same transaction as the change that calls for them, and
+    :meth:`queued` has them delivered once they are stored."""
+
+    def queue(self, targets: Iterable[str], *, reason: str, reauth: bool = False) -> QueuedRevocations: ...
+
+    async def queued(self, revocations: QueuedRevocations) -> None: ...
 
 
 def session_target(revocation_key: str) -> str:

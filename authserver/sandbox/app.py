@@ -19,6 +19,7 @@ from authserver.core.capabilities import Capability
 from authserver.core.keys import AblyKey
 from authserver.errors import AuthServerError, ConfigError
 from authserver.http.middleware import CatchAllMiddleware
+from authserver.http.responses import error_headers
 from authserver.sandbox import rest
 from authserver.sandbox.hub import Sandbox
 from authserver.sandbox.limits import SandboxLimits
@@ -30,14 +31,9 @@ log = logging.getLogger("authserver.sandbox")
 EXPOSED_HEADERS = ["Link", "X-Ably-Errorcode", "X-Ably-Errormessage", "X-Ably-Serverid"]
 
 
-def _header_text(text: str) -> str:
-    # Header values must be latin-1; keep them ASCII and on one line.
-    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:200]
-
-
 def ably_error_response(request: Request, error: AuthServerError) -> Response:
     """An Ably error body ``{"error": ErrorInfo}`` with ``X-Ably-Errorcode``/``X-Ably-Errormessage``."""
-    headers = {"X-Ably-Errorcode": str(error.code), "X-Ably-Errormessage": _header_text(error.message)}
+    headers = error_headers(error.code, error.message)
     return rest.respond(request, {"error": error_info(error)}, status=error.status, headers=headers)
 
 

@@ -78,7 +78,7 @@ import re
 from authserver.core.capabilities import Capability, check_resource
 from authserver.core.channelclaims import MAX_PUBLISH_RATE, PUBLISH_RATE_PREFIX, USER_CLAIM_PREFIX
 from authserver.core.keys import AblyKey
-from authserver.core.tokens import TokenSigner
+from authserver.core.tokens import CAPABILITY_CLAIM, CLIENT_ID_CLAIM, REVOCATION_KEY_CLAIM, TokenSigner
 from authserver.errors import AuthServerError, BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
 from authserver.sandbox.grants import NO_CLAIMS, Grant, Keyring, TokenClaims
 from authserver.sandbox.issuance import OPAQUE_PREFIX, IssuedTokens
@@ -86,9 +86,6 @@ from authserver.sandbox.limits import SandboxLimits
 from authserver.sandbox.payloads import is_wire_text
 from authserver.sandbox.revocation import Revocations
 
-CAPABILITY_CLAIM = "x-ably-capability"
-CLIENT_ID_CLAIM = "x-ably-clientId"
-REVOCATION_KEY_CLAIM = "x-ably-revocation-key"
 EMBEDDED_TOKEN = "x-ably-token"  # noqa: S105 (a header and claim name)
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")

@@ -16,11 +16,10 @@ from typing import Any, Literal
 import msgpack
 
 from authserver.errors import AuthServerError, BadRequestError
+from authserver.errors import error_info as ably_error_info
 
 Frame = dict[str, Any]
 WireFormat = Literal["json", "msgpack"]
-
-HELP_URL = "https://help.ably.io/error/"
 
 
 class Action(IntEnum):
@@ -127,12 +126,7 @@ def granted_modes(operations: Iterable[str]) -> int:
 
 def error_info(error: AuthServerError) -> dict[str, Any]:
     """Ably ErrorInfo for a frame or an HTTP body: ``message``, ``code``, ``statusCode``, ``href``."""
-    return {
-        "message": error.message,
-        "code": error.code,
-        "statusCode": error.status,
-        "href": f"{HELP_URL}{error.code}",
-    }
+    return ably_error_info(error.code, error.status, error.message)
 
 
 def error_frame(action: Action, error: AuthServerError, **fields: Any) -> Frame:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authserver.errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
+from authserver.http.bodies import read_bounded
 from authserver.sandbox.channels import check_channel_name
 from authserver.sandbox.grants import Grant, Identity, denied, require, resolve_identity
 from authserver.sandbox.history import HistoryQuery
@@ -28,7 +29,6 @@ from authserver.sandbox.revocation import RevocationTarget
 MSGPACK = "application/x-msgpack"
 MAX_REVOCATION_TARGETS = 100
 # NOTE: ASCII digits only and few of them: str.isdigit() accepts "²", which int() then refuses.
-_COUNT = re.compile(r"[0-9]{1,15}")
 _SIGNED = re.compile(r"-?[0-9]{1,15}")
 
 
@@ -45,20 +45,17 @@ def respond(request: Request, value: Any, *, status: int = 200, headers: dict[st
     return Response(body, status, headers, media_type="application/json")
 
 
+def _body_too_large() -> BadRequestError:
+    return BadRequestError("Request body too large", code=40009, status=413)
+
+
 async def read_body(request: Request) -> Any:
     """The decoded request body (msgpack or JSON).
 
     :raises BadRequestError: 40009 when larger than ``max_frame_size``, 40000 when unreadable.
     """
     limit = _sandbox(request).limits.max_frame_size
-    declared = request.headers.get("content-length", "")
-    if _COUNT.fullmatch(declared) and int(declared) > limit:
-        raise BadRequestError("Request body too large", code=40009, status=413)
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BadRequestError("Request body too large", code=40009, status=413)
+    body = await read_bounded(request, limit, _body_too_large, refuse_odd_length=False)
     try:
         if MSGPACK in request.headers.get("content-type", ""):
             return msgpack.unpackb(body, raw=False)

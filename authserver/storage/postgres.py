@@ -26,10 +26,10 @@ from authserver.storage import (
     UserRecord,
 )
 from authserver.storage.schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
+from authserver.storage.statements import POSTGRES as SQL
 
 log = logging.getLogger("authserver.storage")
 
-_SELECT_USERS = "SELECT username, client_id, role, disabled, password_hash FROM users"
 #: Serialises schema changes and account inserts (the username/clientId cross-check) across instances.
 _SCHEMA_LOCK = 7_406_801
 _ACCOUNTS_LOCK = 7_406_802
@@ -48,30 +48,21 @@ def _user(row: Sequence[Any]) -> UserRecord:
     return UserRecord(row[0], row[1], row[2], bool(row[3]), row[4])
 
 
-_QUEUE_SQL = (
-    "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created, next_attempt)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-)
-_END_SQL = (
-    "INSERT INTO ended_sessions (id_hash, reason, expires) SELECT id_hash, %s, expires FROM sessions WHERE {where}"
-    " ON CONFLICT (id_hash) DO UPDATE SET reason = excluded.reason, expires = excluded.expires"
-)
-
-
 async def _queue(conn: psycopg.AsyncConnection[Any], revoke: QueuedRevocations | None) -> None:
     """Put ``revoke``'s rows in the outbox, inside the caller's transaction."""
     if revoke is not None and revoke.rows:
         at = revoke.at
         async with conn.cursor() as cur:
             await cur.executemany(
-                _QUEUE_SQL, [(r.key_name, r.target, r.issued_before, r.reauth, r.reason, at, at) for r in revoke.rows]
+                SQL.queue_revocation,
+                [(r.key_name, r.target, r.issued_before, r.reauth, r.reason, at, at) for r in revoke.rows],
             )
 
 
 async def _end_sessions(conn: psycopg.AsyncConnection[Any], where: str, params: Sequence[Any], reason: str) -> None:
     """Delete the sessions ``where`` selects, remembering why, inside the caller's transaction."""
-    await conn.execute(_END_SQL.format(where=where).encode(), (reason, *params))
-    await conn.execute(f"DELETE FROM sessions WHERE {where}".encode(), params)  # noqa: S608 - fixed clauses only
+    await conn.execute(SQL.end_sessions.format(where=where).encode(), (reason, *params))
+    await conn.execute(SQL.delete_sessions.format(where=where).encode(), params)
 
 
 class PostgresStorage:
@@ -134,14 +125,14 @@ class PostgresStorage:
         has_version, has_users = rows[0]
         if not has_version:
             return 0 if has_users else None
-        found = await self.fetch("SELECT MAX(version) FROM schema_version")
+        found = await self.fetch(SQL.schema_version)
         return int(found[0][0]) if found and found[0][0] is not None else 0
 
     async def _migrate(self, versions: list[int]) -> None:
         async with self.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             await conn.execute(VERSION_TABLE)
-            cur = await conn.execute("SELECT MAX(version) FROM schema_version")
+            cur = await conn.execute(SQL.schema_version)
             row = await cur.fetchone()
             done = int(row[0]) if row is not None and row[0] is not None else 0
             todo = [version for version in versions if version > done]
@@ -149,8 +140,8 @@ class PostgresStorage:
                 for statement in MIGRATIONS[version]["postgresql"]:
                     await conn.execute(statement)
             if todo:
-                await conn.execute("DELETE FROM schema_version")
-                await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (max(todo),))
+                await conn.execute(SQL.clear_version)
+                await conn.execute(SQL.record_version, (max(todo),))
 
     async def open(self) -> None:
         try:
@@ -186,15 +177,15 @@ class PostgresUsers:
         self.store = store
 
     async def get(self, username: str) -> UserRecord | None:
-        rows = await self.store.fetch(_SELECT_USERS + " WHERE username = %s", (username,))
+        rows = await self.store.fetch(SQL.user_by_name, (username,))
         return _user(rows[0]) if rows else None
 
     async def by_client_id(self, client_id: str) -> UserRecord | None:
-        rows = await self.store.fetch(_SELECT_USERS + " WHERE client_id = %s", (client_id,))
+        rows = await self.store.fetch(SQL.user_by_client_id, (client_id,))
         return _user(rows[0]) if rows else None
 
     async def all(self) -> list[UserRecord]:
-        return [_user(row) for row in await self.store.fetch(_SELECT_USERS + " ORDER BY username")]
+        return [_user(row) for row in await self.store.fetch(SQL.all_users)]
 
     async def insert(self, user: UserRecord, *, created: float) -> bool:
         names = (user.username, user.username, user.client_id, user.client_id)
@@ -202,14 +193,13 @@ class PostgresUsers:
             async with self.store.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ACCOUNTS_LOCK,))
                 cur = await conn.execute(
-                    "SELECT 1 FROM users WHERE username = %s OR client_id = %s OR username = %s OR client_id = %s",
+                    SQL.name_taken,
                     names,
                 )
                 if await cur.fetchone() is not None:
                     return False
                 await conn.execute(
-                    "INSERT INTO users (username, client_id, role, password_hash, disabled, created)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    SQL.insert_user,
                     (user.username, user.client_id, user.role, user.password_hash, user.disabled, created),
                 )
         except psycopg.errors.UniqueViolation:
@@ -226,18 +216,16 @@ class PostgresUsers:
         return changed
 
     async def set_role(self, username: str, role: str, *, revoke: QueuedRevocations | None = None) -> bool:
-        return await self._update("UPDATE users SET role = %s WHERE username = %s", (role, username), revoke)
+        return await self._update(SQL.set_role, (role, username), revoke)
 
     async def set_disabled(self, username: str, disabled: bool, *, revoke: QueuedRevocations | None = None) -> bool:
-        return await self._update("UPDATE users SET disabled = %s WHERE username = %s", (disabled, username), revoke)
+        return await self._update(SQL.set_disabled, (disabled, username), revoke)
 
     async def set_password_hash(
         self, username: str, password_hash: str, *, end_sessions: bool, revoke: QueuedRevocations | None = None
     ) -> bool:
         async with self.store.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "UPDATE users SET password_hash = %s WHERE username = %s", (password_hash, username)
-            )
+            cur = await conn.execute(SQL.password_hash, (password_hash, username))
             changed = cur.rowcount > 0
             if changed and end_sessions:
                 await _end_sessions(conn, "username = %s AND source = 'account'", (username,), ENDED_PASSWORD)
@@ -247,7 +235,7 @@ class PostgresUsers:
 
     async def delete(self, username: str, *, revoke: QueuedRevocations | None = None) -> bool:
         async with self.store.connection() as conn, conn.transaction():
-            cur = await conn.execute("DELETE FROM users WHERE username = %s", (username,))
+            cur = await conn.execute(SQL.delete_user, (username,))
             changed = cur.rowcount > 0
             await _end_sessions(conn, "username = %s AND source = 'account'", (username,), ENDED_REMOVED)
             if changed:
@@ -263,11 +251,10 @@ class PostgresSessions:
         self, id_hash: str, *, subject: str, client_id: str, role: str, source: str, expires: float, now: float
     ) -> None:
         async with self.store.connection() as conn, conn.transaction():
-            await conn.execute("DELETE FROM sessions WHERE expires <= %s", (now,))
-            await conn.execute("DELETE FROM ended_sessions WHERE expires <= %s", (now,))
+            await conn.execute(SQL.expire_sessions, (now,))
+            await conn.execute(SQL.expire_ended, (now,))
             await conn.execute(
-                "INSERT INTO sessions (id_hash, username, client_id, role, source, expires)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
+                SQL.insert_session,
                 (id_hash, subject, client_id, role, source, expires),
             )
 
@@ -285,9 +272,7 @@ class PostgresSessions:
         await self._end("username = %s AND source = %s", (subject, source), reason, revoke)
 
     async def ended(self, id_hash: str, *, now: float) -> str | None:
-        rows = await self.store.fetch(
-            "SELECT reason FROM ended_sessions WHERE id_hash = %s AND expires > %s", (id_hash, now)
-        )
+        rows = await self.store.fetch(SQL.ended_reason, (id_hash, now))
         return str(rows[0][0]) if rows else None
 
     async def lookup(self, id_hash: str) -> SessionRecord | None:
@@ -336,7 +321,7 @@ class PostgresOutbox:
         )
 
     async def pending(self) -> int:
-        rows = await self.store.fetch("SELECT COUNT(*) FROM revocation_outbox")
+        rows = await self.store.fetch(SQL.outbox_count)
         return int(rows[0][0])
 
 

@@ -23,6 +23,7 @@ from authserver.storage import (
     UserRecord,
 )
 from authserver.storage.schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
+from authserver.storage.statements import SQLITE as SQL
 
 T = TypeVar("T")
 log = logging.getLogger("authserver.storage")
@@ -105,21 +106,8 @@ def _available() -> Iterator[None]:
         raise StoreUnavailableError(f"database unavailable: {exc}") from None
 
 
-_USER_COLUMNS = "username, client_id, role, disabled, password_hash"
-
-
 def _user(row: Sequence[Any]) -> UserRecord:
     return UserRecord(row[0], row[1], row[2], bool(row[3]), row[4])
-
-
-_QUEUE_SQL = (
-    "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created, next_attempt)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_END_SQL = (
-    "INSERT INTO ended_sessions (id_hash, reason, expires) SELECT id_hash, ?, expires FROM sessions WHERE {where}"
-    " ON CONFLICT (id_hash) DO UPDATE SET reason = excluded.reason, expires = excluded.expires"
-)
 
 
 def _queue(conn: sqlite3.Connection, revoke: QueuedRevocations | None) -> None:
@@ -127,14 +115,15 @@ def _queue(conn: sqlite3.Connection, revoke: QueuedRevocations | None) -> None:
     if revoke is not None and revoke.rows:
         at = revoke.at
         conn.executemany(
-            _QUEUE_SQL, [(r.key_name, r.target, r.issued_before, int(r.reauth), r.reason, at, at) for r in revoke.rows]
+            SQL.queue_revocation,
+            [(r.key_name, r.target, r.issued_before, int(r.reauth), r.reason, at, at) for r in revoke.rows],
         )
 
 
 def _end_sessions(conn: sqlite3.Connection, where: str, params: Sequence[Any], reason: str) -> None:
     """Delete the sessions ``where`` selects, remembering why, inside the caller's transaction."""
-    conn.execute(_END_SQL.format(where=where), (reason, *params))
-    conn.execute(f"DELETE FROM sessions WHERE {where}", params)  # noqa: S608 - fixed clauses only
+    conn.execute(SQL.end_sessions.format(where=where), (reason, *params))
+    conn.execute(SQL.delete_sessions.format(where=where), params)
 
 
 async def _write(call: Callable[[], T]) -> T:
@@ -147,15 +136,15 @@ class SqliteUsers:
         self.db = db
 
     async def get(self, username: str) -> UserRecord | None:
-        row = self.db.query_one(f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?", (username,))  # noqa: S608
+        row = self.db.query_one(SQL.user_by_name, (username,))
         return None if row is None else _user(row)
 
     async def by_client_id(self, client_id: str) -> UserRecord | None:
-        row = self.db.query_one(f"SELECT {_USER_COLUMNS} FROM users WHERE client_id = ?", (client_id,))  # noqa: S608
+        row = self.db.query_one(SQL.user_by_client_id, (client_id,))
         return None if row is None else _user(row)
 
     async def all(self) -> list[UserRecord]:
-        return [_user(row) for row in self.db.query(f"SELECT {_USER_COLUMNS} FROM users ORDER BY username")]  # noqa: S608
+        return [_user(row) for row in self.db.query(SQL.all_users)]
 
     async def insert(self, user: UserRecord, *, created: float) -> bool:
         def insert() -> bool:
@@ -163,14 +152,13 @@ class SqliteUsers:
             try:
                 with self.db.transaction() as conn:
                     taken = conn.execute(
-                        "SELECT 1 FROM users WHERE username = ? OR client_id = ? OR username = ? OR client_id = ?",
+                        SQL.name_taken,
                         names,
                     ).fetchone()
                     if taken:
                         return False
                     conn.execute(
-                        "INSERT INTO users (username, client_id, role, password_hash, disabled, created)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        SQL.insert_user,
                         (user.username, user.client_id, user.role, user.password_hash, int(user.disabled), created),
                     )
             except sqlite3.IntegrityError:
@@ -188,11 +176,11 @@ class SqliteUsers:
         return changed
 
     async def set_role(self, username: str, role: str, *, revoke: QueuedRevocations | None = None) -> bool:
-        sql = "UPDATE users SET role = ? WHERE username = ?"
+        sql = SQL.set_role
         return await _write(lambda: self._update(sql, (role, username), revoke))
 
     async def set_disabled(self, username: str, disabled: bool, *, revoke: QueuedRevocations | None = None) -> bool:
-        sql = "UPDATE users SET disabled = ? WHERE username = ?"
+        sql = SQL.set_disabled
         return await _write(lambda: self._update(sql, (int(disabled), username), revoke))
 
     async def set_password_hash(
@@ -200,9 +188,7 @@ class SqliteUsers:
     ) -> bool:
         def update() -> bool:
             with self.db.transaction() as conn:
-                changed = conn.execute(
-                    "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
-                ).rowcount
+                changed = conn.execute(SQL.password_hash, (password_hash, username)).rowcount
                 if changed and end_sessions:
                     _end_sessions(conn, "username = ? AND source = 'account'", (username,), ENDED_PASSWORD)
                 if changed:
@@ -214,7 +200,7 @@ class SqliteUsers:
     async def delete(self, username: str, *, revoke: QueuedRevocations | None = None) -> bool:
         def delete() -> bool:
             with self.db.transaction() as conn:
-                changed = conn.execute("DELETE FROM users WHERE username = ?", (username,)).rowcount
+                changed = conn.execute(SQL.delete_user, (username,)).rowcount
                 _end_sessions(conn, "username = ? AND source = 'account'", (username,), ENDED_REMOVED)
                 if changed:
                     _queue(conn, revoke)
@@ -235,11 +221,10 @@ class SqliteSessions:
     ) -> None:
         def insert() -> None:
             with self.db.transaction() as conn:
-                conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
-                conn.execute("DELETE FROM ended_sessions WHERE expires <= ?", (now,))
+                conn.execute(SQL.expire_sessions, (now,))
+                conn.execute(SQL.expire_ended, (now,))
                 conn.execute(
-                    "INSERT INTO sessions (id_hash, username, client_id, role, source, expires)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    SQL.insert_session,
                     (id_hash, subject, client_id, role, source, expires),
                 )
 
@@ -259,7 +244,7 @@ class SqliteSessions:
         await _write(lambda: self._end("username = ? AND source = ?", (subject, source), reason, revoke))
 
     async def ended(self, id_hash: str, *, now: float) -> str | None:
-        row = self.db.query_one("SELECT reason FROM ended_sessions WHERE id_hash = ? AND expires > ?", (id_hash, now))
+        row = self.db.query_one(SQL.ended_reason, (id_hash, now))
         return None if row is None else str(row[0])
 
     async def lookup(self, id_hash: str) -> SessionRecord | None:
@@ -326,7 +311,7 @@ class SqliteOutbox:
         await _write(retry)
 
     async def pending(self) -> int:
-        row = self.db.query_one("SELECT COUNT(*) FROM revocation_outbox")
+        row = self.db.query_one(SQL.outbox_count)
         return int(row[0]) if row is not None else 0
 
 
@@ -373,7 +358,7 @@ class SqliteStorage:
         """The recorded schema version; 0 for a file made before versions were recorded; None when empty."""
         tables = self._tables()
         if "schema_version" in tables:
-            row = self.db.query_one("SELECT MAX(version) FROM schema_version")
+            row = self.db.query_one(SQL.schema_version)
             return int(row[0]) if row is not None and row[0] is not None else 0
         return 0 if "users" in tables else None
 
@@ -383,8 +368,8 @@ class SqliteStorage:
             for version in versions:
                 for statement in MIGRATIONS[version]["sqlite"]:
                     conn.execute(statement)
-            conn.execute("DELETE FROM schema_version")
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (max(versions),))
+            conn.execute(SQL.clear_version)
+            conn.execute(SQL.record_version, (max(versions),))
 
     async def open(self) -> None:
         """Create an empty database's schema (and adopt a pre-version file, whose tables are version 1's).

@@ -1,0 +1,43 @@
+"""The session cookie: how a login starts a session (password login and provider login alike) and how
+logout clears it. Its attributes are written here once."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authserver.core.callers import Identity
+from authserver.identity.sessions import COOKIE_NAME
+from authserver.wiring import Services
+
+log = logging.getLogger("authserver.http")
+
+
+def secure_cookie(request: Request, svc: Services) -> bool:
+    mode = svc.settings.cookie_secure
+    return mode == "true" or (mode == "auto" and request.url.scheme == "https")
+
+
+async def start_session(request: Request, svc: Services, identity: Identity, response: Response) -> Response:
+    """End the session the browser had, begin one for ``identity`` and set its cookie on ``response``."""
+    previous = request.cookies.get(COOKIE_NAME)
+    if previous:
+        await svc.sessions.end(previous, "switched")  # switching users ends the old session (and its tokens)
+    cookie = await svc.sessions.create(identity, svc.clock())
+    log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
+    response.set_cookie(
+        COOKIE_NAME,
+        cookie,
+        max_age=svc.settings.session_ttl,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookie(request, svc),
+        path="/",
+    )
+    return response
+
+
+def clear_session_cookie(request: Request, svc: Services, response: Response) -> None:
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=secure_cookie(request, svc))

@@ -1,0 +1,50 @@
+"""The SQL both engines run, written once with ``?`` placeholders; each engine takes its copy with its own
+placeholder (:data:`SQLITE`, :data:`POSTGRES`). What differs between the engines stays in their modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+_USER_COLUMNS = "username, client_id, role, disabled, password_hash"
+
+
+@dataclass(frozen=True)
+class Statements:
+    user_by_name: str = f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?"  # noqa: S608 - fixed text
+    user_by_client_id: str = f"SELECT {_USER_COLUMNS} FROM users WHERE client_id = ?"  # noqa: S608 - fixed text
+    all_users: str = f"SELECT {_USER_COLUMNS} FROM users ORDER BY username"  # noqa: S608 - fixed text
+    name_taken: str = "SELECT 1 FROM users WHERE username = ? OR client_id = ? OR username = ? OR client_id = ?"
+    insert_user: str = (
+        "INSERT INTO users (username, client_id, role, password_hash, disabled, created) VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    set_role: str = "UPDATE users SET role = ? WHERE username = ?"
+    set_disabled: str = "UPDATE users SET disabled = ? WHERE username = ?"
+    password_hash: str = "UPDATE users SET password_hash = ? WHERE username = ?"  # noqa: S105 - a statement
+    delete_user: str = "DELETE FROM users WHERE username = ?"
+    expire_sessions: str = "DELETE FROM sessions WHERE expires <= ?"
+    expire_ended: str = "DELETE FROM ended_sessions WHERE expires <= ?"
+    insert_session: str = (
+        "INSERT INTO sessions (id_hash, username, client_id, role, source, expires) VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    #: ``{where}``: the engine's clause selecting the sessions that end (its first parameter: the reason).
+    end_sessions: str = (
+        "INSERT INTO ended_sessions (id_hash, reason, expires) SELECT id_hash, ?, expires FROM sessions WHERE {where}"
+        " ON CONFLICT (id_hash) DO UPDATE SET reason = excluded.reason, expires = excluded.expires"
+    )
+    delete_sessions: str = "DELETE FROM sessions WHERE {where}"
+    ended_reason: str = "SELECT reason FROM ended_sessions WHERE id_hash = ? AND expires > ?"
+    queue_revocation: str = (
+        "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created, next_attempt)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+    outbox_count: str = "SELECT COUNT(*) FROM revocation_outbox"
+    schema_version: str = "SELECT MAX(version) FROM schema_version"
+    clear_version: str = "DELETE FROM schema_version"
+    record_version: str = "INSERT INTO schema_version (version) VALUES (?)"
+
+    def with_placeholder(self, mark: str) -> Statements:
+        return Statements(**{f.name: getattr(self, f.name).replace("?", mark) for f in fields(self)})
+
+
+SQLITE = Statements()
+POSTGRES = SQLITE.with_placeholder("%s")
