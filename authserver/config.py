@@ -416,6 +416,15 @@ class _Reader:
         return from_env + listed
 
     def settings(self) -> Settings:
+        # The fields are read in the order of Settings, so the problems are listed in that order too.
+        found = self.basics()
+        settings = Settings(**self.service(found), **self.edge(), **self.features(found))
+        if self.problems:
+            raise ConfigError(self.problems)
+        return settings
+
+    def basics(self) -> dict[str, Any]:
+        """The settings others depend on: keys, ports, token lifetimes, database, policy, secret."""
         keys: tuple[AblyKey, ...] = self.parse("ABLY_API_KEY", (), parse_api_keys)
         key_capability = self.parse("ABLY_KEY_CAPABILITY", None, Capability.parse)
         endpoint = self.parse("ABLY_ENDPOINT", None, _endpoint)
@@ -435,7 +444,6 @@ class _Reader:
         ably_js_value = self.raw("ABLY_JS_PATH")
         ably_js_path = self.path("ABLY_JS_PATH", ably_js_value) if ably_js_value else DEFAULT_ABLY_JS_PATH
         ably_js_installed = (ably_js_path / "build" / "ably.min.js").is_file()
-
         production = bool(keys)
         if endpoint is not None and not production and "ABLY_API_KEY" not in {p.split(":")[0] for p in self.problems}:
             self.problems.append("ABLY_ENDPOINT: set ABLY_API_KEY to the key that endpoint accepts")
@@ -450,28 +458,59 @@ class _Reader:
         demo = self.boolean("AUTHSERVER_DEMO_LOGIN", not production)
         origins: tuple[str, ...] = self.parse("AUTHSERVER_ALLOWED_ORIGINS", (), _origins)
         issuers = self.oidc_issuers(policy or load_policy(None))
-        settings = Settings(
+        return {
+            "keys": keys,
+            "key_capability": key_capability,
+            "endpoint": endpoint,
+            "port": port,
+            "sandbox_port": sandbox_port,
+            "max_ttl": max_ttl,
+            "ttl": ttl,
+            "database_url": database_url,
+            "database_path": database_path,
+            "engine": engine,
+            "policy": policy,
+            "policy_path": policy_path,
+            "ably_js_path": ably_js_path,
+            "ably_js_installed": ably_js_installed,
+            "production": production,
+            "secret": secret,
+            "ephemeral": ephemeral,
+            "demo": demo,
+            "origins": origins,
+            "issuers": issuers,
+        }
+
+    def service(self, found: dict[str, Any]) -> dict[str, Any]:
+        """The fields of :class:`Settings` before the edge's, given :meth:`basics`."""
+        keys, policy, policy_path, ably_js_path = (
+            found["keys"],
+            found["policy"],
+            found["policy_path"],
+            found["ably_js_path"],
+        )
+        return dict(
             ably_keys=keys,
-            key_capability=key_capability,
-            ably_endpoint=endpoint,
+            key_capability=found["key_capability"],
+            ably_endpoint=found["endpoint"],
             host=self.raw("AUTHSERVER_HOST") or "127.0.0.1",
-            port=port,
-            sandbox_port=sandbox_port,
+            port=found["port"],
+            sandbox_port=found["sandbox_port"],
             sandbox_port_explicit=self.raw("AUTHSERVER_SANDBOX_PORT") is not None,
-            token_ttl=ttl,
-            token_max_ttl=max_ttl,
-            database_url=database_url,
-            database_path=database_path,
-            database_engine=engine,
-            session_secret=secret,
-            session_secret_ephemeral=ephemeral,
+            token_ttl=found["ttl"],
+            token_max_ttl=found["max_ttl"],
+            database_url=found["database_url"],
+            database_path=found["database_path"],
+            database_engine=found["engine"],
+            session_secret=found["secret"],
+            session_secret_ephemeral=found["ephemeral"],
             session_ttl=self.integer("AUTHSERVER_SESSION_TTL", 28800, 60, 30 * 86400),
             policy=policy or load_policy(None),
             policy_source=str(policy_path) if policy_path else "built-in",
-            demo_login=demo,
-            cookie_secure=self.choice("AUTHSERVER_COOKIE_SECURE", "auto", ("auto", "true", "false")),  # type: ignore[arg-type]
-            allowed_origins=origins,
-            ably_js=self.choice("ABLY_JS", "local" if ably_js_installed else "cdn", ("cdn", "local")),  # type: ignore[arg-type]
+            demo_login=found["demo"],
+            cookie_secure=self.choice("AUTHSERVER_COOKIE_SECURE", "auto", ("auto", "true", "false")),
+            allowed_origins=found["origins"],
+            ably_js=self.choice("ABLY_JS", "local" if found["ably_js_installed"] else "cdn", ("cdn", "local")),
             ably_js_explicit=self.raw("ABLY_JS") is not None,
             ably_js_path=ably_js_path,
             log_level=self.choice("AUTHSERVER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
@@ -485,9 +524,14 @@ class _Reader:
             auth_rate_per_address=self.parse("AUTHSERVER_AUTH_RATE_PER_ADDRESS", None, _rate),
             workers=self.integer("AUTHSERVER_WORKERS", 1, 1, 64),
             session_recheck=float(self.integer("AUTHSERVER_SESSION_RECHECK", 1, 0, 3600)),
-            development=not production,
+            development=not found["production"],
             env_file=self.env_file,
-            **self.edge(),
+        )
+
+    def features(self, found: dict[str, Any]) -> dict[str, Any]:
+        """The fields of :class:`Settings` after the edge's: providers, revocation, time sync."""
+        issuers = found["issuers"]
+        return dict(
             oidc_issuers=issuers,
             oidc_client_id=self.raw("OIDC_CLIENT_ID") if issuers else None,
             oidc_client_secret=self.raw("OIDC_CLIENT_SECRET"),
@@ -496,9 +540,6 @@ class _Reader:
             time_sync=self.boolean("ABLY_TIME_SYNC", False),
             time_sync_max_offset=self.integer("ABLY_TIME_SYNC_MAX_OFFSET", 30, 1, 3600),
         )
-        if self.problems:
-            raise ConfigError(self.problems)
-        return settings
 
     def edge(self) -> dict[str, Any]:
         """The settings of the edge: logs, proxies, hosts and connection limits."""

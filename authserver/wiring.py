@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from authserver.config import Settings
@@ -170,6 +170,72 @@ def upstream_verifier(
     return UpstreamVerifier(providers, settings.policy, http=http, taken=taken if users is not None else None)
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What Redis (REDIS_URL) or the `limits` library provide, when configured."""
+
+    changes: SessionChanges | None = None
+    throttle: Throttle | None = None
+    auth_limits: AuthLimits | None = None
+
+
+def _shared(settings: Settings, link: RedisLink | None) -> _Shared:
+    """Session announcements and the login throttle shared through Redis, and the optional /auth limits."""
+    rates = bool(settings.auth_rate_per_identity or settings.auth_rate_per_address)
+    if link is None and not rates:
+        return _Shared()
+    # the `limits` library only when something counts with it (memory per worker)
+    from authserver.infra.ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
+
+    limiter = Limiter(link)
+    shared = _Shared()
+    if link is not None:
+        throttle = SharedThrottle(
+            limiter,
+            per_address=settings.login_failures_per_address,
+            per_user_address=settings.login_failures,
+            window=settings.login_failure_window,
+        )
+        shared = _Shared(changes=RedisChanges(link), throttle=throttle)
+    if rates:
+        auth_limits = AuthLimits(
+            limiter,
+            per_identity=parse_rate(settings.auth_rate_per_identity) if settings.auth_rate_per_identity else None,
+            per_address=parse_rate(settings.auth_rate_per_address) if settings.auth_rate_per_address else None,
+        )
+        shared = replace(shared, auth_limits=auth_limits)
+    return shared
+
+
+def _issuer(settings: Settings, clock: Callable[[], float]) -> Issuer:
+    return Issuer(
+        keys=settings.ably_keys,
+        policy=settings.policy,
+        key_capability=settings.key_capability,
+        token_ttl=settings.token_ttl,
+        token_max_ttl=settings.token_max_ttl,
+        clock=clock,
+        revocable=settings.revocable_tokens,
+        iat_margin=settings.iat_margin,
+    )
+
+
+def _revoker(
+    settings: Settings, storage: Storage, issuer: Issuer, clock: Callable[[], float], metrics: Metrics | None
+) -> Revoker | None:
+    """The service's revoker (None: ABLY_REVOCABLE_TOKENS=false, or no key)."""
+    if not (settings.revocable_tokens and settings.ably_keys):
+        return None
+    return Revoker(
+        storage.outbox,
+        settings.ably_keys,
+        AblyRestApi(settings.ably_endpoint),
+        clock=clock,
+        issued_before_ms=issuer.revocation_cutoff,
+        report=None if metrics is None else metrics.revocation_batch,
+    )
+
+
 def build_services(
     settings: Settings,
     *,
@@ -193,49 +259,12 @@ def build_services(
         if settings.redis_url
         else None
     )
-    rates = bool(settings.auth_rate_per_identity or settings.auth_rate_per_address)
-    if link is not None or rates:
-        # the `limits` library only when something counts with it (memory per worker)
-        from authserver.infra.ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
-
-        limiter = Limiter(link)
-    if link is not None:
-        changes = changes or RedisChanges(link)
-        throttle = throttle or SharedThrottle(
-            limiter,
-            per_address=settings.login_failures_per_address,
-            per_user_address=settings.login_failures,
-            window=settings.login_failure_window,
-        )
-    changes = changes or LocalChanges()
-    auth_limits = None
-    if rates:
-        auth_limits = AuthLimits(
-            limiter,
-            per_identity=parse_rate(settings.auth_rate_per_identity) if settings.auth_rate_per_identity else None,
-            per_address=parse_rate(settings.auth_rate_per_address) if settings.auth_rate_per_address else None,
-        )
+    shared = _shared(settings, link)
+    changes = changes or shared.changes or LocalChanges()
+    throttle = throttle or shared.throttle
     offset = ClockOffset(clock)
-    issuer = Issuer(
-        keys=settings.ably_keys,
-        policy=settings.policy,
-        key_capability=settings.key_capability,
-        token_ttl=settings.token_ttl,
-        token_max_ttl=settings.token_max_ttl,
-        clock=offset.now if settings.time_sync else clock,
-        revocable=settings.revocable_tokens,
-        iat_margin=settings.iat_margin,
-    )
-    revoker = None
-    if settings.revocable_tokens and settings.ably_keys:
-        revoker = Revoker(
-            storage.outbox,
-            settings.ably_keys,
-            AblyRestApi(settings.ably_endpoint),
-            clock=clock,
-            issued_before_ms=issuer.revocation_cutoff,
-            report=None if metrics is None else metrics.revocation_batch,
-        )
+    issuer = _issuer(settings, offset.now if settings.time_sync else clock)
+    revoker = _revoker(settings, storage, issuer, clock, metrics)
     sessions = SessionStore(
         storage.sessions,
         settings.session_secret,
@@ -264,7 +293,7 @@ def build_services(
         changes=changes,
         metrics=metrics,
         redis=link,
-        auth_limits=auth_limits,
+        auth_limits=shared.auth_limits,
         upstream=upstream,
         revoker=revoker,
         offset=offset,

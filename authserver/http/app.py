@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,7 +35,7 @@ from authserver.infra.drops import report_drops_to
 from authserver.infra.guards import Gate, Throttle
 from authserver.infra.logs import LogLimiter
 from authserver.infra.metrics import Metrics, multiprocess_dir_from_environment
-from authserver.wiring import build_services
+from authserver.wiring import Services, build_services
 
 log = logging.getLogger("authserver")
 #: What a client can provoke at will (a 503 from the login gate, a body cut short) is logged at
@@ -109,7 +109,20 @@ def create_app(
 
     readiness = Readiness(services)
     auth_route = Route("/auth", routes.auth, methods=["GET", "POST"])
-    app_routes: list[BaseRoute] = [
+    app = Starlette(
+        routes=_routes(services, readiness, auth_route),
+        middleware=_middleware(settings, metrics, auth_route),
+        exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error, ClientDisconnect: _client_gone},
+        lifespan=_lifespan(services, readiness),
+    )
+    app.router.redirect_slashes = False  # NOTE: its redirect would be built from the Host header
+    app.state.services = services
+    app.state.metrics = metrics
+    return app
+
+
+def _routes(services: Services, readiness: Readiness, auth_route: Route) -> list[BaseRoute]:
+    return [
         auth_route,
         Route("/token", routes.token, methods=["POST"]),
         Route("/login", routes.login, methods=["POST"]),
@@ -119,12 +132,29 @@ def create_app(
         Route("/readyz", readiness.endpoint, methods=["GET"]),
         Route("/metrics", routes.metrics, methods=["GET"]),
         *provider_login_routes(services),
-        *web_routes(settings),
+        *web_routes(services.settings),
     ]
-    flow_middleware: list[Middleware] = []
+
+
+def _middleware(settings: Settings, metrics: Metrics, auth_route: Route) -> list[Middleware]:
+    layers: list[Middleware] = []
+    if settings.trusted_proxies:  # without trusted proxies it would pass every request through unchanged
+        layers.append(Middleware(ForwardedMiddleware, trusted_proxies=settings.trusted_proxies))
+    layers.append(
+        Middleware(
+            Edge,
+            metrics=metrics,
+            allowed_hosts=settings.allowed_hosts,
+            origins=settings.allowed_origins,
+            # GET /auth (what every token renewal asks) skips the router and Starlette's exception
+            # layers: the same endpoint, its domain errors answered by the same handler.
+            direct={("GET", "/auth"): direct(auth_route, _domain_error)},
+            **security_middleware_args(settings),
+        )
+    )
     if settings.oidc_client_id:
         # Authlib keeps the code flow's marker in Starlette's session: Lax, so the provider's redirect brings it.
-        flow_middleware.append(
+        layers.append(
             Middleware(
                 SessionMiddleware,
                 secret_key=settings.session_secret,
@@ -134,7 +164,10 @@ def create_app(
                 https_only=settings.cookie_secure == "true",
             )
         )
+    return layers
 
+
+def _lifespan(services: Services, readiness: Readiness) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         report_drops_to(app.state.metrics.connection_dropped)  # in this (worker) process
@@ -147,31 +180,4 @@ def create_app(
             await services.close()
             app.state.metrics.process_exited()
 
-    app = Starlette(
-        routes=app_routes,
-        middleware=[
-            # Without trusted proxies it would pass every request through unchanged: one layer less.
-            *(
-                [Middleware(ForwardedMiddleware, trusted_proxies=settings.trusted_proxies)]
-                if settings.trusted_proxies
-                else []
-            ),
-            Middleware(
-                Edge,
-                metrics=metrics,
-                allowed_hosts=settings.allowed_hosts,
-                origins=settings.allowed_origins,
-                # GET /auth (what every token renewal asks) skips the router and Starlette's exception
-                # layers: the same endpoint, its domain errors answered by the same handler.
-                direct={("GET", "/auth"): direct(auth_route, _domain_error)},
-                **security_middleware_args(settings),
-            ),
-            *flow_middleware,
-        ],
-        exception_handlers={AuthServerError: _domain_error, HTTPException: _http_error, ClientDisconnect: _client_gone},
-        lifespan=lifespan,
-    )
-    app.router.redirect_slashes = False  # NOTE: its redirect would be built from the Host header
-    app.state.services = services
-    app.state.metrics = metrics
-    return app
+    return lifespan
