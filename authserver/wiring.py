@@ -220,6 +220,13 @@ def _issuer(settings: Settings, clock: Callable[[], float]) -> Issuer:
     )
 
 
+def _redis_link(settings: Settings, metrics: Metrics | None) -> RedisLink | None:
+    if not settings.redis_url:
+        return None
+    # each failed Redis operation, by what it was for
+    return RedisLink(settings.redis_url, on_error=None if metrics is None else metrics.redis_error)
+
+
 def _revoker(
     settings: Settings, storage: Storage, issuer: Issuer, clock: Callable[[], float], metrics: Metrics | None
 ) -> Revoker | None:
@@ -253,12 +260,7 @@ def build_services(
     session announcements shared through Redis (else one process's in-memory versions). ``metrics``
     hear of failed Redis operations, provider key fetches, revocation batches and the clock offset."""
     storage = storage or open_storage(settings)
-    # each failed Redis operation, by what it was for
-    link = (
-        RedisLink(settings.redis_url, on_error=None if metrics is None else metrics.redis_error)
-        if settings.redis_url
-        else None
-    )
+    link = _redis_link(settings, metrics)
     shared = _shared(settings, link)
     changes = changes or shared.changes or LocalChanges()
     throttle = throttle or shared.throttle

@@ -42,25 +42,7 @@ def run_serve(settings: Settings, host: str | None, port: int | None, workers: i
         return _serve_workers(settings, host, port, workers)
     servers: list[tuple[uvicorn.Server, socket.socket]] = []
     if settings.development:
-        from authserver.sandbox import create_sandbox_app
-
-        if port and settings.sandbox_port == port:
-            raise ConfigError([f"AUTHSERVER_SANDBOX_PORT: {port} is the token service's port too; choose another"])
-        key, key_file = development_key(settings.database_path)
-        sandbox_sock = bind(
-            host,
-            settings.sandbox_port,
-            server="the embedded Ably sandbox",
-            moved_by="AUTHSERVER_SANDBOX_PORT (default: the service's port + 1)",
-        )
-        endpoint = f"http://{url_host(host)}:{sandbox_sock.getsockname()[1]}"
-        settings = settings.with_sandbox(key, endpoint)
-        servers.append((uvicorn_server(create_sandbox_app((key,)), settings.log_level), sandbox_sock))
-        log.warning("DEVELOPMENT MODE: no ABLY_API_KEY; embedded Ably sandbox on %s with key %s", endpoint, key.name)
-        if key_file is not None:
-            log.info(
-                "development key kept in %s: `authserver token --user NAME` mints tokens this sandbox accepts", key_file
-            )
+        settings = _embedded_sandbox(settings, host, port, servers)
     if settings.session_secret_ephemeral:
         log.warning("no SESSION_SECRET: an ephemeral one is used; sessions end when the service stops")
     if settings.demo_login:
@@ -84,6 +66,33 @@ def run_serve(settings: Settings, host: str | None, port: int | None, workers: i
     _announce(settings, host, sock, limits, workers=1)
     run_servers(servers)
     return EXIT_OK
+
+
+def _embedded_sandbox(
+    settings: Settings, host: str, port: int, servers: list[tuple[uvicorn.Server, socket.socket]]
+) -> Settings:
+    """Development mode: bind the embedded Ably sandbox (with the development key) beside the service;
+    add it to ``servers`` and return the settings that point the service at it."""
+    from authserver.sandbox import create_sandbox_app
+
+    if port and settings.sandbox_port == port:
+        raise ConfigError([f"AUTHSERVER_SANDBOX_PORT: {port} is the token service's port too; choose another"])
+    key, key_file = development_key(settings.database_path)
+    sandbox_sock = bind(
+        host,
+        settings.sandbox_port,
+        server="the embedded Ably sandbox",
+        moved_by="AUTHSERVER_SANDBOX_PORT (default: the service's port + 1)",
+    )
+    endpoint = f"http://{url_host(host)}:{sandbox_sock.getsockname()[1]}"
+    settings = settings.with_sandbox(key, endpoint)
+    servers.append((uvicorn_server(create_sandbox_app((key,)), settings.log_level), sandbox_sock))
+    log.warning("DEVELOPMENT MODE: no ABLY_API_KEY; embedded Ably sandbox on %s with key %s", endpoint, key.name)
+    if key_file is not None:
+        log.info(
+            "development key kept in %s: `authserver token --user NAME` mints tokens this sandbox accepts", key_file
+        )
+    return settings
 
 
 def _announce(settings: Settings, host: str, sock: socket.socket, limits: ConnectionLimits, *, workers: int) -> None:

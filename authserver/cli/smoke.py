@@ -122,6 +122,44 @@ def _message(response: httpx.Response) -> str:
         return response.text[:200]
 
 
+async def _exchange(
+    realtime: Any,
+    chan: Any,
+    received: asyncio.Queue[Any],
+    states: list[str],
+    tokens: set[str],
+    renewals: int,
+    deadline: float,
+    timeout: float,
+    lifetime: float,
+) -> int:
+    """Publish and receive once a second until ``renewals`` new tokens came, CONNECTED throughout;
+    returns how many messages went round."""
+    sent = 0
+    while len(tokens) <= renewals:
+        if time.monotonic() > deadline:
+            raise SmokeFailure(
+                f"only {len(tokens) - 1} of {renewals} renewals within {timeout:.0f}s (Ably prompts a renewal "
+                f"{AUTH_LEAD:.0f} s before expiry: every {lifetime - AUTH_LEAD:.0f} s for these tokens)"
+            )
+        sent += 1
+        await chan.publish("smoke", f"ping-{sent}")
+        message = await asyncio.wait_for(received.get(), 10)
+        if message.data != f"ping-{sent}":
+            raise SmokeFailure(f"expected ping-{sent}, received {message.data!r}")
+        await asyncio.sleep(1)
+        token = realtime.auth.token_details.token
+        if token not in tokens:
+            tokens.add(token)
+            state = getattr(realtime.connection.state, "value", realtime.connection.state)
+            print(f"token renewed ({len(tokens) - 1}); connection still {state}")
+        left = [s for s in states if s not in ("connected", "update")]
+        if any(s in ("disconnected", "suspended", "failed", "closed") for s in left):
+            reason = realtime.connection.error_reason
+            raise SmokeFailure(f"connection left CONNECTED: states {states}, reason {reason}")
+    return sent
+
+
 async def stay_connected(
     base_url: str,
     cookie: str | None,
@@ -158,28 +196,7 @@ async def stay_connected(
         if problem is not None:
             raise SmokeFailure(problem)
         tokens = {details.token}
-        sent = 0
-        while len(tokens) <= renewals:
-            if time.monotonic() > deadline:
-                raise SmokeFailure(
-                    f"only {len(tokens) - 1} of {renewals} renewals within {timeout:.0f}s (Ably prompts a renewal "
-                    f"{AUTH_LEAD:.0f} s before expiry: every {lifetime - AUTH_LEAD:.0f} s for these tokens)"
-                )
-            sent += 1
-            await chan.publish("smoke", f"ping-{sent}")
-            message = await asyncio.wait_for(received.get(), 10)
-            if message.data != f"ping-{sent}":
-                raise SmokeFailure(f"expected ping-{sent}, received {message.data!r}")
-            await asyncio.sleep(1)
-            token = realtime.auth.token_details.token
-            if token not in tokens:
-                tokens.add(token)
-                state = getattr(realtime.connection.state, "value", realtime.connection.state)
-                print(f"token renewed ({len(tokens) - 1}); connection still {state}")
-            left = [s for s in states if s not in ("connected", "update")]
-            if any(s in ("disconnected", "suspended", "failed", "closed") for s in left):
-                reason = realtime.connection.error_reason
-                raise SmokeFailure(f"connection left CONNECTED: states {states}, reason {reason}")
+        sent = await _exchange(realtime, chan, received, states, tokens, renewals, deadline, timeout, lifetime)
         print(f"OK: {sent} messages round-tripped, {len(tokens) - 1} renewals, connection stayed connected")
         return 0
     except TimeoutError:

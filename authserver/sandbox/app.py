@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from authserver.core.capabilities import Capability
 from authserver.core.keys import AblyKey
@@ -55,6 +55,36 @@ async def _channel_messages(request: Request) -> Response:
     return await rest.history(request)
 
 
+def _routes() -> list[BaseRoute]:
+    return [
+        Route("/time", rest.get_time, methods=["GET"]),
+        Route("/keys/{key_name}/requestToken", rest.request_token, methods=["POST"]),
+        Route("/keys/{key_name}/revokeTokens", rest.revoke_tokens, methods=["POST"]),
+        Route("/channels/{channel:path}/messages", _channel_messages, methods=["GET", "POST"]),
+        Route("/channels/{channel:path}/presence/history", rest.presence_history, methods=["GET"]),
+        Route("/channels/{channel:path}/presence", rest.presence, methods=["GET"]),
+        Route("/stats", rest.stats, methods=["GET"]),
+        WebSocketRoute("/{path:path}", realtime_endpoint),
+    ]
+
+
+def _middleware() -> list[Middleware]:
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origin_regex=".*",
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        ),
+        # NOTE: a pure-ASGI boundary inside CORS (so a 500 still carries CORS headers): it logs only the
+        # exception type and route, once, and does not re-raise as Starlette's own error handling does.
+        Middleware(CatchAllMiddleware),
+    ]
+
+
 def create_sandbox_app(
     keys: Sequence[AblyKey],
     *,
@@ -91,33 +121,9 @@ def create_sandbox_app(
         for connection in sandbox.connections:
             connection.cancel_timers()
 
-    routes = [
-        Route("/time", rest.get_time, methods=["GET"]),
-        Route("/keys/{key_name}/requestToken", rest.request_token, methods=["POST"]),
-        Route("/keys/{key_name}/revokeTokens", rest.revoke_tokens, methods=["POST"]),
-        Route("/channels/{channel:path}/messages", _channel_messages, methods=["GET", "POST"]),
-        Route("/channels/{channel:path}/presence/history", rest.presence_history, methods=["GET"]),
-        Route("/channels/{channel:path}/presence", rest.presence, methods=["GET"]),
-        Route("/stats", rest.stats, methods=["GET"]),
-        WebSocketRoute("/{path:path}", realtime_endpoint),
-    ]
-    middleware = [
-        Middleware(
-            CORSMiddleware,
-            allow_origin_regex=".*",
-            allow_credentials=True,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["*"],
-            expose_headers=EXPOSED_HEADERS,
-            max_age=600,
-        ),
-        # NOTE: a pure-ASGI boundary inside CORS (so a 500 still carries CORS headers): it logs only the
-        # exception type and route, once, and does not re-raise as Starlette's own error handling does.
-        Middleware(CatchAllMiddleware),
-    ]
     app = Starlette(
-        routes=routes,
-        middleware=middleware,
+        routes=_routes(),
+        middleware=_middleware(),
         exception_handlers={AuthServerError: _on_error, HTTPException: _on_error},
         lifespan=lifespan,
     )
