@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -112,29 +112,11 @@ class Edge:
         self.direct = dict(direct or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind != "http":
-            if kind == "websocket" and self.allowed_hosts and scope["path"] not in HOST_EXEMPT:
-                host = next((v for n, v in scope["headers"] if n == b"host"), b"")
-                if not host_allowed(host.decode("latin-1"), self.allowed_hosts):
-                    await _wrong_host()(scope, receive, send)
-                    return
-            await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self._not_http(scope, receive, send)
             return
         path: str = scope["path"]
-        supplied = host = origin = None
-        preflight = False
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                if supplied is None:
-                    supplied = value
-            elif name == b"host":
-                if host is None:
-                    host = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"access-control-request-method":
-                preflight = True
+        supplied, host, origin, preflight = _scan(scope["headers"])
         rid = accepted_request_id(supplied.decode("latin-1") if supplied is not None else None)
         rid_header = (b"x-request-id", rid.encode("latin-1"))
         token = request_id.set(rid)
@@ -149,29 +131,7 @@ class Edge:
             nonlocal status, begun
             if message["type"] == "http.response.start":
                 status, begun = message["status"], True
-                headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                if cors:
-                    if b"vary" in present:
-                        vary = [b"Origin"]
-                        for name, value in headers:
-                            if name.lower() == b"vary":
-                                vary.extend(v.strip() for v in value.split(b",") if v.strip().lower() != b"origin")
-                        headers = [header for header in headers if header[0].lower() != b"vary"]
-                        headers.append((b"vary", b", ".join(vary)))
-                    else:
-                        headers.append(_VARY_ORIGIN)
-                    if allowed:
-                        assert origin is not None
-                        headers.append((b"access-control-allow-origin", origin))
-                        headers.extend(_CORS_ALLOWED)
-                if present.isdisjoint(_SECURITY_NAMES):
-                    headers.extend(security)
-                else:
-                    headers.extend(header for header in security if header[0] not in present)
-                if status >= 300:
-                    headers.extend(header for header in _NO_CACHE_RAW if header[0] not in present)
-                headers.append(rid_header)
+                headers = _answer_headers(message, status, cors, origin if allowed else None, security, rid_header)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -196,6 +156,68 @@ class Edge:
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.request_observed(template, scope.get("method", ""), status, time.perf_counter() - started)
             request_id.reset(token)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket (or lifespan): only the Host check applies."""
+        if scope["type"] == "websocket" and self.allowed_hosts and scope["path"] not in HOST_EXEMPT:
+            host = next((v for n, v in scope["headers"] if n == b"host"), b"")
+            if not host_allowed(host.decode("latin-1"), self.allowed_hosts):
+                await _wrong_host()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _scan(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None, bytes | None, bool]:
+    """The request's first X-Request-Id, first Host, last Origin, and whether it is a CORS preflight."""
+    supplied = host = origin = None
+    preflight = False
+    for name, value in headers:
+        if name == b"x-request-id":
+            if supplied is None:
+                supplied = value
+        elif name == b"host":
+            if host is None:
+                host = value
+        elif name == b"origin":
+            origin = value
+        elif name == b"access-control-request-method":
+            preflight = True
+    return supplied, host, origin, preflight
+
+
+def _answer_headers(
+    message: Message,
+    status: int,
+    cors: bool,
+    allowed_origin: bytes | None,
+    security: Sequence[tuple[bytes, bytes]],
+    rid_header: tuple[bytes, bytes],
+) -> list[tuple[bytes, bytes]]:
+    """The answer's headers plus the edge's: Vary and CORS (on CORS paths; ``allowed_origin`` when the
+    origin is allowed), the security headers it lacks, no-cache on errors, and the request id."""
+    headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+    present = {name.lower() for name, _ in headers}
+    if cors:
+        if b"vary" in present:
+            vary = [b"Origin"]
+            for name, value in headers:
+                if name.lower() == b"vary":
+                    vary.extend(v.strip() for v in value.split(b",") if v.strip().lower() != b"origin")
+            headers = [header for header in headers if header[0].lower() != b"vary"]
+            headers.append((b"vary", b", ".join(vary)))
+        else:
+            headers.append(_VARY_ORIGIN)
+        if allowed_origin is not None:
+            headers.append((b"access-control-allow-origin", allowed_origin))
+            headers.extend(_CORS_ALLOWED)
+    if present.isdisjoint(_SECURITY_NAMES):
+        headers.extend(security)
+    else:
+        headers.extend(header for header in security if header[0] not in present)
+    if status >= 300:
+        headers.extend(header for header in _NO_CACHE_RAW if header[0] not in present)
+    headers.append(rid_header)
+    return headers
 
 
 def _wrong_host() -> Response:

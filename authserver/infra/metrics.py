@@ -83,7 +83,14 @@ class Metrics:
             self._registry: CollectorRegistry | None = None
         else:
             self._registry = CollectorRegistry()
-        registry = self._registry
+        self._declare(self._registry)
+
+        #: Labelled children of the per-request series, found once (``labels()`` validates every call).
+        self._issued: dict[tuple[str, str], Any] = {}
+        self._observed: dict[tuple[str, str, int], Any] = {}
+
+    def _declare(self, registry: CollectorRegistry | None) -> None:
+        """The series (None: prometheus-client's multiprocess files)."""
         self.tokens_issued = Counter(
             "authserver_tokens_issued", "Tokens issued by /auth and /token", ["format", "source"], registry=registry
         )
@@ -137,10 +144,6 @@ class Metrics:
             registry=registry,
             multiprocess_mode="liveall",
         )
-
-        #: Labelled children of the per-request series, found once (``labels()`` validates every call).
-        self._issued: dict[tuple[str, str], Any] = {}
-        self._observed: dict[tuple[str, str, int], Any] = {}
 
     # What the code reports.
     def revocation_batch(self, outcome: str, targets: int) -> None:
