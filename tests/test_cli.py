@@ -96,6 +96,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureF
         monkeypatch.delenv(name, raising=False)
     database = tmp_path / "users.db"
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{database}")
+    # Whatever this checkout's set-up left in .cache/node: a local ably-js of the test's own.
+    monkeypatch.setenv("ABLY_JS_PATH", str(_fake_ably_js(tmp_path / "ably-js")))
     monkeypatch.chdir(tmp_path)
     return Cli(capsys, database)
 
