@@ -31,7 +31,7 @@ from .errors import (
 )
 from .forwarding import throttle_address
 from .identity import Credentials, Identity, authenticate_any
-from .identity.sessions import COOKIE_NAME
+from .identity.sessions import COOKIE_NAME, LOGGED_OUT
 from .metrics import Metrics
 from .params import known_params, parse_token_params
 from .responses import PreparedResponse, json_response
@@ -371,7 +371,7 @@ async def _login(request: Request) -> Response:
         raise
     await svc.throttle.succeeded(username, address)
     previous = request.cookies.get(COOKIE_NAME)
-    if previous:
+    if previous and previous != LOGGED_OUT:
         await svc.sessions.end(previous, "switched")  # switching users ends the old session (and its tokens)
     cookie = await svc.sessions.create(identity, svc.clock())
     log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
@@ -405,7 +405,16 @@ async def logout(request: Request) -> Response:
     else:
         await svc.sessions.end(cookie)
     response = json_response({})
-    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=_secure_cookie(request, svc))
+    # NOTE: not deleted: the browser's other tabs must get the final 403 40304, not a 401 loop (see LOGGED_OUT).
+    response.set_cookie(
+        COOKIE_NAME,
+        LOGGED_OUT,
+        max_age=svc.settings.session_ttl,
+        httponly=True,
+        samesite="strict",
+        secure=_secure_cookie(request, svc),
+        path="/",
+    )
     return response
 
 
@@ -428,6 +437,8 @@ async def session(request: Request) -> Response:
     channel = request.query_params.get("channel")
     if channel is not None and len(channel) > MAX_CHANNEL_CHARS:
         raise BadRequestError(f"channel name must be at most {MAX_CHANNEL_CHARS} characters")
+    if request.cookies.get(COOKIE_NAME) == LOGGED_OUT:  # this browser logged out: nothing to explain
+        return json_response({"loggedIn": False, "demoLogin": demo})
     credentials = Credentials(cookies=request.cookies, headers=request.headers)
     try:
         identity = await authenticate_any(svc.authenticators, credentials, svc.clock())
