@@ -1,3 +1,8 @@
 """authserver: an Ably-compatible token service."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("authserver")  # pyproject.toml's, as installed
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"

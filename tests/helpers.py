@@ -116,19 +116,20 @@ def running_authserver(
     log: Path,
     timeout: float = 20.0,
     max_descriptors: int | None = None,
+    program: str | Path | None = None,
 ) -> Iterator[Announced]:
     """Run ``authserver ARGS`` (``serve`` or ``sandbox``) until the block ends, its output appended to ``log``.
 
     Give it port 0 (``AUTHSERVER_PORT``, ``AUTHSERVER_SANDBOX_PORT`` or ``--port``): the ports it bound
     are read from its start-up line, so no other process can take them in between. Yields once every
     announced ``http://`` address accepts connections; fails if that takes longer than ``timeout``
-    seconds or the process exits first.
+    seconds or the process exits first. ``program``: another ``authserver`` than the checkout's venv's.
     """
     pattern = SERVE_ANNOUNCEMENT if args[0] == "serve" else SANDBOX_ANNOUNCEMENT
     start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [AUTHSERVER, *args],
+            [str(program or AUTHSERVER), *args],
             cwd=cwd,
             env=dict(env),
             stdout=out,

@@ -51,7 +51,9 @@ class Readiness:
                 found["clock"] = clock
         for name, problem in found.items():
             if self._problems.get(name) != problem:
-                log.error("not ready: %s: %s", name, problem)
+                # NOTE: the answer never names the database's file; the log does, for the operator.
+                where = f" ({self.services.storage.description})" if name == "database" else ""
+                log.error("not ready: %s: %s%s", name, problem, where)
         for name in self._problems.keys() - found.keys():
             log.warning("ready again: %s answers", name)
         self._problems = found

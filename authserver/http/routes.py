@@ -33,9 +33,9 @@ from authserver.http.bodies import read_bounded
 from authserver.http.forwarding import throttle_address
 from authserver.http.params import known_params, parse_token_params
 from authserver.http.responses import PreparedResponse, json_response
-from authserver.http.sessioncookie import clear_session_cookie, start_session
+from authserver.http.sessioncookie import mark_logged_out, start_session
 from authserver.identity import Credentials, authenticate_any
-from authserver.identity.sessions import COOKIE_NAME
+from authserver.identity.sessions import COOKIE_NAME, LOGGED_OUT
 from authserver.infra.audit import audit_issued, audit_refused
 from authserver.infra.metrics import Metrics
 from authserver.wiring import Services
@@ -383,7 +383,8 @@ async def logout(request: Request) -> Response:
     else:
         await svc.sessions.end(cookie)
     response = json_response({})
-    clear_session_cookie(request, svc, response)
+    # NOTE: not deleted: the browser's other tabs must get the final 403 40304, not a 401 loop (see LOGGED_OUT).
+    mark_logged_out(request, svc, response)
     return response
 
 
@@ -406,6 +407,8 @@ async def session(request: Request) -> Response:
     channel = request.query_params.get("channel")
     if channel is not None and len(channel) > MAX_CHANNEL_CHARS:
         raise BadRequestError(f"channel name must be at most {MAX_CHANNEL_CHARS} characters")
+    if request.cookies.get(COOKIE_NAME) == LOGGED_OUT:  # this browser logged out: nothing to explain
+        return json_response({"loggedIn": False, "demoLogin": demo})
     credentials = Credentials(cookies=request.cookies, headers=request.headers)
     try:
         identity = await authenticate_any(svc.authenticators, credentials, svc.clock())

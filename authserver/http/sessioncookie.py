@@ -1,5 +1,5 @@
-"""The session cookie: how a login starts a session (password login and provider login alike) and how
-logout clears it. Its attributes are written here once."""
+"""The session cookie: how a login starts a session (password login and provider login alike) and what
+logout leaves in its place. Its attributes are written here once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authserver.core.callers import Identity
-from authserver.identity.sessions import COOKIE_NAME
+from authserver.identity.sessions import COOKIE_NAME, LOGGED_OUT
 from authserver.wiring import Services
 
 log = logging.getLogger("authserver.http")
@@ -23,21 +23,26 @@ def secure_cookie(request: Request, svc: Services) -> bool:
 async def start_session(request: Request, svc: Services, identity: Identity, response: Response) -> Response:
     """End the session the browser had, begin one for ``identity`` and set its cookie on ``response``."""
     previous = request.cookies.get(COOKIE_NAME)
-    if previous:
+    if previous and previous != LOGGED_OUT:
         await svc.sessions.end(previous, "switched")  # switching users ends the old session (and its tokens)
     cookie = await svc.sessions.create(identity, svc.clock())
     log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
+    _set(request, svc, response, cookie)
+    return response
+
+
+def mark_logged_out(request: Request, svc: Services, response: Response) -> None:
+    """Replace the session cookie with :data:`~authserver.identity.sessions.LOGGED_OUT` (see there why)."""
+    _set(request, svc, response, LOGGED_OUT)
+
+
+def _set(request: Request, svc: Services, response: Response, value: str) -> None:
     response.set_cookie(
         COOKIE_NAME,
-        cookie,
+        value,
         max_age=svc.settings.session_ttl,
         httponly=True,
         samesite="strict",
         secure=secure_cookie(request, svc),
         path="/",
     )
-    return response
-
-
-def clear_session_cookie(request: Request, svc: Services, response: Response) -> None:
-    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=secure_cookie(request, svc))

@@ -27,9 +27,11 @@ from starlette.staticfiles import StaticFiles
 from authserver.http.responses import NO_CACHE
 
 #: The directory whose files the page is made of. Nothing else of the repository is served.
-_CHECKOUT_WEB = Path(__file__).resolve().parents[2] / "web"
-#: The login page: ``web/`` of a checkout (editable install), or the copy a wheel carries.
-WEB_DIR = _CHECKOUT_WEB if _CHECKOUT_WEB.is_dir() else Path(__file__).resolve().parents[1] / "_web"
+_PACKAGED_WEB = Path(__file__).resolve().parents[1] / "_web"
+#: The login page: the copy a wheel carries, else ``web/`` of the checkout (an editable install).
+#: NOTE: the packaged copy first: beside an installed package, ``../web`` is site-packages' own
+#: folder of that name (another distribution's), never to be served.
+WEB_DIR = _PACKAGED_WEB if _PACKAGED_WEB.is_dir() else Path(__file__).resolve().parents[2] / "web"
 
 #: ably-js pinned for production, from Ably's CDN (URL form ``https://cdn.ably.com/lib/ably.min-<version>.js``).
 ABLY_JS_VERSION = "2.28.0"
@@ -190,7 +192,7 @@ def web_routes(settings: WebSettings, *, web_dir: Path = WEB_DIR) -> list[BaseRo
 
 def _local_ably_js_problem(package_dir: Path) -> str | None:
     """Why the npm copy of ably-js cannot be served, or None if it can."""
-    install = "install it with: npm install --prefix .cache/node ably@2 (or set ABLY_JS=cdn)"
+    install = "install it with scripts/setup (the locked ably-js from npm), or set ABLY_JS=cdn"
     if not (package_dir / "build" / "ably.min.js").is_file():
         return f"ably-js is not installed (ABLY_JS=local, ABLY_JS_PATH has no build/ably.min.js); {install}\n"
     try:

@@ -55,6 +55,10 @@ from authserver.storage import (
 )
 
 COOKIE_NAME = "authserver_session"
+#: What ``/logout`` leaves in the browser instead of deleting the cookie: the other tabs of the same
+#: browser then send it, and their Ably clients get the final 403 40304 ("logged out in another window")
+#: instead of a 401 they would retry for ever. It grants nothing, so it need not be signed.
+LOGGED_OUT = "logged-out"
 _CACHE_LIMIT = 10_000
 #: The longest a session is remembered while announcements may be missed (shared ones lost their link).
 INCOMPLETE_RECHECK = 1.0
@@ -204,6 +208,8 @@ class SessionStore:
         cookie = credentials.cookies.get(COOKIE_NAME)
         if cookie is None:
             return None
+        if cookie == LOGGED_OUT:
+            raise ended_error(ENDED_LOGOUT)
         identity = self.remembered(credentials, now)
         if identity is not None:
             return identity

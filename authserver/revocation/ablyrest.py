@@ -63,7 +63,9 @@ def _error_of(body: object) -> tuple[int | None, str]:
 class AblyRestApi:
     """One ``AblyRest`` per key, made on first use, closed by :meth:`close`."""
 
-    def __init__(self, endpoint: str | None, *, timeout: float = 10.0) -> None:
+    def __init__(self, endpoint: str | None, *, timeout: float = 6.0) -> None:
+        # NOTE: two attempts of ``timeout`` (the host and one fallback) fit inside the outbox's claim
+        # lease (authserver.revocation.outbox.CLAIM_LEASE_S).
         self.endpoint = endpoint
         self.timeout = timeout
         self._clients: dict[str, Any] = {}

@@ -22,9 +22,11 @@ from authserver.storage import OutboxStorage, PendingRevocation, QueuedRevocatio
 
 log = logging.getLogger("authserver.revocation")
 
-#: Rows claimed per round, and how long a claim keeps other deliverers away.
+#: Rows claimed per round, and how long a claim keeps other deliverers away: longer than one call to
+#: Ably with its one retry (:class:`~authserver.revocation.ablyrest.AblyRestApi`'s timeout twice), short enough
+#: that the claims of a process killed mid-call are taken over by the next deliverer within seconds.
 CLAIM_LIMIT = 1000
-CLAIM_LEASE_S = 60.0
+CLAIM_LEASE_S = 15.0
 #: How often the outbox is looked at without a nudge (rows another process enqueued, retries due).
 POLL_INTERVAL_S = 1.0
 

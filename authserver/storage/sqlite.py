@@ -58,6 +58,37 @@ class Database:
             raise DatabaseError(f"cannot open database {path!r}: {exc}") from None
         self._lock = threading.Lock()
         self._read_lock = self._lock if self._reader is self._conn else threading.Lock()
+        #: The file this opened (device, inode): a write into another, or into one deleted since, is refused.
+        self.identity = file_identity(path)
+        self._lost: str | None = None
+
+    def file_problem(self) -> str | None:
+        """Why the file this opened is no longer the database (gone, or another file in its place), or None."""
+        if self.path == ":memory:":
+            return None
+        current = file_identity(self.path)
+        if current is None:
+            return "the database file is gone (deleted or moved while the service runs)"
+        if current != self.identity:
+            return "the database file was replaced while the service runs: restart it"
+        return None
+
+    def _writable(self) -> None:
+        """:raises StoreUnavailableError: (503) the file was deleted or replaced: what would be written now
+        would vanish at the next restart, so nothing is."""
+        problem = self.file_problem()
+        if problem is None:
+            self._lost = None
+            return
+        if self._lost != problem:
+            self._lost = problem
+            log.error(
+                "%s (%s): every write is refused from now on; put the file back or restore it from a backup, "
+                "then restart authserver",
+                problem,
+                self.path,
+            )
+        raise StoreUnavailableError(f"database unavailable: {problem}")
 
     def close(self) -> None:
         with self._lock:
@@ -79,6 +110,7 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction."""
         with self._lock, _available():
+            self._writable()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -93,8 +125,21 @@ class Database:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one write statement; returns the number of rows changed."""
         with self._lock, _available():
+            if not sql.lstrip().upper().startswith("PRAGMA"):
+                self._writable()
             changed: int = self._conn.execute(sql, params).rowcount
             return changed
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None for an in-memory database or a missing file."""
+    if path == ":memory:":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 @contextmanager
@@ -328,16 +373,6 @@ class SqliteStorage:
         self.outbox = SqliteOutbox(self.db)
         self.description = "in memory" if path == ":memory:" else path
         self._prepare()
-        self._identity = self._file_identity()
-
-    def _file_identity(self) -> tuple[int, int] | None:
-        if self.path == ":memory:":
-            return None
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
 
     def _prepare(self) -> None:
         """An empty file gets the current schema at once (as SQLite's "created on first use" promises);
@@ -379,7 +414,6 @@ class SqliteStorage:
         await _write(self._prepare)
         found = await self.version()
         require_current(found if found is not None else -1, self.description)
-        self._identity = self._file_identity()
 
     async def upgrade(self) -> list[int]:
         """Apply the migrations this database lacks; returns the versions applied."""
@@ -390,20 +424,19 @@ class SqliteStorage:
         return versions
 
     async def ready(self) -> str | None:
-        """Why this database cannot serve now (file gone or replaced, schema not current), or None."""
+        """Why this database cannot serve now (file gone or replaced, schema not current), or None.
+        NOTE: never the file's path (readiness answers go to whoever asks); the log names it."""
         if self.path != ":memory:":
-            current = self._file_identity()
-            if current is None:
-                return f"the database file {self.path} is gone (deleted or moved while the service runs)"
-            if current != self._identity:
-                return f"the database file {self.path} was replaced while the service runs: restart it"
+            problem = self.db.file_problem()
+            if problem is not None:
+                return problem
             if not os.access(self.path, os.W_OK):
-                return f"the database file {self.path} is not writable"
+                return "the database file is not writable"
         try:
             found = await self.version()
         except (DatabaseError, UnavailableError) as exc:
-            return exc.message
-        return schema_problem(found if found is not None else -1, self.description)
+            return exc.message.replace(self.path, "the database file") if self.path != ":memory:" else exc.message
+        return schema_problem(found if found is not None else -1, "SQLite")
 
     async def close(self) -> None:
         self.db.close()

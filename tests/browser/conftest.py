@@ -1,7 +1,7 @@
 """A real ``authserver serve`` (with its embedded sandbox) and a real headless Chromium.
 
 Skips with a reason when Chromium or the npm copy of ably-js is missing; the set-up script installs
-both (apt ``chromium``, ``npm install --prefix .cache/node ably@2``), so in CI these tests run.
+both (apt ``chromium`` and the locked npm packages), so in CI these tests run.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def chromium_path() -> Path:
 @pytest.fixture(scope="session")
 def ably_js_dir() -> Path:
     if not (ABLY_JS / "build" / "ably.min.js").is_file():
-        pytest.skip("ably-js is not installed: npm install --prefix .cache/node ably@2")
+        pytest.skip("ably-js is not installed under .cache/node (scripts/setup --test installs it)")
     return ABLY_JS
 
 

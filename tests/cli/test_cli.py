@@ -95,7 +95,12 @@ def _restore_logging() -> Iterator[None]:
 def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     database = tmp_path / "users.db"
     monkeypatch.chdir(tmp_path)
-    return Cli(capsys, database, {"DATABASE_URL": f"sqlite:///{database}"})
+    environ = {
+        "DATABASE_URL": f"sqlite:///{database}",
+        # Whatever this checkout's set-up left in .cache/node: a local ably-js of the test's own.
+        "ABLY_JS_PATH": str(_fake_ably_js(tmp_path / "ably-js")),
+    }
+    return Cli(capsys, database, environ)
 
 
 @pytest.fixture

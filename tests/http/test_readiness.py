@@ -32,9 +32,11 @@ def test_a_deleted_database_file_is_not_ready_and_logged_while_liveness_stays_ok
     path.unlink()
     response = service.client.get("/readyz")
     assert response.status_code == 503
-    problem = f"the database file {path} is gone (deleted or moved while the service runs)"
-    assert response.json() == {"status": "not ready", "checks": {"database": problem}}
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [f"not ready: database: {problem}"]
+    problem = "the database file is gone (deleted or moved while the service runs)"
+    assert response.json() == {"status": "not ready", "checks": {"database": problem}}  # no path: the log has it
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        f"not ready: database: {problem} ({path})"
+    ]
     service.client.get("/readyz")  # logged once, not on every probe
     assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
     assert service.client.get("/healthz").status_code == 200
@@ -46,7 +48,34 @@ def test_a_replaced_database_file_is_not_ready(service: Service, tmp_path: Path)
     os.replace(tmp_path / "elsewhere.db", path)
     response = service.client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"]["database"].endswith("was replaced while the service runs: restart it")
+    assert response.json()["checks"]["database"] == "the database file was replaced while the service runs: restart it"
+    assert str(path) not in response.text and str(path.parent) not in response.text
+
+
+def test_logins_after_the_database_file_was_deleted_are_refused_not_lost(
+    make_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = make_service(AUTHSERVER_DEMO_LOGIN="true")
+    service.add_user("alice")
+    path = database_file(service)
+    path.unlink()
+    for _ in range(3):
+        refused = service.client.post("/login", json={"username": "alice", "password": "correct horse"})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == 50300
+        demo = service.client.post("/login", json={"username": "dana", "password": "x"})
+        assert demo.status_code == 503
+    told = [r.getMessage() for r in caplog.records if "every write is refused" in r.getMessage()]
+    assert len(told) == 1 and str(path) in told[0] and "restart authserver" in told[0]
+    assert service.client.get("/healthz").status_code == 200
+
+
+def test_a_write_into_a_replaced_database_file_is_refused(service: Service, tmp_path: Path) -> None:
+    service.add_user("alice")
+    path = database_file(service)
+    (tmp_path / "elsewhere.db").write_bytes(path.read_bytes())
+    os.replace(tmp_path / "elsewhere.db", path)
+    refused = service.client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert refused.status_code == 503
 
 
 def test_a_full_database_is_a_logged_503_not_a_crash(

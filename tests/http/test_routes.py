@@ -337,6 +337,19 @@ def test_unknown_route_and_method_get_ably_error_bodies(service: Service) -> Non
 # --- login, logout, session -----------------------------------------------------------------------
 
 
+def test_logging_out_in_one_tab_stops_the_ably_clients_of_the_others_for_good(alice: Service) -> None:
+    # The tabs of one browser share its cookies: after a logout in one, the others' ably-js asks /auth
+    # with what the logout left, and must get the final answer (403 stops it), not a 401 to retry on.
+    assert alice.client.post("/logout").status_code == 200
+    body = assert_ably_error(alice.client.get("/auth"), 403, 40304)
+    assert body["message"] == "you were logged out in another window"
+    # the page of this browser reloaded: simply logged out, nothing to explain
+    assert alice.client.get("/session").json() == {"loggedIn": False, "demoLogin": False}
+    # and logging in again works as ever
+    alice.login("alice")
+    assert alice.client.get("/auth").status_code == 200
+
+
 def test_login_sets_a_strict_http_only_session_cookie(service: Service) -> None:
     service.add_user("alice")
     response = service.client.post("/login", json={"username": "alice", "password": "correct horse"})
@@ -451,7 +464,8 @@ def test_session_endpoint_answers_a_logged_out_page_with_200_not_an_error(servic
 def test_session_endpoint_says_why_a_session_the_browser_still_holds_has_ended(alice: Service) -> None:
     cookie = alice.client.cookies["authserver_session"]
     assert alice.client.post("/logout").status_code == 200
-    alice.client.cookies.set("authserver_session", cookie)  # another tab logged out; this one kept the cookie
+    alice.client.cookies.clear()  # another device, holding a copy of the cookie
+    alice.client.cookies.set("authserver_session", cookie)
     body = alice.client.get("/session").json()
     assert body["loggedIn"] is False
     assert body["ended"] == {"code": 40304, "message": "you were logged out in another window"}
@@ -464,6 +478,7 @@ def test_a_session_ended_by_log_out_everywhere_says_so_on_auth_and_session(alice
     alice.client.cookies.clear()
     alice.login("alice")  # a second device
     assert alice.client.post("/logout?everywhere=true").status_code == 200
+    alice.client.cookies.clear()  # the other device's browser
     alice.client.cookies.set("authserver_session", other_device)
     body = assert_ably_error(alice.client.get("/auth"), 403, 40301)
     assert body["message"] == "you were logged out from another device"
@@ -541,9 +556,10 @@ def test_logout_ends_the_session_on_the_server_too(alice: Service) -> None:
     cookie = alice.client.cookies["authserver_session"]
     response = alice.client.post("/logout")
     assert response.status_code == 200
-    assert 'authserver_session=""' in response.headers["set-cookie"] or "Max-Age=0" in response.headers["set-cookie"]
-    assert_ably_error(alice.client.get("/auth"), 401, 40101)
+    assert response.headers["set-cookie"].startswith("authserver_session=logged-out;")
+    assert "HttpOnly" in response.headers["set-cookie"] and "SameSite=strict" in response.headers["set-cookie"]
     # a copy of the old cookie is dead as well, for good: the server remembers only that it was logged out
+    alice.client.cookies.clear()
     alice.client.cookies.set("authserver_session", cookie)
     assert_ably_error(alice.client.get("/auth"), 403, 40304)
 

@@ -43,7 +43,11 @@ await main(async () => {
     await go;
     const started = Date.now();
     if (settings.expect === 'renewal') {
-      await until(() => victim.auth.tokenDetails.token !== before, 10000, 'a new token');
+      // NOTE: tokenDetails is null while a renewal's authUrl request is in flight (a race under load).
+      await until(() => {
+        const token = victim.auth.tokenDetails?.token;
+        return token != null && token !== before;
+      }, 10000, 'a new token');
       const renewedMs = Date.now() - started;
       await sleep(1500);
       return {
@@ -51,7 +55,7 @@ await main(async () => {
         changes: changes.slice(),
         state: victim.connection.state,
         capabilityBefore,
-        capabilityAfter: victim.auth.tokenDetails.capability,
+        capabilityAfter: victim.auth.tokenDetails?.capability,
         bystanderStates: bystanderStates.slice(),
       };
     }

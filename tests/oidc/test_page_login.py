@@ -36,7 +36,7 @@ class Site:
 @pytest.fixture
 def site(own_provider: Provider, make_settings: SettingsFactory) -> Iterator[Site]:
     if not (NODE_MODULES / "ably" / "build" / "ably.min.js").is_file():
-        pytest.skip("ably-js is not installed: npm install --prefix .cache/node ably@2")
+        pytest.skip("ably-js is not installed under .cache/node (scripts/setup --test installs it)")
     sandbox = create_sandbox_app([AblyKey(KEY_NAME, KEY_SECRET)])
     with running_server(sandbox) as sandbox_url:
         settings = make_settings(

@@ -21,7 +21,7 @@ from authserver.core.issuance import TokenParams
 from authserver.core.keys import AblyKey
 from authserver.identity.passwords import Passwords
 from authserver.revocation.ablyrest import AblyRestApi, client_options, judge
-from authserver.revocation.outbox import Revoker
+from authserver.revocation.outbox import CLAIM_LEASE_S, Revoker
 from authserver.revocation.targets import MAX_TARGETS_PER_CALL, backoff, batches
 from authserver.storage import PendingRevocation, Storage
 from authserver.wiring import build_services
@@ -154,9 +154,34 @@ def test_rows_with_different_cutoffs_never_share_a_call() -> None:
     assert [len(b.targets) for b in batches(many)] == [MAX_TARGETS_PER_CALL, 1]
 
 
-def test_backoff_doubles_up_to_five_minutes() -> None:
-    assert [backoff(n) for n in range(4)] == [1.0, 2.0, 4.0, 8.0]
-    assert backoff(50) == 300.0
+def test_backoff_doubles_up_to_thirty_seconds() -> None:
+    # A revoked connection never outlives an Ably outage by more than half a minute.
+    assert [backoff(n) for n in range(6)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+    assert backoff(50) == 30.0
+
+
+@pytest.mark.anyio
+async def test_rows_claimed_by_a_deliverer_that_died_are_delivered_within_fifteen_seconds(
+    storage: Storage, ably: tuple[FakeAbly, str], clock: FakeClock
+) -> None:
+    fake, url = ably
+    outbox = revoker(storage, url, clock)
+    await outbox.revoke(["clientId:alice"], reason="disabled")
+    # Another process claimed the row, then was killed before its call to Ably returned.
+    assert len(await storage.outbox.claim(now=clock(), limit=10, lease=CLAIM_LEASE_S)) == 1
+    clock.advance(14.9)
+    assert await outbox.deliver() == 0 and fake.calls == []  # its lease still holds
+    clock.advance(0.1)
+    assert await outbox.deliver() == 1
+    assert [call[2]["targets"] for call in fake.calls] == [["clientId:alice"]]
+    await outbox.close()
+
+
+def test_a_call_to_ably_with_its_retry_ends_within_the_lease() -> None:
+    # Two attempts (the host, one fallback) at the request timeout each: done before another deliverer
+    # may claim the same rows, so a slow Ably is not sent every batch twice.
+    api = AblyRestApi(None)
+    assert 2 * api.timeout < CLAIM_LEASE_S <= 15.0
 
 
 def test_outcomes_and_sandbox_options() -> None:

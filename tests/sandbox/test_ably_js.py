@@ -38,7 +38,7 @@ def _skip_reason() -> str | None:
     if NODE is None:
         return "node is not installed"
     if not (NODE_MODULES / "ably" / "package.json").is_file():
-        return f"the ably npm package is not installed in {NODE_MODULES} (npm install --prefix .cache/node ably@2)"
+        return f"the ably npm package is not installed in {NODE_MODULES} (scripts/setup --test installs it)"
     return None
 
 

@@ -6,7 +6,9 @@
 and the repeated ``/auth`` calls of a client cost a hash and a dict lookup.
 
 :class:`BearerAuthenticator` is the :class:`~authserver.identity.Authenticator` for the header: a
-request with a bearer token is decided by it (a session cookie sent along is not looked at).
+request with a bearer token of a trusted issuer is decided by it (a session cookie sent along is not
+looked at). Any other bearer (an app's own API token in ably-js ``authHeaders``) is ignored when the
+request carries a session cookie, which then decides; without one it is refused, saying why.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from authserver.core.policy import Policy
 from authserver.errors import ForbiddenError, NotAuthenticatedError
 from authserver.identity import Credentials
 from authserver.identity.oidc.claims import identity_from_claims
+from authserver.identity.sessions import COOKIE_NAME as SESSION_COOKIE
 
 if TYPE_CHECKING:
     from authserver.identity.oidc.jwks import ProviderKeys
@@ -106,6 +109,15 @@ class UpstreamVerifier:
         self.verified.put(digest, identity, expires)
         return identity
 
+    def claims_trusted_issuer(self, token: str) -> bool:
+        """Whether ``token`` is a JWT naming an issuer trusted here (nothing verified yet)."""
+        from .verifier import BearerRefused, peek
+
+        try:
+            return peek(token).issuer in self.providers
+        except BearerRefused:
+            return False
+
     async def identity_for(self, token: str, upstream: UpstreamIssuer, now: float) -> Identity:
         """Verify ``token`` as ``upstream`` says (e.g. an ID token, whose audience is a client id), with
         the keys of the provider of the same issuer; not remembered."""
@@ -156,13 +168,25 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
 class BearerAuthenticator:
     """The :class:`~authserver.identity.Authenticator` for upstream bearer tokens."""
 
-    def __init__(self, verifier: UpstreamVerifier | None) -> None:
+    def __init__(self, verifier: UpstreamVerifier | None, *, session_cookie: str = SESSION_COOKIE) -> None:
         self.verifier = verifier
+        self.session_cookie = session_cookie
 
     async def authenticate(self, credentials: Credentials, now: float) -> Identity | None:
-        token = bearer_token(credentials.headers)
+        with_session = self.session_cookie in credentials.cookies
+        try:
+            token = bearer_token(credentials.headers)
+        except NotAuthenticatedError:
+            if with_session:
+                return None  # an empty bearer beside a session: not ours, the session decides
+            raise
         if token is None:
             return None
-        if self.verifier is None or not self.verifier.providers:
+        verifier = self.verifier
+        if verifier is None or not verifier.providers:
+            if with_session:
+                return None
             raise NotAuthenticatedError("bearer token refused: no identity provider is configured (OIDC_ISSUER)")
-        return await self.verifier.identity(token, now)
+        if with_session and not verifier.claims_trusted_issuer(token):
+            return None
+        return await verifier.identity(token, now)

