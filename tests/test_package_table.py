@@ -225,3 +225,18 @@ def test_the_identity_package_holds_no_sql() -> None:
         text = path.read_text(encoding="utf-8").upper()
         for statement in ("SELECT ", "INSERT INTO", "DELETE FROM", "UPDATE USERS", "CREATE TABLE"):
             assert statement not in text, f"{path.name} has SQL ({statement.strip()})"
+
+
+#: The longest a function may be (its ``def`` line to its last); data tables are module constants, not functions.
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_longer_than_the_limit() -> None:
+    long = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{module}.{node.name}: {length} lines")
+    assert not long, long

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from authserver.config import Settings, load_settings
 from authserver.errors import AuthServerError, ConfigError, StoreUnavailableError, UnavailableError
-from authserver.http import routes
+from authserver.http import auth, exchange, health, login
 from authserver.http.edge import Edge, direct
 from authserver.http.forwarding import ForwardedMiddleware
 from authserver.http.provider_login import FLOW_SECONDS, STATE_COOKIE, provider_login_routes
@@ -108,7 +108,7 @@ def create_app(
     )
 
     readiness = Readiness(services)
-    auth_route = Route("/auth", routes.auth, methods=["GET", "POST"])
+    auth_route = Route("/auth", auth.auth, methods=["GET", "POST"])
     app = Starlette(
         routes=_routes(services, readiness, auth_route),
         middleware=_middleware(settings, metrics, auth_route),
@@ -124,13 +124,13 @@ def create_app(
 def _routes(services: Services, readiness: Readiness, auth_route: Route) -> list[BaseRoute]:
     return [
         auth_route,
-        Route("/token", routes.token, methods=["POST"]),
-        Route("/login", routes.login, methods=["POST"]),
-        Route("/logout", routes.logout, methods=["POST"]),
-        Route("/session", routes.session, methods=["GET"]),
-        Route("/healthz", routes.healthz, methods=["GET"]),
+        Route("/token", exchange.token, methods=["POST"]),
+        Route("/login", login.login, methods=["POST"]),
+        Route("/logout", login.logout, methods=["POST"]),
+        Route("/session", login.session, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", readiness.endpoint, methods=["GET"]),
-        Route("/metrics", routes.metrics, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
         *provider_login_routes(services),
         *web_routes(services.settings),
     ]

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from authserver.core.callers import Identity
 from authserver.core.tokenrequests import compute_mac
 from authserver.http.app import create_app
-from authserver.http.routes import request_cookies
+from authserver.http.common import request_cookies
 from authserver.http.web import WEB_DIR
 from authserver.identity import Credentials
 from authserver.identity.passwords import Passwords

@@ -1,0 +1,154 @@
+"""``/login``, ``/logout`` and ``/session``: the password login and the session the page sees."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authserver.core.capabilities import OPERATIONS
+from authserver.core.channelclaims import for_channel
+from authserver.errors import (
+    AuthServerError,
+    BadRequestError,
+    ForbiddenError,
+    NotAuthenticatedError,
+    RateLimitedError,
+)
+from authserver.http.common import (
+    body_pairs,
+    metrics_of,
+    origin_allowed,
+    services,
+)
+from authserver.http.forwarding import throttle_address
+from authserver.http.responses import json_response
+from authserver.http.sessioncookie import mark_logged_out, start_session
+from authserver.identity import Credentials, authenticate_any
+from authserver.identity.sessions import COOKIE_NAME, LOGGED_OUT
+
+log = logging.getLogger("authserver.http")
+
+
+async def _login_fields(request: Request) -> tuple[str, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("application/json", "application/x-www-form-urlencoded"):
+        raise BadRequestError('send the login as JSON {"username", "password"} or as a form')
+    fields = _login_pairs(await body_pairs(request, strings_only=True))
+    username, password = fields.get("username"), fields.get("password")
+    if not username or not password:
+        raise BadRequestError("login needs a non-empty 'username' and 'password'")
+    return username, password
+
+
+def _login_pairs(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in ("username", "password"):
+            if name in fields:
+                raise BadRequestError(f"login field {name!r} is repeated")
+            fields[name] = value
+    return fields
+
+
+async def login(request: Request) -> Response:
+    try:
+        response = await _login(request)
+    except AuthServerError as exc:
+        outcome = {401: "failed", 403: "forbidden", 429: "throttled", 503: "unavailable"}.get(exc.status, "bad_request")
+        metrics_of(request).login(outcome)
+        if isinstance(exc, RateLimitedError):
+            metrics_of(request).throttled("/login")
+        raise
+    metrics_of(request).login("success")
+    return response
+
+
+async def _login(request: Request) -> Response:
+    svc = services(request)
+    if not origin_allowed(request, svc):
+        raise ForbiddenError("cross-origin login refused")
+    username, password = await _login_fields(request)
+    address = throttle_address(request.scope, username)
+    await svc.throttle.check(username, address, svc.clock())
+    check = svc.users.demo_login if svc.settings.demo_login else svc.users.verify_login
+    try:
+        identity = await svc.login_gate.run(lambda: check(username, password))
+    except NotAuthenticatedError:
+        await svc.throttle.failed(username, address, svc.clock())
+        log.info("login refused for a username of %d characters from %s", len(username), address)
+        raise
+    await svc.throttle.succeeded(username, address)
+    response = json_response({"clientId": identity.client_id, "role": identity.role})
+    return await start_session(request, svc, identity, response)
+
+
+async def logout(request: Request) -> Response:
+    """End this session and revoke its tokens; ``?everywhere=true`` ends every session of the user and
+    revokes all of its tokens ("log out everywhere"). Each session's end and its revocation are stored
+    in one transaction; a page still holding an ended session's cookie is told why (403, see
+    :func:`authserver.identity.sessions.ended_error`)."""
+    svc = services(request)
+    if not origin_allowed(request, svc):
+        raise ForbiddenError("cross-origin logout refused")
+    cookie = request.cookies.get(COOKIE_NAME)
+    identity = None
+    if request.query_params.get("everywhere") in ("1", "true"):
+        identity = await authenticate_any(svc.authenticators, Credentials(cookies=request.cookies), svc.clock())
+    if identity is not None:
+        await svc.sessions.end_all(identity)  # this session too
+    else:
+        await svc.sessions.end(cookie)
+    response = json_response({})
+    # NOTE: not deleted: the browser's other tabs must get the final 403 40304, not a 401 loop (see LOGGED_OUT).
+    mark_logged_out(request, svc, response)
+    return response
+
+
+#: The longest channel name ``GET /session?channel=`` looks at (longer ones are a client's mistake: 400).
+MAX_CHANNEL_CHARS = 2048
+
+
+async def session(request: Request) -> Response:
+    """Who is logged in, for the page. Always 200 (a fresh page load while logged out is not an error):
+
+    ``{"loggedIn": false, "demoLogin": bool, "ended"?: {"code", "message"}}``, where ``ended`` says why a
+    session cookie the browser still sent no longer works; or ``{"loggedIn": true, "clientId", "role",
+    "source", "demoLogin"}``. With ``?channel=NAME`` a logged-in answer adds ``"channel": {"name",
+    "operations", "all"}``: what the caller's policy capability allows there, decided by
+    :mod:`authserver.core.capabilities` (the page has no matcher of its own), plus ``"userClaim"`` and
+    ``"publishRate"`` when the role's channel claims set them there. ``/auth`` keeps its 401.
+    """
+    svc = services(request)
+    demo = svc.settings.demo_login
+    channel = request.query_params.get("channel")
+    if channel is not None and len(channel) > MAX_CHANNEL_CHARS:
+        raise BadRequestError(f"channel name must be at most {MAX_CHANNEL_CHARS} characters")
+    if request.cookies.get(COOKIE_NAME) == LOGGED_OUT:  # this browser logged out: nothing to explain
+        return json_response({"loggedIn": False, "demoLogin": demo})
+    credentials = Credentials(cookies=request.cookies, headers=request.headers)
+    try:
+        identity = await authenticate_any(svc.authenticators, credentials, svc.clock())
+    except (NotAuthenticatedError, ForbiddenError) as exc:
+        ended = {"code": exc.code, "message": exc.message}
+        return json_response({"loggedIn": False, "demoLogin": demo, "ended": ended})
+    if identity is None:
+        return json_response({"loggedIn": False, "demoLogin": demo})
+    body: dict[str, object] = {
+        "loggedIn": True,
+        "clientId": identity.client_id,
+        "role": identity.role,
+        "source": identity.source,
+        "demoLogin": demo,
+    }
+    if channel is not None:
+        allowance = svc.issuer.allowance(identity)
+        operations = allowance.capability.operations_for(channel)
+        described: dict[str, object] = {
+            "name": channel,
+            "operations": sorted(operations),
+            "all": operations == OPERATIONS,
+        }
+        body["channel"] = {**described, **for_channel(allowance.claims, channel)}
+    return json_response(body)
