@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authserver.http.responses import json_response
-from authserver.infra.redislink import RedisChanges
 
 if TYPE_CHECKING:
     from authserver.wiring import Services
@@ -39,8 +38,8 @@ class Readiness:
             found["database"] = database
         if self.services.redis is not None:
             redis = await self.services.redis.ping()
-            changes = self.services.changes
-            if redis is None and isinstance(changes, RedisChanges) and not changes.complete:
+            # Redis answers, but its announcements (the only changes that can be incomplete) are not back yet
+            if redis is None and not self.services.changes.complete:
                 redis = f"Redis {self.services.redis.description} answers, session announcements not yet resumed"
             if redis is not None:
                 found["redis"] = redis
