@@ -15,7 +15,7 @@ from starlette.routing import Route
 from authserver.config import load_settings
 from authserver.http.app import create_app
 from authserver.infra.logs import configure_logging
-from authserver.server.connections import ConnectionLimits
+from authserver.server.guard import ConnectionLimits
 from authserver.server.serving import bind, run_servers, uvicorn_server
 
 

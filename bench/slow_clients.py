@@ -2,7 +2,7 @@
 ``authserver serve`` under ``ulimit -n 1024``, with the default limits (10 s to send headers).
 
 Reports how long ``/healthz`` takes while they are held open, and how long until the server has
-closed every one of them. Measured, not asserted (tests/server/test_connections.py asserts the behaviour
+closed every one of them. Measured, not asserted (tests/server/test_guard.py asserts the behaviour
 at a smaller size). ``--baseline`` runs the same app under uvicorn as it comes (no connection
 limits), for comparison::
 

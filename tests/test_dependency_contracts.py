@@ -2,7 +2,7 @@
 upgrade which moves it fails here with a sentence saying what moved and where we lean on it, instead
 of a hardening property or a fast path quietly going away.
 
-The behaviour itself is specified elsewhere (tests/server/test_connections.py drives the connection guard
+The behaviour itself is specified elsewhere (tests/server/test_guard.py drives the connection guard
 over real sockets; tests/http/test_edge.py and tests/http/test_routes.py the fast paths). These checks name the
 cause when those would fail, and they also fail where a change would not show in a test at all (a
 method the guard overrides that uvicorn no longer calls). See README, "Dependencies and upgrades".
@@ -27,9 +27,9 @@ from starlette.routing import Route
 from uvicorn.protocols.http import httptools_impl
 
 from authserver.http.responses import PreparedResponse
-from authserver.server.connections import GuardedProtocol
+from authserver.server.guard import GuardedProtocol
 
-GUARD = "authserver/server/connections.py (GuardedProtocol, HeadWithBody)"
+GUARD = "authserver/server/guard.py (GuardedProtocol, HeadWithBody)"
 EDGE = "authserver/http/responses.py (PreparedResponse) and authserver/http/edge.py (direct)"
 
 
@@ -136,7 +136,7 @@ def test_a_uvicorn_config_still_takes_a_protocol_class_by_import_string() -> Non
     async def app(scope: Any, receive: Any, send: Any) -> None:
         pass
 
-    config = uvicorn.Config(app, http="authserver.server.connections:GuardedProtocol", lifespan="off")
+    config = uvicorn.Config(app, http="authserver.server.guard:GuardedProtocol", lifespan="off")
     config.load()
     assert config.http_protocol_class is GuardedProtocol, changed("Config(http=...) no longer loads the class named")
 

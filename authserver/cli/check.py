@@ -147,7 +147,7 @@ def _check_lines(settings: Settings) -> list[str]:
 
 def _edge_lines(settings: Settings) -> list[str]:
     """What ``check`` says about proxies, hosts, connection limits and logs."""
-    from authserver.server.connections import DESCRIPTOR_RESERVE
+    from authserver.server.guard import DESCRIPTOR_RESERVE
 
     limits = connection_limits(settings)
     proxies = ", ".join(settings.trusted_proxies) or "none (X-Forwarded-* ignored)"

@@ -18,7 +18,7 @@ from authserver.storage import Storage
 from authserver.wiring import build_accounts, open_storage
 
 if TYPE_CHECKING:
-    from authserver.server.connections import ConnectionLimits
+    from authserver.server.guard import ConnectionLimits
 
 
 log = logging.getLogger("authserver")
@@ -105,7 +105,7 @@ def check_database(settings: Settings) -> str:
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:
-    from authserver.server.connections import ConnectionLimits
+    from authserver.server.guard import ConnectionLimits
 
     return ConnectionLimits(
         settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes

@@ -16,7 +16,7 @@ from authserver.server.serving import bind, run_servers, url_host, uvicorn_serve
 if TYPE_CHECKING:
     import uvicorn
 
-    from authserver.server.connections import ConnectionLimits
+    from authserver.server.guard import ConnectionLimits
 
 
 def run_serve(settings: Settings, host: str | None, port: int | None, workers: int | None = None) -> int:

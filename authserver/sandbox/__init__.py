@@ -5,14 +5,14 @@ ably-python 3.x clients to connect with our tokens, attach, publish, subscribe, 
 their tokens renewed in band, and it judges tokens the way Ably does (see :mod:`.judge`). State is
 in memory and bounded by :class:`SandboxLimits`. It is not a message broker.
 
-Modules: ``judge`` (tokens), ``grants`` (what a credential grants, identities, keys), ``issuance``
-(requestToken), ``revocation``, ``protocol`` (actions, flags, codecs), ``payloads`` (what a message may
-carry, and its size), ``budget`` (bytes kept across channels), ``channels`` (attachments, presence,
-history), ``connections`` (connection state, transports), ``hub`` (the in-memory world),
-``attachments`` (the one owner of
-connection <-> channel attachments and of what an attachment may do: ATTACH, DETACH, AUTH, permission),
-``handshake`` (credentials, resume, CONNECTED),
-``lifetime`` (a connection's token timeline), ``realtime`` (the WebSocket session), ``rest`` and ``app``.
+Modules: ``judge`` (tokens), ``grants`` (what a credential grants, who a caller acts as, keys),
+``native_tokens`` (requestToken), ``revocation``, ``protocol`` (actions, flags, codecs), ``payloads`` (what a
+message may carry, and its size), ``budget`` (bytes kept across channels), ``channels`` (attachments,
+presence, history), ``connections`` (connection state, transports), ``hub`` (the in-memory world),
+``attachments`` (the one owner of connection <-> channel attachments and of what an attachment may do),
+``frames`` (ATTACH, DETACH, SYNC), ``handshake`` (credentials, resume, CONNECTED), ``lifetime`` (a
+connection's token timeline), ``realtime`` (the WebSocket session and its table of frame handlers), ``rest``
+and ``app``.
 """
 
 from __future__ import annotations

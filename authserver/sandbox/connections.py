@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from starlette.websockets import WebSocket
 
 from authserver.errors import AuthServerError
-from authserver.sandbox.grants import Grant, Identity
+from authserver.sandbox.grants import Actor, JudgedCredential
 from authserver.sandbox.limits import LimitError, SandboxLimits
 from authserver.sandbox.protocol import Action, Frame, Outbound, WireFormat, error_frame
 
@@ -119,7 +119,13 @@ class Connection:
     """A realtime connection: credentials, identity, attachments and the current transport (if any)."""
 
     def __init__(
-        self, connection_id: str, grant: Grant, identity: Identity, *, echo: bool, remain_present_ms: int | None = None
+        self,
+        connection_id: str,
+        grant: JudgedCredential,
+        identity: Actor,
+        *,
+        echo: bool,
+        remain_present_ms: int | None = None,
     ) -> None:
         self.id = connection_id
         self.key = f"{connection_id}!{secrets.token_hex(6)}"
@@ -175,7 +181,7 @@ class ConnectionRegistry:
         return len(self._connections) >= self._limits.max_connections
 
     def create(
-        self, grant: Grant, identity: Identity, *, echo: bool, remain_present_ms: int | None = None
+        self, grant: JudgedCredential, identity: Actor, *, echo: bool, remain_present_ms: int | None = None
     ) -> Connection:
         """:raises LimitError: 40150 when ``max_connections`` connections are held."""
         if self.full:

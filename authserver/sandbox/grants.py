@@ -1,4 +1,4 @@
-"""What a credential grants (a :class:`Grant`), who a connection is (an :class:`Identity`) and the keys
+"""What a credential grants (a :class:`JudgedCredential`), who a connection is (an :class:`Actor`) and the keys
 the sandbox knows (the :class:`Keyring`)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ NO_CLAIMS = TokenClaims()
 
 
 @dataclass(frozen=True)
-class Grant:
+class JudgedCredential:
     """A judged credential: the effective capability (token ∩ key) and the identity it carries.
 
     ``client_id`` is the token's clientId: ``None`` (anonymous), ``"*"`` (wildcard) or concrete.
@@ -67,7 +67,7 @@ class Grant:
 
 
 @dataclass(frozen=True)
-class Identity:
+class Actor:
     """Who a connection or REST request acts as.
 
     ``client_id`` is what CONNECTED advertises: concrete, ``"*"`` for a wildcard token, or ``None``.
@@ -105,13 +105,13 @@ def denied(channel: str, operation: str) -> TokenError:
     return TokenError(f"Channel denied access based on given capability ({operation} on {channel!r})", code=40160)
 
 
-def require(grant: Grant, channel: str, operation: str) -> None:
+def require(grant: JudgedCredential, channel: str, operation: str) -> None:
     """:raises TokenError: 40160 when ``grant``'s capability does not allow ``operation`` on ``channel``."""
     if not grant.capability.allows(channel, operation):
         raise denied(channel, operation)
 
 
-def resolve_identity(grant: Grant, requested: str | None) -> Identity:
+def resolve_identity(grant: JudgedCredential, requested: str | None) -> Actor:
     """Combine a credential with the ``clientId`` the client asked for (spec 6.8 connect-time table).
 
     :raises ClientIdError: 40012 for an empty or ``"*"`` requested clientId.
@@ -120,15 +120,15 @@ def resolve_identity(grant: Grant, requested: str | None) -> Identity:
     if requested is not None and (not requested or requested == "*"):
         raise ClientIdError("clientId must be a non-empty string other than '*'")
     if grant.kind == "key":
-        return Identity(requested, wildcard=requested is None)
+        return Actor(requested, wildcard=requested is None)
     if grant.client_id == "*":
-        return Identity(requested or "*", wildcard=requested is None)
+        return Actor(requested or "*", wildcard=requested is None)
     if requested is not None and requested != grant.client_id:
         raise TokenError("Invalid clientId for credentials", code=40102, status=401)
-    return Identity(grant.client_id, wildcard=False)
+    return Actor(grant.client_id, wildcard=False)
 
 
-def identity_after_reauth(current: Identity, grant: Grant) -> Identity:
+def identity_after_reauth(current: Actor, grant: JudgedCredential) -> Actor:
     """The identity of a live connection once it presents ``grant`` in an AUTH message.
 
     A concrete clientId never changes (a wildcard token may keep it); an anonymous or wildcard
@@ -175,7 +175,7 @@ class Keyring:
     def capability(self, key_name: str) -> Capability:
         return self._capabilities.get(key_name) or Capability.all()
 
-    def check_basic(self, key_text: str, *, now_ms: int) -> Grant:
+    def check_basic(self, key_text: str, *, now_ms: int) -> JudgedCredential:
         """Judge ``appId.keyId:secret`` presented as basic auth (or ``key=`` on the WebSocket URL).
 
         :raises NotAuthenticatedError: 40101 for a malformed, unknown or wrong key.
@@ -186,4 +186,4 @@ class Keyring:
         expected = key.secret if key is not None else "\x00" * max(len(secret), 1)
         if not hmac.compare_digest(secret.encode("utf-8"), expected.encode("utf-8")) or key is None:
             raise NotAuthenticatedError("Invalid credentials: unknown key or wrong key secret")
-        return Grant("key", name, self.capability(name), None, now_ms, None)
+        return JudgedCredential("key", name, self.capability(name), None, now_ms, None)

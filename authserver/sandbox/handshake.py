@@ -9,7 +9,7 @@ from typing import Any
 
 from authserver.errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
 from authserver.sandbox.connections import Connection
-from authserver.sandbox.grants import Grant, Identity
+from authserver.sandbox.grants import Actor, JudgedCredential
 from authserver.sandbox.hub import Sandbox
 from authserver.sandbox.limits import SandboxLimits
 from authserver.sandbox.protocol import Action, Frame, error_info
@@ -17,7 +17,7 @@ from authserver.sandbox.protocol import Action, Frame, error_info
 log = logging.getLogger("authserver.sandbox")
 
 
-def credentials(sandbox: Sandbox, params: Mapping[str, str]) -> Grant:
+def credentials(sandbox: Sandbox, params: Mapping[str, str]) -> JudgedCredential:
     """The grant of the credentials on the WebSocket URL (``access_token``/``accessToken``, or ``key``).
 
     :raises AuthServerError: the judge's codes; 40101 without credentials.
@@ -33,7 +33,7 @@ def credentials(sandbox: Sandbox, params: Mapping[str, str]) -> Grant:
 
 
 def resume_or_open(
-    sandbox: Sandbox, params: Mapping[str, str], grant: Grant, identity: Identity
+    sandbox: Sandbox, params: Mapping[str, str], grant: JudgedCredential, identity: Actor
 ) -> tuple[Connection, AuthServerError | None]:
     """The connection named by ``resume`` (RTN15c6) or ``recover`` (RTN16), else a new one with the reason
     it could not be resumed (80008, RTN15c7) or recovered (80018, RTN16d).

@@ -18,10 +18,10 @@ from authserver.errors import BadRequestError, ClientIdError
 from authserver.sandbox.attachments import Attachments
 from authserver.sandbox.channels import Channel, ChannelRegistry, Member, check_channel_name
 from authserver.sandbox.connections import Connection, ConnectionRegistry
-from authserver.sandbox.grants import Grant, Identity, Keyring
-from authserver.sandbox.issuance import IssuedTokens, TokenIssuer
+from authserver.sandbox.grants import Actor, JudgedCredential, Keyring
 from authserver.sandbox.judge import TokenJudge
 from authserver.sandbox.limits import SandboxLimits
+from authserver.sandbox.native_tokens import IssuedTokens, TokenIssuer
 from authserver.sandbox.payloads import check_payload, payload_size
 from authserver.sandbox.protocol import PresenceAction
 from authserver.sandbox.revocation import Revocation, Revocations, RevocationTarget
@@ -118,7 +118,14 @@ class Sandbox:
     # -- publishing ---------------------------------------------------------------------------------
 
     def prepare_publish(
-        self, channel_name: str, raw: object, *, grant: Grant, identity: Identity, origin: str | None, id_base: str
+        self,
+        channel_name: str,
+        raw: object,
+        *,
+        grant: JudgedCredential,
+        identity: Actor,
+        origin: str | None,
+        id_base: str,
     ) -> Publication:
         """Check a publish (clientIds, payloads, size) and stamp the messages.
 
@@ -221,7 +228,7 @@ class Sandbox:
     # -- connection lifecycle -----------------------------------------------------------------------
 
     def open_connection(
-        self, grant: Grant, identity: Identity, *, echo: bool, remain_present_ms: int | None = None
+        self, grant: JudgedCredential, identity: Actor, *, echo: bool, remain_present_ms: int | None = None
     ) -> Connection:
         """:raises LimitError: every connection slot is live."""
         stale = self.connections.oldest_resumable() if self.connections.full else None

@@ -80,9 +80,9 @@ from authserver.core.channelclaims import MAX_PUBLISH_RATE, PUBLISH_RATE_PREFIX,
 from authserver.core.keys import AblyKey
 from authserver.core.tokens import CAPABILITY_CLAIM, CLIENT_ID_CLAIM, REVOCATION_KEY_CLAIM, TokenSigner
 from authserver.errors import AuthServerError, BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
-from authserver.sandbox.grants import NO_CLAIMS, Grant, Keyring, TokenClaims
-from authserver.sandbox.issuance import OPAQUE_PREFIX, IssuedTokens
+from authserver.sandbox.grants import NO_CLAIMS, JudgedCredential, Keyring, TokenClaims
 from authserver.sandbox.limits import SandboxLimits
+from authserver.sandbox.native_tokens import OPAQUE_PREFIX, IssuedTokens
 from authserver.sandbox.payloads import is_wire_text
 from authserver.sandbox.revocation import Revocations
 
@@ -167,7 +167,7 @@ class TokenJudge:
             signer = self._signers[key.name] = TokenSigner(key)
         return signer
 
-    def judge(self, token: str, *, now_ms: int) -> Grant:
+    def judge(self, token: str, *, now_ms: int) -> JudgedCredential:
         """The grant of ``token`` at ``now_ms``.
 
         :raises AuthServerError: see the module table.
@@ -184,13 +184,13 @@ class TokenJudge:
             raise TokenError("Token revoked", code=40141, status=401)
         return grant
 
-    def _opaque(self, token: str) -> Grant:
+    def _opaque(self, token: str) -> JudgedCredential:
         grant = self._issued.get(token)
         if grant is None:
             raise not_a_token()
         return grant
 
-    def _jwt(self, token: str, *, now_ms: int, embedded: bool = False) -> Grant:
+    def _jwt(self, token: str, *, now_ms: int, embedded: bool = False) -> JudgedCredential:
         parts = token.split(".")
         header = _jwt_header(parts)
         if header is None:
@@ -218,7 +218,7 @@ class TokenJudge:
         claims = _json_object(claims_json, "claims")
         return self._grant(kid, claims, now_ms=now_ms)
 
-    def _embedded(self, inner: object, parts: list[str], *, now_ms: int) -> Grant:
+    def _embedded(self, inner: object, parts: list[str], *, now_ms: int) -> JudgedCredential:
         """The grant of the Ably token inside an app's own JWT; the outer JWT's ``exp`` bounds it."""
         if not isinstance(inner, str) or not inner or len(inner) > self._limits.max_token_length:
             raise invalid_jwt(f"{EMBEDDED_TOKEN} must be an Ably token or Ably JWT")
@@ -230,7 +230,7 @@ class TokenJudge:
             raise invalid_jwt("the outer JWT's exp is later than the embedded token's expiry")
         return grant
 
-    def _grant(self, key_name: str, claims: dict[str, object], *, now_ms: int) -> Grant:
+    def _grant(self, key_name: str, claims: dict[str, object], *, now_ms: int) -> JudgedCredential:
         """The grant the claims describe; expiry and revocation are judged by the caller."""
         issued_at, expires_at = _seconds(claims, "iat"), _seconds(claims, "exp")
         if expires_at <= issued_at:
@@ -259,7 +259,7 @@ class TokenJudge:
         effective = capability.intersect(self._keyring.capability(key_name))
         if effective.is_empty():
             raise TokenError("Token capability does not intersect the key's capability", code=40160)
-        return Grant(
+        return JudgedCredential(
             "jwt", key_name, effective, client_id, issued_ms, expires_ms, revocation_key, _channel_claims(claims)
         )
 

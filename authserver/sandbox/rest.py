@@ -19,10 +19,10 @@ from starlette.responses import Response
 from authserver.errors import AuthServerError, BadRequestError, NotAuthenticatedError, TokenError
 from authserver.http.bodies import read_bounded
 from authserver.sandbox.channels import check_channel_name
-from authserver.sandbox.grants import Grant, Identity, denied, require, resolve_identity
+from authserver.sandbox.grants import Actor, JudgedCredential, denied, require, resolve_identity
 from authserver.sandbox.history import HistoryQuery
 from authserver.sandbox.hub import Sandbox
-from authserver.sandbox.issuance import token_details
+from authserver.sandbox.native_tokens import token_details
 from authserver.sandbox.protocol import error_info, payloads_for_json
 from authserver.sandbox.revocation import RevocationTarget
 
@@ -71,7 +71,7 @@ def _decode_b64(text: str) -> str | None:
         return None
 
 
-def authenticate(request: Request) -> Grant:
+def authenticate(request: Request) -> JudgedCredential:
     """The grant of the request's ``Authorization`` header (Basic key, or Bearer token: base64 or raw).
 
     :raises AuthServerError: 40101 without credentials or with a bad key; the judge's codes for tokens.
@@ -93,7 +93,7 @@ def authenticate(request: Request) -> Grant:
     raise NotAuthenticatedError("No authentication information provided (Authorization: Basic or Bearer)")
 
 
-def identify(request: Request, grant: Grant) -> Identity:
+def identify(request: Request, grant: JudgedCredential) -> Actor:
     """Basic auth may name a clientId in ``X-Ably-ClientId`` (base64); tokens carry their own."""
     requested = None
     header = request.headers.get("x-ably-clientid")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from authserver.errors import BadRequestError
-from authserver.sandbox.grants import Grant
+from authserver.sandbox.grants import JudgedCredential
 from authserver.sandbox.limits import LimitError
 
 TargetKind = Literal["clientId", "revocationKey"]
@@ -39,7 +39,7 @@ class RevocationTarget:
                 return cls(known, value)
         raise BadRequestError(f"revocation target type {kind[:40]!r} is not supported (clientId, revocationKey)")
 
-    def matches(self, grant: Grant) -> bool:
+    def matches(self, grant: JudgedCredential) -> bool:
         if self.kind == "clientId":
             return grant.client_id == self.value
         return grant.revocation_key == self.value
@@ -55,7 +55,7 @@ class Revocation:
     issued_before_ms: int
     applies_at_ms: int
 
-    def covers(self, grant: Grant) -> bool:
+    def covers(self, grant: JudgedCredential) -> bool:
         """Whether ``grant`` is one of the tokens this revocation refuses (whenever it applies).
 
         A JWT's ``iat`` has whole-second precision, so for JWTs ``issuedBefore`` is truncated to its
@@ -107,12 +107,12 @@ class Revocations:
         self._entries[slot] = revocation
         return revocation
 
-    def find(self, grant: Grant) -> Revocation | None:
+    def find(self, grant: JudgedCredential) -> Revocation | None:
         """The revocation covering ``grant`` that applies soonest, applying already or not."""
         found = [r for r in self._entries.values() if r.covers(grant)]
         return min(found, key=lambda r: r.applies_at_ms) if found else None
 
-    def revoked(self, grant: Grant, *, now_ms: int) -> bool:
+    def revoked(self, grant: JudgedCredential, *, now_ms: int) -> bool:
         """Whether ``grant`` is refused at ``now_ms``."""
         found = self.find(grant)
         return found is not None and found.applies_at_ms <= now_ms

@@ -13,7 +13,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from authserver.errors import ConfigError
-from authserver.server.connections import ConnectionLimits, limit_connections
+from authserver.server.guard import ConnectionLimits, limit_connections
 
 #: Seconds a shutting-down server waits for its in-flight requests.
 GRACEFUL_SHUTDOWN = 30
@@ -49,7 +49,7 @@ def uvicorn_config(
     app: ASGIApp | str, log_level: str, limits: ConnectionLimits | None = None, **options: Any
 ) -> uvicorn.Config:
     """The uvicorn settings every server of the service shares (``app`` may be an import string, with
-    ``factory=True`` and ``workers=N`` in ``options``); ``limits``: those of :mod:`authserver.server.connections`."""
+    ``factory=True`` and ``workers=N`` in ``options``); ``limits``: those of :mod:`authserver.server.guard`."""
     config = uvicorn.Config(
         app,
         log_level=log_level,
@@ -73,7 +73,7 @@ def uvicorn_config(
 
 
 def uvicorn_server(app: ASGIApp, log_level: str, limits: ConnectionLimits | None = None) -> uvicorn.Server:
-    """uvicorn for ``app``; ``limits``: the connection limits of :mod:`authserver.server.connections`."""
+    """uvicorn for ``app``; ``limits``: the connection limits of :mod:`authserver.server.guard`."""
     return uvicorn.Server(uvicorn_config(app, log_level, limits))
 
 

@@ -27,7 +27,7 @@ from uvicorn.supervisors import Multiprocess
 
 from authserver.config import Settings, load_settings
 from authserver.infra.logs import configure_logging
-from authserver.server.connections import ConnectionLimits
+from authserver.server.guard import ConnectionLimits
 from authserver.server.serving import settle_heap, uvicorn_config
 
 log = logging.getLogger("authserver")

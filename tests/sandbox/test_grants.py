@@ -7,24 +7,24 @@ import pytest
 from authserver.core.capabilities import Capability
 from authserver.core.keys import AblyKey
 from authserver.errors import AuthServerError
-from authserver.sandbox.grants import Grant, Identity, Keyring, identity_after_reauth, resolve_identity
+from authserver.sandbox.grants import Actor, JudgedCredential, Keyring, identity_after_reauth, resolve_identity
 
 
-def grant(kind: str = "jwt", client_id: str | None = None) -> Grant:
+def grant(kind: str = "jwt", client_id: str | None = None) -> JudgedCredential:
     assert kind in ("jwt", "token", "key")
-    return Grant(kind, "app.key", Capability.all(), client_id, 0, None if kind == "key" else 1000)  # type: ignore[arg-type]
+    return JudgedCredential(kind, "app.key", Capability.all(), client_id, 0, None if kind == "key" else 1000)  # type: ignore[arg-type]
 
 
-CONNECT_TABLE: list[tuple[str, Grant, str | None, Identity | int]] = [
-    ("key, no clientId: may act as anyone", grant("key"), None, Identity(None, wildcard=True)),
-    ("key with clientId", grant("key"), "x", Identity("x", wildcard=False)),
-    ("anonymous token", grant(), None, Identity(None, wildcard=False)),
+CONNECT_TABLE: list[tuple[str, JudgedCredential, str | None, Actor | int]] = [
+    ("key, no clientId: may act as anyone", grant("key"), None, Actor(None, wildcard=True)),
+    ("key with clientId", grant("key"), "x", Actor("x", wildcard=False)),
+    ("anonymous token", grant(), None, Actor(None, wildcard=False)),
     ("anonymous token asking for a clientId", grant(), "x", 40102),
-    ("identified token", grant(client_id="u"), None, Identity("u", wildcard=False)),
-    ("identified token, same clientId", grant(client_id="u"), "u", Identity("u", wildcard=False)),
+    ("identified token", grant(client_id="u"), None, Actor("u", wildcard=False)),
+    ("identified token, same clientId", grant(client_id="u"), "u", Actor("u", wildcard=False)),
     ("identified token, other clientId", grant(client_id="u"), "x", 40102),
-    ("wildcard token", grant(client_id="*"), None, Identity("*", wildcard=True)),
-    ("wildcard token picking a clientId", grant(client_id="*"), "x", Identity("x", wildcard=False)),
+    ("wildcard token", grant(client_id="*"), None, Actor("*", wildcard=True)),
+    ("wildcard token picking a clientId", grant(client_id="*"), "x", Actor("x", wildcard=False)),
     ("asking for the wildcard", grant(client_id="u"), "*", 40012),
 ]
 
@@ -32,7 +32,9 @@ CONNECT_TABLE: list[tuple[str, Grant, str | None, Identity | int]] = [
 @pytest.mark.parametrize(
     ("credential", "requested", "expected"), [r[1:] for r in CONNECT_TABLE], ids=[r[0] for r in CONNECT_TABLE]
 )
-def test_connect_time_client_id_resolution(credential: Grant, requested: str | None, expected: Identity | int) -> None:
+def test_connect_time_client_id_resolution(
+    credential: JudgedCredential, requested: str | None, expected: Actor | int
+) -> None:
     if isinstance(expected, int):
         with pytest.raises(AuthServerError) as caught:
             resolve_identity(credential, requested)
@@ -41,23 +43,23 @@ def test_connect_time_client_id_resolution(credential: Grant, requested: str | N
         assert resolve_identity(credential, requested) == expected
 
 
-MESSAGE_TABLE: list[tuple[str, Identity, object, str | None | int]] = [
-    ("identified, none given", Identity("u", False), None, "u"),
-    ("identified, same", Identity("u", False), "u", "u"),
-    ("identified, other", Identity("u", False), "x", 40012),
-    ("wildcard, none given", Identity("*", True), None, None),
-    ("wildcard, concrete", Identity("*", True), "x", "x"),
-    ("wildcard, star", Identity("*", True), "*", 40012),
-    ("anonymous, none", Identity(None, False), None, None),
-    ("anonymous, some", Identity(None, False), "x", 40012),
-    ("not a string", Identity(None, True), 5, 40012),
+MESSAGE_TABLE: list[tuple[str, Actor, object, str | None | int]] = [
+    ("identified, none given", Actor("u", False), None, "u"),
+    ("identified, same", Actor("u", False), "u", "u"),
+    ("identified, other", Actor("u", False), "x", 40012),
+    ("wildcard, none given", Actor("*", True), None, None),
+    ("wildcard, concrete", Actor("*", True), "x", "x"),
+    ("wildcard, star", Actor("*", True), "*", 40012),
+    ("anonymous, none", Actor(None, False), None, None),
+    ("anonymous, some", Actor(None, False), "x", 40012),
+    ("not a string", Actor(None, True), 5, 40012),
 ]
 
 
 @pytest.mark.parametrize(
     ("identity", "given", "expected"), [r[1:] for r in MESSAGE_TABLE], ids=[r[0] for r in MESSAGE_TABLE]
 )
-def test_message_client_id_rules(identity: Identity, given: object, expected: str | None | int) -> None:
+def test_message_client_id_rules(identity: Actor, given: object, expected: str | None | int) -> None:
     if isinstance(expected, int):
         with pytest.raises(AuthServerError) as caught:
             identity.message_client_id(given)
@@ -67,7 +69,7 @@ def test_message_client_id_rules(identity: Identity, given: object, expected: st
 
 
 def test_reauth_keeps_a_concrete_client_id_and_refuses_another() -> None:
-    alice = Identity("alice", wildcard=False)
+    alice = Actor("alice", wildcard=False)
     assert identity_after_reauth(alice, grant(client_id="alice")) == alice
     assert identity_after_reauth(alice, grant(client_id="*")) == alice
     with pytest.raises(AuthServerError) as caught:
@@ -78,7 +80,7 @@ def test_reauth_keeps_a_concrete_client_id_and_refuses_another() -> None:
 
 
 def test_reauth_may_identify_an_anonymous_connection() -> None:
-    assert identity_after_reauth(Identity(None, False), grant(client_id="bob")) == Identity("bob", False)
+    assert identity_after_reauth(Actor(None, False), grant(client_id="bob")) == Actor("bob", False)
 
 
 class TestKeyring:

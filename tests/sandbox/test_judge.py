@@ -14,10 +14,10 @@ from authserver.core.capabilities import Capability
 from authserver.core.keys import AblyKey
 from authserver.core.tokens import sign_jwt
 from authserver.errors import AuthServerError
-from authserver.sandbox.grants import Grant, Keyring
-from authserver.sandbox.issuance import IssuedTokens
+from authserver.sandbox.grants import JudgedCredential, Keyring
 from authserver.sandbox.judge import TokenJudge
 from authserver.sandbox.limits import SandboxLimits
+from authserver.sandbox.native_tokens import IssuedTokens
 from authserver.sandbox.revocation import Revocation, Revocations, RevocationTarget
 
 KEY = AblyKey("appId.keyId", "secretSecretSecret")
@@ -64,7 +64,7 @@ def test_known_answer_vector_from_the_spec_is_accepted() -> None:
     )
     judge, _, _ = make_judge()
     grant = judge.judge(token, now_ms=NOW_MS + 1000)
-    assert grant == Grant(
+    assert grant == JudgedCredential(
         "jwt", KEY.name, Capability.parse(ALL).intersect(Capability.all()), "user-1", NOW_MS, NOW_MS + 3_600_000
     )
 
@@ -160,7 +160,7 @@ def test_capability_outside_the_key_is_rejected_40160() -> None:
 
 def test_opaque_token_is_judged_from_what_was_issued() -> None:
     judge, issued, _ = make_judge()
-    grant = Grant("token", KEY.name, Capability.all(), "user-1", NOW_MS, NOW_MS + 5000)
+    grant = JudgedCredential("token", KEY.name, Capability.all(), "user-1", NOW_MS, NOW_MS + 5000)
     token = issued.add(grant, now_ms=NOW_MS)
     assert judge.judge(token, now_ms=NOW_MS + 4999) == grant
     with pytest.raises(AuthServerError) as caught:
@@ -235,7 +235,7 @@ class TestEmbeddedToken:
 
     def test_an_embedded_opaque_token_is_accepted(self) -> None:
         judge, issued, _ = make_judge()
-        grant = Grant("token", KEY.name, Capability.all(), "user-1", NOW_MS, NOW_MS + 60_000)
+        grant = JudgedCredential("token", KEY.name, Capability.all(), "user-1", NOW_MS, NOW_MS + 60_000)
         inner = issued.add(grant, now_ms=NOW_MS)
         assert judge.judge(self.outer(inner, exp=NOW + 30), now_ms=NOW_MS) == grant
 

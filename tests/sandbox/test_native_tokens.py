@@ -10,8 +10,8 @@ from authserver.core.capabilities import Capability
 from authserver.core.keys import AblyKey
 from authserver.errors import AuthServerError
 from authserver.sandbox.grants import Keyring
-from authserver.sandbox.issuance import IssuedTokens, TokenIssuer, token_details
 from authserver.sandbox.limits import SandboxLimits
+from authserver.sandbox.native_tokens import IssuedTokens, TokenIssuer, token_details
 
 KEY = AblyKey("appId.keyId", "secretSecretSecret")
 TS = 1_700_000_000_000

@@ -31,7 +31,7 @@ from typing import Any
 from authserver.core.capabilities import Capability
 from authserver.core.tokenrequests import compute_mac
 from authserver.errors import BadRequestError, ClientIdError, NotAuthenticatedError, TokenError
-from authserver.sandbox.grants import Grant, Keyring
+from authserver.sandbox.grants import JudgedCredential, Keyring
 from authserver.sandbox.limits import LimitError, SandboxLimits
 
 #: Opaque sandbox tokens start with this, so the judge never mistakes one for a JWT.
@@ -45,13 +45,13 @@ class IssuedTokens:
     """Opaque token -> grant, oldest forgotten first once ``max_tokens`` is reached."""
 
     def __init__(self, max_tokens: int) -> None:
-        self._tokens: OrderedDict[str, Grant] = OrderedDict()
+        self._tokens: OrderedDict[str, JudgedCredential] = OrderedDict()
         self._max_tokens = max_tokens
 
     def __len__(self) -> int:
         return len(self._tokens)
 
-    def add(self, grant: Grant, *, now_ms: int) -> str:
+    def add(self, grant: JudgedCredential, *, now_ms: int) -> str:
         for token in [t for t, g in self._tokens.items() if g.expires_ms is not None and g.expires_ms <= now_ms]:
             del self._tokens[token]
         while len(self._tokens) >= self._max_tokens:
@@ -60,7 +60,7 @@ class IssuedTokens:
         self._tokens[token] = grant
         return token
 
-    def get(self, token: str) -> Grant | None:
+    def get(self, token: str) -> JudgedCredential | None:
         return self._tokens.get(token)
 
 
@@ -114,7 +114,9 @@ class TokenIssuer:
         self._tokens = tokens
         self._nonces = NonceLog(limits.max_issued_tokens, limits.token_request_window_ms)
 
-    def exchange(self, key_name: str, body: object, *, now_ms: int, basic: Grant | None = None) -> tuple[str, Grant]:
+    def exchange(
+        self, key_name: str, body: object, *, now_ms: int, basic: JudgedCredential | None = None
+    ) -> tuple[str, JudgedCredential]:
         """Check a TokenRequest posted to ``/keys/{key_name}/requestToken`` and issue a token.
 
         ``basic`` is the caller's basic-auth grant, which makes a MAC unnecessary (unsigned request).
@@ -168,11 +170,11 @@ class TokenIssuer:
             if capability.is_empty():
                 raise TokenError("Requested capability is not a subset of the key's capability", code=40160)
         self._nonces.use(key_name, nonce, timestamp, now_ms=now_ms)
-        grant = Grant("token", key_name, capability, client_id, now_ms, now_ms + ttl)
+        grant = JudgedCredential("token", key_name, capability, client_id, now_ms, now_ms + ttl)
         return self._tokens.add(grant, now_ms=now_ms), grant
 
 
-def token_details(token: str, grant: Grant) -> dict[str, Any]:
+def token_details(token: str, grant: JudgedCredential) -> dict[str, Any]:
     """TokenDetails (spec 4.3) for an issued token: times in ms, the granted capability as JSON text."""
     details: dict[str, Any] = {
         "token": token,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
-from authserver.server.connections import ConnectionGuard, ConnectionLimits, limit_connections
+from authserver.server.guard import ConnectionGuard, ConnectionLimits, limit_connections
 
 from helpers import API_KEY, SESSION_SECRET, Announced, running_authserver
 
@@ -256,7 +256,7 @@ def test_the_limits_travel_with_a_uvicorn_config_to_worker_processes() -> None:
     limits = ConnectionLimits(header_timeout=3, body_timeout=4, max_connections=100, max_header_bytes=4096)
     limit_connections(config, limits)
     copy = pickle.loads(pickle.dumps(config))  # noqa: S301 - our own object
-    assert copy.http == "authserver.server.connections:GuardedProtocol"
+    assert copy.http == "authserver.server.guard:GuardedProtocol"
     assert copy.authserver_connection_limits == limits
     guard = ConnectionGuard.of(copy)
     assert guard.cap == 100 and guard is ConnectionGuard.of(copy) and guard is not ConnectionGuard.of(config)
