@@ -13,7 +13,6 @@ import pytest
 from realservers import Postgres, free_port
 
 from authserver.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
-from authserver.config import SETTINGS_HELP
 from authserver.storage.schema import SCHEMA_VERSION
 
 from conftest import fresh_postgres_url
@@ -32,58 +31,68 @@ def _restore_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-def database_url(postgres: Postgres, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> str:
-    for name in SETTINGS_HELP:
-        monkeypatch.delenv(name, raising=False)
+def environ() -> dict[str, str]:
+    """The environment of the commands a test runs."""
+    return {"ABLY_API_KEY": API_KEY, "SESSION_SECRET": SESSION_SECRET}
+
+
+@pytest.fixture
+def database_url(postgres: Postgres, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> str:
     url = asyncio.run(fresh_postgres_url(postgres))
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("ABLY_API_KEY", API_KEY)
-    monkeypatch.setenv("SESSION_SECRET", SESSION_SECRET)
+    environ["DATABASE_URL"] = url
     monkeypatch.chdir(str(tmp_path))
     return url
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str = "") -> tuple[int, str, str]:
+def run(
+    capsys: pytest.CaptureFixture[str], environ: dict[str, str], *argv: str, stdin: str = ""
+) -> tuple[int, str, str]:
     capsys.readouterr()
-    code = main(list(argv), stdin=io.StringIO(stdin))
+    code = main(list(argv), environ=environ, stdin=io.StringIO(stdin))
     out = capsys.readouterr()
     return code, out.out, out.err
 
 
-def test_accounts_and_tokens_on_postgres(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "users", "add", "alice", stdin=f"{PASSWORD}\n") == (
+def test_accounts_and_tokens_on_postgres(
+    database_url: str, environ: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, environ, "users", "add", "alice", stdin=f"{PASSWORD}\n") == (
         EXIT_OK,
         "added alice (clientId alice, role user)\n",
         "",
     )
-    assert run(capsys, "users", "set-role", "alice", "admin")[0] == EXIT_OK
-    assert run(capsys, "users", "list")[1] == "alice\tclientId=alice\trole=admin\tactive\n"
-    code, out, _ = run(capsys, "token", "--user", "alice", "--format", "jwt")
+    assert run(capsys, environ, "users", "set-role", "alice", "admin")[0] == EXIT_OK
+    assert run(capsys, environ, "users", "list")[1] == "alice\tclientId=alice\trole=admin\tactive\n"
+    code, out, _ = run(capsys, environ, "token", "--user", "alice", "--format", "jwt")
     assert code == EXIT_OK
     assert jwt.decode(out.strip(), KEY_SECRET, algorithms=["HS256"])["x-ably-clientId"] == "alice"
-    assert run(capsys, "users", "disable", "alice")[0] == EXIT_OK
-    assert run(capsys, "token", "--user", "alice") == (EXIT_ERROR, "", "authserver: user 'alice' is disabled\n")
+    assert run(capsys, environ, "users", "disable", "alice")[0] == EXIT_OK
+    assert run(capsys, environ, "token", "--user", "alice") == (
+        EXIT_ERROR,
+        "",
+        "authserver: user 'alice' is disabled\n",
+    )
     # (removing revokes alice's tokens: stderr says whether Ably took the revocation now)
-    assert run(capsys, "users", "remove", "alice")[:2] == (EXIT_OK, "removed alice\n")
-    assert run(capsys, "users", "list")[1] == "no users\n"
+    assert run(capsys, environ, "users", "remove", "alice")[:2] == (EXIT_OK, "removed alice\n")
+    assert run(capsys, environ, "users", "list")[1] == "no users\n"
 
 
 def test_check_connects_and_reports_the_database_without_its_password(
-    database_url: str, postgres: Postgres, capsys: pytest.CaptureFixture[str]
+    database_url: str, environ: dict[str, str], postgres: Postgres, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run(capsys, "users", "add", "alice", stdin=f"{PASSWORD}\n")
-    code, out, _ = run(capsys, "check")
+    run(capsys, environ, "users", "add", "alice", stdin=f"{PASSWORD}\n")
+    code, out, _ = run(capsys, environ, "check")
     assert code == EXIT_OK
     line = f"  database: PostgreSQL postgresql://authserver@127.0.0.1:{postgres.port}/authserver_test"
     assert f"{line} (1 account(s), schema version {SCHEMA_VERSION})" in out.splitlines()
 
 
 def test_check_refuses_an_unreachable_database_naming_it_without_the_password(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    database_url: str, environ: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = free_port()
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://auth:hunter2@127.0.0.1:{port}/auth?connect_timeout=1")
-    code, out, err = run(capsys, "check")
+    environ["DATABASE_URL"] = f"postgresql://auth:hunter2@127.0.0.1:{port}/auth?connect_timeout=1"
+    code, out, err = run(capsys, environ, "check")
     assert code == EXIT_CONFIG
     assert err == (
         "authserver: invalid configuration:\n"
@@ -92,16 +101,16 @@ def test_check_refuses_an_unreachable_database_naming_it_without_the_password(
     assert "hunter2" not in out + err
 
 
-def test_db_status_and_upgrade(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "db", "status")
+def test_db_status_and_upgrade(database_url: str, environ: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, environ, "db", "status")
     assert (code, out.endswith(f": empty; this authserver uses schema version {SCHEMA_VERSION}\n")) == (
         EXIT_ERROR,
         True,
     )
-    code, out, _ = run(capsys, "db", "upgrade")
+    code, out, _ = run(capsys, environ, "db", "upgrade")
     assert (code, out.endswith(f": upgraded to schema version {SCHEMA_VERSION}\n")) == (EXIT_OK, True)
-    assert run(capsys, "db", "upgrade")[1].endswith(f": already at schema version {SCHEMA_VERSION}\n")
-    code, out, _ = run(capsys, "db", "status")
+    assert run(capsys, environ, "db", "upgrade")[1].endswith(f": already at schema version {SCHEMA_VERSION}\n")
+    code, out, _ = run(capsys, environ, "db", "status")
     assert (
         code,
         out.endswith(f": schema version {SCHEMA_VERSION}; this authserver uses schema version {SCHEMA_VERSION}\n"),
@@ -110,12 +119,12 @@ def test_db_status_and_upgrade(database_url: str, capsys: pytest.CaptureFixture[
 
 
 def test_serve_refuses_a_database_with_a_newer_schema(
-    database_url: str, postgres: Postgres, capsys: pytest.CaptureFixture[str]
+    database_url: str, environ: dict[str, str], postgres: Postgres, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run(capsys, "db", "upgrade")
+    run(capsys, environ, "db", "upgrade")
     schema = database_url.rsplit("%3D", 1)[1]
     postgres.psql(f"UPDATE {schema}.schema_version SET version = 99", database="authserver_test")  # noqa: S608
-    code, _, err = run(capsys, "serve", "--port", "0")
+    code, _, err = run(capsys, environ, "serve", "--port", "0")
     assert code == EXIT_CONFIG
     assert (
         f"has schema version 99, which this authserver (schema {SCHEMA_VERSION}) does not know: refusing to use it"

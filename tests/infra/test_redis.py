@@ -128,7 +128,7 @@ def test_an_account_change_on_one_instance_reaches_the_other_at_once(
 
 
 def test_a_role_change_made_by_the_cli_reaches_a_running_instance_at_once(
-    instance: Instance, redis_url: str, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+    instance: Instance, redis_url: str, make_settings: SettingsFactory
 ) -> None:
     from authserver.cli import main
 
@@ -137,12 +137,11 @@ def test_a_role_change_made_by_the_cli_reaches_a_running_instance_at_once(
     cookie = log_in(server)
     assert server.get("/session", headers=with_cookie(cookie)).json()["role"] == "user"
     settings = make_settings()
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("REDIS_URL", redis_url)
+    environ = {"DATABASE_URL": settings.database_url, "REDIS_URL": redis_url}
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
-        assert main(["users", "set-role", "alice", "admin"]) == 0
+        assert main(["users", "set-role", "alice", "admin"], environ=environ) == 0
     finally:
         root.handlers[:], root.level = saved
     assert soon(lambda: server.get("/session", headers=with_cookie(cookie)).json()["role"] == "admin")
@@ -215,20 +214,16 @@ def test_check_reports_redis_and_refuses_one_that_does_not_answer(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from authserver.cli import main
-    from authserver.config import SETTINGS_HELP
 
-    for name in SETTINGS_HELP:
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("AUTHSERVER_AUTH_RATE_PER_IDENTITY", "120/minute")
-    assert main(["check"]) == 0
+    environ = {"REDIS_URL": redis_url, "AUTHSERVER_AUTH_RATE_PER_IDENTITY": "120/minute"}
+    assert main(["check"], environ=environ) == 0
     out = capsys.readouterr().out.splitlines()
     assert f"  Redis: {redis_url} (answers)" in out
     assert "  /auth limits: 120/minute per clientId" in out
     port = free_port()
-    monkeypatch.setenv("REDIS_URL", f"redis://:hunter2@127.0.0.1:{port}/0")
-    assert main(["check"]) == 3
+    environ["REDIS_URL"] = f"redis://:hunter2@127.0.0.1:{port}/0"
+    assert main(["check"], environ=environ) == 3
     err = capsys.readouterr().err
     assert f"REDIS_URL: Redis redis://127.0.0.1:{port}/0 is not answering (ConnectionError)" in err
     assert "hunter2" not in err

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from authserver.cli import EXIT_CONFIG, EXIT_OK, main
-from authserver.config import SETTINGS_HELP
 
 from .conftest import AUDIENCE, PAGE_CLIENT_ID, Provider
 from helpers import API_KEY, SESSION_SECRET
@@ -23,28 +22,28 @@ class Result:
 
 
 class Check:
-    def __init__(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, capsys: pytest.CaptureFixture[str], environ: dict[str, str]) -> None:
         self.capsys = capsys
-        self.monkeypatch = monkeypatch
+        #: The environment of every check the test runs.
+        self.environ = environ
 
     def __call__(self, *args: str, **env: str) -> Result:
-        for name, value in env.items():
-            self.monkeypatch.setenv(name, value)
+        self.environ.update(env)
         self.capsys.readouterr()
-        code = main(["check", *args])
+        code = main(["check", *args], environ=self.environ)
         captured = self.capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
 
 @pytest.fixture
 def check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Check:
-    for name in SETTINGS_HELP:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/users.db")
-    monkeypatch.setenv("ABLY_API_KEY", API_KEY)
-    monkeypatch.setenv("SESSION_SECRET", SESSION_SECRET)
     monkeypatch.chdir(tmp_path)
-    return Check(capsys, monkeypatch)
+    environ = {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/users.db",
+        "ABLY_API_KEY": API_KEY,
+        "SESSION_SECRET": SESSION_SECRET,
+    }
+    return Check(capsys, environ)
 
 
 @pytest.mark.parametrize(
