@@ -22,7 +22,6 @@ from authserver.identity.sessions import SessionStore
 from authserver.identity.users import UserStore, outside_policy_problem
 from authserver.infra.changes import LocalChanges, SessionChanges
 from authserver.infra.guards import ConcurrencyGate, Gate, LoginThrottle, MemoryThrottle, Throttle
-from authserver.infra.metrics import Metrics
 from authserver.infra.redislink import RedisChanges, RedisLink
 from authserver.infra.timesync import ClockOffset
 from authserver.revocation.ablyrest import AblyRestApi
@@ -31,6 +30,7 @@ from authserver.storage import Storage, UserStorage
 from authserver.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
+    from authserver.infra.metrics import Metrics  # the app makes one; prometheus-client only then
     from authserver.infra.ratelimits import AuthLimits
 
 log = logging.getLogger("authserver")
