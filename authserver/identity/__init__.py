@@ -1,10 +1,10 @@
 """Who the caller is. Identity comes from the server side only (a session, an upstream token),
 never from a token parameter the client sends.
 
-An :class:`Authenticator` looks at the request's credentials and returns an :class:`Identity`,
-returns ``None`` when the credentials are not for it, or raises ``NotAuthenticatedError`` (401,
-clients retry) / ``ForbiddenError`` (403, final). New identity sources plug in beside the session
-authenticator without touching the HTTP layer.
+An :class:`Authenticator` looks at the request's credentials and returns an
+:class:`~authserver.core.callers.Identity`, returns ``None`` when the credentials are not for it, or
+raises ``NotAuthenticatedError`` (401, clients retry) / ``ForbiddenError`` (403, final). New identity
+sources plug in beside the session authenticator without touching the HTTP layer.
 """
 
 from __future__ import annotations
