@@ -47,6 +47,7 @@ ABLY_AUTH_LEAD = 30
 #: Below this TOKEN_TTL, `check` and `serve` warn that renewal on real Ably goes by reconnecting.
 SHORT_TOKEN_TTL = 35
 MIN_SESSION_SECRET = 32
+MIN_METRICS_TOKEN = 32
 
 CookieSecure = Literal["auto", "true", "false"]
 AblyJsSource = Literal["cdn", "local"]
@@ -101,6 +102,8 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_BODY_TIMEOUT": "seconds a client has to send a request's body (default 10)",
     "AUTHSERVER_MAX_CONNECTIONS": "connections per process; beyond, the oldest idle one closes (0: ulimit -n - 128)",
     "AUTHSERVER_MAX_HEADER_BYTES": "largest request line plus headers, in bytes; larger gets 431 (default 16384)",
+    "AUTHSERVER_METRICS_TOKEN": "GET /metrics then wants Authorization: Bearer <this>, at least 32 characters"
+    " (unset: /metrics is open)",
     "ABLY_REVOCABLE_TOKENS": "true (default): tokens carry x-ably-revocation-key, live at most 1 h, and logout,"
     " password changes, disabling... revoke them through Ably (the key needs revocable tokens enabled)",
     "TOKEN_IAT_MARGIN": "seconds a token's iat is back-dated, for a clock ahead of Ably's (default 5, 0..60)",
@@ -170,6 +173,8 @@ class Settings:
     body_timeout: float = 10.0
     max_connections: int = 0
     max_header_bytes: int = 16 * 1024
+    #: The bearer token ``GET /metrics`` wants, or None: /metrics is open to whoever reaches the port.
+    metrics_token: str | None = field(default=None, repr=False)
     #: Trusted OpenID Connect providers: OIDC_ISSUER first, then the policy's ``[[issuers]]``.
     oidc_issuers: tuple[UpstreamIssuer, ...] = ()
     #: The page's "Log in with <provider>" client at OIDC_ISSUER (None: no button).
@@ -249,6 +254,27 @@ def short_ttl_warnings(settings: Settings) -> list[str]:
         if role.max_ttl is not None and role.max_ttl < settings.token_ttl:
             warnings.append(short_ttl_warning(role.max_ttl, f"role {name!r} max_ttl"))
     return [warning for warning in warnings if warning is not None]
+
+
+def open_metrics_warning(settings: Settings, host: str) -> str | None:
+    """Why ``GET /metrics`` is exposed when the service listens on ``host``, or None: it wants a
+    token, or ``host`` is a loopback address (a host name counts as exposed: it may resolve anywhere)."""
+    if settings.metrics_token is not None or _loopback(host):
+        return None
+    return (
+        f"/metrics is open to anyone who reaches {host}:{settings.port} (AUTHSERVER_HOST is not a loopback"
+        " address): set AUTHSERVER_METRICS_TOKEN, or keep the port off the public network and /metrics"
+        " out of the proxy"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _next_port(port: int) -> int:
@@ -552,7 +578,14 @@ class _Reader:
             "body_timeout": float(self.integer("AUTHSERVER_BODY_TIMEOUT", 10, 1, 300)),
             "max_connections": self.integer("AUTHSERVER_MAX_CONNECTIONS", 0, 0, 1_000_000),
             "max_header_bytes": self.integer("AUTHSERVER_MAX_HEADER_BYTES", 16 * 1024, 1024, 1024 * 1024),
+            "metrics_token": self.metrics_token(),
         }
+
+    def metrics_token(self) -> str | None:
+        token = self.raw("AUTHSERVER_METRICS_TOKEN")
+        if token is not None and len(token) < MIN_METRICS_TOKEN:
+            self.problems.append(f"AUTHSERVER_METRICS_TOKEN: too short (at least {MIN_METRICS_TOKEN} characters)")
+        return token
 
 
 def _networks(value: str) -> tuple[str, ...]:

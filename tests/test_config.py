@@ -18,6 +18,7 @@ from authserver.config import (
     SETTINGS_HELP,
     Settings,
     load_settings,
+    open_metrics_warning,
     short_ttl_warning,
     short_ttl_warnings,
 )
@@ -118,6 +119,38 @@ def test_session_secret_must_be_at_least_32_characters_in_any_mode() -> None:
     assert problems_of({"SESSION_SECRET": "x" * 31}) == expected
     assert problems_of({**PRODUCTION, "SESSION_SECRET": "x" * 31}) == expected
     assert load({"SESSION_SECRET": "x" * 32}).session_secret == "x" * 32
+
+
+def test_a_metrics_token_must_be_at_least_32_characters_and_stays_out_of_the_repr() -> None:
+    assert problems_of({"AUTHSERVER_METRICS_TOKEN": "m" * 31}) == [
+        "AUTHSERVER_METRICS_TOKEN: too short (at least 32 characters)"
+    ]
+    settings = load({"AUTHSERVER_METRICS_TOKEN": "m" * 32})
+    assert settings.metrics_token == "m" * 32
+    assert "m" * 32 not in repr(settings)
+    assert load({}).metrics_token is None
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "warned"),
+    [
+        ("127.0.0.1", None, False),
+        ("127.0.0.2", None, False),
+        ("::1", None, False),
+        ("localhost", None, False),
+        ("0.0.0.0", None, True),  # noqa: S104 - a value, not a bind
+        ("::", None, True),
+        ("10.1.2.3", None, True),
+        ("auth.internal", None, True),  # a name may resolve to anything
+        ("0.0.0.0", "m" * 32, False),  # noqa: S104 - a value, not a bind
+    ],
+)
+def test_open_metrics_are_a_warning_only_off_loopback(host: str, token: str | None, warned: bool) -> None:
+    environ = {"AUTHSERVER_HOST": host} | ({"AUTHSERVER_METRICS_TOKEN": token} if token else {})
+    warning = open_metrics_warning(load(environ), host)
+    assert (warning is not None) == warned
+    if warning:
+        assert host in warning and "AUTHSERVER_METRICS_TOKEN" in warning
 
 
 # --- one ConfigError with every problem, and no secret in it --------------------------------------

@@ -56,7 +56,8 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 def test_the_compose_settings_are_known_and_accepted_by_check(tmp_path: Path) -> None:
     file_settings = {k: v for k, v in dotenv_values(DEPLOY / "authserver.env").items() if v is not None}
     compose_env = _compose_environment("authserver")
-    assert {"ABLY_API_KEY", "SESSION_SECRET", "DATABASE_URL"} <= compose_env.keys()
+    # The service listens on all of the container's interfaces: /metrics wants a token there.
+    assert {"ABLY_API_KEY", "SESSION_SECRET", "AUTHSERVER_METRICS_TOKEN", "DATABASE_URL"} <= compose_env.keys()
     for name in (*file_settings, *compose_env):
         assert name in SETTINGS_HELP or name in PENDING_SETTINGS, name
     # The secrets compose takes from the shell; the database as SQLite here (no PostgreSQL server in
@@ -67,6 +68,7 @@ def test_the_compose_settings_are_known_and_accepted_by_check(tmp_path: Path) ->
         "AUTHSERVER_ENV_FILE": str(DEPLOY / "authserver.env"),
         "ABLY_API_KEY": API_KEY,
         "SESSION_SECRET": SESSION_SECRET,
+        "AUTHSERVER_METRICS_TOKEN": "deploy-test-metrics-token-0123456789",
         "DATABASE_URL": f"sqlite:///{tmp_path}/authserver.db",
     }
     result = _run(["check"], env, tmp_path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from authserver.cli.common import EXIT_CONFIG, EXIT_OK, ably_js_note, check_database, connection_limits, with_users
 from authserver.cli.devkey import development_key_path, read_development_key
-from authserver.config import SETTINGS_HELP, Settings, load_settings, short_ttl_warnings
+from authserver.config import SETTINGS_HELP, Settings, load_settings, open_metrics_warning, short_ttl_warnings
 from authserver.errors import AuthServerError, ConfigError, DatabaseError
 from authserver.identity.users import User, UserStore, outside_policy_problem
 from authserver.infra.redislink import RedisLink
@@ -157,7 +157,16 @@ def _edge_lines(settings: Settings) -> list[str]:
         f"  connections: at most {limits.connection_cap()} open, headers within {limits.header_timeout:g}s"
         f" and {limits.max_header_bytes} bytes, bodies within {limits.body_timeout:g}s",
         f"  logs: {settings.log_format}, level {settings.log_level}",
+        "  metrics: GET /metrics "
+        + (
+            "wants Authorization: Bearer <AUTHSERVER_METRICS_TOKEN>"
+            if settings.metrics_token
+            else "open (no AUTHSERVER_METRICS_TOKEN)"
+        ),
     ]
+    metrics_warning = open_metrics_warning(settings, settings.host)
+    if metrics_warning is not None:
+        lines.append(f"  WARNING: {metrics_warning}")
     if any(net.endswith("/0") for net in settings.trusted_proxies):
         lines.append(
             "  WARNING: AUTHSERVER_TRUSTED_PROXIES trusts every address: any client can choose its own address"

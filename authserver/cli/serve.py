@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from authserver import __version__
 from authserver.cli.common import EXIT_OK, ably_js_note, check_database, connection_limits, log
 from authserver.cli.devkey import development_key
-from authserver.config import Settings, short_ttl_warnings
+from authserver.config import Settings, open_metrics_warning, short_ttl_warnings
 from authserver.errors import ConfigError, UserError
 from authserver.server.serving import bind, run_servers, url_host, uvicorn_server
 
@@ -49,8 +49,9 @@ def run_serve(settings: Settings, host: str | None, port: int | None, workers: i
         log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
     level, note = ably_js_note(settings)
     log.log(level, "ably-js for the page: %s", note)
-    for warning in short_ttl_warnings(settings):
-        log.warning("%s", warning)
+    for warning in [*short_ttl_warnings(settings), open_metrics_warning(settings, host)]:
+        if warning is not None:
+            log.warning("%s", warning)
     limits = connection_limits(settings)
     sock: socket.socket | None = None
     try:
@@ -128,8 +129,9 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
         raise ConfigError(["SESSION_SECRET: several workers need one shared secret (set SESSION_SECRET)"])
     if settings.demo_login:
         log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
-    for warning in short_ttl_warnings(settings):
-        log.warning("%s", warning)
+    for warning in [*short_ttl_warnings(settings), open_metrics_warning(settings, host)]:
+        if warning is not None:
+            log.warning("%s", warning)
     from authserver.infra.metrics import prepare_multiprocess_dir
 
     limits = connection_limits(settings)

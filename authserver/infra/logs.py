@@ -288,13 +288,17 @@ class LogLimiter:
 
     def log(self, logger: logging.Logger, level: int, kind: str, message: str, *args: object) -> bool:
         """Log ``message % args`` unless ``kind`` is over its budget; True when it was logged."""
-        suppressed = self._windows.get(kind, (0.0, 0, 0))[2]
-        if not self.admit(kind):
+        suppressed = self.take(kind)
+        if suppressed is None:
             return False
-        if suppressed:
-            message += f" ({suppressed} more like this not logged)"
-        logger.log(level, message, *args)
+        logger.log(level, message + left_out(suppressed), *args)
         return True
+
+    def take(self, kind: str) -> int | None:
+        """None when ``kind`` is over its budget; else how many lines of it were left out since the
+        last one (to say so in the line the caller now writes)."""
+        suppressed = self._windows.get(kind, (0.0, 0, 0))[2]
+        return suppressed if self.admit(kind) else None
 
     def admit(self, kind: str) -> bool:
         """Whether one more line of ``kind`` fits the budget (counted either way)."""
@@ -309,3 +313,8 @@ class LogLimiter:
             self._windows.clear()
         self._windows[kind] = (start, lines + 1, 0)
         return True
+
+
+def left_out(suppressed: int) -> str:
+    """What a line that gets through says about the ``suppressed`` ones before it ("" for none)."""
+    return f" ({suppressed} more like this not logged)" if suppressed else ""

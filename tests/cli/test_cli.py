@@ -659,3 +659,28 @@ def test_db_upgrade_and_status_on_sqlite(cli: Cli) -> None:
         f"{cli.database}: schema version {SCHEMA_VERSION}; this authserver uses schema version {SCHEMA_VERSION}\n",
         "",
     )
+
+
+def test_check_warns_when_metrics_are_open_on_a_non_loopback_address(cli: Cli, production: None) -> None:
+    cli.environ["AUTHSERVER_HOST"] = "192.0.2.1"
+    result = cli("check")
+    assert result.code == EXIT_OK
+    assert "  WARNING: /metrics is open to anyone who reaches 192.0.2.1" in result.out
+    assert "  metrics: GET /metrics open (no AUTHSERVER_METRICS_TOKEN)" in result.out.splitlines()
+
+
+def test_check_with_a_metrics_token_says_so_and_never_prints_it(cli: Cli, production: None) -> None:
+    token = "metrics-scrape-token-0123456789-abcdef"
+    cli.environ.update(AUTHSERVER_HOST="192.0.2.1", AUTHSERVER_METRICS_TOKEN=token)
+    result = cli("check")
+    assert result.code == EXIT_OK
+    assert "  metrics: GET /metrics wants Authorization: Bearer <AUTHSERVER_METRICS_TOKEN>" in result.out.splitlines()
+    assert "WARNING" not in result.out
+    assert token not in result.out + result.err
+
+
+def test_serve_logs_the_open_metrics_warning_at_start_up(cli: Cli, production: None) -> None:
+    # The warning comes before the port is bound; the address (TEST-NET-1) is not this machine's: serve stops there.
+    result = cli("serve", "--host", "192.0.2.1", "--port", "0")
+    assert result.code == EXIT_CONFIG
+    assert "/metrics is open to anyone who reaches 192.0.2.1" in result.err

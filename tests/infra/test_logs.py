@@ -22,6 +22,7 @@ from authserver.core.callers import Identity
 from authserver.errors import NotAuthenticatedError, UnavailableError
 from authserver.http import app as app_module
 from authserver.http.app import _domain_error
+from authserver.infra import audit as audit_module
 from authserver.infra.audit import audit_issued, audit_refused
 from authserver.infra.logs import (
     JsonFormatter,
@@ -34,6 +35,7 @@ from authserver.infra.logs import (
 )
 from infra.test_metrics import value
 
+from conftest import Service
 from helpers import API_KEY, AUTHSERVER, KEY_SECRET, SESSION_SECRET, FakeClock, running_authserver
 
 PASSWORD = "correct horse battery staple 42"
@@ -131,7 +133,7 @@ def _without_time(line: str) -> dict[str, object]:
     return dict(entry)
 
 
-def test_an_audit_line_written_directly_is_the_line_its_record_would_give() -> None:
+def test_an_audit_line_written_directly_is_the_line_its_record_would_give(refusal_budget: FakeClock) -> None:
     # A client id that looks like a credential: the message is redacted, as the filter would.
     alice = Identity(subject="u1", client_id='token=abc "é"', role="user", source="account")
     token = request_id.set("req-7")
@@ -190,6 +192,67 @@ def test_audit_lines_are_ordinary_records_for_any_other_handler(caplog: pytest.L
     assert record.getMessage().startswith("token issued: clientId=bob role=user")
     assert record.audit["event"] == "token_issued"  # type: ignore[attr-defined]
     assert json.loads(stream.getvalue())["clientId"] == "bob"  # the JSON handler still got its line
+
+
+@pytest.fixture
+def refusal_budget(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """A budget of its own for anonymous refusals (the module's is shared by every test of this
+    process that provoked one), on a clock the test moves."""
+    clock = FakeClock()
+    monkeypatch.setattr(audit_module, "_anonymous", LogLimiter(burst=5, interval=60.0, clock=clock))
+    return clock
+
+
+def _refusal_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "authserver.audit" and r.audit["event"] == "token_refused"]  # type: ignore[attr-defined]
+
+
+def test_refusals_with_no_identity_are_logged_a_few_a_minute_per_code_and_all_counted(
+    service: Service, refusal_budget: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = service.client
+    with caplog.at_level(logging.INFO, logger="authserver.audit"):
+        for cookie, headers, status in [
+            (None, {}, 401),  # no credentials
+            ("forged." + "x" * 40, {}, 401),  # a cookie no session has
+            (None, {"Authorization": "Bearer not-a-token"}, 401),  # a bearer token refused
+            ("logged-out", {}, 403),  # the cookie /logout leaves, which anyone can write (40304)
+        ]:
+            client.cookies.clear()
+            if cookie is not None:
+                client.cookies.set("authserver_session", cookie)
+            for _ in range(100):
+                assert client.get("/auth", headers=headers).status_code == status
+        # Five lines a minute for each code, each the audit line it always was.
+        lines = _refusal_lines(caplog)
+        assert sorted(r.audit["code"] for r in lines) == [40101] * 5 + [40304] * 5  # type: ignore[attr-defined]
+        assert all(r.audit["clientId"] is None for r in lines)  # type: ignore[attr-defined]
+        # A minute later the next line of a code says how many were left out.
+        refusal_budget.advance(60)
+        caplog.clear()
+        client.cookies.clear()
+        assert client.get("/auth").status_code == 401
+    (summary,) = _refusal_lines(caplog)
+    assert summary.audit["code"] == 40101 and summary.audit["suppressed"] == 295  # type: ignore[attr-defined]
+    assert summary.getMessage().endswith("(295 more like this not logged)")
+    # The metrics count every one.
+    text = client.get("/metrics").text
+    assert value(text, "authserver_tokens_refused_total", code="40101", format="default") == 301
+    assert value(text, "authserver_tokens_refused_total", code="40304", format="default") == 100
+
+
+def test_refusals_of_a_known_identity_keep_every_audit_line(
+    service: Service, refusal_budget: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    service.add_user("alice")
+    service.login("alice")
+    with caplog.at_level(logging.INFO, logger="authserver.audit"):
+        for _ in range(20):
+            assert service.client.get("/auth", params={"clientId": "bob"}).status_code == 403
+            assert service.client.get("/auth", params={"capability": '{"admin:*":["*"]}'}).status_code == 403
+    lines = _refusal_lines(caplog)
+    assert sorted(r.audit["code"] for r in lines) == [40102] * 20 + [40160] * 20  # type: ignore[attr-defined]
+    assert all(r.audit["clientId"] == "alice" for r in lines)  # type: ignore[attr-defined]
 
 
 def test_text_logs_name_the_request_too() -> None:

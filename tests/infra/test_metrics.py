@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Service
+from conftest import Service, ServiceFactory
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -104,3 +104,30 @@ def test_values_written_by_several_processes_are_summed(tmp_path: Path) -> None:
     assert value(text, "authserver_tokens_issued_total", format="jwt", source="account") == 7
     count = "authserver_request_duration_seconds_count"
     assert value(text, count, route="/auth", method="GET", status="200") == 2
+
+
+METRICS_TOKEN = "metrics-scrape-token-0123456789-abcdef"
+
+
+def test_with_a_metrics_token_metrics_want_it_as_a_bearer_token(make_service: ServiceFactory) -> None:
+    """RFC 6750: no token and a wrong token are both 401 with a Bearer challenge (what Prometheus'
+    ``authorization`` scrape setting answers); the right one, compared in constant time, gets the metrics."""
+    client = make_service(AUTHSERVER_METRICS_TOKEN=METRICS_TOKEN).client
+    missing = client.get("/metrics")
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="metrics"'
+    assert "authserver_" not in missing.text
+    for wrong in ("Bearer " + METRICS_TOKEN[:-1] + "X", "Bearer " + METRICS_TOKEN + "X", "Basic " + METRICS_TOKEN):
+        refused = client.get("/metrics", headers={"Authorization": wrong})
+        assert refused.status_code == 401, wrong
+        assert refused.headers["www-authenticate"] == 'Bearer realm="metrics", error="invalid_token"'
+        assert "authserver_" not in refused.text
+    scraped = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scraped.status_code == 200
+    assert "# HELP authserver_logins_total" in scraped.text
+    # The probes stay open: only /metrics wants the token.
+    assert client.get("/healthz").status_code == 200
+
+
+def test_without_a_metrics_token_metrics_stay_open(service: Service) -> None:
+    assert service.client.get("/metrics").status_code == 200
