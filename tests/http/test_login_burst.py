@@ -3,7 +3,9 @@ concurrent guesses at one account cannot slip past the limit while earlier ones 
 verified (10 failures per username and address, 50 per address, per 5 minutes by default).
 
 In one process the limit is this process's; with ``serve --workers 2`` it is each worker's unless
-Redis shares the counts, and then it holds across every worker.
+Redis shares the counts, and then it holds across every worker. On top of the count, at most 2
+logins from one address are in flight at once per process: the rest of a burst is refused (429)
+before it is counted. A guess refused before its check (503) is given back.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from realservers import Redis
 
 from authserver.app import create_app
 from authserver.identity.passwords import Passwords
+from authserver.infra.guards import ConcurrencyGate
 
 from conftest import SettingsFactory
 from helpers import API_KEY, AUTHSERVER, SESSION_SECRET, running_authserver, running_server
@@ -68,6 +71,30 @@ def test_a_burst_of_guesses_at_one_account_is_checked_at_most_up_to_the_limit(
     with running_server(app) as url:
         statuses = asyncio.run(burst(url))
     assert_held(statuses, PER_USER_ADDRESS)
+
+
+def test_without_the_in_flight_cap_the_count_alone_holds_a_burst_to_the_limit(make_settings: SettingsFactory) -> None:
+    slow = Passwords(time_cost=3, memory_cost=65536, parallelism=1)
+    gate = ConcurrencyGate(slots=2, queue=BURST, per_address=BURST)  # every guess admitted and queued
+    app = create_app(make_settings(), passwords=slow, login_gate=gate)
+    with running_server(app) as url:
+        statuses = asyncio.run(burst(url))
+    assert statuses == Counter({429: BURST - PER_USER_ADDRESS, 401: PER_USER_ADDRESS})
+
+
+def test_guesses_refused_before_their_check_are_given_back(
+    make_settings: SettingsFactory, fast_passwords: Passwords
+) -> None:
+    gate = ConcurrencyGate(slots=1, queue=0, per_address=BURST)  # one check at a time, nobody waits: 503
+    app = create_app(make_settings(), passwords=fast_passwords, login_gate=gate)
+    with running_server(app) as url:
+        statuses = asyncio.run(burst(url, count=30))
+        sequential = [
+            httpx.post(f"{url}/login", json={"username": "alice", "password": "guess"}).status_code
+            for _ in range(PER_USER_ADDRESS + 1)
+        ]
+    assert statuses[503] > 0 and statuses[401] < PER_USER_ADDRESS
+    assert sequential == [401] * (PER_USER_ADDRESS - statuses[401]) + [429] * (statuses[401] + 1)
 
 
 def test_bursts_get_exactly_the_limit_checked_and_then_even_the_right_password_waits(
