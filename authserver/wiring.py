@@ -124,7 +124,8 @@ def memory_throttle(settings: Settings) -> MemoryThrottle:
 
 
 def login_gate(settings: Settings) -> ConcurrencyGate:
-    # argon2id costs 64 MiB and tens of ms per check: a couple per core at once, a short queue.
+    # argon2id costs 64 MiB and tens of ms per check: a couple per core at once, a short queue;
+    # and at most PER_ADDRESS_IN_FLIGHT logins in flight from one address.
     return ConcurrencyGate(slots=settings.login_concurrency, queue=settings.login_queue)
 
 
@@ -185,13 +186,14 @@ def _shared(settings: Settings, link: RedisLink | None) -> _Shared:
     if link is None and not rates:
         return _Shared()
     # the `limits` library only when something counts with it (memory per worker)
-    from authserver.infra.ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
+    from authserver.infra.ratelimits import AuthLimits, Limiter, parse_rate
+    from authserver.infra.sharedthrottle import SharedThrottle
 
     limiter = Limiter(link)
     shared = _Shared()
     if link is not None:
         throttle = SharedThrottle(
-            limiter,
+            link,
             per_address=settings.login_failures_per_address,
             per_user_address=settings.login_failures,
             window=settings.login_failure_window,

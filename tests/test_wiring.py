@@ -20,8 +20,9 @@ from authserver.identity.passwords import Passwords
 from authserver.identity.sessions import SessionStore
 from authserver.infra.changes import LocalChanges
 from authserver.infra.guards import ConcurrencyGate, MemoryThrottle
-from authserver.infra.ratelimits import AuthLimits, SharedThrottle
+from authserver.infra.ratelimits import AuthLimits
 from authserver.infra.redislink import RedisChanges
+from authserver.infra.sharedthrottle import SharedThrottle
 from authserver.storage.postgres import PostgresStorage
 from authserver.storage.sqlite import SqliteStorage
 from authserver.wiring import Services, build_services, login_gate, memory_throttle, open_storage, upstream_verifier
@@ -139,7 +140,7 @@ async def test_redis_shares_the_throttle_and_the_session_changes(build: Build, r
     assert services.redis is not None
     assert isinstance(services.changes, RedisChanges) and services.changes.link is services.redis
     assert isinstance(services.throttle, SharedThrottle)
-    assert services.throttle.limiter.link is services.redis
+    assert services.throttle.link is services.redis
     assert services.auth_limits is None
 
 
@@ -193,11 +194,11 @@ async def test_the_memory_throttle_follows_the_login_settings(make_settings: Set
     settings = make_settings(AUTHSERVER_LOGIN_FAILURES="2", AUTHSERVER_LOGIN_FAILURE_WINDOW="120")
     throttle = memory_throttle(settings)
     for _ in range(2):
-        await throttle.failed("alice", "10.0.0.1", clock())
+        await throttle.attempt("alice", "10.0.0.1", clock())
     with pytest.raises(RateLimitedError, match="2 minutes"):
-        await throttle.check("alice", "10.0.0.1", clock())
+        await throttle.attempt("alice", "10.0.0.1", clock())
     clock.advance(120)
-    await throttle.check("alice", "10.0.0.1", clock())
+    await throttle.attempt("alice", "10.0.0.1", clock())
 
 
 async def test_the_login_gate_follows_the_concurrency_settings(make_settings: SettingsFactory) -> None:

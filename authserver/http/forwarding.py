@@ -7,21 +7,25 @@ first one that is not trusted. Everything left of it was written by the client a
 client cannot choose its own address. With no trusted proxy configured the headers are ignored.
 
 A trusted peer that sends no (usable) X-Forwarded-For leaves the client unknown: the request keeps
-the proxy's address and is marked, so the login throttle does not count every user behind that
-proxy as one address (see :func:`throttle_address`).
+the proxy's address, so every such request shares the proxy's per-address limits (an aggregate per
+proxy: the clients behind it cannot be told apart, and none of them escapes the limit), and the log
+says once per proxy that it sends no usable address.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-#: Scope key set (True) when a trusted proxy did not say who the client is.
-UNKNOWN_CLIENT = "authserver.client_unknown"
+#: How many proxies the log has said "no usable address" of, at most (then it stops saying it).
+MAX_REPORTED_PROXIES = 1024
+
+log = logging.getLogger("authserver.http")
 
 
 def _address(text: str) -> IPAddress | None:
@@ -63,15 +67,11 @@ def real_client(peer: str, forwarded_for: Sequence[str], networks: Sequence[IPNe
     return nearest, True  # every hop is a trusted proxy: the left-most is the client
 
 
-def throttle_address(scope: Scope, username: str) -> str:
-    """The address the login throttle counts under: the client's, or, when a trusted proxy did not
-    say who the client is, the proxy's qualified by the username (so that the per-address limit
-    cannot lock every user behind that proxy out at once)."""
+def throttle_address(scope: Scope) -> str:
+    """The address the login throttle counts under: the client's; when a trusted proxy did not say
+    who the client is, the proxy's own, which all of its such requests share."""
     client = scope.get("client")
-    address = client[0] if client else "unknown"
-    if scope.get(UNKNOWN_CLIENT):
-        return f"{address}/{username.lower()}"
-    return str(address)
+    return str(client[0]) if client else "unknown"
 
 
 class ForwardedMiddleware:
@@ -80,6 +80,7 @@ class ForwardedMiddleware:
     def __init__(self, app: ASGIApp, trusted_proxies: Sequence[str] = ()) -> None:
         self.app = app
         self.networks = tuple(ipaddress.ip_network(net, strict=False) for net in trusted_proxies)
+        self._reported: set[str] = set()  # proxies the log said "no usable address" of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and self.networks and scope.get("client"):
@@ -93,7 +94,7 @@ class ForwardedMiddleware:
         peer, port = scope["client"]
         address, known = real_client(peer, forwarded_for, self.networks)
         if not known:
-            scope[UNKNOWN_CLIENT] = True
+            self._report(peer)
         if address != peer:
             scope["client"] = (address, 0)
         peer_address = _address(peer)
@@ -102,3 +103,15 @@ class ForwardedMiddleware:
             proto = protos[-1].split(",")[-1].strip().lower() if protos else ""
             if proto in ("http", "https"):
                 scope["scheme"] = proto if scope["type"] == "http" else {"http": "ws", "https": "wss"}[proto]
+
+    def _report(self, proxy: str) -> None:
+        """Say once per proxy (and process) that it sends no usable client address (never what it sent)."""
+        if proxy in self._reported or len(self._reported) >= MAX_REPORTED_PROXIES:
+            return
+        self._reported.add(proxy)
+        log.warning(
+            "trusted proxy %s sends no usable X-Forwarded-For: the clients behind it cannot be told apart,"
+            " so its requests share its own address's limits (the login throttle's per-address limit is"
+            " one limit for all of them); make it append the client's address",
+            proxy,
+        )

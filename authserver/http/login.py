@@ -7,6 +7,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
+from authserver.core.callers import Identity
 from authserver.core.capabilities import OPERATIONS
 from authserver.core.channelclaims import for_channel
 from authserver.errors import (
@@ -27,6 +28,7 @@ from authserver.http.responses import json_response
 from authserver.http.sessioncookie import mark_logged_out, start_session
 from authserver.identity import Credentials, authenticate_any
 from authserver.identity.sessions import COOKIE_NAME, LOGGED_OUT
+from authserver.wiring import Services
 
 log = logging.getLogger("authserver.http")
 
@@ -70,18 +72,30 @@ async def _login(request: Request) -> Response:
     if not origin_allowed(request, svc):
         raise ForbiddenError("cross-origin login refused")
     username, password = await _login_fields(request)
-    address = throttle_address(request.scope, username)
-    await svc.throttle.check(username, address, svc.clock())
+    address = throttle_address(request.scope)
+    with svc.login_gate.admit(address):  # 429 beyond a few logins in flight from this address
+        identity = await _checked(svc, username, password, address)
+    response = json_response({"clientId": identity.client_id, "role": identity.role})
+    return await start_session(request, svc, identity, response)
+
+
+async def _checked(svc: Services, username: str, password: str, address: str) -> Identity:
+    """The identity of a right password. The attempt is counted before its password is checked, so
+    that concurrent guesses cannot all pass the throttle while earlier ones are being verified; it
+    stays counted only when the password was wrong (or the outcome is unknown: an unexpected error)."""
+    attempt = await svc.throttle.attempt(username, address, svc.clock())
     check = svc.users.demo_login if svc.settings.demo_login else svc.users.verify_login
     try:
         identity = await svc.login_gate.run(lambda: check(username, password))
     except NotAuthenticatedError:
-        await svc.throttle.failed(username, address, svc.clock())
         log.info("login refused for a username of %d characters from %s", len(username), address)
         raise
-    await svc.throttle.succeeded(username, address)
-    response = json_response({"clientId": identity.client_id, "role": identity.role})
-    return await start_session(request, svc, identity, response)
+    except AuthServerError:
+        # No wrong password: refused before the check (503, a bad name) or after a right one (disabled).
+        await svc.throttle.give_back(attempt)
+        raise
+    await svc.throttle.succeeded(attempt)
+    return identity
 
 
 async def logout(request: Request) -> Response:

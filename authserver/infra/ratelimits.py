@@ -2,19 +2,19 @@
 
 :class:`Limiter` counts hits in a moving window on Redis when ``REDIS_URL`` is set, and falls back
 to its own memory (per process) whenever Redis does not answer, so a request is never refused
-or failed because Redis is away. :class:`SharedThrottle` is the failed-login throttle on it and
-:class:`AuthLimits` the optional per-identity and per-address limits of ``/auth``.
+or failed because Redis is away. :class:`AuthLimits` are the optional per-identity and per-address
+limits of ``/auth`` on it (the login throttle has its own counting, see
+:mod:`authserver.infra.sharedthrottle`).
 """
 
 from __future__ import annotations
 
-from limits import RateLimitItem, RateLimitItemPerSecond, parse
+from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from authserver.errors import RateLimitedError
-from authserver.infra.guards import retry_message
 from authserver.infra.redislink import RedisLink, unreachable_errors
 
 
@@ -82,36 +82,6 @@ class Limiter:
 
     async def clear(self, item: RateLimitItem, *key: str) -> None:
         await self._call("clear", item, key)
-
-
-class SharedThrottle:
-    """The failed-login :class:`~authserver.infra.guards.Throttle` on a :class:`Limiter`: the same rules as
-    :class:`~authserver.infra.guards.LoginThrottle`, counted in Redis across every worker and machine."""
-
-    def __init__(self, limiter: Limiter, *, per_address: int, per_user_address: int, window: int) -> None:
-        self.limiter = limiter
-        self.window = window
-        self.per_address = RateLimitItemPerSecond(per_address, window)
-        self.per_user_address = RateLimitItemPerSecond(per_user_address, window)
-
-    def _keys(self, username: str, address: str) -> tuple[tuple[RateLimitItem, tuple[str, ...]], ...]:
-        return (
-            (self.per_address, ("login-failures", address)),
-            (self.per_user_address, ("login-failures", address, username.lower())),
-        )
-
-    async def check(self, username: str, address: str, now: float) -> None:
-        for item, key in self._keys(username, address):
-            if not await self.limiter.test(item, *key):
-                raise RateLimitedError(retry_message(self.window))
-
-    async def failed(self, username: str, address: str, now: float) -> None:
-        for item, key in self._keys(username, address):
-            await self.limiter.hit(item, *key)
-
-    async def succeeded(self, username: str, address: str) -> None:
-        item, key = self._keys(username, address)[1]
-        await self.limiter.clear(item, *key)
 
 
 class AuthLimits:

@@ -5,6 +5,7 @@ request id; and the one edge layer that adds every header once (authserver.http.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from authserver.http.responses import exception_response
 from authserver.identity.passwords import Passwords
 from authserver.infra.metrics import Metrics
 
-from conftest import Blocking, SettingsFactory
+from conftest import SettingsFactory
 from helpers import AUTHSERVER, FakeClock
 
 NO_CACHE = "private, no-cache, no-store, must-revalidate"
@@ -102,19 +103,22 @@ def test_the_eleventh_failure_is_throttled_however_a_client_behind_a_trusted_pro
     assert _fail_login(client, "alice", forwarded_for="198.51.100.8") == 401
 
 
-def test_a_trusted_proxy_without_forwarding_header_does_not_lock_every_user_out(
-    make_client: ClientFactory, clock: FakeClock
+@pytest.mark.parametrize("forwarded_for", [None, "unknown", "198.51.100.1, garbage"], ids=["none", "word", "garbage"])
+def test_a_trusted_proxy_that_sends_no_usable_address_is_limited_as_one_address_and_said_once(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture, forwarded_for: str | None
 ) -> None:
+    """Its clients cannot be told apart: all of them together get one address's limit (fail closed)."""
     client = make_client(peer="10.0.0.2", AUTHSERVER_TRUSTED_PROXIES="10.0.0.2")
-    app_users = Blocking(client.app.state.services.users, client)  # type: ignore[attr-defined]
-    app_users.add("bob", "bob's password", role=None, client_id=None, now=clock())
-    for i in range(60):  # more failures than the per-address limit (50), spread over many names
-        assert _fail_login(client, f"guess{i}") == 401
-    for _ in range(10):
-        assert _fail_login(client, "mallory") == 401
-    assert _fail_login(client, "mallory") == 429  # the per-user limit still holds
-    response = client.post("/login", json={"username": "bob", "password": "bob's password"})
-    assert response.status_code == 200
+    caplog.set_level(logging.WARNING, logger="authserver.http")
+    for i in range(50):  # the per-address limit, spread over many names
+        assert _fail_login(client, f"guess{i}", forwarded_for) == 401
+    for i in range(50, 60):
+        assert _fail_login(client, f"guess{i}", forwarded_for) == 429
+    said = [r.getMessage() for r in caplog.records if "sends no usable X-Forwarded-For" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("trusted proxy 10.0.0.2 ")
+    assert "garbage" not in said[0]
+    # What the same proxy forwards with a usable address is that client's, with its own limits.
+    assert _fail_login(client, "guess60", forwarded_for="198.51.100.7") == 401
 
 
 def test_the_per_address_limit_holds_for_a_known_address(make_client: ClientFactory) -> None:

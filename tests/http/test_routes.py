@@ -801,6 +801,23 @@ def test_the_login_throttle_follows_its_settings(make_service: ServiceFactory) -
     service.login("alice")
 
 
+def test_only_wrong_passwords_count_against_the_throttle(make_service: ServiceFactory) -> None:
+    """Each attempt is counted before its check and given back unless the password was wrong: the
+    right password, a disabled account's right password, a name demo login cannot take."""
+    service = make_service(AUTHSERVER_LOGIN_FAILURES="2", AUTHSERVER_LOGIN_FAILURES_PER_ADDRESS="2")
+    service.add_user("alice")
+    service.add_user("bob")
+    service.users.set_disabled("bob", True)
+    for _ in range(5):
+        service.login("alice")
+        assert_ably_error(
+            service.client.post("/login", json={"username": "bob", "password": "correct horse"}), 403, 40300
+        )
+    for name in ("alice", "carol"):
+        assert service.client.post("/login", json={"username": name, "password": "guess"}).status_code == 401
+    assert_ably_error(service.client.post("/login", json={"username": "dave", "password": "guess"}), 429, 42910)
+
+
 def test_the_throttle_and_the_login_gate_are_injected_into_the_app(
     make_settings: SettingsFactory, fast_passwords: Passwords
 ) -> None:

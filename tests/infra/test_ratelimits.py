@@ -1,6 +1,6 @@
 """Rate limits (ratelimits.py): the rate notation, moving-window counters in this process's memory,
-the failed-login throttle and the /auth limits on them, and the fall-back to memory when Redis does
-not answer. Counting across instances on a real Redis is in test_redis.py."""
+the /auth limits on them, and the fall-back to memory when Redis does not answer (the login
+throttle: test_sharedthrottle.py). Counting across instances on a real Redis is in test_redis.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from limits import RateLimitItemPerMinute
 
 from authserver.errors import RateLimitedError
-from authserver.infra.ratelimits import AuthLimits, Limiter, SharedThrottle, parse_rate
+from authserver.infra.ratelimits import AuthLimits, Limiter, parse_rate
 from authserver.infra.redislink import RedisLink
 
 from helpers import FakeClock
@@ -72,51 +72,6 @@ async def test_clear_forgets_one_keys_hits() -> None:
     await limiter.clear(rate, "a")
     assert await limiter.test(rate, "a")
     assert not await limiter.test(rate, "b")
-
-
-# --- SharedThrottle: the failed-login throttle ----------------------------------------------------
-
-
-def throttle(per_address: int = 5, per_user_address: int = 2, window: int = 300) -> SharedThrottle:
-    return SharedThrottle(Limiter(None), per_address=per_address, per_user_address=per_user_address, window=window)
-
-
-async def test_a_username_from_an_address_is_refused_after_its_failures(clock: FakeClock) -> None:
-    logins = throttle()
-    await logins.check("alice", "10.0.0.1", clock())
-    await logins.failed("alice", "10.0.0.1", clock())
-    await logins.failed("ALICE", "10.0.0.1", clock())  # usernames count case-insensitively
-    with pytest.raises(RateLimitedError, match="try again in 5 minutes") as refused:
-        await logins.check("Alice", "10.0.0.1", clock())
-    assert (refused.value.code, refused.value.status) == (42910, 429)
-    await logins.check("alice", "10.0.0.2", clock())  # nobody can lock alice out from elsewhere
-    await logins.check("bob", "10.0.0.1", clock())
-
-
-async def test_an_address_failing_for_many_usernames_is_refused_for_all(clock: FakeClock) -> None:
-    logins = throttle(per_address=3)
-    for name in ("a", "b", "c"):
-        await logins.failed(name, "10.0.0.1", clock())
-    with pytest.raises(RateLimitedError):
-        await logins.check("d", "10.0.0.1", clock())
-
-
-async def test_a_success_clears_the_usernames_failures_but_not_the_addresss(clock: FakeClock) -> None:
-    logins = throttle(per_address=3, per_user_address=2)
-    await logins.failed("alice", "10.0.0.1", clock())
-    await logins.failed("alice", "10.0.0.1", clock())
-    await logins.succeeded("alice", "10.0.0.1")
-    await logins.check("alice", "10.0.0.1", clock())
-    await logins.failed("bob", "10.0.0.1", clock())  # the third failure from this address
-    with pytest.raises(RateLimitedError):
-        await logins.check("alice", "10.0.0.1", clock())
-
-
-async def test_the_message_names_the_window_in_minutes(clock: FakeClock) -> None:
-    logins = throttle(per_user_address=1, window=60)
-    await logins.failed("alice", "10.0.0.1", clock())
-    with pytest.raises(RateLimitedError, match="try again in 1 minute$"):
-        await logins.check("alice", "10.0.0.1", clock())
 
 
 # --- AuthLimits: /auth per identity and per address -----------------------------------------------
