@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from authserver.core.capabilities import Capability
-from authserver.core.issuers import UpstreamConfigError, UpstreamIssuer, make_issuer
+from authserver.core.issuers import UpstreamConfigError, UpstreamIssuer, check_distinct_client_ids, make_issuer
 from authserver.core.keys import AblyKey, parse_api_keys
 from authserver.core.policy import Policy, load_policy
 from authserver.errors import AuthServerError, ConfigError
@@ -76,6 +76,8 @@ SETTINGS_HELP: dict[str, str] = {
     " the policy file's [[issuers]])",
     "OIDC_AUDIENCE": "the aud the provider's tokens must carry (required with OIDC_ISSUER; comma-separated: any of)",
     "OIDC_CLIENT_ID_CLAIM": "the claim that becomes the Ably clientId (default sub)",
+    "OIDC_CLIENT_ID_PREFIX": "prepended to that claim's value (e.g. acme.); with several trusted issuers, every one but"
+    " one needs a prefix (unset: none)",
     "OIDC_ROLE_CLAIM": "optional claim (string or list) whose first value naming a policy role picks the role",
     "OIDC_CLIENT_ID": "client id registered at OIDC_ISSUER for the page's 'Log in with' button (code flow + PKCE)",
     "OIDC_CLIENT_SECRET": "its client secret, for a confidential client (unset: a public client, PKCE only)",
@@ -108,6 +110,8 @@ SETTINGS_HELP: dict[str, str] = {
     "ABLY_TIME_SYNC_MAX_OFFSET": "seconds of offset to Ably's clock beyond which /readyz fails (default 30)",
 }
 
+#: Which setting an issuer problem from OIDC_ISSUER's settings is about (by a word of its message).
+_ISSUER_SETTINGS = (("audience", "OIDC_AUDIENCE"), ("client_id_prefix", "OIDC_CLIENT_ID_PREFIX"))
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 T = TypeVar("T")
@@ -390,7 +394,13 @@ class _Reader:
         issuer = self.raw("OIDC_ISSUER")
         from_env: tuple[UpstreamIssuer, ...] = ()
         if issuer is None:
-            for name in ("OIDC_AUDIENCE", "OIDC_CLIENT_ID_CLAIM", "OIDC_ROLE_CLAIM", "OIDC_CLIENT_ID"):
+            for name in (
+                "OIDC_AUDIENCE",
+                "OIDC_CLIENT_ID_CLAIM",
+                "OIDC_CLIENT_ID_PREFIX",
+                "OIDC_ROLE_CLAIM",
+                "OIDC_CLIENT_ID",
+            ):
                 if self.raw(name) is not None:
                     self.problems.append(f"{name}: set OIDC_ISSUER too (it belongs to the issuer OIDC_ISSUER names)")
         else:
@@ -402,17 +412,22 @@ class _Reader:
                         issuer=issuer,
                         audience=audience,
                         client_id_claim=self.raw("OIDC_CLIENT_ID_CLAIM"),
+                        client_id_prefix=self.raw("OIDC_CLIENT_ID_PREFIX"),
                         role_claim=self.raw("OIDC_ROLE_CLAIM"),
                         leeway=leeway,
                         name=self.raw("OIDC_PROVIDER_NAME"),
                     ),
                 )
             except UpstreamConfigError as exc:
-                name = "OIDC_AUDIENCE" if "audience" in str(exc) else "OIDC_ISSUER"
+                name = next((n for w, n in _ISSUER_SETTINGS if w in str(exc)), "OIDC_ISSUER")
                 self.problems.append(f"{name}: {exc}")
             if self.raw("OIDC_CLIENT_SECRET") is not None and self.raw("OIDC_CLIENT_ID") is None:
                 self.problems.append("OIDC_CLIENT_SECRET: set OIDC_CLIENT_ID too")
         listed = tuple(i for i in policy.issuers if all(i.issuer != e.issuer for e in from_env))
+        try:
+            check_distinct_client_ids(from_env + listed)
+        except UpstreamConfigError as exc:
+            self.problems.append(f"OIDC_ISSUER: {exc}")
         return from_env + listed
 
     def settings(self) -> Settings:
