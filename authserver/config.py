@@ -82,6 +82,8 @@ SETTINGS_HELP: dict[str, str] = {
     "OIDC_CLIENT_ID": "client id registered at OIDC_ISSUER for the page's 'Log in with' button (code flow + PKCE)",
     "OIDC_CLIENT_SECRET": "its client secret, for a confidential client (unset: a public client, PKCE only)",
     "OIDC_PROVIDER_NAME": "the provider's name on the login button (default: the issuer's host name)",
+    "AUTHSERVER_PUBLIC_URL": "the address browsers reach the service at, https://host[:port] (required with"
+    " OIDC_CLIENT_ID: the redirect_uri sent to the provider is built from it, never from a Host header)",
     "OIDC_LEEWAY": "seconds of clock skew allowed on exp, nbf and iat of upstream tokens (default 30, at most 300)",
     "ABLY_JS": "where the login page loads ably-js from: local (the npm copy; default when installed) or cdn",
     "ABLY_JS_PATH": "directory of the npm ably package (default: .cache/node/node_modules/ably of the checkout)",
@@ -179,6 +181,8 @@ class Settings:
     #: The page's "Log in with <provider>" client at OIDC_ISSUER (None: no button).
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = field(default=None, repr=False)
+    #: Where browsers reach the service (scheme://host[:port], no trailing slash), or None.
+    public_url: str | None = None
 
     @property
     def provider_login(self) -> str | None:
@@ -546,10 +550,18 @@ class _Reader:
     def features(self, found: dict[str, Any]) -> dict[str, Any]:
         """The fields of :class:`Settings` after the edge's: providers, revocation, time sync."""
         issuers = found["issuers"]
+        client_id = self.raw("OIDC_CLIENT_ID") if issuers else None
+        public_url = self.parse("AUTHSERVER_PUBLIC_URL", None, _public_url)
+        if client_id and public_url is None and self.raw("AUTHSERVER_PUBLIC_URL") is None:
+            self.problems.append(
+                "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID (the address browsers use, e.g."
+                " https://chat.example.com: the provider sends its users back to <it>/login/oidc/callback)"
+            )
         return dict(
             oidc_issuers=issuers,
-            oidc_client_id=self.raw("OIDC_CLIENT_ID") if issuers else None,
+            oidc_client_id=client_id,
             oidc_client_secret=self.raw("OIDC_CLIENT_SECRET"),
+            public_url=public_url,
             revocable_tokens=self.boolean("ABLY_REVOCABLE_TOKENS", True),
             iat_margin=self.integer("TOKEN_IAT_MARGIN", 5, 0, 60),
             time_sync=self.boolean("ABLY_TIME_SYNC", False),
@@ -603,6 +615,26 @@ def _endpoint(value: str) -> str:
     except ValueError:
         raise ValueError("has an invalid port") from None
     return value.rstrip("/")
+
+
+_NETLOC = re.compile(r"([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?", re.IGNORECASE)
+
+
+def _public_url(value: str) -> str:
+    """``scheme://host[:port]`` of an absolute http(s) URL whose path is at most "/" (no query, fragment or
+    user), without the slash: the base of the redirect_uri the provider login sends."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise ValueError("must be an absolute http(s)://host[:port] URL")  # NOTE: never echo: it may hold credentials
+    if parts.path not in ("", "/") or "?" in value or "#" in value:
+        raise ValueError("must be just scheme://host[:port], without a path, query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if not _NETLOC.fullmatch(parts.netloc):
+        raise ValueError("must be just scheme://host[:port] (a host name or an IP address)")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _redis_url(value: str) -> str:

@@ -60,7 +60,7 @@ def _provider_lines(settings: Settings) -> list[str]:
         kind = "confidential client" if settings.oidc_client_secret else "public client, PKCE only"
         lines.append(
             f"  page login: 'Log in with {settings.provider_login}' as client {settings.oidc_client_id} ({kind});"
-            " register the redirect URI <this service>/login/oidc/callback"
+            f" register the redirect URI {settings.public_url}/login/oidc/callback"
         )
     if settings.allowed_origins:
         lines.append(f"  trusted front-end origins (CORS and CSRF): {', '.join(settings.allowed_origins)}")

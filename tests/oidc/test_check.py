@@ -175,12 +175,30 @@ def test_check_refuses_an_unusable_oidc_client_id_prefix(check: Check, env: dict
     assert message in result.err
 
 
+def test_check_and_serve_refuse_provider_login_without_the_public_url(check: Check) -> None:
+    """The redirect_uri sent to the provider comes from AUTHSERVER_PUBLIC_URL, never from a Host header."""
+    provider = {"OIDC_ISSUER": "https://idp.example.com", "OIDC_AUDIENCE": "chat", "OIDC_CLIENT_ID": PAGE_CLIENT_ID}
+    result = check(**provider)
+    assert result.code == EXIT_CONFIG
+    assert "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID" in result.err
+    assert main(["serve"]) == EXIT_CONFIG
+    assert "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID" in check.capsys.readouterr().err
+
+    result = check(AUTHSERVER_PUBLIC_URL="https://chat.example.com/")
+    assert result.code == EXIT_OK, result.err
+    assert "register the redirect URI https://chat.example.com/login/oidc/callback" in result.out
+
+
 @pytest.mark.node
 def test_check_online_fetches_discovery_and_keys_and_says_what_it_found(
     check: Check, shared_provider: Provider
 ) -> None:
     result = check(
-        "--online", OIDC_ISSUER=shared_provider.issuer, OIDC_AUDIENCE=AUDIENCE, OIDC_CLIENT_ID=PAGE_CLIENT_ID
+        "--online",
+        OIDC_ISSUER=shared_provider.issuer,
+        OIDC_AUDIENCE=AUDIENCE,
+        OIDC_CLIENT_ID=PAGE_CLIENT_ID,
+        AUTHSERVER_PUBLIC_URL="https://chat.example.com",
     )
     assert result.code == EXIT_OK, result.err
     found = [line for line in result.out.splitlines() if line.startswith("  online:")]
