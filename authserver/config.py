@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from authserver.core.capabilities import Capability
-from authserver.core.issuers import UpstreamConfigError, UpstreamIssuer, make_issuer
+from authserver.core.issuers import UpstreamConfigError, UpstreamIssuer, check_distinct_client_ids, make_issuer
 from authserver.core.keys import AblyKey, parse_api_keys
 from authserver.core.policy import Policy, load_policy
 from authserver.errors import AuthServerError, ConfigError
@@ -77,10 +77,14 @@ SETTINGS_HELP: dict[str, str] = {
     " the policy file's [[issuers]])",
     "OIDC_AUDIENCE": "the aud the provider's tokens must carry (required with OIDC_ISSUER; comma-separated: any of)",
     "OIDC_CLIENT_ID_CLAIM": "the claim that becomes the Ably clientId (default sub)",
+    "OIDC_CLIENT_ID_PREFIX": "prepended to that claim's value (e.g. acme.); with several trusted issuers, every one but"
+    " one needs a prefix (unset: none)",
     "OIDC_ROLE_CLAIM": "optional claim (string or list) whose first value naming a policy role picks the role",
     "OIDC_CLIENT_ID": "client id registered at OIDC_ISSUER for the page's 'Log in with' button (code flow + PKCE)",
     "OIDC_CLIENT_SECRET": "its client secret, for a confidential client (unset: a public client, PKCE only)",
     "OIDC_PROVIDER_NAME": "the provider's name on the login button (default: the issuer's host name)",
+    "AUTHSERVER_PUBLIC_URL": "the address browsers reach the service at, https://host[:port] (required with"
+    " OIDC_CLIENT_ID: the redirect_uri sent to the provider is built from it, never from a Host header)",
     "OIDC_LEEWAY": "seconds of clock skew allowed on exp, nbf and iat of upstream tokens (default 30, at most 300)",
     "ABLY_JS": "where the login page loads ably-js from: local (the npm copy; default when installed) or cdn",
     "ABLY_JS_PATH": "directory of the npm ably package (default: .cache/node/node_modules/ably of the checkout)",
@@ -111,6 +115,8 @@ SETTINGS_HELP: dict[str, str] = {
     "ABLY_TIME_SYNC_MAX_OFFSET": "seconds of offset to Ably's clock beyond which /readyz fails (default 30)",
 }
 
+#: Which setting an issuer problem from OIDC_ISSUER's settings is about (by a word of its message).
+_ISSUER_SETTINGS = (("audience", "OIDC_AUDIENCE"), ("client_id_prefix", "OIDC_CLIENT_ID_PREFIX"))
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 T = TypeVar("T")
@@ -180,6 +186,8 @@ class Settings:
     #: The page's "Log in with <provider>" client at OIDC_ISSUER (None: no button).
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = field(default=None, repr=False)
+    #: Where browsers reach the service (scheme://host[:port], no trailing slash), or None.
+    public_url: str | None = None
 
     @property
     def provider_login(self) -> str | None:
@@ -416,7 +424,13 @@ class _Reader:
         issuer = self.raw("OIDC_ISSUER")
         from_env: tuple[UpstreamIssuer, ...] = ()
         if issuer is None:
-            for name in ("OIDC_AUDIENCE", "OIDC_CLIENT_ID_CLAIM", "OIDC_ROLE_CLAIM", "OIDC_CLIENT_ID"):
+            for name in (
+                "OIDC_AUDIENCE",
+                "OIDC_CLIENT_ID_CLAIM",
+                "OIDC_CLIENT_ID_PREFIX",
+                "OIDC_ROLE_CLAIM",
+                "OIDC_CLIENT_ID",
+            ):
                 if self.raw(name) is not None:
                     self.problems.append(f"{name}: set OIDC_ISSUER too (it belongs to the issuer OIDC_ISSUER names)")
         else:
@@ -428,17 +442,22 @@ class _Reader:
                         issuer=issuer,
                         audience=audience,
                         client_id_claim=self.raw("OIDC_CLIENT_ID_CLAIM"),
+                        client_id_prefix=self.raw("OIDC_CLIENT_ID_PREFIX"),
                         role_claim=self.raw("OIDC_ROLE_CLAIM"),
                         leeway=leeway,
                         name=self.raw("OIDC_PROVIDER_NAME"),
                     ),
                 )
             except UpstreamConfigError as exc:
-                name = "OIDC_AUDIENCE" if "audience" in str(exc) else "OIDC_ISSUER"
+                name = next((n for w, n in _ISSUER_SETTINGS if w in str(exc)), "OIDC_ISSUER")
                 self.problems.append(f"{name}: {exc}")
             if self.raw("OIDC_CLIENT_SECRET") is not None and self.raw("OIDC_CLIENT_ID") is None:
                 self.problems.append("OIDC_CLIENT_SECRET: set OIDC_CLIENT_ID too")
         listed = tuple(i for i in policy.issuers if all(i.issuer != e.issuer for e in from_env))
+        try:
+            check_distinct_client_ids(from_env + listed)
+        except UpstreamConfigError as exc:
+            self.problems.append(f"OIDC_ISSUER: {exc}")
         return from_env + listed
 
     def settings(self) -> Settings:
@@ -557,10 +576,18 @@ class _Reader:
     def features(self, found: dict[str, Any]) -> dict[str, Any]:
         """The fields of :class:`Settings` after the edge's: providers, revocation, time sync."""
         issuers = found["issuers"]
+        client_id = self.raw("OIDC_CLIENT_ID") if issuers else None
+        public_url = self.parse("AUTHSERVER_PUBLIC_URL", None, _public_url)
+        if client_id and public_url is None and self.raw("AUTHSERVER_PUBLIC_URL") is None:
+            self.problems.append(
+                "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID (the address browsers use, e.g."
+                " https://chat.example.com: the provider sends its users back to <it>/login/oidc/callback)"
+            )
         return dict(
             oidc_issuers=issuers,
-            oidc_client_id=self.raw("OIDC_CLIENT_ID") if issuers else None,
+            oidc_client_id=client_id,
             oidc_client_secret=self.raw("OIDC_CLIENT_SECRET"),
+            public_url=public_url,
             revocable_tokens=self.boolean("ABLY_REVOCABLE_TOKENS", True),
             iat_margin=self.integer("TOKEN_IAT_MARGIN", 5, 0, 60),
             time_sync=self.boolean("ABLY_TIME_SYNC", False),
@@ -621,6 +648,26 @@ def _endpoint(value: str) -> str:
     except ValueError:
         raise ValueError("has an invalid port") from None
     return value.rstrip("/")
+
+
+_NETLOC = re.compile(r"([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?", re.IGNORECASE)
+
+
+def _public_url(value: str) -> str:
+    """``scheme://host[:port]`` of an absolute http(s) URL whose path is at most "/" (no query, fragment or
+    user), without the slash: the base of the redirect_uri the provider login sends."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise ValueError("must be an absolute http(s)://host[:port] URL")  # NOTE: never echo: it may hold credentials
+    if parts.path not in ("", "/") or "?" in value or "#" in value:
+        raise ValueError("must be just scheme://host[:port], without a path, query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if not _NETLOC.fullmatch(parts.netloc):
+        raise ValueError("must be just scheme://host[:port] (a host name or an IP address)")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _redis_url(value: str) -> str:

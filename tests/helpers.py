@@ -35,12 +35,25 @@ class FakeClock:
         self.now += seconds
 
 
+def bound_socket() -> socket.socket:
+    """A socket bound to a free port of 127.0.0.1 (``getsockname()[1]``), for :func:`running_server`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 @contextmanager
 def running_server(
-    app: Any, *, port: int = 0, lifespan: Literal["auto", "on", "off"] = "on", timeout: float = 10.0
+    app: Any,
+    *,
+    port: int = 0,
+    lifespan: Literal["auto", "on", "off"] = "on",
+    timeout: float = 10.0,
+    sock: socket.socket | None = None,
 ) -> Iterator[str]:
-    """Run an ASGI app under a real uvicorn on 127.0.0.1 (``port`` 0: a free one) in a thread; yield its
-    base URL."""
+    """Run an ASGI app under a real uvicorn on 127.0.0.1 (``port`` 0: a free one; or on ``sock``, bound
+    beforehand by :func:`bound_socket`, when the app must know its URL) in a thread; yield its base URL."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -51,7 +64,7 @@ def running_server(
         timeout_keep_alive=60,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock] if sock else None}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:

@@ -624,3 +624,51 @@ def test_a_role_whose_max_ttl_cuts_tokens_under_35_seconds_gets_the_warning_too(
     assert len(warnings) == 1
     assert warnings[0].startswith("role 'user' max_ttl=20s is under 35s")
     assert short_ttl_warnings(load({"TOKEN_TTL": "10"})) == [short_ttl_warning(10)]
+
+
+# --- AUTHSERVER_PUBLIC_URL: where browsers reach the service (the provider login's redirect_uri) -------
+
+
+@pytest.mark.parametrize(
+    ("value", "public_url"),
+    [
+        ("https://chat.example.com", "https://chat.example.com"),
+        ("https://chat.example.com/", "https://chat.example.com"),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("https://[2001:db8::1]:8443/", "https://[2001:db8::1]:8443"),
+    ],
+)
+def test_the_public_url_is_an_origin_without_its_last_slash(value: str, public_url: str) -> None:
+    assert load({"AUTHSERVER_PUBLIC_URL": value}).public_url == public_url
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "chat.example.com",
+        "ftp://chat.example.com",
+        "https://",
+        "https://chat.example.com/auth",
+        "https://chat.example.com/?next=/",
+        "https://chat.example.com/#top",
+        "https://user:secret@chat.example.com",
+        "https://chat.example.com:99999",
+        "https://chat.example.com?",
+        "https://chat.example.com/#",
+        "https://chat.example.com\\@evil.example",
+        "https://chat example.com",
+    ],
+)
+def test_a_public_url_with_a_path_query_fragment_or_credentials_is_refused(value: str) -> None:
+    [problem] = problems_of({"AUTHSERVER_PUBLIC_URL": value})
+    assert problem.startswith("AUTHSERVER_PUBLIC_URL: ")
+    assert "secret" not in problem
+
+
+def test_provider_login_needs_the_public_url() -> None:
+    provider = {"OIDC_ISSUER": "https://idp.example.com", "OIDC_AUDIENCE": "chat", "OIDC_CLIENT_ID": "page"}
+    with pytest.raises(ConfigError) as refused:
+        load(provider)
+    assert "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID" in refused.value.message
+    settings = load({**provider, "AUTHSERVER_PUBLIC_URL": "https://chat.example.com"})
+    assert settings.provider_login == "idp.example.com"

@@ -49,16 +49,18 @@ def _provider_lines(settings: Settings) -> list[str]:
     lines: list[str] = []
     for upstream in settings.oidc_issuers:
         roles = f"roles from claim {upstream.role_claim!r}, else " if upstream.role_claim else "role "
+        source = f"{upstream.client_id_prefix!r} + " if upstream.client_id_prefix else "from "
+        source += f"claim {upstream.client_id_claim!r}"
         lines.append(
-            f"  identity provider: {upstream.issuer} (audience {', '.join(upstream.audience)}; clientId from claim"
-            f" {upstream.client_id_claim!r}; {roles}{upstream.role or settings.policy.default_role!r};"
+            f"  identity provider: {upstream.issuer} (audience {', '.join(upstream.audience)}; clientId {source};"
+            f" {roles}{upstream.role or settings.policy.default_role!r};"
             f" leeway {upstream.leeway}s)"
         )
     if settings.provider_login is not None:
         kind = "confidential client" if settings.oidc_client_secret else "public client, PKCE only"
         lines.append(
             f"  page login: 'Log in with {settings.provider_login}' as client {settings.oidc_client_id} ({kind});"
-            " register the redirect URI <this service>/login/oidc/callback"
+            f" register the redirect URI {settings.public_url}/login/oidc/callback"
         )
     if settings.allowed_origins:
         lines.append(f"  trusted front-end origins (CORS and CSRF): {', '.join(settings.allowed_origins)}")

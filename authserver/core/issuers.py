@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from authserver.core.clientids import MAX_CLIENT_ID_CHARS, is_safe_client_id
 
 #: Asymmetric algorithms only: ``none`` and every HMAC algorithm are refused, so a provider's public key
 #: can never be used as an HMAC secret (key confusion).
@@ -27,7 +29,7 @@ KEY_TYPES: Mapping[str, tuple[str, str | None]] = {
 DEFAULT_LEEWAY = 30
 MAX_LEEWAY = 300
 _ISSUER_FIELDS = frozenset(
-    {"issuer", "audience", "client_id_claim", "role_claim", "role", "algorithms", "leeway", "name"}
+    {"issuer", "audience", "client_id_claim", "client_id_prefix", "role_claim", "role", "algorithms", "leeway", "name"}
 )
 
 
@@ -42,6 +44,8 @@ class UpstreamIssuer:
     :ivar issuer: the exact ``iss`` of its tokens (also where discovery is: ``{issuer}/.well-known/...``).
     :ivar audience: accepted ``aud`` values (a token must name at least one).
     :ivar client_id_claim: the claim whose value becomes the Ably clientId (default ``sub``).
+    :ivar client_id_prefix: prepended to that value (``"acme."``), so that two providers' users never
+        share a clientId; "" for none (at most one trusted provider may have none).
     :ivar role_claim: optional claim (a string or a list of strings) naming policy roles.
     :ivar role: the role of this provider's callers when the role claim names none (default: the
         policy's ``default_role``).
@@ -55,6 +59,11 @@ class UpstreamIssuer:
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     leeway: int = DEFAULT_LEEWAY
     name: str = ""
+    client_id_prefix: str = ""
+
+    def client_id_for(self, value: str) -> str:
+        """The clientId of the user whose clientId claim is ``value`` (the safe-set check comes after)."""
+        return self.client_id_prefix + value
 
     @property
     def source(self) -> str:
@@ -104,6 +113,7 @@ def make_issuer(
     algorithms: Sequence[str] | None = None,
     leeway: int | None = None,
     name: str | None = None,
+    client_id_prefix: str | None = None,
 ) -> UpstreamIssuer:
     """A validated :class:`UpstreamIssuer`.
 
@@ -126,6 +136,11 @@ def make_issuer(
     bad_leeway = not isinstance(leeway, int) or isinstance(leeway, bool) or not 0 <= leeway <= MAX_LEEWAY
     if leeway is not None and bad_leeway:
         raise UpstreamConfigError(f"issuer {issuer}: leeway must be 0..{MAX_LEEWAY} seconds")
+    if client_id_prefix and not _usable_prefix(client_id_prefix):
+        raise UpstreamConfigError(
+            f"issuer {issuer}: client_id_prefix must be 1-{MAX_CLIENT_ID_CHARS - 1} of the clientId safe set"
+            " (letters, digits, _ . @ + -), starting with a letter or digit, e.g. 'acme.'"
+        )
     return UpstreamIssuer(
         issuer=issuer,
         audience=audiences,
@@ -135,7 +150,50 @@ def make_issuer(
         algorithms=algs,
         leeway=DEFAULT_LEEWAY if leeway is None else leeway,
         name=name or "",
+        client_id_prefix=client_id_prefix or "",
     )
+
+
+def _usable_prefix(prefix: object) -> bool:
+    return isinstance(prefix, str) and len(prefix) < MAX_CLIENT_ID_CHARS and is_safe_client_id(prefix)
+
+
+def check_distinct_client_ids(issuers: Iterable[UpstreamIssuer]) -> None:
+    """Two trusted issuers can never mint the same clientId: every one but one has a ``client_id_prefix``,
+    and no prefix begins another (with ``acme.`` and ``acme.eu.``, ``eu.bob`` of the first and ``bob``
+    of the second would both be ``acme.eu.bob``). What the unprefixed one may not mint is
+    :func:`foreign_prefix`'s.
+
+    :raises UpstreamConfigError: naming the issuers at fault.
+    """
+    issuers = list(issuers)
+    plain = [i.issuer for i in issuers if not i.client_id_prefix]
+    if len(plain) > 1:
+        raise UpstreamConfigError(
+            f"issuers {', '.join(plain)} all map a claim straight to the clientId, so their users could share"
+            " a clientId (its private channels, presence and revocations): give each but one a client_id_prefix"
+            " ([[issuers]] client_id_prefix; OIDC_CLIENT_ID_PREFIX for OIDC_ISSUER)"
+        )
+    prefixed = [i for i in issuers if i.client_id_prefix]
+    for one in prefixed:
+        for other in prefixed:
+            if one is not other and other.client_id_prefix.startswith(one.client_id_prefix):
+                raise UpstreamConfigError(
+                    f"issuers {one.issuer} and {other.issuer}: client_id_prefix {other.client_id_prefix!r} begins"
+                    f" with {one.client_id_prefix!r}, so their users could share a clientId: no prefix may begin"
+                    " another"
+                )
+
+
+def foreign_prefix(client_id: str, upstream: UpstreamIssuer, issuers: Iterable[UpstreamIssuer]) -> str | None:
+    """The prefix of another trusted issuer that ``client_id``, minted by the unprefixed ``upstream``,
+    begins with (its user would share a clientId with that issuer's), or None."""
+    if upstream.client_id_prefix:
+        return None  # distinct prefixes, none beginning another: nothing to collide with
+    for other in issuers:
+        if other.issuer != upstream.issuer and other.client_id_prefix and client_id.startswith(other.client_id_prefix):
+            return other.client_id_prefix
+    return None
 
 
 def parse_issuer_table(data: Any, index: int) -> UpstreamIssuer:
@@ -151,7 +209,7 @@ def parse_issuer_table(data: Any, index: int) -> UpstreamIssuer:
     issuer = data.get("issuer")
     if not isinstance(issuer, str) or not issuer:
         raise UpstreamConfigError(f"issuers[{index}] needs an issuer URL")
-    for name in ("client_id_claim", "role_claim", "role", "name"):
+    for name in ("client_id_claim", "client_id_prefix", "role_claim", "role", "name"):
         if name in data and not isinstance(data[name], str):
             raise UpstreamConfigError(f"issuers[{index}].{name} must be a string")
     algorithms = data.get("algorithms")
@@ -166,4 +224,5 @@ def parse_issuer_table(data: Any, index: int) -> UpstreamIssuer:
         algorithms=algorithms,
         leeway=data.get("leeway"),
         name=data.get("name"),
+        client_id_prefix=data.get("client_id_prefix"),
     )

@@ -19,6 +19,7 @@ A policy file is TOML or JSON::
     audience = "https://chat.example.com"
     role_claim = "https://chat.example.com/roles"
     role = "user"                    # role when the role claim names none (default: default_role)
+    client_id_prefix = "auth0."      # before the claim's value; every trusted issuer but one needs one
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ from authserver.core.channelclaims import (
     worst_case_jwt_bytes,
 )
 from authserver.core.clientids import MAX_CLIENT_ID_CHARS
-from authserver.core.issuers import UpstreamConfigError, UpstreamIssuer, parse_issuer_table
+from authserver.core.issuers import (
+    UpstreamConfigError,
+    UpstreamIssuer,
+    check_distinct_client_ids,
+    parse_issuer_table,
+)
 from authserver.errors import AuthServerError, CapabilityError, ForbiddenError
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.toml")
@@ -125,6 +131,10 @@ def _parse_issuers(raw: object, roles: Mapping[str, Role]) -> tuple[UpstreamIssu
         if any(seen.issuer == issuer.issuer for seen in issuers):
             raise PolicyError(f"issuers[{index}]: issuer {issuer.issuer} is listed twice")
         issuers.append(issuer)
+    try:
+        check_distinct_client_ids(issuers)
+    except UpstreamConfigError as exc:
+        raise PolicyError(str(exc)) from None
     return tuple(issuers)
 
 

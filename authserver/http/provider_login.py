@@ -6,11 +6,16 @@ the ID token with the same verifier as bearer tokens (audience: the page's clien
 ordinary server-side session whose source is ``oidc:<issuer>``, then redirects to the page. Renewal,
 logout and revocation then work exactly as for accounts.
 
+The redirect URI sent to the provider is ``AUTHSERVER_PUBLIC_URL`` + ``/login/oidc/callback``, never
+built from the request's ``Host`` (which a client chooses: a lax provider would hand the code to it).
+
 The flow's own state (code verifier, nonce, redirect URI) stays in server memory for ten minutes,
 keyed by ``state`` (in Redis too when ``REDIS_URL`` is set, so that any worker or machine can answer
 the callback); the browser holds only a signed marker (Starlette's session cookie,
-SameSite=Lax so that it comes back with the provider's redirect) that binds the callback to it.
-Neither the code, the verifier nor any token is logged.
+SameSite=Lax so that it comes back with the provider's redirect) that binds the callback to it. A
+callback without the marker of its ``state`` is refused before the flow is looked at, so whoever
+learns a victim's ``state`` cannot end the victim's flow. Neither the code, the verifier nor any
+token is logged.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from authserver.core.issuers import UpstreamIssuer
-from authserver.errors import AuthServerError
+from authserver.errors import AuthServerError, ConfigError
 from authserver.http.sessioncookie import start_session
 from authserver.identity.oidc.bearer import UpstreamVerifier
 from authserver.infra.redislink import RedisLink, unreachable_errors
@@ -112,25 +117,30 @@ def _failed(reason: str) -> Response:
     return RedirectResponse("/?" + urlencode({"login_error": reason[:200]}), status_code=303)
 
 
-def provider_login_routes(svc: Services) -> list[BaseRoute]:
-    """The two routes of the code flow, or none when OIDC_CLIENT_ID is not set."""
-    settings = svc.settings
-    if not settings.oidc_client_id or not settings.oidc_issuers or svc.upstream is None:
-        return []
+def flow_marker(request: Request, client_name: str) -> bool:
+    """Whether this browser began the flow the callback's ``state`` names (its flow cookie holds the marker).
+
+    NOTE: Authlib's callback deletes the flow named by ``state`` whether or not the marker matched (and
+    then refuses), so a stranger's callback would end the victim's flow: it is checked here first. The
+    key is Authlib's (``_state_<client>_<state>``); the browser test of the whole flow fails if it moves.
+    """
+    state = request.query_params.get("state")
+    return bool(state) and request.session.get(f"_state_{client_name}_{state}") is not None
+
+
+def _oauth_client(svc: Services, upstream: UpstreamIssuer) -> Any:
+    """Authlib's client for the page at ``upstream``."""
     # Authlib's debug lines quote the PKCE code verifier and tokens: they are never let through.
     logging.getLogger("authlib").setLevel(logging.INFO)
-    from authlib.integrations.starlette_client import OAuth, OAuthError  # only when configured (memory)
+    from authlib.integrations.starlette_client import OAuth  # only when configured (memory)
 
-    upstream = settings.oidc_issuers[0]
-    # An ID token's audience is the client id of the page, not the API audience of bearer tokens.
-    id_tokens: UpstreamIssuer = replace(upstream, audience=(settings.oidc_client_id,))
-    verifier: UpstreamVerifier = svc.upstream
+    settings = svc.settings
     # With REDIS_URL every worker and machine sees the flows; without it, one process's memory.
     oauth = OAuth(cache=SharedFlowCache(svc.redis, FlowCache()) if svc.redis is not None else FlowCache())
     client_kwargs: dict[str, Any] = {"scope": "openid", "code_challenge_method": "S256", "timeout": 10.0}
     if not settings.oidc_client_secret:
         client_kwargs["token_endpoint_auth_method"] = "none"  # noqa: S105 - a public client: PKCE only
-    client: Any = oauth.register(
+    return oauth.register(
         "provider",
         client_id=settings.oidc_client_id,
         client_secret=settings.oidc_client_secret,
@@ -138,15 +148,35 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
         client_kwargs=client_kwargs,
     )
 
+
+def provider_login_routes(svc: Services) -> list[BaseRoute]:
+    """The two routes of the code flow, or none when OIDC_CLIENT_ID is not set."""
+    settings = svc.settings
+    if not settings.oidc_client_id or not settings.oidc_issuers or svc.upstream is None:
+        return []
+    if settings.public_url is None:  # load_settings refuses this; a hand-made Settings might not
+        raise ConfigError(["AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID"])
+    redirect_uri = settings.public_url + CALLBACK_PATH
+    from authlib.integrations.starlette_client import OAuthError  # only when configured (memory)
+
+    upstream = settings.oidc_issuers[0]
+    # An ID token's audience is the client id of the page, not the API audience of bearer tokens.
+    id_tokens: UpstreamIssuer = replace(upstream, audience=(settings.oidc_client_id,))
+    verifier: UpstreamVerifier = svc.upstream
+    client = _oauth_client(svc, upstream)
+
     async def begin(request: Request) -> Response:
         try:
-            response: Response = await client.authorize_redirect(request, str(request.url_for("oidc_callback")))
+            response: Response = await client.authorize_redirect(request, redirect_uri)
         except (OAuthError, OSError, ValueError) as exc:
             log.warning("log in with %s: cannot start (%s)", upstream.display_name, type(exc).__name__)
             return _failed(f"{upstream.display_name} cannot be reached; try again later")
         return response
 
     async def callback(request: Request) -> Response:
+        if "error" not in request.query_params and not flow_marker(request, client.name):
+            log.info("log in with %s refused: a callback without its flow cookie", upstream.display_name)
+            return _failed(f"{upstream.display_name} login did not complete (not begun in this browser)")
         try:
             token = await client.authorize_access_token(request)
         except OAuthError as exc:

@@ -15,7 +15,9 @@ from authserver.core.issuers import (
     MAX_LEEWAY,
     UpstreamConfigError,
     UpstreamIssuer,
+    check_distinct_client_ids,
     check_url,
+    foreign_prefix,
     is_loopback,
     make_issuer,
     parse_issuer_table,
@@ -203,3 +205,69 @@ def test_a_bad_table_is_refused_naming_its_index_and_field(table: Any, problem: 
 def test_a_tables_values_are_checked_as_make_issuer_checks_them() -> None:
     with pytest.raises(UpstreamConfigError, match="an audience is required"):
         parse_issuer_table({"issuer": ISSUER}, 0)
+
+
+# --- clientId prefixes: two issuers never share a clientId ----------------------------------------
+
+
+def test_a_prefix_is_prepended_to_the_claim_value() -> None:
+    upstream = make_issuer(issuer=ISSUER, audience="chat", client_id_prefix="acme.")
+    assert upstream.client_id_prefix == "acme."
+    assert upstream.client_id_for("alice") == "acme.alice"
+    assert make_issuer(issuer=ISSUER, audience="chat").client_id_for("alice") == "alice"
+
+
+def test_a_table_may_give_its_issuer_a_prefix() -> None:
+    table = {"issuer": ISSUER, "audience": "a", "client_id_prefix": "kc-"}
+    assert parse_issuer_table(table, 0).client_id_prefix == "kc-"
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "acme:",  # ':' would add a channel segment: outside the safe set
+        "*",
+        "a{b}",
+        "-acme",  # a clientId starts with a letter or digit
+        "acme/",
+        "x" * 64,  # leaves no room for the claim value
+    ],
+)
+def test_a_prefix_outside_the_client_id_safe_set_is_refused(prefix: str) -> None:
+    with pytest.raises(UpstreamConfigError, match="client_id_prefix"):
+        make_issuer(issuer=ISSUER, audience="chat", client_id_prefix=prefix)
+
+
+def test_one_issuer_alone_needs_no_prefix() -> None:
+    check_distinct_client_ids([make_issuer(issuer=ISSUER, audience="chat")])  # no error
+
+
+def test_every_issuer_but_one_needs_a_prefix_and_the_unprefixed_ones_are_named() -> None:
+    first = make_issuer(issuer=ISSUER, audience="chat")
+    second = make_issuer(issuer="https://kc.example.com/realms/chat", audience="chat")
+    third = make_issuer(issuer="https://login.example.org", audience="chat", client_id_prefix="org.")
+    check_distinct_client_ids([first, third])
+    with pytest.raises(UpstreamConfigError) as refused:
+        check_distinct_client_ids([first, second, third])
+    message = str(refused.value)
+    assert ISSUER in message and "https://kc.example.com/realms/chat" in message
+    assert "login.example.org" not in message
+    assert "client_id_prefix" in message
+
+
+@pytest.mark.parametrize(("one", "other"), [("acme.", "acme."), ("acme.", "acme.eu."), ("a", "ab")])
+def test_no_prefix_may_begin_another(one: str, other: str) -> None:
+    """With "acme." and "acme.eu.", "eu.bob" of the first and "bob" of the second are both "acme.eu.bob"."""
+    first = make_issuer(issuer=ISSUER, audience="chat", client_id_prefix=one)
+    second = make_issuer(issuer="https://kc.example.com", audience="chat", client_id_prefix=other)
+    with pytest.raises(UpstreamConfigError, match=f"'{other}'.*'{one}'|'{one}'.*'{other}'"):
+        check_distinct_client_ids([first, second])
+
+
+def test_the_unprefixed_issuer_may_not_mint_a_client_id_under_another_issuers_prefix() -> None:
+    plain = make_issuer(issuer=ISSUER, audience="chat")
+    acme = make_issuer(issuer="https://kc.example.com", audience="chat", client_id_prefix="acme.")
+    issuers = [plain, acme]
+    assert foreign_prefix("acme.bob", plain, issuers) == "acme."
+    assert foreign_prefix("bob", plain, issuers) is None
+    assert foreign_prefix("acme.bob", acme, issuers) is None  # its own prefix

@@ -339,3 +339,60 @@ def test_a_role_with_claims_gets_a_final_403_for_a_token_request(
     response = claims_client.get("/auth", params={"format": "tokenrequest"}, headers=bearer(token))
     assert response.status_code == 403, response.text
     assert "only a JWT carries" in response.json()["error"]["message"]
+
+
+def two_issuers_policy(tmp_path: Any, other: Provider, prefix: str = "b.") -> str:
+    policy_file = tmp_path / "two-issuers.toml"
+    policy_file.write_text(
+        'default_role = "user"\n[roles.user.capability]\n"private:{clientId}" = ["*"]\n'
+        f'[[issuers]]\nissuer = "{other.issuer}"\naudience = "{AUDIENCE}"\nclient_id_prefix = "{prefix}"\n',
+        encoding="utf-8",
+    )
+    return str(policy_file)
+
+
+def test_two_issuers_users_with_the_same_sub_get_different_client_ids_and_channels(
+    shared_provider: Provider, own_provider: Provider, make_client: ClientFactory, tmp_path: Any
+) -> None:
+    """Issuer B's "alice" is not issuer A's "alice": B's prefix is in the clientId and in {clientId}."""
+    client = make_client(shared_provider, AUTHSERVER_POLICY=two_issuers_policy(tmp_path, own_provider))
+    of_a = ably_claims(client.get("/auth", headers=bearer(shared_provider.sign(sub="alice"))))
+    of_b = ably_claims(client.get("/auth", headers=bearer(own_provider.sign(sub="alice"))))
+    assert (of_a["x-ably-clientId"], of_b["x-ably-clientId"]) == ("alice", "b.alice")
+    assert json.loads(of_a["x-ably-capability"]) == {"private:alice": ["*"]}
+    assert json.loads(of_b["x-ably-capability"]) == {"private:b.alice": ["*"]}
+    session = client.get("/session", headers=bearer(own_provider.sign(sub="alice")))
+    assert session.json()["clientId"] == "b.alice"
+
+
+def test_the_prefix_comes_before_the_safe_set_check(
+    shared_provider: Provider, own_provider: Provider, make_client: ClientFactory, tmp_path: Any
+) -> None:
+    client = make_client(shared_provider, AUTHSERVER_POLICY=two_issuers_policy(tmp_path, own_provider))
+    # "_bob" cannot start a clientId, "b._bob" can; 63 characters fit alone, not after the prefix.
+    assert (
+        ably_claims(client.get("/auth", headers=bearer(own_provider.sign(sub="_bob"))))["x-ably-clientId"] == "b._bob"
+    )
+    too_long = client.get("/auth", headers=bearer(own_provider.sign(sub="x" * 63)))
+    assert too_long.status_code == 403 and "longer than 64" in too_long.json()["error"]["message"]
+
+
+def test_the_unprefixed_issuers_user_cannot_take_a_client_id_under_anothers_prefix(
+    shared_provider: Provider, own_provider: Provider, make_client: ClientFactory, tmp_path: Any
+) -> None:
+    """Issuer A's user named "b.alice" would be issuer B's "alice": refused, final."""
+    client = make_client(shared_provider, AUTHSERVER_POLICY=two_issuers_policy(tmp_path, own_provider))
+    response = client.get("/auth", headers=bearer(shared_provider.sign(sub="b.alice")))
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == 40300
+    assert "'b.'" in response.json()["error"]["message"]
+
+
+def test_the_oidc_issuer_may_have_a_prefix_too(
+    shared_provider: Provider, own_provider: Provider, make_client: ClientFactory, tmp_path: Any
+) -> None:
+    policy = two_issuers_policy(tmp_path, own_provider, prefix="")  # B unprefixed, A prefixed instead
+    client = make_client(shared_provider, AUTHSERVER_POLICY=policy, OIDC_CLIENT_ID_PREFIX="a.")
+    of_a = ably_claims(client.get("/auth", headers=bearer(shared_provider.sign(sub="alice"))))
+    of_b = ably_claims(client.get("/auth", headers=bearer(own_provider.sign(sub="alice"))))
+    assert (of_a["x-ably-clientId"], of_b["x-ably-clientId"]) == ("a.alice", "alice")

@@ -73,6 +73,7 @@ default_role = "user"
 issuer = "https://tenant.eu.auth0.com/"
 audience = "https://chat.example.com"
 role_claim = "https://chat.example.com/roles"
+client_id_prefix = "auth0."
 
 [[issuers]]
 issuer = "https://keycloak.example.com/realms/chat"
@@ -80,6 +81,7 @@ audience = ["chat-web", "account"]
 client_id_claim = "preferred_username"
 role_claim = "realm_access.roles"
 role = "staff"
+client_id_prefix = "kc-"
 """
 
 
@@ -99,7 +101,9 @@ def test_check_lists_the_providers_of_the_environment_and_the_policy_file(check:
         " claim 'email'; role 'user'; leeway 30s)"
     ) in lines
     assert any("https://tenant.eu.auth0.com/" in line and "roles from claim" in line for line in lines)
-    assert any("realms/chat (audience chat-web, account; clientId from claim 'preferred_username'" in x for x in lines)
+    assert any(
+        "realms/chat (audience chat-web, account; clientId 'kc-' + claim 'preferred_username'" in x for x in lines
+    )
     assert "  trusted front-end origins (CORS and CSRF): https://app.example.com" in lines
 
 
@@ -121,12 +125,79 @@ def test_check_refuses_a_bad_issuers_table(check: Check, tmp_path: Path, table: 
     assert message in result.err
 
 
+def test_check_and_serve_refuse_two_issuers_without_a_client_id_prefix_naming_them(
+    check: Check, tmp_path: Path
+) -> None:
+    (tmp_path / "policy.toml").write_text(POLICY.replace('client_id_prefix = "auth0."', ""), encoding="utf-8")
+    env = {
+        "AUTHSERVER_POLICY": str(tmp_path / "policy.toml"),
+        "OIDC_ISSUER": "https://accounts.google.com",
+        "OIDC_AUDIENCE": "1234.apps.googleusercontent.com",
+    }
+    result = check(**env)
+    assert result.code == EXIT_CONFIG
+    assert "issuers https://accounts.google.com, https://tenant.eu.auth0.com/ all map a claim straight" in result.err
+    assert "keycloak" not in result.err
+    assert main(["serve"]) == EXIT_CONFIG
+    assert "client_id_prefix" in check.capsys.readouterr().err
+
+    result = check(OIDC_CLIENT_ID_PREFIX="google.")
+    assert result.code == EXIT_OK, result.err
+    assert "clientId 'google.' + claim 'sub'" in result.out
+
+
+def test_check_refuses_two_unprefixed_issuers_in_the_policy_file(check: Check, tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text(POLICY.replace('client_id_prefix = "kc-"', ""), encoding="utf-8")
+    (tmp_path / "policy.toml").write_text(
+        (tmp_path / "policy.toml").read_text().replace('client_id_prefix = "auth0."', ""), encoding="utf-8"
+    )
+    result = check(AUTHSERVER_POLICY=str(tmp_path / "policy.toml"))
+    assert result.code == EXIT_CONFIG
+    assert (
+        "AUTHSERVER_POLICY: issuers https://tenant.eu.auth0.com/, https://keycloak.example.com/realms/chat"
+        in result.err
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OIDC_CLIENT_ID_PREFIX": "acme:"}, "OIDC_CLIENT_ID_PREFIX: issuer https://i.example: client_id_prefix"),
+        ({"OIDC_CLIENT_ID_PREFIX": "a."}, "OIDC_CLIENT_ID_PREFIX: set OIDC_ISSUER too"),
+    ],
+)
+def test_check_refuses_an_unusable_oidc_client_id_prefix(check: Check, env: dict[str, str], message: str) -> None:
+    if "set OIDC_ISSUER" not in message:
+        env = {**env, "OIDC_ISSUER": "https://i.example", "OIDC_AUDIENCE": "a"}
+    result = check(**env)
+    assert result.code == EXIT_CONFIG
+    assert message in result.err
+
+
+def test_check_and_serve_refuse_provider_login_without_the_public_url(check: Check) -> None:
+    """The redirect_uri sent to the provider comes from AUTHSERVER_PUBLIC_URL, never from a Host header."""
+    provider = {"OIDC_ISSUER": "https://idp.example.com", "OIDC_AUDIENCE": "chat", "OIDC_CLIENT_ID": PAGE_CLIENT_ID}
+    result = check(**provider)
+    assert result.code == EXIT_CONFIG
+    assert "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID" in result.err
+    assert main(["serve"]) == EXIT_CONFIG
+    assert "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID" in check.capsys.readouterr().err
+
+    result = check(AUTHSERVER_PUBLIC_URL="https://chat.example.com/")
+    assert result.code == EXIT_OK, result.err
+    assert "register the redirect URI https://chat.example.com/login/oidc/callback" in result.out
+
+
 @pytest.mark.node
 def test_check_online_fetches_discovery_and_keys_and_says_what_it_found(
     check: Check, shared_provider: Provider
 ) -> None:
     result = check(
-        "--online", OIDC_ISSUER=shared_provider.issuer, OIDC_AUDIENCE=AUDIENCE, OIDC_CLIENT_ID=PAGE_CLIENT_ID
+        "--online",
+        OIDC_ISSUER=shared_provider.issuer,
+        OIDC_AUDIENCE=AUDIENCE,
+        OIDC_CLIENT_ID=PAGE_CLIENT_ID,
+        AUTHSERVER_PUBLIC_URL="https://chat.example.com",
     )
     assert result.code == EXIT_OK, result.err
     found = [line for line in result.out.splitlines() if line.startswith("  online:")]

@@ -20,7 +20,7 @@ from authserver.sandbox import create_sandbox_app
 
 from .conftest import NODE_MODULES, PAGE_CLIENT_ID, PAGE_CLIENT_SECRET, Provider, oidc_env, unique
 from conftest import SettingsFactory
-from helpers import KEY_NAME, KEY_SECRET, running_server
+from helpers import KEY_NAME, KEY_SECRET, bound_socket, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.node]
 CHROMIUM = "/usr/bin/chromium"
@@ -38,7 +38,9 @@ def site(own_provider: Provider, make_settings: SettingsFactory) -> Iterator[Sit
     if not (NODE_MODULES / "ably" / "build" / "ably.min.js").is_file():
         pytest.skip("ably-js is not installed under .cache/node (scripts/setup --test installs it)")
     sandbox = create_sandbox_app([AblyKey(KEY_NAME, KEY_SECRET)])
-    with running_server(sandbox) as sandbox_url:
+    # The service's address is its public URL (the redirect_uri), so its socket is bound first.
+    with running_server(sandbox) as sandbox_url, bound_socket() as sock:
+        public_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         settings = make_settings(
             TOKEN_TTL="33",
             ABLY_ENDPOINT=sandbox_url,
@@ -46,10 +48,12 @@ def site(own_provider: Provider, make_settings: SettingsFactory) -> Iterator[Sit
             OIDC_CLIENT_ID=PAGE_CLIENT_ID,
             OIDC_CLIENT_SECRET=PAGE_CLIENT_SECRET,
             OIDC_PROVIDER_NAME="Test IdP",
+            AUTHSERVER_PUBLIC_URL=public_url,
             **oidc_env(own_provider),
         )
         assert not settings.demo_login
-        with running_server(create_app(settings)) as url:
+        with running_server(create_app(settings), sock=sock) as url:
+            assert url == public_url
             own_provider.configure(redirect_uris=[f"{url}/login/oidc/callback"])
             yield Site(url, own_provider)
 
@@ -129,3 +133,39 @@ def test_a_callback_without_the_flow_it_belongs_to_is_refused(site: Site) -> Non
     assert response.status_code == 303
     assert "login_error" in response.headers["location"]
     assert "authserver_session" not in response.cookies
+
+
+def test_a_callback_with_a_victims_state_but_not_its_flow_cookie_leaves_the_victims_login_alone(
+    site: Site, page: Page
+) -> None:
+    """Whoever learns a victim's ``state`` (a log, a referrer) and calls the callback with it, with no flow
+    cookie or one of their own, is refused, and the victim's flow is still there: the victim logs in."""
+    states: list[str] = []
+    provider_auth = f"{site.provider.issuer}/auth"
+    page.on(
+        "request",
+        lambda request: (
+            states.extend(parse_qs(urlsplit(request.url).query).get("state", []))
+            if request.url.startswith(provider_auth + "?")
+            else None
+        ),
+    )
+    name = unique("vic")
+    page.goto(site.url)
+    page.get_by_test_id("provider-login").click()
+    expect(page.locator("input[name=login]")).to_be_visible(timeout=15_000)
+    [state] = states
+
+    callback = f"{site.url}/login/oidc/callback"
+    forged = httpx.get(callback, params={"code": "forged", "state": state}, follow_redirects=False)
+    assert forged.status_code == 303 and "login_error" in forged.headers["location"]
+    with httpx.Client(base_url=site.url) as attacker:  # with a flow cookie of the attacker's own
+        assert attacker.get("/login/oidc", follow_redirects=False).status_code == 302
+        forged = attacker.get(callback, params={"code": "forged", "state": state}, follow_redirects=False)
+        assert forged.status_code == 303 and "login_error" in forged.headers["location"]
+        assert "authserver_session" not in attacker.cookies
+
+    log_in_at_the_provider(page, name)
+    page.wait_for_url(f"{site.url}/", timeout=15_000)
+    expect(page.get_by_test_id("client-id")).to_have_text(name, timeout=15_000)
+    expect(page.get_by_test_id("error")).to_be_hidden()

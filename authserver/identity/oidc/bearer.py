@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from authserver.core.callers import Identity
-from authserver.core.issuers import UpstreamIssuer
+from authserver.core.issuers import UpstreamIssuer, foreign_prefix
 from authserver.core.policy import Policy
 from authserver.errors import ForbiddenError, NotAuthenticatedError
 from authserver.identity import Credentials
@@ -137,6 +137,11 @@ class UpstreamVerifier:
         key = await self.providers[upstream.issuer].key(kid)
         claims = verify(token, upstream, key, algorithm, now)
         identity = identity_from_claims(claims, upstream, self.policy)
+        others = foreign_prefix(identity.client_id, upstream, (p.upstream for p in self.providers.values()))
+        if others is not None:
+            raise ForbiddenError(
+                f"clientId {identity.client_id!r} begins with {others!r}, the clientId prefix of another trusted issuer"
+            )
         if self.taken is not None and await self.taken(identity.client_id):
             raise ForbiddenError(f"clientId {identity.client_id!r} belongs to a registered account here")
         return identity, float(claims["exp"])

@@ -1,10 +1,10 @@
 """Verified upstream claims -> an :class:`~authserver.identity.Identity`. Pure.
 
-The clientId comes from one claim (default ``sub``) and must be in the same safe set as account
-clientIds; it is never taken from a token parameter. The role is the first value of the role claim
-(a string or a list of strings) that names a policy role, else the issuer's role, else the policy's
-default role. A few allow-listed claims (``email``, ``name``...) are carried in the identity, for
-policy channel claims that quote them.
+The clientId is the issuer's ``client_id_prefix`` followed by one claim (default ``sub``), and must be
+in the same safe set as account clientIds; it is never taken from a token parameter. The role is the
+first value of the role claim (a string or a list of strings) that names a policy role, else the
+issuer's role, else the policy's default role. A few allow-listed claims (``email``, ``name``...) are
+carried in the identity, for policy channel claims that quote them.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def identity_from_claims(claims: Mapping[str, Any], upstream: UpstreamIssuer, po
     if not isinstance(value, str):
         raise ForbiddenError(f"the token has no string {upstream.client_id_claim!r} claim to use as the clientId")
     try:
-        client_id = check_client_id(value)
+        client_id = check_client_id(upstream.client_id_for(value))
     except ClientIdError as exc:
         claim = upstream.client_id_claim
         raise ForbiddenError(f"the token's {claim!r} claim is not a usable clientId: {exc.message}") from None
