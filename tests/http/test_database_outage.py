@@ -66,6 +66,7 @@ def test_an_outage_is_a_quick_503_with_retry_after_and_service_returns_with_the_
     service = make_service(DATABASE_URL=own_postgres.url("outage"))
     service.add_user("alice")
     assert _login(service)[0].status_code == 200
+    assert service.client.get("/auth").status_code == 200
 
     own_postgres.halt()
     to_503, answers = _until(service, 503, ANSWER_WITHIN)
@@ -75,6 +76,12 @@ def test_an_outage_is_a_quick_503_with_retry_after_and_service_returns_with_the_
     for _ in range(5):  # the breaker is open: every request answered at once, none waits for the pool
         response, took = _login(service)
         assert response.status_code == 503 and response.headers["retry-after"] == "1" and took < 0.2
+    assert service.client.get("/auth").status_code == 200  # a session resolved within the last second needs no database
+    service.clock.advance(2.0)  # past the session memory: /auth needs the database too
+    started = time.monotonic()
+    renewal = service.client.get("/auth")
+    assert renewal.status_code == 503 and renewal.headers["retry-after"] == "1"
+    assert time.monotonic() - started < 0.2
     ready = service.client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("database unavailable")
 
@@ -83,6 +90,7 @@ def test_an_outage_is_a_quick_503_with_retry_after_and_service_returns_with_the_
     assert {a.status_code for a in answers} <= {503, 200}  # never a 500
     assert to_503 < ANSWER_WITHIN and to_200 < BACK_WITHIN
     assert service.client.get("/readyz").status_code == 200
+    assert service.client.get("/auth").status_code == 200
     with capsys.disabled():
         print(
             f"\n[outage] first 503 {to_503 * 1000:.0f} ms after the database went away;"
