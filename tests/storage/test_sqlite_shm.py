@@ -10,9 +10,11 @@ to write a readonly database", which names the wrong file; a full filesystem is 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,8 @@ import pytest
 
 from authserver.errors import DatabaseError
 from authserver.storage.sqlite import SqliteStorage
+
+NOBODY = 65534
 
 
 @pytest.fixture
@@ -47,6 +51,39 @@ def test_an_unwritable_shm_file_is_a_clear_error_that_names_it(immutable: Path) 
         " by this user (made by another user, or read-only): give it to the user authserver runs as, or"
         " remove it while no process has the database open"
     )
+
+
+OPEN_AS_USER = """
+    import sys
+    from authserver.errors import DatabaseError
+    from authserver.storage.sqlite import SqliteStorage
+    try:
+        SqliteStorage(sys.argv[1])
+    except DatabaseError as exc:
+        print(exc.message)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_a_shm_file_of_another_user_is_the_same_clear_error_for_an_unprivileged_service() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="authserver-shm-"))  # pytest's folders are root-only
+    try:
+        folder.chmod(0o777)
+        path = folder / "auth.db"
+        SqliteStorage(str(path)).db.close()
+        os.chown(path, NOBODY, NOBODY)
+        Path(f"{path}-shm").touch(mode=0o644)  # root's, as a CLI run as root leaves it
+        ran = subprocess.run(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c"]
+            + [textwrap.dedent(OPEN_AS_USER), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert f"its shared-memory file {path}-shm is not writable by this user" in ran.stdout
+    finally:
+        shutil.rmtree(folder)
 
 
 @pytest.mark.anyio
