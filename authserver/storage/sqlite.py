@@ -144,6 +144,14 @@ class Database:
             raise StoreUnavailableError(f"database unavailable: {self._shm_lost}") from None
 
     def close(self) -> None:
+        if self._shm_lost is not None:
+            # NOTE: closing (or collecting, even at exit) would checkpoint through the broken mapping:
+            # SIGBUS. The connections are leaked on purpose, never freed; the WAL holds every commit.
+            import ctypes  # only on this path
+
+            for conn in {id(c): c for c in (self._conn, self._reader)}.values():
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+            return
         with self._lock:
             self._conn.close()
         if self._reader is not self._conn:

@@ -134,3 +134,49 @@ def test_a_shm_file_truncated_under_the_running_service_is_logged_and_repaired_n
     assert ran.stdout.splitlines() == ["['alice', 'bob'] None"]
     assert f"ERROR the database's shared-memory file {path}-shm was truncated" in ran.stderr
     assert os.path.getsize(path) > 0
+
+
+#: The same, but the truncated file can be neither extended nor replaced (``chattr +i``).
+LOST = """
+    import asyncio, logging, os, subprocess, sys
+    from authserver.errors import StoreUnavailableError
+    from authserver.storage import UserRecord
+    from authserver.storage.sqlite import SqliteStorage
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    path = sys.argv[1]
+
+    async def main():
+        storage = SqliteStorage(path)
+        await storage.open()
+        assert await storage.users.insert(UserRecord("alice", "alice", "user", False, "h"), created=0.0)
+        os.truncate(path + "-shm", 0)
+        subprocess.run(["chattr", "+i", path + "-shm"], check=True)
+        for _ in range(2):
+            try:
+                await storage.users.all()
+            except StoreUnavailableError as exc:
+                print(exc.status, exc.message, flush=True)
+        await storage.close()
+        print("closed", flush=True)
+
+    asyncio.run(main())
+"""
+
+
+def test_a_truncated_shm_file_that_cannot_be_put_back_is_a_503_until_restart_and_no_crash(tmp_path: Path) -> None:
+    path = tmp_path / "auth.db"
+    if subprocess.run(["chattr", "+i", str(tmp_path)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("chattr +i is refused here")
+    subprocess.run(["chattr", "-i", str(tmp_path)], check=True)
+    try:
+        ran = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(LOST), str(path)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        subprocess.run(["chattr", "-i", f"{path}-shm"], check=False)
+    assert ran.returncode != -signal.SIGBUS, "killed by SIGBUS"
+    assert ran.returncode == 0, ran.stderr
+    refused = "503 database unavailable: the database's shared-memory file was truncated and cannot be restored:"
+    assert ran.stdout.splitlines() == [f"{refused} restart authserver"] * 2 + ["closed"]
+    assert f"cannot restore {path}-shm" in ran.stderr
