@@ -7,6 +7,7 @@ or in an error message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -104,6 +105,8 @@ class PostgresStorage:
         self._opened = False
         #: When a call last got a connection: a wait that ends with none while others got one is a busy pool.
         self._served_at = 0.0
+        #: Pools replaced after an outage, still closing.
+        self._retiring: set[asyncio.Future[None]] = set()
 
     def _new_pool(self) -> AsyncConnectionPool[Any]:
         return AsyncConnectionPool(
@@ -154,7 +157,11 @@ class PostgresStorage:
             await pool.close()
             raise
         old, self.pool = self.pool, pool
-        await old.close()  # its calls still waiting get PoolClosed (a 503); connections in use close when returned
+        # Closed in the background: it may wait for a connection attempt of its own (up to ``timeout``).
+        # Its calls still waiting get PoolClosed (a 503); its connections in use close when returned.
+        retiring = asyncio.ensure_future(old.close())
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self.connection() as conn:
@@ -226,6 +233,7 @@ class PostgresStorage:
 
     async def close(self) -> None:
         await self.breaker.close()
+        await asyncio.gather(*self._retiring)
         await self.pool.close()
         self._opened = False
 
