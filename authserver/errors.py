@@ -41,6 +41,8 @@ class AuthServerError(Exception):
     code: int = 50000
     #: HTTP status that goes with the code.
     status: int = 500
+    #: Seconds a client should wait before trying again (a ``Retry-After`` header), when it should.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, code: int | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -156,6 +158,7 @@ class UnavailableError(AuthServerError):
 
     code = 50300
     status = 503
+    retry_after = 1
 
 
 class StoreUnavailableError(UnavailableError):

@@ -79,16 +79,25 @@ class Postgres:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "authserver", "--auth=trust", "-E", "UTF8")
         for _ in range(5):  # another process may take the port between choosing and binding it
             self.port = free_port()
-            options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
             try:
-                self._run(
-                    str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"
-                )
+                self._pg_ctl_start()
             except subprocess.CalledProcessError:
                 continue
-            wait_until_listening(self.port, 30)
             return
         raise RuntimeError(f"PostgreSQL did not start: {self.log.read_text(errors='replace')[-2000:]}")
+
+    def _pg_ctl_start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+        wait_until_listening(self.port, 30)
+
+    def halt(self) -> None:
+        """Stop the server as an outage would (its connections cut), keeping its data and port for :meth:`resume`."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server :meth:`halt` stopped, on the same port, with the same data."""
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         try:

@@ -55,7 +55,8 @@ class OAuthError(AuthServerError):
 
 
 def oauth_error_response(exc: OAuthError) -> Response:
-    return json_response({"error": exc.error, "error_description": exc.message}, exc.status)
+    retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return json_response({"error": exc.error, "error_description": exc.message}, exc.status, retry)
 
 
 def _as_oauth_error(exc: AuthServerError) -> OAuthError:
@@ -66,7 +67,9 @@ def _as_oauth_error(exc: AuthServerError) -> OAuthError:
     if isinstance(exc, NotAuthenticatedError | ForbiddenError):
         return OAuthError("invalid_grant", exc.message)  # the subject token cannot be exchanged
     if isinstance(exc, UnavailableError):
-        return OAuthError("temporarily_unavailable", exc.message, 503)
+        unavailable = OAuthError("temporarily_unavailable", exc.message, 503)
+        unavailable.retry_after = exc.retry_after
+        return unavailable
     if isinstance(exc, BadRequestError):
         return OAuthError("invalid_request", exc.message)
     return OAuthError("server_error", "internal error", 500)

@@ -59,4 +59,8 @@ def error_response(code: int, status: int, message: str) -> Response:
 
 
 def exception_response(exc: AuthServerError) -> Response:
-    return error_response(exc.code, exc.status, exc.message)
+    """The error in Ably's shape; with ``Retry-After`` when the error class says when to try again."""
+    headers = error_headers(exc.code, exc.message)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return json_response(error_body(exc.code, exc.status, exc.message), exc.status, headers)

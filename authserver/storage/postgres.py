@@ -7,8 +7,10 @@ or in an error message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +27,7 @@ from authserver.storage import (
     SessionRecord,
     UserRecord,
 )
+from authserver.storage.breaker import PROBE_INTERVAL, Breaker
 from authserver.storage.schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 from authserver.storage.statements import POSTGRES as SQL
 
@@ -66,38 +69,99 @@ async def _end_sessions(conn: psycopg.AsyncConnection[Any], where: str, params: 
 
 
 class PostgresStorage:
-    """Accounts and sessions in PostgreSQL, through a pool of ``min_size``..``max_size`` connections."""
+    """Accounts and sessions in PostgreSQL, through a pool of ``min_size``..``max_size`` connections.
+
+    ``timeout``: connecting (at start and when probing); ``wait``: the longest a call waits for a pooled
+    connection before its 503. A call that finds the server gone (its connection cut, or no connection
+    within ``wait`` while nobody else got one either) opens the :class:`Breaker`: from then on calls
+    are refused at once until a probe (every ``probe_interval`` s) connects, which also replaces the
+    pool (whose own reconnection attempts back off for minutes) with fresh connections.
+    """
 
     engine = "postgresql"
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 5.0,
+        wait: float = 0.5,
+        probe_interval: float = PROBE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
         self.description = safe_url(url)
         self.timeout = timeout
-        self.pool = AsyncConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            open=False,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
-            name="authserver",
-        )
+        self.wait = wait
+        self.clock = clock
+        self._sizes = (min_size, max_size)
+        self.pool = self._new_pool()
+        self.breaker = Breaker(self._reconnect, description=self.description, interval=probe_interval, clock=clock)
         self.users = PostgresUsers(self)
         self.sessions = PostgresSessions(self)
         self.outbox = PostgresOutbox(self)
         self._opened = False
+        #: When a call last got a connection: a wait that ends with none while others got one is a busy pool.
+        self._served_at = 0.0
+        #: Pools replaced after an outage, still closing.
+        self._retiring: set[asyncio.Future[None]] = set()
+
+    def _new_pool(self) -> AsyncConnectionPool[Any]:
+        return AsyncConnectionPool(
+            self.url,
+            min_size=self._sizes[0],
+            max_size=self._sizes[1],
+            timeout=self.wait,
+            open=False,
+            # libpq counts connect_timeout in whole seconds, at least 2
+            kwargs={"autocommit": True, "connect_timeout": max(2, int(self.timeout))},
+            name="authserver",
+        )
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection; an unreachable server or an exhausted pool is a 503 (clients retry)."""
+        """A pooled connection; an unreachable server or an exhausted pool is a 503 (clients retry).
+
+        :raises StoreUnavailableError: at once while the breaker is open.
+        """
+        self.breaker.check()
+        started = self.clock()
+        conn: psycopg.AsyncConnection[Any] | None = None
         try:
             async with self.pool.connection() as conn:
+                self._served_at = self.clock()
                 yield conn
         except PoolTimeout:
+            if self._served_at < started:  # nobody got a connection while this call waited: the server is gone
+                self.breaker.trip(f"no connection within {self.wait:g} s")
             raise StoreUnavailableError("database unavailable: no connection within the timeout") from None
         except psycopg.OperationalError as exc:
+            if conn is not None and conn.broken:
+                self.breaker.trip(_first_line(exc))
             raise StoreUnavailableError(f"database unavailable: {_first_line(exc)}") from None
+
+    async def _reconnect(self) -> None:
+        """The breaker's probe: connect once; when that works, a fresh pool takes the old one's place.
+
+        :raises psycopg.Error: the server does not answer yet.
+        """
+        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(2, int(self.timeout))}
+        async with await psycopg.AsyncConnection.connect(self.url, **kwargs) as probe:
+            await probe.execute("SELECT 1")
+        pool = self._new_pool()
+        try:
+            await pool.open(wait=True, timeout=self.timeout)
+        except BaseException:
+            await pool.close()
+            raise
+        old, self.pool = self.pool, pool
+        # Closed in the background: it may wait for a connection attempt of its own (up to ``timeout``).
+        # Its calls still waiting get PoolClosed (a 503); its connections in use close when returned.
+        retiring = asyncio.ensure_future(old.close())
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self.connection() as conn:
@@ -168,6 +232,8 @@ class PostgresStorage:
         return schema_problem(found if found is not None else -1, self.description)
 
     async def close(self) -> None:
+        await self.breaker.close()
+        await asyncio.gather(*self._retiring)
         await self.pool.close()
         self._opened = False
 

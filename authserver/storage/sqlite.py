@@ -29,6 +29,14 @@ T = TypeVar("T")
 log = logging.getLogger("authserver.storage")
 
 
+#: Why a shared-memory file that is there but not writable refuses the database (SQLite would say
+#: "attempt to write a readonly database" at the first write, naming the wrong file).
+SHM_NOT_WRITABLE = (
+    "its shared-memory file {shm} is not writable by this user (made by another user, or read-only):"
+    " give it to the user authserver runs as, or remove it while no process has the database open"
+)
+
+
 class Database:
     """Two SQLite connections in WAL mode, each shared by threads behind its own lock.
 
@@ -40,10 +48,14 @@ class Database:
 
     def __init__(self, path: str, *, busy_timeout: float = 5.0, read_timeout: float = 0.25) -> None:
         self.path = path
+        #: SQLite's shared-memory file (the WAL index, mapped into memory by every connection).
+        self.shm = f"{path}-shm"
         if path != ":memory:":
             parent = Path(path).parent
             if not parent.is_dir():
                 raise DatabaseError(f"database directory {str(parent)!r} does not exist")
+            if os.path.exists(self.shm) and not os.access(self.shm, os.W_OK):
+                raise DatabaseError(f"cannot open database {path!r}: {SHM_NOT_WRITABLE.format(shm=self.shm)}")
         try:
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -61,6 +73,9 @@ class Database:
         #: The file this opened (device, inode): a write into another, or into one deleted since, is refused.
         self.identity = file_identity(path)
         self._lost: str | None = None
+        #: The shared-memory file as last seen ((device, inode), size): it must never shrink under a mapping.
+        self._mapped: tuple[tuple[int, int] | None, int] = (None, 0)
+        self._shm_lost: str | None = None
 
     def file_problem(self) -> str | None:
         """Why the file this opened is no longer the database (gone, or another file in its place), or None."""
@@ -90,7 +105,53 @@ class Database:
             )
         raise StoreUnavailableError(f"database unavailable: {problem}")
 
+    def _shm_intact(self) -> None:
+        """Before each use: a shared-memory file shorter than SQLite mapped it (truncated by something
+        outside SQLite) kills the process with SIGBUS at the next access to the mapping. Its size is
+        put back instead (SQLite then rebuilds the index from the WAL) and the log says so.
+
+        :raises StoreUnavailableError: (503) it could not be put back: the database is not touched again.
+        """
+        if self._shm_lost is not None:
+            raise StoreUnavailableError(f"database unavailable: {self._shm_lost}")
+        if self.path == ":memory:":
+            return
+        try:
+            st = os.stat(self.shm)
+        except OSError:
+            return  # none yet, or deleted (the mapping of a deleted file stays valid)
+        seen, size = self._mapped
+        inode = (st.st_dev, st.st_ino)
+        if seen == inode and st.st_size < size:
+            self._restore_shm(st.st_size, size)
+        self._mapped = (inode, max(st.st_size, size) if seen == inode else st.st_size)
+
+    def _restore_shm(self, found: int, size: int) -> None:
+        log.error(
+            "the database's shared-memory file %s was truncated (%d bytes, %d mapped) by something outside"
+            " authserver: its size is restored (SQLite rebuilds the index from the WAL); find what truncates it",
+            self.shm,
+            found,
+            size,
+        )
+        try:
+            os.truncate(self.shm, size)
+        except OSError as exc:
+            self._shm_lost = (
+                "the database's shared-memory file was truncated and cannot be restored: restart authserver"
+            )
+            log.error("cannot restore %s (%s): every request that needs the database gets 503", self.shm, exc)
+            raise StoreUnavailableError(f"database unavailable: {self._shm_lost}") from None
+
     def close(self) -> None:
+        if self._shm_lost is not None:
+            # NOTE: closing (or collecting, even at exit) would checkpoint through the broken mapping:
+            # SIGBUS. The connections are leaked on purpose, never freed; the WAL holds every commit.
+            import ctypes  # only on this path
+
+            for conn in {id(c): c for c in (self._conn, self._reader)}.values():
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+            return
         with self._lock:
             self._conn.close()
         if self._reader is not self._conn:
@@ -99,10 +160,12 @@ class Database:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._read_lock, _available():
+            self._shm_intact()
             return self._reader.execute(sql, params).fetchall()
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         with self._read_lock, _available():
+            self._shm_intact()
             row: tuple[Any, ...] | None = self._reader.execute(sql, params).fetchone()
             return row
 
@@ -110,6 +173,7 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction."""
         with self._lock, _available():
+            self._shm_intact()
             self._writable()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -125,6 +189,7 @@ class Database:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one write statement; returns the number of rows changed."""
         with self._lock, _available():
+            self._shm_intact()
             if not sql.lstrip().upper().startswith("PRAGMA"):
                 self._writable()
             changed: int = self._conn.execute(sql, params).rowcount
@@ -432,6 +497,8 @@ class SqliteStorage:
                 return problem
             if not os.access(self.path, os.W_OK):
                 return "the database file is not writable"
+            if os.path.exists(self.db.shm) and not os.access(self.db.shm, os.W_OK):
+                return "the database's shared-memory file (-shm) is not writable"
         try:
             found = await self.version()
         except (DatabaseError, UnavailableError) as exc:

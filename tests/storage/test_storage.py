@@ -3,6 +3,7 @@ checked while serving, a busy or unreachable database a retryable 503 or a clear
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -198,6 +199,57 @@ async def test_postgres_going_away_is_a_503_and_ready_says_why(postgres: Postgre
     assert await broken.ready() is not None
     await broken.close()
     assert await storage.ready() is None
+    await storage.close()
+
+
+async def _hold(storage: PostgresStorage, seconds: float) -> None:
+    async with storage.connection() as conn:
+        await conn.execute("SELECT pg_sleep(%s)", (seconds,))
+
+
+@pytest.mark.anyio
+async def test_a_busy_pool_is_a_503_that_leaves_the_breaker_closed(postgres: Postgres) -> None:
+    storage = PostgresStorage(await fresh_postgres_url(postgres), max_size=1, wait=0.3)
+    await storage.open()
+    # one connection, three calls of 0.2 s: the second is served at 0.2 s, the third cannot be within 0.3 s
+    results = await asyncio.gather(*(_hold(storage, 0.2) for _ in range(3)), return_exceptions=True)
+    assert [type(r).__name__ for r in results].count("StoreUnavailableError") == 1
+    assert storage.breaker.problem is None  # others were served meanwhile: busy, not gone
+    await _hold(storage, 0)
+    await storage.close()
+
+
+@pytest.mark.anyio
+async def test_no_connection_while_nobody_is_served_opens_the_breaker_until_a_probe_connects(
+    postgres: Postgres,
+) -> None:
+    storage = PostgresStorage(await fresh_postgres_url(postgres), max_size=1, wait=0.2, probe_interval=0.1)
+    await storage.open()
+    holder = asyncio.ensure_future(_hold(storage, 0.5))
+    await asyncio.sleep(0.05)
+    with pytest.raises(UnavailableError):
+        await _hold(storage, 0)  # waits 0.2 s, and nobody got a connection meanwhile: slow is gone
+    assert storage.breaker.problem == "no connection within 0.2 s"
+    with pytest.raises(UnavailableError, match="no connection within 0.2 s"):
+        await _hold(storage, 0)  # refused at once
+    await asyncio.sleep(0.5)  # the probe connected: a fresh pool, the breaker closed
+    assert storage.breaker.problem is None
+    await _hold(storage, 0)
+    await holder  # the call on the old pool finishes on its connection
+    await storage.close()
+
+
+@pytest.mark.anyio
+async def test_a_query_error_on_a_working_connection_is_a_503_that_leaves_the_breaker_closed(
+    postgres: Postgres,
+) -> None:
+    storage = PostgresStorage(await fresh_postgres_url(postgres))
+    await storage.open()
+    with pytest.raises(UnavailableError, match="statement timeout"):
+        async with storage.connection() as conn:
+            await conn.execute("SET statement_timeout = 10")
+            await conn.execute("SELECT pg_sleep(1)")
+    assert storage.breaker.problem is None
     await storage.close()
 
 
