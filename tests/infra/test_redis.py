@@ -137,6 +137,7 @@ def test_a_role_change_made_by_the_cli_reaches_a_running_instance_at_once(
     cookie = log_in(server)
     assert server.get("/session", headers=with_cookie(cookie)).json()["role"] == "user"
     settings = make_settings()
+    monkeypatch.setenv("AUTHSERVER_ENV", "development")
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
     monkeypatch.setenv("REDIS_URL", redis_url)
     root = logging.getLogger()
@@ -220,6 +221,7 @@ def test_check_reports_redis_and_refuses_one_that_does_not_answer(
     for name in SETTINGS_HELP:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTHSERVER_ENV", "development")
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("AUTHSERVER_AUTH_RATE_PER_IDENTITY", "120/minute")
     assert main(["check"]) == 0
