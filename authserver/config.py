@@ -17,11 +17,12 @@ Where things are:
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -52,11 +53,15 @@ MIN_METRICS_TOKEN = 32
 CookieSecure = Literal["auto", "true", "false"]
 AblyJsSource = Literal["cdn", "local"]
 LogFormat = Literal["text", "json"]
+Environment = Literal["development", "production"]
 
 #: Every setting, with its meaning: rendered into ``authserver check`` and kept in step with env.example.
 SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_ENV_FILE": "the .env file to read (environment only; default: .env in the working directory)",
-    "ABLY_API_KEY": "appId.keyId:secret (comma-separated for rotation; the first signs). Unset: development mode",
+    "ABLY_API_KEY": "appId.keyId:secret (comma-separated for rotation; the first signs). Unset: refused, unless"
+    " AUTHSERVER_ENV=development",
+    "AUTHSERVER_ENV": "production (default) or development: with no ABLY_API_KEY, an embedded Ably sandbox, demo login"
+    " and a development session secret (NOT for production; ignored when ABLY_API_KEY is set; serve --dev: the same)",
     "ABLY_KEY_CAPABILITY": "JSON capability of the key, the ceiling for every token (unset: unrestricted)",
     "ABLY_ENDPOINT": "where Ably is: unset = real Ably; http://host:port = a sandbox",
     "AUTHSERVER_HOST": "interface to listen on (default 127.0.0.1)",
@@ -117,6 +122,20 @@ SETTINGS_HELP: dict[str, str] = {
 
 #: Which setting an issuer problem from OIDC_ISSUER's settings is about (by a word of its message).
 _ISSUER_SETTINGS = (("audience", "OIDC_AUDIENCE"), ("client_id_prefix", "OIDC_CLIENT_ID_PREFIX"))
+#: The prefixes of the service's settings: an unknown name with one of them is taken for a misspelling.
+SETTING_PREFIXES = ("AUTHSERVER_", "ABLY_", "OIDC_", "TOKEN_", "SESSION_", "DATABASE_", "REDIS_")
+#: Names with those prefixes that belong to others: the test harness's, and the X session manager's.
+NOT_SETTINGS = frozenset({"AUTHSERVER_REQUIRE_E2E", "ABLY_JS_NODE_MODULES", "SESSION_MANAGER"})
+#: How alike (difflib's ratio) a name must be to a setting to be named as the setting meant; one without
+#: those prefixes is taken for a misspelling only when it is this alike.
+SUGGESTION_CUTOFF = 0.8
+MISSPELLING_CUTOFF = 0.85
+NO_KEY_PROBLEM = (
+    "ABLY_API_KEY: not set. Set it to your Ably key (appId.keyId:secret), or ask for development mode"
+    " (an embedded Ably sandbox with demo login; never for production) by name: AUTHSERVER_ENV=development"
+    " or `authserver serve --dev`"
+)
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 T = TypeVar("T")
@@ -166,8 +185,13 @@ class Settings:
     auth_rate_per_address: str | None = None
     workers: int = 1
     session_recheck: float = 1.0
-    #: No ABLY_API_KEY was configured: development mode, with an embedded sandbox under ``serve``.
+    #: No ABLY_API_KEY, and development asked for by name (AUTHSERVER_ENV=development or ``serve --dev``):
+    #: development mode, with an embedded sandbox under ``serve``.
     development: bool = False
+    #: What AUTHSERVER_ENV (or ``serve --dev``) asked for; a key makes it production whatever this says.
+    environment: Environment = "production"
+    #: Names set that look like misspelled settings, each with the closest setting (see :func:`misspellings`).
+    misspelled: tuple[str, ...] = ()
     #: The ``.env`` file the settings were read from (absolute), or None.
     env_file: Path | None = None
     log_format: LogFormat = "text"
@@ -208,9 +232,13 @@ class Settings:
             return replace(self, port=port)
         return replace(self, port=port, sandbox_port=_next_port(port))
 
-    def with_sandbox(self, key: AblyKey, endpoint: str) -> Settings:
-        """These settings pointed at a development sandbox that accepts ``key``."""
-        return replace(self, ably_keys=(key,), ably_endpoint=endpoint, key_capability=None)
+    def with_sandbox(self, key: AblyKey, endpoint: str, session_secret: str | None = None) -> Settings:
+        """These settings pointed at a development sandbox that accepts ``key``; ``session_secret``: the
+        development session secret, used when SESSION_SECRET is not set."""
+        pointed = replace(self, ably_keys=(key,), ably_endpoint=endpoint, key_capability=None)
+        if session_secret is None or not self.session_secret_ephemeral:
+            return pointed
+        return replace(pointed, session_secret=session_secret, session_secret_ephemeral=False)
 
 
 def database_engine(url: str) -> str:
@@ -310,6 +338,7 @@ def load_settings(
     env_file: str | Path | None = DEFAULT_ENV_FILE,
     *,
     need_session_secret: bool = True,
+    development: bool = False,
 ) -> Settings:
     """Build :class:`Settings` from ``environ`` (default ``os.environ``) over the ``.env`` file.
 
@@ -317,7 +346,10 @@ def load_settings(
         ``None``: none.
     :param need_session_secret: the caller serves logins (``serve``, ``check``), so production mode
         needs SESSION_SECRET; commands that never sign a cookie (``token``, ``sandbox``, ``users``) pass False.
-    :raises ConfigError: naming every missing or invalid setting at once.
+    :param development: development mode asked for on the command line (``serve --dev``), as
+        AUTHSERVER_ENV=development asks for it.
+    :raises ConfigError: naming every missing or invalid setting at once (and the names that look
+        like misspelled settings, which otherwise are in :attr:`Settings.misspelled`).
     """
     environ = os.environ if environ is None else environ
     path = find_env_file(environ, env_file)
@@ -326,8 +358,32 @@ def load_settings(
         from_file = {k: v for k, v in dotenv_values(path).items() if v is not None}
     values = {**from_file, **environ}
     file_names = {name for name in from_file if name not in environ}
+    if development:
+        values["AUTHSERVER_ENV"] = "development"
     reader = _Reader(values, env_file=path, from_file=file_names, need_session_secret=need_session_secret)
     return reader.settings()
+
+
+def misspellings(names: Iterable[str]) -> list[str]:
+    """What is wrong with the ``names`` that are set but are no setting and look like one: those with
+    a prefix of the service's settings, and those very like a setting whatever their prefix.
+
+    Each says the closest setting when there is one ("TOKEN_TLL: not a setting; did you mean TOKEN_TTL?").
+    """
+    found = []
+    for name in sorted(names):
+        upper = name.upper()
+        if name in SETTINGS_HELP or name in NOT_SETTINGS:
+            continue
+        prefixed = upper.startswith(SETTING_PREFIXES)
+        close = difflib.get_close_matches(
+            upper, SETTINGS_HELP, n=1, cutoff=SUGGESTION_CUTOFF if prefixed else MISSPELLING_CUTOFF
+        )
+        if close:
+            found.append(f"{name}: not a setting of authserver; did you mean {close[0]}?")
+        elif prefixed:
+            found.append(f"{name}: not a setting of authserver (see env.example for every setting)")
+    return found
 
 
 class _Reader:
@@ -464,9 +520,10 @@ class _Reader:
         # The fields are read in the order of Settings, so the problems are listed in that order too.
         found = self.basics()
         settings = Settings(**self.service(found), **self.edge(), **self.features(found))
+        misspelled = misspellings(name for name, value in self.values.items() if value)
         if self.problems:
-            raise ConfigError(self.problems)
-        return settings
+            raise ConfigError(self.problems + misspelled)
+        return replace(settings, misspelled=tuple(misspelled))
 
     def basics(self) -> dict[str, Any]:
         """The settings others depend on: keys, ports, token lifetimes, database, policy, secret."""
@@ -489,6 +546,7 @@ class _Reader:
         ably_js_value = self.raw("ABLY_JS_PATH")
         ably_js_path = self.path("ABLY_JS_PATH", ably_js_value) if ably_js_value else DEFAULT_ABLY_JS_PATH
         ably_js_installed = (ably_js_path / "build" / "ably.min.js").is_file()
+        environment = self.environment(keys)
         production = bool(keys)
         if endpoint is not None and not production and "ABLY_API_KEY" not in {p.split(":")[0] for p in self.problems}:
             self.problems.append("ABLY_ENDPOINT: set ABLY_API_KEY to the key that endpoint accepts")
@@ -519,12 +577,21 @@ class _Reader:
             "ably_js_path": ably_js_path,
             "ably_js_installed": ably_js_installed,
             "production": production,
+            "environment": environment,
             "secret": secret,
             "ephemeral": ephemeral,
             "demo": demo,
             "origins": origins,
             "issuers": issuers,
         }
+
+    def environment(self, keys: tuple[AblyKey, ...]) -> Environment:
+        """AUTHSERVER_ENV. Without a key, development mode must be asked for by name: a missing key
+        is a problem, never a quiet switch to the embedded sandbox and demo login."""
+        environment = self.choice("AUTHSERVER_ENV", "production", ("development", "production"))
+        if not keys and environment != "development" and not any(p.startswith("ABLY_API_KEY") for p in self.problems):
+            self.problems.append(NO_KEY_PROBLEM)
+        return "development" if environment == "development" else "production"
 
     def service(self, found: dict[str, Any]) -> dict[str, Any]:
         """The fields of :class:`Settings` before the edge's, given :meth:`basics`."""
@@ -570,6 +637,7 @@ class _Reader:
             workers=self.integer("AUTHSERVER_WORKERS", 1, 1, 64),
             session_recheck=float(self.integer("AUTHSERVER_SESSION_RECHECK", 1, 0, 3600)),
             development=not found["production"],
+            environment=found["environment"],
             env_file=self.env_file,
         )
 

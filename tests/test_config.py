@@ -6,7 +6,6 @@ Every problem is reported at once, naming the setting and never repeating a secr
 from __future__ import annotations
 
 import os
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,13 @@ API_KEY = f"appId.keyId:{KEY_SECRET}"
 SESSION_SECRET = "SESSION-SECRET-0123456789-abcdefghij"
 PRODUCTION = {"ABLY_API_KEY": API_KEY, "SESSION_SECRET": SESSION_SECRET}
 
-load = partial(load_settings, env_file=None)
+#: Development mode, asked for by name, as a checkout runs (a key, when given, makes it production).
+DEVELOPMENT = {"AUTHSERVER_ENV": "development"}
+
+
+def load(environ: dict[str, str], *, need_session_secret: bool = True) -> Settings:
+    """Settings from ``environ`` (no .env file) in a checkout that asks for development mode."""
+    return load_settings({**DEVELOPMENT, **environ}, env_file=None, need_session_secret=need_session_secret)
 
 
 def problems_of(environ: dict[str, str]) -> list[str]:
@@ -39,7 +44,7 @@ def problems_of(environ: dict[str, str]) -> list[str]:
     return exc_info.value.problems
 
 
-# --- no settings at all: development mode ---------------------------------------------------------
+# --- development mode, asked for by name, with no other setting --------------------------------------
 
 
 def test_no_settings_at_all_is_development_mode_with_defaults() -> None:
@@ -77,9 +82,12 @@ def test_empty_values_count_as_unset() -> None:
     assert (settings.token_ttl, settings.port) == (3600, 8000)
 
 
-def test_shipped_env_example_is_valid() -> None:
-    settings = load_settings({}, env_file=REPO_ROOT / "env.example")
+def test_shipped_env_example_is_valid_once_a_mode_is_chosen() -> None:
+    with pytest.raises(ConfigError, match="ABLY_API_KEY: not set"):
+        load_settings({}, env_file=REPO_ROOT / "env.example")
+    settings = load_settings(DEVELOPMENT, env_file=REPO_ROOT / "env.example")
     assert settings.development is True
+    assert settings.misspelled == ()
 
 
 # --- production mode ------------------------------------------------------------------------------
@@ -404,7 +412,7 @@ def env_file(tmp_path: Path) -> Path:
 
 
 def test_env_file_values_are_read(env_file: Path) -> None:
-    settings = load_settings({}, env_file=env_file)
+    settings = load_settings(DEVELOPMENT, env_file=env_file)
     assert settings.development is False
     assert settings.ably_keys[0].name == "appId.keyId"
     assert settings.session_secret == SESSION_SECRET
@@ -412,26 +420,26 @@ def test_env_file_values_are_read(env_file: Path) -> None:
 
 
 def test_environment_wins_over_env_file(env_file: Path) -> None:
-    settings = load_settings({"TOKEN_TTL": "300", "AUTHSERVER_PORT": "9100"}, env_file=env_file)
+    settings = load_settings({**DEVELOPMENT, "TOKEN_TTL": "300", "AUTHSERVER_PORT": "9100"}, env_file=env_file)
     assert (settings.token_ttl, settings.port, settings.sandbox_port) == (300, 9100, 9101)
     assert settings.session_secret == SESSION_SECRET  # still from the file
 
 
 def test_missing_env_file_is_ignored(tmp_path: Path) -> None:
-    assert load_settings({}, env_file=tmp_path / "absent.env").development is True
+    assert load_settings(DEVELOPMENT, env_file=tmp_path / "absent.env").development is True
 
 
 def test_env_file_problems_are_reported_like_environment_problems(tmp_path: Path) -> None:
     path = tmp_path / ".env"
     path.write_text("TOKEN_TTL=soon\n", encoding="utf-8")
     with pytest.raises(ConfigError) as exc_info:
-        load_settings({}, env_file=path)
+        load_settings(DEVELOPMENT, env_file=path)
     assert exc_info.value.problems == ["TOKEN_TTL: 'soon' is not a whole number"]
 
 
 def test_env_file_is_not_copied_into_the_process_environment(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TOKEN_TTL", raising=False)
-    load_settings({}, env_file=env_file)
+    load_settings(DEVELOPMENT, env_file=env_file)
     assert "TOKEN_TTL" not in os.environ
 
 
@@ -467,19 +475,21 @@ def test_with_sandbox_points_settings_at_a_sandbox_key() -> None:
 
 def test_endpoint_with_credentials_is_refused_without_echoing_them() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings({"ABLY_ENDPOINT": "https://user:hunter2@sandbox.example/?key=a.b:S3CRET"}, env_file=None)
+        load_settings(
+            {**DEVELOPMENT, "ABLY_ENDPOINT": "https://user:hunter2@sandbox.example/?key=a.b:S3CRET"}, env_file=None
+        )
     assert "ABLY_ENDPOINT" in caught.value.message
     assert "hunter2" not in caught.value.message and "S3CRET" not in caught.value.message
 
 
 def test_an_endpoint_without_a_key_is_refused_as_serve_would() -> None:
     with pytest.raises(ConfigError, match="ABLY_ENDPOINT: set ABLY_API_KEY"):
-        load_settings({"ABLY_ENDPOINT": "http://127.0.0.1:8001"}, env_file=None)
+        load_settings({**DEVELOPMENT, "ABLY_ENDPOINT": "http://127.0.0.1:8001"}, env_file=None)
 
 
 def test_a_database_in_a_missing_directory_is_refused_at_start_up() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL: the directory"):
-        load_settings({"DATABASE_URL": "sqlite:////nonexistent-dir/x.db"}, env_file=None)
+        load_settings({**DEVELOPMENT, "DATABASE_URL": "sqlite:////nonexistent-dir/x.db"}, env_file=None)
 
 
 # --- where files are: relative to the .env file they were read from -------------------------------
@@ -509,7 +519,7 @@ def test_relative_paths_in_the_env_file_are_relative_to_the_env_file(elsewhere: 
         "DATABASE_URL=sqlite:///data/accounts.db\nAUTHSERVER_POLICY=policy.toml\nABLY_JS_PATH=vendor/ably\n",
         encoding="utf-8",
     )
-    settings = load_settings({}, env_file=env)
+    settings = load_settings(DEVELOPMENT, env_file=env)
     assert settings.env_file == env
     assert settings.database_path == str(elsewhere / "data" / "accounts.db")
     assert settings.policy_source == str(elsewhere / "policy.toml")
@@ -519,18 +529,20 @@ def test_relative_paths_in_the_env_file_are_relative_to_the_env_file(elsewhere: 
 
 def test_relative_paths_from_the_environment_are_relative_to_the_working_directory(elsewhere: Path) -> None:
     (elsewhere / ".env").write_text("DATABASE_URL=sqlite:///data/accounts.db\n", encoding="utf-8")
-    settings = load_settings({"DATABASE_URL": "sqlite:///mine.db", "ABLY_JS_PATH": "ably"}, env_file=elsewhere / ".env")
+    settings = load_settings(
+        {**DEVELOPMENT, "DATABASE_URL": "sqlite:///mine.db", "ABLY_JS_PATH": "ably"}, env_file=elsewhere / ".env"
+    )
     assert settings.database_path == str(Path.cwd() / "mine.db")
     assert settings.ably_js_path == Path.cwd() / "ably"
 
 
 def test_the_default_database_sits_beside_the_env_file(elsewhere: Path) -> None:
     (elsewhere / ".env").write_text("TOKEN_TTL=600\n", encoding="utf-8")
-    assert load_settings({}, env_file=elsewhere / ".env").database_path == str(elsewhere / "authserver.db")
+    assert load_settings(DEVELOPMENT, env_file=elsewhere / ".env").database_path == str(elsewhere / "authserver.db")
 
 
 def test_without_an_env_file_the_default_database_is_in_the_working_directory(elsewhere: Path) -> None:
-    settings = load_settings({}, env_file=elsewhere / "absent.env")
+    settings = load_settings(DEVELOPMENT, env_file=elsewhere / "absent.env")
     assert settings.env_file is None
     assert settings.database_path == str(Path.cwd() / "authserver.db")
 
@@ -538,7 +550,7 @@ def test_without_an_env_file_the_default_database_is_in_the_working_directory(el
 def test_authserver_env_file_names_the_env_file_to_read(elsewhere: Path) -> None:
     (elsewhere / "staging.env").write_text("TOKEN_TTL=600\n", encoding="utf-8")
     (Path.cwd() / ".env").write_text("TOKEN_TTL=900\n", encoding="utf-8")  # not read: the named file wins
-    settings = load_settings({"AUTHSERVER_ENV_FILE": str(elsewhere / "staging.env")})
+    settings = load_settings({**DEVELOPMENT, "AUTHSERVER_ENV_FILE": str(elsewhere / "staging.env")})
     assert (settings.token_ttl, settings.env_file) == (600, elsewhere / "staging.env")
     assert settings.database_path == str(elsewhere / "authserver.db")
 

@@ -173,7 +173,7 @@ def served(installed: Installed, empty: Path) -> Iterator[tuple[str, Path]]:
     """The installed wheel's ``authserver serve`` in an empty directory, nothing configured."""
     log = empty.parent / "serve.log"
     env = bare_env(empty, AUTHSERVER_PORT="0", AUTHSERVER_SANDBOX_PORT="0")
-    with running_authserver(["serve"], env=env, cwd=empty, log=log, program=installed.program) as serve:
+    with running_authserver(["serve", "--dev"], env=env, cwd=empty, log=log, program=installed.program) as serve:
         yield serve.url, log
 
 
@@ -210,7 +210,9 @@ def test_the_installed_wheel_serves_a_local_ably_js_when_given_one(installed: In
         if os.environ.get("AUTHSERVER_REQUIRE_E2E") == "1":
             pytest.fail("no ably-js in .cache/node: scripts/setup --test installs it")
         pytest.skip("no ably-js in .cache/node (scripts/setup --test installs it)")
-    env = bare_env(empty, AUTHSERVER_PORT="0", AUTHSERVER_SANDBOX_PORT="0", ABLY_JS_PATH=str(ably))
+    env = bare_env(
+        empty, AUTHSERVER_ENV="development", AUTHSERVER_PORT="0", AUTHSERVER_SANDBOX_PORT="0", ABLY_JS_PATH=str(ably)
+    )
     log = empty.parent / "serve.log"
     with running_authserver(["serve"], env=env, cwd=empty, log=log, program=installed.program) as serve:
         assert httpx.get(f"{serve.url}/client-config").json()["ablyJs"]["src"] == "/vendor/ably.min.js"

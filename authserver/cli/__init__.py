@@ -60,7 +60,9 @@ def main(
         if args.command == "check":
             return check.run_check(online=args.online, environ=environ)
         # Only serve signs session cookies: the other commands need no SESSION_SECRET.
-        settings = load_settings(environ, need_session_secret=args.command == "serve")
+        settings = load_settings(
+            environ, need_session_secret=args.command == "serve", development=getattr(args, "dev", False)
+        )
         configure_logging(settings.log_level, settings.log_format)
         return COMMANDS[args.command](settings, args, stdin)
     except (ConfigError, DatabaseError) as exc:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from authserver.cli.common import EXIT_CONFIG, EXIT_OK, ably_js_note, check_database, connection_limits, with_users
-from authserver.cli.devkey import development_key_path, read_development_key
+from authserver.cli.devkey import development_key_path, development_session_secret_path, read_development_key
 from authserver.config import SETTINGS_HELP, Settings, load_settings, open_metrics_warning, short_ttl_warnings
 from authserver.errors import AuthServerError, ConfigError, DatabaseError
 from authserver.identity.users import User, UserStore, outside_policy_problem
@@ -33,6 +33,12 @@ def run_check(*, online: bool = False, environ: Mapping[str, str] | None = None)
         print(f"authserver: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
     print("\n".join(lines))
+    if settings.misspelled:
+        print(
+            "authserver: likely misspelled settings:\n" + "\n".join(f"  - {m}" for m in settings.misspelled),
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     if online:
         found, problems = asyncio.run(_providers_online(settings))
         print("\n".join(found))
@@ -103,8 +109,10 @@ async def _providers_online(settings: Settings) -> tuple[list[str], list[str]]:
 
 def _check_lines(settings: Settings) -> list[str]:
     """What ``check`` reports, after opening the database. :raises ConfigError: what serve would trip on."""
-    mode = "development (no ABLY_API_KEY)" if settings.development else "production"
+    mode = "development (AUTHSERVER_ENV=development and no ABLY_API_KEY)" if settings.development else "production"
     lines = [f"configuration OK: {mode}"]
+    if settings.ably_keys and settings.environment == "development":
+        lines.append("  note: AUTHSERVER_ENV=development is ignored: ABLY_API_KEY is set, so this is production")
     if settings.env_file is not None:
         lines.append(f"  settings: {settings.env_file} and the environment (the environment wins)")
     else:
@@ -118,7 +126,7 @@ def _check_lines(settings: Settings) -> list[str]:
     else:
         lines.append(f"  Ably: {settings.ably_endpoint or 'real Ably'}")
     if settings.session_secret_ephemeral:
-        lines.append("  session secret: ephemeral (SESSION_SECRET is not set; sessions end when the service stops)")
+        lines.append(f"  session secret: {_session_secret_note(settings)}")
     lines.append(f"  token TTL: {settings.token_ttl}s (max {settings.token_max_ttl}s)")
     lines.append(f"  database: {_database_note(settings)}")
     lines.append(f"  Redis: {_redis_note(settings)}")
@@ -196,6 +204,14 @@ def _development_key_note(settings: Settings) -> str:
     return (
         f"the development key {key.name}, kept in {path}: serve's sandbox accepts it, `authserver token` signs with it"
     )
+
+
+def _session_secret_note(settings: Settings) -> str:
+    """Which secret signs the cookies when SESSION_SECRET is not set."""
+    path = development_session_secret_path(settings.database_path) if settings.development else None
+    if path is None:
+        return "ephemeral (SESSION_SECRET is not set; sessions end when the service stops)"
+    return f"the development one, kept in {path} beside the development key (sessions survive restarts)"
 
 
 def _database_note(settings: Settings) -> str:

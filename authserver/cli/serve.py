@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from authserver import __version__
 from authserver.cli.common import EXIT_OK, ably_js_note, check_database, connection_limits, log
-from authserver.cli.devkey import development_key
+from authserver.cli.devkey import development_key, development_session_secret, development_session_secret_path
 from authserver.config import Settings, open_metrics_warning, short_ttl_warnings
 from authserver.errors import ConfigError, UserError
 from authserver.server.serving import bind, run_servers, url_host, uvicorn_server
@@ -23,6 +23,8 @@ def run_serve(settings: Settings, host: str | None, port: int | None, workers: i
     from authserver.http.app import create_app
     from authserver.infra.metrics import Metrics, prepare_multiprocess_dir
 
+    for misspelled in settings.misspelled:
+        log.warning("%s", misspelled)
     host = host or settings.host
     if port is not None:
         settings = settings.with_port(port)  # the embedded sandbox follows to port + 1
@@ -86,12 +88,19 @@ def _embedded_sandbox(
         moved_by="AUTHSERVER_SANDBOX_PORT (default: the service's port + 1)",
     )
     endpoint = f"http://{url_host(host)}:{sandbox_sock.getsockname()[1]}"
-    settings = settings.with_sandbox(key, endpoint)
+    # SESSION_SECRET wins; else the development one, kept beside the key (None: an in-memory database).
+    secret = development_session_secret(settings.database_path) if settings.session_secret_ephemeral else None
+    settings = settings.with_sandbox(key, endpoint, secret)
     servers.append((uvicorn_server(create_sandbox_app((key,)), settings.log_level), sandbox_sock))
     log.warning("DEVELOPMENT MODE: no ABLY_API_KEY; embedded Ably sandbox on %s with key %s", endpoint, key.name)
     if key_file is not None:
         log.info(
             "development key kept in %s: `authserver token --user NAME` mints tokens this sandbox accepts", key_file
+        )
+    if secret is not None:
+        log.info(
+            "development session secret kept in %s: sessions survive a restart",
+            development_session_secret_path(settings.database_path),
         )
     return settings
 
@@ -147,7 +156,12 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = sub.add_parser("serve", help="run the token service (and a sandbox when no ABLY_API_KEY is set)")
+    serve = sub.add_parser("serve", help="run the token service (with --dev and no ABLY_API_KEY: and a sandbox)")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode when no ABLY_API_KEY is set (embedded sandbox, demo login): AUTHSERVER_ENV=development",
+    )
     serve.add_argument("--host", help="interface (default AUTHSERVER_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default AUTHSERVER_PORT or 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default AUTHSERVER_WORKERS or 1)")

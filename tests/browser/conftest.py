@@ -126,6 +126,7 @@ def serving(workdir: Path, ably_js_dir: Path, *, token_ttl: int, demo_login: boo
         if not name.startswith(("ABLY_", "AUTHSERVER_", "TOKEN_", "SESSION_", "DATABASE_"))
     }
     env.update(
+        AUTHSERVER_ENV="development",
         # port 0: both servers take free ports and announce them (no window for another process)
         AUTHSERVER_PORT="0",
         AUTHSERVER_SANDBOX_PORT="0",

@@ -96,6 +96,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureF
     database = tmp_path / "users.db"
     monkeypatch.chdir(tmp_path)
     environ = {
+        # A checkout asks for development mode by name; the production fixture's key overrides it.
+        "AUTHSERVER_ENV": "development",
         "DATABASE_URL": f"sqlite:///{database}",
         # Whatever this checkout's set-up left in .cache/node: a local ably-js of the test's own.
         "ABLY_JS_PATH": str(_fake_ably_js(tmp_path / "ably-js")),
@@ -440,13 +442,16 @@ def test_serve_refuses_a_port_that_is_also_the_sandbox_port(cli: Cli) -> None:
 # --- check ----------------------------------------------------------------------------------------
 
 
-def test_check_without_settings_is_ok_in_development_mode_with_a_demo_warning(cli: Cli) -> None:
+def test_check_in_development_without_other_settings_is_ok_with_a_demo_warning(cli: Cli) -> None:
     result = cli("check")
     assert result.code == EXIT_OK
     lines = result.out.splitlines()
     assert lines[0].startswith("configuration OK: development")
     assert "  Ably: an embedded sandbox on port 8001" in lines  # what serve will really use
-    assert any(line.startswith("  session secret: ephemeral") for line in lines)
+    secret = (
+        f"  session secret: the development one, kept in {cli.database}.dev-session-secret beside the development key"
+    )
+    assert any(line.startswith(secret) for line in lines)
     assert "  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION." in lines
     assert result.err == ""
 

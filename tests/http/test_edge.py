@@ -247,6 +247,7 @@ def test_check_shows_the_edge_settings_and_warns_about_trusting_everyone(tmp_pat
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
+        "AUTHSERVER_ENV": "development",
         "AUTHSERVER_TRUSTED_PROXIES": "0.0.0.0/0",
         "AUTHSERVER_ALLOWED_HOSTS": "auth.example.com",
         "AUTHSERVER_MAX_CONNECTIONS": "300",

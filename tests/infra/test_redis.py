@@ -137,7 +137,7 @@ def test_a_role_change_made_by_the_cli_reaches_a_running_instance_at_once(
     cookie = log_in(server)
     assert server.get("/session", headers=with_cookie(cookie)).json()["role"] == "user"
     settings = make_settings()
-    environ = {"DATABASE_URL": settings.database_url, "REDIS_URL": redis_url}
+    environ = {"AUTHSERVER_ENV": "development", "DATABASE_URL": settings.database_url, "REDIS_URL": redis_url}
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
@@ -216,7 +216,11 @@ def test_check_reports_redis_and_refuses_one_that_does_not_answer(
     from authserver.cli import main
 
     monkeypatch.chdir(tmp_path)
-    environ = {"REDIS_URL": redis_url, "AUTHSERVER_AUTH_RATE_PER_IDENTITY": "120/minute"}
+    environ = {
+        "AUTHSERVER_ENV": "development",
+        "REDIS_URL": redis_url,
+        "AUTHSERVER_AUTH_RATE_PER_IDENTITY": "120/minute",
+    }
     assert main(["check"], environ=environ) == 0
     out = capsys.readouterr().out.splitlines()
     assert f"  Redis: {redis_url} (answers)" in out

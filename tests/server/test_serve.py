@@ -1,4 +1,5 @@
-"""`authserver serve` with no configuration at all (development mode with an embedded sandbox), and
+"""`authserver serve` with no configuration but AUTHSERVER_ENV=development (development mode with an
+embedded sandbox), and
 in production mode against a separate `authserver sandbox` named by ABLY_ENDPOINT; the ably-python
 smoke test (`authserver smoke`) stays connected across token renewals in both.
 
@@ -52,9 +53,12 @@ def port_of(url: str | None) -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     workdir = tmp_path_factory.mktemp("serve")
-    # No key, no secret, no database URL: only port 0 for both servers (CI may run other servers) and a
-    # TTL just over Ably's AUTH lead so that renewals come every few seconds, in-band.
-    env = bare_env(workdir, AUTHSERVER_PORT="0", AUTHSERVER_SANDBOX_PORT="0", TOKEN_TTL=IN_BAND_TTL)
+    # Development mode asked for by name, and no key, no secret, no database URL: only port 0 for both
+    # servers (CI may run other servers) and a TTL just over Ably's AUTH lead so that renewals come
+    # every few seconds, in-band.
+    env = bare_env(
+        workdir, AUTHSERVER_ENV="development", AUTHSERVER_PORT="0", AUTHSERVER_SANDBOX_PORT="0", TOKEN_TTL=IN_BAND_TTL
+    )
     log = workdir / "serve.log"
     with running_authserver(["serve"], env=env, cwd=workdir, log=log) as serve:
         yield Served(serve.url, port_of(serve.ably_endpoint), log, env)
@@ -91,7 +95,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             yield Served(serve.url, sandbox.port, log, env)
 
 
-def test_zero_configuration_runs_in_announced_development_mode(served: Served) -> None:
+def test_development_asked_for_without_a_key_runs_in_announced_development_mode(served: Served) -> None:
     health = httpx.get(f"{served.url}/healthz").json()
     assert health["status"] == "ok" and health["development"] is True
     text = served.log.read_text()
@@ -185,7 +189,7 @@ def test_a_short_token_ttl_is_announced_with_how_ably_renews_it(served: Served) 
     assert "40142" in text
 
 
-def test_token_mints_for_the_running_development_sandbox_without_any_setting(served: Served) -> None:
+def test_token_mints_for_the_running_development_sandbox_without_a_key(served: Served) -> None:
     workdir = Path(served.env["HOME"])
     result = subprocess.run(
         [AUTHSERVER, "token", "--user", "visitor", "--format", "jwt"],
@@ -224,7 +228,7 @@ def test_serve_port_moves_the_embedded_sandbox_to_the_next_port(tmp_path: Path) 
         port = free_port_pair()
         try:
             with running_authserver(
-                ["serve", "--port", str(port)], env=env, cwd=tmp_path, log=tmp_path / "serve.log"
+                ["serve", "--dev", "--port", str(port)], env=env, cwd=tmp_path, log=tmp_path / "serve.log"
             ) as serve:
                 assert serve.url == f"http://127.0.0.1:{port}"
                 assert serve.ably_endpoint == f"http://127.0.0.1:{port + 1}"

@@ -190,6 +190,7 @@ def test_development_mode_runs_one_worker_and_says_so(tmp_path: Path) -> None:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
+        "AUTHSERVER_ENV": "development",
         "AUTHSERVER_PORT": "0",
         "AUTHSERVER_SANDBOX_PORT": "0",
         "AUTHSERVER_WORKERS": "3",
