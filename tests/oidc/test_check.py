@@ -138,7 +138,7 @@ def test_check_and_serve_refuse_two_issuers_without_a_client_id_prefix_naming_th
     assert result.code == EXIT_CONFIG
     assert "issuers https://accounts.google.com, https://tenant.eu.auth0.com/ all map a claim straight" in result.err
     assert "keycloak" not in result.err
-    assert main(["serve"]) == EXIT_CONFIG
+    assert main(["serve"], environ=check.environ) == EXIT_CONFIG
     assert "client_id_prefix" in check.capsys.readouterr().err
 
     result = check(OIDC_CLIENT_ID_PREFIX="google.")
@@ -180,7 +180,7 @@ def test_check_and_serve_refuse_provider_login_without_the_public_url(check: Che
     result = check(**provider)
     assert result.code == EXIT_CONFIG
     assert "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID" in result.err
-    assert main(["serve"]) == EXIT_CONFIG
+    assert main(["serve"], environ=check.environ) == EXIT_CONFIG
     assert "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID" in check.capsys.readouterr().err
 
     result = check(AUTHSERVER_PUBLIC_URL="https://chat.example.com/")
