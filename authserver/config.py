@@ -364,6 +364,11 @@ def load_settings(
     return reader.settings()
 
 
+#: The variables Kubernetes injects for each Service of the namespace (``REDIS_SERVICE_HOST``,
+#: ``REDIS_PORT_6379_TCP_ADDR``...): never a misspelling, though they share the settings' prefixes.
+_SERVICE_LINK = re.compile(r"^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_[A-Z]+)?)$")
+
+
 def misspellings(names: Iterable[str]) -> list[str]:
     """What is wrong with the ``names`` that are set but are no setting and look like one: those with
     a prefix of the service's settings, and those very like a setting whatever their prefix.
@@ -373,7 +378,7 @@ def misspellings(names: Iterable[str]) -> list[str]:
     found = []
     for name in sorted(names):
         upper = name.upper()
-        if name in SETTINGS_HELP or name in NOT_SETTINGS:
+        if name in SETTINGS_HELP or name in NOT_SETTINGS or _SERVICE_LINK.match(upper):
             continue
         prefixed = upper.startswith(SETTING_PREFIXES)
         close = difflib.get_close_matches(

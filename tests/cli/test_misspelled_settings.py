@@ -81,6 +81,13 @@ def test_an_unknown_name_with_the_services_prefix_is_reported_even_when_nothing_
         "SESSION_MANAGER",  # the desktop's session manager
         "AUTHSERVER_REQUIRE_E2E",  # the test harness's
         "ABLY_JS_NODE_MODULES",  # the test harness's
+        # what Kubernetes injects for the Services named redis and authserver in the namespace
+        "REDIS_SERVICE_HOST",
+        "REDIS_SERVICE_PORT",
+        "REDIS_PORT_6379_TCP",
+        "REDIS_PORT_6379_TCP_ADDR",
+        "AUTHSERVER_SERVICE_PORT_HTTP",
+        "AUTHSERVER_PORT_8000_TCP_PROTO",
     ],
 )
 def test_names_of_other_programs_are_left_alone(name: str, tmp_path: Path) -> None:
