@@ -62,6 +62,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
         server.stop()
 
 
+@pytest.fixture
+def redis_url(redis_server: Redis) -> str:
+    """The run's redis-server, running and empty (a test before this one may have stopped or filled it)."""
+    import redis
+
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
 _schemas = iter(range(1, 1_000_000))
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from realservers import Redis, free_port
 from starlette.testclient import TestClient
 
@@ -27,15 +26,6 @@ from conftest import Blocking, SettingsFactory
 from helpers import FakeClock
 
 Instance = Callable[..., TestClient]
-
-
-@pytest.fixture
-def redis_url(redis_server: Redis) -> str:
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()  # a test before this one stopped it
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    return redis_server.url
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis
-from realservers import Redis
 
 from authserver.errors import RateLimitedError
 from authserver.infra.guards import Attempt
@@ -20,15 +18,6 @@ from authserver.infra.sharedthrottle import SharedThrottle
 from helpers import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def redis_url(redis_server: Redis) -> str:
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()  # a test before this one stopped it
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    return redis_server.url
 
 
 @pytest.fixture
