@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -753,6 +753,8 @@ def _redis_url(value: str) -> str:
         raise ValueError("has an invalid port") from None
     if parts.path not in ("", "/") and not parts.path.strip("/").isdigit():
         raise ValueError("names a database that is not a number (redis://host:port/0)")
+    if parts.port is None:  # redis-py's default, written out: the rate limits' storage insists on one
+        return urlunsplit(parts._replace(netloc=parts.netloc + ":6379"))
     return value
 
 

@@ -684,3 +684,16 @@ def test_provider_login_needs_the_public_url() -> None:
     assert "AUTHSERVER_PUBLIC_URL: required with OIDC_CLIENT_ID" in refused.value.message
     settings = load({**provider, "AUTHSERVER_PUBLIC_URL": "https://chat.example.com"})
     assert settings.provider_login == "idp.example.com"
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("redis://cache.internal/2", "redis://cache.internal:6379/2"),
+        ("rediss://:pw@cache.internal", "rediss://:pw@cache.internal:6379"),
+        ("redis://[::1]/0", "redis://[::1]:6379/0"),
+        ("redis://cache.internal:6380/0", "redis://cache.internal:6380/0"),
+    ],
+)
+def test_a_redis_url_without_a_port_means_redis_default_port_written_out(given: str, used: str) -> None:
+    assert load({"REDIS_URL": given}).redis_url == used
