@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import KEY, Stack, embedded_jwt, jwt_for, run_stack
+from .conftest import KEY, UNKNOWN_APP_KEY, Stack, embedded_jwt, jwt_for, run_stack
 
 pytestmark = pytest.mark.node
 
@@ -86,6 +86,7 @@ def credentials() -> dict[str, str]:
     return {
         "jwt": jwt_for(lifetime=600, now=issued_at),
         "embeddedToken": embedded_jwt(inner, expires_at=issued_at + 300),
+        "unknownAppJwt": jwt_for(lifetime=600, now=issued_at, key=UNKNOWN_APP_KEY),
     }
 
 
@@ -230,6 +231,12 @@ def test_a_string_that_is_not_a_token_fails_the_client_40101(faithful: dict[str,
     check = faithful["notAToken"]
     assert (check["state"], check["reason"]["code"]) == ("failed", 40101)
     assert (check["restError"]["statusCode"], check["restError"]["code"]) == (401, 40101)
+
+
+def test_a_jwt_for_an_app_that_does_not_exist_is_40400_not_found(faithful: dict[str, Any]) -> None:
+    """rest/auth.test.js "JWT request with invalid key" / "... with authCallback and invalid keys": 404/40400."""
+    outcomes = faithful["unknownApp"]["outcomes"]
+    assert [(o["statusCode"], o["code"]) for o in outcomes] == [(404, 40400), (404, 40400)]
 
 
 def test_a_capability_upgrade_by_authorize_lets_the_attached_channel_publish(faithful: dict[str, Any]) -> None:

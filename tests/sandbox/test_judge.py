@@ -98,6 +98,8 @@ OVERSIZED = forge(HEADER, claims(padding="x" * 9000))
 HOSTILE: list[tuple[str, str, int, int]] = [
     ("wrong secret", forge(HEADER, claims(), secret="not-the-secret"), 40101, 401),
     ("unknown kid", forge({**HEADER, "kid": "appId.otherKey"}, claims()), 40101, 401),
+    # Ably: 404/40400 for an app it does not have (ably-js rest/auth.test.js "JWT request with invalid key").
+    ("kid of an unknown app", forge({**HEADER, "kid": "invalid.invalid"}, claims(), secret="invalid"), 40400, 404),
     ("missing kid", forge({"alg": "HS256", "typ": "JWT"}, claims()), 40144, 401),
     ("empty kid", forge({**HEADER, "kid": ""}, claims()), 40144, 401),
     ("alg none", forge({**HEADER, "alg": "none"}, claims()).rsplit(".", 1)[0] + ".", 40144, 401),

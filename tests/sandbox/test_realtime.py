@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from authserver.sandbox import SandboxLimits, create_sandbox_app
 
-from .conftest import KEY, Stack, jwt_for, run_stack, serve
+from .conftest import KEY, UNKNOWN_APP_KEY, Stack, jwt_for, run_stack, serve
 from .wire import (
     ACK,
     ATTACH,
@@ -106,8 +106,17 @@ class TestConnect:
             (lambda: {"access_token": "Sdnurv_some_invalid_token_nkds9r7"}, 40101),
             (lambda: {"key": f"{KEY.name}:wrong"}, 40101),
             (dict, 40101),
+            (lambda: {"access_token": jwt_for(key=UNKNOWN_APP_KEY)}, 40400),
         ],
-        ids=["expired token", "clientId mismatch", "not a token", "made-up Ably token", "wrong key", "no credentials"],
+        ids=[
+            "expired token",
+            "clientId mismatch",
+            "not a token",
+            "made-up Ably token",
+            "wrong key",
+            "no credentials",
+            "JWT of an app that does not exist",
+        ],
     )
     def test_refused_connections_get_error_and_close(
         self, stack: Stack, params: Callable[[], dict[str, str]], code: int
