@@ -108,6 +108,7 @@ def runs() -> Iterator[dict[str, NodeRun]]:
             "revocation": start("revocation.mjs", stack, format="msgpack"),
             "claims-json": start("claims.mjs", stack),
             "claims-msgpack": start("claims.mjs", stack, format="msgpack"),
+            "presence-claims": start("presence_claims.mjs", stack, format="msgpack"),
             **{
                 f"faithful-{wire_format}": start("faithful.mjs", stack, format=wire_format, **credentials())
                 for wire_format in ("json", "msgpack")
@@ -202,6 +203,21 @@ def test_user_claims_arrive_in_messages_and_presence_and_a_forged_one_is_overwri
     ]
     assert result["presence"] == [{"action": "enter", "extras": {"userClaim": '{"mod":true}'}}]
     assert result["members"] == [{"clientId": "js-mod", "extras": {"userClaim": '{"mod":true}'}}]
+
+
+def test_presence_carries_the_members_current_user_claim_through_auth_and_into_the_synthesised_leave(
+    runs: dict[str, NodeRun],
+) -> None:
+    """The claim is copied from the member's current token into its presence (Ably JWT docs, channel claims)."""
+    result = runs["presence-claims"].result()
+    before, after = {"userClaim": "before"}, {"userClaim": "after"}
+    assert result["events"] == [
+        {"action": "enter", "extras": before},
+        {"action": "update", "extras": after},
+        {"action": "leave", "extras": after},
+    ]
+    assert result["members"] == [after]
+    assert result["synced"] == [after]
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
