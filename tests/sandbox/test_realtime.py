@@ -573,6 +573,31 @@ class TestTokenLifecycle:
             frame = wire.expect(DISCONNECTED)
         assert frame["error"]["code"] == 40141
 
+    def test_a_later_margin_revocation_is_enforced_on_the_token_renewed_for_an_earlier_one(self) -> None:
+        """Each revokeTokens call is a rule with its own appliesAt (Ably revocation docs): the token the
+        client renewed to after the first rule's AUTH is cut off when the second rule applies."""
+        with run_stack(SandboxLimits(reauth_margin_ms=600)) as fast:
+            user = f"twice-{uuid.uuid4().hex[:6]}"
+
+            def revoke(**body: Any) -> None:
+                response = httpx.post(
+                    f"{fast.sandbox.http}/keys/{KEY.name}/revokeTokens",
+                    json={"targets": [f"clientId:{user}"], "allowReauthMargin": True, **body},
+                    auth=(KEY.name, KEY.secret),
+                    timeout=5,
+                )
+                assert response.json()["successCount"] == 1
+
+            with Wire(fast.sandbox.ws, access_token=jwt_for(client_id=user, now=time.time() - 10)) as wire:
+                wire.connected()
+                revoke(issuedBefore=int(time.time() * 1000) - 5000)  # covers the first token only
+                wire.expect(AUTH)
+                wire.send({"action": AUTH, "auth": {"accessToken": jwt_for(client_id=user, now=time.time() - 2)}})
+                wire.connected()
+                revoke()  # covers the renewed token too, from a little later on
+                wire.expect(AUTH)
+                assert wire.expect(DISCONNECTED)["error"]["code"] == 40141
+
     def test_revoking_a_revocation_key_cuts_off_its_tokens_40141_and_no_others(self) -> None:
         clock = FakeClock()
         with run_stack(clock=clock) as revocable:
