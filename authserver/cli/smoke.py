@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -50,6 +51,29 @@ def renewal_plan(lifetime: float, renewals: int, timeout: float) -> str | None:
 
 class SmokeFailure(Exception):
     pass
+
+
+def stuck_connected(realtime: Any, *, now_ms: float | None = None) -> str | None:
+    """Why the client is stuck: CONNECTED with an expired token and no transport; or None.
+
+    ably-python 3.1 ends there when its authUrl refuses the TCP connection (service down and no proxy in
+    front): ``on_error_from_authorize`` reads ``.code`` on httpx's ``ConnectError`` and crashes after the
+    transport is gone, so it never reconnects (README "Known client issues"; ably-spec 8.3).
+    """
+    state = str(getattr(realtime.connection.state, "value", realtime.connection.state))
+    details = realtime.auth.token_details
+    now_ms = time.time() * 1000 if now_ms is None else now_ms
+    if state != "connected" or details is None or not details.expires or details.expires > now_ms:
+        return None
+    transport = getattr(realtime.connection.connection_manager, "transport", None)
+    if transport is not None and not getattr(transport, "is_disposed", False):
+        return None
+    return (
+        f"ably-python reports CONNECTED, but its token expired {(now_ms - details.expires) / 1000:.0f} s ago and it "
+        f"has no transport: its authUrl refused the connection (token service down, no proxy in front) and "
+        f"ably-python 3.1 never reconnects after that (see the README's known client issues). Put a proxy "
+        f"answering 502 in front of the service, or fetch tokens in an auth_callback"
+    )
 
 
 def connect_with_port(self: Any) -> None:
@@ -137,6 +161,9 @@ async def _exchange(
     returns how many messages went round."""
     sent = 0
     while len(tokens) <= renewals:
+        stuck = stuck_connected(realtime)
+        if stuck is not None:
+            raise SmokeFailure(stuck)
         if time.monotonic() > deadline:
             raise SmokeFailure(
                 f"only {len(tokens) - 1} of {renewals} renewals within {timeout:.0f}s (Ably prompts a renewal "
@@ -199,11 +226,18 @@ async def stay_connected(
         sent = await _exchange(realtime, chan, received, states, tokens, renewals, deadline, timeout, lifetime)
         print(f"OK: {sent} messages round-tripped, {len(tokens) - 1} renewals, connection stayed connected")
         return 0
-    except TimeoutError:
+    except Exception as exc:
+        stuck = stuck_connected(realtime)
+        if stuck is not None:
+            raise SmokeFailure(stuck) from exc
+        if not isinstance(exc, TimeoutError):
+            raise
         reason = realtime.connection.error_reason
         raise SmokeFailure(f"timed out; connection state {realtime.connection.state}, reason {reason}") from None
     finally:
-        await realtime.close()
+        # NOTE: bounded: a client stuck CONNECTED without a transport may never see its CLOSED.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(realtime.close(), 5)
 
 
 def run_smoke(base_url: str, username: str, password: str, *, renewals: int, timeout: float, channel: str) -> int:

@@ -282,6 +282,10 @@ class Channel:
         """See :meth:`PresenceSet.remove_connection`."""
         return self.presence.remove_connection(connection_id, now_ms=now_ms)
 
+    def reclaim_members(self, connection_id: str, user_claim: str | None, *, now_ms: int) -> list[Member]:
+        """See :meth:`PresenceSet.reclaim`."""
+        return self.presence.reclaim(connection_id, user_claim, now_ms=now_ms)
+
     def broadcast_presence(self, events: list[Member], *, frame_fields: dict[str, Any]) -> None:
         if not events:
             return

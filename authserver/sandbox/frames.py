@@ -91,9 +91,11 @@ def presence_sync(sandbox: Sandbox, connection: Connection, frame: Frame) -> lis
 
 
 def reauthorised(sandbox: Sandbox, connection: Connection) -> list[Frame]:
-    """After an AUTH: modes follow the new capability; channels no longer allowed fail with 40160 (RTC8a1)."""
+    """After an AUTH: modes follow the new capability; channels no longer allowed fail with 40160 (RTC8a1);
+    presence members carry the new token's user claims."""
     frames: list[Frame] = []
     for name in sandbox.attachments.reauthorise(connection):
         sandbox.leave_channel(connection, name)
         frames.append(channel_error(name, denied(name, "attach")))
+    sandbox.reclaim_presence(connection)
     return frames

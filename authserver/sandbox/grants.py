@@ -168,6 +168,10 @@ class Keyring:
     def get(self, key_name: str) -> AblyKey | None:
         return self._keys.get(key_name)
 
+    def has_app(self, app_id: str) -> bool:
+        """Whether some key belongs to the app ``app_id`` (the part of a key name before the dot)."""
+        return any(key.app_id == app_id for key in self._keys.values())
+
     def revocable(self, key_name: str) -> bool:
         """Whether the key has revocable tokens: revokeTokens works, its tokens live at most 1 h."""
         return key_name in self._keys and key_name not in self._non_revocable

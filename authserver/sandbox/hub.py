@@ -20,9 +20,9 @@ from authserver.sandbox.channels import Channel, ChannelRegistry, Member, check_
 from authserver.sandbox.connections import Connection, ConnectionRegistry
 from authserver.sandbox.grants import Actor, JudgedCredential, Keyring
 from authserver.sandbox.judge import TokenJudge
-from authserver.sandbox.limits import SandboxLimits
+from authserver.sandbox.limits import LimitError, SandboxLimits
 from authserver.sandbox.native_tokens import IssuedTokens, TokenIssuer
-from authserver.sandbox.payloads import check_payload, payload_size
+from authserver.sandbox.payloads import check_payload, payload_size, stamp_user_claim
 from authserver.sandbox.protocol import PresenceAction
 from authserver.sandbox.revocation import Revocation, Revocations, RevocationTarget
 
@@ -51,25 +51,6 @@ def _items(raw: object, what: str, limits: SandboxLimits) -> list[dict[str, Any]
             f"Maximum message size exceeded (max_message_size={limits.max_message_size})", code=40009, status=413
         )
     return items
-
-
-def stamp_user_claim(message: dict[str, Any], user_claim: str | None) -> dict[str, Any]:
-    """``message`` with ``extras.userClaim`` set to the sender's token claim for the channel, as Ably does.
-
-    The sender never chooses it: a client-supplied ``userClaim`` is replaced, or removed when the
-    credential has no claim for the channel, so a receiver can trust it came from a token.
-    """
-    extras = message.get("extras")
-    if user_claim is None and not (isinstance(extras, dict) and "userClaim" in extras):
-        return message
-    kept = {k: v for k, v in extras.items() if k != "userClaim"} if isinstance(extras, dict) else {}
-    if user_claim is not None:
-        kept["userClaim"] = user_claim
-    if kept:
-        message["extras"] = kept
-    else:
-        message.pop("extras", None)
-    return message
 
 
 @dataclass(frozen=True)
@@ -224,6 +205,26 @@ class Sandbox:
             return
         events = channel.remove_members(connection.id, now_ms=self.now_ms())
         channel.broadcast_presence(events, frame_fields={"timestamp": self.now_ms()})
+
+    def reclaim_presence(self, connection: Connection) -> None:
+        """After an AUTH: ``connection``'s members carry the new token's user claims, broadcast as UPDATEs.
+
+        Ably copies the claim from the connection's token into its presence messages (JWT docs, channel
+        claims); the sandbox keeps a member's claim that of the token the connection holds now, so
+        subscribers, ``presence.get()``, SYNC and the LEAVE agree with it.
+        """
+        for name in list(connection.presence_channels):
+            channel = self.channels.get(name)
+            if channel is None:
+                continue
+            try:
+                events = channel.reclaim_members(
+                    connection.id, connection.grant.claims.user_claim(name), now_ms=self.now_ms()
+                )
+            except LimitError as exc:
+                log.warning("connection %s: presence on %s keeps its old user claim: %s", connection.id, name, exc)
+                continue
+            channel.broadcast_presence(events, frame_fields={"timestamp": self.now_ms()})
 
     # -- connection lifecycle -----------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ header is a JSON object) nor an opaque token the sandbox issued
 claims not base64url or not a JSON object                              40144  401
 ``alg`` other than ``HS256`` (``none``, ``RS256``, ``HS512``...)      40144  401
 ``kid`` missing, empty or not a string                                 40144  401
-``kid`` names no key the sandbox knows                                 40101  401
+``kid`` names an app the sandbox does not have                         40400  404
+``kid`` names no key the sandbox knows (of an app it has)              40101  401
 signature does not verify with that key's secret                       40101  401
 ``iat`` / ``exp`` missing, not numbers, outside [0, 1e11) s            40144  401
 ``exp`` not after ``iat``                                              40144  401
@@ -47,8 +48,13 @@ token (opaque or an Ably JWT) in its JOSE header ``x-ably-token`` (or, unencrypt
 Ably cannot verify the outer signature and does not: the inner token is judged, and the outer ``exp`` must
 not be later than the inner token's expiry.
 
-Decisions where Ably's behaviour is unconfirmed (spec 2.3): a wrong signature and an unknown ``kid``
-are *credential* errors (40101, outside the 4014x range), so clients move to FAILED at once instead of
+A ``kid`` whose app (the part before the dot) the sandbox does not have is 404 / 40400, as Ably answers
+it: ably-js ``test/rest/auth.test.js`` "JWT request with invalid key" and "Rest JWT with authCallback and
+invalid keys" sign with ``invalid.invalid`` and expect 40400 / 404 ("app id does not exist"); 40400 is
+outside the token range, so clients do not renew.
+
+Decisions where Ably's behaviour is unconfirmed (spec 2.3): a wrong signature and an unknown ``kid`` of a
+known app are *credential* errors (40101, outside the 4014x range), so clients move to FAILED at once instead of
 fetching the same bad token again and again; a misconfigured signing key is a configuration error.
 Everything that makes the JWT unreadable is 40144, which clients treat as renewable, as Ably does.
 
@@ -207,6 +213,8 @@ class TokenJudge:
         if not isinstance(kid, str) or not kid:
             raise invalid_jwt("missing a key identifier (kid)")
         key = self._keyring.get(kid)
+        if key is None and not self._keyring.has_app(kid.partition(".")[0]):
+            raise AuthServerError("No application found with that id (the JWT's kid)", code=40400, status=404)
         if key is None:
             raise NotAuthenticatedError("Invalid credentials: kid names no key of this app")
         # Every segment is checked to be base64url (hence ASCII) before the signing input is built.

@@ -111,6 +111,13 @@ class TokenWatch:
             self._revocation = asyncio.create_task(self._enforce_revocation(applies_at_ms))
 
     async def _enforce_revocation(self, applies_at_ms: int) -> None:
-        await self._sleep_until(applies_at_ms)
-        if self._revocations.revoked(self._connection.grant, now_ms=self._now_ms()):
-            self._transport.close(error_frame(Action.DISCONNECTED, REVOKED))
+        # Rules are kept per call: another one may cover the token the connection holds by then, later.
+        while True:
+            await self._sleep_until(applies_at_ms)
+            rule = self._revocations.find(self._connection.grant)
+            if rule is None:
+                return
+            if rule.applies_at_ms <= self._now_ms():
+                self._transport.close(error_frame(Action.DISCONNECTED, REVOKED))
+                return
+            applies_at_ms = rule.applies_at_ms

@@ -120,3 +120,22 @@ def payload_size(item: Mapping[str, Any]) -> int:
     if item.get("extras") is not None:
         size += len(json.dumps(item["extras"], allow_nan=False).encode("utf-8"))
     return size
+
+
+def stamp_user_claim(message: dict[str, Any], user_claim: str | None) -> dict[str, Any]:
+    """``message`` with ``extras.userClaim`` set to the sender's token claim for the channel, as Ably does.
+
+    The sender never chooses it: a client-supplied ``userClaim`` is replaced, or removed when the
+    credential has no claim for the channel, so a receiver can trust it came from a token.
+    """
+    extras = message.get("extras")
+    if user_claim is None and not (isinstance(extras, dict) and "userClaim" in extras):
+        return message
+    kept = {k: v for k, v in extras.items() if k != "userClaim"} if isinstance(extras, dict) else {}
+    if user_claim is not None:
+        kept["userClaim"] = user_claim
+    if kept:
+        message["extras"] = kept
+    else:
+        message.pop("extras", None)
+    return message

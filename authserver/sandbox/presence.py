@@ -12,7 +12,7 @@ from typing import Any
 
 from authserver.sandbox.budget import StoreBudget
 from authserver.sandbox.limits import LimitError, SandboxLimits
-from authserver.sandbox.payloads import payload_size
+from authserver.sandbox.payloads import payload_size, stamp_user_claim
 from authserver.sandbox.protocol import Action, Frame, PresenceAction
 
 SYNC_PAGE_SIZE = 100
@@ -75,13 +75,38 @@ class PresenceSet:
             # The id is deliberately not prefixed by the connectionId: clients then treat the LEAVE as
             # synthesised and compare timestamps (RTP2b1), which must be newer than the member's.
             timestamp = max(now_ms, int(member.get("timestamp", 0)) + 1)
-            leave = {k: v for k, v in member.items() if k in ("clientId", "connectionId", "data", "encoding")}
+            # Its extras too: a subscriber reads the member's (current) user claim on the LEAVE as on the ENTER.
+            leave = {k: v for k, v in member.items() if k in ("clientId", "connectionId", "data", "encoding", "extras")}
             leave.update(
                 action=int(PresenceAction.LEAVE),
                 id=f"leave:{connection_id}:{timestamp}:{len(events)}",
                 timestamp=timestamp,
             )
             events.append(leave)
+        return events
+
+    def reclaim(self, connection_id: str, user_claim: str | None, *, now_ms: int) -> list[Member]:
+        """A connection's credentials changed (AUTH): its members take the new token's ``user_claim``.
+
+        Returns an UPDATE for each member whose claim changed. Its id is not prefixed by the connectionId
+        (the sandbox, not the client, sent it), so clients compare timestamps (RTP2b1): newer than the member's.
+
+        :raises LimitError: 42910 when the sandbox's store budget cannot hold a longer claim.
+        """
+        events: list[Member] = []
+        for key in [k for k in self.members if k[0] == connection_id]:
+            member = self.members[key]
+            extras = member.get("extras")
+            if (extras.get("userClaim") if isinstance(extras, dict) else None) == user_claim:
+                continue
+            timestamp = max(now_ms, int(member.get("timestamp", 0)) + 1)
+            updated = stamp_user_claim(dict(member), user_claim)
+            updated.update(id=f"claim:{connection_id}:{timestamp}:{len(events)}", timestamp=timestamp)
+            cost = self._budget.reserve(payload_size(updated))
+            self._budget.release(self._costs.pop(key, 0))
+            self._costs[key] = cost
+            self.members[key] = updated
+            events.append({**updated, "action": int(PresenceAction.UPDATE)})
         return events
 
     def clear(self) -> None:

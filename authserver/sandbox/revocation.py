@@ -1,9 +1,8 @@
 """Token revocation (``POST /keys/{keyName}/revokeTokens``): targets and the revocations in force.
 
-A revocation refuses every token of that key whose target matches and that was issued before
-``issuedBefore``; tokens issued later are fine. Revocation works with every key of the sandbox (as if
-each had revocable tokens enabled), but the 1 h TTL limit Ably puts on revocable tokens is not applied
-(see :mod:`.judge`). An entry is forgotten once every token it could cover has expired.
+A revocation refuses, from its ``appliesAt`` on, every token of that key whose target matches and that
+was issued before ``issuedBefore``; tokens issued later are fine. Each call is a rule of its own (Ably's
+token revocation docs; ably-spec 8.3). A rule is forgotten once every token it could cover has expired.
 """
 
 from __future__ import annotations
@@ -74,45 +73,59 @@ class Revocation:
 
 
 class Revocations:
-    """The revocations in force, one per (key, target); a later revocation of a target widens it."""
+    """The revocation rules in force: each ``revokeTokens`` call for a target is its own rule, as on Ably.
+
+    A token is revoked once some rule covering it applies (its ``appliesAt`` has passed). Ably answers every
+    target with that call's own ``issuedBefore`` and ``appliesAt`` (``TokenRevocationSuccessResult``), so a
+    later call never moves an earlier rule's ``appliesAt`` onto its own, later ``issuedBefore``: an immediate
+    logout followed by a role change with ``allowReauthMargin`` still lets the connection renew in band.
+    A rule another one of the same target makes redundant (a cut-off no later, applying no sooner) is dropped.
+    """
 
     def __init__(self, max_entries: int, *, max_token_ttl_ms: int) -> None:
-        self._entries: dict[tuple[str, RevocationTarget], Revocation] = {}
+        self._rules: dict[tuple[str, RevocationTarget], list[Revocation]] = {}
         self._max_entries = max_entries
         self._max_token_ttl_ms = max_token_ttl_ms
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(rules) for rules in self._rules.values())
 
     def add(self, revocation: Revocation, *, now_ms: int) -> Revocation:
-        """Record ``revocation`` and return the entry now in force for its target.
+        """Record ``revocation`` as a rule of its own and return it.
 
-        :raises LimitError: the sandbox already remembers ``max_revocations`` live targets.
+        :raises LimitError: the sandbox already remembers ``max_revocations`` live rules.
         """
-        # A token issued before issued_before has expired by issued_before + the longest TTL.
-        for slot, entry in list(self._entries.items()):
-            if entry.issued_before_ms + self._max_token_ttl_ms < now_ms:
-                del self._entries[slot]
+        self._forget_expired(now_ms)
         slot = (revocation.key_name, revocation.target)
-        current = self._entries.get(slot)
-        if current is None and len(self._entries) >= self._max_entries:
+        rules = self._rules.get(slot, [])
+        if any(_subsumes(rule, revocation) for rule in rules):
+            return revocation
+        kept = [rule for rule in rules if not _subsumes(revocation, rule)]
+        if len(self) - len(rules) + len(kept) >= self._max_entries:
             raise LimitError(f"too many revocations (max_revocations={self._max_entries})")
-        if current is not None:
-            revocation = Revocation(
-                revocation.key_name,
-                revocation.target,
-                max(current.issued_before_ms, revocation.issued_before_ms),
-                min(current.applies_at_ms, revocation.applies_at_ms),
-            )
-        self._entries[slot] = revocation
+        self._rules[slot] = [*kept, revocation]
         return revocation
 
+    def _forget_expired(self, now_ms: int) -> None:
+        # A token issued before issued_before has expired by issued_before + the longest TTL.
+        for slot, rules in list(self._rules.items()):
+            live = [rule for rule in rules if rule.issued_before_ms + self._max_token_ttl_ms >= now_ms]
+            if live:
+                self._rules[slot] = live
+            else:
+                del self._rules[slot]
+
     def find(self, grant: JudgedCredential) -> Revocation | None:
-        """The revocation covering ``grant`` that applies soonest, applying already or not."""
-        found = [r for r in self._entries.values() if r.covers(grant)]
+        """The rule covering ``grant`` that applies soonest, applying already or not."""
+        found = [rule for rules in self._rules.values() for rule in rules if rule.covers(grant)]
         return min(found, key=lambda r: r.applies_at_ms) if found else None
 
     def revoked(self, grant: JudgedCredential, *, now_ms: int) -> bool:
         """Whether ``grant`` is refused at ``now_ms``."""
         found = self.find(grant)
         return found is not None and found.applies_at_ms <= now_ms
+
+
+def _subsumes(rule: Revocation, other: Revocation) -> bool:
+    """Whether ``rule`` revokes everything ``other`` does, no later (so ``other`` adds nothing)."""
+    return rule.issued_before_ms >= other.issued_before_ms and rule.applies_at_ms <= other.applies_at_ms

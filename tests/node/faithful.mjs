@@ -155,6 +155,24 @@ async function stats() {
   return { jwtItems: withJwt.items, embeddedItems: embedded.items, presenceHistory: presence.items.length };
 }
 
+/** rest/auth.test.js "JWT request with invalid key" and "Rest JWT with authCallback and invalid keys": a JWT
+ * whose kid names an app Ably does not have is 404 / 40400, as a token and through an authCallback. */
+async function unknownApp() {
+  const outcomes = [];
+  for (const options of [
+    { token: settings.unknownAppJwt },
+    { authCallback: (_params, callback) => callback(null, settings.unknownAppJwt) },
+  ]) {
+    try {
+      await rest(options).stats();
+      outcomes.push('accepted');
+    } catch (err) {
+      outcomes.push(errorOf(err));
+    }
+  }
+  return { outcomes };
+}
+
 /** RTN16: recover a connection by its recovery key; an unusable key gets 80018. */
 async function recover() {
   const first = realtime(authOptions({ user: `js-rec-${suffix}` }));
@@ -256,6 +274,7 @@ await main(async () => {
     echoAndIdempotence,
     history,
     stats,
+    unknownApp,
     recover,
     tokenOnly,
     nonceReuse,

@@ -39,6 +39,8 @@ from helpers import running_server
 
 KEY = AblyKey("sandboxApp.keyOne", "not-a-real-secret-for-sandbox-tests")
 OTHER_KEY = AblyKey("sandboxApp.keyTwo", "another-not-real-secret")
+#: The key ably-js's rest/auth.test.js signs with to name an app that does not exist.
+UNKNOWN_APP_KEY = AblyKey("invalid.invalid", "invalidinvalid")
 ALL_CAPABILITY = '{"*":["*"]}'
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import KEY, Stack, embedded_jwt, jwt_for, run_stack
+from .conftest import KEY, UNKNOWN_APP_KEY, Stack, embedded_jwt, jwt_for, run_stack
 
 pytestmark = pytest.mark.node
 
@@ -86,6 +86,7 @@ def credentials() -> dict[str, str]:
     return {
         "jwt": jwt_for(lifetime=600, now=issued_at),
         "embeddedToken": embedded_jwt(inner, expires_at=issued_at + 300),
+        "unknownAppJwt": jwt_for(lifetime=600, now=issued_at, key=UNKNOWN_APP_KEY),
     }
 
 
@@ -107,6 +108,7 @@ def runs() -> Iterator[dict[str, NodeRun]]:
             "revocation": start("revocation.mjs", stack, format="msgpack"),
             "claims-json": start("claims.mjs", stack),
             "claims-msgpack": start("claims.mjs", stack, format="msgpack"),
+            "presence-claims": start("presence_claims.mjs", stack, format="msgpack"),
             **{
                 f"faithful-{wire_format}": start("faithful.mjs", stack, format=wire_format, **credentials())
                 for wire_format in ("json", "msgpack")
@@ -203,6 +205,21 @@ def test_user_claims_arrive_in_messages_and_presence_and_a_forged_one_is_overwri
     assert result["members"] == [{"clientId": "js-mod", "extras": {"userClaim": '{"mod":true}'}}]
 
 
+def test_presence_carries_the_members_current_user_claim_through_auth_and_into_the_synthesised_leave(
+    runs: dict[str, NodeRun],
+) -> None:
+    """The claim is copied from the member's current token into its presence (Ably JWT docs, channel claims)."""
+    result = runs["presence-claims"].result()
+    before, after = {"userClaim": "before"}, {"userClaim": "after"}
+    assert result["events"] == [
+        {"action": "enter", "extras": before},
+        {"action": "update", "extras": after},
+        {"action": "leave", "extras": after},
+    ]
+    assert result["members"] == [after]
+    assert result["synced"] == [after]
+
+
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
 def test_a_publish_flood_beyond_the_claimed_rate_gets_42911_and_the_connection_stays_connected(
     runs: dict[str, NodeRun], wire_format: str
@@ -230,6 +247,12 @@ def test_a_string_that_is_not_a_token_fails_the_client_40101(faithful: dict[str,
     check = faithful["notAToken"]
     assert (check["state"], check["reason"]["code"]) == ("failed", 40101)
     assert (check["restError"]["statusCode"], check["restError"]["code"]) == (401, 40101)
+
+
+def test_a_jwt_for_an_app_that_does_not_exist_is_40400_not_found(faithful: dict[str, Any]) -> None:
+    """rest/auth.test.js "JWT request with invalid key" / "... with authCallback and invalid keys": 404/40400."""
+    outcomes = faithful["unknownApp"]["outcomes"]
+    assert [(o["statusCode"], o["code"]) for o in outcomes] == [(404, 40400), (404, 40400)]
 
 
 def test_a_capability_upgrade_by_authorize_lets_the_attached_channel_publish(faithful: dict[str, Any]) -> None:

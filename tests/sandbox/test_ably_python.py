@@ -285,6 +285,43 @@ def test_revocation_disconnects_40141_and_the_client_comes_back_with_a_fresh_tok
     run(scenario, timeout=20)
 
 
+def test_a_revocation_with_reauth_margin_after_an_immediate_one_renews_in_band(stack: Stack) -> None:
+    """Logout everywhere (immediate), then a role change (``allowReauthMargin``) for the same clientId:
+    each call is its own rule (Ably revocation docs), so the second sends AUTH and the client renews on
+    the same connection instead of being cut off with 40141."""
+
+    async def scenario() -> None:
+        user = f"py-revoke2-{suffix()}"
+        async with realtime(stack.sandbox.port, stack.auth_url, binary=True, user=user) as client:
+            await wait_for_state(client, "connected")
+            reasons: list[Any] = []
+            client.connection.on("disconnected", collect(reasons))
+            await asyncio.sleep(1.1)  # JWT iat is in whole seconds: revoke in a later second
+            assert await revoke(stack, user) == 1
+            await eventually(lambda: bool(reasons), timeout=5, what="DISCONNECTED 40141")
+            await wait_for_state(client, "connected", timeout=10)
+            renewed, connection = client.auth.token_details.token, connection_id(client)
+            updates: list[Any] = []
+            client.connection.on("update", collect(updates))
+            await asyncio.sleep(1.1)
+            assert await revoke(stack, user, allowReauthMargin=True) == 1
+            await eventually(lambda: bool(updates), timeout=5, what="the in-band renewal")
+            assert client.auth.token_details.token != renewed
+            assert [r.reason.code for r in reasons] == [40141]  # only the first revocation cut it
+            assert (str(client.connection.state.value), connection_id(client)) == ("connected", connection)
+
+    run(scenario, timeout=25)
+
+
+async def revoke(stack: Stack, user: str, **options: Any) -> int:
+    async with httpx.AsyncClient(auth=(KEY.name, KEY.secret)) as admin:
+        response = await admin.post(
+            f"{stack.sandbox.http}/keys/{KEY.name}/revokeTokens", json={"targets": [f"clientId:{user}"], **options}
+        )
+    count: int = response.json()["successCount"]
+    return count
+
+
 # -- behaviour the clients can tell apart from Ably's (each would fail on the sandbox before issue 7) --
 
 

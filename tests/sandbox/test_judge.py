@@ -98,6 +98,8 @@ OVERSIZED = forge(HEADER, claims(padding="x" * 9000))
 HOSTILE: list[tuple[str, str, int, int]] = [
     ("wrong secret", forge(HEADER, claims(), secret="not-the-secret"), 40101, 401),
     ("unknown kid", forge({**HEADER, "kid": "appId.otherKey"}, claims()), 40101, 401),
+    # Ably: 404/40400 for an app it does not have (ably-js rest/auth.test.js "JWT request with invalid key").
+    ("kid of an unknown app", forge({**HEADER, "kid": "invalid.invalid"}, claims(), secret="invalid"), 40400, 404),
     ("missing kid", forge({"alg": "HS256", "typ": "JWT"}, claims()), 40144, 401),
     ("empty kid", forge({**HEADER, "kid": ""}, claims()), 40144, 401),
     ("alg none", forge({**HEADER, "alg": "none"}, claims()).rsplit(".", 1)[0] + ".", 40144, 401),
@@ -207,6 +209,27 @@ class TestRevocation:
         assert judge.judge(token, now_ms=NOW_MS + 29_999).client_id == "user-1"
         with pytest.raises(AuthServerError):
             judge.judge(token, now_ms=NOW_MS + 30_000)
+
+    def test_each_revocation_of_a_target_is_its_own_rule(self) -> None:
+        """Ably revocation docs / ``TokenRevocationSuccessResult``: a later call adds a rule with its own
+        ``issuedBefore`` and ``appliesAt``; it never pulls an earlier rule's ``appliesAt`` onto its own cut-off."""
+        judge, _, revocations = make_judge()
+        self.revoke(revocations, "clientId:user-1", before_ms=NOW_MS - 20_000, applies_at_ms=NOW_MS - 20_000)
+        self.revoke(revocations, "clientId:user-1", before_ms=NOW_MS, applies_at_ms=NOW_MS + 30_000)
+        renewed = forge(HEADER, claims(iat=NOW - 10))  # after the first rule, before the second
+        assert judge.judge(renewed, now_ms=NOW_MS + 29_999).client_id == "user-1"
+        with pytest.raises(AuthServerError) as caught:
+            judge.judge(renewed, now_ms=NOW_MS + 30_000)
+        assert caught.value.code == 40141
+        with pytest.raises(AuthServerError):  # the first rule still holds for what it covers
+            judge.judge(forge(HEADER, claims(iat=NOW - 30)), now_ms=NOW_MS)
+
+    def test_a_later_immediate_revocation_does_not_wait_for_an_earlier_margin(self) -> None:
+        judge, _, revocations = make_judge()
+        self.revoke(revocations, "clientId:user-1", before_ms=NOW_MS - 5000, applies_at_ms=NOW_MS + 25_000)
+        self.revoke(revocations, "clientId:user-1", before_ms=NOW_MS, applies_at_ms=NOW_MS)
+        with pytest.raises(AuthServerError):
+            judge.judge(forge(HEADER, claims(iat=NOW - 2)), now_ms=NOW_MS)
 
     @pytest.mark.parametrize("target", ["channel:x", "clientId:", "nonsense", 7])
     def test_unsupported_targets_are_refused(self, target: object) -> None:

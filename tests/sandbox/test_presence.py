@@ -80,11 +80,36 @@ def test_members_of_a_dropped_connection_get_synthesised_leaves_newer_than_their
             "clientId": "alice",
             "connectionId": "conn",
             "data": "hi",
+            "extras": {"x": 1},  # the member's extras, its user claim among them, as on its ENTER
             "id": "leave:conn:1001:0",  # not "<connectionId>:...": clients compare timestamps (RTP2b1)
             "timestamp": 1_001,
         }
     ]
     assert list(members.members) == [("other", "alice")]
+
+
+def test_a_new_user_claim_updates_the_connections_members_and_nobody_elses() -> None:
+    members = presence_set()
+    members.apply(event(ENTER, data="hi", timestamp=1_000, extras={"userClaim": "old", "headers": {"h": 1}}))
+    members.apply(event(ENTER, connection_id="other", timestamp=1_000, extras={"userClaim": "old"}))
+    updates = members.reclaim("conn", "new", now_ms=500)  # a clock behind the member's own stamp
+    assert updates == [
+        {
+            "action": UPDATE,
+            "clientId": "alice",
+            "connectionId": "conn",
+            "data": "hi",
+            "extras": {"userClaim": "new", "headers": {"h": 1}},
+            "id": "claim:conn:1001:0",  # sent by the sandbox: clients compare timestamps (RTP2b1)
+            "timestamp": 1_001,
+        }
+    ]
+    assert members.members[("conn", "alice")]["extras"] == {"userClaim": "new", "headers": {"h": 1}}
+    assert members.members[("conn", "alice")]["action"] == PRESENT
+    assert members.members[("other", "alice")]["extras"] == {"userClaim": "old"}
+    assert members.reclaim("conn", "new", now_ms=2_000) == []  # unchanged: nothing to tell
+    members.reclaim("conn", None, now_ms=2_000)  # a token without a claim for the channel: the claim goes
+    assert members.members[("conn", "alice")]["extras"] == {"headers": {"h": 1}}
 
 
 def test_clear_gives_every_members_bytes_back_to_the_budget() -> None:

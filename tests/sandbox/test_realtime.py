@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from authserver.sandbox import SandboxLimits, create_sandbox_app
 
-from .conftest import KEY, Stack, jwt_for, run_stack, serve
+from .conftest import KEY, UNKNOWN_APP_KEY, Stack, jwt_for, run_stack, serve
 from .wire import (
     ACK,
     ATTACH,
@@ -106,8 +106,17 @@ class TestConnect:
             (lambda: {"access_token": "Sdnurv_some_invalid_token_nkds9r7"}, 40101),
             (lambda: {"key": f"{KEY.name}:wrong"}, 40101),
             (dict, 40101),
+            (lambda: {"access_token": jwt_for(key=UNKNOWN_APP_KEY)}, 40400),
         ],
-        ids=["expired token", "clientId mismatch", "not a token", "made-up Ably token", "wrong key", "no credentials"],
+        ids=[
+            "expired token",
+            "clientId mismatch",
+            "not a token",
+            "made-up Ably token",
+            "wrong key",
+            "no credentials",
+            "JWT of an app that does not exist",
+        ],
     )
     def test_refused_connections_get_error_and_close(
         self, stack: Stack, params: Callable[[], dict[str, str]], code: int
@@ -563,6 +572,31 @@ class TestTokenLifecycle:
             assert response.status_code == 200
             frame = wire.expect(DISCONNECTED)
         assert frame["error"]["code"] == 40141
+
+    def test_a_later_margin_revocation_is_enforced_on_the_token_renewed_for_an_earlier_one(self) -> None:
+        """Each revokeTokens call is a rule with its own appliesAt (Ably revocation docs): the token the
+        client renewed to after the first rule's AUTH is cut off when the second rule applies."""
+        with run_stack(SandboxLimits(reauth_margin_ms=600)) as fast:
+            user = f"twice-{uuid.uuid4().hex[:6]}"
+
+            def revoke(**body: Any) -> None:
+                response = httpx.post(
+                    f"{fast.sandbox.http}/keys/{KEY.name}/revokeTokens",
+                    json={"targets": [f"clientId:{user}"], "allowReauthMargin": True, **body},
+                    auth=(KEY.name, KEY.secret),
+                    timeout=5,
+                )
+                assert response.json()["successCount"] == 1
+
+            with Wire(fast.sandbox.ws, access_token=jwt_for(client_id=user, now=time.time() - 10)) as wire:
+                wire.connected()
+                revoke(issuedBefore=int(time.time() * 1000) - 5000)  # covers the first token only
+                wire.expect(AUTH)
+                wire.send({"action": AUTH, "auth": {"accessToken": jwt_for(client_id=user, now=time.time() - 2)}})
+                wire.connected()
+                revoke()  # covers the renewed token too, from a little later on
+                wire.expect(AUTH)
+                assert wire.expect(DISCONNECTED)["error"]["code"] == 40141
 
     def test_revoking_a_revocation_key_cuts_off_its_tokens_40141_and_no_others(self) -> None:
         clock = FakeClock()
