@@ -16,6 +16,7 @@ and the CLI can each render it in one place::
     ├── DatabaseError               the accounts database cannot be opened
     ├── RateLimitedError            too many attempts: try again later (429, 42910)
     ├── UnavailableError            a dependency (the database) is busy or down: retry (503, 50300)
+    │   └── OverloadedError         more requests in flight than the process admits: retry (503, 50300)
     └── TokenError                  a token judged invalid (401, 4014x and friends)
 
 Messages are short, name the field at fault and never contain a secret, password or token.
@@ -159,6 +160,12 @@ class UnavailableError(AuthServerError):
     code = 50300
     status = 503
     retry_after = 1
+
+
+class OverloadedError(UnavailableError):
+    """More requests in flight than this process admits (``AUTHSERVER_MAX_IN_FLIGHT``): a token request
+    is refused at once, before any work, and the client retries (Ably has no code of its own for an
+    overloaded auth server: 50300 is its "service unavailable", which every Ably SDK retries)."""
 
 
 class StoreUnavailableError(UnavailableError):

@@ -256,6 +256,7 @@ def verdict(value: float | None, target: float, floor: float | None, *, higher: 
 
 def start_targets(args: argparse.Namespace, tmp: Path, stack: ExitStack) -> tuple[Endpoint, Endpoint, Path]:
     workers = 2 if args.mode == "workers" else 1
+    admission = {} if args.max_in_flight is None else {"AUTHSERVER_MAX_IN_FLIGHT": str(args.max_in_flight)}
     if args.mode == "workers":
         binaries = postgres_bin()
         assert binaries is not None
@@ -265,10 +266,10 @@ def start_targets(args: argparse.Namespace, tmp: Path, stack: ExitStack) -> tupl
         redis.start()
         stack.callback(redis.stop)
         postgres.psql("CREATE DATABASE bench")
-        env = service_env(tmp, DATABASE_URL=postgres.url("bench"), REDIS_URL=redis.url)
+        env = service_env(tmp, DATABASE_URL=postgres.url("bench"), REDIS_URL=redis.url, **admission)
         subprocess.run([AUTHSERVER, "db", "upgrade"], env=env, cwd=tmp, check=True, capture_output=True)
     else:
-        env = service_env(tmp)
+        env = service_env(tmp, **admission)
     add_account(env)
     port, hello_port = free_port(), free_port()
     serve_log = tmp / "serve.log"
@@ -408,6 +409,7 @@ def main() -> int:
     parser.add_argument("--capacity-vus", type=int, help="closed-loop clients (default 64; workers 256)")
     parser.add_argument("--warmup", type=int, help="closed-loop warm-up seconds (default 3; quick 1)")
     parser.add_argument("--capacity", type=float, help="req/s to take as capacity instead of measuring it")
+    parser.add_argument("--max-in-flight", type=int, help="AUTHSERVER_MAX_IN_FLIGHT (default: the service's; 0: off)")
     parser.add_argument("--timeout", type=int, default=10, help="client timeout, seconds (default 10)")
     parser.add_argument("--probe-rate", type=int, default=20, help="/healthz requests per second (default 20)")
     parser.add_argument("--max-vus", type=int, default=2000, help="requests k6 keeps waiting per step (2000)")

@@ -278,6 +278,7 @@ ENDPOINT_EXTRA = "ABLY_ENDPOINT: must be just scheme://host[:port], without a pa
             "AUTHSERVER_LOG_LEVEL: 'verbose' is not one of debug, info, warning, error",
         ),
         ({"ABLY_KEY_CAPABILITY": "{not json"}, "ABLY_KEY_CAPABILITY: capability is not valid JSON"),
+        ({"AUTHSERVER_MAX_IN_FLIGHT": "-1"}, "AUTHSERVER_MAX_IN_FLIGHT: -1 is outside 0..100000"),
         ({"ABLY_KEY_CAPABILITY": "[]"}, "ABLY_KEY_CAPABILITY: capability must be a JSON object"),
         (
             {"ABLY_KEY_CAPABILITY": '{"chat:*":["fly"]}'},
@@ -363,6 +364,9 @@ def test_default_sandbox_port_is_never_out_of_range() -> None:
             ("https://app.example", "http://localhost:3000"),
         ),
         ({"AUTHSERVER_LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
+        ({}, "max_in_flight", 128),
+        ({"AUTHSERVER_MAX_IN_FLIGHT": "0"}, "max_in_flight", 0),
+        ({"AUTHSERVER_MAX_IN_FLIGHT": "512"}, "max_in_flight", 512),
     ],
 )
 def test_good_value_is_read(environ: dict[str, str], attribute: str, value: object) -> None:

@@ -108,7 +108,11 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     from authserver.server.guard import ConnectionLimits
 
     return ConnectionLimits(
-        settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
+        settings.header_timeout,
+        settings.body_timeout,
+        settings.max_connections,
+        settings.max_header_bytes,
+        settings.max_in_flight,
     )
 
 

@@ -31,7 +31,7 @@ from authserver.http.responses import error_response, exception_response
 from authserver.http.web import security_middleware_args, web_routes
 from authserver.identity import Authenticator
 from authserver.identity.passwords import Passwords
-from authserver.infra.drops import report_drops_to
+from authserver.infra.drops import report_drops_to, report_shed_to
 from authserver.infra.guards import Gate, Throttle
 from authserver.infra.logs import LogLimiter
 from authserver.infra.metrics import Metrics, multiprocess_dir_from_environment
@@ -171,6 +171,7 @@ def _lifespan(services: Services, readiness: Readiness) -> Callable[[Starlette],
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         report_drops_to(app.state.metrics.connection_dropped)  # in this (worker) process
+        report_shed_to(app.state.metrics.request_shed)
         await services.start()
         watch = asyncio.get_running_loop().create_task(readiness.watch(), name="authserver readiness")
         try:

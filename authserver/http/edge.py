@@ -91,6 +91,9 @@ class Edge:
       logged (an exception message may quote request data).
     - **Hot routes**: ``direct`` maps a (method, path) to an endpoint called without the router (see
       :func:`direct`); every other request goes to ``app``.
+
+    Admission control is not here but below, in the server's protocol
+    (:mod:`authserver.server.guard`): a request shed there never reaches this layer.
     """
 
     def __init__(

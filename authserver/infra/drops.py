@@ -1,4 +1,5 @@
-"""Connection drops of this process: the server's connection guard tells, the app's metrics listen.
+"""Connection drops and shed requests of this process: the server's connection guard tells, the app's
+metrics listen.
 
 The guard lives in the server process layer and the metrics in the app, so they meet here, below both.
 """
@@ -26,3 +27,19 @@ def report_drops_to(listener: Callable[[str], None]) -> None:
 def dropped(reason: str) -> None:
     """A connection of this process was closed by the limits, for ``reason``."""
     _drop_listener(reason)
+
+
+#: Told the path (``/auth``, ``/token``) of each request of this process answered 503 by admission
+#: control: see :func:`report_shed_to`.
+_shed_listener: Callable[[str], None] = _ignore
+
+
+def report_shed_to(listener: Callable[[str], None]) -> None:
+    """Send this process's shed requests to ``listener`` (the app's metrics)."""
+    global _shed_listener
+    _shed_listener = listener
+
+
+def shed(path: str) -> None:
+    """A request of this process for ``path`` was refused by admission control (503)."""
+    _shed_listener(path)

@@ -126,6 +126,9 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.requests_shed = Counter(
+            "authserver_requests_shed", "Token requests refused 503 by admission control", ["path"], registry=registry
+        )
         self.revocation_batches = Counter(
             "authserver_revocation_batches",
             "revokeTokens calls to Ably, by outcome (delivered, retry, refused)",
@@ -193,6 +196,10 @@ class Metrics:
 
     def connection_dropped(self, reason: str) -> None:
         self.connections_dropped.labels(reason).inc()
+
+    def request_shed(self, path: str) -> None:
+        """``path``: /auth or /token (the only paths admission control refuses)."""
+        self.requests_shed.labels(path).inc()
 
     # Exposition.
     def render(self) -> tuple[bytes, str]:

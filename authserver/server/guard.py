@@ -9,13 +9,25 @@ connection *between* requests is closed) and nothing else that holds against slo
 - no cap on open connections: ``limit_concurrency`` answers *requests* with 503 once N connections
   are open, so 1,000 idle sockets make ``/healthz`` fail instead of protecting it, and past the
   descriptor limit libuv accepts and drops new connections (its EMFILE trick) unanswered;
-- no limit on header size with httptools (``h11_max_incomplete_event_size`` exists for h11 only).
+- no limit on header size with httptools (``h11_max_incomplete_event_size`` exists for h11 only);
+- no admission control that spares the probes: past ``limit_concurrency`` every request, ``/healthz``
+  included, gets a plain-text 503.
 
-:func:`guarded_protocol` subclasses uvicorn's httptools protocol to add all four. One
+:func:`guarded_protocol` subclasses uvicorn's httptools protocol to add all five. One
 :class:`ConnectionGuard` per server process keeps its open connections in arrival order; when a new
 connection would exceed the cap, the *oldest connection that is not running a request* (idle, or
 still sending its headers) is closed to make room, so a flood of idle sockets cannot keep a real
 client (or the health check) out, and the process stays under its descriptor limit.
+
+**Admission control.** A token request (:data:`SHED_PATHS`) that arrives while ``max_in_flight``
+requests of this process are in flight is answered 503 (Ably's 50300, ``Retry-After: 1``) by the
+protocol itself, the moment its headers are read: no task, no session lookup, no signing, and the
+connection goes on. The signal is uvicorn's own set of request tasks (created when a request's
+headers are in, gone when its answer is): it counts the requests waiting to run as well as those
+running. The app's edge could not see that queue: ``GET /auth`` answered from memory runs start to
+end without yielding, so a count kept there stays near 1 while hundreds of requests wait in the
+event loop's ready queue. The check costs a ``len`` and a compare per request; probes and every
+other path are never refused, and a request once admitted runs to its end.
 """
 
 from __future__ import annotations
@@ -24,14 +36,16 @@ import asyncio
 import json
 import logging
 import resource
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from authserver.http.responses import NO_CACHE, error_body
-from authserver.infra.drops import dropped
+from authserver.errors import OverloadedError
+from authserver.http.responses import NO_CACHE, error_body, error_headers
+from authserver.infra.drops import dropped, shed
 
 log = logging.getLogger("authserver.connections")
 
@@ -53,6 +67,8 @@ class ConnectionLimits:
     max_connections: int = 0
     #: Request line plus headers, in bytes; larger requests get 431 and are closed.
     max_header_bytes: int = 16 * 1024
+    #: Requests in flight (waiting to run or running) at which a token request gets 503; 0: never.
+    max_in_flight: int = 128
 
     def connection_cap(self) -> int:
         if self.max_connections:
@@ -63,22 +79,36 @@ class ConnectionLimits:
         return max(16, min(AUTO_MAX_CONNECTIONS, soft - DESCRIPTOR_RESERVE))
 
 
-def _error_response(status: int, reason: str, message: str) -> bytes:
-    """A complete HTTP/1.1 error answer written at the socket: Ably-shaped, no-cache, closing."""
-    body = json.dumps(error_body(40000, status, message), separators=(",", ":")).encode()
+def _error_response(
+    status: int, reason: str, message: str, *, code: int = 40000, close: bool = True, extra: tuple[str, ...] = ()
+) -> bytes:
+    """A complete HTTP/1.1 error answer written at the socket: Ably-shaped, no-cache, closing unless
+    ``close`` is false; ``extra``: more header lines."""
+    body = json.dumps(error_body(code, status, message), separators=(",", ":")).encode()
     head = [
         f"HTTP/1.1 {status} {reason}".encode(),
         b"content-type: application/json",
         b"content-length: " + str(len(body)).encode(),
-        b"connection: close",
-        b"x-ably-errorcode: 40000",
+        *([b"connection: close"] if close else []),
+        *(f"{name.lower()}: {value}".encode() for name, value in error_headers(code, message).items()),
         *(f"{name.lower()}: {value}".encode() for name, value in NO_CACHE.items()),
+        *(line.encode() for line in extra),
     ]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+def _overloaded_response() -> bytes:
+    error = OverloadedError("too many requests in flight: try again shortly")
+    extra = (f"retry-after: {error.retry_after}", "vary: Origin")
+    return _error_response(503, "Service Unavailable", error.message, code=error.code, close=False, extra=extra)
+
+
 TOO_LARGE = _error_response(431, "Request Header Fields Too Large", "request headers too large")
 MALFORMED = _error_response(400, "Bad Request", "invalid HTTP request")
+#: The answer to a token request past ``max_in_flight``; the connection stays open for the next request.
+OVERLOADED = _overloaded_response()
+#: What admission control may refuse: the token requests (never the probes, metrics, page or login).
+SHED_PATHS = frozenset({b"/auth", b"/token"})
 
 
 #: This process's guard for each uvicorn config (a worker builds its own: nothing crosses processes).
@@ -110,6 +140,9 @@ class ConnectionGuard:
 
     def on_drop(self, reason: str) -> None:
         dropped(reason)
+
+    def on_shed(self, path: str) -> None:
+        shed(path)
 
     def admit(self, conn: GuardedProtocol) -> None:
         self.open[conn] = None
@@ -174,6 +207,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.guard = ConnectionGuard.of(config)
+        #: uvicorn's request tasks of this process (:attr:`tasks`) at which a token request is shed.
+        self.max_in_flight = self.guard.limits.max_in_flight or sys.maxsize
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -183,6 +218,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._awaiting_headers = True
         self._body_pending = False  # headers in, body not yet complete
         self._refused = False
+        self._shedding = False  # a request answered 503 by admission control, its body still to come
         self._arm(self.guard.limits.header_timeout, "header_timeout")
         self.guard.admit(self)
 
@@ -224,7 +260,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # Time what this read left unfinished; a request that arrived whole (the usual GET on a
         # kept-alive connection) needs no timer at all.
         if self._timer is None:
-            if self._awaiting_headers:  # the first bytes of a request on a kept-alive connection
+            if self._awaiting_headers and self._header_bytes:  # the first bytes of a request on a kept-alive connection
                 self._arm(self.guard.limits.header_timeout, "header_timeout")
             elif self._body_pending:
                 self._arm(self.guard.limits.body_timeout, "body_timeout")
@@ -247,6 +283,9 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_size = 0
+        if self.timeout_keep_alive_task is not None:  # a request right behind a shed one, in the same read
+            self._unset_keepalive_if_required()
+            self._arm(self.guard.limits.header_timeout, "header_timeout")
 
     def on_url(self, url: bytes) -> None:
         self._header_size += len(url)
@@ -263,6 +302,8 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._disarm()  # the header timeout; a body still to come is timed when this read ends
         self._body_pending = True
+        if len(self.tasks) >= self.max_in_flight and self._shed():
+            return
         previous = self.cycle
         super().on_headers_complete()
         # The cycle's task has not run yet: it writes through this from its first message on. NOTE: a
@@ -270,8 +311,33 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.cycle is not previous:
             self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
 
+    def _shed(self) -> bool:
+        """Answer this request 503 at once if it is a token request, and say whether it was."""
+        path = self.url.partition(b"?")[0]
+        if path not in SHED_PATHS or self.parser.get_method() not in (b"GET", b"POST"):
+            return False
+        if self.parser.should_upgrade() or (self.cycle is not None and not self.cycle.response_complete):
+            return False  # an upgrade, or pipelined behind a running request: its answer must wait its turn
+        self._shedding = True
+        self.guard.on_shed(path.decode("ascii"))
+        self.transport.write(OVERLOADED)
+        return True
+
+    def _shed_complete(self) -> None:
+        """The shed request's body is in (and dropped): the connection takes its next request."""
+        self._shedding = False
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        if not self.parser.should_keep_alive():
+            self.transport.close()
+            return
+        # Idle from here, as after any answer: uvicorn's keep-alive timeout (not the header timeout,
+        # which data_received arms only once bytes of a next request came: _header_bytes).
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        if not self._refused and not self._shedding:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -279,6 +345,9 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._disarm()  # the body is in: the app's own pace from here
         self._body_pending = False
+        if self._shedding:
+            self._shed_complete()
+            return
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
