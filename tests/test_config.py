@@ -364,7 +364,8 @@ def test_default_sandbox_port_is_never_out_of_range() -> None:
             ("https://app.example", "http://localhost:3000"),
         ),
         ({"AUTHSERVER_LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
-        ({}, "max_in_flight", 128),
+        ({}, "max_in_flight", 0),  # off until requests still sending their body no longer count
+        ({"AUTHSERVER_MAX_IN_FLIGHT": "128"}, "max_in_flight", 128),
         ({"AUTHSERVER_MAX_IN_FLIGHT": "0"}, "max_in_flight", 0),
         ({"AUTHSERVER_MAX_IN_FLIGHT": "512"}, "max_in_flight", 512),
     ],

@@ -67,6 +67,10 @@ async def login(request: Request) -> Response:
     return response
 
 
+#: The longest start of a username the login throttle keys on (account names are at most 64).
+THROTTLE_NAME_CHARS = 128
+
+
 async def _login(request: Request) -> Response:
     svc = services(request)
     if not origin_allowed(request, svc):
@@ -83,7 +87,9 @@ async def _checked(svc: Services, username: str, password: str, address: str) ->
     """The identity of a right password. The attempt is counted before its password is checked, so
     that concurrent guesses cannot all pass the throttle while earlier ones are being verified; it
     stays counted only when the password was wrong (or the outcome is unknown: an unexpected error)."""
-    attempt = await svc.throttle.attempt(username, address, svc.clock())
+    # NOTE: counted under at most THROTTLE_NAME_CHARS of the name: no account's name is longer, and a
+    # flood of long made-up names cannot fill the throttle's memory (they share the counts of their start).
+    attempt = await svc.throttle.attempt(username[:THROTTLE_NAME_CHARS], address, svc.clock())
     check = svc.users.demo_login if svc.settings.demo_login else svc.users.verify_login
     try:
         identity = await svc.login_gate.run(lambda: check(username, password))

@@ -174,7 +174,8 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
         return response
 
     async def callback(request: Request) -> Response:
-        if "error" not in request.query_params and not flow_marker(request, client.name):
+        # NOTE: a non-empty error only: Authlib deletes the flow's state on an empty one before refusing it.
+        if not request.query_params.get("error") and not flow_marker(request, client.name):
             log.info("log in with %s refused: a callback without its flow cookie", upstream.display_name)
             return _failed(f"{upstream.display_name} login did not complete (not begun in this browser)")
         try:

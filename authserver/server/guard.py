@@ -39,7 +39,9 @@ import resource
 import sys
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -68,7 +70,7 @@ class ConnectionLimits:
     #: Request line plus headers, in bytes; larger requests get 431 and are closed.
     max_header_bytes: int = 16 * 1024
     #: Requests in flight (waiting to run or running) at which a token request gets 503; 0: never.
-    max_in_flight: int = 128
+    max_in_flight: int = 0  # off (see the README: requests still sending their body count)
 
     def connection_cap(self) -> int:
         if self.max_connections:
@@ -200,6 +202,18 @@ class HeadWithBody:
         return getattr(self._transport, name)
 
 
+def _routed_path(target: bytes) -> bytes:
+    """The path the app will route ``target`` to, as uvicorn derives it (absolute-form and %-escapes
+    undone): ``GET /%61uth`` or ``GET http://host/auth`` is a token request too."""
+    if target.startswith(b"/") and b"%" not in target:
+        return target.partition(b"?")[0]
+    try:
+        path = httptools.parse_url(target).path or b"/"
+    except httptools.HttpParserInvalidURLError:
+        return b""
+    return unquote_to_bytes(path) if b"%" in path else path
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout, a body timeout, a header size limit and a
     place in this process's :class:`ConnectionGuard` (see :func:`limit_connections`)."""
@@ -313,7 +327,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _shed(self) -> bool:
         """Answer this request 503 at once if it is a token request, and say whether it was."""
-        path = self.url.partition(b"?")[0]
+        path = _routed_path(self.url)
         if path not in SHED_PATHS or self.parser.get_method() not in (b"GET", b"POST"):
             return False
         if self.parser.should_upgrade() or (self.cycle is not None and not self.cycle.response_complete):

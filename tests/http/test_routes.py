@@ -735,6 +735,16 @@ def test_login_with_an_overlong_username_is_the_uniform_401(service: Service) ->
     assert_ably_error(response, 401, 40101)
 
 
+def test_made_up_long_names_share_the_counts_of_their_start(service: Service) -> None:
+    # A flood of long names cannot grow the throttle's memory: they are counted under their first 128
+    # characters, which no account name reaches.
+    for n in range(10):
+        guess = {"username": "x" * 200 + str(n), "password": "guess"}
+        assert service.client.post("/login", json=guess).status_code == 401
+    refused = service.client.post("/login", json={"username": "x" * 200 + "z", "password": "guess"})
+    assert_ably_error(refused, 429, 42910)
+
+
 def test_repeated_failed_logins_are_throttled_per_address_and_username(service: Service) -> None:
     service.add_user("alice")
     for _ in range(10):

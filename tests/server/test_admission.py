@@ -125,6 +125,18 @@ def _answers(sock: socket.socket, count: int) -> list[bytes]:
     return lines
 
 
+@pytest.mark.parametrize("target", ["/%61uth", "/%61uth?format=jwt"])
+def test_a_token_request_spelled_with_escapes_is_shed_too(bounded: Announced, target: str) -> None:
+    # uvicorn routes /%61uth to /auth: the bound must see it as the token request it is.
+    with storm(bounded.port):
+        _first(f"{bounded.url}/auth", 503)
+        with socket.create_connection(("127.0.0.1", bounded.port), timeout=10) as raw:
+            raw.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            assert raw.recv(65536).startswith(b"HTTP/1.1 503 ")
+            raw.sendall(f"GET http://127.0.0.1{target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            assert raw.recv(65536).startswith(b"HTTP/1.1 503 ")
+
+
 def test_a_shed_request_with_a_body_leaves_its_kept_alive_connection_usable(bounded: Announced) -> None:
     with storm(bounded.port):
         assert _first(f"{bounded.url}/auth", 503).status_code == 503
