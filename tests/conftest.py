@@ -31,15 +31,22 @@ def _unavailable(what: str) -> None:
     pytest.skip(f"{what} is not installed (scripts/setup --test installs it)")
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """Debian's PostgreSQL, one cluster for the whole run, with an ``authserver_test`` database."""
+def new_postgres() -> Postgres:
+    """A started cluster of Debian's PostgreSQL (loopback, a free port, a temporary folder); the
+    caller stops it. Skipped (failed under ``scripts/test``) where PostgreSQL is not installed."""
     binaries = postgres_bin()
     if binaries is None:
         _unavailable("PostgreSQL (/usr/lib/postgresql/*/bin)")
         raise AssertionError("unreachable")
     server = Postgres(binaries)
     server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """Debian's PostgreSQL, one cluster for the whole run, with an ``authserver_test`` database."""
+    server = new_postgres()
     try:
         server.psql("CREATE DATABASE authserver_test")
         yield server

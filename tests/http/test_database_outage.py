@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import httpx2  # the responses of Starlette's TestClient
 import pytest
-from realservers import Postgres, postgres_bin
+from realservers import Postgres
 
-from conftest import Service, ServiceFactory, _unavailable
+from conftest import Service, ServiceFactory, new_postgres
 
 #: The issue's bounds: each answer while the database is away, and full service after it is back.
 ANSWER_WITHIN = 1.0
@@ -23,12 +23,7 @@ BACK_WITHIN = 3.0
 @pytest.fixture
 def own_postgres() -> Iterator[Postgres]:
     """A cluster of this test's own (the session-wide one is never stopped)."""
-    binaries = postgres_bin()
-    if binaries is None:
-        _unavailable("PostgreSQL (/usr/lib/postgresql/*/bin)")
-        raise AssertionError("unreachable")
-    server = Postgres(binaries)
-    server.start()
+    server = new_postgres()
     try:
         yield server
     finally:
