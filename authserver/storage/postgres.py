@@ -115,10 +115,26 @@ class PostgresStorage:
             max_size=self._sizes[1],
             timeout=self.wait,
             open=False,
-            # libpq counts connect_timeout in whole seconds, at least 2
-            kwargs={"autocommit": True, "connect_timeout": max(2, int(self.timeout))},
+            kwargs=self._connection_options(),
             name="authserver",
         )
+
+    def _connection_options(self) -> dict[str, Any]:
+        """libpq options of every connection: a server that stops answering in the middle of a call (a
+        network partition, a host gone without a reset) breaks the connection within about ``timeout``
+        seconds, and the call fails with a 503, instead of waiting for the kernel's retransmissions
+        (15 minutes or more). ``tcp_user_timeout`` bounds a request nobody acknowledges; keepalives
+        find an idle connection whose server is gone."""
+        seconds = max(2, int(self.timeout))  # libpq counts connect_timeout in whole seconds, at least 2
+        return {
+            "autocommit": True,
+            "connect_timeout": seconds,
+            "tcp_user_timeout": seconds * 1000,
+            "keepalives": 1,
+            "keepalives_idle": seconds,
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+        }
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -147,8 +163,7 @@ class PostgresStorage:
 
         :raises psycopg.Error: the server does not answer yet.
         """
-        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(2, int(self.timeout))}
-        async with await psycopg.AsyncConnection.connect(self.url, **kwargs) as probe:
+        async with await psycopg.AsyncConnection.connect(self.url, **self._connection_options()) as probe:
             await probe.execute("SELECT 1")
         pool = self._new_pool()
         try:

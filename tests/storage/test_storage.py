@@ -202,6 +202,27 @@ async def test_postgres_going_away_is_a_503_and_ready_says_why(postgres: Postgre
     await storage.close()
 
 
+@pytest.mark.anyio
+async def test_every_postgres_connection_gives_up_on_a_silent_server_after_the_timeout(
+    postgres: Postgres,
+) -> None:
+    """A partition or a vanished host acknowledges nothing: libpq gives up on the connection after
+    ``timeout`` (tcp_user_timeout, keepalives) rather than the kernel's quarter of an hour. (Nothing
+    here can black-hole loopback, so this reads the options libpq accepted on a pooled connection.)"""
+    storage = PostgresStorage(await fresh_postgres_url(postgres), timeout=3.0)
+    await storage.open()
+    async with storage.connection() as conn:
+        used = {k: v for k, v in (opt.split("=", 1) for opt in conn.info.dsn.split()) if k.startswith(("tcp", "keep"))}
+    assert used == {
+        "tcp_user_timeout": "3000",
+        "keepalives": "1",
+        "keepalives_idle": "3",
+        "keepalives_interval": "1",
+        "keepalives_count": "3",
+    }
+    await storage.close()
+
+
 async def _hold(storage: PostgresStorage, seconds: float) -> None:
     async with storage.connection() as conn:
         await conn.execute("SELECT pg_sleep(%s)", (seconds,))
