@@ -17,8 +17,9 @@ const publisher = () => rest({ key: settings.key });
 /** Attach `channel` and report the ATTACHED state change and what arrives until `settle` ms after. */
 async function attachAndCollect(channel, settle = 500) {
   const received = [];
+  const attached = new Promise((resolve) => channel.once('attached', resolve));
   await channel.subscribe((msg) => received.push(msg.data));
-  const change = channel.state === 'attached' ? null : await channel.whenState('attached');
+  const change = await attached;
   await sleep(settle);
   return { received, change };
 }

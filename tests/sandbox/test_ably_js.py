@@ -341,7 +341,6 @@ def _check(result: dict[str, Any], name: str) -> dict[str, Any]:
     return check
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22: not implemented yet")
 def test_rewind_delivers_the_backlog_after_attached_flagged_has_backlog(continuity: dict[str, Any]) -> None:
     """Ably docs, channels/options/rewind; ably-js ``ChannelStateChange.hasBacklog`` from HAS_BACKLOG (1 << 1)."""
     check = _check(continuity, "rewindBacklog")
@@ -356,7 +355,6 @@ def test_rewind_delivers_the_backlog_after_attached_flagged_has_backlog(continui
     }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22: not implemented yet")
 def test_a_rewound_channel_that_resumes_does_not_get_the_backlog_again(continuity: dict[str, Any]) -> None:
     check = _check(continuity, "rewindThenResume")
     assert check["received"] == ["old-0", "old-1", "after"]
@@ -364,7 +362,6 @@ def test_a_rewound_channel_that_resumes_does_not_get_the_backlog_again(continuit
     assert check["attaches"][0] == {"hasBacklog": True, "resumed": False}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22: not implemented yet")
 def test_an_attach_flagged_attach_resume_gets_no_rewind_backlog(continuity: dict[str, Any]) -> None:
     """ably-js ``realtime/resume`` resume_rewind_1: the flag (RTL4j) suppresses the rewind."""
     check = _check(continuity, "attachResumeFlag")
@@ -376,7 +373,6 @@ def test_an_attach_flagged_attach_resume_gets_no_rewind_backlog(continuity: dict
     assert check["flagged"]["change"]["hasBacklog"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22: not implemented yet")
 def test_recover_reattaches_every_channel_from_the_serial_in_the_key(continuity: dict[str, Any]) -> None:
     """RTN16: each channel resumes from its serial in the recovery key: m2 (received by the crashed
     client after it took the key) and m3 (published after the crash) once, then live m4."""

@@ -890,7 +890,6 @@ class TestContinuity:
     ``ChannelStateChange.hasBacklog``.
     """
 
-    @pytest.mark.xfail(strict=True, reason="issue 22: not implemented yet")
     def test_a_rewind_backlog_is_flagged_has_backlog_and_an_empty_one_is_not(self, stack: Stack) -> None:
         name = room()
         with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
@@ -906,7 +905,6 @@ class TestContinuity:
         assert attached["params"] == {"rewind": "1"}
         assert backlog == ["b"]
 
-    @pytest.mark.xfail(strict=True, reason="issue 22: not implemented yet")
     @pytest.mark.parametrize("how", ["attach-resume-flag", "channel-serial"])
     def test_an_attach_that_resumes_gets_no_rewind_backlog(self, stack: Stack, how: str) -> None:
         """ably-js resume_rewind_1 (RTL4j): ATTACH_RESUME, or a channel serial, means not an initial attach."""
@@ -924,7 +922,6 @@ class TestContinuity:
         assert attached["flags"] & HAS_BACKLOG == 0
         assert first == "live"
 
-    @pytest.mark.xfail(strict=True, reason="issue 22: not implemented yet")
     def test_an_attach_with_a_channel_serial_gets_what_followed_it_marked_resumed(self, stack: Stack) -> None:
         """The channel serial a client sends on ATTACH (RTL4c1) is where its attachment starts, on any connection."""
         name = room()
@@ -941,7 +938,27 @@ class TestContinuity:
         assert after == ["m1", "m2"]
         assert unknown["flags"] & (RESUMED | HAS_BACKLOG) == 0  # another channel's serial: no continuity
 
-    @pytest.mark.xfail(strict=True, reason="issue 22: not implemented yet")
+    def test_what_a_channel_serial_missed_is_kept_for_the_connection_state_ttl_only(self) -> None:
+        """Ably keeps a client's continuity for two minutes (docs: connect/states, connection state recovery):
+        a message older than that is not replayed, and the attach is not RESUMED."""
+        clock, name = FakeClock(), room()
+        key = {"key": f"{KEY.name}:{KEY.secret}"}
+        with run_stack(clock=clock) as clocked:
+            with Wire(clocked.sandbox.ws, **key) as wire:
+                wire.connected()
+                wire.attach(name)
+                serial = _publish(wire, name, ["seen"])[0]
+                clock.advance(1)
+                _publish(wire, name, ["too old by then"], first_serial=1)
+                clock.advance(121)
+                _publish(wire, name, ["recent"], first_serial=2)
+            with Wire(clocked.sandbox.ws, **key) as other:
+                other.connected()
+                attached = other.attach(name, channelSerial=serial)
+                replay = _data(other, 1)
+        assert attached["flags"] & (RESUMED | HAS_BACKLOG) == HAS_BACKLOG
+        assert replay == ["recent"]
+
     def test_recover_reattaches_several_channels_each_from_its_own_serial(self, stack: Stack) -> None:
         """RTN16: the recovered connection's channels continue from the serials in the recovery key, even
         when the old transport had been sent more (or less) before it went."""
@@ -965,8 +982,9 @@ class TestContinuity:
                 publisher.connected()
                 for index, name in enumerate(names):
                     _publish(publisher, name, ["d"], first_serial=index)
-            attached = [new.attach(name, channelSerial=key_serials[name]) for name in names]
+            attached = [new.attach(names[0], channelSerial=key_serials[names[0]])]
             first = _data(new, 3, names[0])
+            attached.append(new.attach(names[1], channelSerial=key_serials[names[1]]))
             second = _data(new, 2, names[1])
             with pytest.raises(TimeoutError):
                 new.expect(MESSAGE, timeout=0.5)
