@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from authserver.errors import BadRequestError, UnavailableError
 from authserver.http.bodies import read_bounded
+from authserver.http.common import metrics_of
 from authserver.http.responses import json_response
 from authserver.infra.audit import audit_logout_accepted, audit_logout_refused
 from authserver.wiring import Services
@@ -75,12 +76,15 @@ def backchannel_routes(svc: Services) -> list[BaseRoute]:
             claims, upstream = await verifier.logout_claims(token, now)
             ended = await logouts.apply(claims, upstream, now)
         except BadRequestError as exc:
+            metrics_of(request).backchannel_logout("refused")
             audit_logout_refused(400, exc.message)
             return _answer(400, {"error": "invalid_request", "error_description": exc.message})
         except UnavailableError as exc:
+            metrics_of(request).backchannel_logout("unavailable")
             audit_logout_refused(503, exc.message)
             retry = {"Retry-After": str(exc.retry_after or 5)}
             return _answer(503, {"error": "temporarily_unavailable", "error_description": exc.message}, retry)
+        metrics_of(request).backchannel_logout("accepted")
         audit_logout_accepted(upstream.issuer, "sid" if claims.sid is not None else "sub", ended)
         return _answer(200)
 

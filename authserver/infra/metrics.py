@@ -120,6 +120,12 @@ class Metrics:
         self.jwks_fetches = Counter(
             "authserver_jwks_fetches", "JWKS fetches by outcome", ["outcome"], registry=registry
         )
+        self.backchannel_logouts = Counter(
+            "authserver_backchannel_logouts",
+            "Back-channel logout tokens received, by outcome (accepted, refused, unavailable)",
+            ["outcome"],
+            registry=registry,
+        )
         self.connections_dropped = Counter(
             "authserver_connections_dropped",
             "Connections closed by the connection limits (timeouts, cap, header size)",
@@ -189,6 +195,10 @@ class Metrics:
 
     def redis_error(self, operation: str) -> None:
         self.redis_errors.labels(operation).inc()
+
+    def backchannel_logout(self, outcome: str) -> None:
+        """``outcome``: accepted, refused (400) or unavailable (503)."""
+        self.backchannel_logouts.labels(outcome).inc()
 
     def jwks_fetch(self, outcome: str) -> None:
         """``outcome``: ok, error or cached (for the OIDC identity source)."""
