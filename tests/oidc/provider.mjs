@@ -101,6 +101,12 @@ function build() {
       },
     },
     pkce: { required: () => true },
+    // Its outgoing calls (the back-channel logouts) refuse loopback addresses (SSRF protection): the
+    // service under test listens on 127.0.0.1, so the protecting dispatcher is left out here.
+    fetch: (url, options) => {
+      const { dispatcher, ...rest } = options;
+      return globalThis.fetch(url, rest);
+    },
     cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
     findAccount: (ctx, id) => ({ accountId: id, claims: () => ({ sub: id }) }),
   });
