@@ -5,18 +5,22 @@ tokens of that user issued before it (403 40305, final); a replayed, malformed o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from typing import Any
 
 import pytest
+import redis
+from realservers import Postgres
 from starlette.testclient import TestClient
 
 from authserver.infra import audit
 from authserver.infra.logs import LogLimiter
 
 from .conftest import AUDIENCE, LOGOUT_EVENT, PAGE_CLIENT_ID, ClientFactory, Provider, unique
+from conftest import fresh_postgres_url
 
 pytestmark = pytest.mark.node
 PATH = "/oidc/backchannel-logout"
@@ -183,3 +187,31 @@ def test_every_logout_token_is_audited_without_its_contents(
     metrics = client.get("/metrics").text
     assert 'authserver_backchannel_logouts_total{outcome="accepted"} 1.0' in metrics
     assert 'authserver_backchannel_logouts_total{outcome="refused"} 1.0' in metrics
+
+
+def test_two_workers_on_redis_and_postgresql_share_the_replay_set_and_the_logout(
+    shared_provider: Provider, make_client: ClientFactory, redis_url: str, postgres: Postgres
+) -> None:
+    """Two service instances (as two workers: each its own memory) on one PostgreSQL and one Redis: a
+    logout token posted to one is a replay at the other (its jti is in Redis), and the other at once
+    refuses the user's earlier upstream token it had remembered (the logout is announced through Redis)."""
+    env = {
+        "OIDC_BACKCHANNEL_LOGOUT_AUDIENCE": PAGE_CLIENT_ID,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": asyncio.run(fresh_postgres_url(postgres)),
+        "AUTHSERVER_SESSION_RECHECK": "3600",  # only an announcement can make the other worker look again
+    }
+    first, second = make_client(shared_provider, **env), make_client(shared_provider, **env)
+    user, now = unique("wanda"), time.time()
+    earlier = shared_provider.sign(sub=user, now=now - 20)
+    assert second.get("/auth", headers=bearer(earlier)).status_code == 200  # remembered by the second
+
+    token = shared_provider.logout_token(sub=user, now=now - 10)
+    assert post_logout(first, token).status_code == 200
+    assert_refused(post_logout(second, token), "replayed")
+    with redis.Redis.from_url(redis_url) as client:
+        assert len(client.keys("authserver:logout-jti:*")) == 1
+    deadline = time.monotonic() + 5  # the announcement crosses Redis
+    while second.get("/auth", headers=bearer(earlier)).status_code != 403:
+        assert time.monotonic() < deadline, "the second worker still answers from its memory"
+        time.sleep(0.02)
