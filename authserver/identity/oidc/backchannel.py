@@ -67,7 +67,14 @@ class UpstreamLogouts:
         self.revoke = revoke
         self.recheck = recheck
         self._memory: dict[tuple[str, str | None, str | None], tuple[list[tuple[str, float]], float]] = {}
-        changes.subscribe(self._memory.clear)
+        #: Moved by every announced change: a lookup that overlapped one is not remembered.
+        self._generation = 0
+        changes.subscribe(self.forget)
+
+    def forget(self) -> None:
+        """Drop what was remembered (a logout was announced, here or in another process)."""
+        self._generation += 1
+        self._memory.clear()
 
     async def apply(self, claims: LogoutClaims, upstream: UpstreamIssuer, now: float) -> int:
         """Carry out a valid logout; returns how many sessions it ended.
@@ -126,10 +133,12 @@ class UpstreamLogouts:
         if entry is not None and 0 <= now - entry[1] < window:
             cutoffs = entry[0]
         else:
+            generation = self._generation
             cutoffs = await self.storage.cutoffs(stamp.issuer, stamp.sub, stamp.sid, now=now)
             if len(self._memory) >= _MEMORY_LIMIT:
                 self._memory.clear()
-            self._memory[key] = (cutoffs, now)
+            if generation == self._generation:
+                self._memory[key] = (cutoffs, now)
         for kind, cutoff in cutoffs:
             if kind == LOGOUT_BY_SID or stamp.issued is None or stamp.issued <= cutoff:
                 return True
