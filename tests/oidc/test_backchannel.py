@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 from realservers import Postgres
+from realservers import Redis as RedisServer
 from starlette.testclient import TestClient
 
 from authserver.infra import audit
@@ -215,3 +216,17 @@ def test_two_workers_on_redis_and_postgresql_share_the_replay_set_and_the_logout
     while second.get("/auth", headers=bearer(earlier)).status_code != 403:
         assert time.monotonic() < deadline, "the second worker still answers from its memory"
         time.sleep(0.02)
+
+
+def test_while_redis_is_down_the_database_keeps_the_replay_set(
+    shared_provider: Provider, make_client: ClientFactory, redis_url: str, redis_server: RedisServer
+) -> None:
+    """Redis not answering never fails a logout: the ids go to the database meanwhile, replays still refused."""
+    client = make_client(shared_provider, OIDC_BACKCHANNEL_LOGOUT_AUDIENCE=PAGE_CLIENT_ID, REDIS_URL=redis_url)
+    redis_server.stop()
+    try:
+        token = shared_provider.logout_token(sub=unique("rhea"))
+        assert post_logout(client, token).status_code == 200
+        assert_refused(post_logout(client, token), "replayed")
+    finally:
+        redis_server.start()
