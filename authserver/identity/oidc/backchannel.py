@@ -13,6 +13,7 @@ forgotten at every announced change (a logout announces one), as sessions are.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -99,7 +100,8 @@ class UpstreamLogouts:
             revocations = await self._revocations(logout, upstream)
             ended = await self.storage.log_out(logout, now=now, revoke=revocations)
         except BaseException:
-            await self.seen.release(token_id)  # not applied: the provider may send it again
+            with contextlib.suppress(Exception):  # the error that stopped the logout is the one to report
+                await self.seen.release(token_id)  # not applied: the provider may send it again
             raise
         await self.changes.announce()
         if revocations is not None and self.revoke is not None:
