@@ -130,7 +130,7 @@ async def test_a_version_1_database_gets_the_revocation_outbox_from_db_upgrade(
     await raw_sql(storage, "UPDATE schema_version SET version = 1")
     with pytest.raises(DatabaseError, match=rf"schema version 1, older than this authserver's {SCHEMA_VERSION}"):
         await reopen()
-    assert await storage.upgrade() == [2, 3]
+    assert await storage.upgrade() == list(range(2, SCHEMA_VERSION + 1))
     again = await reopen()
     try:
         await again.outbox.add([PendingRevocation("app.key", "clientId:alice", 1000, False, "test")], now=1.0)
