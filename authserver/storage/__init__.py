@@ -234,7 +234,7 @@ class AdminKeyStorage(Protocol):
         ...
 
     async def touch(self, key_id: str, *, now: float, older_than: float) -> None:
-        """Note a use at ``now`` unless one at ``older_than`` or later is noted already."""
+        """Note a use at ``now`` unless one later than ``older_than`` is noted already."""
         ...
 
     async def exists(self) -> bool:

@@ -53,7 +53,7 @@ class Statements:
     insert_admin_key: str = "INSERT INTO admin_keys (key_id, name, key_hash, created) VALUES (?, ?, ?, ?)"
     revoke_admin_key: str = "UPDATE admin_keys SET revoked = ? WHERE revoked IS NULL AND (name = ? OR key_id = ?)"
     touch_admin_key: str = (
-        "UPDATE admin_keys SET last_used = ? WHERE key_id = ? AND (last_used IS NULL OR last_used < ?)"
+        "UPDATE admin_keys SET last_used = ? WHERE key_id = ? AND (last_used IS NULL OR last_used <= ?)"
     )
     any_admin_key: str = "SELECT 1 FROM admin_keys LIMIT 1"
     schema_version: str = "SELECT MAX(version) FROM schema_version"
