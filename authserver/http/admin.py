@@ -37,7 +37,7 @@ from authserver.errors import (
 from authserver.http.admin_spec import OPERATIONS, PREFIX, PROBLEM_TITLES, PROBLEM_TYPE, Operation, openapi_document
 from authserver.http.bodies import read_bounded
 from authserver.http.common import MAX_BODY, services
-from authserver.http.responses import NO_CACHE
+from authserver.http.responses import NO_CACHE, json_response
 from authserver.identity.oidc.bearer import bearer_token
 from authserver.identity.sessions import session_revocation_key
 from authserver.identity.users import User
@@ -102,15 +102,6 @@ def _problem_of(exc: AuthServerError) -> Response:
     return problem(status, exc.message, exc.code, headers)
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":")),
-        status_code=status,
-        media_type="application/json",
-        headers={**NO_CACHE, **(headers or {})},
-    )
-
-
 def _user(user: User) -> dict[str, Any]:
     return {"username": user.username, "clientId": user.client_id, "role": user.role, "disabled": user.disabled}
 
@@ -129,7 +120,7 @@ def _session(session: SessionSummary) -> dict[str, Any]:
 
 
 async def _list_users(call: Call) -> Response:
-    return _json({"users": [_user(user) for user in await call.svc.users.list()]})
+    return json_response({"users": [_user(user) for user in await call.svc.users.list()]})
 
 
 async def _create_user(call: Call) -> Response:
@@ -138,11 +129,11 @@ async def _create_user(call: Call) -> Response:
     user = await call.svc.users.add(
         body["username"], body["password"], role=body.get("role"), client_id=body.get("clientId"), now=call.now
     )
-    return _json(_user(user), 201, {"Location": f"{PREFIX}/users/{quote(user.username, safe='')}"})
+    return json_response(_user(user), 201, {"Location": f"{PREFIX}/users/{quote(user.username, safe='')}"})
 
 
 async def _get_user(call: Call) -> Response:
-    return _json(_user(await call.svc.operations.user(call.username)))
+    return json_response(_user(await call.svc.operations.user(call.username)))
 
 
 async def _remove_user(call: Call) -> Response:
@@ -153,13 +144,13 @@ async def _remove_user(call: Call) -> Response:
 async def _set_disabled(call: Call, disabled: bool) -> Response:
     name = call.username
     await call.svc.users.set_disabled(name, disabled)
-    return _json(_user(await call.svc.operations.user(name)))
+    return json_response(_user(await call.svc.operations.user(name)))
 
 
 async def _set_role(call: Call) -> Response:
     name = call.username
     await call.svc.users.set_role(name, call.body["role"])
-    return _json(_user(await call.svc.operations.user(name)))
+    return json_response(_user(await call.svc.operations.user(name)))
 
 
 async def _set_password(call: Call) -> Response:
@@ -169,7 +160,7 @@ async def _set_password(call: Call) -> Response:
 
 async def _list_sessions(call: Call) -> Response:
     sessions = await call.svc.operations.sessions_of(call.username, now=call.now)
-    return _json({"sessions": [_session(session) for session in sessions]})
+    return json_response({"sessions": [_session(session) for session in sessions]})
 
 
 async def _end_sessions(call: Call) -> Response:
@@ -194,12 +185,12 @@ async def _revoke(call: Call) -> Response:
         "issuedBefore": issued_before,
         "allowReauthMargin": reauth,
     }
-    return _json(body, 202)
+    return json_response(body, 202)
 
 
 async def _outbox(call: Call) -> Response:
     state = await call.svc.operations.outbox_state(now=call.now)
-    return _json(
+    return json_response(
         {
             "revocation": call.svc.revoker is not None,
             "pending": state.pending,

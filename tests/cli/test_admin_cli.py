@@ -5,10 +5,8 @@
 from __future__ import annotations
 
 import io
-import logging
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +19,6 @@ from authserver.identity.sessions import session_revocation_key
 from helpers import API_KEY
 
 PASSWORD = "pw-Never-Printed-42"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
 
 
 @pytest.fixture
