@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -45,6 +45,11 @@ from authserver.infra.audit import audit_admin
 from authserver.infra.logs import LogLimiter
 from authserver.storage import SessionSummary
 from authserver.wiring import Services
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+
+    from authserver.infra.ratelimits import Limiter
 
 #: Calls refused before any credential was accepted are audited a few a minute (anyone can send them).
 _anonymous = LogLimiter(burst=5, interval=60.0)
@@ -271,18 +276,23 @@ async def _body(request: Request, op: Operation) -> dict[str, Any]:
 
 
 class AdminLimits:
-    """Calls per credential (AUTHSERVER_ADMIN_RATE), shared through Redis when REDIS_URL is set."""
+    """Calls per credential (AUTHSERVER_ADMIN_RATE), shared through Redis when REDIS_URL is set. The
+    `limits` library is loaded at the first call that counts (memory per worker otherwise)."""
 
     def __init__(self, svc: Services) -> None:
-        from authserver.infra.ratelimits import Limiter, parse_rate  # the `limits` library only with the API on
-
-        self.limiter = Limiter(svc.redis, prefix="authserver-admin")
-        self.rate = parse_rate(svc.settings.admin_rate)
+        self.svc = svc
+        self._limiter: Limiter | None = None
+        self._rate: RateLimitItem | None = None
 
     async def check(self, caller: Caller) -> None:
-        if not await self.limiter.hit(self.rate, caller.credential, caller.name):
-            error = RateLimitedError(f"too many admin API calls with this credential (limit {self.rate})")
-            error.retry_after = int(self.rate.get_expiry())
+        if self._limiter is None or self._rate is None:
+            from authserver.infra.ratelimits import Limiter, parse_rate
+
+            self._limiter = Limiter(self.svc.redis, prefix="authserver-admin")
+            self._rate = parse_rate(self.svc.settings.admin_rate)
+        if not await self._limiter.hit(self._rate, caller.credential, caller.name):
+            error = RateLimitedError(f"too many admin API calls with this credential (limit {self._rate})")
+            error.retry_after = int(self._rate.get_expiry())
             raise error
 
 

@@ -49,15 +49,24 @@ class Field:
     def check(self, name: str, value: Any) -> Any:
         """``value`` when it is of this field's kind. :raises BadRequestError: naming the field."""
         if self.kind == "string" and isinstance(value, str) and 0 < len(value) <= MAX_STRING:
-            return value
+            return _utf8(name, value)
         if self.kind == "integer" and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
         if self.kind == "boolean" and isinstance(value, bool):
             return value
         if self.kind == "strings" and isinstance(value, list) and 0 < len(value) <= MAX_TARGETS:
             if all(isinstance(item, str) and 0 < len(item) <= MAX_STRING for item in value):
-                return value
+                return [_utf8(name, item) for item in value]
         raise BadRequestError(f"field {name!r} must be {_KIND_TEXT[self.kind]}")
+
+
+def _utf8(name: str, value: str) -> str:
+    """JSON may carry lone surrogates (``"\\ud800"``), which are no text: refused like a wrong type."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequestError(f"field {name!r} is not valid Unicode text") from None
+    return value
 
 
 _KIND_TEXT = {

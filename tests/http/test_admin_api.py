@@ -228,10 +228,14 @@ def test_a_taken_name_is_409_and_an_unknown_role_400(service: Service) -> None:
         (b'{"a": "' + b"x" * 20_000 + b'"}', "application/json", 413, "request body must be at most 16384 bytes"),
         (b"[" * 100_000 + b"]" * 100_000, "application/json", 413, "request body must be at most"),
         (b'{"username": "\xff", "password": "y"}', "application/json", 400, "request body is not valid JSON"),
+        (b"[" * 8000 + b"]" * 8000, "application/json", 400, "request body is not valid JSON"),
+        (b'{"username": "x", "password": "\\ud800"}', "application/json", 400, "field 'password' is not valid Unicode"),
+        (b'{"username": "x", "password": "y", "password": 3}', "application/json", 400, "field 'password' must be"),
     ],
     ids=[
         "not json", "an array", "empty", "unknown field", "missing field", "wrong type", "empty string", "null",
-        "text/plain", "no content type", "too large", "deeply nested", "not utf-8",
+        "text/plain", "no content type", "too large", "deeply nested", "not utf-8", "nested within the limit",
+        "lone surrogate", "repeated field",
     ],
 )  # fmt: skip
 def test_a_malformed_body_is_a_problem_never_a_500(
