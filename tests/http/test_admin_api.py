@@ -19,7 +19,6 @@ from openapi_spec_validator import validate
 from realservers import free_port
 from starlette.routing import Route
 
-from authserver.cli import EXIT_OK, main
 from authserver.http import admin as admin_module
 from authserver.http.admin_spec import OPERATIONS
 from authserver.identity.adminkeys import NewKey
@@ -123,8 +122,8 @@ def test_a_revoked_key_is_refused_at_once_by_every_instance(
     key = new_key(one, "ci").secret
     for instance in (one, other):
         assert instance.client.get(f"{PREFIX}/users", headers=bearer(key)).status_code == 200
-    environ = {"ABLY_API_KEY": API_KEY, "DATABASE_URL": env.get("DATABASE_URL", one.settings.database_url)}
-    assert main(["api-keys", "revoke", "ci"], environ=environ) == EXIT_OK
+    keys = one.client.app.state.services.admin_keys  # type: ignore[attr-defined]
+    Blocking(keys, one.client).revoke("ci", now=one.clock())  # as `authserver api-keys revoke ci` does
     for instance in (one, other):
         body = problem_of(instance.client.get(f"{PREFIX}/users", headers=bearer(key)), 401)
         assert body["detail"] == "admin API key refused: unknown or revoked"
