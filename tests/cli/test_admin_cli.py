@@ -104,3 +104,14 @@ def test_revoke_with_allow_reauth_margin_queues_it_so(
     code, out, _ = run(capsys, environ, "revoke", "--client-id", "bob", "--allow-reauth-margin")
     assert (code, out) == (EXIT_OK, "revoked clientId:bob\n")
     assert rows(environ, "SELECT target, reauth, reason FROM revocation_outbox") == [("clientId:bob", 1, "operator")]
+
+
+def test_check_says_how_the_admin_api_stands(capsys: pytest.CaptureFixture[str], environ: dict[str, str]) -> None:
+    environ["SESSION_SECRET"] = "s" * 40
+    out = run(capsys, environ, "check")[1]
+    assert (
+        "  admin API: /admin/v1 once an admin API key exists (authserver api-keys create NAME);"
+        " 120/minute per credential\n" in out
+    )
+    environ["AUTHSERVER_ADMIN_API"] = "off"
+    assert "  admin API: off (AUTHSERVER_ADMIN_API=off)\n" in run(capsys, environ, "check")[1]
