@@ -34,7 +34,15 @@ from authserver.errors import (
     NotAuthenticatedError,
     RateLimitedError,
 )
-from authserver.http.admin_spec import OPERATIONS, PREFIX, PROBLEM_TITLES, PROBLEM_TYPE, Operation, openapi_document
+from authserver.http.admin_spec import (
+    INVALID_BODY,
+    OPERATIONS,
+    PREFIX,
+    PROBLEM_TITLES,
+    PROBLEM_TYPE,
+    Operation,
+    openapi_document,
+)
 from authserver.http.bodies import read_bounded
 from authserver.http.common import MAX_BODY, services
 from authserver.http.responses import NO_CACHE, json_response
@@ -267,7 +275,7 @@ async def _body(request: Request, op: Operation) -> dict[str, Any]:
         return {}  # an operation without a body ignores one sent anyway
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-        raise BadRequestError("send the body as application/json", code=41500, status=415)
+        raise BadRequestError("send the body as application/json", code=INVALID_BODY, status=415)
 
     def too_large() -> AuthServerError:
         return BadRequestError(f"request body must be at most {MAX_BODY} bytes", code=40009, status=413)
@@ -336,7 +344,7 @@ def _path_endpoint(operations: dict[str, Operation]) -> Callable[[Request], Awai
         op = operations.get(request.method)
         if op is None:
             return problem(
-                405, f"{request.method[:10]} is not allowed here (allowed: {allowed})", 40500, {"Allow": allowed}
+                405, f"{request.method[:10]} is not allowed here (allowed: {allowed})", None, {"Allow": allowed}
             )
         return await _answer(request, op)
 

@@ -20,6 +20,8 @@ PROBLEM_TYPE = "application/problem+json"
 #: The longest string any field takes (passwords: at most MAX_PASSWORD_LENGTH bytes, checked after).
 MAX_STRING = MAX_PASSWORD_LENGTH
 MAX_TARGETS = 100
+#: Ably's codes for a body that is not what was expected, a field it does not know, a value of the wrong kind.
+INVALID_BODY, UNKNOWN_FIELD, INVALID_VALUE = 40001, 40002, 40003
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Field:
         if self.kind == "strings" and isinstance(value, list) and 0 < len(value) <= MAX_TARGETS:
             if all(isinstance(item, str) and 0 < len(item) <= MAX_STRING for item in value):
                 return [_utf8(name, item) for item in value]
-        raise BadRequestError(f"field {name!r} must be {_KIND_TEXT[self.kind]}")
+        raise BadRequestError(f"field {name!r} must be {_KIND_TEXT[self.kind]}", code=INVALID_VALUE)
 
 
 def _utf8(name: str, value: str) -> str:
@@ -65,7 +67,7 @@ def _utf8(name: str, value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRequestError(f"field {name!r} is not valid Unicode text") from None
+        raise BadRequestError(f"field {name!r} is not valid Unicode text", code=INVALID_VALUE) from None
     return value
 
 
@@ -98,17 +100,18 @@ class Body:
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):
-            raise BadRequestError("request body is not valid JSON") from None
+            raise BadRequestError("request body is not valid JSON", code=INVALID_BODY) from None
         if not isinstance(data, dict):
-            raise BadRequestError("request body must be a JSON object")
+            raise BadRequestError("request body must be a JSON object", code=INVALID_BODY)
         unknown = sorted(name[:40] for name in data if name not in self.fields)
         if unknown:
             raise BadRequestError(
-                f"unknown field(s): {', '.join(map(repr, unknown))} (known: {', '.join(self.fields)})"
+                f"unknown field(s): {', '.join(map(repr, unknown))} (known: {', '.join(self.fields)})",
+                code=UNKNOWN_FIELD,
             )
         missing = [name for name, f in self.fields.items() if f.required and name not in data]
         if missing:
-            raise BadRequestError(f"missing field(s): {', '.join(map(repr, missing))}")
+            raise BadRequestError(f"missing field(s): {', '.join(map(repr, missing))}", code=INVALID_BODY)
         return {name: self.fields[name].check(name, value) for name, value in data.items()}
 
 

@@ -246,6 +246,17 @@ def test_a_malformed_body_is_a_problem_never_a_500(
     assert problem_of(response, status)["detail"].startswith(detail)
 
 
+def test_a_body_problem_carries_ablys_code_for_it(service: Service) -> None:
+    headers = bearer(new_key(service).secret)
+    cases = [
+        ({"username": "x"}, 40001),  # invalid request body
+        ({"username": "x", "password": "y", "admin": True}, 40002),  # a parameter it does not know
+        ({"username": ["x"], "password": "y"}, 40003),  # a parameter's value
+    ]
+    for body, code in cases:
+        assert problem_of(service.client.post(f"{PREFIX}/users", json=body, headers=headers), 400)["code"] == code
+
+
 def test_wrong_types_in_a_revocation_are_refused(service: Service) -> None:
     key = new_key(service).secret
     bodies: list[dict[str, Any]] = [
@@ -269,6 +280,7 @@ def test_unknown_paths_and_methods_are_problems_too(service: Service) -> None:
     )
     response = service.client.patch(f"{PREFIX}/users", headers=bearer(key))
     assert problem_of(response, 405)["detail"].startswith("PATCH is not allowed here")
+    assert "code" not in response.json()  # Ably has none for it
     assert response.headers["allow"] == "GET, POST"
 
 
