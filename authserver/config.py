@@ -122,6 +122,11 @@ SETTINGS_HELP: dict[str, str] = {
     "TOKEN_IAT_MARGIN": "seconds a token's iat is back-dated, for a clock ahead of Ably's (default 5, 0..60)",
     "ABLY_TIME_SYNC": "true: measure the offset to Ably's /time at start and every 10 minutes, and apply it",
     "ABLY_TIME_SYNC_MAX_OFFSET": "seconds of offset to Ably's clock beyond which /readyz fails (default 30)",
+    "AUTHSERVER_ADMIN_API": "auto (default: /admin/v1 answers once an admin API key exists or AUTHSERVER_ADMIN_ROLE"
+    " is set) or off",
+    "AUTHSERVER_ADMIN_ROLE": "a provider token whose role claim (OIDC_ROLE_CLAIM) carries this value may use the admin"
+    " API (unset: no provider token may)",
+    "AUTHSERVER_ADMIN_RATE": "admin API calls allowed per credential, e.g. 120/minute (the default)",
 }
 
 #: Which setting an issuer problem from OIDC_ISSUER's settings is about (by a word of its message).
@@ -227,6 +232,12 @@ class Settings:
 
     revocable_tokens: bool = True
     iat_margin: int = 5
+    #: AUTHSERVER_ADMIN_API: False switches the admin API off entirely (no routes).
+    admin_api: bool = True
+    #: The role value a provider token needs for the admin API (None: no provider token is an admin).
+    admin_role: str | None = None
+    #: Admin API calls per credential, in the ``limits`` notation.
+    admin_rate: str = "120/minute"
     time_sync: bool = False
     time_sync_max_offset: int = 30
 
@@ -673,7 +684,19 @@ class _Reader:
             iat_margin=self.integer("TOKEN_IAT_MARGIN", 5, 0, 60),
             time_sync=self.boolean("ABLY_TIME_SYNC", False),
             time_sync_max_offset=self.integer("ABLY_TIME_SYNC_MAX_OFFSET", 30, 1, 3600),
+            admin_api=self.choice("AUTHSERVER_ADMIN_API", "auto", ("auto", "off")) == "auto",
+            admin_role=self.admin_role(issuers),
+            admin_rate=self.parse("AUTHSERVER_ADMIN_RATE", "120/minute", _rate),
         )
+
+    def admin_role(self, issuers: tuple[UpstreamIssuer, ...]) -> str | None:
+        role = (self.raw("AUTHSERVER_ADMIN_ROLE") or "").strip() or None
+        if role is not None and not any(issuer.role_claim for issuer in issuers):
+            self.problems.append(
+                "AUTHSERVER_ADMIN_ROLE: no trusted provider has a role claim to carry it (set OIDC_ROLE_CLAIM,"
+                " or role_claim in the policy's [[issuers]])"
+            )
+        return role
 
     def edge(self) -> dict[str, Any]:
         """The settings of the edge: logs, proxies, hosts and connection limits."""

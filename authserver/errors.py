@@ -12,7 +12,9 @@ and the CLI can each render it in one place::
     ├── NotAuthenticatedError       no valid identity yet: clients retry (401, 40101)
     ├── ForbiddenError              a final refusal: clients stop retrying (403, 40300)
     │   └── SessionEndedError       a session ended by an action elsewhere (403, 40301-40305, per reason)
-    ├── UserError                   account administration failed (duplicate, unknown user)
+    ├── UserError                   account administration failed (400)
+    │   ├── NotFoundError           nothing of that name: no such account or key (404, 40400)
+    │   └── AlreadyExistsError      the name is taken (409, 40900)
     ├── DatabaseError               the accounts database cannot be opened
     ├── RateLimitedError            too many attempts: try again later (429, 42910)
     ├── UnavailableError            a dependency (the database) is busy or down: retry (503, 50300)
@@ -148,6 +150,21 @@ class UserError(AuthServerError):
 
     code = 40000
     status = 400
+
+
+class NotFoundError(UserError):
+    """An administrative action on an account or key that does not exist."""
+
+    code = 40400
+    status = 404
+
+
+class AlreadyExistsError(UserError):
+    """An account (or admin key) whose name is already taken. 40900: Ably has no code of its own for a
+    conflict; this follows its status-times-100 pattern."""
+
+    code = 40900
+    status = 409
 
 
 class DatabaseError(AuthServerError):

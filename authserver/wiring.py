@@ -16,8 +16,10 @@ from authserver.config import Settings
 from authserver.core.issuance import Issuer
 from authserver.core.keys import AblyKey
 from authserver.identity import Authenticator
+from authserver.identity.adminkeys import AdminKeys
 from authserver.identity.oidc.backchannel import UpstreamLogouts
 from authserver.identity.oidc.bearer import BearerAuthenticator, UpstreamVerifier
+from authserver.identity.operations import Operations
 from authserver.identity.passwords import Passwords
 from authserver.identity.sessions import SessionStore
 from authserver.identity.users import UserStore, outside_policy_problem
@@ -54,6 +56,9 @@ class Services:
     throttle: Throttle
     login_gate: Gate
     changes: SessionChanges
+    #: The operator's actions and the admin API keys (the admin API's; the CLI's own are built per command).
+    operations: Operations
+    admin_keys: AdminKeys
     #: Where counts go (None: nowhere; the app passes its own).
     metrics: Metrics | None = None
     #: Redis, when REDIS_URL is set: shared limits and session announcements.
@@ -268,6 +273,18 @@ def _revoker(
     )
 
 
+def _sessions(settings: Settings, storage: Storage, changes: SessionChanges, revoker: Revoker | None) -> SessionStore:
+    return SessionStore(
+        storage.sessions,
+        settings.session_secret,
+        ttl=settings.session_ttl,
+        demo_login=settings.demo_login,
+        recheck=settings.session_recheck,
+        changes=changes,
+        revoke=revoker,
+    )
+
+
 def build_services(
     settings: Settings,
     *,
@@ -292,15 +309,7 @@ def build_services(
     offset = ClockOffset(clock)
     issuer = _issuer(settings, offset.now if settings.time_sync else clock)
     revoker = _revoker(settings, storage, issuer, clock, metrics)
-    sessions = SessionStore(
-        storage.sessions,
-        settings.session_secret,
-        ttl=settings.session_ttl,
-        demo_login=settings.demo_login,
-        recheck=settings.session_recheck,
-        changes=changes,
-        revoke=revoker,
-    )
+    sessions = _sessions(settings, storage, changes, revoker)
     users = UserStore(storage.users, passwords or Passwords(), settings.policy, changes, revoker)
     # each fetch of a provider's keys, by outcome
     upstream = upstream_verifier(
@@ -319,6 +328,8 @@ def build_services(
         throttle=throttle or memory_throttle(settings),
         login_gate=gate or login_gate(settings),
         changes=changes,
+        operations=Operations(users, storage.sessions, storage.outbox, revoker),
+        admin_keys=AdminKeys(storage.admin_keys),
         metrics=metrics,
         redis=link,
         auth_limits=shared.auth_limits,
@@ -356,6 +367,11 @@ class Accounts:
     revoker: Revoker | None
     link: RedisLink | None
     changes: RedisChanges | None
+
+    @property
+    def operations(self) -> Operations:
+        """The operator's actions on these accounts (the admin API runs the same)."""
+        return Operations(self.users, self.storage.sessions, self.storage.outbox, self.revoker)
 
     async def start(self) -> None:
         await self.storage.open()

@@ -702,3 +702,24 @@ def test_provider_login_needs_the_public_url() -> None:
 )
 def test_a_redis_url_without_a_port_means_redis_default_port_written_out(given: str, used: str) -> None:
     assert load({"REDIS_URL": given}).redis_url == used
+
+
+# --- the admin API -------------------------------------------------------------------------------------
+
+
+def test_the_admin_api_is_on_by_default_and_can_be_switched_off() -> None:
+    settings = load({})
+    assert (settings.admin_api, settings.admin_role, settings.admin_rate) == (True, None, "120/minute")
+    assert load({"AUTHSERVER_ADMIN_API": "off"}).admin_api is False
+
+
+def test_an_admin_role_needs_a_provider_role_claim_to_carry_it() -> None:
+    problems = problems_of({"AUTHSERVER_ADMIN_ROLE": "ops"})
+    assert any(p.startswith("AUTHSERVER_ADMIN_ROLE: no trusted provider has a role claim") for p in problems)
+    provider = {"OIDC_ISSUER": "https://idp.example", "OIDC_AUDIENCE": "chat"}
+    assert load({**provider, "OIDC_ROLE_CLAIM": "roles", "AUTHSERVER_ADMIN_ROLE": "ops"}).admin_role == "ops"
+
+
+def test_admin_settings_out_of_range_are_problems() -> None:
+    problems = problems_of({"AUTHSERVER_ADMIN_API": "on", "AUTHSERVER_ADMIN_RATE": "lots"})
+    assert [p.split(":")[0] for p in problems] == ["AUTHSERVER_ADMIN_API", "AUTHSERVER_ADMIN_RATE"]

@@ -1,4 +1,4 @@
-"""The ``authserver`` command: serve, check, token, users, revoke, db, sandbox, smoke.
+"""The ``authserver`` command: serve, check, token, users, revoke, api-keys, db, sandbox, smoke.
 
 Only this package touches ``sys.argv``, exit codes and printing; each subcommand is a module here
 (its ``add_parser`` and what it runs). Domain errors become exit codes in one place (:func:`main`).
@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from authserver import __version__
-from authserver.cli import check, db, revoke, sandbox, serve, smoke, token, users
+from authserver.cli import apikeys, check, db, revoke, sandbox, serve, smoke, token, users
 from authserver.cli.common import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, report, with_storage
 from authserver.config import Settings, load_settings
 from authserver.errors import AuthServerError, ConfigError, DatabaseError
@@ -35,6 +35,7 @@ COMMANDS: dict[str, Command] = {
     "token": lambda settings, args, stdin: token.run_token(settings, args),
     "users": users.run_users,
     "revoke": _revoke,
+    "api-keys": lambda settings, args, stdin: apikeys.run_api_keys(settings, args),
     "db": lambda settings, args, stdin: db.run_db(settings, args.db_command),
     "smoke": lambda settings, args, stdin: smoke.run(args, stdin),
 }
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authserver", description="Ably-compatible token service.")
     parser.add_argument("--version", action="version", version=f"authserver {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (serve, check, db, token, users, revoke, sandbox, smoke):
+    for command in (serve, check, db, token, users, revoke, apikeys, sandbox, smoke):
         command.add_parser(sub)
     return parser
 

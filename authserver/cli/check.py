@@ -51,6 +51,15 @@ def run_check(*, online: bool = False, environ: Mapping[str, str] | None = None)
     return EXIT_OK
 
 
+def _admin_note(settings: Settings) -> str:
+    if not settings.admin_api:
+        return "off (AUTHSERVER_ADMIN_API=off)"
+    rate = f"{settings.admin_rate} per credential"
+    if settings.admin_role:
+        return f"/admin/v1 for admin API keys and provider tokens with role {settings.admin_role!r}; {rate}"
+    return f"/admin/v1 once an admin API key exists (authserver api-keys create NAME); {rate}"
+
+
 def _provider_lines(settings: Settings) -> list[str]:
     lines: list[str] = []
     for upstream in settings.oidc_issuers:
@@ -148,6 +157,7 @@ def _check_lines(settings: Settings) -> list[str]:
         if rate
     ]
     lines.append(f"  /auth limits: {', '.join(limits) if limits else 'off'}")
+    lines.append(f"  admin API: {_admin_note(settings)}")
     workers = 1 if settings.development else settings.workers
     lines.append(f"  workers: {workers}" + (" (development mode: always one)" if settings.development else ""))
     lines.append(f"  policy: {settings.policy_source} (roles: {', '.join(sorted(settings.policy.roles))})")

@@ -15,7 +15,7 @@ from authserver.errors import DatabaseError, UserError
 from authserver.identity.users import UserStore
 from authserver.infra.logs import json_lines
 from authserver.storage import Storage
-from authserver.wiring import build_accounts, open_storage
+from authserver.wiring import Accounts, build_accounts, open_storage
 
 if TYPE_CHECKING:
     from authserver.server.guard import ConnectionLimits
@@ -64,13 +64,19 @@ def with_storage(settings: Settings, work: Callable[[Storage], Awaitable[T]]) ->
 
 def with_users(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -> T:
     """Run ``work`` on the accounts of ``settings``' database, opened for it and closed after."""
+    return with_accounts(settings, lambda accounts: work(accounts.users))
+
+
+def with_accounts(settings: Settings, work: Callable[[Accounts], Awaitable[T]]) -> T:
+    """Run ``work`` on :class:`Accounts` of ``settings``' database, opened for it and closed after;
+    then try to deliver what it queued for Ably, and say when Redis did not pass a change on."""
 
     async def run() -> T:
         keys, endpoint, deliver = revocation_keys(settings)
         accounts = build_accounts(settings, keys=keys, endpoint=endpoint)
         try:
             await accounts.start()
-            done = await work(accounts.users)
+            done = await work(accounts)
             if accounts.revoker is not None and deliver:
                 await deliver_best_effort(accounts.revoker)
             return done

@@ -13,9 +13,8 @@ from authserver.cli.devkey import development_key_path, read_development_key
 from authserver.config import Settings
 from authserver.core.keys import AblyKey
 from authserver.errors import UserError
-from authserver.identity.sessions import session_revocation_key
+from authserver.identity.operations import resolve_target
 from authserver.revocation.outbox import Revoker
-from authserver.revocation.targets import parse_target, session_target, user_target
 from authserver.storage import Storage
 from authserver.wiring import command_revoker
 
@@ -30,6 +29,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     which.add_argument("--session", help="the tokens of one session: its revocation key (s:...) or stored id hash")
     which.add_argument("--client-id", help="every token carrying this clientId")
     revoke.add_argument("--issued-before", help="only tokens issued before: ms since the epoch or ISO 8601 time")
+    revoke.add_argument(
+        "--allow-reauth-margin",
+        action="store_true",
+        help="Ably's allowReauthMargin: connected clients are asked to renew first (a short grace)",
+    )
 
 
 def revocation_keys(settings: Settings) -> tuple[tuple[AblyKey, ...], str | None, bool]:
@@ -83,23 +87,13 @@ async def revoke_command(settings: Settings, storage: Storage, args: argparse.Na
     if revoker is None:
         raise UserError("revocation is off (ABLY_REVOCABLE_TOKENS=false) or no Ably key is known")
     if args.user is not None:
-        user = await storage.users.get(args.user)
-        if user is None:
-            raise UserError(f"no such user: {args.user!r}")
-        target = user_target(user.client_id)
+        target = await resolve_target(storage.users, "user", args.user)
     elif args.client_id is not None:
-        target = user_target(args.client_id)
+        target = await resolve_target(storage.users, "clientId", args.client_id)
     else:
-        session = args.session
-        if not session.startswith("s:"):
-            session = session_revocation_key(session)
-        target = session_target(session)
-    try:
-        parse_target(target)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+        target = await resolve_target(storage.users, "session", args.session)
     issued_before = None if args.issued_before is None else parse_time_ms(args.issued_before)
-    await revoker.revoke([target], reason="operator", issued_before_ms=issued_before)
+    await revoker.revoke([target], reason="operator", issued_before_ms=issued_before, reauth=args.allow_reauth_margin)
     if deliver:
         await deliver_best_effort(revoker)
     else:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import UTC, datetime
 from typing import TextIO
 
-from authserver.cli.common import EXIT_OK, read_password, with_users
+from authserver.cli.common import EXIT_OK, read_password, with_accounts, with_users
 from authserver.config import Settings
+from authserver.identity.operations import Operations
+from authserver.identity.sessions import session_revocation_key
 from authserver.identity.users import UserStore
 
 
@@ -40,8 +43,27 @@ def run_users(settings: Settings, args: argparse.Namespace, stdin: TextIO) -> in
             await users.set_password(args.name, password)
             print(f"{args.name}: password changed")
 
-    with_users(settings, run)
+    if command in ("sessions", "logout"):
+        with_accounts(settings, lambda accounts: _sessions(accounts.operations, command, args.name))
+    else:
+        with_users(settings, run)
     return EXIT_OK
+
+
+async def _sessions(operations: Operations, command: str, name: str) -> None:
+    if command == "logout":
+        await operations.end_sessions(name)
+        print(f"{name}: logged out everywhere")
+        return
+    sessions = await operations.sessions_of(name, now=time.time())
+    if not sessions:
+        print(f"{name}: no sessions")
+    for session in sessions:
+        expires = datetime.fromtimestamp(session.expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(
+            f"{session_revocation_key(session.id_hash)}\tclientId={session.client_id}\trole={session.role}"
+            f"\texpires={expires}"
+        )
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,3 +80,5 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for verb, text in (("disable", "refuse logins and tokens"), ("enable", "undo disable"), ("remove", "delete")):
         users_sub.add_parser(verb, help=f"{text} for an account").add_argument("name")
     users_sub.add_parser("set-password", help="set a new password (prompt or stdin)").add_argument("name")
+    users_sub.add_parser("sessions", help="an account's login sessions (revocation key, expiry)").add_argument("name")
+    users_sub.add_parser("logout", help="end an account's sessions and revoke its tokens").add_argument("name")

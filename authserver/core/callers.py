@@ -26,3 +26,6 @@ class Identity:
     #: Allow-listed claims of an upstream OpenID Connect token (``(name, value)`` pairs, sorted) that policy
     #: channel claims may quote as ``{claim:NAME}``; empty for every other source.
     upstream: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    #: Every string value of an upstream token's role claim (policy roles or not: AUTHSERVER_ADMIN_ROLE
+    #: is looked for here); empty for every other source.
+    claimed_roles: tuple[str, ...] = field(default=(), compare=False)

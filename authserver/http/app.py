@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from authserver.config import Settings, load_settings
 from authserver.errors import AuthServerError, ConfigError, StoreUnavailableError, UnavailableError
 from authserver.http import auth, exchange, health, login
+from authserver.http.admin import admin_routes, admin_state
 from authserver.http.backchannel import backchannel_routes
 from authserver.http.edge import Edge, direct
 from authserver.http.forwarding import ForwardedMiddleware
@@ -119,6 +120,7 @@ def create_app(
     app.router.redirect_slashes = False  # NOTE: its redirect would be built from the Host header
     app.state.services = services
     app.state.metrics = metrics
+    app.state.admin_limits = admin_state(services)
     return app
 
 
@@ -132,6 +134,7 @@ def _routes(services: Services, readiness: Readiness, auth_route: Route) -> list
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", readiness.endpoint, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
+        *admin_routes(services.settings),
         *provider_login_routes(services),
         *backchannel_routes(services),
         *web_routes(services.settings),

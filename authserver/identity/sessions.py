@@ -89,6 +89,23 @@ def session_revocation_key(id_hash: str) -> str:
     return "s:" + hashlib.sha256(f"authserver.revocation:{id_hash}".encode("ascii")).hexdigest()[:32]
 
 
+async def end_sessions_of(
+    storage: SessionStorage,
+    changes: SessionChanges,
+    revoke: RevocationQueue | None,
+    subject: str,
+    source: str,
+    client_id: str,
+) -> None:
+    """End every session of ``subject`` from ``source`` and revoke every token of ``client_id``, in one
+    transaction ("log out everywhere"); then announce it and have the revocation delivered."""
+    revocations = None if revoke is None else revoke.queue([user_target(client_id)], reason=ENDED_EVERYWHERE)
+    await storage.delete_subject(subject, source, reason=ENDED_EVERYWHERE, revoke=revocations)
+    await changes.announce()
+    if revocations is not None and revoke is not None:
+        await revoke.queued(revocations)
+
+
 class SessionStore:
     """Creates, resolves and ends sessions. Also the :class:`Authenticator` for session cookies."""
 
@@ -179,11 +196,9 @@ class SessionStore:
     async def end_all(self, identity: Identity) -> None:
         """End every session of ``identity``'s subject (of its source) and revoke every token of its
         clientId, in one transaction: "log out everywhere"."""
-        revocations = self._revocations(user_target(identity.client_id), ENDED_EVERYWHERE)
-        await self.storage.delete_subject(
-            identity.subject, identity.source, reason=ENDED_EVERYWHERE, revoke=revocations
+        await end_sessions_of(
+            self.storage, self.changes, self.revoke, identity.subject, identity.source, identity.client_id
         )
-        await self._ended(revocations)
 
     def remembered(self, credentials: Credentials, now: float) -> Identity | None:
         """The identity of a session resolved less than ``recheck`` seconds ago, from memory only."""

@@ -9,7 +9,14 @@ import anyio.to_thread
 from authserver.core.callers import ACCOUNT, DEMO, Identity
 from authserver.core.clientids import check_client_id, is_safe_client_id
 from authserver.core.policy import Policy
-from authserver.errors import ClientIdError, ForbiddenError, NotAuthenticatedError, UserError
+from authserver.errors import (
+    AlreadyExistsError,
+    ClientIdError,
+    ForbiddenError,
+    NotAuthenticatedError,
+    NotFoundError,
+    UserError,
+)
 from authserver.identity.passwords import MAX_PASSWORD_LENGTH, Passwords
 from authserver.infra.changes import LocalChanges, SessionChanges
 from authserver.revocation.targets import RevocationQueue, user_target
@@ -111,14 +118,14 @@ class UserStore:
         role = self._check_role(role or self.policy.default_role)
         user = User(username, client_id, role, False, await self._hash(check_password(password)))
         if not await self.storage.insert(user, created=now):
-            raise UserError(f"username or clientId already in use: {username!r} / {client_id!r}")
+            raise AlreadyExistsError(f"username or clientId already in use: {username!r} / {client_id!r}")
         await self.changes.announce()  # a demo session of this name ends now
         return user
 
     async def _changed(self, changed: bool, username: str, revocations: QueuedRevocations | None = None) -> None:
         """After a change (stored with its ``revocations``): announce it, then deliver them."""
         if not changed:
-            raise UserError(f"no such user: {username!r}")
+            raise NotFoundError(f"no such user: {username!r}")
         await self.changes.announce()
         if revocations is not None and self.revoke is not None:
             await self.revoke.queued(revocations)

@@ -104,3 +104,19 @@ def audit_logout_refused(status: int, reason: str) -> None:
         (status, reason, left_out(suppressed)),
         ("backchannel_logout_refused", status, reason, suppressed),
     )
+
+
+_admin = FieldLines(
+    log,
+    "admin call: %s target=%s by %s %s: status %d",
+    ("event", "operation", "target", "credential", "caller", "status"),
+)
+
+
+def audit_admin(operation: str, target: str | None, credential: str, caller: str, status: int) -> None:
+    """The line of one admin API call: what (``operation``, e.g. ``users.create``), on what (a username,
+    clientId or key name; never a password or key), by whom (``credential`` ``key`` or ``provider``, and
+    the key's name and id or the provider token's subject) and how it ended (the HTTP status)."""
+    _admin(
+        (operation, target, credential, caller, status), ("admin_call", operation, target, credential, caller, status)
+    )

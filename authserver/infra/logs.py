@@ -27,11 +27,13 @@ _PATTERNS = (
     # OAuth: an authorization code or client secret in a URL or form, a PKCE code verifier anywhere.
     re.compile(r"(?i)([?&](?:code|client_secret|subject_token)=)[^&\s\"']+"),
     re.compile(r"(?i)(code_verifier['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9._~-]+"),
+    # an admin API key anywhere: its public id is kept, the secret goes
+    re.compile(r"(asadm_[0-9a-f]{12}_)[A-Za-z0-9_-]+"),
 )
 
 
 #: What every pattern above needs (lower-cased), checked first: most lines hold none of it.
-_TRIGGERS = ("key=", "password=", "token=", "bearer", "basic", "code=", "client_secret=", "code_verifier")
+_TRIGGERS = ("key=", "password=", "token=", "bearer", "basic", "code=", "client_secret=", "code_verifier", "asadm_")
 
 
 def redact(text: str) -> str:

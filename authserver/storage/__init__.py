@@ -14,8 +14,9 @@ worker thread. Nothing here knows about HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,59 @@ class SessionRecord:
     expires: float
     account: UserRecord | None
     name_taken: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """One live session, as an operator sees it (never the cookie or anything that leads to it)."""
+
+    id_hash: str
+    client_id: str
+    role: str
+    source: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdminKeyRecord:
+    """An admin API key as stored: ``key_hash`` is the SHA-256 of the whole key (never in a repr)."""
+
+    key_id: str
+    name: str
+    key_hash: str = field(repr=False)
+    created: float = 0.0
+    last_used: float | None = None
+    revoked: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxState:
+    """What the revocation outbox holds: rows in all, due now, retried at least once, the oldest's
+    creation time (None: empty) and the most attempts any row has had."""
+
+    pending: int
+    due: int
+    retrying: int
+    oldest: float | None
+    max_attempts: int
+
+
+def admin_key(row: Sequence[Any]) -> AdminKeyRecord:
+    """A key from its row (``key_id, name, key_hash, created, last_used, revoked``), either engine."""
+    last_used, revoked = row[4], row[5]
+    return AdminKeyRecord(
+        row[0],
+        row[1],
+        row[2],
+        float(row[3]),
+        None if last_used is None else float(last_used),
+        None if revoked is None else float(revoked),
+    )
+
+
+def outbox_state(row: Sequence[Any]) -> OutboxState:
+    """The outbox's state from its aggregate row, either engine."""
+    return OutboxState(int(row[0]), int(row[1]), int(row[2]), None if row[3] is None else float(row[3]), int(row[4]))
 
 
 class UserStorage(Protocol):
@@ -112,6 +166,10 @@ class SessionStorage(Protocol):
         ...
 
     async def lookup(self, id_hash: str) -> SessionRecord | None: ...
+
+    async def of_subject(self, subject: str, source: str, *, now: float) -> list[SessionSummary]:
+        """The sessions of ``subject`` from ``source`` alive at ``now``, soonest to expire first."""
+        ...
 
     async def ended(self, id_hash: str, *, now: float) -> str | None:
         """Why the session ``id_hash`` ended, while it would still be alive (None: not known)."""
@@ -232,6 +290,32 @@ class OutboxStorage(Protocol):
 
     async def pending(self) -> int: ...
 
+    async def state(self, *, now: float) -> OutboxState: ...
+
+
+class AdminKeyStorage(Protocol):
+    """Admin API keys, by their public id; a revoked key keeps its row (with the time it was revoked)."""
+
+    async def insert(self, key: AdminKeyRecord) -> bool:
+        """Add a key; ``False`` when an unrevoked key already has its name."""
+        ...
+
+    async def by_id(self, key_id: str) -> AdminKeyRecord | None: ...
+
+    async def all(self) -> list[AdminKeyRecord]: ...
+
+    async def revoke(self, name: str, *, now: float) -> bool:
+        """Revoke the unrevoked key named ``name`` (or whose id it is); ``False``: none."""
+        ...
+
+    async def touch(self, key_id: str, *, now: float, older_than: float) -> None:
+        """Note a use at ``now`` unless one later than ``older_than`` is noted already."""
+        ...
+
+    async def exists(self) -> bool:
+        """Whether any key was ever made (revoked ones count)."""
+        ...
+
 
 class Storage(Protocol):
     """One engine's accounts, sessions and revocation outbox, opened on one database."""
@@ -247,6 +331,9 @@ class Storage(Protocol):
 
     @property
     def logouts(self) -> LogoutStorage: ...
+
+    @property
+    def admin_keys(self) -> AdminKeyStorage: ...
 
     @property
     def description(self) -> str:

@@ -23,13 +23,18 @@ from authserver.storage import (
     ENDED_PASSWORD,
     ENDED_PROVIDER,
     ENDED_REMOVED,
+    AdminKeyRecord,
+    OutboxState,
     PendingRevocation,
     QueuedRevocations,
     SessionRecord,
+    SessionSummary,
     UpstreamLogout,
     UserRecord,
+    admin_key,
     logout_rows,
     logout_where,
+    outbox_state,
 )
 from authserver.storage.breaker import PROBE_INTERVAL, Breaker
 from authserver.storage.schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
@@ -107,6 +112,7 @@ class PostgresStorage:
         self.sessions = PostgresSessions(self)
         self.outbox = PostgresOutbox(self)
         self.logouts = PostgresLogouts(self)
+        self.admin_keys = PostgresAdminKeys(self)
         self._opened = False
         #: When a call last got a connection: a wait that ends with none while others got one is a busy pool.
         self._served_at = 0.0
@@ -389,6 +395,10 @@ class PostgresSessions:
         account = None if row[5] is None else _user(row[5:10])
         return SessionRecord(row[0], row[1], row[2], row[3], float(row[4]), account, bool(row[10]))
 
+    async def of_subject(self, subject: str, source: str, *, now: float) -> list[SessionSummary]:
+        rows = await self.store.fetch(SQL.sessions_of, (subject, source, now))
+        return [SessionSummary(r[0], r[1], r[2], r[3], float(r[4])) for r in rows]
+
 
 class PostgresLogouts:
     def __init__(self, store: PostgresStorage) -> None:
@@ -456,6 +466,38 @@ class PostgresOutbox:
     async def pending(self) -> int:
         rows = await self.store.fetch(SQL.outbox_count)
         return int(rows[0][0])
+
+    async def state(self, *, now: float) -> OutboxState:
+        rows = await self.store.fetch(SQL.outbox_state, (now,))
+        return outbox_state(rows[0])
+
+
+class PostgresAdminKeys:
+    def __init__(self, store: PostgresStorage) -> None:
+        self.store = store
+
+    async def insert(self, key: AdminKeyRecord) -> bool:
+        try:
+            await self.store.execute(SQL.insert_admin_key, (key.key_id, key.name, key.key_hash, key.created))
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
+
+    async def by_id(self, key_id: str) -> AdminKeyRecord | None:
+        rows = await self.store.fetch(SQL.admin_key_by_id, (key_id,))
+        return admin_key(rows[0]) if rows else None
+
+    async def all(self) -> list[AdminKeyRecord]:
+        return [admin_key(row) for row in await self.store.fetch(SQL.all_admin_keys)]
+
+    async def revoke(self, name: str, *, now: float) -> bool:
+        return await self.store.execute(SQL.revoke_admin_key, (now, name, name)) > 0
+
+    async def touch(self, key_id: str, *, now: float, older_than: float) -> None:
+        await self.store.execute(SQL.touch_admin_key, (now, key_id, older_than))
+
+    async def exists(self) -> bool:
+        return bool(await self.store.fetch(SQL.any_admin_key))
 
 
 def _first_line(exc: BaseException) -> str:

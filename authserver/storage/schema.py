@@ -15,7 +15,7 @@ from __future__ import annotations
 from authserver.errors import DatabaseError
 
 #: The schema version this authserver reads and writes.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: version -> engine -> statements, applied in one transaction with the new version recorded.
 MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
@@ -159,6 +159,33 @@ MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
                 expires DOUBLE PRECISION NOT NULL
             )""",
             "CREATE INDEX IF NOT EXISTS logout_token_ids_expires ON logout_token_ids (expires)",
+        ),
+    },
+    # 5: admin API keys (issue 19): only a hash of each key; a revoked key keeps its row (and its name
+    # is free again); and the sessions of a user found by name in SQLite too (PostgreSQL had the index).
+    5: {
+        "sqlite": (
+            """CREATE TABLE IF NOT EXISTS admin_keys (
+                key_id    TEXT PRIMARY KEY,
+                name      TEXT NOT NULL,
+                key_hash  TEXT NOT NULL,
+                created   REAL NOT NULL,
+                last_used REAL,
+                revoked   REAL
+            )""",
+            "CREATE UNIQUE INDEX IF NOT EXISTS admin_keys_active_name ON admin_keys (name) WHERE revoked IS NULL",
+            "CREATE INDEX IF NOT EXISTS sessions_username ON sessions (username)",
+        ),
+        "postgresql": (
+            """CREATE TABLE IF NOT EXISTS admin_keys (
+                key_id    TEXT PRIMARY KEY,
+                name      TEXT NOT NULL,
+                key_hash  TEXT NOT NULL,
+                created   DOUBLE PRECISION NOT NULL,
+                last_used DOUBLE PRECISION,
+                revoked   DOUBLE PRECISION
+            )""",
+            "CREATE UNIQUE INDEX IF NOT EXISTS admin_keys_active_name ON admin_keys (name) WHERE revoked IS NULL",
         ),
     },
 }

@@ -18,13 +18,18 @@ from authserver.storage import (
     ENDED_PASSWORD,
     ENDED_PROVIDER,
     ENDED_REMOVED,
+    AdminKeyRecord,
+    OutboxState,
     PendingRevocation,
     QueuedRevocations,
     SessionRecord,
+    SessionSummary,
     UpstreamLogout,
     UserRecord,
+    admin_key,
     logout_rows,
     logout_where,
+    outbox_state,
 )
 from authserver.storage.schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 from authserver.storage.statements import SQLITE as SQL
@@ -389,6 +394,10 @@ class SqliteSessions:
         account = None if row[5] is None else _user(row[5:10])
         return SessionRecord(row[0], row[1], row[2], row[3], row[4], account, bool(row[10]))
 
+    async def of_subject(self, subject: str, source: str, *, now: float) -> list[SessionSummary]:
+        rows = self.db.query(SQL.sessions_of, (subject, source, now))
+        return [SessionSummary(r[0], r[1], r[2], r[3], float(r[4])) for r in rows]
+
 
 class SqliteLogouts:
     def __init__(self, db: Database) -> None:
@@ -479,6 +488,42 @@ class SqliteOutbox:
         row = self.db.query_one(SQL.outbox_count)
         return int(row[0]) if row is not None else 0
 
+    async def state(self, *, now: float) -> OutboxState:
+        row = self.db.query_one(SQL.outbox_state, (now,))
+        assert row is not None  # an aggregate always answers one row
+        return outbox_state(row)
+
+
+class SqliteAdminKeys:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def insert(self, key: AdminKeyRecord) -> bool:
+        def insert() -> bool:
+            try:
+                self.db.execute(SQL.insert_admin_key, (key.key_id, key.name, key.key_hash, key.created))
+            except sqlite3.IntegrityError:
+                return False
+            return True
+
+        return await _write(insert)
+
+    async def by_id(self, key_id: str) -> AdminKeyRecord | None:
+        row = self.db.query_one(SQL.admin_key_by_id, (key_id,))
+        return None if row is None else admin_key(row)
+
+    async def all(self) -> list[AdminKeyRecord]:
+        return [admin_key(row) for row in self.db.query(SQL.all_admin_keys)]
+
+    async def revoke(self, name: str, *, now: float) -> bool:
+        return await _write(lambda: self.db.execute(SQL.revoke_admin_key, (now, name, name)) > 0)
+
+    async def touch(self, key_id: str, *, now: float, older_than: float) -> None:
+        await _write(lambda: self.db.execute(SQL.touch_admin_key, (now, key_id, older_than)))
+
+    async def exists(self) -> bool:
+        return self.db.query_one(SQL.any_admin_key) is not None
+
 
 class SqliteStorage:
     """Accounts, sessions and the revocation outbox in one SQLite file (``:memory:`` for a throwaway database)."""
@@ -492,6 +537,7 @@ class SqliteStorage:
         self.sessions = SqliteSessions(self.db)
         self.outbox = SqliteOutbox(self.db)
         self.logouts = SqliteLogouts(self.db)
+        self.admin_keys = SqliteAdminKeys(self.db)
         self.description = "in memory" if path == ":memory:" else path
         self._prepare()
 

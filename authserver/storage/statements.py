@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 _USER_COLUMNS = "username, client_id, role, disabled, password_hash"
+_KEY_COLUMNS = "key_id, name, key_hash, created, last_used, revoked"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,23 @@ class Statements:
     expire_seen_ids: str = "DELETE FROM logout_token_ids WHERE expires <= ?"
     release_seen_id: str = "DELETE FROM logout_token_ids WHERE id_hash = ?"
     outbox_count: str = "SELECT COUNT(*) FROM revocation_outbox"
+    outbox_state: str = (
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN next_attempt <= ? THEN 1 ELSE 0 END), 0),"
+        " COALESCE(SUM(CASE WHEN attempts > 0 THEN 1 ELSE 0 END), 0), MIN(created), COALESCE(MAX(attempts), 0)"
+        " FROM revocation_outbox"
+    )
+    sessions_of: str = (
+        "SELECT id_hash, client_id, role, source, expires FROM sessions"
+        " WHERE username = ? AND source = ? AND expires > ? ORDER BY expires"
+    )
+    admin_key_by_id: str = f"SELECT {_KEY_COLUMNS} FROM admin_keys WHERE key_id = ?"  # noqa: S608 - fixed text
+    all_admin_keys: str = f"SELECT {_KEY_COLUMNS} FROM admin_keys ORDER BY created, key_id"  # noqa: S608 - fixed text
+    insert_admin_key: str = "INSERT INTO admin_keys (key_id, name, key_hash, created) VALUES (?, ?, ?, ?)"
+    revoke_admin_key: str = "UPDATE admin_keys SET revoked = ? WHERE revoked IS NULL AND (name = ? OR key_id = ?)"
+    touch_admin_key: str = (
+        "UPDATE admin_keys SET last_used = ? WHERE key_id = ? AND (last_used IS NULL OR last_used <= ?)"
+    )
+    any_admin_key: str = "SELECT 1 FROM admin_keys LIMIT 1"
     schema_version: str = "SELECT MAX(version) FROM schema_version"
     clear_version: str = "DELETE FROM schema_version"
     record_version: str = "INSERT INTO schema_version (version) VALUES (?)"

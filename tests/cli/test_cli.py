@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import socket
 import stat
 from collections.abc import Iterator
@@ -80,15 +79,6 @@ class Cli:
                 return call
 
         return Store()
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # main() configures process-wide logging, as a command should; put it back for the next test.
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
 
 
 @pytest.fixture

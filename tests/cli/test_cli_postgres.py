@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
-from collections.abc import Iterator
 
 import jwt
 import pytest
@@ -19,15 +17,6 @@ from conftest import fresh_postgres_url
 from helpers import API_KEY, KEY_SECRET, SESSION_SECRET
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # main() configures process-wide logging, as a command should; put it back for the next test.
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
 
 
 @pytest.fixture

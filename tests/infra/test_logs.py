@@ -31,6 +31,7 @@ from authserver.infra.logs import (
     RedactingFilter,
     RequestIdFilter,
     TextFormatter,
+    redact,
     request_id,
 )
 from infra.test_metrics import value
@@ -312,3 +313,11 @@ def test_a_start_up_failure_is_a_json_line_too(tmp_path: Path) -> None:
     entries = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
     assert entries[-1]["level"] == "error"
     assert "cannot listen on 127.0.0.1:" in entries[-1]["message"]
+
+
+def test_an_admin_api_key_is_redacted_wherever_it_appears_keeping_its_id() -> None:
+    key = "asadm_0123456789ab_" + "Zz9-_" * 8 + "abc"
+    assert (
+        redact(f"someone pasted {key} into a username")
+        == "someone pasted asadm_0123456789ab_[redacted] into a username"
+    )

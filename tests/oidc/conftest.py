@@ -44,6 +44,10 @@ PAGE_CLIENT_ID = "authserver-page"
 PAGE_CLIENT_SECRET = "page-client-secret-0123456789-abcdefghijklmnop"
 WORKER_CLIENT_ID = "backend-worker"
 WORKER_CLIENT_SECRET = "worker-client-secret-0123456789-abcdefghijklm"
+ADMIN_CLIENT_ID = "support-tool"
+ADMIN_CLIENT_SECRET = "admin-client-secret-0123456789-abcdefghijklm"
+#: The role claim of the admin client's tokens: a policy role and the admin API's role.
+ADMIN_ROLES = ["user", "authserver-admin"]
 STARTUP_TIMEOUT = 30.0
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 #: The page client's redirect URI unless a test registers its own (provider.mjs's default).
@@ -151,12 +155,14 @@ class Provider:
         response.raise_for_status()
         self.keys = response.json()["keys"]
 
-    def client_credentials_token(self) -> str:
-        """An access token (a JWT for AUDIENCE) the provider issues to the backend worker client."""
+    def client_credentials_token(self, *, admin: bool = False) -> str:
+        """An access token (a JWT for AUDIENCE) the provider issues to the backend worker client, or
+        with ``admin`` to the admin client (its token's ``roles`` claim is :data:`ADMIN_ROLES`)."""
+        client = (ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET) if admin else (WORKER_CLIENT_ID, WORKER_CLIENT_SECRET)
         response = httpx.post(
             f"{self.issuer}/token",
             data={"grant_type": "client_credentials", "scope": "ably", "resource": AUDIENCE},
-            auth=(WORKER_CLIENT_ID, WORKER_CLIENT_SECRET),
+            auth=client,
             timeout=10,
         )
         response.raise_for_status()
@@ -226,6 +232,9 @@ class ProviderRun:
             "pageClientSecret": PAGE_CLIENT_SECRET,
             "workerClientId": WORKER_CLIENT_ID,
             "workerClientSecret": WORKER_CLIENT_SECRET,
+            "adminClientId": ADMIN_CLIENT_ID,
+            "adminClientSecret": ADMIN_CLIENT_SECRET,
+            "adminRoles": ADMIN_ROLES,
         }
         env = {**os.environ, "ABLY_JS_NODE_MODULES": str(NODE_MODULES), "SCENARIO": json.dumps(scenario)}
         process = subprocess.Popen(

@@ -13,7 +13,9 @@
 // it answers.
 //
 // Settings from the SCENARIO environment variable (JSON): {"audience", "pageClientId",
-// "pageClientSecret", "workerClientId", "workerClientSecret"}; modules from ABLY_JS_NODE_MODULES.
+// "pageClientSecret", "workerClientId", "workerClientSecret", "adminClientId", "adminClientSecret",
+// "adminRoles"}; modules from ABLY_JS_NODE_MODULES. The admin client is a second client-credentials
+// client whose access tokens carry a `roles` claim (adminRoles), as a backend's would for the admin API.
 import crypto from 'node:crypto';
 import http from 'node:http';
 import path from 'node:path';
@@ -82,7 +84,16 @@ function build() {
         grant_types: ['client_credentials'],
         response_types: [],
       },
+      {
+        client_id: settings.adminClientId,
+        client_secret: settings.adminClientSecret,
+        redirect_uris: [],
+        grant_types: ['client_credentials'],
+        response_types: [],
+      },
     ],
+    extraTokenClaims: (ctx, token) =>
+      (token.clientId === settings.adminClientId ? { roles: settings.adminRoles } : undefined),
     features: {
       devInteractions: { enabled: true },
       clientCredentials: { enabled: true },

@@ -35,13 +35,19 @@ def claim_value(claims: Mapping[str, Any], name: str) -> Any:
     return value
 
 
+def claimed_roles(claims: Mapping[str, Any], upstream: UpstreamIssuer) -> tuple[str, ...]:
+    """The string values of the issuer's role claim (at most :data:`MAX_ROLE_VALUES`), in order."""
+    if upstream.role_claim is None:
+        return ()
+    value = claim_value(claims, upstream.role_claim)
+    values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return tuple(candidate for candidate in values[:MAX_ROLE_VALUES] if isinstance(candidate, str))
+
+
 def role_for(claims: Mapping[str, Any], upstream: UpstreamIssuer, policy: Policy) -> str:
-    if upstream.role_claim is not None:
-        value = claim_value(claims, upstream.role_claim)
-        values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-        for candidate in values[:MAX_ROLE_VALUES]:
-            if isinstance(candidate, str) and candidate in policy.roles:
-                return candidate
+    for candidate in claimed_roles(claims, upstream):
+        if candidate in policy.roles:
+            return candidate
     return upstream.role or policy.default_role
 
 
@@ -66,6 +72,7 @@ def identity_from_claims(claims: Mapping[str, Any], upstream: UpstreamIssuer, po
         role=role_for(claims, upstream, policy),
         source=upstream.source,
         upstream=carried_claims(claims),
+        claimed_roles=claimed_roles(claims, upstream),
     )
 
 

@@ -1,0 +1,117 @@
+"""The command line's side of the admin API: ``api-keys`` (create prints the key once, list, revoke),
+``users sessions`` and ``users logout``, ``revoke --allow-reauth-margin``: the same operations as
+``/admin/v1``, on a real SQLite file."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from realservers import free_port
+
+from authserver.cli import EXIT_ERROR, EXIT_OK, main
+from authserver.identity.adminkeys import key_hash
+from authserver.identity.sessions import session_revocation_key
+
+from helpers import API_KEY
+
+PASSWORD = "pw-Never-Printed-42"
+
+
+@pytest.fixture
+def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.chdir(tmp_path)
+    return {
+        "ABLY_API_KEY": API_KEY,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/authserver.db",
+        # revocation on; Ably where nobody listens: what is revoked stays queued for a running serve
+        "ABLY_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+    }
+
+
+def run(
+    capsys: pytest.CaptureFixture[str], environ: dict[str, str], *argv: str, stdin: str = ""
+) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv), environ=environ, stdin=io.StringIO(stdin))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def rows(environ: dict[str, str], sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(environ["DATABASE_URL"].removeprefix("sqlite:///")) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_api_keys_create_prints_the_key_once_and_stores_only_its_hash(
+    capsys: pytest.CaptureFixture[str], environ: dict[str, str]
+) -> None:
+    code, out, err = run(capsys, environ, "api-keys", "create", "backend")
+    assert code == EXIT_OK
+    key = out.strip()
+    assert out == f"{key}\n" and key.startswith("asadm_")
+    key_id = key.split("_")[1]
+    assert f"admin API key 'backend' (id {key_id}) created; the key is shown this once" in err
+    assert rows(environ, "SELECT key_id, name, key_hash FROM admin_keys") == [(key_id, "backend", key_hash(key))]
+    code, out, _ = run(capsys, environ, "api-keys", "list")
+    assert (code, out.split("\t")[:2], out.rstrip().split("\t")[-2:]) == (
+        EXIT_OK,
+        ["backend", f"id={key_id}"],
+        ["last-used=never", "active"],
+    )
+    assert key not in out
+
+
+def test_api_keys_revoke_by_name_then_the_name_is_free_again(
+    capsys: pytest.CaptureFixture[str], environ: dict[str, str]
+) -> None:
+    run(capsys, environ, "api-keys", "create", "ci")
+    assert run(capsys, environ, "api-keys", "revoke", "ci")[:2] == (EXIT_OK, "revoked ci\n")
+    assert run(capsys, environ, "api-keys", "revoke", "ci") == (
+        EXIT_ERROR,
+        "",
+        "authserver: no unrevoked admin API key named 'ci'\n",
+    )
+    assert run(capsys, environ, "api-keys", "create", "ci")[0] == EXIT_OK
+    listed = run(capsys, environ, "api-keys", "list")[1].splitlines()
+    assert [line.split("\t")[-1].split(" ")[0] for line in listed] == ["revoked", "active"]
+
+
+def test_users_sessions_and_logout_everywhere(capsys: pytest.CaptureFixture[str], environ: dict[str, str]) -> None:
+    assert run(capsys, environ, "users", "add", "alice", stdin=f"{PASSWORD}\n")[0] == EXIT_OK
+    assert run(capsys, environ, "users", "sessions", "alice")[1] == "alice: no sessions\n"
+    with sqlite3.connect(environ["DATABASE_URL"].removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "INSERT INTO sessions (id_hash, username, client_id, role, source, expires) VALUES (?, ?, ?, ?, ?, ?)",
+            ("abc123", "alice", "alice", "user", "account", time.time() + 3600),
+        )
+    code, out, _ = run(capsys, environ, "users", "sessions", "alice")
+    assert code == EXIT_OK and out.startswith(
+        f"{session_revocation_key('abc123')}\tclientId=alice\trole=user\texpires="
+    )
+    assert run(capsys, environ, "users", "logout", "alice")[:2] == (EXIT_OK, "alice: logged out everywhere\n")
+    assert run(capsys, environ, "users", "sessions", "alice")[1] == "alice: no sessions\n"
+    assert rows(environ, "SELECT target, reason FROM revocation_outbox") == [("clientId:alice", "everywhere")]
+    assert run(capsys, environ, "users", "logout", "nobody")[2] == "authserver: no such user: 'nobody'\n"
+
+
+def test_revoke_with_allow_reauth_margin_queues_it_so(
+    capsys: pytest.CaptureFixture[str], environ: dict[str, str]
+) -> None:
+    code, out, _ = run(capsys, environ, "revoke", "--client-id", "bob", "--allow-reauth-margin")
+    assert (code, out) == (EXIT_OK, "revoked clientId:bob\n")
+    assert rows(environ, "SELECT target, reauth, reason FROM revocation_outbox") == [("clientId:bob", 1, "operator")]
+
+
+def test_check_says_how_the_admin_api_stands(capsys: pytest.CaptureFixture[str], environ: dict[str, str]) -> None:
+    environ["SESSION_SECRET"] = "s" * 40
+    out = run(capsys, environ, "check")[1]
+    assert (
+        "  admin API: /admin/v1 once an admin API key exists (authserver api-keys create NAME);"
+        " 120/minute per credential\n" in out
+    )
+    environ["AUTHSERVER_ADMIN_API"] = "off"
+    assert "  admin API: off (AUTHSERVER_ADMIN_API=off)\n" in run(capsys, environ, "check")[1]
