@@ -14,6 +14,7 @@ and the CLI can each render it in one place::
     │   └── SessionEndedError       a session ended by an action elsewhere (403, 40301-40304, per reason)
     ├── UserError                   account administration failed (duplicate, unknown user)
     ├── DatabaseError               the accounts database cannot be opened
+    ├── ListenError                 a server cannot listen on its address (the port is busy, no permission)
     ├── RateLimitedError            too many attempts: try again later (429, 42910)
     ├── UnavailableError            a dependency (the database) is busy or down: retry (503, 50300)
     │   └── OverloadedError         more requests in flight than the process admits: retry (503, 50300)
@@ -145,6 +146,11 @@ class UserError(AuthServerError):
 
 class DatabaseError(AuthServerError):
     """The accounts database cannot be opened (a missing directory, not a database file)."""
+
+
+class ListenError(AuthServerError):
+    """A server cannot listen on its address (the port is in use, the address is not this machine's,
+    no permission): the message names the address, the server it was for and how to move it."""
 
 
 class RateLimitedError(AuthServerError):

@@ -15,7 +15,7 @@ from authserver import __version__
 from authserver.cli import check, db, revoke, sandbox, serve, smoke, token, users
 from authserver.cli.common import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, report, with_storage
 from authserver.config import Settings, load_settings
-from authserver.errors import AuthServerError, ConfigError, DatabaseError
+from authserver.errors import AuthServerError, ConfigError, DatabaseError, ListenError
 from authserver.infra.logs import configure_logging
 
 __all__ = ["EXIT_CONFIG", "EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -58,14 +58,16 @@ def main(
     stdin = stdin or sys.stdin
     try:
         if args.command == "check":
-            return check.run_check(online=args.online, environ=environ)
+            return check.run_check(
+                online=args.online, environ=environ, host=args.host, port=args.port, development=args.dev
+            )
         # Only serve signs session cookies: the other commands need no SESSION_SECRET.
         settings = load_settings(
             environ, need_session_secret=args.command == "serve", development=getattr(args, "dev", False)
         )
         configure_logging(settings.log_level, settings.log_format)
         return COMMANDS[args.command](settings, args, stdin)
-    except (ConfigError, DatabaseError) as exc:
+    except (ConfigError, DatabaseError, ListenError) as exc:
         report(exc.message)
         return EXIT_CONFIG
     except AuthServerError as exc:

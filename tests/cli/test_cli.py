@@ -432,6 +432,21 @@ def test_serve_names_the_token_service_when_its_port_is_busy(cli: Cli, busy_port
     assert "--port or AUTHSERVER_PORT" in result.err
 
 
+def test_a_second_serve_names_the_service_port_not_the_sandbox_port_nor_the_configuration(
+    cli: Cli, busy_port: int
+) -> None:
+    with socket.socket() as sandbox_holder:  # what a first serve holds: both of its ports
+        sandbox_holder.bind(("127.0.0.1", 0))
+        sandbox_holder.listen()
+        cli.environ["AUTHSERVER_SANDBOX_PORT"] = str(sandbox_holder.getsockname()[1])
+        result = cli("serve", "--port", str(busy_port))
+    assert result.code == EXIT_CONFIG
+    last = result.err.splitlines()[-1]
+    assert last.startswith(f"authserver: cannot listen on 127.0.0.1:{busy_port} for the token service: ")
+    assert "is another authserver running there?" in last
+    assert "sandbox" not in result.err and "invalid configuration" not in result.err
+
+
 def test_serve_refuses_a_port_that_is_also_the_sandbox_port(cli: Cli) -> None:
     cli.environ["AUTHSERVER_SANDBOX_PORT"] = "9999"
     result = cli("serve", "--port", "9999")
@@ -447,13 +462,41 @@ def test_check_in_development_without_other_settings_is_ok_with_a_demo_warning(c
     assert result.code == EXIT_OK
     lines = result.out.splitlines()
     assert lines[0].startswith("configuration OK: development")
-    assert "  Ably: an embedded sandbox on port 8001" in lines  # what serve will really use
+    assert "  listens on: http://127.0.0.1:8000 (--port or AUTHSERVER_PORT)" in lines
+    assert "  Ably: an embedded sandbox on http://127.0.0.1:8001 (the next port)" in lines  # what serve will use
     secret = (
         f"  session secret: the development one, kept in {cli.database}.dev-session-secret beside the development key"
     )
     assert any(line.startswith(secret) for line in lines)
     assert "  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION." in lines
     assert result.err == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "service", "sandbox"),
+    [
+        (["--port", "9000"], {}, "9000 (--port or AUTHSERVER_PORT)", "9001 (the next port)"),
+        ([], {"AUTHSERVER_PORT": "9100"}, "9100 (--port or AUTHSERVER_PORT)", "9101 (the next port)"),
+        (["--port", "9000"], {"AUTHSERVER_SANDBOX_PORT": "7000"}, "9000", "7000 (AUTHSERVER_SANDBOX_PORT)"),
+        (["--port", "9000", "--host", "::1"], {}, "9000", "9001"),
+    ],
+)
+def test_check_shows_the_ports_serve_would_use_with_the_same_options(
+    cli: Cli, argv: list[str], env: dict[str, str], service: str, sandbox: str
+) -> None:
+    cli.environ.update(env)
+    lines = cli("check", *argv).out.splitlines()
+    host = "[::1]" if "--host" in argv else "127.0.0.1"
+    assert any(line.startswith(f"  listens on: http://{host}:{service}") for line in lines), lines
+    assert any(line.startswith(f"  Ably: an embedded sandbox on http://{host}:{sandbox}") for line in lines), lines
+
+
+def test_check_dev_is_serve_dev(cli: Cli) -> None:
+    cli.environ.pop("AUTHSERVER_ENV")
+    assert cli("check").code == EXIT_CONFIG  # no key, and development not asked for
+    result = cli("check", "--dev")
+    assert result.code == EXIT_OK, result.err
+    assert result.out.startswith("configuration OK: development")
 
 
 @pytest.mark.parametrize(
