@@ -13,7 +13,7 @@ from typing import TextIO
 
 from authserver import __version__
 from authserver.cli import check, db, revoke, sandbox, serve, smoke, token, users
-from authserver.cli.common import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, report, with_storage
+from authserver.cli.common import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, report, use_database, with_storage
 from authserver.config import Settings, load_settings
 from authserver.errors import AuthServerError, ConfigError, DatabaseError, ListenError
 from authserver.infra.logs import configure_logging
@@ -38,6 +38,18 @@ COMMANDS: dict[str, Command] = {
     "db": lambda settings, args, stdin: db.run_db(settings, args.db_command),
     "smoke": lambda settings, args, stdin: smoke.run(args, stdin),
 }
+
+
+def _database_use(args: argparse.Namespace) -> bool | None:
+    """Whether the command may create its database (True), uses only one that is there (False), or
+    opens none itself (None: serve and token say which database on their own; the others use none)."""
+    if args.command == "users":
+        return bool(args.users_command == "add")
+    if args.command == "db":
+        return bool(args.db_command == "upgrade")
+    if args.command == "revoke":
+        return False
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +78,9 @@ def main(
             environ, need_session_secret=args.command == "serve", development=getattr(args, "dev", False)
         )
         configure_logging(settings.log_level, settings.log_format)
+        creates = _database_use(args)
+        if creates is not None:
+            use_database(settings, creates=creates)
         return COMMANDS[args.command](settings, args, stdin)
     except (ConfigError, DatabaseError, ListenError) as exc:
         report(exc.message)

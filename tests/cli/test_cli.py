@@ -125,9 +125,14 @@ def user_lines(cli: Cli) -> list[str]:
 # --- users ----------------------------------------------------------------------------------------
 
 
+def database_line(cli: Cli, *, new: bool = False) -> str:
+    """What every command that works on the database says first (on stderr)."""
+    return f"authserver: database: SQLite {cli.database}{' (new: created now)' if new else ''}\n"
+
+
 def test_users_add_reads_the_password_from_stdin(cli: Cli) -> None:
     result = cli("users", "add", "alice", "--role", "user", stdin=f"{PASSWORD}\n")
-    assert result == Result(EXIT_OK, "added alice (clientId alice, role user)\n", "")
+    assert result == Result(EXIT_OK, "added alice (clientId alice, role user)\n", database_line(cli, new=True))
     store = cli.store()
     assert store.verify_login("alice", PASSWORD).client_id == "alice"
 
@@ -141,7 +146,7 @@ def test_users_add_with_a_client_id_and_the_default_role(cli: Cli) -> None:
 def test_users_add_duplicate_fails_with_a_message(cli: Cli, alice: None) -> None:
     result = cli("users", "add", "alice", stdin=f"{PASSWORD}\n")
     assert result.code == EXIT_ERROR
-    assert result.err == "authserver: username or clientId already in use: 'alice' / 'alice'\n"
+    assert result.err == database_line(cli) + "authserver: username or clientId already in use: 'alice' / 'alice'\n"
     assert result.out == ""
 
 
@@ -149,13 +154,43 @@ def test_users_add_with_an_unknown_role_fails(cli: Cli) -> None:
     result = cli("users", "add", "alice", "--role", "boss", stdin=f"{PASSWORD}\n")
     assert result.code == EXIT_ERROR
     assert "role 'boss' is not defined by the policy" in result.err
-    assert user_lines(cli) == ["no users"]
+    assert user_lines(cli) == ["no users"]  # the database was made, but holds no account
 
 
-@pytest.mark.parametrize(("stdin", "message"), [("", "no password on standard input"), ("\n", "password is empty")])
-def test_users_add_without_a_password_fails(cli: Cli, stdin: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [
+        ("", "no password on standard input"),
+        ("\n", "password is empty"),
+        ("short\n", "password is shorter than 8 characters (AUTHSERVER_PASSWORD_MIN_LENGTH)"),
+        ("password1\n", "password is one of the most common passwords: choose another"),
+        ("alice\n", "password is shorter than 8 characters"),
+    ],
+)
+def test_users_add_with_a_password_that_is_missing_short_or_common_fails(cli: Cli, stdin: str, message: str) -> None:
     result = cli("users", "add", "alice", stdin=stdin)
-    assert (result.code, result.err) == (EXIT_ERROR, f"authserver: {message}\n")
+    assert result.code == EXIT_ERROR
+    assert result.err.splitlines()[-1].startswith(f"authserver: {message}")
+    assert not cli.database.exists() or user_lines(cli) == ["no users"]
+
+
+def test_users_add_takes_its_minimum_length_from_the_settings(cli: Cli) -> None:
+    cli.environ["AUTHSERVER_PASSWORD_MIN_LENGTH"] = "20"
+    refused = cli("users", "add", "alice", stdin=f"{PASSWORD}\n")  # 19 characters
+    assert "password is shorter than 20 characters" in refused.err
+    assert cli("users", "add", "alice", stdin=f"{PASSWORD}-x\n").code == EXIT_OK
+    cli.environ["AUTHSERVER_PASSWORD_MIN_LENGTH"] = "6"
+    assert "AUTHSERVER_PASSWORD_MIN_LENGTH" in cli("users", "list").err  # below NIST's 8: refused
+
+
+@pytest.mark.parametrize(
+    ("weak", "rule"), [("1234567", "shorter than 8"), ("iloveyou", "most common"), ("ALICE@example", "own name")]
+)
+def test_users_set_password_follows_the_same_rules(cli: Cli, weak: str, rule: str) -> None:
+    assert cli("users", "add", "alice", "--client-id", "alice@example", stdin=f"{PASSWORD}\n").code == EXIT_OK
+    result = cli("users", "set-password", "alice", stdin=f"{weak}\n")
+    assert result.code == EXIT_ERROR and rule in result.err
+    assert cli.store().verify_login("alice", PASSWORD).subject == "alice"  # the old one still holds
 
 
 def test_users_add_with_an_unsafe_name_fails(cli: Cli) -> None:
@@ -172,12 +207,26 @@ def test_users_list_shows_every_account(cli: Cli, alice: None) -> None:
     ]
 
 
-def test_users_list_with_no_accounts(cli: Cli) -> None:
+def test_users_list_with_no_accounts(cli: Cli, alice: None) -> None:
+    cli("users", "remove", "alice")
     assert user_lines(cli) == ["no users"]
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [("users", "list"), ("users", "set-role", "alice", "admin"), ("users", "remove", "alice"), ("db", "status")],
+)
+def test_a_command_that_only_reads_or_changes_never_creates_the_database(cli: Cli, argv: tuple[str, ...]) -> None:
+    result = cli(*argv)
+    assert result.code == EXIT_CONFIG
+    assert result.err.startswith(f"authserver: no database at {cli.database} (nothing created): run the command")
+    assert "DATABASE_URL" in result.err
+    assert not cli.database.exists()
+    assert list(cli.database.parent.glob("*.db*")) == []
+
+
 def test_users_set_role(cli: Cli, alice: None) -> None:
-    assert cli("users", "set-role", "alice", "admin") == Result(EXIT_OK, "alice: role admin\n", "")
+    assert cli("users", "set-role", "alice", "admin") == Result(EXIT_OK, "alice: role admin\n", database_line(cli))
     assert user_lines(cli) == ["alice\tclientId=alice\trole=admin\tactive"]
 
 
@@ -189,14 +238,14 @@ def test_users_set_role_to_an_unknown_role_fails(cli: Cli, alice: None) -> None:
 
 
 def test_users_disable_and_enable(cli: Cli, alice: None) -> None:
-    assert cli("users", "disable", "alice") == Result(EXIT_OK, "alice: disabled\n", "")
+    assert cli("users", "disable", "alice") == Result(EXIT_OK, "alice: disabled\n", database_line(cli))
     assert user_lines(cli) == ["alice\tclientId=alice\trole=user\tdisabled"]
-    assert cli("users", "enable", "alice") == Result(EXIT_OK, "alice: enabled\n", "")
+    assert cli("users", "enable", "alice") == Result(EXIT_OK, "alice: enabled\n", database_line(cli))
     assert user_lines(cli) == ["alice\tclientId=alice\trole=user\tactive"]
 
 
 def test_users_remove(cli: Cli, alice: None) -> None:
-    assert cli("users", "remove", "alice") == Result(EXIT_OK, "removed alice\n", "")
+    assert cli("users", "remove", "alice") == Result(EXIT_OK, "removed alice\n", database_line(cli))
     assert user_lines(cli) == ["no users"]
 
 
@@ -204,13 +253,14 @@ def test_users_remove(cli: Cli, alice: None) -> None:
     "argv",
     [("set-role", "nobody", "user"), ("disable", "nobody"), ("enable", "nobody"), ("remove", "nobody")],
 )
-def test_users_command_on_an_unknown_user_fails(cli: Cli, argv: tuple[str, ...]) -> None:
-    assert cli("users", *argv) == Result(EXIT_ERROR, "", "authserver: no such user: 'nobody'\n")
+def test_users_command_on_an_unknown_user_fails(cli: Cli, alice: None, argv: tuple[str, ...]) -> None:
+    expected = database_line(cli) + "authserver: no such user: 'nobody'\n"
+    assert cli("users", *argv) == Result(EXIT_ERROR, "", expected)
 
 
 def test_users_set_password(cli: Cli, alice: None) -> None:
     result = cli("users", "set-password", "alice", stdin="a-new-password\n")
-    assert result == Result(EXIT_OK, "alice: password changed\n", "")
+    assert result == Result(EXIT_OK, "alice: password changed\n", database_line(cli))
     store = cli.store()
     assert store.verify_login("alice", "a-new-password").subject == "alice"
 
@@ -310,23 +360,37 @@ def test_token_with_a_capability_outside_the_policy_fails(
 ) -> None:
     result = cli("token", "--user", "alice", "--capability", capability)
     assert result.code != EXIT_OK
-    assert result.err == f"authserver: {message}\n"
+    assert result.err == database_line(cli) + f"authserver: {message}\n"
     assert result.out == ""
 
 
-def test_token_for_an_unknown_user_fails(cli: Cli, production: None) -> None:
-    assert cli("token", "--user", "nobody") == Result(EXIT_ERROR, "", "authserver: no such user: 'nobody'\n")
+def test_token_for_an_unknown_user_fails(cli: Cli, production: None, alice: None) -> None:
+    expected = database_line(cli) + "authserver: no such user: 'nobody'\n"
+    assert cli("token", "--user", "nobody") == Result(EXIT_ERROR, "", expected)
+
+
+def test_token_where_there_is_no_database_says_so_and_creates_none(cli: Cli, production: None) -> None:
+    expected = (
+        f"authserver: database: no SQLite file at {cli.database}: no accounts (nothing created)\n"
+        "authserver: no such user: 'nobody'\n"
+    )
+    assert cli("token", "--user", "nobody") == Result(EXIT_ERROR, "", expected)
+    assert not cli.database.exists()
 
 
 def test_token_for_a_disabled_user_fails(cli: Cli, production: None, alice: None) -> None:
     cli("users", "disable", "alice")
-    assert cli("token", "--user", "alice") == Result(EXIT_ERROR, "", "authserver: user 'alice' is disabled\n")
+    expected = database_line(cli) + "authserver: user 'alice' is disabled\n"
+    assert cli("token", "--user", "alice") == Result(EXIT_ERROR, "", expected)
 
 
 @pytest.mark.parametrize("ttl", ["0", "-5"])
 def test_token_with_a_ttl_that_is_not_positive_fails(cli: Cli, production: None, alice: None, ttl: str) -> None:
     result = cli("token", "--user", "alice", f"--ttl={ttl}")
-    assert (result.code, result.err) == (EXIT_ERROR, "authserver: --ttl must be a positive number of seconds\n")
+    assert (result.code, result.err.splitlines()[-1]) == (
+        EXIT_ERROR,
+        "authserver: --ttl must be a positive number of seconds",
+    )
 
 
 def test_token_without_an_api_key_signs_with_the_development_key_serve_uses(cli: Cli, alice: None) -> None:
@@ -393,7 +457,7 @@ def test_token_with_a_key_needs_no_session_secret(cli: Cli, alice: None) -> None
     result = cli("token", "--user", "alice", "--format", "jwt")
     assert result.code == EXIT_OK, result.err
     assert _verified_claims(result.out.strip())["x-ably-clientId"] == "alice"
-    assert result.err == ""
+    assert result.err == database_line(cli)
 
 
 # --- ports: a busy port names the server it was for and the setting that moves it ----------------
@@ -701,11 +765,13 @@ def test_check_refuses_a_database_with_a_newer_schema(cli: Cli, alice: None) -> 
 
 def test_db_upgrade_and_status_on_sqlite(cli: Cli) -> None:
     # a SQLite file gets the current schema as soon as it is opened (created on first use)
-    assert cli("db", "upgrade").out == f"{cli.database}: already at schema version {SCHEMA_VERSION}\n"
+    assert cli("db", "upgrade") == Result(
+        EXIT_OK, f"{cli.database}: already at schema version {SCHEMA_VERSION}\n", database_line(cli, new=True)
+    )
     assert cli("db", "status") == Result(
         EXIT_OK,
         f"{cli.database}: schema version {SCHEMA_VERSION}; this authserver uses schema version {SCHEMA_VERSION}\n",
-        "",
+        database_line(cli),
     )
 
 
