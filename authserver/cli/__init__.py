@@ -35,7 +35,7 @@ COMMANDS: dict[str, Command] = {
     "token": lambda settings, args, stdin: token.run_token(settings, args),
     "users": users.run_users,
     "revoke": _revoke,
-    "db": lambda settings, args, stdin: db.run_db(settings, args.db_command),
+    "db": lambda settings, args, stdin: db.run_db(settings, args),
     "smoke": lambda settings, args, stdin: smoke.run(args, stdin),
 }
 
@@ -46,7 +46,7 @@ def _database_use(args: argparse.Namespace) -> bool | None:
     if args.command == "users":
         return bool(args.users_command == "add")
     if args.command == "db":
-        return bool(args.db_command == "upgrade")
+        return bool(args.db_command in ("upgrade", "restore"))
     if args.command == "revoke":
         return False
     return None

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import socket
+import sqlite3
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -798,3 +799,74 @@ def test_serve_logs_the_open_metrics_warning_at_start_up(cli: Cli, production: N
     result = cli("serve", "--host", "192.0.2.1", "--port", "0")
     assert result.code == EXIT_CONFIG
     assert "/metrics is open to anyone who reaches 192.0.2.1" in result.err
+
+
+# --- db backup / restore --------------------------------------------------------------------------
+
+
+def test_a_backup_restored_brings_the_accounts_back_as_they_were(cli: Cli, alice: None, tmp_path: Path) -> None:
+    backup = tmp_path / "backups" / "authserver-1.db"
+    backup.parent.mkdir()
+    result = cli("db", "backup", str(backup))
+    assert result == Result(
+        EXIT_OK, f"backed up {cli.database} to {backup} (schema version {SCHEMA_VERSION})\n", database_line(cli)
+    )
+    assert sorted(p.name for p in backup.parent.iterdir()) == ["authserver-1.db"]  # one file, no -wal, no partial
+
+    # After the backup: bob arrives, alice leaves.
+    cli("users", "add", "bob", stdin=f"{PASSWORD}\n")
+    cli("users", "remove", "alice")
+    assert user_lines(cli) == ["bob\tclientId=bob\trole=user\tactive"]
+
+    restored = cli("db", "restore", str(backup))
+    assert restored.code == EXIT_OK, restored.err
+    assert restored.out == f"restored {cli.database} from {backup} (schema version {SCHEMA_VERSION})\n"
+    assert user_lines(cli) == ["alice\tclientId=alice\trole=user\tactive"]
+    assert cli.store().verify_login("alice", PASSWORD).subject == "alice"  # the password hash came back too
+    kept = restored.err.splitlines()[-1].removeprefix("authserver: the database as it was before is kept in ")
+    assert Path(kept).parent == cli.database.parent and Path(kept).name.startswith("users.db.before-restore-")
+    with sqlite3.connect(kept) as before:
+        assert [row[0] for row in before.execute("SELECT username FROM users")] == ["bob"]
+
+
+def test_a_backup_is_consistent_while_another_connection_is_writing(cli: Cli, alice: None, tmp_path: Path) -> None:
+    writer = sqlite3.connect(cli.database, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE users SET role = 'admin' WHERE username = 'alice'")  # not committed
+        assert cli("db", "backup", str(tmp_path / "b.db")).code == EXIT_OK  # no wait for the writer
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    with sqlite3.connect(tmp_path / "b.db") as copy:
+        assert copy.execute("SELECT role FROM users").fetchall() == [("user",)]
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_backup_never_overwrites_a_file_and_needs_a_database(cli: Cli, tmp_path: Path) -> None:
+    missing = cli("db", "backup", str(tmp_path / "b.db"))
+    assert missing.code == EXIT_CONFIG and "no database at" in missing.err
+    assert not cli.database.exists()
+    cli("users", "add", "alice", stdin=f"{PASSWORD}\n")
+    (tmp_path / "b.db").write_text("precious")
+    refused = cli("db", "backup", str(tmp_path / "b.db"))
+    assert refused.code == EXIT_ERROR and "exists already: a backup never overwrites a file" in refused.err
+    assert (tmp_path / "b.db").read_text() == "precious"
+
+
+def test_restore_refuses_a_file_that_is_not_an_authserver_backup(cli: Cli, alice: None, tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    result = cli("db", "restore", str(other))
+    assert result.code == EXIT_CONFIG and "is not an authserver database" in result.err
+    assert user_lines(cli) == ["alice\tclientId=alice\trole=user\tactive"]  # the database untouched
+    assert not list(cli.database.parent.glob("users.db.before-restore-*"))  # nothing changed, nothing kept
+    assert cli("db", "restore", str(tmp_path / "nothing.db")).err.endswith(f"no backup at {tmp_path}/nothing.db\n")
+
+
+def test_backup_of_postgresql_points_to_pg_dump(cli: Cli) -> None:
+    cli.environ["DATABASE_URL"] = "postgresql://authserver:secret-pw@127.0.0.1:9/authserver"
+    result = cli("db", "backup", "x.dump")
+    assert result.code == EXIT_ERROR
+    assert "pg_dump --format=custom" in result.err and "secret-pw" not in result.err
