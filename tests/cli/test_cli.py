@@ -215,7 +215,13 @@ def test_users_list_with_no_accounts(cli: Cli, alice: None) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [("users", "list"), ("users", "set-role", "alice", "admin"), ("users", "remove", "alice"), ("db", "status")],
+    [
+        ("users", "list"),
+        ("users", "set-role", "alice", "admin"),
+        ("users", "remove", "alice"),
+        ("db", "status"),
+        ("revoke", "--client-id", "alice"),
+    ],
 )
 def test_a_command_that_only_reads_or_changes_never_creates_the_database(cli: Cli, argv: tuple[str, ...]) -> None:
     result = cli(*argv)
