@@ -90,6 +90,8 @@ SETTINGS_HELP: dict[str, str] = {
     "OIDC_PROVIDER_NAME": "the provider's name on the login button (default: the issuer's host name)",
     "AUTHSERVER_PUBLIC_URL": "the address browsers reach the service at, https://host[:port] (required with"
     " OIDC_CLIENT_ID: the redirect_uri sent to the provider is built from it, never from a Host header)",
+    "OIDC_BACKCHANNEL_LOGOUT_AUDIENCE": "client id(s) OIDC_ISSUER puts in the aud of its back-channel logout tokens"
+    " (comma-separated): switches on POST /oidc/backchannel-logout for it (unset: off; usually OIDC_CLIENT_ID)",
     "OIDC_LEEWAY": "seconds of clock skew allowed on exp, nbf and iat of upstream tokens (default 30, at most 300)",
     "ABLY_JS": "where the login page loads ably-js from: local (the npm copy; default when installed) or cdn",
     "ABLY_JS_PATH": "directory of the npm ably package (default: .cache/node/node_modules/ably of the checkout)",
@@ -498,12 +500,14 @@ class _Reader:
                 "OIDC_CLIENT_ID_PREFIX",
                 "OIDC_ROLE_CLAIM",
                 "OIDC_CLIENT_ID",
+                "OIDC_BACKCHANNEL_LOGOUT_AUDIENCE",
             ):
                 if self.raw(name) is not None:
                     self.problems.append(f"{name}: set OIDC_ISSUER too (it belongs to the issuer OIDC_ISSUER names)")
         else:
             audience = [a.strip() for a in (self.raw("OIDC_AUDIENCE") or "").split(",") if a.strip()]
             leeway = self.integer("OIDC_LEEWAY", 30, 0, 300)
+            logout = [a.strip() for a in (self.raw("OIDC_BACKCHANNEL_LOGOUT_AUDIENCE") or "").split(",") if a.strip()]
             try:
                 from_env = (
                     make_issuer(
@@ -514,6 +518,7 @@ class _Reader:
                         role_claim=self.raw("OIDC_ROLE_CLAIM"),
                         leeway=leeway,
                         name=self.raw("OIDC_PROVIDER_NAME"),
+                        logout_audience=logout,
                     ),
                 )
             except UpstreamConfigError as exc:

@@ -11,7 +11,7 @@ and the CLI can each render it in one place::
     │   └── ClientIdError           a clientId outside the safe set (400, 40012)
     ├── NotAuthenticatedError       no valid identity yet: clients retry (401, 40101)
     ├── ForbiddenError              a final refusal: clients stop retrying (403, 40300)
-    │   └── SessionEndedError       a session ended by an action elsewhere (403, 40301-40304, per reason)
+    │   └── SessionEndedError       a session ended by an action elsewhere (403, 40301-40305, per reason)
     ├── UserError                   account administration failed (duplicate, unknown user)
     ├── DatabaseError               the accounts database cannot be opened
     ├── ListenError                 a server cannot listen on its address (the port is busy, no permission)
@@ -135,6 +135,13 @@ class LoggedOutError(SessionEndedError):
     """This very session was logged out (in another window holding the same cookie)."""
 
     code = 40304
+
+
+class ProviderLogoutError(SessionEndedError):
+    """The identity provider logged the user out (OpenID Connect back-channel logout): the session it
+    ended, and every upstream token of that user (or provider session) issued before the logout."""
+
+    code = 40305
 
 
 class UserError(AuthServerError):

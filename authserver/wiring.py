@@ -16,6 +16,7 @@ from authserver.config import Settings
 from authserver.core.issuance import Issuer
 from authserver.core.keys import AblyKey
 from authserver.identity import Authenticator
+from authserver.identity.oidc.backchannel import UpstreamLogouts
 from authserver.identity.oidc.bearer import BearerAuthenticator, UpstreamVerifier
 from authserver.identity.passwords import PasswordRules, Passwords
 from authserver.identity.sessions import SessionStore
@@ -65,6 +66,8 @@ class Services:
     revoker: Revoker | None = None
     #: The offset to Ably's clock applied to issuance (ABLY_TIME_SYNC; zero otherwise).
     offset: ClockOffset | None = None
+    #: OpenID Connect back-channel logouts (None: no trusted issuer has them on).
+    logouts: UpstreamLogouts | None = None
     _running: list[asyncio.Task[None]] = field(default_factory=list, repr=False, compare=False)
 
     async def start(self) -> None:
@@ -209,6 +212,26 @@ def _shared(settings: Settings, link: RedisLink | None) -> _Shared:
     return shared
 
 
+def _logouts(
+    settings: Settings,
+    storage: Storage,
+    link: RedisLink | None,
+    changes: SessionChanges,
+    revoker: Revoker | None,
+    upstream: UpstreamVerifier | None,
+) -> UpstreamLogouts | None:
+    """Back-channel logouts, when a trusted issuer has them on (and the verifier told of them); logout
+    token ids shared through Redis when configured, else through the database."""
+    if upstream is None or not any(i.logout_audience for i in settings.oidc_issuers):
+        return None
+    from authserver.infra.seenids import SharedSeenIds
+
+    seen = storage.logouts if link is None else SharedSeenIds(link, storage.logouts)
+    logouts = UpstreamLogouts(storage.logouts, seen, changes, revoke=revoker, recheck=settings.session_recheck)
+    upstream.logouts = logouts
+    return logouts
+
+
 def _issuer(settings: Settings, clock: Callable[[], float]) -> Issuer:
     return Issuer(
         keys=settings.ably_keys,
@@ -283,6 +306,7 @@ def build_services(
     upstream = upstream_verifier(
         settings, clock, storage.users, on_fetch=None if metrics is None else metrics.jwks_fetch
     )
+    logouts = _logouts(settings, storage, link, changes, revoker, upstream)
     return Services(
         settings=settings,
         storage=storage,
@@ -301,6 +325,7 @@ def build_services(
         upstream=upstream,
         revoker=revoker,
         offset=offset,
+        logouts=logouts,
     )
 
 

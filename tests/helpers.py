@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +179,24 @@ def running_authserver(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+async def until(check: Callable[[], object], *, timeout: float, what: str) -> None:
+    """Return once ``check()`` is true; fail the test naming ``what`` after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not check():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def live_connections(sandbox: Any, client_id: str) -> int:
+    """How many live (transport attached) connections of ``client_id`` the sandbox (Ably's side) holds."""
+    return sum(c.identity.client_id == client_id and c.transport is not None for c in list(sandbox.connections))
+
+
+def all_revoked(sandbox: Any, client_id: str) -> bool:
+    """Whether the sandbox holds connections of ``client_id`` and every one has a revoked token (it sent 40141)."""
+    held = [c for c in list(sandbox.connections) if c.identity.client_id == client_id]
+    return bool(held) and all(sandbox.revocations.revoked(c.grant, now_ms=sandbox.now_ms()) for c in held)

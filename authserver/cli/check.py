@@ -76,6 +76,12 @@ def _provider_lines(settings: Settings) -> list[str]:
             f" {roles}{upstream.role or settings.policy.default_role!r};"
             f" leeway {upstream.leeway}s)"
         )
+        if upstream.logout_audience:
+            where = settings.public_url or "https://<this service>"
+            lines.append(
+                f"  back-channel logout from {upstream.issuer} (aud {', '.join(upstream.logout_audience)}):"
+                f" register the backchannel_logout_uri {where}/oidc/backchannel-logout"
+            )
     if settings.provider_login is not None:
         kind = "confidential client" if settings.oidc_client_secret else "public client, PKCE only"
         lines.append(

@@ -29,7 +29,18 @@ KEY_TYPES: Mapping[str, tuple[str, str | None]] = {
 DEFAULT_LEEWAY = 30
 MAX_LEEWAY = 300
 _ISSUER_FIELDS = frozenset(
-    {"issuer", "audience", "client_id_claim", "client_id_prefix", "role_claim", "role", "algorithms", "leeway", "name"}
+    {
+        "issuer",
+        "audience",
+        "client_id_claim",
+        "client_id_prefix",
+        "role_claim",
+        "role",
+        "algorithms",
+        "leeway",
+        "name",
+        "backchannel_logout_audience",
+    }
 )
 
 
@@ -49,6 +60,8 @@ class UpstreamIssuer:
     :ivar role_claim: optional claim (a string or a list of strings) naming policy roles.
     :ivar role: the role of this provider's callers when the role claim names none (default: the
         policy's ``default_role``).
+    :ivar logout_audience: the ``aud`` values accepted in this provider's back-channel logout tokens
+        (the client ids it knows authserver by); empty: back-channel logout is off for it.
     """
 
     issuer: str
@@ -60,6 +73,7 @@ class UpstreamIssuer:
     leeway: int = DEFAULT_LEEWAY
     name: str = ""
     client_id_prefix: str = ""
+    logout_audience: tuple[str, ...] = ()
 
     def client_id_for(self, value: str) -> str:
         """The clientId of the user whose clientId claim is ``value`` (the safe-set check comes after)."""
@@ -114,6 +128,7 @@ def make_issuer(
     leeway: int | None = None,
     name: str | None = None,
     client_id_prefix: str | None = None,
+    logout_audience: str | Sequence[str] | None = None,
 ) -> UpstreamIssuer:
     """A validated :class:`UpstreamIssuer`.
 
@@ -141,6 +156,9 @@ def make_issuer(
             f"issuer {issuer}: client_id_prefix must be 1-{MAX_CLIENT_ID_CHARS - 1} of the clientId safe set"
             " (letters, digits, _ . @ + -), starting with a letter or digit, e.g. 'acme.'"
         )
+    logout = (logout_audience,) if isinstance(logout_audience, str) else tuple(logout_audience or ())
+    if not all(isinstance(a, str) and a for a in logout):
+        raise UpstreamConfigError(f"issuer {issuer}: backchannel_logout_audience must be client ids (strings)")
     return UpstreamIssuer(
         issuer=issuer,
         audience=audiences,
@@ -151,6 +169,7 @@ def make_issuer(
         leeway=DEFAULT_LEEWAY if leeway is None else leeway,
         name=name or "",
         client_id_prefix=client_id_prefix or "",
+        logout_audience=logout,
     )
 
 
@@ -212,17 +231,21 @@ def parse_issuer_table(data: Any, index: int) -> UpstreamIssuer:
     for name in ("client_id_claim", "client_id_prefix", "role_claim", "role", "name"):
         if name in data and not isinstance(data[name], str):
             raise UpstreamConfigError(f"issuers[{index}].{name} must be a string")
-    algorithms = data.get("algorithms")
-    if algorithms is not None and (not isinstance(algorithms, list) or not all(isinstance(a, str) for a in algorithms)):
-        raise UpstreamConfigError(f"issuers[{index}].algorithms must be a list of algorithm names")
+    for name in ("algorithms", "backchannel_logout_audience"):
+        value = data.get(name)
+        if name == "backchannel_logout_audience" and isinstance(value, str):
+            continue
+        if value is not None and (not isinstance(value, list) or not all(isinstance(a, str) for a in value)):
+            raise UpstreamConfigError(f"issuers[{index}].{name} must be a list of strings")
     return make_issuer(
         issuer=issuer,
         audience=data.get("audience"),
         client_id_claim=data.get("client_id_claim"),
         role_claim=data.get("role_claim"),
         role=data.get("role"),
-        algorithms=algorithms,
+        algorithms=data.get("algorithms"),
         leeway=data.get("leeway"),
         name=data.get("name"),
         client_id_prefix=data.get("client_id_prefix"),
+        logout_audience=data.get("backchannel_logout_audience"),
     )

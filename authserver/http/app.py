@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from authserver.config import Settings, load_settings
 from authserver.errors import AuthServerError, ConfigError, StoreUnavailableError, UnavailableError
 from authserver.http import auth, exchange, health, login
+from authserver.http.backchannel import backchannel_routes
 from authserver.http.edge import Edge, direct
 from authserver.http.forwarding import ForwardedMiddleware
 from authserver.http.provider_login import FLOW_SECONDS, STATE_COOKIE, provider_login_routes
@@ -132,6 +133,7 @@ def _routes(services: Services, readiness: Readiness, auth_route: Route) -> list
         Route("/readyz", readiness.endpoint, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
         *provider_login_routes(services),
+        *backchannel_routes(services),
         *web_routes(services.settings),
     ]
 

@@ -67,11 +67,26 @@ def real_client(peer: str, forwarded_for: Sequence[str], networks: Sequence[IPNe
     return nearest, True  # every hop is a trusted proxy: the left-most is the client
 
 
+#: The prefix length an IPv6 client is counted under: one subscriber is usually given a whole /64,
+#: so counting each address apart would give one machine 2**64 separate login budgets.
+IPV6_THROTTLE_PREFIX = 64
+
+
 def throttle_address(scope: Scope) -> str:
-    """The address the login throttle counts under: the client's; when a trusted proxy did not say
-    who the client is, the proxy's own, which all of its such requests share."""
+    """The address the login throttle counts under: the client's (for IPv6, its /64 network, written
+    ``2001:db8::/64``); when a trusted proxy did not say who the client is, the proxy's own, which all
+    of its such requests share."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    if not client:
+        return "unknown"
+    address = _address(str(client[0]))
+    if address is None:
+        return str(client[0])
+    if address.version == 6:
+        if address.ipv4_mapped is not None:  # ::ffff:1.2.3.4 from a dual-stack socket is that IPv4 client
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network((address, IPV6_THROTTLE_PREFIX), strict=False))
+    return str(address)
 
 
 class ForwardedMiddleware:

@@ -190,11 +190,12 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
         if not isinstance(id_token, str):
             return _failed(f"{upstream.display_name} sent no ID token")
         try:
-            identity = await verifier.identity_for(id_token, id_tokens, svc.clock())
+            identity, sid = await verifier.identity_for(id_token, id_tokens, svc.clock())
         except AuthServerError as exc:
             log.info("log in with %s refused: %s", upstream.display_name, exc.message)
             return _failed(exc.message)
-        return await start_session(request, svc, identity, RedirectResponse("/", status_code=303))
+        # The provider's session id: its back-channel logout for that sid ends exactly this session.
+        return await start_session(request, svc, identity, RedirectResponse("/", status_code=303), sid=sid)
 
     return [
         Route(LOGIN_PATH, begin, methods=["GET"], name="oidc_login"),

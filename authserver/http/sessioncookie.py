@@ -20,12 +20,15 @@ def secure_cookie(request: Request, svc: Services) -> bool:
     return mode == "true" or (mode == "auto" and request.url.scheme == "https")
 
 
-async def start_session(request: Request, svc: Services, identity: Identity, response: Response) -> Response:
-    """End the session the browser had, begin one for ``identity`` and set its cookie on ``response``."""
+async def start_session(
+    request: Request, svc: Services, identity: Identity, response: Response, *, sid: str | None = None
+) -> Response:
+    """End the session the browser had, begin one for ``identity`` (``sid``: the provider's session id of
+    a provider login) and set its cookie on ``response``."""
     previous = request.cookies.get(COOKIE_NAME)
     if previous and previous != LOGGED_OUT:
         await svc.sessions.end(previous, "switched")  # switching users ends the old session (and its tokens)
-    cookie = await svc.sessions.create(identity, svc.clock())
+    cookie = await svc.sessions.create(identity, svc.clock(), sid=sid)
     log.info("login: clientId=%s role=%s source=%s", identity.client_id, identity.role, identity.source)
     _set(request, svc, response, cookie)
     return response

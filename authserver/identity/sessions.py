@@ -38,6 +38,7 @@ from authserver.errors import (
     LoggedOutError,
     NotAuthenticatedError,
     PasswordChangedError,
+    ProviderLogoutError,
     SessionEndedError,
 )
 from authserver.identity import Credentials
@@ -48,6 +49,7 @@ from authserver.storage import (
     ENDED_EVERYWHERE,
     ENDED_LOGOUT,
     ENDED_PASSWORD,
+    ENDED_PROVIDER,
     ENDED_REMOVED,
     QueuedRevocations,
     SessionRecord,
@@ -72,6 +74,8 @@ def ended_error(reason: str) -> SessionEndedError:
         return PasswordChangedError("your password was changed; log in again")
     if reason == ENDED_REMOVED:
         return AccountRemovedError("your account was removed")
+    if reason == ENDED_PROVIDER:
+        return ProviderLogoutError("you were logged out at your identity provider; log in again")
     return LoggedOutError("you were logged out in another window")
 
 
@@ -127,8 +131,9 @@ class SessionStore:
         if not done.cancelled():
             done.exception()  # retrieved: a refusal nobody else awaited is not "never retrieved"
 
-    async def create(self, identity: Identity, now: float) -> str:
-        """Store a session for ``identity`` and return the cookie value."""
+    async def create(self, identity: Identity, now: float, *, sid: str | None = None) -> str:
+        """Store a session for ``identity`` and return the cookie value; ``sid``: the identity provider's
+        session id (a provider login), so that its back-channel logout ends exactly this session."""
         session_id = secrets.token_urlsafe(32)
         # A new session changes nothing any remembered session depends on: nothing to announce.
         await self.storage.insert(
@@ -139,6 +144,7 @@ class SessionStore:
             source=identity.source,
             expires=now + self.ttl,
             now=now,
+            sid=sid,
         )
         return self._signer.sign(session_id).decode("ascii")
 

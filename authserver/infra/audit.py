@@ -73,3 +73,34 @@ def audit_refused(identity: Identity | None, exc: AuthServerError, fmt: str | No
         (exc.code, None, None, None, left_out(suppressed)),
         ("token_refused", None, None, None, fmt, exc.code, exc.status, suppressed),
     )
+
+
+_logout_accepted = FieldLines(
+    log,
+    "backchannel logout accepted: issuer=%s by=%s sessions_ended=%d",
+    ("event", "issuer", "by", "sessions"),
+)
+_logout_refused = FieldLines(
+    log,
+    "backchannel logout refused: status=%d %s%s",
+    ("event", "status", "reason", "suppressed"),
+)
+#: Refused logout tokens are what anyone can send at will: a few lines a minute, the rest counted.
+_logout_refusals = LogLimiter(burst=20, interval=60.0)
+
+
+def audit_logout_accepted(issuer: str, by: str, sessions: int) -> None:
+    """A valid logout token carried out: its (trusted) issuer, whether by ``sid`` or ``sub``, how many
+    sessions it ended. Never the token nor its subject or session id."""
+    _logout_accepted((issuer, by, sessions), ("backchannel_logout_accepted", issuer, by, sessions))
+
+
+def audit_logout_refused(status: int, reason: str) -> None:
+    """A logout token refused (``reason`` names the failed check, never the token's contents)."""
+    suppressed = _logout_refusals.take(f"logout-{status}")
+    if suppressed is None:
+        return
+    _logout_refused(
+        (status, reason, left_out(suppressed)),
+        ("backchannel_logout_refused", status, reason, suppressed),
+    )

@@ -117,9 +117,6 @@ class Metrics:
         self.redis_errors = Counter(
             "authserver_redis_errors", "Failed Redis operations", ["operation"], registry=registry
         )
-        self.jwks_fetches = Counter(
-            "authserver_jwks_fetches", "JWKS fetches by outcome", ["outcome"], registry=registry
-        )
         self.connections_dropped = Counter(
             "authserver_connections_dropped",
             "Connections closed by the connection limits (timeouts, cap, header size)",
@@ -146,6 +143,19 @@ class Metrics:
             "Ably's clock minus this host's, as last measured (ABLY_TIME_SYNC)",
             registry=registry,
             multiprocess_mode="liveall",
+        )
+        self._declare_providers(registry)
+
+    def _declare_providers(self, registry: CollectorRegistry | None) -> None:
+        """The series of the trusted identity providers."""
+        self.jwks_fetches = Counter(
+            "authserver_jwks_fetches", "JWKS fetches by outcome", ["outcome"], registry=registry
+        )
+        self.backchannel_logouts = Counter(
+            "authserver_backchannel_logouts",
+            "Back-channel logout tokens received, by outcome (accepted, refused, unavailable)",
+            ["outcome"],
+            registry=registry,
         )
 
     # What the code reports.
@@ -189,6 +199,10 @@ class Metrics:
 
     def redis_error(self, operation: str) -> None:
         self.redis_errors.labels(operation).inc()
+
+    def backchannel_logout(self, outcome: str) -> None:
+        """``outcome``: accepted, refused (400) or unavailable (503)."""
+        self.backchannel_logouts.labels(outcome).inc()
 
     def jwks_fetch(self, outcome: str) -> None:
         """``outcome``: ok, error or cached (for the OIDC identity source)."""

@@ -1,9 +1,11 @@
 """Channels: who is attached (and with which modes) and the message history; each has a presence
 set (:mod:`.presence`) whose events it broadcasts.
 
-A channel numbers everything it broadcasts; ``channelSerial`` is ``<epoch>:<seq>``. An attachment
-remembers the last message number its connection was sent (or would have been sent while live), so
-a connection that resumes gets exactly the messages it missed while its transport was down.
+A channel numbers everything it broadcasts; ``channelSerial`` is ``<epoch>:<seq>``. An ATTACH that
+carries one (clients send the last they processed, RTL4c1; a recovering client the one in its recovery
+key) gets exactly what followed it (:meth:`Channel.position`, :meth:`Channel.catch_up`). An attachment
+also remembers the last message number its connection was sent (or would have been sent while live),
+for a re-ATTACH without a serial.
 """
 
 from __future__ import annotations
@@ -71,14 +73,20 @@ class Rewind:
     MAX_SECONDS = 120
 
     @classmethod
-    def parse(cls, text: object) -> Rewind:
-        """:raises BadRequestError: 40000 for a value that is neither."""
-        if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 6:
-            return cls(count=min(int(text), cls.MAX_COUNT))
-        if isinstance(text, str) and len(text) >= 2 and text[:-1].isascii() and text[:-1].isdigit() and len(text) <= 7:
-            unit = {"s": 1, "m": 60}.get(text[-1])
-            if unit is not None:
-                return cls(seconds=min(int(text[:-1]) * unit, cls.MAX_SECONDS))
+    def parse(cls, value: object) -> Rewind:
+        """The param as sent: a string, or a JSON/msgpack integer (ably-js's own suite sends ``{rewind: 1}``,
+        which Ably accepts).
+
+        :raises BadRequestError: 40000 for a value that is neither a count nor a duration.
+        """
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(text, str) and 1 <= len(text) <= 7 and text.isascii():
+            amount, unit = (text, "") if text.isdigit() else (text[:-1], text[-1])
+            seconds = {"s": 1, "m": 60}.get(unit)
+            if amount.isdigit() and len(amount) <= 6 and unit == "":
+                return cls(count=min(int(amount), cls.MAX_COUNT))
+            if amount.isdigit() and seconds is not None:
+                return cls(seconds=min(int(amount) * seconds, cls.MAX_SECONDS))
         raise BadRequestError("rewind must be a number of messages or a duration such as 30s or 2m", code=40000)
 
 
@@ -231,6 +239,39 @@ class Channel:
         else:
             since = now_ms - rewind.seconds * 1000
             selected = [(seq, m) for seq, m in kept if int(m.get("timestamp", 0)) >= since]
+        return self._message_frames(selected)
+
+    def position(self, channel_serial: object) -> int | None:
+        """The message number a ``channelSerial`` names on this channel; None when it is not one of this
+        channel's (another channel's, an earlier incarnation's, or ahead of it)."""
+        if not isinstance(channel_serial, str) or len(channel_serial) > 64:
+            return None
+        epoch, colon, number = channel_serial.partition(":")
+        if not colon or epoch != self.epoch or not (number.isascii() and number.isdigit()):
+            return None
+        seq = int(number)
+        return seq if seq <= self.seq else None
+
+    def catch_up(
+        self, attachment: Attachment, since: int | None = None, *, not_before_ms: int | None = None
+    ) -> tuple[list[Frame], bool]:
+        """MESSAGE frames after message number ``since`` (default: the last one ``attachment`` was given),
+        and whether nothing after it is lost (continuity, the RESUMED flag).
+
+        Lost: gone from history, or published before ``not_before_ms`` (Ably keeps what a client missed for
+        the connection state TTL, two minutes; a message older than that is not replayed).
+        """
+        start = attachment.seen_seq if since is None else since
+        after = [(seq, m) for seq, m, _ in self._history if seq > start]
+        missed = [(seq, m) for seq, m in after if not_before_ms is None or int(m.get("timestamp", 0)) >= not_before_ms]
+        complete = self._dropped_upto <= start and len(missed) == len(after)
+        attachment.seen_seq = self.seq
+        if not attachment.modes & Flag.SUBSCRIBE:
+            return [], complete
+        return self._message_frames(missed), complete
+
+    def _message_frames(self, items: list[tuple[int, Member]]) -> list[Frame]:
+        """Kept messages as MESSAGE frames, one per publish, each with the channel serial it had."""
         return [
             {
                 "action": int(Action.MESSAGE),
@@ -238,26 +279,8 @@ class Channel:
                 "channelSerial": f"{self.epoch}:{seq}",
                 "messages": group,
             }
-            for seq, group in _group_by_seq(selected)
+            for seq, group in _group_by_seq(items)
         ]
-
-    def catch_up(self, attachment: Attachment) -> tuple[list[Frame], bool]:
-        """MESSAGE frames ``attachment`` missed, and whether history still reached back far enough."""
-        complete = self._dropped_upto <= attachment.seen_seq
-        missed = [(seq, m) for seq, m, _ in self._history if seq > attachment.seen_seq]
-        attachment.seen_seq = self.seq
-        if not attachment.modes & Flag.SUBSCRIBE:
-            return [], complete
-        frames: list[Frame] = [
-            {
-                "action": int(Action.MESSAGE),
-                "channel": self.name,
-                "channelSerial": f"{self.epoch}:{seq}",
-                "messages": group,
-            }
-            for seq, group in _group_by_seq(missed)
-        ]
-        return frames, complete
 
     def entries(self) -> list[Entry]:
         """The message history, numbered in publish order (see :mod:`.history`)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from authserver.errors import AuthServerError
 from authserver.sandbox.attachments import channel_error
-from authserver.sandbox.channels import Rewind, check_channel_name
+from authserver.sandbox.channels import Attachment, Channel, Rewind, check_channel_name
 from authserver.sandbox.connections import Connection
 from authserver.sandbox.grants import denied
 from authserver.sandbox.hub import Sandbox
@@ -21,19 +21,23 @@ KNOWN_PARAMS = frozenset({"modes", "delta", "rewind", "occupancy"})
 
 
 def _echoed_params(params: object) -> dict[str, Any] | None:
-    """The ATTACH ``params`` Ably recognises, to echo in ATTACHED (string pairs only)."""
+    """The ATTACH ``params`` Ably recognises, to echo in ATTACHED (as strings: an integer ``rewind``
+    comes back as its digits)."""
     if not isinstance(params, dict):
         return None
-    kept = {k: v for k, v in params.items() if k in KNOWN_PARAMS and is_wire_text(v)}
-    return kept or None
+    kept = {k: _param_text(v) for k, v in params.items() if k in KNOWN_PARAMS}
+    return {k: v for k, v in kept.items() if v is not None} or None
+
+
+def _param_text(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and is_wire_text(value) else None
 
 
 def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame]:
-    """ATTACHED (modes = requested ∩ capability), then missed messages, then SYNC pages; or ERROR.
-
-    A repeated ATTACH (clients re-attach after every reconnect, ably-python after every CONNECTED) is
-    answered again, with RESUMED when the connection missed nothing it cannot be given.
-    """
+    """ATTACHED (modes = requested ∩ capability), then the backlog (see :func:`_backlog`), then SYNC
+    pages; or ERROR."""
     name = frame.get("channel")
     params = frame.get("params")
     try:
@@ -43,13 +47,20 @@ def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
         channel, attachment, existed = sandbox.attachments.attach(connection, channel_name, requested)
     except AuthServerError as exc:
         return [channel_error(name, exc)]
-    replay, complete = channel.catch_up(attachment)
-    if rewind is not None and not existed:
-        # A first attach with rewind gets recent history after ATTACHED (Ably "rewind" channel param).
-        replay = channel.rewind(attachment, rewind, now_ms=sandbox.now_ms())
+    replay, resumed = _backlog(
+        channel,
+        attachment,
+        frame,
+        existed,
+        rewind,
+        now_ms=sandbox.now_ms(),
+        kept_ms=sandbox.limits.connection_state_ttl_ms,
+    )
     flags = attachment.modes
-    if existed and complete:
+    if resumed:
         flags |= Flag.RESUMED
+    if replay:
+        flags |= Flag.HAS_BACKLOG  # ably-js ChannelStateChange.hasBacklog: "a backlog ... from a rewind or resume"
     sync = channel.sync_frames() if attachment.modes & Flag.PRESENCE_SUBSCRIBE else []
     if sync:
         flags |= Flag.HAS_PRESENCE
@@ -63,6 +74,40 @@ def attach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame
     if echoed is not None:
         attached["params"] = echoed
     return [attached, *replay, *sync]
+
+
+def _backlog(
+    channel: Channel,
+    attachment: Attachment,
+    frame: Frame,
+    existed: bool,
+    rewind: Rewind | None,
+    *,
+    now_ms: int,
+    kept_ms: int,
+) -> tuple[list[Frame], bool]:
+    """The messages to send after ATTACHED, and whether the attach continues without a gap (RESUMED).
+
+    * A ``channelSerial`` of this channel (RTL4c1: clients send the last one they processed, and a
+      recovering client the one in its recovery key, RTN16) is where the attachment carries on from,
+      on this connection or another, for what is at most the connection state TTL old (two minutes, as
+      on Ably: older is lost, and the attach is not RESUMED).
+    * Otherwise a repeated ATTACH (clients re-attach after every reconnect, ably-python after every
+      CONNECTED) carries on from what this connection was last given.
+    * A first ATTACH that says it resumes (the ATTACH_RESUME flag, RTL4j, or a serial the channel does
+      not know) starts now, with no backlog and no RESUMED: rewind applies only to an initial attach
+      (Ably docs, channels/options/rewind; ably-js resume_rewind_1).
+    * Otherwise, with a ``rewind`` param, the last messages (or minutes) of history; else nothing.
+    """
+    serial = frame.get("channelSerial")
+    since = channel.position(serial)
+    if since is not None or existed:
+        return channel.catch_up(attachment, since, not_before_ms=now_ms - kept_ms)
+    flags = frame.get("flags")
+    resuming = serial is not None or (isinstance(flags, int) and bool(flags & Flag.ATTACH_RESUME))
+    if resuming or rewind is None:
+        return [], False
+    return channel.rewind(attachment, rewind, now_ms=now_ms), False
 
 
 def detach(sandbox: Sandbox, connection: Connection, frame: Frame) -> list[Frame]:

@@ -88,9 +88,19 @@ class SessionStorage(Protocol):
     """
 
     async def insert(
-        self, id_hash: str, *, subject: str, client_id: str, role: str, source: str, expires: float, now: float
+        self,
+        id_hash: str,
+        *,
+        subject: str,
+        client_id: str,
+        role: str,
+        source: str,
+        expires: float,
+        now: float,
+        sid: str | None = None,
     ) -> None:
-        """Store a session (and purge the sessions and ended-session reasons expired by ``now``)."""
+        """Store a session (and purge the sessions and ended-session reasons expired by ``now``); ``sid``:
+        the identity provider's session id, for its back-channel logout."""
         ...
 
     async def delete(self, id_hash: str, *, reason: str, revoke: QueuedRevocations | None = None) -> None: ...
@@ -135,6 +145,71 @@ ENDED_LOGOUT = "logout"
 ENDED_EVERYWHERE = "everywhere"
 ENDED_PASSWORD = "password"  # noqa: S105 - a reason, not a password
 ENDED_REMOVED = "removed"
+ENDED_PROVIDER = "provider"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamLogout:
+    """A back-channel logout to record: from ``issuer`` (its sessions' source is ``source``), for the
+    provider session ``sid`` when given, else for every session of ``subject`` (the upstream ``sub``;
+    ``session_subject`` is how sessions store it). Upstream tokens of that ``sub`` issued at or before
+    ``cutoff`` (or carrying that ``sid``) are refused until ``expires``."""
+
+    issuer: str
+    source: str
+    sub: str | None
+    session_subject: str | None
+    sid: str | None
+    cutoff: float
+    expires: float
+
+
+#: The kinds of recorded upstream logouts: by subject, by the provider's session id.
+LOGOUT_BY_SUB = "sub"
+LOGOUT_BY_SID = "sid"
+
+
+def logout_where(logout: UpstreamLogout, mark: str) -> tuple[str, tuple[str, ...]]:
+    """The clause (with ``mark`` placeholders) and parameters selecting the sessions ``logout`` ends:
+    the provider session's when it names one, else every session of the subject from that source."""
+    if logout.sid is not None:
+        return (
+            f"source = {mark} AND id_hash IN (SELECT id_hash FROM session_sids WHERE sid = {mark})",  # noqa: S608
+            (logout.source, logout.sid),
+        )
+    return f"source = {mark} AND username = {mark}", (logout.source, logout.session_subject or "")
+
+
+def logout_rows(logout: UpstreamLogout) -> list[tuple[str, str, str, float, float]]:
+    """The ``upstream_logouts`` rows of ``logout``: one by sid when it names one, else one by subject."""
+    kind, value = (LOGOUT_BY_SID, logout.sid) if logout.sid is not None else (LOGOUT_BY_SUB, logout.sub)
+    return [(logout.issuer, kind, value or "", logout.cutoff, logout.expires)]
+
+
+class LogoutStorage(Protocol):
+    """What OpenID Connect back-channel logout keeps: the ids of the logout tokens already received
+    (replays are refused), and the logouts (which upstream tokens are refused from then on)."""
+
+    async def claim(self, token_id: str, *, expires: float, now: float) -> bool:
+        """Record a logout token's id until ``expires``; False when it was already recorded (a replay)."""
+        ...
+
+    async def release(self, token_id: str) -> None:
+        """Forget a token id (the logout it came with could not be applied: the provider may send it again)."""
+        ...
+
+    async def sessions(self, logout: UpstreamLogout) -> list[tuple[str, str]]:
+        """``(id_hash, client_id)`` of the sessions ``logout`` ends."""
+        ...
+
+    async def log_out(self, logout: UpstreamLogout, *, now: float, revoke: QueuedRevocations | None = None) -> int:
+        """End the sessions ``logout`` names (reason :data:`ENDED_PROVIDER`), record it and queue ``revoke``,
+        in one transaction; returns how many sessions ended."""
+        ...
+
+    async def cutoffs(self, issuer: str, sub: str | None, sid: str | None, *, now: float) -> list[tuple[str, float]]:
+        """``(kind, cutoff)`` of the recorded logouts of ``issuer`` for ``sub`` or ``sid``."""
+        ...
 
 
 class OutboxStorage(Protocol):
@@ -169,6 +244,9 @@ class Storage(Protocol):
 
     @property
     def outbox(self) -> OutboxStorage: ...
+
+    @property
+    def logouts(self) -> LogoutStorage: ...
 
     @property
     def description(self) -> str:

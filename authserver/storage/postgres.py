@@ -21,11 +21,15 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from authserver.errors import DatabaseError, StoreUnavailableError, UnavailableError
 from authserver.storage import (
     ENDED_PASSWORD,
+    ENDED_PROVIDER,
     ENDED_REMOVED,
     PendingRevocation,
     QueuedRevocations,
     SessionRecord,
+    UpstreamLogout,
     UserRecord,
+    logout_rows,
+    logout_where,
 )
 from authserver.storage.breaker import PROBE_INTERVAL, Breaker
 from authserver.storage.schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
@@ -102,6 +106,7 @@ class PostgresStorage:
         self.users = PostgresUsers(self)
         self.sessions = PostgresSessions(self)
         self.outbox = PostgresOutbox(self)
+        self.logouts = PostgresLogouts(self)
         self._opened = False
         #: When a call last got a connection: a wait that ends with none while others got one is a busy pool.
         self._served_at = 0.0
@@ -115,10 +120,26 @@ class PostgresStorage:
             max_size=self._sizes[1],
             timeout=self.wait,
             open=False,
-            # libpq counts connect_timeout in whole seconds, at least 2
-            kwargs={"autocommit": True, "connect_timeout": max(2, int(self.timeout))},
+            kwargs=self._connection_options(),
             name="authserver",
         )
+
+    def _connection_options(self) -> dict[str, Any]:
+        """libpq options of every connection: a server that stops answering in the middle of a call (a
+        network partition, a host gone without a reset) breaks the connection within about ``timeout``
+        seconds, and the call fails with a 503, instead of waiting for the kernel's retransmissions
+        (15 minutes or more). ``tcp_user_timeout`` bounds a request nobody acknowledges; keepalives
+        find an idle connection whose server is gone."""
+        seconds = max(2, int(self.timeout))  # libpq counts connect_timeout in whole seconds, at least 2
+        return {
+            "autocommit": True,
+            "connect_timeout": seconds,
+            "tcp_user_timeout": seconds * 1000,
+            "keepalives": 1,
+            "keepalives_idle": seconds,
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+        }
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -147,8 +168,7 @@ class PostgresStorage:
 
         :raises psycopg.Error: the server does not answer yet.
         """
-        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(2, int(self.timeout))}
-        async with await psycopg.AsyncConnection.connect(self.url, **kwargs) as probe:
+        async with await psycopg.AsyncConnection.connect(self.url, **self._connection_options()) as probe:
             await probe.execute("SELECT 1")
         pool = self._new_pool()
         try:
@@ -314,15 +334,27 @@ class PostgresSessions:
         self.store = store
 
     async def insert(
-        self, id_hash: str, *, subject: str, client_id: str, role: str, source: str, expires: float, now: float
+        self,
+        id_hash: str,
+        *,
+        subject: str,
+        client_id: str,
+        role: str,
+        source: str,
+        expires: float,
+        now: float,
+        sid: str | None = None,
     ) -> None:
         async with self.store.connection() as conn, conn.transaction():
             await conn.execute(SQL.expire_sessions, (now,))
             await conn.execute(SQL.expire_ended, (now,))
+            await conn.execute(SQL.expire_session_sids, (now,))
             await conn.execute(
                 SQL.insert_session,
                 (id_hash, subject, client_id, role, source, expires),
             )
+            if sid is not None:
+                await conn.execute(SQL.insert_session_sid, (id_hash, sid, expires))
 
     async def _end(self, where: str, params: Sequence[Any], reason: str, revoke: QueuedRevocations | None) -> None:
         async with self.store.connection() as conn, conn.transaction():
@@ -356,6 +388,41 @@ class PostgresSessions:
         row = rows[0]
         account = None if row[5] is None else _user(row[5:10])
         return SessionRecord(row[0], row[1], row[2], row[3], float(row[4]), account, bool(row[10]))
+
+
+class PostgresLogouts:
+    def __init__(self, store: PostgresStorage) -> None:
+        self.store = store
+
+    async def claim(self, token_id: str, *, expires: float, now: float) -> bool:
+        async with self.store.connection() as conn, conn.transaction():
+            await conn.execute(SQL.expire_seen_ids, (now,))
+            cur = await conn.execute(SQL.claim_seen_id, (token_id, expires))
+            return cur.rowcount > 0
+
+    async def release(self, token_id: str) -> None:
+        await self.store.execute(SQL.release_seen_id, (token_id,))
+
+    async def sessions(self, logout: UpstreamLogout) -> list[tuple[str, str]]:
+        where, params = logout_where(logout, "%s")
+        rows = await self.store.fetch(SQL.logout_sessions.format(where=where), params)
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def log_out(self, logout: UpstreamLogout, *, now: float, revoke: QueuedRevocations | None = None) -> int:
+        where, params = logout_where(logout, "%s")
+        async with self.store.connection() as conn, conn.transaction():
+            await conn.execute(SQL.expire_logouts, (now,))
+            async with conn.cursor() as cur:
+                await cur.executemany(SQL.record_logout, logout_rows(logout))
+            found = await conn.execute(SQL.logout_sessions.format(where=where).encode(), params)
+            ended = len(await found.fetchall())
+            await _end_sessions(conn, where, params, ENDED_PROVIDER)
+            await _queue(conn, revoke)
+        return ended
+
+    async def cutoffs(self, issuer: str, sub: str | None, sid: str | None, *, now: float) -> list[tuple[str, float]]:
+        rows = await self.store.fetch(SQL.logout_cutoffs, (issuer, now, sub, sid))
+        return [(str(r[0]), float(r[1])) for r in rows]
 
 
 class PostgresOutbox:

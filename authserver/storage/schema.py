@@ -15,7 +15,7 @@ from __future__ import annotations
 from authserver.errors import DatabaseError
 
 #: The schema version this authserver reads and writes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: version -> engine -> statements, applied in one transaction with the new version recorded.
 MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
@@ -109,6 +109,56 @@ MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
                 expires DOUBLE PRECISION NOT NULL
             )""",
             "CREATE INDEX IF NOT EXISTS ended_sessions_expires ON ended_sessions (expires)",
+        ),
+    },
+    # 4: OpenID Connect back-channel logout (issue 19): the provider's session id of a provider login, the
+    # logouts received (which upstream tokens are refused since), the logout token ids seen (replays).
+    4: {
+        "sqlite": (
+            """CREATE TABLE IF NOT EXISTS session_sids (
+                id_hash TEXT PRIMARY KEY,
+                sid     TEXT NOT NULL,
+                expires REAL NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS session_sids_sid ON session_sids (sid)",
+            "CREATE INDEX IF NOT EXISTS session_sids_expires ON session_sids (expires)",
+            """CREATE TABLE IF NOT EXISTS upstream_logouts (
+                issuer  TEXT NOT NULL,
+                kind    TEXT NOT NULL,
+                value   TEXT NOT NULL,
+                cutoff  REAL NOT NULL,
+                expires REAL NOT NULL,
+                PRIMARY KEY (issuer, kind, value)
+            )""",
+            "CREATE INDEX IF NOT EXISTS upstream_logouts_expires ON upstream_logouts (expires)",
+            """CREATE TABLE IF NOT EXISTS logout_token_ids (
+                id_hash TEXT PRIMARY KEY,
+                expires REAL NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS logout_token_ids_expires ON logout_token_ids (expires)",
+        ),
+        "postgresql": (
+            """CREATE TABLE IF NOT EXISTS session_sids (
+                id_hash TEXT PRIMARY KEY,
+                sid     TEXT NOT NULL,
+                expires DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS session_sids_sid ON session_sids (sid)",
+            "CREATE INDEX IF NOT EXISTS session_sids_expires ON session_sids (expires)",
+            """CREATE TABLE IF NOT EXISTS upstream_logouts (
+                issuer  TEXT NOT NULL,
+                kind    TEXT NOT NULL,
+                value   TEXT NOT NULL,
+                cutoff  DOUBLE PRECISION NOT NULL,
+                expires DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (issuer, kind, value)
+            )""",
+            "CREATE INDEX IF NOT EXISTS upstream_logouts_expires ON upstream_logouts (expires)",
+            """CREATE TABLE IF NOT EXISTS logout_token_ids (
+                id_hash TEXT PRIMARY KEY,
+                expires DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS logout_token_ids_expires ON logout_token_ids (expires)",
         ),
     },
 }

@@ -16,11 +16,15 @@ import anyio.to_thread
 from authserver.errors import DatabaseError, StoreUnavailableError, UnavailableError
 from authserver.storage import (
     ENDED_PASSWORD,
+    ENDED_PROVIDER,
     ENDED_REMOVED,
     PendingRevocation,
     QueuedRevocations,
     SessionRecord,
+    UpstreamLogout,
     UserRecord,
+    logout_rows,
+    logout_where,
 )
 from authserver.storage.schema import MIGRATIONS, VERSION_TABLE, pending, require_current, schema_problem
 from authserver.storage.statements import SQLITE as SQL
@@ -362,16 +366,28 @@ class SqliteSessions:
         self.db = db
 
     async def insert(
-        self, id_hash: str, *, subject: str, client_id: str, role: str, source: str, expires: float, now: float
+        self,
+        id_hash: str,
+        *,
+        subject: str,
+        client_id: str,
+        role: str,
+        source: str,
+        expires: float,
+        now: float,
+        sid: str | None = None,
     ) -> None:
         def insert() -> None:
             with self.db.transaction() as conn:
                 conn.execute(SQL.expire_sessions, (now,))
                 conn.execute(SQL.expire_ended, (now,))
+                conn.execute(SQL.expire_session_sids, (now,))
                 conn.execute(
                     SQL.insert_session,
                     (id_hash, subject, client_id, role, source, expires),
                 )
+                if sid is not None:
+                    conn.execute(SQL.insert_session_sid, (id_hash, sid, expires))
 
         await _write(insert)
 
@@ -407,6 +423,45 @@ class SqliteSessions:
             return None
         account = None if row[5] is None else _user(row[5:10])
         return SessionRecord(row[0], row[1], row[2], row[3], row[4], account, bool(row[10]))
+
+
+class SqliteLogouts:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claim(self, token_id: str, *, expires: float, now: float) -> bool:
+        def claim() -> bool:
+            with self.db.transaction() as conn:
+                conn.execute(SQL.expire_seen_ids, (now,))
+                return bool(conn.execute(SQL.claim_seen_id, (token_id, expires)).rowcount)
+
+        return await _write(claim)
+
+    async def release(self, token_id: str) -> None:
+        await _write(lambda: self.db.execute(SQL.release_seen_id, (token_id,)))
+
+    async def sessions(self, logout: UpstreamLogout) -> list[tuple[str, str]]:
+        where, params = logout_where(logout, "?")
+        rows = self.db.query(SQL.logout_sessions.format(where=where), params)
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def log_out(self, logout: UpstreamLogout, *, now: float, revoke: QueuedRevocations | None = None) -> int:
+        where, params = logout_where(logout, "?")
+
+        def log_out() -> int:
+            with self.db.transaction() as conn:
+                conn.execute(SQL.expire_logouts, (now,))
+                conn.executemany(SQL.record_logout, logout_rows(logout))
+                ended = conn.execute(SQL.logout_sessions.format(where=where), params).fetchall()
+                _end_sessions(conn, where, params, ENDED_PROVIDER)
+                _queue(conn, revoke)
+            return len(ended)
+
+        return await _write(log_out)
+
+    async def cutoffs(self, issuer: str, sub: str | None, sid: str | None, *, now: float) -> list[tuple[str, float]]:
+        rows = self.db.query(SQL.logout_cutoffs, (issuer, now, sub, sid))
+        return [(str(r[0]), float(r[1])) for r in rows]
 
 
 _OUTBOX_COLUMNS = "key_name, target, issued_before, reauth, reason, id, attempts"
@@ -471,6 +526,7 @@ class SqliteStorage:
         self.users = SqliteUsers(self.db)
         self.sessions = SqliteSessions(self.db)
         self.outbox = SqliteOutbox(self.db)
+        self.logouts = SqliteLogouts(self.db)
         self.description = "in memory" if path == ":memory:" else path
         self._prepare()
 

@@ -26,6 +26,9 @@ class Statements:
     insert_session: str = (
         "INSERT INTO sessions (id_hash, username, client_id, role, source, expires) VALUES (?, ?, ?, ?, ?, ?)"
     )
+    #: The identity provider's session id of a provider login's session (its back-channel logout names it).
+    insert_session_sid: str = "INSERT INTO session_sids (id_hash, sid, expires) VALUES (?, ?, ?)"
+    expire_session_sids: str = "DELETE FROM session_sids WHERE expires <= ?"
     #: ``{where}``: the engine's clause selecting the sessions that end (its first parameter: the reason).
     end_sessions: str = (
         "INSERT INTO ended_sessions (id_hash, reason, expires) SELECT id_hash, ?, expires FROM sessions WHERE {where}"
@@ -37,6 +40,27 @@ class Statements:
         "INSERT INTO revocation_outbox (key_name, target, issued_before, reauth, reason, created, next_attempt)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)"
     )
+    #: Back-channel logouts: a later logout of the same subject or provider session moves the cutoff on.
+    record_logout: str = (
+        "INSERT INTO upstream_logouts (issuer, kind, value, cutoff, expires) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (issuer, kind, value) DO UPDATE SET"
+        " cutoff = CASE WHEN excluded.cutoff > upstream_logouts.cutoff THEN excluded.cutoff"
+        " ELSE upstream_logouts.cutoff END,"
+        " expires = CASE WHEN excluded.expires > upstream_logouts.expires THEN excluded.expires"
+        " ELSE upstream_logouts.expires END"
+    )
+    expire_logouts: str = "DELETE FROM upstream_logouts WHERE expires <= ?"
+    logout_cutoffs: str = (
+        "SELECT kind, cutoff FROM upstream_logouts WHERE issuer = ? AND expires > ?"
+        " AND ((kind = 'sub' AND value = ?) OR (kind = 'sid' AND value = ?))"
+    )
+    logout_sessions: str = "SELECT id_hash, client_id FROM sessions WHERE {where}"
+    #: The ids of the logout tokens received (``id_hash``: a digest of issuer and ``jti``).
+    claim_seen_id: str = (
+        "INSERT INTO logout_token_ids (id_hash, expires) VALUES (?, ?) ON CONFLICT (id_hash) DO NOTHING"
+    )
+    expire_seen_ids: str = "DELETE FROM logout_token_ids WHERE expires <= ?"
+    release_seen_id: str = "DELETE FROM logout_token_ids WHERE id_hash = ?"
     outbox_count: str = "SELECT COUNT(*) FROM revocation_outbox"
     schema_version: str = "SELECT MAX(version) FROM schema_version"
     clear_version: str = "DELETE FROM schema_version"

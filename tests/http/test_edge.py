@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from authserver.errors import ForbiddenError
 from authserver.http.app import create_app
 from authserver.http.edge import Edge, direct
-from authserver.http.forwarding import real_client
+from authserver.http.forwarding import real_client, throttle_address
 from authserver.http.responses import exception_response
 from authserver.identity.passwords import Passwords
 from authserver.infra.metrics import Metrics
@@ -128,6 +128,28 @@ def test_the_per_address_limit_holds_for_a_known_address(make_client: ClientFact
         assert _fail_login(client, f"guess{i}", forwarded_for="198.51.100.7") == 401
     assert _fail_login(client, "someone-else", forwarded_for="198.51.100.7") == 429
     assert _fail_login(client, "someone-else", forwarded_for="198.51.100.8") == 401
+
+
+def test_ipv6_clients_are_counted_per_64_network(make_client: ClientFactory) -> None:
+    """One subscriber usually holds a whole /64: each of its addresses is not another client."""
+    client = make_client(peer="10.0.0.2", AUTHSERVER_TRUSTED_PROXIES="10.0.0.2")
+    for i in range(50):
+        assert _fail_login(client, f"guess{i}", forwarded_for=f"2001:db8:1:2::{i + 1:x}") == 401
+    assert _fail_login(client, "someone-else", forwarded_for="2001:db8:1:2:ffff::9") == 429
+    assert _fail_login(client, "someone-else", forwarded_for="2001:db8:1:3::1") == 401  # the next /64
+
+
+@pytest.mark.parametrize(
+    ("peer", "counted_as"),
+    [
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),  # an IPv4 client on a dual-stack socket
+        ("198.51.100.7", "198.51.100.7"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_the_throttle_address_of_a_peer(peer: str, counted_as: str) -> None:
+    assert throttle_address({"type": "http", "client": (peer, 1)}) == counted_as
 
 
 def test_forwarded_proto_https_from_a_trusted_proxy_makes_the_cookie_secure(make_client: ClientFactory) -> None:

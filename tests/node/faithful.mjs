@@ -1,6 +1,6 @@
 // Where a client can tell the sandbox from Ably (issue 7): each check drives ably-js the way its own
 // integration suite does and records what it saw.  One JSON result line; Python asserts on it.
-import { authOptions, closeAll, errorOf, main, realtime, rest, settings, sleep, until } from './lib.mjs';
+import { authOptions, closeAll, errorOf, main, realtime, rest, runChecks, settings, sleep, until } from './lib.mjs';
 
 const suffix = settings.suffix;
 
@@ -265,28 +265,21 @@ async function rewind() {
   }
 }
 
-await main(async () => {
-  const results = {};
-  const checks = {
-    notAToken,
-    capabilityUpgrade,
-    channelModes,
-    echoAndIdempotence,
-    history,
-    stats,
-    unknownApp,
-    recover,
-    tokenOnly,
-    nonceReuse,
-    unknownPaths,
-    rewind,
-  };
-  for (const [name, check] of Object.entries(checks)) {
-    try {
-      results[name] = await check();
-    } catch (err) {
-      results[name] = { error: String(err && err.stack ? err.stack : err) };
-    }
-  }
-  return results;
-}, 60000);
+await main(
+  () =>
+    runChecks({
+      notAToken,
+      capabilityUpgrade,
+      channelModes,
+      echoAndIdempotence,
+      history,
+      stats,
+      unknownApp,
+      recover,
+      tokenOnly,
+      nonceReuse,
+      unknownPaths,
+      rewind,
+    }),
+  60000,
+);

@@ -102,3 +102,21 @@ export async function main(scenario, timeoutMs) {
     process.exit(1);
   }
 }
+
+/** Run named checks (one after another, or all at once with `together`); each result, or its error. */
+export async function runChecks(checks, { together = false } = {}) {
+  const results = {};
+  const run = async ([name, check]) => {
+    try {
+      results[name] = await check();
+    } catch (err) {
+      results[name] = { error: String(err && err.stack ? err.stack : err) };
+    }
+  };
+  if (together) {
+    await Promise.all(Object.entries(checks).map(run));
+  } else {
+    for (const entry of Object.entries(checks)) await run(entry);
+  }
+  return results;
+}

@@ -1,5 +1,6 @@
 // Revocation end to end with the token service: two ably-js clients connect through the service's
-// authUrl with session cookies (the victim and a bystander). The driver prints {"ready": true} once
+// authUrl with session cookies, or upstream bearer tokens (victimBearer, bystanderBearer), in
+// authHeaders (the victim and a bystander). The driver prints {"ready": true} once
 // both are connected and waits for "go" on stdin; the test then changes the victim's account (log out
 // everywhere, disable, new password, new role) and the driver reports what ably-js went through.
 import { createInterface } from 'node:readline';
@@ -8,16 +9,17 @@ import { closeAll, main, realtime, settings, sleep, trace, until } from './lib.m
 
 const COOKIE = 'authserver_session';
 
-function client(cookie) {
-  return realtime({ authUrl: settings.authUrl, authHeaders: { Cookie: `${COOKIE}=${cookie}` } });
+function client(cookie, bearer) {
+  const authHeaders = bearer ? { Authorization: `Bearer ${bearer}` } : { Cookie: `${COOKIE}=${cookie}` };
+  return realtime({ authUrl: settings.authUrl, authHeaders });
 }
 
 const lines = createInterface({ input: process.stdin });
 const go = new Promise((resolve) => lines.once('line', resolve));
 
 await main(async () => {
-  const victim = client(settings.victimCookie);
-  const bystander = client(settings.bystanderCookie);
+  const victim = client(settings.victimCookie, settings.victimBearer);
+  const bystander = client(settings.bystanderCookie, settings.bystanderBearer);
   const changes = [];
   victim.connection.on((change) => {
     const reason = change.reason || null;

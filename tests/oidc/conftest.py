@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
 import os
+import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -20,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import jwt
@@ -41,6 +45,9 @@ PAGE_CLIENT_SECRET = "page-client-secret-0123456789-abcdefghijklmnop"
 WORKER_CLIENT_ID = "backend-worker"
 WORKER_CLIENT_SECRET = "worker-client-secret-0123456789-abcdefghijklm"
 STARTUP_TIMEOUT = 30.0
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+#: The page client's redirect URI unless a test registers its own (provider.mjs's default).
+UNUSED_REDIRECT = "http://127.0.0.1/unused"
 
 
 def skip_reason() -> str | None:
@@ -79,6 +86,7 @@ class Provider:
         kid: str | None = "from-key",
         now: float | None = None,
         lifetime: float = 300,
+        typ: str | None = None,
         **overrides: Any,
     ) -> str:
         """A token signed with the provider's own private key, claims made now (``overrides`` win;
@@ -96,7 +104,18 @@ class Provider:
         }
         body = {k: v for k, v in body.items() if v is not None}
         headers = {} if kid is None else {"kid": jwk["kid"] if kid == "from-key" else kid}
+        if typ is not None:
+            headers["typ"] = typ
         return jwt.encode(body, jwt.PyJWK(jwk).key, algorithm=alg or jwk["alg"], headers=headers)
+
+    def logout_token(
+        self, *, now: float | None = None, typ: str | None = "logout+jwt", kty: str = "EC", **overrides: Any
+    ) -> str:
+        """A back-channel logout token for the page client, made as the provider makes them (``typ``
+        logout+jwt, a fresh ``jti``, the event, ``sub`` alice, two minutes of life); ``overrides`` win
+        (``None`` drops a claim)."""
+        claims = {"aud": PAGE_CLIENT_ID, "jti": uuid.uuid4().hex, "events": {LOGOUT_EVENT: {}}}
+        return self.sign({**claims, **overrides}, typ=typ, kty=kty, now=now, lifetime=120)
 
     def hs256_with_public_key(self) -> str:
         """The key-confusion attack: HS256 with the provider's public RSA key (PEM) as the HMAC secret."""
@@ -112,11 +131,22 @@ class Provider:
         signature = hmac.new(pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
         return f"{header}.{payload}.{b64url(signature)}"
 
-    def configure(self, *, redirect_uris: list[str] | None = None, rotate: bool = False) -> None:
-        """Swap the provider instance: new redirect URIs for the page client, and/or fresh signing keys."""
+    def configure(
+        self,
+        *,
+        redirect_uris: list[str] | None = None,
+        rotate: bool = False,
+        backchannel_logout_uri: str | None = None,
+        backchannel_sid: bool = False,
+    ) -> None:
+        """Swap the provider instance: new redirect URIs for the page client, and/or fresh signing keys,
+        and/or the page client's back-channel logout URI (and whether its logout tokens carry ``sid``)."""
         body: dict[str, Any] = {"rotate": rotate}
         if redirect_uris is not None:
             body["redirectUris"] = redirect_uris
+        if backchannel_logout_uri is not None:
+            body["backchannelLogoutUri"] = backchannel_logout_uri
+            body["backchannelSid"] = backchannel_sid
         response = httpx.post(f"{self.issuer}/test/configure", json=body, timeout=30)
         response.raise_for_status()
         self.keys = response.json()["keys"]
@@ -131,6 +161,46 @@ class Provider:
         )
         response.raise_for_status()
         return str(response.json()["access_token"])
+
+    def sign_in(self, browser: httpx.Client, name: str, redirect_uri: str = UNUSED_REDIRECT) -> dict[str, Any]:
+        """Log ``name`` in at the provider's own pages as a browser would (``browser`` keeps its cookies: the
+        provider session), for the page client, and return its token response (``id_token``, and a JWT
+        ``access_token`` for AUDIENCE)."""
+        verifier = secrets.token_urlsafe(48)
+        params = {
+            "client_id": PAGE_CLIENT_ID,
+            "response_type": "code",
+            "scope": "openid ably",
+            "redirect_uri": redirect_uri,
+            "resource": AUDIENCE,
+            "state": secrets.token_urlsafe(8),
+            "nonce": secrets.token_urlsafe(8),
+            "code_challenge": b64url(hashlib.sha256(verifier.encode()).digest()),
+            "code_challenge_method": "S256",
+        }
+        location = follow_forms(browser, browser.get(f"{self.issuer}/auth", params=params), name, redirect_uri)
+        code = parse_qs(urlsplit(location).query)["code"][0]
+        response = browser.post(
+            f"{self.issuer}/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+            },
+            auth=(PAGE_CLIENT_ID, PAGE_CLIENT_SECRET),
+        )
+        response.raise_for_status()
+        return dict(response.json())
+
+    def end_session(self, browser: httpx.Client) -> httpx.Response:
+        """The user of ``browser`` signs out at the provider ("Yes, sign me out"): the provider ends its
+        session and, before it answers, sends its back-channel logouts."""
+        page = browser.get(f"{self.issuer}/session/end")
+        page.raise_for_status()
+        xsrf = re.search(r'name="xsrf" value="([^"]+)"', page.text)
+        assert xsrf is not None, page.text[:500]
+        return browser.post(f"{self.issuer}/session/end/confirm", data={"xsrf": xsrf.group(1), "logout": "yes"})
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -199,6 +269,30 @@ def own_provider(provider_runs: ProviderRun) -> Iterator[Provider]:
 
 def oidc_env(provider: Provider, **extra: str) -> dict[str, str]:
     return {"OIDC_ISSUER": provider.issuer, "OIDC_AUDIENCE": AUDIENCE, **extra}
+
+
+_FORM = re.compile(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.S)
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+
+
+def follow_forms(browser: httpx.Client, response: httpx.Response, name: str, stop_at: str) -> str:
+    """Follow the provider's redirects and fill in its login and consent forms (devInteractions: any name,
+    any password) until a redirect to ``stop_at``; returns that location."""
+    for _ in range(20):
+        if response.is_redirect:
+            location = urljoin(str(response.url), response.headers["location"])
+            if location.startswith(stop_at):
+                return location
+            response = browser.get(location)
+            continue
+        response.raise_for_status()
+        form = _FORM.search(response.text)
+        assert form is not None, response.text[:500]
+        fields = dict(_HIDDEN.findall(form.group(2)))
+        if 'name="login"' in form.group(2):
+            fields.update(login=name, password="any password")
+        response = browser.post(urljoin(str(response.url), html.unescape(form.group(1))), data=fields)
+    raise AssertionError("the provider's login did not come back")
 
 
 ClientFactory = Callable[..., TestClient]

@@ -3,9 +3,14 @@
 //   {"issuer": "http://127.0.0.1:PORT", "keys": [<private JWKs it signs with>]}
 // The private keys are printed so that tests can also sign hostile or special tokens with exactly the
 // keys the provider publishes at its jwks_uri. A test-only endpoint swaps the provider instance:
-//   POST /test/configure {"redirectUris": [...], "rotate": bool}  -> {"keys": [...]}
+//   POST /test/configure {"redirectUris": [...], "rotate": bool, "backchannelLogoutUri": url,
+//                         "backchannelSid": bool}  -> {"keys": [...]}
 // `rotate` generates fresh RSA, EC and Ed25519 keys (the old ones are no longer published). Its own login
-// pages (devInteractions: any login name, any password) serve the authorization code flow.
+// pages (devInteractions: any login name, any password) serve the authorization code flow. With
+// `backchannelLogoutUri`, the page client is registered with that backchannel_logout_uri (and
+// backchannel_logout_session_required = `backchannelSid`): ending a session at the provider
+// (/session/end, then /session/end/confirm) posts a logout token there (Back-Channel Logout 1.0) before
+// it answers.
 //
 // Settings from the SCENARIO environment variable (JSON): {"audience", "pageClientId",
 // "pageClientSecret", "workerClientId", "workerClientSecret"}; modules from ABLY_JS_NODE_MODULES.
@@ -34,6 +39,7 @@ function freshKeys() {
 
 let keys = freshKeys();
 let redirectUris = ['http://127.0.0.1/unused'];
+let backchannel = null;
 let handler = null;
 
 const server = http.createServer((req, res) => {
@@ -44,6 +50,7 @@ const server = http.createServer((req, res) => {
       const wanted = JSON.parse(body || '{}');
       if (wanted.redirectUris) redirectUris = wanted.redirectUris;
       if (wanted.rotate) keys = freshKeys();
+      if (wanted.backchannelLogoutUri) backchannel = { uri: wanted.backchannelLogoutUri, sid: Boolean(wanted.backchannelSid) };
       handler = build().callback();
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ keys }));
@@ -66,6 +73,7 @@ function build() {
         grant_types: ['authorization_code'],
         response_types: ['code'],
         id_token_signed_response_alg: 'ES256',
+        ...(backchannel ? { backchannel_logout_uri: backchannel.uri, backchannel_logout_session_required: backchannel.sid } : {}),
       },
       {
         client_id: settings.workerClientId,
@@ -78,6 +86,7 @@ function build() {
     features: {
       devInteractions: { enabled: true },
       clientCredentials: { enabled: true },
+      backchannelLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => settings.audience,
@@ -92,10 +101,17 @@ function build() {
       },
     },
     pkce: { required: () => true },
+    // Its outgoing calls (the back-channel logouts) refuse loopback addresses (SSRF protection): the
+    // service under test listens on 127.0.0.1, so the protecting dispatcher is left out here.
+    fetch: (url, options) => {
+      const { dispatcher, ...rest } = options;
+      return globalThis.fetch(url, rest);
+    },
     cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
     findAccount: (ctx, id) => ({ accountId: id, claims: () => ({ sub: id }) }),
   });
   provider.on('server_error', (ctx, err) => process.stderr.write(`provider error: ${err}\n`));
+  provider.on('backchannel.error', (ctx, err) => process.stderr.write(`provider back-channel logout error: ${err}\n`));
   return provider;
 }
 

@@ -54,6 +54,7 @@ def check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.Captur
         ({"OIDC_AUDIENCE": "api"}, "OIDC_AUDIENCE: set OIDC_ISSUER too"),
         ({"OIDC_ISSUER": "https://i.example", "OIDC_AUDIENCE": "a", "OIDC_LEEWAY": "9999"}, "OIDC_LEEWAY"),
         ({"OIDC_ISSUER": "https://i.example", "OIDC_AUDIENCE": "a", "OIDC_CLIENT_SECRET": "s"}, "set OIDC_CLIENT_ID"),
+        ({"OIDC_BACKCHANNEL_LOGOUT_AUDIENCE": "page"}, "OIDC_BACKCHANNEL_LOGOUT_AUDIENCE: set OIDC_ISSUER too"),
     ],
 )
 def test_check_refuses_unusable_provider_settings_naming_them(check: Check, env: dict[str, str], message: str) -> None:
@@ -107,6 +108,20 @@ def test_check_lists_the_providers_of_the_environment_and_the_policy_file(check:
     assert "  trusted front-end origins (CORS and CSRF): https://app.example.com" in lines
 
 
+def test_check_says_where_to_register_the_back_channel_logout_uri(check: Check) -> None:
+    result = check(
+        OIDC_ISSUER="https://login.example.com",
+        OIDC_AUDIENCE="https://chat.example.com",
+        OIDC_BACKCHANNEL_LOGOUT_AUDIENCE="chat-web, chat-mobile",
+        AUTHSERVER_PUBLIC_URL="https://auth.example.com",
+    )
+    assert result.code == EXIT_OK, result.err
+    assert (
+        "  back-channel logout from https://login.example.com (aud chat-web, chat-mobile): register the"
+        " backchannel_logout_uri https://auth.example.com/oidc/backchannel-logout"
+    ) in result.out.splitlines()
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
@@ -115,6 +130,10 @@ def test_check_lists_the_providers_of_the_environment_and_the_policy_file(check:
         ('issuer = "https://i.example"', "an audience is required"),
         ('issuer = "https://i.example"\naudience = "a"\nalgorithms = ["HS256"]', "HS256 are not allowed"),
         ('issuer = "https://i.example"\naudience = "a"\ncolour = "red"', "unknown field(s): colour"),
+        (
+            'issuer = "https://i.example"\naudience = "a"\nbackchannel_logout_audience = [1]',
+            "backchannel_logout_audience must be a list of strings",
+        ),
     ],
 )
 def test_check_refuses_a_bad_issuers_table(check: Check, tmp_path: Path, table: str, message: str) -> None:

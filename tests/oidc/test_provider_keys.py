@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from authserver.core.callers import Identity
 from authserver.http.app import create_app
+from authserver.identity.oidc.backchannel import Stamp
 from authserver.identity.oidc.bearer import VerifiedTokens
 from authserver.identity.oidc.jwks import ProviderKeys
 
@@ -150,11 +151,12 @@ def test_a_verified_token_is_answered_from_memory_until_its_exp_and_never_after(
 def test_the_verified_token_cache_is_bounded_and_never_serves_an_expired_token() -> None:
     cache = VerifiedTokens(limit=3)
     alice = Identity("s", "alice", "user", "oidc:x")
+    stamp = Stamp("x", "alice", None, 10.0)
     for n in range(5):
-        cache.put(cache.digest(f"token-{n}"), alice, expires=100.0)
+        cache.put(cache.digest(f"token-{n}"), alice, expires=100.0, stamp=stamp)
     assert len(cache) == 3
     assert cache.get(cache.digest("token-0"), now=50.0) is None  # the oldest went
-    assert cache.get(cache.digest("token-4"), now=99.9) == alice
+    assert cache.get(cache.digest("token-4"), now=99.9) == (alice, stamp)
     assert cache.get(cache.digest("token-4"), now=100.0) is None  # at exp: gone
     assert len(cache) == 2
 

@@ -35,7 +35,7 @@ from authserver.identity.passwords import Passwords
 from authserver.sandbox import create_sandbox_app
 
 from conftest import SettingsFactory
-from helpers import API_KEY, KEY_NAME, KEY_SECRET, running_server
+from helpers import API_KEY, KEY_NAME, KEY_SECRET, all_revoked, live_connections, running_server, until
 
 KEY = AblyKey(KEY_NAME, KEY_SECRET)
 COOKIE = "authserver_session"
@@ -118,15 +118,6 @@ def client_for(world: World, cookie: str) -> Any:
     )
 
 
-async def until(check: Any, *, timeout: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not check():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
 def state(client: Any) -> str:
     return str(client.connection.state.value)
 
@@ -141,14 +132,12 @@ def live(world: World, client_id: str) -> bool:
     Observed at the sandbox (Ably's side): after a 40141 whose renewal the authUrl refuses, ably-python
     3.1 keeps reporting CONNECTED while it has no transport (a client bug), so its own state says nothing.
     """
-    return any(c.identity.client_id == client_id and c.transport is not None for c in list(world.sandbox.connections))
+    return live_connections(world.sandbox, client_id) > 0
 
 
 def revoked(world: World, client_id: str) -> bool:
     """Whether every connection of ``client_id`` the sandbox holds has a revoked token."""
-    sandbox = world.sandbox
-    held = [c for c in list(sandbox.connections) if c.identity.client_id == client_id]
-    return bool(held) and all(sandbox.revocations.revoked(c.grant, now_ms=sandbox.now_ms()) for c in held)
+    return all_revoked(world.sandbox, client_id)
 
 
 async def stays_away(world: World, client_id: str, seconds: float) -> None:

@@ -113,6 +113,10 @@ def runs() -> Iterator[dict[str, NodeRun]]:
                 f"faithful-{wire_format}": start("faithful.mjs", stack, format=wire_format, **credentials())
                 for wire_format in ("json", "msgpack")
             },
+            **{
+                f"continuity-{wire_format}": start("continuity.mjs", stack, format=wire_format)
+                for wire_format in ("json", "msgpack")
+            },
         }
         try:
             yield started
@@ -320,3 +324,60 @@ def test_unknown_rest_paths_whatever_the_method_are_404_40400(faithful: dict[str
 def test_rewind_replays_the_last_messages_on_attach(faithful: dict[str, Any]) -> None:
     check = faithful["rewind"]
     assert check == {"received": ["r1", "r2"], "params": {"rewind": "2"}}
+
+
+# -- continuity: rewind backlog, resume, recover (issue 22) -----------------------------------------------
+
+
+@pytest.fixture(params=["json", "msgpack"])
+def continuity(request: pytest.FixtureRequest, runs: dict[str, NodeRun]) -> dict[str, Any]:
+    result: dict[str, Any] = runs[f"continuity-{request.param}"].result(timeout=70)
+    return result
+
+
+def _check(result: dict[str, Any], name: str) -> dict[str, Any]:
+    check: dict[str, Any] = result[name]
+    assert "error" not in check, check["error"]
+    return check
+
+
+def test_rewind_delivers_the_backlog_after_attached_flagged_has_backlog(continuity: dict[str, Any]) -> None:
+    """Ably docs, channels/options/rewind; ably-js ``ChannelStateChange.hasBacklog`` from HAS_BACKLOG (1 << 1)."""
+    check = _check(continuity, "rewindBacklog")
+    backlog = {"hasBacklog": True, "resumed": False}
+    assert check["count"] == {"received": ["b1"], "change": backlog, "params": {"rewind": "1"}}
+    assert check["number"]["received"] == ["b1"] and check["number"]["change"] == backlog
+    assert check["duration"] == {"received": ["b0", "b1"], "change": backlog, "params": {"rewind": "1m"}}
+    assert check["empty"] == {
+        "received": [],
+        "change": {"hasBacklog": False, "resumed": False},
+        "params": {"rewind": "1"},
+    }
+
+
+def test_a_rewound_channel_that_resumes_does_not_get_the_backlog_again(continuity: dict[str, Any]) -> None:
+    check = _check(continuity, "rewindThenResume")
+    assert check["received"] == ["old-0", "old-1", "after"]
+    assert check["sameConnection"]
+    assert check["attaches"][0] == {"hasBacklog": True, "resumed": False}
+
+
+def test_an_attach_flagged_attach_resume_gets_no_rewind_backlog(continuity: dict[str, Any]) -> None:
+    """ably-js ``realtime/resume`` resume_rewind_1: the flag (RTL4j) suppresses the rewind."""
+    check = _check(continuity, "attachResumeFlag")
+    assert check["plain"] == {
+        "received": [{"foo": "bar", "count": 1}],
+        "change": {"hasBacklog": True, "resumed": False},
+    }
+    assert check["flagged"]["received"] == []
+    assert check["flagged"]["change"]["hasBacklog"] is False
+
+
+def test_recover_reattaches_every_channel_from_the_serial_in_the_key(continuity: dict[str, Any]) -> None:
+    """RTN16: each channel resumes from its serial in the recovery key: m2 (received by the crashed
+    client after it took the key) and m3 (published after the crash) once, then live m4."""
+    check = _check(continuity, "recoverChannels")
+    assert check["sameConnection"] and check["reason"] is None
+    assert all(held == ["m0", "m1", "m2"] for held in check["held"].values())
+    assert len(check["received"]) == 3
+    assert all(got == ["m2", "m3", "m4"] for got in check["received"].values()), check["received"]

@@ -165,6 +165,36 @@ def test_a_short_token_gets_no_auth_but_40142_at_expiry_and_the_client_resumes(s
     run(scenario, timeout=25)
 
 
+def test_a_rewound_channel_gets_its_backlog_once_across_a_reconnect(stack: Stack) -> None:
+    """ably-python re-attaches after every CONNECTED with ATTACH_RESUME and its channel serial: the rewind
+    backlog is not sent again, and what was published while it was away arrives once (issue 22)."""
+
+    async def scenario() -> None:
+        user, name = f"py-rewind-{suffix()}", f"py-rewind-room-{suffix()}"
+        async with httpx.AsyncClient(auth=(KEY.name, KEY.secret), timeout=5) as http:
+            for data in ("old-0", "old-1", "old-2"):
+                response = await http.post(f"{stack.sandbox.http}/channels/{name}/messages", json={"data": data})
+                response.raise_for_status()
+            async with realtime(stack.sandbox.port, stack.auth_url, binary=True, user=user, lifetime="3") as client:
+                await wait_for_state(client, "connected")
+                changes: list[Any] = []
+                client.connection.on("disconnected", collect(changes))
+                channel = client.channels.get(name, params={"rewind": "2"})
+                received: list[Any] = []
+                await channel.subscribe(collect(received))
+                await eventually(lambda: len(received) == 2, timeout=5, what="the rewind backlog")
+                await eventually(lambda: bool(changes), timeout=6, what="DISCONNECTED at expiry")
+                response = await http.post(f"{stack.sandbox.http}/channels/{name}/messages", json={"data": "away"})
+                response.raise_for_status()
+                await wait_for_state(client, "connected", timeout=10)
+                await channel.publish("after", "after")
+                await eventually(lambda: any(m.data == "after" for m in received), timeout=5, what="echo")
+                await asyncio.sleep(0.3)
+                assert [m.data for m in received] == ["old-1", "old-2", "away", "after"]
+
+    run(scenario, timeout=25)
+
+
 def test_ably_python_does_not_renew_on_the_second_40142(stack: Stack) -> None:
     """PINS A CLIENT BUG (ably-python 3.1.x, ably-spec 5.3): the second 40142-driven renewal never happens.
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from authserver.errors import AuthServerError
+from authserver.errors import AuthServerError, BadRequestError
 from authserver.sandbox import SandboxLimits
-from authserver.sandbox.channels import Channel, ChannelRegistry, check_channel_name
+from authserver.sandbox.channels import Channel, ChannelRegistry, Rewind, check_channel_name
 from authserver.sandbox.protocol import DEFAULT_MODES, Flag, Outbound
 
 LIMITS = SandboxLimits(max_history_per_channel=3, max_presence_members=2, max_channels=2)
@@ -67,6 +67,49 @@ def test_catch_up_reports_a_gap_when_history_no_longer_reaches_back() -> None:
     frames, complete = channel.catch_up(attachment)
     assert not complete
     assert len(frames) == 3
+
+
+def test_a_channel_serial_names_a_point_of_this_channel_only() -> None:
+    """Where an ATTACH carrying ``channelSerial`` carries on from; a serial this channel cannot place is None."""
+    channel, other = Channel("c", LIMITS), Channel("c", LIMITS)  # the same name, another incarnation
+    subscriber = FakeSubscriber("conn", live=False)
+    attachment, _ = channel.attach(subscriber, DEFAULT_MODES)
+    for i in range(3):
+        publish(channel, f"m{i}")
+    first = channel.position(f"{channel.epoch}:1")
+    assert first == 1
+    frames, complete = channel.catch_up(attachment, first)
+    assert complete and [f["messages"][0]["data"] for f in frames] == ["m1", "m2"]
+    assert [
+        channel.position(s) for s in (f"{other.epoch}:1", f"{channel.epoch}:9", "1", None, f"{channel.epoch}:x")
+    ] == [None] * 5
+
+
+def test_catch_up_replays_only_what_is_younger_than_the_resume_window() -> None:
+    """Ably keeps a dropped client's backlog for the connection state TTL: older messages are lost."""
+    channel = Channel("c", LIMITS)
+    attachment, _ = channel.attach(FakeSubscriber("conn", live=False), DEFAULT_MODES)
+    for i in range(3):
+        channel.publish([{"data": f"m{i}", "timestamp": 1000 * i}], origin=None, frame_fields={})
+    frames, complete = channel.catch_up(attachment, 0, not_before_ms=1000)
+    assert not complete and [f["messages"][0]["data"] for f in frames] == ["m1", "m2"]
+    assert channel.catch_up(attachment, 1, not_before_ms=1000)[1]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("5", Rewind(count=5)), (5, Rewind(count=5)), ("500", Rewind(count=100)), ("30s", Rewind(seconds=30))]
+    + [("1m", Rewind(seconds=60)), ("10m", Rewind(seconds=120)), (0, Rewind(count=0))],
+)
+def test_rewind_is_a_count_or_a_duration_string_or_an_integer(value: object, expected: Rewind) -> None:
+    assert Rewind.parse(value) == expected
+
+
+@pytest.mark.parametrize("value", ["forever", "", "1h", "m", "-1", True, 1.5, -1, None, "1 m", "１"])
+def test_other_rewind_values_are_40000(value: object) -> None:
+    with pytest.raises(BadRequestError) as raised:
+        Rewind.parse(value)
+    assert raised.value.code == 40000
 
 
 def test_presence_subscribers_only_get_presence_with_the_mode() -> None:

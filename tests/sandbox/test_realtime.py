@@ -41,7 +41,7 @@ SUBSCRIBE_MODES = (1 << 18) | (1 << 19)
 ANNOTATION_PUBLISH = 1 << 21
 #: presence, publish, subscribe, presence_subscribe and (Ably's newer default) annotation_publish
 DEFAULT_MODES = (1 << 16) | (1 << 17) | SUBSCRIBE_MODES | ANNOTATION_PUBLISH
-HAS_PRESENCE, RESUMED = 1, 4
+HAS_PRESENCE, HAS_BACKLOG, RESUMED, ATTACH_RESUME = 1, 2, 4, 32
 
 
 def room() -> str:
@@ -862,3 +862,132 @@ class TestRecoveryAndReplay:
             fresh = third.connected()
         assert recovered["connectionId"] == frame["connectionId"] and "error" not in recovered
         assert fresh["error"]["code"] == 80018 and fresh["connectionId"] != "0123456789"
+
+
+def _publish(wire: Wire, name: str, values: list[Any], *, first_serial: int = 0) -> list[str]:
+    """Publish ``values`` one by one; the channel serials of the echoes (which come before each ACK)."""
+    echoed: list[str] = []
+    for offset, value in enumerate(values):
+        wire.send(
+            {"action": MESSAGE, "channel": name, "msgSerial": first_serial + offset, "messages": [{"data": value}]}
+        )
+        while (frame := wire.expect_any({ACK, MESSAGE}))["action"] == MESSAGE:
+            if frame.get("channel") == name:
+                echoed.append(frame["channelSerial"])
+    return echoed
+
+
+def _data(wire: Wire, count: int, channel: str | None = None) -> list[Any]:
+    return [wire.expect(MESSAGE, channel=channel)["messages"][0]["data"] for _ in range(count)]
+
+
+class TestContinuity:
+    """Rewind, channel serials and recover (issue 22): where an attach starts from.
+
+    Ably docs: channels/options/rewind ("only has an effect on an initial channel attachment"),
+    connect/states#recover; ably-js: ``RealtimeChannel.attachImpl`` sends ``channelSerial`` (RTL4c1),
+    ``createRecoveryKey``/``recoverChannels`` carry every channel's serial, HAS_BACKLOG becomes
+    ``ChannelStateChange.hasBacklog``.
+    """
+
+    def test_a_rewind_backlog_is_flagged_has_backlog_and_an_empty_one_is_not(self, stack: Stack) -> None:
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            empty = wire.attach(room(), params={"rewind": "1"})
+            _publish(wire, name, ["a", "b"])
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as late:
+            late.connected()
+            attached = late.attach(name, params={"rewind": 1})  # a JSON number, as ably-js's own suite sends it
+            backlog = _data(late, 1)
+        assert empty["flags"] & HAS_BACKLOG == 0
+        assert attached["flags"] & (HAS_BACKLOG | RESUMED) == HAS_BACKLOG
+        assert attached["params"] == {"rewind": "1"}
+        assert backlog == ["b"]
+
+    @pytest.mark.parametrize("how", ["attach-resume-flag", "channel-serial"])
+    def test_an_attach_that_resumes_gets_no_rewind_backlog(self, stack: Stack, how: str) -> None:
+        """ably-js resume_rewind_1 (RTL4j): ATTACH_RESUME, or a channel serial, means not an initial attach."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.attach(name)
+            newest = _publish(wire, name, ["old", "newest"])[-1]
+            resuming = {"flags": ATTACH_RESUME} if how == "attach-resume-flag" else {"channelSerial": newest}
+            with Wire(stack.sandbox.ws, access_token=jwt_for()) as other:
+                other.connected()
+                attached = other.attach(name, params={"rewind": "5"}, **resuming)
+                _publish(wire, name, ["live"], first_serial=2)
+                first = other.expect(MESSAGE)["messages"][0]["data"]
+        assert attached["flags"] & HAS_BACKLOG == 0
+        assert first == "live"
+
+    def test_an_attach_with_a_channel_serial_gets_what_followed_it_marked_resumed(self, stack: Stack) -> None:
+        """The channel serial a client sends on ATTACH (RTL4c1) is where its attachment starts, on any connection."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.attach(name)
+            serials = _publish(wire, name, ["m0", "m1", "m2"])
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as other:
+            other.connected()
+            attached = other.attach(name, channelSerial=serials[0])
+            after = _data(other, 2)
+            unknown = other.attach(room(), channelSerial=serials[0])
+        assert attached["flags"] & (RESUMED | HAS_BACKLOG) == RESUMED | HAS_BACKLOG
+        assert after == ["m1", "m2"]
+        assert unknown["flags"] & (RESUMED | HAS_BACKLOG) == 0  # another channel's serial: no continuity
+
+    def test_what_a_channel_serial_missed_is_kept_for_the_connection_state_ttl_only(self) -> None:
+        """Ably keeps a client's continuity for two minutes (docs: connect/states, connection state recovery):
+        a message older than that is not replayed, and the attach is not RESUMED."""
+        clock, name = FakeClock(), room()
+        key = {"key": f"{KEY.name}:{KEY.secret}"}
+        with run_stack(clock=clock) as clocked:
+            with Wire(clocked.sandbox.ws, **key) as wire:
+                wire.connected()
+                wire.attach(name)
+                serial = _publish(wire, name, ["seen"])[0]
+                clock.advance(1)
+                _publish(wire, name, ["too old by then"], first_serial=1)
+                clock.advance(121)
+                _publish(wire, name, ["recent"], first_serial=2)
+            with Wire(clocked.sandbox.ws, **key) as other:
+                other.connected()
+                attached = other.attach(name, channelSerial=serial)
+                replay = _data(other, 1)
+        assert attached["flags"] & (RESUMED | HAS_BACKLOG) == HAS_BACKLOG
+        assert replay == ["recent"]
+
+    def test_recover_reattaches_several_channels_each_from_its_own_serial(self, stack: Stack) -> None:
+        """RTN16: the recovered connection's channels continue from the serials in the recovery key, even
+        when the old transport had been sent more (or less) before it went."""
+        names = [room(), room()]
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="rec")) as old:
+            key = old.connected()["connectionKey"]
+            for name in names:
+                old.attach(name)
+            with Wire(stack.sandbox.ws, access_token=jwt_for()) as publisher:
+                publisher.connected()
+                for index, name in enumerate(names):
+                    _publish(publisher, name, ["a", "b", "c"], first_serial=3 * index)
+                received = {
+                    name: [old.expect(MESSAGE, channel=name)["channelSerial"] for _ in range(3)] for name in names
+                }
+        # the old client had processed "a" on the first channel and "b" on the second when it took the key
+        key_serials = {names[0]: received[names[0]][0], names[1]: received[names[1]][1]}
+        with Wire(stack.sandbox.ws, access_token=jwt_for(client_id="rec"), recover=key) as new:
+            recovered = new.connected()
+            with Wire(stack.sandbox.ws, access_token=jwt_for()) as publisher:
+                publisher.connected()
+                for index, name in enumerate(names):
+                    _publish(publisher, name, ["d"], first_serial=index)
+            attached = [new.attach(names[0], channelSerial=key_serials[names[0]])]
+            first = _data(new, 3, names[0])
+            attached.append(new.attach(names[1], channelSerial=key_serials[names[1]]))
+            second = _data(new, 2, names[1])
+            with pytest.raises(TimeoutError):
+                new.expect(MESSAGE, timeout=0.5)
+        assert "error" not in recovered
+        assert all(frame["flags"] & RESUMED for frame in attached)
+        assert (first, second) == (["b", "c", "d"], ["c", "d"])

@@ -14,7 +14,7 @@ import pytest
 from realservers import Postgres, free_port
 
 from authserver.errors import DatabaseError, UnavailableError
-from authserver.storage import PendingRevocation, QueuedRevocations, Storage, UserRecord
+from authserver.storage import PendingRevocation, QueuedRevocations, Storage, UpstreamLogout, UserRecord
 from authserver.storage.postgres import PostgresStorage
 from authserver.storage.schema import SCHEMA_VERSION
 from authserver.storage.sqlite import Database, SqliteStorage
@@ -130,7 +130,7 @@ async def test_a_version_1_database_gets_the_revocation_outbox_from_db_upgrade(
     await raw_sql(storage, "UPDATE schema_version SET version = 1")
     with pytest.raises(DatabaseError, match=rf"schema version 1, older than this authserver's {SCHEMA_VERSION}"):
         await reopen()
-    assert await storage.upgrade() == [2, 3]
+    assert await storage.upgrade() == list(range(2, SCHEMA_VERSION + 1))
     again = await reopen()
     try:
         await again.outbox.add([PendingRevocation("app.key", "clientId:alice", 1000, False, "test")], now=1.0)
@@ -202,6 +202,27 @@ async def test_postgres_going_away_is_a_503_and_ready_says_why(postgres: Postgre
     await storage.close()
 
 
+@pytest.mark.anyio
+async def test_every_postgres_connection_gives_up_on_a_silent_server_after_the_timeout(
+    postgres: Postgres,
+) -> None:
+    """A partition or a vanished host acknowledges nothing: libpq gives up on the connection after
+    ``timeout`` (tcp_user_timeout, keepalives) rather than the kernel's quarter of an hour. (Nothing
+    here can black-hole loopback, so this reads the options libpq accepted on a pooled connection.)"""
+    storage = PostgresStorage(await fresh_postgres_url(postgres), timeout=3.0)
+    await storage.open()
+    async with storage.connection() as conn:
+        used = {k: v for k, v in (opt.split("=", 1) for opt in conn.info.dsn.split()) if k.startswith(("tcp", "keep"))}
+    assert used == {
+        "tcp_user_timeout": "3000",
+        "keepalives": "1",
+        "keepalives_idle": "3",
+        "keepalives_interval": "1",
+        "keepalives_count": "3",
+    }
+    await storage.close()
+
+
 async def _hold(storage: PostgresStorage, seconds: float) -> None:
     async with storage.connection() as conn:
         await conn.execute("SELECT pg_sleep(%s)", (seconds,))
@@ -266,6 +287,9 @@ CHANGES: dict[str, Callable[[Storage, QueuedRevocations], Awaitable[object]]] = 
     "remove": lambda s, q: s.users.delete("alice", revoke=q),
     "logout": lambda s, q: s.sessions.delete("h1", reason="logout", revoke=q),
     "everywhere": lambda s, q: s.sessions.delete_subject("alice", "account", reason="everywhere", revoke=q),
+    "provider-logout": lambda s, q: s.logouts.log_out(
+        UpstreamLogout("https://idp.test", "account", "alice", "alice", None, 10.0, 9e9), now=1.0, revoke=q
+    ),
 }
 
 
@@ -311,3 +335,55 @@ async def test_a_change_to_no_account_queues_nothing(storage: Storage) -> None:
     assert not await storage.users.set_disabled("nobody", True, revoke=QUEUED)
     assert not await storage.users.delete("nobody", revoke=QUEUED)
     assert await storage.outbox.pending() == 0
+
+
+# --- back-channel logouts (both engines) ------------------------------------------------------------
+
+IDP = "https://idp.test"
+
+
+def _logout(*, sub: str | None = None, sid: str | None = None, cutoff: float = 100.0) -> UpstreamLogout:
+    subject = None if sub is None else f"{IDP}#{sub}"
+    return UpstreamLogout(IDP, f"oidc:{IDP}", sub, subject, sid, cutoff, expires=10_000.0)
+
+
+async def _provider_session(storage: Storage, id_hash: str, sub: str, sid: str | None) -> None:
+    await storage.sessions.insert(
+        id_hash, subject=f"{IDP}#{sub}", client_id=sub, role="user", source=f"oidc:{IDP}", expires=9e9, now=0.0, sid=sid
+    )
+
+
+@pytest.mark.anyio
+async def test_a_logout_token_id_is_claimed_once_until_it_expires_or_is_released(storage: Storage) -> None:
+    logouts = storage.logouts
+    assert await logouts.claim("t1", expires=50.0, now=0.0)
+    assert not await logouts.claim("t1", expires=50.0, now=1.0)  # a replay
+    await logouts.release("t1")
+    assert await logouts.claim("t1", expires=50.0, now=2.0)  # released: the provider may send it again
+    assert await logouts.claim("t1", expires=200.0, now=60.0)  # expired, purged: claimable (the age check refuses it)
+
+
+@pytest.mark.anyio
+async def test_a_logout_by_sid_ends_that_provider_session_only_and_is_recorded(storage: Storage) -> None:
+    await _provider_session(storage, "h-a", "erin", "sid-a")
+    await _provider_session(storage, "h-b", "erin", "sid-b")
+    assert await storage.logouts.sessions(_logout(sub="erin", sid="sid-a")) == [("h-a", "erin")]
+    assert await storage.logouts.log_out(_logout(sub="erin", sid="sid-a"), now=1.0) == 1
+    assert await storage.sessions.lookup("h-a") is None
+    assert await storage.sessions.ended("h-a", now=1.0) == "provider"
+    assert await storage.sessions.lookup("h-b") is not None
+    assert await storage.logouts.cutoffs(IDP, "erin", "sid-a", now=1.0) == [("sid", 100.0)]
+    assert await storage.logouts.cutoffs(IDP, "erin", "sid-b", now=1.0) == []
+
+
+@pytest.mark.anyio
+async def test_a_logout_by_sub_ends_every_session_of_the_subject_and_keeps_the_latest_cutoff(storage: Storage) -> None:
+    await _provider_session(storage, "h-a", "erin", "sid-a")
+    await _provider_session(storage, "h-b", "erin", None)
+    await _provider_session(storage, "h-c", "finn", None)
+    assert await storage.logouts.log_out(_logout(sub="erin", cutoff=200.0), now=1.0) == 2
+    assert await storage.logouts.log_out(_logout(sub="erin", cutoff=150.0), now=2.0) == 0
+    assert await storage.sessions.lookup("h-c") is not None
+    assert await storage.logouts.cutoffs(IDP, "erin", None, now=3.0) == [("sub", 200.0)]
+    assert await storage.logouts.cutoffs("https://other.test", "erin", None, now=3.0) == []
+    assert await storage.logouts.cutoffs(IDP, "erin", None, now=10_000.0) == []  # kept until it expires

@@ -66,6 +66,11 @@ test('a session the service ended says what happened in plain words, never as a 
     [40302, 'your password was changed; log in again', 'Your password was changed; log in again.'],
     [40303, 'your account was removed', 'Your account was removed.'],
     [40304, 'you were logged out in another window', 'You were logged out in another window.'],
+    [
+      40305,
+      'you were logged out at your identity provider; log in again',
+      'You were logged out at your identity provider.',
+    ],
   ];
   for (const [code, message, words] of cases) {
     const reason = wrapped({ code, statusCode: 403, message }, 403);

@@ -17,6 +17,7 @@ const PLAIN = {
   40302: 'Your password was changed; log in again.',
   40303: 'Your account was removed.',
   40304: 'You were logged out in another window.',
+  40305: 'You were logged out at your identity provider.',
   42910: 'Too many failed logins. Wait a few minutes, then try again.',
   50300: 'The service is busy. Try again in a moment.',
   80002: 'Disconnected from Ably; reconnecting.',
@@ -82,6 +83,7 @@ const ENDED = {
   40302: 'Your password was changed; log in again.',
   40303: 'Your account was removed.',
   40304: 'You were logged out in another window.',
+  40305: 'You were logged out at your identity provider.',
 };
 
 /** The service's refusal inside an authUrl failure (80019), or null. */
@@ -99,7 +101,8 @@ function endedWords(cause) {
 
 /**
  * The session behind the page is gone: the authUrl answered 401 with authserver's 40101, or 403 with
- * the reason it ended (logged out elsewhere, password changed, account disabled or removed). A network
+ * the reason it ended (logged out elsewhere or at the identity provider, password changed, account
+ * disabled or removed). A network
  * failure also arrives as 80019, but its cause has no service code (40170): that one is transient.
  */
 export function isSessionEnded(reason) {

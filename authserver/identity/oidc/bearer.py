@@ -13,6 +13,7 @@ request carries a session cookie, which then decides; without one it is refused,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,13 +22,15 @@ from typing import TYPE_CHECKING, Any
 from authserver.core.callers import Identity
 from authserver.core.issuers import UpstreamIssuer, foreign_prefix
 from authserver.core.policy import Policy
-from authserver.errors import ForbiddenError, NotAuthenticatedError
+from authserver.errors import ForbiddenError, NotAuthenticatedError, ProviderLogoutError
 from authserver.identity import Credentials
+from authserver.identity.oidc.backchannel import Stamp, UpstreamLogouts, sid_revocation_key
 from authserver.identity.oidc.claims import identity_from_claims
 from authserver.identity.sessions import COOKIE_NAME as SESSION_COOKIE
 
 if TYPE_CHECKING:
     from authserver.identity.oidc.jwks import ProviderKeys
+    from authserver.identity.oidc.logout import LogoutClaims
 
 DEFAULT_CACHE_SIZE = 10_000
 
@@ -38,24 +41,24 @@ class VerifiedTokens:
 
     def __init__(self, limit: int = DEFAULT_CACHE_SIZE) -> None:
         self.limit = limit
-        self._entries: OrderedDict[bytes, tuple[Identity, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[Identity, float, Stamp]] = OrderedDict()
 
     @staticmethod
     def digest(token: str) -> bytes:
         return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
-    def get(self, digest: bytes, now: float) -> Identity | None:
+    def get(self, digest: bytes, now: float) -> tuple[Identity, Stamp] | None:
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        identity, expires = entry
+        identity, expires, stamp = entry
         if now >= expires:
             del self._entries[digest]
             return None
-        return identity
+        return identity, stamp
 
-    def put(self, digest: bytes, identity: Identity, expires: float) -> None:
-        self._entries[digest] = (identity, expires)
+    def put(self, digest: bytes, identity: Identity, expires: float, stamp: Stamp) -> None:
+        self._entries[digest] = (identity, expires, stamp)
         self._entries.move_to_end(digest)
         while len(self._entries) > self.limit:
             self._entries.popitem(last=False)
@@ -75,8 +78,11 @@ class UpstreamVerifier:
         cache_size: int = DEFAULT_CACHE_SIZE,
         http: Any = None,
         taken: Callable[[str], Awaitable[bool]] | None = None,
+        logouts: UpstreamLogouts | None = None,
     ) -> None:
         self.providers = dict(providers)
+        #: Back-channel logouts received: an upstream token issued before one of its user's is refused.
+        self.logouts = logouts
         self.policy = policy
         #: Whether a clientId belongs to a registered account (a provider's user may never act as one).
         self.taken = taken
@@ -95,19 +101,44 @@ class UpstreamVerifier:
         digest = self.verified.digest(token)
         known = self.verified.get(digest, now)
         if known is not None:
-            return known
-        from authserver.identity.oidc.verifier import (  # PyJWT (and cryptography) only with a provider configured
-            BearerRefused,
-            peek,
-        )
+            identity, stamp = known
+        else:
+            from authserver.identity.oidc.verifier import (  # PyJWT (and cryptography) only with a provider configured
+                BearerRefused,
+                peek,
+            )
 
-        header = peek(token)
-        provider = self.providers.get(header.issuer)
-        if provider is None:
-            raise BearerRefused("bearer token refused: its issuer is not trusted here")
-        identity, expires = await self._verify(token, provider.upstream, header.algorithm, header.kid, now)
-        self.verified.put(digest, identity, expires)
+            header = peek(token)
+            provider = self.providers.get(header.issuer)
+            if provider is None:
+                raise BearerRefused("bearer token refused: its issuer is not trusted here")
+            identity, expires, stamp = await self._verify(token, provider.upstream, header.algorithm, header.kid, now)
+            self.verified.put(digest, identity, expires, stamp)
+        if self.logouts is not None and await self.logouts.refused(stamp, now):
+            raise ProviderLogoutError(
+                "bearer token refused: the identity provider logged this user (or this session) out after it was"
+                " issued; sign in at the provider again for a new token"
+            )
         return identity
+
+    async def logout_claims(self, token: str, now: float) -> tuple[LogoutClaims, UpstreamIssuer]:
+        """The claims of a valid back-channel logout token, and its issuer (the ``jti`` is not checked here).
+
+        :raises LogoutTokenRefused: (400) naming the failed check.
+        :raises ProviderUnavailable: (503) the issuer's keys cannot be fetched.
+        """
+        from authserver.identity.oidc.logout import check_logout, peek_logout, refused
+        from authserver.identity.oidc.verifier import BearerRefused
+
+        header = peek_logout(token)
+        provider = self.providers.get(header.issuer)
+        if provider is None or not provider.upstream.logout_audience:
+            raise refused("its issuer does not send back-channel logouts here")
+        try:
+            key = await provider.key(header.kid)
+        except BearerRefused as exc:
+            raise refused(exc.message.removeprefix("bearer token refused: ")) from None
+        return check_logout(token, provider.upstream, key, header.algorithm, now), provider.upstream
 
     def claims_trusted_issuer(self, token: str) -> bool:
         """Whether ``token`` is a JWT naming an issuer trusted here (nothing verified yet)."""
@@ -118,25 +149,29 @@ class UpstreamVerifier:
         except BearerRefused:
             return False
 
-    async def identity_for(self, token: str, upstream: UpstreamIssuer, now: float) -> Identity:
+    async def identity_for(self, token: str, upstream: UpstreamIssuer, now: float) -> tuple[Identity, str | None]:
         """Verify ``token`` as ``upstream`` says (e.g. an ID token, whose audience is a client id), with
-        the keys of the provider of the same issuer; not remembered."""
+        the keys of the provider of the same issuer; not remembered. Also the provider's session id
+        (``sid``) when the token carries one."""
         from authserver.identity.oidc.verifier import BearerRefused, peek
 
         header = peek(token)
         if header.issuer != upstream.issuer or upstream.issuer not in self.providers:
             raise BearerRefused("token refused: its issuer is not trusted here")
-        identity, _ = await self._verify(token, upstream, header.algorithm, header.kid, now)
-        return identity
+        identity, _, stamp = await self._verify(token, upstream, header.algorithm, header.kid, now)
+        return identity, stamp.sid
 
     async def _verify(
         self, token: str, upstream: UpstreamIssuer, algorithm: str, kid: str | None, now: float
-    ) -> tuple[Identity, float]:
+    ) -> tuple[Identity, float, Stamp]:
         from authserver.identity.oidc.verifier import verify
 
         key = await self.providers[upstream.issuer].key(kid)
         claims = verify(token, upstream, key, algorithm, now)
         identity = identity_from_claims(claims, upstream, self.policy)
+        stamp = _stamp(claims, upstream.issuer)
+        if stamp.sid is not None:  # its Ably tokens are revoked with the provider session it belongs to
+            identity = dataclasses.replace(identity, revocation_key=sid_revocation_key(upstream.issuer, stamp.sid))
         others = foreign_prefix(identity.client_id, upstream, (p.upstream for p in self.providers.values()))
         if others is not None:
             raise ForbiddenError(
@@ -144,13 +179,26 @@ class UpstreamVerifier:
             )
         if self.taken is not None and await self.taken(identity.client_id):
             raise ForbiddenError(f"clientId {identity.client_id!r} belongs to a registered account here")
-        return identity, float(claims["exp"])
+        return identity, float(claims["exp"]), stamp
 
     async def close(self) -> None:
         for provider in self.providers.values():
             await provider.close()
         if self._http is not None:
             await self._http.aclose()
+
+
+def _stamp(claims: Mapping[str, Any], issuer: str) -> Stamp:
+    """What a back-channel logout is matched against: ``sub``, ``sid``, the earlier of ``auth_time`` and ``iat``."""
+    found = (claims.get("auth_time"), claims.get("iat"))
+    times = [v for v in found if isinstance(v, int | float) and not isinstance(v, bool)]
+    sub, sid = claims.get("sub"), claims.get("sid")
+    return Stamp(
+        issuer,
+        sub if isinstance(sub, str) else None,
+        sid if isinstance(sid, str) and sid else None,
+        float(min(times)) if times else None,
+    )
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

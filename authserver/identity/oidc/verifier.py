@@ -8,13 +8,14 @@ failed and never contains the token.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
 from authserver.core.issuers import KEY_TYPES, UpstreamIssuer
-from authserver.errors import NotAuthenticatedError
+from authserver.errors import AuthServerError, NotAuthenticatedError
 
 #: Longer bearer tokens are refused before they are parsed.
 MAX_TOKEN_CHARS = 16 * 1024
@@ -87,29 +88,47 @@ def verify(token: str, upstream: UpstreamIssuer, key: jwt.PyJWK, algorithm: str,
     if algorithm not in upstream.algorithms:
         raise _refuse(f"algorithm {algorithm} is not allowed for {upstream.issuer}")
     check_key(key, algorithm)
+    claims = decode(token, upstream, key, algorithm, audience=upstream.audience, require=("iss", "aud", "exp"))
+    check_times(claims, now, upstream.leeway)
+    return claims
+
+
+def decode(
+    token: str,
+    upstream: UpstreamIssuer,
+    key: jwt.PyJWK,
+    algorithm: str,
+    *,
+    audience: tuple[str, ...],
+    require: tuple[str, ...],
+    refuse: Callable[[str], AuthServerError] = _refuse,
+) -> dict[str, Any]:
+    """The claims, once the signature, ``iss``, ``aud`` (any of ``audience``) and the presence of the claims
+    ``require`` names are checked (times are the caller's, against the injected clock).
+
+    :raises AuthServerError: ``refuse(<the failed check>)``.
+    """
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key=key.key,
             algorithms=[algorithm],
-            audience=list(upstream.audience),
+            audience=list(audience),
             issuer=upstream.issuer,
-            # Times are checked below against the injected clock.
-            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["iss", "aud", "exp"]},
+            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": list(require)},
         )
     except jwt.InvalidSignatureError:
-        raise _refuse("signature does not verify") from None
+        raise refuse("signature does not verify") from None
     except jwt.InvalidAudienceError:
-        raise _refuse(f"audience is not {' or '.join(upstream.audience)}") from None
+        raise refuse(f"audience is not {' or '.join(audience)}") from None
     except jwt.InvalidIssuerError:
-        raise _refuse(f"issuer is not {upstream.issuer}") from None
+        raise refuse(f"issuer is not {upstream.issuer}") from None
     except jwt.MissingRequiredClaimError as exc:
-        raise _refuse(f"no {exc.claim} claim") from None
+        raise refuse(f"no {exc.claim} claim") from None
     except jwt.InvalidAlgorithmError:
-        raise _refuse(f"algorithm {algorithm} does not match the key") from None
+        raise refuse(f"algorithm {algorithm} does not match the key") from None
     except (jwt.PyJWTError, ValueError, TypeError):
-        raise _refuse("malformed (claims do not decode)") from None
-    check_times(claims, now, upstream.leeway)
+        raise refuse("malformed (claims do not decode)") from None
     return claims
 
 
