@@ -101,6 +101,8 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_LOGIN_FAILURE_WINDOW": "the failed-login window in seconds (default 300)",
     "AUTHSERVER_LOGIN_CONCURRENCY": "password checks run at once per process (default: the CPU count, at least 2)",
     "AUTHSERVER_LOGIN_QUEUE": "logins that may wait for a password check before 503 (default 64)",
+    "AUTHSERVER_PASSWORD_MIN_LENGTH": "shortest password `users add`/`set-password` accept, in characters (default 8,"
+    " 8..64); common passwords are refused at any length (NIST SP 800-63B)",
     "REDIS_URL": "redis://[:password@]host:port/db: share limits and session changes across workers and machines",
     "AUTHSERVER_AUTH_RATE_PER_IDENTITY": "limit on /auth per clientId, e.g. 120/minute (default: none)",
     "AUTHSERVER_AUTH_RATE_PER_ADDRESS": "limit on /auth per client address, e.g. 600/minute (default: none)",
@@ -187,6 +189,8 @@ class Settings:
     login_failure_window: int = 300
     login_concurrency: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     login_queue: int = 64
+    #: The shortest password an account may be given (characters); NIST SP 800-63B: at least 8.
+    password_min_length: int = 8
     #: REDIS_URL, or None: one process's own limits and session memory.
     redis_url: str | None = field(default=None, repr=False)
     #: Limits on /auth in the ``limits`` notation ("120/minute"), or None (off).
@@ -655,6 +659,7 @@ class _Reader:
             login_failure_window=self.integer("AUTHSERVER_LOGIN_FAILURE_WINDOW", 300, 1, 86400),
             login_concurrency=self.integer("AUTHSERVER_LOGIN_CONCURRENCY", max(2, os.cpu_count() or 2), 1, 1024),
             login_queue=self.integer("AUTHSERVER_LOGIN_QUEUE", 64, 0, 100_000),
+            password_min_length=self.integer("AUTHSERVER_PASSWORD_MIN_LENGTH", 8, 8, 64),
             redis_url=self.parse("REDIS_URL", None, _redis_url),
             auth_rate_per_identity=self.parse("AUTHSERVER_AUTH_RATE_PER_IDENTITY", None, _rate),
             auth_rate_per_address=self.parse("AUTHSERVER_AUTH_RATE_PER_ADDRESS", None, _rate),

@@ -16,6 +16,7 @@ and the CLI can each render it in one place::
     │   ├── NotFoundError           nothing of that name: no such account or key (404, 40400)
     │   └── AlreadyExistsError      the name is taken (409, 40900)
     ├── DatabaseError               the accounts database cannot be opened
+    ├── ListenError                 a server cannot listen on its address (the port is busy, no permission)
     ├── RateLimitedError            too many attempts: try again later (429, 42910)
     ├── UnavailableError            a dependency (the database) is busy or down: retry (503, 50300)
     │   └── OverloadedError         more requests in flight than the process admits: retry (503, 50300)
@@ -169,6 +170,11 @@ class AlreadyExistsError(UserError):
 
 class DatabaseError(AuthServerError):
     """The accounts database cannot be opened (a missing directory, not a database file)."""
+
+
+class ListenError(AuthServerError):
+    """A server cannot listen on its address (the port is in use, the address is not this machine's,
+    no permission): the message names the address, the server it was for and how to move it."""
 
 
 class RateLimitedError(AuthServerError):

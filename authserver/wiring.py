@@ -20,7 +20,7 @@ from authserver.identity.adminkeys import AdminKeys
 from authserver.identity.oidc.backchannel import UpstreamLogouts
 from authserver.identity.oidc.bearer import BearerAuthenticator, UpstreamVerifier
 from authserver.identity.operations import Operations
-from authserver.identity.passwords import Passwords
+from authserver.identity.passwords import PasswordRules, Passwords
 from authserver.identity.sessions import SessionStore
 from authserver.identity.users import UserStore, outside_policy_problem
 from authserver.infra.changes import LocalChanges, SessionChanges
@@ -310,7 +310,7 @@ def build_services(
     issuer = _issuer(settings, offset.now if settings.time_sync else clock)
     revoker = _revoker(settings, storage, issuer, clock, metrics)
     sessions = _sessions(settings, storage, changes, revoker)
-    users = UserStore(storage.users, passwords or Passwords(), settings.policy, changes, revoker)
+    users = UserStore(storage.users, passwords or Passwords(), settings.policy, changes, revoker, _rules(settings))
     # each fetch of a provider's keys, by outcome
     upstream = upstream_verifier(
         settings, clock, storage.users, on_fetch=None if metrics is None else metrics.jwks_fetch
@@ -382,11 +382,15 @@ class Accounts:
             await self.link.close()
 
 
+def _rules(settings: Settings) -> PasswordRules:
+    return PasswordRules(min_length=settings.password_min_length)
+
+
 def build_accounts(settings: Settings, *, keys: tuple[AblyKey, ...], endpoint: str | None) -> Accounts:
     """:class:`Accounts` of ``settings``' database, revoking with ``keys`` at ``endpoint``."""
     storage = open_storage(settings)
     link = RedisLink(settings.redis_url) if settings.redis_url else None
     changes = RedisChanges(link) if link is not None else None
     revoker = command_revoker(settings, storage, keys, endpoint)
-    users = UserStore(storage.users, Passwords(), settings.policy, changes, revoker)
+    users = UserStore(storage.users, Passwords(), settings.policy, changes, revoker, _rules(settings))
     return Accounts(storage=storage, users=users, revoker=revoker, link=link, changes=changes)

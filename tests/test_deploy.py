@@ -136,3 +136,14 @@ def test_the_systemd_unit_is_hardened() -> None:
         "StateDirectory=authserver",
     ):
         assert re.search(rf"^{re.escape(line)}$", unit, re.MULTILINE), line
+
+
+def test_the_compose_file_says_how_to_make_the_first_account_with_commands_the_cli_has(tmp_path: Path) -> None:
+    prefix = "#   docker compose -f deploy/compose.yaml run --rm authserver "
+    commands = [
+        line[len(prefix) :] for line in (DEPLOY / "compose.yaml").read_text().splitlines() if line.startswith(prefix)
+    ]
+    assert "users add alice --role admin" in commands and "db upgrade" in commands
+    for command in commands:
+        result = _run([*shlex.split(command), "--help"], {"PATH": os.environ["PATH"]}, tmp_path)
+        assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@
 // model's functions, then calls `update()`, which renders the whole page from `state` once per task.
 // Tokens are shown decoded, the raw JWT only when asked for; the page never writes to the console at all.
 
-import { channelOperations, capabilityRows } from './lib/capability.js';
+import { allows, channelOperations, capabilityRows } from './lib/capability.js';
 import { describe, isSessionEnded, loginFailure, sessionEndedText } from './lib/errors.js';
 import { claimRows } from './lib/jwt.js';
 import {
@@ -15,6 +15,7 @@ import {
   messagesAdded,
   messageView,
   note,
+  roleSeen,
   signedIn,
   signedOut,
   sourceWords,
@@ -65,12 +66,14 @@ const el = {
   publishForm: $('publish-form'),
   messageText: $('message-text'),
   publishButton: $('publish-button'),
+  publishHint: $('publish-hint'),
   messages: $('message-list'),
   presence: $('presence-list'),
 };
 
 const JSON_HEADERS = { 'Content-Type': 'application/json', Accept: 'application/json' };
-const CHANNEL_KEY = 'authserver.channel';
+const CHANNEL_KEY = 'authserver.channel:'; // + the clientId: each user's own last channel
+const DEFAULT_CHANNEL = el.channelName.defaultValue;
 const HISTORY_LIMIT = 50;
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -153,7 +156,11 @@ function render() {
   el.channelState.textContent = ch.status === 'none' ? 'none' : `${ch.name} (${ch.status})`;
   el.channelOps.textContent = ch.status === 'none' ? '–' : channelOperations(ch.ops);
   showText(el.channelError, ch.error);
-  el.publishButton.disabled = !(channel && ch.status === 'attached' && conn.state === 'connected');
+  // Publish only where the service says this caller may (Ably would refuse it with 40160 anyway).
+  const mayPublish = allows(ch.ops, 'publish');
+  el.publishButton.disabled = !(channel && ch.status === 'attached' && conn.state === 'connected' && mayPublish);
+  el.messageText.disabled = Boolean(ch.ops) && !mayPublish;
+  showText(el.publishHint, ch.ops && !mayPublish ? `You may not publish on ${ch.name} (allowed: ${channelOperations(ch.ops)}).` : '');
   syncList(el.messages, ch.messages, (m) => m.id, buildMessage, true);
   syncList(el.presence, ch.presence, (id) => id, buildPresent, false);
 }
@@ -274,11 +281,11 @@ function renderTimeline(now) {
   for (const bar of picture.bars) {
     const y = lanesTop + bar.lane * LANE_H;
     parts.push(svg('rect', { class: 'bar-life', x: bar.x, y, width: Math.max(1, bar.w), height: LANE_H - 4, rx: 3 }));
-    parts.push(svg('rect', { class: `bar-used bar-${bar.kind}`, x: bar.x, y, width: bar.usedW, height: LANE_H - 4, rx: 3 }));
+    parts.push(svg('rect', { class: `bar-used bar-${bar.kind}`, x: bar.usedX, y, width: bar.usedW, height: LANE_H - 4, rx: 3 }));
     // The number on the solid part when it fits there, else just after it in the dark ink.
     const onSolid = bar.usedW > 26;
-    const labelX = onSolid ? bar.x + 4 : bar.x + bar.usedW + 3;
-    if (onSolid || bar.w - bar.usedW > 26) {
+    const labelX = onSolid ? bar.usedX + 4 : bar.usedX + bar.usedW + 3;
+    if (onSolid || bar.x + bar.w - (bar.usedX + bar.usedW) > 26) {
       parts.push(svg('text', { class: onSolid ? 'bar-label' : 'bar-label bar-label-dark', x: labelX, y: y + LANE_H - 7 }, `#${bar.n}`));
     }
   }
@@ -322,19 +329,29 @@ function loadAblyJs(source) {
   });
 }
 
-function rememberedChannel() {
+// The last channel each user attached (per clientId: another user of this browser has their own),
+// written only once the attach succeeded.
+function rememberedChannel(clientId) {
   try {
-    return window.localStorage.getItem(CHANNEL_KEY);
+    return window.localStorage.getItem(CHANNEL_KEY + clientId);
   } catch (err) {
     return null; // storage blocked: nothing remembered, nothing lost
   }
 }
 
-function rememberChannel(name) {
+function rememberChannel(clientId, name) {
   try {
-    window.localStorage.setItem(CHANNEL_KEY, name);
+    window.localStorage.setItem(CHANNEL_KEY + clientId, name);
   } catch (err) {
     // storage blocked or full: the page works without it
+  }
+}
+
+function forgetRememberedChannel(clientId, name) {
+  try {
+    if (window.localStorage.getItem(CHANNEL_KEY + clientId) === name) window.localStorage.removeItem(CHANNEL_KEY + clientId);
+  } catch (err) {
+    // storage blocked: nothing was remembered
   }
 }
 
@@ -348,8 +365,6 @@ async function start() {
     update();
   });
   window.addEventListener('resize', update);
-  const remembered = rememberedChannel();
-  if (remembered) el.channelName.value = remembered;
   update();
   try {
     const { response, body } = await fetchJson('/client-config');
@@ -388,7 +403,7 @@ async function start() {
   state.demoLogin = state.demoLogin || Boolean(session.demoLogin);
   if (session.loggedIn) {
     beginSession(session);
-    attachWhenConnected = remembered; // after beginSession: starting a client forgets any pending attach
+    attachWhenConnected = rememberedChannel(session.clientId); // after beginSession: starting a client forgets any pending attach
   } else if (session.ended) {
     state.notice = sessionEndedText({ code: 80019, cause: session.ended });
   }
@@ -518,7 +533,28 @@ async function checkSession(gen) {
 
 function beginSession(who) {
   signedIn(state, who, Date.now());
+  el.channelName.value = rememberedChannel(who.clientId) || DEFAULT_CHANNEL;
   startClient();
+}
+
+// A new token arrived: after a renewal, ask the service who the caller is now (an operator may have
+// changed the role) and what the attached channel allows now, so the page shows what the token says.
+function tokenArrived(client, now) {
+  if (!tokenSeen(state, client.auth.tokenDetails, now)) return;
+  if (state.tokens[state.tokens.length - 1].kind !== 'first') refreshAllowance(generation);
+}
+
+async function refreshAllowance(gen) {
+  const name = channel ? state.channel.name : null;
+  try {
+    const { body } = await fetchJson(name ? `/session?channel=${encodeURIComponent(name)}` : '/session');
+    if (gen !== generation || !state.who || !body || !body.loggedIn) return;
+    roleSeen(state, body.role, Date.now());
+    if (name && channel && state.channel.name === name && body.channel) state.channel.ops = body.channel;
+    update();
+  } catch (err) {
+    // unreachable service: the next renewal asks again
+  }
 }
 
 function startClient() {
@@ -542,7 +578,7 @@ function startClient() {
   });
   ticker = window.setInterval(() => {
     if (gen !== generation) return;
-    tokenSeen(state, client.auth.tokenDetails, Date.now());
+    tokenArrived(client, Date.now());
     update();
   }, 1000);
   update();
@@ -580,7 +616,7 @@ function onConnectionChange(client, change) {
   if (record.events.length > 500) record.events.splice(0, record.events.length - 500);
   if (record.states.length > 500) record.states.splice(0, record.states.length - 500);
   connectionChanged(state, change, now);
-  tokenSeen(state, client.auth.tokenDetails, now);
+  tokenArrived(client, now);
   if (isSessionEnded(reason)) {
     endSession(reason);
     return;
@@ -628,9 +664,9 @@ async function allowedOn(name) {
 
 async function attach(name) {
   const client = realtime;
-  if (!client) return;
+  if (!client || !state.who) return;
+  const clientId = state.who.clientId;
   forgetChannel();
-  rememberChannel(name);
   const ch = client.channels.get(name);
   channel = ch;
   channelChosen(state, name);
@@ -648,7 +684,7 @@ async function attach(name) {
   if (!mine()) return;
   state.channel.ops = ops;
   update();
-  const may = (op) => Boolean(ops && (ops.all || ops.operations.includes(op)));
+  const may = (op) => allows(state.channel.ops, op);
   try {
     await ch.subscribe((message) => {
       if (!mine()) return;
@@ -657,6 +693,7 @@ async function attach(name) {
     }); // attaches
     await ch.presence.subscribe(() => refreshPresence(ch));
   } catch (err) {
+    forgetRememberedChannel(clientId, name); // refused: a reload must not try it again
     if (mine()) {
       state.channel.error = describe(err);
       update();
@@ -665,6 +702,7 @@ async function attach(name) {
   }
   if (!mine()) return;
   state.channel.status = 'attached';
+  rememberChannel(clientId, name); // only now: a channel that never attached is not remembered
   update();
   if (may('history')) {
     try {
@@ -689,7 +727,7 @@ async function onPublish(event) {
   event.preventDefault();
   const ch = channel;
   const text = el.messageText.value;
-  if (!ch || !text.trim()) return;
+  if (!ch || !text.trim() || !allows(state.channel.ops, 'publish')) return;
   state.channel.error = '';
   update();
   try {

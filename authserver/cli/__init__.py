@@ -13,9 +13,9 @@ from typing import TextIO
 
 from authserver import __version__
 from authserver.cli import apikeys, check, db, revoke, sandbox, serve, smoke, token, users
-from authserver.cli.common import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, report, with_storage
+from authserver.cli.common import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, report, use_database, with_storage
 from authserver.config import Settings, load_settings
-from authserver.errors import AuthServerError, ConfigError, DatabaseError
+from authserver.errors import AuthServerError, ConfigError, DatabaseError, ListenError
 from authserver.infra.logs import configure_logging
 
 __all__ = ["EXIT_CONFIG", "EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -36,9 +36,23 @@ COMMANDS: dict[str, Command] = {
     "users": users.run_users,
     "revoke": _revoke,
     "api-keys": lambda settings, args, stdin: apikeys.run_api_keys(settings, args),
-    "db": lambda settings, args, stdin: db.run_db(settings, args.db_command),
+    "db": lambda settings, args, stdin: db.run_db(settings, args),
     "smoke": lambda settings, args, stdin: smoke.run(args, stdin),
 }
+
+
+def _database_use(args: argparse.Namespace) -> bool | None:
+    """Whether the command may create its database (True), uses only one that is there (False), or
+    opens none itself (None: serve and token say which database on their own; the others use none)."""
+    if args.command == "users":
+        return bool(args.users_command == "add")
+    if args.command == "db":
+        return bool(args.db_command in ("upgrade", "restore"))
+    if args.command == "api-keys":
+        return bool(args.keys_command == "create")
+    if args.command == "revoke":
+        return False
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,14 +73,19 @@ def main(
     stdin = stdin or sys.stdin
     try:
         if args.command == "check":
-            return check.run_check(online=args.online, environ=environ)
+            return check.run_check(
+                online=args.online, environ=environ, host=args.host, port=args.port, development=args.dev
+            )
         # Only serve signs session cookies: the other commands need no SESSION_SECRET.
         settings = load_settings(
             environ, need_session_secret=args.command == "serve", development=getattr(args, "dev", False)
         )
         configure_logging(settings.log_level, settings.log_format)
+        creates = _database_use(args)
+        if creates is not None:
+            use_database(settings, creates=creates)
         return COMMANDS[args.command](settings, args, stdin)
-    except (ConfigError, DatabaseError) as exc:
+    except (ConfigError, DatabaseError, ListenError) as exc:
         report(exc.message)
         return EXIT_CONFIG
     except AuthServerError as exc:

@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from authserver.cli.common import EXIT_CONFIG, EXIT_OK, ably_js_note, check_database, connection_limits, with_users
@@ -17,12 +18,25 @@ from authserver.config import SETTINGS_HELP, Settings, load_settings, open_metri
 from authserver.errors import AuthServerError, ConfigError, DatabaseError
 from authserver.identity.users import User, UserStore, outside_policy_problem
 from authserver.infra.redislink import RedisLink
+from authserver.server.serving import url_host
 from authserver.storage.schema import SCHEMA_VERSION
 
 
-def run_check(*, online: bool = False, environ: Mapping[str, str] | None = None) -> int:
+def run_check(
+    *,
+    online: bool = False,
+    environ: Mapping[str, str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    development: bool = False,
+) -> int:
+    """``host``, ``port`` and ``development``: what ``serve --host/--port/--dev`` would be given."""
     try:
-        settings = load_settings(environ)
+        settings = load_settings(environ, development=development)
+        if host is not None:
+            settings = replace(settings, host=host)
+        if port is not None:
+            settings = settings.with_port(port)  # as serve --port moves it, the sandbox with it
     except ConfigError as exc:
         print(f"authserver: {exc.message}", file=sys.stderr)
         print("settings: " + ", ".join(SETTINGS_HELP), file=sys.stderr)
@@ -136,8 +150,12 @@ def _check_lines(settings: Settings) -> list[str]:
         lines.append(f"  signing key: {settings.ably_keys[0].name} ({len(settings.ably_keys)} key(s) configured)")
     else:
         lines.append(f"  signing key: {_development_key_note(settings)}")
+    lines.append(f"  listens on: {_address(settings.host, settings.port)} (--port or AUTHSERVER_PORT)")
     if settings.development:
-        lines.append(f"  Ably: an embedded sandbox on port {settings.sandbox_port or 'any free port'}")
+        lines.append(
+            f"  Ably: an embedded sandbox on {_address(settings.host, settings.sandbox_port)}"
+            f" ({'AUTHSERVER_SANDBOX_PORT' if settings.sandbox_port_explicit else 'the next port'})"
+        )
     else:
         lines.append(f"  Ably: {settings.ably_endpoint or 'real Ably'}")
     if settings.session_secret_ephemeral:
@@ -169,6 +187,10 @@ def _check_lines(settings: Settings) -> list[str]:
         lines.append("  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION.")
     lines.extend(_edge_lines(settings))
     return lines
+
+
+def _address(host: str, port: int) -> str:
+    return f"http://{url_host(host)}:{port}" if port else f"{url_host(host)}, any free port"
 
 
 def _edge_lines(settings: Settings) -> list[str]:
@@ -291,3 +313,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check.add_argument(
         "--online", action="store_true", help="also fetch each identity provider's discovery document and keys"
     )
+    check.add_argument("--dev", action="store_true", help="as serve --dev: development mode when no ABLY_API_KEY")
+    check.add_argument("--host", help="as serve --host: the interface to report")
+    check.add_argument("--port", type=int, help="as serve --port: the port to report (the sandbox follows)")

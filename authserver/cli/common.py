@@ -7,6 +7,7 @@ import getpass
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from authserver.cli.revoke import deliver_best_effort, revocation_keys
@@ -36,6 +37,46 @@ def report(message: str) -> None:
         log.error("%s", message)
     else:
         print(f"authserver: {message}", file=sys.stderr)
+
+
+def note(message: str) -> None:
+    """A line for the operator on stderr (a JSON info line with AUTHSERVER_LOG_FORMAT=json): stdout stays the result."""
+    if json_lines():
+        log.info("%s", message)
+    else:
+        print(f"authserver: {message}", file=sys.stderr)
+
+
+def database_name(settings: Settings) -> str:
+    """The database ``settings`` name, as the operator should read it (a PostgreSQL URL without its password)."""
+    if settings.database_engine == "postgresql":
+        from authserver.storage.postgres import safe_url
+
+        return "PostgreSQL " + safe_url(settings.database_url)
+    return "in memory" if settings.database_path == ":memory:" else f"SQLite {settings.database_path}"
+
+
+def sqlite_missing(settings: Settings) -> bool:
+    """A SQLite file that is not there (yet)."""
+    path = settings.database_path
+    return settings.database_engine == "sqlite" and path != ":memory:" and not Path(path).exists()
+
+
+def use_database(settings: Settings, *, creates: bool) -> None:
+    """Say which database the command works on; a command that only reads or changes what is there
+    (``creates`` false) never makes a SQLite file: it stops, naming where it looked.
+
+    :raises DatabaseError: no SQLite file where the settings point, and the command would not create one.
+    """
+    if not sqlite_missing(settings):
+        note(f"database: {database_name(settings)}")
+        return
+    if not creates:
+        raise DatabaseError(
+            f"no database at {settings.database_path} (nothing created): run the command where `serve` runs,"
+            " or point DATABASE_URL (or AUTHSERVER_ENV_FILE) at the database"
+        )
+    note(f"database: {database_name(settings)} (new: created now)")
 
 
 def read_password(stdin: TextIO, *, confirm: bool) -> str:

@@ -15,14 +15,12 @@ from authserver.server.serving import bind, run_servers, url_host, uvicorn_serve
 
 if TYPE_CHECKING:
     import uvicorn
+    from starlette.applications import Starlette
 
     from authserver.server.guard import ConnectionLimits
 
 
 def run_serve(settings: Settings, host: str | None, port: int | None, workers: int | None = None) -> int:
-    from authserver.http.app import create_app
-    from authserver.infra.metrics import Metrics, prepare_multiprocess_dir
-
     for misspelled in settings.misspelled:
         log.warning("%s", misspelled)
     host = host or settings.host
@@ -40,13 +38,31 @@ def run_serve(settings: Settings, host: str | None, port: int | None, workers: i
         )
         workers = 1
     log.info("database: %s", check_database(settings))  # refuse to start on a database that cannot serve
+    _start_warnings(settings, host)
     if workers > 1:
         return _serve_workers(settings, host, port, workers)
+    if settings.development and port and settings.sandbox_port == port:
+        raise ConfigError([f"AUTHSERVER_SANDBOX_PORT: {port} is the token service's port too; choose another"])
+    # The service's own port first: when both are busy (another serve runs), that is the one to name.
+    sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
     servers: list[tuple[uvicorn.Server, socket.socket]] = []
-    if settings.development:
-        settings = _embedded_sandbox(settings, host, port, servers)
-    if settings.session_secret_ephemeral:
-        log.warning("no SESSION_SECRET: an ephemeral one is used; sessions end when the service stops")
+    try:
+        if settings.development:
+            settings = _embedded_sandbox(settings, host, servers)
+        app = _service_app(settings)
+    except BaseException:
+        for bound in [sock, *(s for _, s in servers)]:
+            bound.close()  # nothing will serve on these now
+        raise
+    limits = connection_limits(settings)
+    servers.insert(0, (uvicorn_server(app, settings.log_level, limits), sock))
+    _announce(settings, host, sock, limits, workers=1)
+    run_servers(servers)
+    return EXIT_OK
+
+
+def _start_warnings(settings: Settings, host: str) -> None:
+    """What serve says before it binds: demo login, where the page's ably-js comes from, short tokens, open metrics."""
     if settings.demo_login:
         log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
     level, note = ably_js_note(settings)
@@ -54,32 +70,25 @@ def run_serve(settings: Settings, host: str | None, port: int | None, workers: i
     for warning in [*short_ttl_warnings(settings), open_metrics_warning(settings, host)]:
         if warning is not None:
             log.warning("%s", warning)
-    limits = connection_limits(settings)
-    sock: socket.socket | None = None
-    try:
-        sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
-        # Once the ports are ours: prometheus-client's multiprocess mode is process-wide.
-        metrics = Metrics(multiprocess_dir=prepare_multiprocess_dir())
-        app = create_app(settings, metrics=metrics)  # accounts outside the policy: warned at start-up
-    except BaseException:
-        for bound in [*(s for _, s in servers), *([sock] if sock is not None else [])]:
-            bound.close()  # nothing will serve on these now
-        raise
-    servers.insert(0, (uvicorn_server(app, settings.log_level, limits), sock))
-    _announce(settings, host, sock, limits, workers=1)
-    run_servers(servers)
-    return EXIT_OK
 
 
-def _embedded_sandbox(
-    settings: Settings, host: str, port: int, servers: list[tuple[uvicorn.Server, socket.socket]]
-) -> Settings:
+def _service_app(settings: Settings) -> Starlette:
+    """The app, once the ports are ours."""
+    from authserver.http.app import create_app
+    from authserver.infra.metrics import Metrics, prepare_multiprocess_dir
+
+    if settings.session_secret_ephemeral:
+        log.warning("no SESSION_SECRET: an ephemeral one is used; sessions end when the service stops")
+    # Once the ports are ours: prometheus-client's multiprocess mode is process-wide.
+    metrics = Metrics(multiprocess_dir=prepare_multiprocess_dir())
+    return create_app(settings, metrics=metrics)  # accounts outside the policy: warned at start-up
+
+
+def _embedded_sandbox(settings: Settings, host: str, servers: list[tuple[uvicorn.Server, socket.socket]]) -> Settings:
     """Development mode: bind the embedded Ably sandbox (with the development key) beside the service;
     add it to ``servers`` and return the settings that point the service at it."""
     from authserver.sandbox import create_sandbox_app
 
-    if port and settings.sandbox_port == port:
-        raise ConfigError([f"AUTHSERVER_SANDBOX_PORT: {port} is the token service's port too; choose another"])
     key, key_file = development_key(settings.database_path)
     sandbox_sock = bind(
         host,
@@ -136,11 +145,6 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> in
         )
     if settings.session_secret_ephemeral:
         raise ConfigError(["SESSION_SECRET: several workers need one shared secret (set SESSION_SECRET)"])
-    if settings.demo_login:
-        log.warning("DEMO LOGIN IS ON: any username and password logs in. NOT FOR PRODUCTION.")
-    for warning in [*short_ttl_warnings(settings), open_metrics_warning(settings, host)]:
-        if warning is not None:
-            log.warning("%s", warning)
     from authserver.infra.metrics import prepare_multiprocess_dir
 
     limits = connection_limits(settings)

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import replace
 
-from authserver.cli.common import EXIT_OK
+from authserver.cli.common import EXIT_OK, database_name, note, sqlite_missing
 from authserver.cli.devkey import development_key, development_key_path
 from authserver.config import Settings
 from authserver.core.callers import Identity
@@ -46,6 +46,12 @@ def run_token(settings: Settings, args: argparse.Namespace) -> int:
                 " or set AUTHSERVER_ENV_FILE",
                 file=sys.stderr,
             )
+    if sqlite_missing(settings):
+        # Only reads: no database here means no accounts, and none is made (a demo name still gets a token).
+        note(f"database: no SQLite file at {settings.database_path}: no accounts (nothing created)")
+        settings = replace(settings, database_url="sqlite:///:memory:", database_path=":memory:")
+    else:
+        note(f"database: {database_name(settings)}")
     svc = build_services(settings, clock=time.time)
 
     async def find() -> Identity:

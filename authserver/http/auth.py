@@ -23,6 +23,7 @@ from authserver.http.common import (
 from authserver.http.params import known_params, parse_token_params
 from authserver.http.responses import PreparedResponse, json_response
 from authserver.identity import Credentials, authenticate_any
+from authserver.identity.sessions import COOKIE_NAME
 from authserver.infra.audit import audit_refused
 from authserver.wiring import Services
 
@@ -51,12 +52,35 @@ def _wants_jwt(accept: str) -> bool:
     return best_jwt > 0 and best_jwt > best_json
 
 
+#: Where a cross-origin request without its cookie is explained (the page in this repository's docs/).
+TROUBLESHOOTING = "docs/troubleshooting.md"
+NO_COOKIE_CROSS_ORIGIN = (
+    "not logged in: no session cookie arrived with this cross-origin request (see "
+    + TROUBLESHOOTING
+    + "); ably-js sends cookies cross-origin only when authHeaders has a key spelled 'authorization'"
+    " in lower case, and a SameSite=Strict cookie never goes cross-site: send a bearer instead"
+)
+
+
 async def _identity(request: Request, svc: Services) -> Identity:
-    credentials = Credentials(cookies=request_cookies(request), headers=request.headers)
+    cookies = request_cookies(request)
+    credentials = Credentials(cookies=cookies, headers=request.headers)
     identity = await authenticate_any(svc.authenticators, credentials, svc.clock())
     if identity is None:
+        if COOKIE_NAME not in cookies and _cross_origin(request, svc):
+            raise NotAuthenticatedError(NO_COOKIE_CROSS_ORIGIN, code=40101)
         raise NotAuthenticatedError("not logged in", code=40101)
     return identity
+
+
+def _cross_origin(request: Request, svc: Services) -> bool:
+    """The request came from a page on another origin (a browser says so in ``Origin``)."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return False
+    origin = origin.rstrip("/").lower()
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
+    return origin not in (own, (svc.settings.public_url or "").lower())
 
 
 async def auth(request: Request) -> Response:

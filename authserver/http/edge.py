@@ -5,6 +5,7 @@ router's layers (:func:`direct`)."""
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -18,9 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from authserver.errors import AuthServerError
 from authserver.http.middleware import security_headers, unexpected_error
 from authserver.http.responses import NO_CACHE, error_response
-from authserver.infra.logs import request_id
+from authserver.infra.logs import FirstSeen, request_id
 from authserver.infra.metrics import Metrics
 
+log = logging.getLogger("authserver.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _NO_CACHE_RAW = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in NO_CACHE.items()]
 
@@ -83,8 +85,9 @@ class Edge:
     - **CORS** for :data:`CORS_PATHS`, for exactly the trusted front-end ``origins``: an allowed origin
       gets ``Access-Control-Allow-Origin: <origin>`` with credentials, a preflight (``OPTIONS`` with
       ``Access-Control-Request-Method``) is answered 204 here, allowing ``Authorization`` and
-      ``Content-Type``; any other origin gets no CORS header at all (its preflight falls through to
-      the app: 405). Every answer of these paths says ``Vary: Origin``.
+      ``Content-Type``; any other origin gets no CORS header at all, and its preflight an Ably-shaped
+      403 naming the origin and ``AUTHSERVER_ALLOWED_ORIGINS`` (logged once per origin, see
+      :func:`refused_preflight`). Every answer of these paths says ``Vary: Origin``.
     - **Security headers** (:func:`~authserver.http.middleware.security_headers`) on every answer, and the
       no-cache headers on every answer whose status is 300 or more; a header the app set is left alone.
     - **Errors**: an unexpected exception becomes an Ably-shaped 500 and only its type and route are
@@ -113,6 +116,8 @@ class Edge:
         self.origins = frozenset(o.rstrip("/").lower() for o in origins)
         self.security = security_headers(connect_src=connect_src, script_src=script_src)
         self.direct = dict(direct or {})
+        #: The refused origins already logged (bounded).
+        self.refused = FirstSeen()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,8 +149,10 @@ class Edge:
                     await _wrong_host()(scope, receive, edge_send)
                     return
             method = scope["method"]
-            if allowed and preflight and method == "OPTIONS":
-                assert origin is not None
+            if cors and preflight and method == "OPTIONS" and origin is not None:
+                if not allowed:
+                    await refused_preflight(origin, path, self)(scope, receive, edge_send)
+                    return
                 status = 204
                 await send(_preflight(origin, rid_header))
                 await send({"type": "http.response.body", "body": b""})
@@ -221,6 +228,17 @@ def _answer_headers(
         headers.extend(header for header in _NO_CACHE_RAW if header[0] not in present)
     headers.append(rid_header)
     return headers
+
+
+def refused_preflight(origin: bytes, path: str, edge: Edge) -> Response:
+    """A CORS preflight from an origin that is not trusted: a 403 that says which origin and which
+    setting (the browser shows it in its network panel), logged the first time each origin is seen."""
+    text = origin.decode("latin-1")[:100]
+    where = "is not in AUTHSERVER_ALLOWED_ORIGINS" if edge.origins else "(AUTHSERVER_ALLOWED_ORIGINS is empty)"
+    message = f"CORS refused: origin {text!r} {where}; add it there to call {path}"
+    if edge.refused.first(text.rstrip("/").lower()):
+        log.warning("%s (logged once per origin)", message)
+    return error_response(40300, 403, message)
 
 
 def _wrong_host() -> Response:

@@ -17,7 +17,7 @@ from authserver.errors import (
     NotFoundError,
     UserError,
 )
-from authserver.identity.passwords import MAX_PASSWORD_LENGTH, Passwords
+from authserver.identity.passwords import MAX_PASSWORD_LENGTH, PasswordRules, Passwords
 from authserver.infra.changes import LocalChanges, SessionChanges
 from authserver.revocation.targets import RevocationQueue, user_target
 from authserver.storage import QueuedRevocations, UserRecord, UserStorage
@@ -54,14 +54,6 @@ def check_username(username: str) -> str:
         raise UserError(exc.message.replace("clientId", "username")) from None
 
 
-def check_password(password: str) -> str:
-    if not password:
-        raise UserError("password is empty")
-    if len(password.encode("utf-8")) > MAX_PASSWORD_LENGTH:
-        raise UserError(f"password is longer than {MAX_PASSWORD_LENGTH} bytes")
-    return password
-
-
 class UserStore:
     """Accounts: validation, password hashing and the login checks, over a :class:`UserStorage`.
 
@@ -75,10 +67,13 @@ class UserStore:
         policy: Policy,
         changes: SessionChanges | None = None,
         revoke: RevocationQueue | None = None,
+        rules: PasswordRules | None = None,
     ) -> None:
         self.storage = storage
         self.passwords = passwords
         self.policy = policy
+        #: What a password given here must be (NIST SP 800-63B).
+        self.rules = rules or PasswordRules()
         self.changes: SessionChanges = changes or LocalChanges()
         #: Takes back the account's live tokens after a change (None: revocation is off).
         self.revoke = revoke
@@ -116,7 +111,8 @@ class UserStore:
         except ClientIdError as exc:
             raise UserError(exc.message) from None
         role = self._check_role(role or self.policy.default_role)
-        user = User(username, client_id, role, False, await self._hash(check_password(password)))
+        password = self.rules.check(password, names=(username, client_id))
+        user = User(username, client_id, role, False, await self._hash(password))
         if not await self.storage.insert(user, created=now):
             raise AlreadyExistsError(f"username or clientId already in use: {username!r} / {client_id!r}")
         await self.changes.announce()  # a demo session of this name ends now
@@ -147,8 +143,10 @@ class UserStore:
 
     async def set_password(self, username: str, password: str) -> None:
         """A new password ends every session of the account and revokes its tokens."""
-        password_hash = await self._hash(check_password(password))
         user = await self.get(username)
+        if user is None:
+            raise UserError(f"no such user: {username!r}")
+        password_hash = await self._hash(self.rules.check(password, names=(username, user.client_id)))
         revoke = self._revocations(user, "password")
         changed = await self.storage.set_password_hash(username, password_hash, end_sessions=True, revoke=revoke)
         await self._changed(changed, username, revoke)

@@ -317,6 +317,24 @@ class LogLimiter:
         return True
 
 
+class FirstSeen:
+    """Whether a key (an origin, say) is new: True once per key for the first ``capacity`` keys;
+    past that, new keys are not remembered (memory stays bounded) and a few a minute count as new."""
+
+    def __init__(self, capacity: int = 256, *, clock: Any = time.monotonic) -> None:
+        self.capacity = capacity
+        self._seen: set[str] = set()
+        self._overflow = LogLimiter(burst=3, interval=60.0, clock=clock)
+
+    def first(self, key: str) -> bool:
+        if key in self._seen:
+            return False
+        if len(self._seen) < self.capacity:
+            self._seen.add(key)
+            return True
+        return self._overflow.admit("overflow")
+
+
 def left_out(suppressed: int) -> str:
     """What a line that gets through says about the ``suppressed`` ones before it ("" for none)."""
     return f" ({suppressed} more like this not logged)" if suppressed else ""

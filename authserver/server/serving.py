@@ -4,6 +4,7 @@ announced), several servers in one event loop (the service beside its developmen
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import socket
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from authserver.errors import ConfigError
+from authserver.errors import ListenError
 from authserver.server.guard import ConnectionLimits, limit_connections
 
 #: Seconds a shutting-down server waits for its in-flight requests.
@@ -23,7 +24,7 @@ def bind(host: str, port: int, *, server: str = "the token service", moved_by: s
     """A listening-ready socket on ``host:port`` (0: any free port) for ``server``.
 
     :param moved_by: the setting or option that chooses this port, named in the error.
-    :raises ConfigError: the address cannot be used (in use, not ours, no permission), naming which
+    :raises ListenError: the address cannot be used (in use, not ours, no permission), naming which
         server it was for and how to move it.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -34,8 +35,9 @@ def bind(host: str, port: int, *, server: str = "the token service", moved_by: s
     except OSError as exc:
         sock.close()
         where = f"{url_host(host)}:{port}"
-        raise ConfigError(
-            [f"cannot listen on {where} for {server}: {exc.strerror} (another port: {moved_by})"]
+        busy = " (is another authserver running there?)" if exc.errno == errno.EADDRINUSE else ""
+        raise ListenError(
+            f"cannot listen on {where} for {server}: {exc.strerror}{busy}; another port: {moved_by}"
         ) from None
     sock.set_inheritable(True)
     return sock

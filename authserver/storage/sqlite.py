@@ -205,6 +205,41 @@ class Database:
             return changed
 
 
+def copy_database(source: str, target: str, *, self_contained: bool = True) -> int:
+    """Copy the SQLite database ``source`` into ``target`` through SQLite's online backup API: a
+    consistent copy even while other connections (a running service) write ``source``.
+
+    :param self_contained: leave ``target`` one file (rollback journal, no ``-wal`` beside it): a backup.
+    :returns: the schema version ``source`` records.
+    :raises DatabaseError: either file cannot be opened, or ``source`` is not an authserver database
+        (then ``target`` is left untouched).
+    """
+    try:
+        src = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            version = _recorded_version(src)
+            if version is None:
+                raise DatabaseError(f"{source} is not an authserver database (no schema_version table)")
+            dst = sqlite3.connect(target, isolation_level=None)
+            try:
+                src.backup(dst)
+                if self_contained:
+                    dst.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot copy {source} to {target}: {exc}") from None
+    return version
+
+
+def _recorded_version(conn: sqlite3.Connection) -> int | None:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    row = conn.execute(SQL.schema_version).fetchone() if "schema_version" in tables else None
+    return int(row[0]) if row is not None and row[0] is not None else None
+
+
 def file_identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of the file at ``path``; None for an in-memory database or a missing file."""
     if path == ":memory:":

@@ -118,8 +118,11 @@ def ably_js_dir() -> Path:
 
 
 @contextmanager
-def serving(workdir: Path, ably_js_dir: Path, *, token_ttl: int, demo_login: bool) -> Iterator[Service]:
-    """``authserver serve`` on ports it picks, development mode (embedded sandbox), one user: alice."""
+def serving(
+    workdir: Path, ably_js_dir: Path, *, token_ttl: int, demo_login: bool, extra: dict[str, str] | None = None
+) -> Iterator[Service]:
+    """``authserver serve`` on ports it picks, development mode (embedded sandbox), one user: alice;
+    ``extra``: more settings."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -137,6 +140,7 @@ def serving(workdir: Path, ably_js_dir: Path, *, token_ttl: int, demo_login: boo
         DATABASE_URL=f"sqlite:///{workdir / 'users.db'}",
         AUTHSERVER_LOG_LEVEL="info",
     )
+    env.update(extra or {})
     # cwd=workdir: no .env of the developer's checkout leaks into the test.
     added = subprocess.run(
         [AUTHSERVER, "users", "add", USERNAME, "--role", "user"],

@@ -225,15 +225,16 @@ def run_main_scenario(page: Page, console: ConsoleLog, service: Service) -> None
     expect(log.locator("li").first.locator("time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
     snapshot(page, console, "renewals", provoked, phone=True)
 
-    # A publish the capability forbids (announcements: subscribe + history) is refused with 40160.
+    # Where the service says publishing is not allowed (announcements: subscribe + history), the page
+    # offers no publish at all, and says why.
     attach(page, "announcements")
     expect(page.get_by_test_id("channel-ops")).to_have_text("history, subscribe")
-    publish(page, "not allowed here")
-    channel_error = page.get_by_test_id("channel-error")
-    expect(channel_error).to_have_text(
-        "Publish refused. Not allowed: your token does not permit this on this channel. (40160)"
+    expect(page.get_by_test_id("publish-button")).to_be_disabled()
+    expect(page.get_by_label("Message", exact=True)).to_be_disabled()
+    expect(page.get_by_test_id("publish-hint")).to_have_text(
+        "You may not publish on announcements (allowed: history, subscribe)."
     )
-    expect(channel_error).to_have_attribute("role", "alert")
+    expect(page.get_by_test_id("channel-error")).to_be_hidden()
     expect(state).to_have_text("connected")
     snapshot(page, console, "forbidden", provoked)
 
@@ -468,3 +469,65 @@ def run_keyboard_and_short_token_scenario(page: Page, console: ConsoleLog, servi
         log = page.get_by_test_id("event-log")
         expect(log.locator("li", has_text="40142").first).to_be_visible()
     snapshot(page, console, "short-tokens", [WRONG_PASSWORD], phone=True)
+
+
+def test_the_page_follows_role_changes_and_remembers_each_users_last_attached_channel(
+    page: tuple[Page, ConsoleLog], service: Service
+) -> None:
+    browser_page, console = page
+    service.cli("users", "add", "carol", stdin="carol-password\n")
+    try:
+        with server_log_on_failure(service):
+            run_role_and_memory_scenario(browser_page, console, service)
+    finally:
+        service.cli("users", "set-role", USERNAME, "user")
+
+
+def run_role_and_memory_scenario(page: Page, console: ConsoleLog, service: Service) -> None:
+    open_page(page, service)
+    log_in(page, PASSWORD)
+    state = page.get_by_test_id("connection-state")
+    expect(state).to_have_text("connected", timeout=15_000)
+    expect(page.get_by_test_id("identity-source")).to_have_text("(account, role user)")
+
+    # A channel is remembered once it attached; one whose attach is refused is not, so a reload goes
+    # back to the last channel that worked instead of retrying the refused one.
+    attach(page, "chat:kept")
+    page.get_by_label("Channel name").fill("secret:plans")
+    page.get_by_test_id("attach-button").click()
+    expect(page.get_by_test_id("channel-error")).to_contain_text("(40160)", timeout=10_000)
+    page.reload()
+    expect(state).to_have_text("connected", timeout=15_000)
+    expect(page.get_by_test_id("channel-state")).to_have_text("chat:kept (attached)", timeout=10_000)
+
+    # Publish follows what the service says: not on announcements for role user...
+    attach(page, "announcements")
+    publish_button = page.get_by_test_id("publish-button")
+    expect(publish_button).to_be_disabled()
+    # ... and the operator makes alice an admin: her tokens are revoked with a re-auth margin, the
+    # page's client renews, and the page shows the new role and what it now allows, without a reload.
+    service.cli("users", "set-role", USERNAME, "admin")
+    identity = page.get_by_test_id("identity-source")
+    expect(identity).to_have_text("(account, role admin)", timeout=REFUSAL_TIMEOUT_MS)
+    expect(page.get_by_test_id("channel-ops")).to_have_text("everything (*)", timeout=5_000)
+    expect(publish_button).to_be_enabled()
+    expect(page.get_by_test_id("publish-hint")).to_be_hidden()
+    publish(page, "now I may")
+    expect(message_item(page, "now I may")).to_be_visible(timeout=5_000)
+    expect(page.get_by_test_id("event-log").locator("li", has_text="role changed from user to admin")).to_have_count(1)
+    expect(state).to_have_text("connected")
+    snapshot(page, console, "role-changed", [SESSION_ENDED])
+
+    # Another user of the same browser has a memory of their own: carol does not get alice's channel.
+    page.get_by_role("button", name="Log out").click()
+    expect(state).to_have_text("closed", timeout=10_000)
+    log_in(page, "carol-password", username="carol")
+    expect(state).to_have_text("connected", timeout=15_000)
+    expect(page.get_by_label("Channel name")).to_have_value("chat:lobby")
+    page.reload()
+    expect(state).to_have_text("connected", timeout=15_000)
+    page.wait_for_timeout(1_000)
+    expect(page.get_by_test_id("channel-state")).to_have_text("none")
+    stored = page.evaluate("() => ({...window.localStorage})")
+    ours = {key: value for key, value in stored.items() if key.startswith("authserver.")}
+    assert ours == {"authserver.channel:alice": "announcements"}, stored  # nothing for carol yet

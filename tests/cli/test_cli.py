@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import socket
+import sqlite3
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,9 +116,14 @@ def user_lines(cli: Cli) -> list[str]:
 # --- users ----------------------------------------------------------------------------------------
 
 
+def database_line(cli: Cli, *, new: bool = False) -> str:
+    """What every command that works on the database says first (on stderr)."""
+    return f"authserver: database: SQLite {cli.database}{' (new: created now)' if new else ''}\n"
+
+
 def test_users_add_reads_the_password_from_stdin(cli: Cli) -> None:
     result = cli("users", "add", "alice", "--role", "user", stdin=f"{PASSWORD}\n")
-    assert result == Result(EXIT_OK, "added alice (clientId alice, role user)\n", "")
+    assert result == Result(EXIT_OK, "added alice (clientId alice, role user)\n", database_line(cli, new=True))
     store = cli.store()
     assert store.verify_login("alice", PASSWORD).client_id == "alice"
 
@@ -131,7 +137,7 @@ def test_users_add_with_a_client_id_and_the_default_role(cli: Cli) -> None:
 def test_users_add_duplicate_fails_with_a_message(cli: Cli, alice: None) -> None:
     result = cli("users", "add", "alice", stdin=f"{PASSWORD}\n")
     assert result.code == EXIT_ERROR
-    assert result.err == "authserver: username or clientId already in use: 'alice' / 'alice'\n"
+    assert result.err == database_line(cli) + "authserver: username or clientId already in use: 'alice' / 'alice'\n"
     assert result.out == ""
 
 
@@ -139,13 +145,43 @@ def test_users_add_with_an_unknown_role_fails(cli: Cli) -> None:
     result = cli("users", "add", "alice", "--role", "boss", stdin=f"{PASSWORD}\n")
     assert result.code == EXIT_ERROR
     assert "role 'boss' is not defined by the policy" in result.err
-    assert user_lines(cli) == ["no users"]
+    assert user_lines(cli) == ["no users"]  # the database was made, but holds no account
 
 
-@pytest.mark.parametrize(("stdin", "message"), [("", "no password on standard input"), ("\n", "password is empty")])
-def test_users_add_without_a_password_fails(cli: Cli, stdin: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [
+        ("", "no password on standard input"),
+        ("\n", "password is empty"),
+        ("short\n", "password is shorter than 8 characters (AUTHSERVER_PASSWORD_MIN_LENGTH)"),
+        ("password1\n", "password is one of the most common passwords: choose another"),
+        ("alice\n", "password is shorter than 8 characters"),
+    ],
+)
+def test_users_add_with_a_password_that_is_missing_short_or_common_fails(cli: Cli, stdin: str, message: str) -> None:
     result = cli("users", "add", "alice", stdin=stdin)
-    assert (result.code, result.err) == (EXIT_ERROR, f"authserver: {message}\n")
+    assert result.code == EXIT_ERROR
+    assert result.err.splitlines()[-1].startswith(f"authserver: {message}")
+    assert not cli.database.exists() or user_lines(cli) == ["no users"]
+
+
+def test_users_add_takes_its_minimum_length_from_the_settings(cli: Cli) -> None:
+    cli.environ["AUTHSERVER_PASSWORD_MIN_LENGTH"] = "20"
+    refused = cli("users", "add", "alice", stdin=f"{PASSWORD}\n")  # 19 characters
+    assert "password is shorter than 20 characters" in refused.err
+    assert cli("users", "add", "alice", stdin=f"{PASSWORD}-x\n").code == EXIT_OK
+    cli.environ["AUTHSERVER_PASSWORD_MIN_LENGTH"] = "6"
+    assert "AUTHSERVER_PASSWORD_MIN_LENGTH" in cli("users", "list").err  # below NIST's 8: refused
+
+
+@pytest.mark.parametrize(
+    ("weak", "rule"), [("1234567", "shorter than 8"), ("iloveyou", "most common"), ("ALICE@example", "own name")]
+)
+def test_users_set_password_follows_the_same_rules(cli: Cli, weak: str, rule: str) -> None:
+    assert cli("users", "add", "alice", "--client-id", "alice@example", stdin=f"{PASSWORD}\n").code == EXIT_OK
+    result = cli("users", "set-password", "alice", stdin=f"{weak}\n")
+    assert result.code == EXIT_ERROR and rule in result.err
+    assert cli.store().verify_login("alice", PASSWORD).subject == "alice"  # the old one still holds
 
 
 def test_users_add_with_an_unsafe_name_fails(cli: Cli) -> None:
@@ -162,12 +198,32 @@ def test_users_list_shows_every_account(cli: Cli, alice: None) -> None:
     ]
 
 
-def test_users_list_with_no_accounts(cli: Cli) -> None:
+def test_users_list_with_no_accounts(cli: Cli, alice: None) -> None:
+    cli("users", "remove", "alice")
     assert user_lines(cli) == ["no users"]
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("users", "list"),
+        ("users", "set-role", "alice", "admin"),
+        ("users", "remove", "alice"),
+        ("db", "status"),
+        ("revoke", "--client-id", "alice"),
+    ],
+)
+def test_a_command_that_only_reads_or_changes_never_creates_the_database(cli: Cli, argv: tuple[str, ...]) -> None:
+    result = cli(*argv)
+    assert result.code == EXIT_CONFIG
+    assert result.err.startswith(f"authserver: no database at {cli.database} (nothing created): run the command")
+    assert "DATABASE_URL" in result.err
+    assert not cli.database.exists()
+    assert list(cli.database.parent.glob("*.db*")) == []
+
+
 def test_users_set_role(cli: Cli, alice: None) -> None:
-    assert cli("users", "set-role", "alice", "admin") == Result(EXIT_OK, "alice: role admin\n", "")
+    assert cli("users", "set-role", "alice", "admin") == Result(EXIT_OK, "alice: role admin\n", database_line(cli))
     assert user_lines(cli) == ["alice\tclientId=alice\trole=admin\tactive"]
 
 
@@ -179,14 +235,14 @@ def test_users_set_role_to_an_unknown_role_fails(cli: Cli, alice: None) -> None:
 
 
 def test_users_disable_and_enable(cli: Cli, alice: None) -> None:
-    assert cli("users", "disable", "alice") == Result(EXIT_OK, "alice: disabled\n", "")
+    assert cli("users", "disable", "alice") == Result(EXIT_OK, "alice: disabled\n", database_line(cli))
     assert user_lines(cli) == ["alice\tclientId=alice\trole=user\tdisabled"]
-    assert cli("users", "enable", "alice") == Result(EXIT_OK, "alice: enabled\n", "")
+    assert cli("users", "enable", "alice") == Result(EXIT_OK, "alice: enabled\n", database_line(cli))
     assert user_lines(cli) == ["alice\tclientId=alice\trole=user\tactive"]
 
 
 def test_users_remove(cli: Cli, alice: None) -> None:
-    assert cli("users", "remove", "alice") == Result(EXIT_OK, "removed alice\n", "")
+    assert cli("users", "remove", "alice") == Result(EXIT_OK, "removed alice\n", database_line(cli))
     assert user_lines(cli) == ["no users"]
 
 
@@ -194,13 +250,14 @@ def test_users_remove(cli: Cli, alice: None) -> None:
     "argv",
     [("set-role", "nobody", "user"), ("disable", "nobody"), ("enable", "nobody"), ("remove", "nobody")],
 )
-def test_users_command_on_an_unknown_user_fails(cli: Cli, argv: tuple[str, ...]) -> None:
-    assert cli("users", *argv) == Result(EXIT_ERROR, "", "authserver: no such user: 'nobody'\n")
+def test_users_command_on_an_unknown_user_fails(cli: Cli, alice: None, argv: tuple[str, ...]) -> None:
+    expected = database_line(cli) + "authserver: no such user: 'nobody'\n"
+    assert cli("users", *argv) == Result(EXIT_ERROR, "", expected)
 
 
 def test_users_set_password(cli: Cli, alice: None) -> None:
     result = cli("users", "set-password", "alice", stdin="a-new-password\n")
-    assert result == Result(EXIT_OK, "alice: password changed\n", "")
+    assert result == Result(EXIT_OK, "alice: password changed\n", database_line(cli))
     store = cli.store()
     assert store.verify_login("alice", "a-new-password").subject == "alice"
 
@@ -300,23 +357,37 @@ def test_token_with_a_capability_outside_the_policy_fails(
 ) -> None:
     result = cli("token", "--user", "alice", "--capability", capability)
     assert result.code != EXIT_OK
-    assert result.err == f"authserver: {message}\n"
+    assert result.err == database_line(cli) + f"authserver: {message}\n"
     assert result.out == ""
 
 
-def test_token_for_an_unknown_user_fails(cli: Cli, production: None) -> None:
-    assert cli("token", "--user", "nobody") == Result(EXIT_ERROR, "", "authserver: no such user: 'nobody'\n")
+def test_token_for_an_unknown_user_fails(cli: Cli, production: None, alice: None) -> None:
+    expected = database_line(cli) + "authserver: no such user: 'nobody'\n"
+    assert cli("token", "--user", "nobody") == Result(EXIT_ERROR, "", expected)
+
+
+def test_token_where_there_is_no_database_says_so_and_creates_none(cli: Cli, production: None) -> None:
+    expected = (
+        f"authserver: database: no SQLite file at {cli.database}: no accounts (nothing created)\n"
+        "authserver: no such user: 'nobody'\n"
+    )
+    assert cli("token", "--user", "nobody") == Result(EXIT_ERROR, "", expected)
+    assert not cli.database.exists()
 
 
 def test_token_for_a_disabled_user_fails(cli: Cli, production: None, alice: None) -> None:
     cli("users", "disable", "alice")
-    assert cli("token", "--user", "alice") == Result(EXIT_ERROR, "", "authserver: user 'alice' is disabled\n")
+    expected = database_line(cli) + "authserver: user 'alice' is disabled\n"
+    assert cli("token", "--user", "alice") == Result(EXIT_ERROR, "", expected)
 
 
 @pytest.mark.parametrize("ttl", ["0", "-5"])
 def test_token_with_a_ttl_that_is_not_positive_fails(cli: Cli, production: None, alice: None, ttl: str) -> None:
     result = cli("token", "--user", "alice", f"--ttl={ttl}")
-    assert (result.code, result.err) == (EXIT_ERROR, "authserver: --ttl must be a positive number of seconds\n")
+    assert (result.code, result.err.splitlines()[-1]) == (
+        EXIT_ERROR,
+        "authserver: --ttl must be a positive number of seconds",
+    )
 
 
 def test_token_without_an_api_key_signs_with_the_development_key_serve_uses(cli: Cli, alice: None) -> None:
@@ -383,7 +454,7 @@ def test_token_with_a_key_needs_no_session_secret(cli: Cli, alice: None) -> None
     result = cli("token", "--user", "alice", "--format", "jwt")
     assert result.code == EXIT_OK, result.err
     assert _verified_claims(result.out.strip())["x-ably-clientId"] == "alice"
-    assert result.err == ""
+    assert result.err == database_line(cli)
 
 
 # --- ports: a busy port names the server it was for and the setting that moves it ----------------
@@ -422,6 +493,21 @@ def test_serve_names_the_token_service_when_its_port_is_busy(cli: Cli, busy_port
     assert "--port or AUTHSERVER_PORT" in result.err
 
 
+def test_a_second_serve_names_the_service_port_not_the_sandbox_port_nor_the_configuration(
+    cli: Cli, busy_port: int
+) -> None:
+    with socket.socket() as sandbox_holder:  # what a first serve holds: both of its ports
+        sandbox_holder.bind(("127.0.0.1", 0))
+        sandbox_holder.listen()
+        cli.environ["AUTHSERVER_SANDBOX_PORT"] = str(sandbox_holder.getsockname()[1])
+        result = cli("serve", "--port", str(busy_port))
+    assert result.code == EXIT_CONFIG
+    last = result.err.splitlines()[-1]
+    assert last.startswith(f"authserver: cannot listen on 127.0.0.1:{busy_port} for the token service: ")
+    assert "is another authserver running there?" in last
+    assert "sandbox" not in result.err and "invalid configuration" not in result.err
+
+
 def test_serve_refuses_a_port_that_is_also_the_sandbox_port(cli: Cli) -> None:
     cli.environ["AUTHSERVER_SANDBOX_PORT"] = "9999"
     result = cli("serve", "--port", "9999")
@@ -437,13 +523,41 @@ def test_check_in_development_without_other_settings_is_ok_with_a_demo_warning(c
     assert result.code == EXIT_OK
     lines = result.out.splitlines()
     assert lines[0].startswith("configuration OK: development")
-    assert "  Ably: an embedded sandbox on port 8001" in lines  # what serve will really use
+    assert "  listens on: http://127.0.0.1:8000 (--port or AUTHSERVER_PORT)" in lines
+    assert "  Ably: an embedded sandbox on http://127.0.0.1:8001 (the next port)" in lines  # what serve will use
     secret = (
         f"  session secret: the development one, kept in {cli.database}.dev-session-secret beside the development key"
     )
     assert any(line.startswith(secret) for line in lines)
     assert "  WARNING: demo login is ON: any username and password logs in. NOT FOR PRODUCTION." in lines
     assert result.err == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "service", "sandbox"),
+    [
+        (["--port", "9000"], {}, "9000 (--port or AUTHSERVER_PORT)", "9001 (the next port)"),
+        ([], {"AUTHSERVER_PORT": "9100"}, "9100 (--port or AUTHSERVER_PORT)", "9101 (the next port)"),
+        (["--port", "9000"], {"AUTHSERVER_SANDBOX_PORT": "7000"}, "9000", "7000 (AUTHSERVER_SANDBOX_PORT)"),
+        (["--port", "9000", "--host", "::1"], {}, "9000", "9001"),
+    ],
+)
+def test_check_shows_the_ports_serve_would_use_with_the_same_options(
+    cli: Cli, argv: list[str], env: dict[str, str], service: str, sandbox: str
+) -> None:
+    cli.environ.update(env)
+    lines = cli("check", *argv).out.splitlines()
+    host = "[::1]" if "--host" in argv else "127.0.0.1"
+    assert any(line.startswith(f"  listens on: http://{host}:{service}") for line in lines), lines
+    assert any(line.startswith(f"  Ably: an embedded sandbox on http://{host}:{sandbox}") for line in lines), lines
+
+
+def test_check_dev_is_serve_dev(cli: Cli) -> None:
+    cli.environ.pop("AUTHSERVER_ENV")
+    assert cli("check").code == EXIT_CONFIG  # no key, and development not asked for
+    result = cli("check", "--dev")
+    assert result.code == EXIT_OK, result.err
+    assert result.out.startswith("configuration OK: development")
 
 
 @pytest.mark.parametrize(
@@ -648,11 +762,13 @@ def test_check_refuses_a_database_with_a_newer_schema(cli: Cli, alice: None) -> 
 
 def test_db_upgrade_and_status_on_sqlite(cli: Cli) -> None:
     # a SQLite file gets the current schema as soon as it is opened (created on first use)
-    assert cli("db", "upgrade").out == f"{cli.database}: already at schema version {SCHEMA_VERSION}\n"
+    assert cli("db", "upgrade") == Result(
+        EXIT_OK, f"{cli.database}: already at schema version {SCHEMA_VERSION}\n", database_line(cli, new=True)
+    )
     assert cli("db", "status") == Result(
         EXIT_OK,
         f"{cli.database}: schema version {SCHEMA_VERSION}; this authserver uses schema version {SCHEMA_VERSION}\n",
-        "",
+        database_line(cli),
     )
 
 
@@ -679,3 +795,74 @@ def test_serve_logs_the_open_metrics_warning_at_start_up(cli: Cli, production: N
     result = cli("serve", "--host", "192.0.2.1", "--port", "0")
     assert result.code == EXIT_CONFIG
     assert "/metrics is open to anyone who reaches 192.0.2.1" in result.err
+
+
+# --- db backup / restore --------------------------------------------------------------------------
+
+
+def test_a_backup_restored_brings_the_accounts_back_as_they_were(cli: Cli, alice: None, tmp_path: Path) -> None:
+    backup = tmp_path / "backups" / "authserver-1.db"
+    backup.parent.mkdir()
+    result = cli("db", "backup", str(backup))
+    assert result == Result(
+        EXIT_OK, f"backed up {cli.database} to {backup} (schema version {SCHEMA_VERSION})\n", database_line(cli)
+    )
+    assert sorted(p.name for p in backup.parent.iterdir()) == ["authserver-1.db"]  # one file, no -wal, no partial
+
+    # After the backup: bob arrives, alice leaves.
+    cli("users", "add", "bob", stdin=f"{PASSWORD}\n")
+    cli("users", "remove", "alice")
+    assert user_lines(cli) == ["bob\tclientId=bob\trole=user\tactive"]
+
+    restored = cli("db", "restore", str(backup))
+    assert restored.code == EXIT_OK, restored.err
+    assert restored.out == f"restored {cli.database} from {backup} (schema version {SCHEMA_VERSION})\n"
+    assert user_lines(cli) == ["alice\tclientId=alice\trole=user\tactive"]
+    assert cli.store().verify_login("alice", PASSWORD).subject == "alice"  # the password hash came back too
+    kept = restored.err.splitlines()[-1].removeprefix("authserver: the database as it was before is kept in ")
+    assert Path(kept).parent == cli.database.parent and Path(kept).name.startswith("users.db.before-restore-")
+    with sqlite3.connect(kept) as before:
+        assert [row[0] for row in before.execute("SELECT username FROM users")] == ["bob"]
+
+
+def test_a_backup_is_consistent_while_another_connection_is_writing(cli: Cli, alice: None, tmp_path: Path) -> None:
+    writer = sqlite3.connect(cli.database, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE users SET role = 'admin' WHERE username = 'alice'")  # not committed
+        assert cli("db", "backup", str(tmp_path / "b.db")).code == EXIT_OK  # no wait for the writer
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    with sqlite3.connect(tmp_path / "b.db") as copy:
+        assert copy.execute("SELECT role FROM users").fetchall() == [("user",)]
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_backup_never_overwrites_a_file_and_needs_a_database(cli: Cli, tmp_path: Path) -> None:
+    missing = cli("db", "backup", str(tmp_path / "b.db"))
+    assert missing.code == EXIT_CONFIG and "no database at" in missing.err
+    assert not cli.database.exists()
+    cli("users", "add", "alice", stdin=f"{PASSWORD}\n")
+    (tmp_path / "b.db").write_text("precious")
+    refused = cli("db", "backup", str(tmp_path / "b.db"))
+    assert refused.code == EXIT_ERROR and "exists already: a backup never overwrites a file" in refused.err
+    assert (tmp_path / "b.db").read_text() == "precious"
+
+
+def test_restore_refuses_a_file_that_is_not_an_authserver_backup(cli: Cli, alice: None, tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    result = cli("db", "restore", str(other))
+    assert result.code == EXIT_CONFIG and "is not an authserver database" in result.err
+    assert user_lines(cli) == ["alice\tclientId=alice\trole=user\tactive"]  # the database untouched
+    assert not list(cli.database.parent.glob("users.db.before-restore-*"))  # nothing changed, nothing kept
+    assert cli("db", "restore", str(tmp_path / "nothing.db")).err.endswith(f"no backup at {tmp_path}/nothing.db\n")
+
+
+def test_backup_of_postgresql_points_to_pg_dump(cli: Cli) -> None:
+    cli.environ["DATABASE_URL"] = "postgresql://authserver:secret-pw@127.0.0.1:9/authserver"
+    result = cli("db", "backup", "x.dump")
+    assert result.code == EXIT_ERROR
+    assert "pg_dump --format=custom" in result.err and "secret-pw" not in result.err

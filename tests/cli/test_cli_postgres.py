@@ -11,6 +11,7 @@ import pytest
 from realservers import Postgres, free_port
 
 from authserver.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
+from authserver.storage.postgres import safe_url
 from authserver.storage.schema import SCHEMA_VERSION
 
 from conftest import fresh_postgres_url
@@ -45,10 +46,11 @@ def run(
 def test_accounts_and_tokens_on_postgres(
     database_url: str, environ: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    named = f"authserver: database: PostgreSQL {safe_url(database_url)}\n"
     assert run(capsys, environ, "users", "add", "alice", stdin=f"{PASSWORD}\n") == (
         EXIT_OK,
         "added alice (clientId alice, role user)\n",
-        "",
+        named,
     )
     assert run(capsys, environ, "users", "set-role", "alice", "admin")[0] == EXIT_OK
     assert run(capsys, environ, "users", "list")[1] == "alice\tclientId=alice\trole=admin\tactive\n"
@@ -59,7 +61,7 @@ def test_accounts_and_tokens_on_postgres(
     assert run(capsys, environ, "token", "--user", "alice") == (
         EXIT_ERROR,
         "",
-        "authserver: user 'alice' is disabled\n",
+        named + "authserver: user 'alice' is disabled\n",
     )
     # (removing revokes alice's tokens: stderr says whether Ably took the revocation now)
     assert run(capsys, environ, "users", "remove", "alice")[:2] == (EXIT_OK, "removed alice\n")

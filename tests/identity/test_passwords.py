@@ -6,7 +6,8 @@ from functools import partial
 
 import pytest
 
-from authserver.identity.passwords import Passwords
+from authserver.errors import UserError
+from authserver.identity.passwords import PasswordRules, Passwords, common_passwords
 
 # Real argon2id with cheap parameters: the tests check behaviour, not the work factor.
 fast_passwords = partial(Passwords, time_cost=1, memory_cost=8192, parallelism=1)
@@ -73,3 +74,58 @@ def test_hash_with_other_parameters_needs_rehash(passwords: Passwords) -> None:
 def test_hash_made_with_other_parameters_still_verifies(passwords: Passwords) -> None:
     stronger = fast_passwords(time_cost=2, memory_cost=16384)
     assert passwords.verify(stronger.hash("correct horse"), "correct horse") is True
+
+
+# --- the rules a new password must pass (NIST SP 800-63B) -----------------------------------------
+
+RULES = PasswordRules()
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "correct horse battery staple",  # a passphrase of lower-case words: no composition rules
+        "abcdefgh"[::-1] + "!",  # 9 characters, nothing common
+        "zq8-vw4k",  # exactly 8
+        "мойпароль-2",  # other scripts count by character, not by byte
+        "p" * 8 + "q",
+    ],
+)
+def test_a_password_of_eight_characters_or_more_that_is_not_common_is_accepted(password: str) -> None:
+    assert RULES.check(password, names=("alice",)) == password
+
+
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("", "password is empty"),
+        ("x", "password is shorter than 8 characters (AUTHSERVER_PASSWORD_MIN_LENGTH)"),
+        ("Tr0ub4!", "password is shorter than 8 characters"),  # complexity does not make up for length
+        ("password", "password is one of the most common passwords"),
+        ("12345678", "password is one of the most common passwords"),
+        ("IloveYou", "password is one of the most common passwords"),  # whatever the case
+        ("qwertyuiop", "password is one of the most common passwords"),
+        ("Alice-Smith", "password is the account's own name"),
+        ("alice@example.com", "password is the account's own name"),  # the clientId too
+        ("zzzzzzzzzzzz", "password is one character repeated"),
+        ("é" * 600, "password is longer than 1024 bytes"),
+    ],
+)
+def test_a_password_that_breaks_a_rule_is_refused_saying_which(password: str, rule: str) -> None:
+    with pytest.raises(UserError) as refused:
+        RULES.check(password, names=("alice-smith", "alice@example.com"))
+    assert refused.value.message.startswith(rule)
+    assert not password or password not in refused.value.message.replace("password", "")  # never quoted
+
+
+def test_the_minimum_length_is_a_setting_of_eight_or_more() -> None:
+    longer = PasswordRules(min_length=15)
+    with pytest.raises(UserError, match=r"^password is shorter than 15 characters"):
+        longer.check("zq8-vw4k-ab")
+    assert longer.check("zq8-vw4k-ab-cd-e") == "zq8-vw4k-ab-cd-e"
+
+
+def test_the_common_passwords_come_from_a_maintained_list_of_tens_of_thousands() -> None:
+    common = common_passwords()
+    assert len(common) >= 30_000
+    assert {"123456", "password", "letmein", "dragon"} <= common

@@ -291,7 +291,7 @@ async def test_a_session_of_another_source_ends_once_an_account_holds_its_name(
 ) -> None:
     upstream = Identity(subject="u-17", client_id="carol", role="user", source="oidc:https://issuer.example")
     cookie = await sessions.create(upstream, NOW)
-    await users.add("carol", "pw", role="admin", client_id=None, now=NOW)
+    await users.add("carol", "pw-for-carol", role="admin", client_id=None, now=NOW)
     with pytest.raises(NotAuthenticatedError, match=r"^oidc:https://issuer.example session has ended"):
         await sessions.authenticate(with_cookie(cookie), NOW)
 
@@ -302,7 +302,7 @@ async def test_demo_session_ends_once_an_account_holds_its_name(
 ) -> None:
     cookie = await sessions.create(DORA, NOW)
     assert await sessions.authenticate(with_cookie(cookie), NOW) == DORA
-    await users.add(username, "pw", role="admin", client_id=client_id, now=NOW)
+    await users.add(username, "pw-for-the-account", role="admin", client_id=client_id, now=NOW)
     with pytest.raises(NotAuthenticatedError, match="demo session has ended"):
         await sessions.authenticate(with_cookie(cookie), NOW)  # even within the recheck interval
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from starlette.testclient import TestClient
 
@@ -38,10 +40,45 @@ def test_a_preflight_from_a_trusted_origin_allows_credentials_and_the_auth_heade
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_preflight_from_another_origin_gets_no_cors_headers(client: TestClient, path: str) -> None:
+def test_a_preflight_from_another_origin_is_refused_saying_which_origin_and_which_setting(
+    client: TestClient, path: str
+) -> None:
     response = client.options(path, headers={"Origin": OTHER, "Access-Control-Request-Method": "POST"})
-    assert response.status_code != 204
+    assert response.status_code == 403
     assert not any(name.startswith("access-control-") for name in response.headers)
+    assert response.headers["vary"] == "Origin"
+    error = response.json()["error"]
+    assert error["code"] == 40300
+    assert error["message"] == (
+        f"CORS refused: origin '{OTHER}' is not in AUTHSERVER_ALLOWED_ORIGINS; add it there to call {path}"
+    )
+    assert response.headers["x-ably-errorcode"] == "40300"
+
+
+def test_a_refused_origin_is_logged_once_however_often_it_asks(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="authserver.http"):
+        for path in [*PATHS, *PATHS]:
+            client.options(path, headers={"Origin": OTHER, "Access-Control-Request-Method": "GET"})
+        client.options("/auth", headers={"Origin": "https://other.example", "Access-Control-Request-Method": "GET"})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("CORS refused")]
+    assert len(lines) == 2
+    assert OTHER in lines[0] and "AUTHSERVER_ALLOWED_ORIGINS" in lines[0] and "logged once per origin" in lines[0]
+    assert "https://other.example" in lines[1]
+
+
+def test_refused_origins_past_the_first_few_hundred_are_not_remembered_and_rarely_logged(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="authserver.http"):
+        for n in range(300):
+            response = client.options(
+                "/auth", headers={"Origin": f"https://o{n}.example", "Access-Control-Request-Method": "GET"}
+            )
+            assert response.status_code == 403  # every one still answered
+    logged = [r for r in caplog.records if r.getMessage().startswith("CORS refused")]
+    assert 256 <= len(logged) <= 256 + 3
 
 
 def test_a_credentialed_request_from_a_trusted_origin_may_read_the_answer(client: TestClient) -> None:
@@ -73,6 +110,12 @@ def test_without_trusted_origins_nobody_gets_cors(make_service: ServiceFactory) 
     client = make_service().client
     response = client.options("/auth", headers={"Origin": APP, "Access-Control-Request-Method": "GET"})
     assert "access-control-allow-origin" not in response.headers
+    assert response.status_code == 403
+    assert "(AUTHSERVER_ALLOWED_ORIGINS is empty); add it there" in response.json()["error"]["message"]
+
+
+def test_an_options_request_that_is_not_a_preflight_is_left_to_the_app(client: TestClient) -> None:
+    assert client.options("/auth", headers={"Origin": OTHER}).status_code == 405
 
 
 @pytest.mark.node
@@ -84,3 +127,32 @@ def test_a_bearer_from_a_trusted_origin_gets_a_token_it_may_read(
     response = client.post("/auth", headers={"Origin": APP, "Authorization": f"Bearer {token}"})
     assert response.status_code == 200 and response.json()["clientId"] == "alice"
     assert response.headers["access-control-allow-origin"] == APP
+
+
+# --- a cross-origin /auth whose cookie did not come along -----------------------------------------
+
+
+def test_a_cross_origin_auth_without_its_cookie_says_no_cookie_arrived_and_where_to_read_why(
+    client: TestClient,
+) -> None:
+    response = client.get("/auth", headers={"Origin": APP})
+    assert response.status_code == 401  # still "log in and retry": the page may not have logged in yet
+    message = response.json()["error"]["message"]
+    assert message.startswith("not logged in: no session cookie arrived with this cross-origin request")
+    assert "docs/troubleshooting.md" in message
+    assert "'authorization' in lower case" in message
+    assert "docs/troubleshooting.md" in response.headers["x-ably-errormessage"]  # what ably-js reports
+
+
+@pytest.mark.parametrize("origin", [None, "http://testserver", "null"])
+def test_a_same_origin_auth_without_a_cookie_is_plainly_not_logged_in(client: TestClient, origin: str | None) -> None:
+    headers = {} if origin is None else {"Origin": origin}
+    assert client.get("/auth", headers=headers).json()["error"]["message"] == "not logged in"
+
+
+def test_a_cross_origin_auth_whose_cookie_arrived_but_is_not_valid_is_not_blamed_on_the_cookie(
+    client: TestClient,
+) -> None:
+    client.cookies.set("authserver_session", "garbage")
+    message = client.get("/auth", headers={"Origin": APP}).json()["error"]["message"]
+    assert message == "session is not valid; log in again"

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { capabilityRows, channelOperations, parseCapability } from '../../web/lib/capability.js';
+import { allows, capabilityRows, channelOperations, parseCapability } from '../../web/lib/capability.js';
 
 test('capabilityRows is one sorted row per resource, "*" read as everything', () => {
   const rows = capabilityRows('{"private:alice":["*"],"chat:*":["subscribe","publish"],"announcements":["subscribe"]}');
@@ -23,4 +23,11 @@ test("channelOperations words the service's answer; the page does no matching of
   assert.equal(channelOperations({ operations: [], all: false }), 'nothing');
   assert.equal(channelOperations({ operations: ['history', 'subscribe'], all: false }), 'history, subscribe');
   assert.equal(channelOperations({ operations: ['history', 'publish'], all: true }), 'everything (*)');
+});
+
+test('allows follows the service answer: all, a listed operation, nothing without an answer', () => {
+  assert.equal(allows({ all: true, operations: [] }, 'publish'), true);
+  assert.equal(allows({ all: false, operations: ['history', 'subscribe'] }, 'publish'), false);
+  assert.equal(allows({ all: false, operations: ['publish'] }, 'publish'), true);
+  assert.equal(allows(null, 'publish'), false);
 });

@@ -10,6 +10,7 @@ import {
   messagesAdded,
   messageView,
   note,
+  roleSeen,
   signedIn,
   signedOut,
   tokenSeen,
@@ -136,4 +137,15 @@ test('renewal counts survive the timeline dropping its oldest tokens', () => {
   assert.equal(state.renewals, MAX_TOKENS + 10);
   assert.deepEqual(state.renewedBy, { 'in-band': MAX_TOKENS + 10, reconnect: 0 });
   assert.equal(state.tokens[state.tokens.length - 1].n, MAX_TOKENS + 11);
+});
+
+test('a role the service reports after a renewal replaces the shown one, once, in the log', () => {
+  const state = connected();
+  assert.equal(roleSeen(state, 'user', 2_000), false);
+  assert.equal(roleSeen(state, 'admin', 2_000), true);
+  assert.equal(state.who.role, 'admin');
+  assert.equal(state.log[state.log.length - 1].text, 'role changed from user to admin');
+  assert.equal(roleSeen(state, 'admin', 3_000), false);
+  signedOut(state, 4_000);
+  assert.equal(roleSeen(state, 'user', 5_000), false); // nobody to change
 });

@@ -74,6 +74,26 @@ test('layout puts each token on the time axis, solid while in use, and marks eac
   assert.equal(picture.lanes, 2);
 });
 
+test('a renewal is marked when the client received the token, not at its back-dated iat', () => {
+  // The service back-dates iat by TOKEN_IAT_MARGIN (5 s): the event log says when the token arrived.
+  const now = T0 + 40_000;
+  const tokens = [
+    { n: 1, issued: T0 - 5_000, expires: T0 + 28_000, receivedAt: T0, replacedAt: T0 + 20_000, kind: 'first' },
+    { n: 2, issued: T0 + 15_000, expires: T0 + 48_000, receivedAt: T0 + 20_000, replacedAt: null, kind: 'in-band' },
+  ];
+  const picture = layout({ tokens, states: [], now, width: 600 });
+  const px = (t) => ((t - picture.start) / 60_000) * 600;
+  assert.deepEqual(picture.marks.map((m) => [m.n, Math.round(m.x)]), [[2, Math.round(px(T0 + 20_000))]]);
+  // each bar: valid from iat, in use from receipt until its successor arrived
+  assert.deepEqual(
+    picture.bars.map((b) => [b.n, Math.round(b.x), Math.round(b.usedX), Math.round(b.usedW)]),
+    [
+      [1, Math.round(px(T0 - 5_000)), Math.round(px(T0)), 200],
+      [2, Math.round(px(T0 + 15_000)), Math.round(px(T0 + 20_000)), 200],
+    ],
+  );
+});
+
 test('bars outside the window are left out, and at most MAX_LANES of the newest are drawn', () => {
   const now = T0 + 100_000;
   const tokens = Array.from({ length: 20 }, (_, i) => token(i + 1, T0 + i * 3_000, 33_000, i ? 'in-band' : 'first'));

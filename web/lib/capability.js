@@ -30,3 +30,8 @@ export function channelOperations(answer) {
   if (answer.all) return 'everything (*)';
   return answer.operations && answer.operations.length ? answer.operations.join(', ') : 'nothing';
 }
+
+/** Whether the service's answer for a channel (GET /session?channel=) allows `operation` there; no answer: no. */
+export function allows(answer, operation) {
+  return Boolean(answer && (answer.all || (answer.operations || []).includes(operation)));
+}

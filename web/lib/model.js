@@ -131,6 +131,18 @@ export function tokenSeen(state, details, now) {
   return true;
 }
 
+/**
+ * The service said who the caller is now (GET /session after a renewal): an operator's `users set-role`
+ * reaches the page with the next token. Returns true when the role changed.
+ */
+export function roleSeen(state, role, now) {
+  if (!state.who || typeof role !== 'string' || !role || state.who.role === role) return false;
+  const before = state.who.role;
+  state.who = { ...state.who, role };
+  note(state, now, 'info', `role changed from ${before} to ${role}`);
+  return true;
+}
+
 /** A connection state change (or an `update` while connected) from ably-js. */
 export function connectionChanged(state, change, now) {
   const reason = change.reason || null;

@@ -52,10 +52,11 @@ export function assignLanes(tokens) {
 
 /**
  * The whole picture for `width` pixels at time `now`:
- * - `bars`: one per visible token (the latest MAX_LANES), `x`/`w` for its validity, `usedW` for the
- *   part during which it was the connection's token (until its successor arrived), `lane`, `kind`;
- * - `marks`: renewals where they happened, `kind` "in-band" (AUTH on the open connection) or
- *   "reconnect" (a new connection after the token ran out);
+ * - `bars`: one per visible token (the latest MAX_LANES), `x`/`w` for its validity (from its `iat`,
+ *   which the service back-dates a few seconds), `usedX`/`usedW` for the part during which it was the
+ *   connection's token (from when the client received it until its successor arrived), `lane`, `kind`;
+ * - `marks`: renewals when the client received the new token (as the event log beside says), `kind`
+ *   "in-band" (AUTH on the open connection) or "reconnect" (a new connection after the token ran out);
  * - `bands`: the connection state over time; `ticks`; `nowX`.
  */
 export function layout({ tokens, states, now, width }) {
@@ -64,21 +65,24 @@ export function layout({ tokens, states, now, width }) {
   const x = (t) => ((Math.min(Math.max(t, start), end) - start) / span) * width;
   const visible = tokens.filter((t) => t.expires > start && t.issued < end).slice(-MAX_LANES);
   const lanes = assignLanes(visible);
+  const received = (t) => (t.receivedAt == null ? t.issued : t.receivedAt);
   const bars = visible.map((token, i) => {
     const usedUntil = Math.min(token.replacedAt == null ? now : token.replacedAt, token.expires);
+    const usedFrom = Math.min(received(token), usedUntil);
     return {
       n: token.n,
       kind: token.kind,
       lane: lanes[i],
       x: x(token.issued),
       w: x(token.expires) - x(token.issued),
-      usedW: Math.max(0, x(usedUntil) - x(token.issued)),
+      usedX: x(usedFrom),
+      usedW: Math.max(0, x(usedUntil) - x(usedFrom)),
       runsOn: token.expires > end,
     };
   });
   const marks = tokens
-    .filter((t) => t.kind !== 'first' && t.issued >= start && t.issued <= end)
-    .map((t) => ({ n: t.n, kind: t.kind, x: x(t.issued) }));
+    .filter((t) => t.kind !== 'first' && received(t) >= start && received(t) <= end)
+    .map((t) => ({ n: t.n, kind: t.kind, x: x(received(t)) }));
   const bands = [];
   states.forEach((entry, i) => {
     const until = i + 1 < states.length ? states[i + 1].at : now;
