@@ -230,10 +230,11 @@ async def _hold(storage: PostgresStorage, seconds: float) -> None:
 
 @pytest.mark.anyio
 async def test_a_busy_pool_is_a_503_that_leaves_the_breaker_closed(postgres: Postgres) -> None:
-    storage = PostgresStorage(await fresh_postgres_url(postgres), max_size=1, wait=0.3)
+    storage = PostgresStorage(await fresh_postgres_url(postgres), max_size=1, wait=1.5)
     await storage.open()
-    # one connection, three calls of 0.2 s: the second is served at 0.2 s, the third cannot be within 0.3 s
-    results = await asyncio.gather(*(_hold(storage, 0.2) for _ in range(3)), return_exceptions=True)
+    # one connection, three calls of 1 s: the second is served at 1 s, the third cannot be within 1.5 s
+    # (half a second of slack either way, for a loaded machine)
+    results = await asyncio.gather(*(_hold(storage, 1.0) for _ in range(3)), return_exceptions=True)
     assert [type(r).__name__ for r in results].count("StoreUnavailableError") == 1
     assert storage.breaker.problem is None  # others were served meanwhile: busy, not gone
     await _hold(storage, 0)
