@@ -15,8 +15,10 @@
 //   - POST /dev/token  user=alice  ->  {"access_token", "token_type", "expires_in"}: an access token for
 //     a demo user, issued by the provider itself (a custom grant of this development provider, since
 //     oidc-provider has no password grant). This is what `scripts/idp-token alice` prints.
-//   - with --examples-port, the examples/ folder on that port (another origin than the service), and
-//     GET /dev-config.json there: where the service, its sandbox and this provider are.
+//   - with --examples-port, the examples/ folder on that port (another origin than the service),
+//     GET /dev-config.json there (where the service, its sandbox and this provider are), and the
+//     service's /auth, /login, /logout, /session and /client-config forwarded, as a reverse proxy would
+//     for a page on the service's own origin.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -208,9 +210,29 @@ async function devConfig() {
   };
 }
 
-// The examples' origin: files of examples/ (no listing, nothing outside it) and /dev-config.json.
+// What the examples' origin forwards to the service, as a reverse proxy in front of a same-origin app
+// would (examples/same-origin): the token service's API under the page's own origin.
+const FORWARDED = new Set(['/auth', '/login', '/logout', '/session', '/client-config']);
+
+function forward(req, res) {
+  const target = new URL(req.url, service);
+  const headers = { ...req.headers, host: target.host, 'x-forwarded-host': req.headers.host };
+  const upstream = http.request(target, { method: req.method, headers }, (answer) => {
+    res.writeHead(answer.statusCode, answer.headers);
+    answer.pipe(res);
+  });
+  upstream.on('error', () => { res.writeHead(502, { 'content-type': 'text/plain' }); res.end('authserver is not answering\n'); });
+  req.pipe(upstream);
+}
+
+// The examples' origin: files of examples/ (no listing, nothing outside it), /dev-config.json, and
+// the service's API forwarded.
 async function serveExample(req, res) {
   const url = new URL(req.url, 'http://x');
+  if (FORWARDED.has(url.pathname)) {
+    forward(req, res);
+    return;
+  }
   if (url.pathname === '/dev-config.json') {
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(JSON.stringify(await devConfig()));

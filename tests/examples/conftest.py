@@ -209,3 +209,32 @@ def screenshot(page: Page, name: str) -> None:
     if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
         DOCS_SCREENSHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(DOCS_SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def install_example(folder: Path) -> None:
+    """``npm ci`` of an example's own lock, from the npm cache when it holds the packages (the first
+    run on a new machine downloads them from the registry)."""
+    if (folder / "node_modules" / ".package-lock.json").is_file():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed (scripts/setup --test installs it)")
+    done = subprocess.run(
+        [npm, "ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def expect_connected_across_renewals(page: Page, client_id: str, message: str) -> None:
+    """The example page's status: connected as ``client_id``, its own ``message`` echoed back, then
+    RENEWALS token renewals one after another, still connected."""
+    expect(page.locator("#state")).to_have_text("connected", timeout=20_000)
+    expect(page.locator("#client-id")).to_have_text(client_id)
+    expect(page.locator("#message")).to_have_text(f"{client_id}: {message}", timeout=10_000)
+    for renewal in range(1, RENEWALS + 1):
+        expect(page.locator("#renewals")).to_have_text(str(renewal), timeout=30_000)
+    expect(page.locator("#state")).to_have_text("connected")
