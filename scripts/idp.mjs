@@ -3,7 +3,7 @@
 // .cache/node), listening on 127.0.0.1 only, with throwaway keys made at every start, fixed demo users and
 // fixed client secrets written in this file. Never point a production authserver at it.
 //
-//   node scripts/idp.mjs --port 8002 --service http://127.0.0.1:8000 [--examples-port 8003]
+//   node scripts/idp.mjs --port 8002 --service http://127.0.0.1:8000 [--examples-port 8003] [--state FILE]
 //
 // `scripts/serve --idp` starts it (and configures the service to trust it); see docs/development-idp.md.
 // What it offers:
@@ -113,7 +113,7 @@ const provider = new Provider(issuer, {
     },
   },
   pkce: { required: () => true },
-  ttl: { AccessToken: ACCESS_TOKEN_TTL, IdToken: ACCESS_TOKEN_TTL },
+  ttl: { AccessToken: ACCESS_TOKEN_TTL, IdToken: ACCESS_TOKEN_TTL, ClientCredentials: ACCESS_TOKEN_TTL },
   cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
   findAccount: (ctx, id) => ({ accountId: id, claims: () => ({ sub: id, ...profile(id) }) }),
 });
@@ -253,13 +253,25 @@ async function serveExample(req, res) {
   fs.createReadStream(file).pipe(res);
 }
 
+// Once listening: where it is, as one JSON object, into the --state file (scripts/idp-token reads it;
+// written whole, then renamed, so a reader never sees half of it) or else on stdout.
+function announce() {
+  const state = JSON.stringify({ issuer, audience: AUDIENCE, service, examples: examplesOrigin, users: Object.keys(USERS) });
+  const file = option('state', '');
+  if (!file) {
+    console.log(state);
+    return;
+  }
+  fs.writeFileSync(`${file}.tmp`, `${state}\n`);
+  fs.renameSync(`${file}.tmp`, file);
+}
+
 server.listen(port, '127.0.0.1', () => {
-  const state = { issuer, audience: AUDIENCE, service, examples: examplesOrigin, users: Object.keys(USERS) };
   if (examplesPort === null) {
-    console.log(JSON.stringify(state));
+    announce();
     return;
   }
   http.createServer((req, res) => { serveExample(req, res).catch(() => res.end()); })
-    .listen(examplesPort, '127.0.0.1', () => console.log(JSON.stringify(state)));
+    .listen(examplesPort, '127.0.0.1', announce);
 });
 for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.exit(0));

@@ -29,9 +29,9 @@ def test_the_python_worker_stays_connected_across_renewals(dev_stack: DevStack) 
 def test_the_node_backend_stays_connected_across_renewals(dev_stack: DevStack) -> None:
     install_example(REPO / "examples" / "node-backend")
     output = dev_stack.run(
-        f"ACCESS_TOKEN=$(scripts/idp-token bob) node examples/node-backend/backend.mjs --renewals {RENEWALS}",
+        f"ACCESS_TOKEN=$(scripts/idp-token alice) node examples/node-backend/backend.mjs --renewals {RENEWALS}",
         extra_env={"SERVICE_URL": dev_stack.service},
     )
-    assert "connected as bob" in output
-    assert "message: backend bob is up" in output
+    assert "connected as alice" in output
+    assert "message: backend alice is up" in output
     assert renewal_lines(output) == [f"renewed {n}, still connected" for n in range(1, RENEWALS + 1)]
