@@ -77,6 +77,11 @@ COVERAGE: list[tuple[str, str, str]] = [
         "examples/python-worker/worker.py --renewals",
     ),
     (r"scripts/test", "scripts/test", "exec .venv/bin/pytest"),  # the suite's own runner
+    (
+        r"UPDATE_DOCS_SCREENSHOTS=1 \.venv/bin/pytest tests/examples",
+        "tests/examples/conftest.py",
+        "UPDATE_DOCS_SCREENSHOTS",
+    ),
     (r"\.venv/bin/authserver serve \[--dev\].*", "tests/cli/test_development_mode.py", '["serve", "--dev"]'),
     (r"\.venv/bin/authserver serve --workers 4", "tests/server/test_workers.py", '"--workers"'),
     (r"\.venv/bin/authserver check( \[--online\])?", "tests/oidc/test_check.py", '"--online"'),
