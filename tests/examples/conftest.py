@@ -169,8 +169,10 @@ def ready(stack: DevStack) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module: Playwright's sync API keeps an event loop running in this thread while it is open,
+    which later tests' ``asyncio.run`` would trip over."""
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is missing (scripts/setup --test installs Debian's chromium)")
     with sync_playwright() as playwright:
