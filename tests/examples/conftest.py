@@ -2,7 +2,7 @@
 sandbox on P + 1, the development identity provider on P + 2, the examples on P + 3), with short tokens so
 that renewals come every few seconds (``TOKEN_TTL=35``: Ably's AUTH prompt 30 s before expiry).
 
-One stack for the whole run of these tests (session scope); its database and the provider's state file are
+One stack for the tests of this package (package scope: it stops after the last of them); its database and the provider's state file are
 in a temporary folder, never the checkout's ``authserver.db``.
 """
 
@@ -120,7 +120,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     reason = skip_reason()
     if reason is not None:
