@@ -2,8 +2,8 @@
 sandbox on P + 1, the development identity provider on P + 2, the examples on P + 3), with short tokens so
 that renewals come every few seconds (``TOKEN_TTL=35``: Ably's AUTH prompt 30 s before expiry).
 
-One stack for the tests of this package (package scope: it stops after the last of them); its database and the provider's state file are
-in a temporary folder, never the checkout's ``authserver.db``.
+One stack for the tests of this package (package scope: it stops after the last of them); its database
+and the provider's state file are in a temporary folder, never the checkout's ``authserver.db``.
 """
 
 from __future__ import annotations
