@@ -115,7 +115,7 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_BODY_TIMEOUT": "seconds a client has to send a request's body (default 10)",
     "AUTHSERVER_MAX_CONNECTIONS": "connections per process; beyond, the oldest idle one closes (0: ulimit -n - 128)",
     "AUTHSERVER_MAX_IN_FLIGHT": "requests in flight per process beyond which /auth and /token get 503 with"
-    " Retry-After at once, probes never (default 0: off; see README before switching it on)",
+    " Retry-After at once, probes never (default 0: off; see docs/production.md before switching it on)",
     "AUTHSERVER_MAX_HEADER_BYTES": "largest request line plus headers, in bytes; larger gets 431 (default 16384)",
     "AUTHSERVER_METRICS_TOKEN": "GET /metrics then wants Authorization: Bearer <this>, at least 32 characters"
     " (unset: /metrics is open)",

@@ -5,7 +5,7 @@ of a hardening property or a fast path quietly going away.
 The behaviour itself is specified elsewhere (tests/server/test_guard.py drives the connection guard
 over real sockets; tests/http/test_edge.py and tests/http/test_routes.py the fast paths). These checks name the
 cause when those would fail, and they also fail where a change would not show in a test at all (a
-method the guard overrides that uvicorn no longer calls). See README, "Dependencies and upgrades".
+method the guard overrides that uvicorn no longer calls). See docs/dependencies.md.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from realservers import Postgres
 
-from helpers import AUTHSERVER
+from helpers import API_KEY, AUTHSERVER
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 #: How the page runs authserver: in a checkout, in a compose container, in a pod.
@@ -77,3 +78,42 @@ def test_the_checkout_commands_run_in_order_against_a_real_database(tmp_path: Pa
         [AUTHSERVER, "users", "list"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert listed.stdout.startswith("alice\t")
+
+
+def _postgres_commands() -> list[str]:
+    blocks = re.findall(r"```sh\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
+    return [line for line in "\n".join(blocks).splitlines() if line.startswith(("pg_dump ", "pg_restore "))]
+
+
+def test_the_postgresql_backup_commands_restore_the_accounts_as_they_were(postgres: Postgres, tmp_path: Path) -> None:
+    """The page's pg_dump and pg_restore lines, as written, against a real PostgreSQL: an account added
+    after the dump is gone after the restore, one removed after it is back."""
+    commands = _postgres_commands()
+    assert [c.split()[0] for c in commands] == ["pg_dump", "pg_restore"]
+    database = f"ops_{os.getpid()}"
+    postgres.psql(f"CREATE DATABASE {database}")
+    env = {
+        "PATH": f"{postgres.bin}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "DATABASE_URL": postgres.url(database),
+    }
+
+    def authserver(*args: str, stdin: str = "") -> str:
+        done = subprocess.run(
+            [AUTHSERVER, *args], input=stdin, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def shell(line: str) -> None:
+        done = subprocess.run(["bash", "-c", line], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{line}: {done.stderr}"
+
+    env["ABLY_API_KEY"] = API_KEY
+    authserver("db", "upgrade")
+    authserver("users", "add", "alice", stdin="correct horse battery\n")
+    shell(commands[0])
+    authserver("users", "add", "bob", stdin="another long passphrase\n")
+    authserver("users", "remove", "alice")
+    shell(commands[1])
+    assert [line.split("\t")[0] for line in authserver("users", "list").splitlines()] == ["alice"]

@@ -71,7 +71,7 @@ def stuck_connected(realtime: Any, *, now_ms: float | None = None) -> str | None
     return (
         f"ably-python reports CONNECTED, but its token expired {(now_ms - details.expires) / 1000:.0f} s ago and it "
         f"has no transport: its authUrl refused the connection (token service down, no proxy in front) and "
-        f"ably-python 3.1 never reconnects after that (see the README's known client issues). Put a proxy "
+        f"ably-python 3.1 never reconnects after that (see docs/sandbox.md, known client issues). Put a proxy "
         f"answering 502 in front of the service, or fetch tokens in an auth_callback"
     )
 

@@ -14,7 +14,7 @@ A policy file is TOML or JSON::
     [roles.user.publish_rate]        # optional: messages per second per attachment
     "chat:*" = 5
 
-    [[issuers]]                      # optional: trusted OpenID Connect providers (see README)
+    [[issuers]]                      # optional: trusted OpenID Connect providers (docs/use-from-your-app.md)
     issuer = "https://example.eu.auth0.com/"
     audience = "https://chat.example.com"
     role_claim = "https://chat.example.com/roles"

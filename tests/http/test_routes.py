@@ -637,7 +637,7 @@ def test_demo_login_is_off_in_production_by_default(service: Service) -> None:
 
 
 def test_api_answers_and_every_error_are_never_cached_and_the_page_is_revalidated(service: Service) -> None:
-    # What the README promises about Cache-Control.
+    # What docs/endpoints.md promises about Cache-Control.
     client = service.client
     for response in (
         client.get("/client-config"),

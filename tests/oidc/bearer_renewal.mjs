@@ -1,12 +1,12 @@
-// ably-js under Node with an upstream bearer token in authHeaders (README "Use it from your app"):
+// ably-js under Node with an upstream bearer token in authHeaders (docs/use-from-your-app.md):
 // stays connected across settings.renewals in-band renewals, publishing throughout.
 import { closeAll, main, realtime, recordStates, settings, until } from '../node/lib.mjs';
 
 await main(async () => {
-  // The README snippet: authUrl plus the user's ID/access token from the identity provider.
+  // The docs' snippet: authUrl plus the user's ID/access token from the identity provider.
   const client = realtime({
     authUrl: settings.authUrl,
-    authHeaders: { Authorization: `Bearer ${settings.bearer}` },
+    authHeaders: { authorization: `Bearer ${settings.bearer}` },
   });
   const changes = recordStates(client);
   try {

@@ -1,6 +1,6 @@
 """The real Ably clients with an upstream bearer token in their auth headers, against the sandbox:
 they stay connected across in-band renewals (33 s tokens: the sandbox sends AUTH 30 s before expiry,
-as Ably does, so a renewal about every 3 s), the README snippets of "Use it from your app"."""
+as Ably does, so a renewal about every 3 s), the snippets of docs/use-from-your-app.md."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_ably_python_with_a_bearer_in_auth_headers_stays_connected_across_renewa
 
 
 def test_ably_python_rest_with_auth_url_and_auth_headers(shared_provider: Provider, stack: Stack) -> None:
-    """The README's ably-python snippet."""
+    """docs/use-from-your-app.md's ably-python snippet."""
     id_token = shared_provider.sign(sub="py-bob", lifetime=600)
 
     async def snippet() -> object:
@@ -113,7 +113,7 @@ def test_ably_js_with_a_bearer_in_auth_headers_stays_connected_across_renewals(
 def test_the_readme_backend_snippet_exchanges_a_provider_token_with_curl(
     shared_provider: Provider, stack: Stack
 ) -> None:
-    """README "A backend: token exchange": the curl command, against the running service."""
+    """docs/use-from-your-app.md "A backend: token exchange": the curl command, against the running service."""
     curl = shutil.which("curl")
     if curl is None:
         pytest.skip("curl is not installed")

@@ -3,7 +3,7 @@
 The sandbox does what Ably does: at expiry it sends DISCONNECTED 40142 and closes the transport. What
 happens next is the client's: with ``auth_url`` and the service's port closed, ably-python 3.1.4 stays
 CONNECTED for ever (a client bug, pinned below); with an ``auth_callback`` it goes DISCONNECTED, retries,
-and comes back once the service does (the remedy the README gives).
+and comes back once the service does (the remedy docs/sandbox.md gives).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_ably_python_stays_connected_without_a_transport_when_its_auth_url_refus
     token; httpx raises ``ConnectError`` (not an ``AblyException``) and ``on_error_from_authorize`` reads
     ``.code`` on it. That AttributeError ends the handler before it changes state or starts a retry timer,
     so nothing is left to reconnect: the client says CONNECTED, without a transport, for ever. When this
-    test fails, ably-python has fixed it: drop the test and the README's known client issue.
+    test fails, ably-python has fixed it: drop the test and the known client issue in docs/sandbox.md.
     """
     user = f"py-outage-{uuid.uuid4().hex[:8]}"
 

@@ -21,9 +21,9 @@ const wrapped = (cause, statusCode = 401) => ({
   cause,
 });
 
-/** The codes of the README's client-contract table (| status | code(s) | when | what clients do |). */
-function readmeContractCodes() {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+/** The codes of the client-contract table in docs/errors.md (| status | code(s) | when | what clients do |). */
+function contractCodes() {
+  const readme = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
   const codes = new Set();
   for (const line of readme.split('\n')) {
     const cells = line.split('|').map((cell) => cell.trim());
@@ -33,10 +33,10 @@ function readmeContractCodes() {
   return [...codes];
 }
 
-test('every code of the README client contract has plain words', () => {
-  const codes = readmeContractCodes();
+test('every code of the client contract (docs/errors.md) has plain words', () => {
+  const codes = contractCodes();
   for (const code of [40000, 40003, 40009, 40012, 40101, 40102, 40160, 40300, 40301, 40302, 40303, 40304, 42910, 50300]) {
-    assert.ok(codes.includes(code), `the README table no longer lists ${code}?`);
+    assert.ok(codes.includes(code), `docs/errors.md no longer lists ${code}?`);
   }
   for (const code of codes) {
     assert.ok(plainWords(code), `no words for ${code}`);

@@ -1,4 +1,4 @@
-// Ably and authserver error codes in plain words (README, "the client contract"; Ably's codes at
+// Ably and authserver error codes in plain words (docs/errors.md, "the client contract"; Ably's codes at
 // https://ably.com/docs/platform/errors/codes). Pure: no DOM.
 
 const PLAIN = {
@@ -75,7 +75,7 @@ export function describe(reason) {
   return info.code ? `${info.text} (${info.code})` : info.text;
 }
 
-// Why the service ended the page's session, in the words the page shows (README, "the client
+// Why the service ended the page's session, in the words the page shows (docs/errors.md, "the client
 // contract": 403 with a code per reason, final, so ably-js stops; 40300 on /auth is a disabled account).
 const ENDED = {
   40300: 'Your account was disabled.',
