@@ -236,7 +236,6 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0  # bytes received while the headers were not complete
-        self._header_size = 0  # request line and headers as parsed
         self._awaiting_headers = True
         self._body_pending = False  # headers in, body not yet complete
         self._refused = False
@@ -308,22 +307,16 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_size = 0
         if self.timeout_keep_alive_task is not None:  # a request right behind a shed one, in the same read
             self._unset_keepalive_if_required()
             self._arm(self.guard.limits.header_timeout, "header_timeout")
 
-    def on_url(self, url: bytes) -> None:
-        self._header_size += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_size += len(name) + len(value) + 4
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
-        if self._header_size > self.guard.limits.max_header_bytes:  # all of it came in one read
+        # All of it may have come in one read: measured from what was parsed (once per request, not a
+        # call per header: a storm's shed requests pay for every line here).
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.guard.limits.max_header_bytes:
             self._refused = True
             return
         self._disarm()  # the header timeout; a body still to come is timed when this read ends
