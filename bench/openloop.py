@@ -124,25 +124,62 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class CpuSampler(threading.Thread):
-    """CPU seconds of the service's processes and of k6, sampled every ``period`` s while k6 runs, and
-    when k6's scenarios began (its ``setup()`` logs :data:`START_MARK`, seen in its log)."""
+def kernel_queue(port: int) -> tuple[int, int]:
+    """What waits in the kernel for the server on ``port``: connections accepted by the kernel and not
+    yet by the server (the listening socket's queue), and connections holding request bytes the server
+    has not read yet (one k6 VU sends one request at a time: about one request each)."""
+    backlog = unread = 0
+    mark = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if not fields[1].endswith(mark):
+                continue
+            waiting = int(fields[4].split(":")[1], 16)  # rx_queue: bytes unread (LISTEN: connections)
+            if fields[3] == "0A":
+                backlog += waiting
+            elif fields[3] == "01" and waiting:
+                unread += 1
+    return backlog, unread
 
-    def __init__(self, service: list[int], log: Path, period: float = 0.25) -> None:
+
+class CpuSampler(threading.Thread):
+    """CPU seconds of the service's processes and of k6, sampled every ``period`` s while k6 runs (and
+    the kernel's queues on the service's port every 4th time), and when k6's scenarios began (its
+    ``setup()`` logs :data:`START_MARK`, seen in its log)."""
+
+    def __init__(self, service: list[int], port: int, log: Path, period: float = 0.25) -> None:
         super().__init__(daemon=True)
-        self.service, self.log, self.period = service, log, period
+        self.service, self.port, self.log, self.period = service, port, log, period
         self.k6: int | None = None
         self.began: float | None = None
         self.samples: list[tuple[float, float, float]] = []  # (monotonic, service CPU s, k6 CPU s)
+        self.queues: list[tuple[float, int, int]] = []  # (monotonic, accept queue, connections with unread requests)
         self.done = threading.Event()
         self._log_start = log.stat().st_size if log.exists() else 0
 
     def run(self) -> None:
+        tick = 0
         while not self.done.wait(self.period):
             if self.began is None and START_MARK in self.log.read_bytes()[self._log_start :].decode(errors="replace"):
                 self.began = time.monotonic()
             k6 = cpu_seconds(self.k6) if self.k6 else 0.0
             self.samples.append((time.monotonic(), sum(cpu_seconds(pid) for pid in self.service), k6))
+            tick += 1
+            if tick % 4 == 0:
+                self.queues.append((time.monotonic(), *kernel_queue(self.port)))
+
+    def kernel(self, start: float, seconds: float) -> tuple[int | None, int | None]:
+        """The most connections in the accept queue, and with unread requests, seen during the step."""
+        if self.began is None:
+            return None, None
+        t0, t1 = self.began + start, self.began + start + seconds
+        inside = [q for q in self.queues if t0 <= q[0] <= t1]
+        return (max(q[1] for q in inside), max(q[2] for q in inside)) if inside else (None, None)
 
     def share(self, start: float, seconds: float) -> tuple[float | None, float | None]:
         """Percent of one core used by the service and by k6 from ``start`` s after k6 began, for ``seconds``."""
@@ -231,7 +268,7 @@ def open_loop(
     }
     total = steps[-1].start + steps[-1].seconds + args.timeout + 1
     print(f"# {target.name}: open loop, {total} s", file=sys.stderr, flush=True)
-    sampler = CpuSampler(target.pids, log)
+    sampler = CpuSampler(target.pids, int(target.url.split(":")[2].split("/")[0]), log)
     return run_k6(plan, tmp, log, total, sampler), sampler
 
 
@@ -246,6 +283,7 @@ def step_row(target: str, step: Step, m: dict[str, Any], cap: float, cpu: CpuSam
         return int(m.get(f"{step.id}_{name}", 0))
 
     server_cpu, k6_cpu = cpu.share(step.start, step.seconds)
+    accept_queue, unread = cpu.kernel(step.start, step.seconds)
 
     lat200, lat503, probe = m.get(f"{step.id}_lat_200"), m.get(f"{step.id}_lat_503"), m.get(f"{step.id}_probe")
     return {
@@ -270,6 +308,8 @@ def step_row(target: str, step: Step, m: dict[str, Any], cap: float, cpu: CpuSam
         "healthz_failed": n("probe_bad"),
         "server_cpu_pct": server_cpu,  # of one core: the server's processes during the step
         "k6_cpu_pct": k6_cpu,
+        "accept_queue_max": accept_queue,  # connections the kernel accepted that the server had not
+        "unread_conns_max": unread,  # connections whose request the server had not read yet
     }
 
 
@@ -373,6 +413,8 @@ def table(rows: list[dict[str, Any]]) -> None:
         ("healthz_p99_ms", "healthz p99"),
         ("server_cpu_pct", "server CPU%"),
         ("k6_cpu_pct", "k6 CPU%"),
+        ("accept_queue_max", "accept q"),
+        ("unread_conns_max", "unread"),
     ]
     cells = [[h for _, h in columns]] + [
         [str(r[k]) if k in ("target", "step") else fmt(r[k]) for k, _ in columns] for r in rows
