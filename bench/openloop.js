@@ -110,6 +110,12 @@ export const options = {
   summaryTrendStats: ['count', 'med', 'p(99)', 'max'],
 };
 
+// Logged once k6 has created its VUs, as the scenarios begin: bench/openloop.py times the CPU it
+// samples (server and k6, per step) from here.
+export function setup() {
+  console.log('openloop: steps begin');
+}
+
 function elapsed(res) {
   const t = res.timings;
   return t.blocked + t.connecting + t.duration;

@@ -55,6 +55,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ from realservers import Postgres, Redis, free_port, postgres_bin  # noqa: E402
 from scale_out import workers_of  # noqa: E402
 
 SCRIPT = HERE / "openloop.js"
+#: What the k6 script's ``setup()`` logs when its scenarios are about to begin.
+START_MARK = "openloop: steps begin"
 FACTORS = (0.25, 0.5, 1.0, 2.0)
 #: Targets, read at the 2x step (and the 0.5x step for the last): ms unless said otherwise.
 P99_200_MS, P99_503_MS, HEALTHZ_P99_MS, RECOVERY_S, HALF_P99_MS, ANSWERED_SHARE = 100.0, 20.0, 50.0, 2.0, 5.0, 0.70
@@ -112,7 +115,88 @@ def plan_steps(capacity: float, step_seconds: int, recovery_seconds: int) -> lis
     return steps
 
 
-def run_k6(plan: dict[str, Any], tmp: Path, log: Path, seconds: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kernel_queue(port: int) -> tuple[int, int]:
+    """What waits in the kernel for the server on ``port``: connections accepted by the kernel and not
+    yet by the server (the listening socket's queue), and connections holding request bytes the server
+    has not read yet (one k6 VU sends one request at a time: about one request each)."""
+    backlog = unread = 0
+    mark = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if not fields[1].endswith(mark):
+                continue
+            waiting = int(fields[4].split(":")[1], 16)  # rx_queue: bytes unread (LISTEN: connections)
+            if fields[3] == "0A":
+                backlog += waiting
+            elif fields[3] == "01" and waiting:
+                unread += 1
+    return backlog, unread
+
+
+class CpuSampler(threading.Thread):
+    """CPU seconds of the service's processes and of k6, sampled every ``period`` s while k6 runs (and
+    the kernel's queues on the service's port every 4th time), and when k6's scenarios began (its
+    ``setup()`` logs :data:`START_MARK`, seen in its log)."""
+
+    def __init__(self, service: list[int], port: int, log: Path, period: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.service, self.port, self.log, self.period = service, port, log, period
+        self.k6: int | None = None
+        self.began: float | None = None
+        self.samples: list[tuple[float, float, float]] = []  # (monotonic, service CPU s, k6 CPU s)
+        self.queues: list[tuple[float, int, int]] = []  # (monotonic, accept queue, connections with unread requests)
+        self.done = threading.Event()
+        self._log_start = log.stat().st_size if log.exists() else 0
+
+    def run(self) -> None:
+        tick = 0
+        while not self.done.wait(self.period):
+            if self.began is None and START_MARK in self.log.read_bytes()[self._log_start :].decode(errors="replace"):
+                self.began = time.monotonic()
+            k6 = cpu_seconds(self.k6) if self.k6 else 0.0
+            self.samples.append((time.monotonic(), sum(cpu_seconds(pid) for pid in self.service), k6))
+            tick += 1
+            if tick % 4 == 0:
+                self.queues.append((time.monotonic(), *kernel_queue(self.port)))
+
+    def kernel(self, start: float, seconds: float) -> tuple[int | None, int | None]:
+        """The most connections in the accept queue, and with unread requests, seen during the step."""
+        if self.began is None:
+            return None, None
+        t0, t1 = self.began + start, self.began + start + seconds
+        inside = [q for q in self.queues if t0 <= q[0] <= t1]
+        return (max(q[1] for q in inside), max(q[2] for q in inside)) if inside else (None, None)
+
+    def share(self, start: float, seconds: float) -> tuple[float | None, float | None]:
+        """Percent of one core used by the service and by k6 from ``start`` s after k6 began, for ``seconds``."""
+        if self.began is None:
+            return None, None
+        t0, t1 = self.began + start, self.began + start + seconds
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return None, None
+        first, last = inside[0], inside[-1]
+        span = last[0] - first[0]
+        return round(100 * (last[1] - first[1]) / span), round(100 * (last[2] - first[2]) / span)
+
+
+def run_k6(
+    plan: dict[str, Any], tmp: Path, log: Path, seconds: float, sampler: CpuSampler | None = None
+) -> dict[str, Any]:
     out = tmp / f"k6-{time.monotonic_ns()}.json"
     plan = {**plan, "out": str(out)}
     k6 = k6_binary()
@@ -123,10 +207,18 @@ def run_k6(plan: dict[str, Any], tmp: Path, log: Path, seconds: float) -> dict[s
     with log.open("ab") as written:
         written.write(f"\n# k6 {plan['kind']} at {time.strftime('%H:%M:%S')}\n".encode())
         written.flush()
-        done = subprocess.run(argv, env=env, stdout=written, stderr=written, check=False, timeout=seconds + 120)
-    if done.returncode != 0 or not out.exists():
+        process = subprocess.Popen(argv, env=env, stdout=written, stderr=written)
+        if sampler is not None:
+            sampler.k6 = process.pid
+            sampler.start()
+        try:
+            returncode = process.wait(timeout=seconds + 120)
+        finally:
+            if sampler is not None:
+                sampler.done.set()
+    if returncode != 0 or not out.exists():
         tail = [ln for ln in log.read_text(errors="replace").splitlines() if "Request Failed" not in ln][-20:]
-        raise SystemExit(f"k6 exited with {done.returncode}:\n" + "\n".join(tail))
+        raise SystemExit(f"k6 exited with {returncode}:\n" + "\n".join(tail))
     result: dict[str, Any] = json.loads(out.read_text())
     return result
 
@@ -162,7 +254,9 @@ def k6_step(step: Step, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def open_loop(target: Endpoint, steps: list[Step], args: argparse.Namespace, tmp: Path, log: Path) -> dict[str, Any]:
+def open_loop(
+    target: Endpoint, steps: list[Step], args: argparse.Namespace, tmp: Path, log: Path
+) -> tuple[dict[str, Any], CpuSampler]:
     plan = {
         "kind": "steps",
         "url": target.url,
@@ -174,7 +268,8 @@ def open_loop(target: Endpoint, steps: list[Step], args: argparse.Namespace, tmp
     }
     total = steps[-1].start + steps[-1].seconds + args.timeout + 1
     print(f"# {target.name}: open loop, {total} s", file=sys.stderr, flush=True)
-    return run_k6(plan, tmp, log, total)
+    sampler = CpuSampler(target.pids, int(target.url.split(":")[2].split("/")[0]), log)
+    return run_k6(plan, tmp, log, total, sampler), sampler
 
 
 def ms(values: dict[str, float] | None, stat: str) -> float | None:
@@ -183,9 +278,12 @@ def ms(values: dict[str, float] | None, stat: str) -> float | None:
     return round(values[stat], 2)
 
 
-def step_row(target: str, step: Step, m: dict[str, Any], cap: float) -> dict[str, Any]:
+def step_row(target: str, step: Step, m: dict[str, Any], cap: float, cpu: CpuSampler) -> dict[str, Any]:
     def n(name: str) -> int:
         return int(m.get(f"{step.id}_{name}", 0))
+
+    server_cpu, k6_cpu = cpu.share(step.start, step.seconds)
+    accept_queue, unread = cpu.kernel(step.start, step.seconds)
 
     lat200, lat503, probe = m.get(f"{step.id}_lat_200"), m.get(f"{step.id}_lat_503"), m.get(f"{step.id}_probe")
     return {
@@ -208,6 +306,10 @@ def step_row(target: str, step: Step, m: dict[str, Any], cap: float) -> dict[str
         "healthz_p50_ms": ms(probe, "med"),
         "healthz_p99_ms": ms(probe, "p(99)"),
         "healthz_failed": n("probe_bad"),
+        "server_cpu_pct": server_cpu,  # of one core: the server's processes during the step
+        "k6_cpu_pct": k6_cpu,
+        "accept_queue_max": accept_queue,  # connections the kernel accepted that the server had not
+        "unread_conns_max": unread,  # connections whose request the server had not read yet
     }
 
 
@@ -309,6 +411,10 @@ def table(rows: list[dict[str, Any]]) -> None:
         ("unsent", "unsent"),
         ("errors", "errors"),
         ("healthz_p99_ms", "healthz p99"),
+        ("server_cpu_pct", "server CPU%"),
+        ("k6_cpu_pct", "k6 CPU%"),
+        ("accept_queue_max", "accept q"),
+        ("unread_conns_max", "unread"),
     ]
     cells = [[h for _, h in columns]] + [
         [str(r[k]) if k in ("target", "step") else fmt(r[k]) for k, _ in columns] for r in rows
@@ -322,11 +428,12 @@ def report(
     mode: str,
     cap: float,
     steps: list[Step],
-    service: dict[str, Any],
-    floor: dict[str, Any],
+    measured: tuple[dict[str, Any], CpuSampler],
+    floor_measured: tuple[dict[str, Any], CpuSampler],
 ) -> list[dict[str, Any]]:
-    rows = [step_row(f"authserver ({mode})", s, service, cap) for s in steps]
-    floor_rows = [step_row("hello (floor)", s, floor, cap) for s in steps]
+    (service, service_cpu), (floor, floor_cpu) = measured, floor_measured
+    rows = [step_row(f"authserver ({mode})", s, service, cap, service_cpu) for s in steps]
+    floor_rows = [step_row("hello (floor)", s, floor, cap, floor_cpu) for s in steps]
     for row, f in zip(rows, floor_rows, strict=True):
         row["floor_p50_ms"], row["floor_p99_ms"] = f["p50_200_ms"], f["p99_200_ms"]
         row["floor_probe_p99_ms"] = f["healthz_p99_ms"]

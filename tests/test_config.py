@@ -12,6 +12,7 @@ import pytest
 
 from authserver.config import (
     DEFAULT_DATABASE_URL,
+    DEFAULT_MAX_IN_FLIGHT,
     HARD_MAX_TOKEN_TTL,
     REPO_ROOT,
     SETTINGS_HELP,
@@ -364,7 +365,7 @@ def test_default_sandbox_port_is_never_out_of_range() -> None:
             ("https://app.example", "http://localhost:3000"),
         ),
         ({"AUTHSERVER_LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
-        ({}, "max_in_flight", 0),  # off until requests still sending their body no longer count
+        ({}, "max_in_flight", DEFAULT_MAX_IN_FLIGHT),  # on by default
         ({"AUTHSERVER_MAX_IN_FLIGHT": "128"}, "max_in_flight", 128),
         ({"AUTHSERVER_MAX_IN_FLIGHT": "0"}, "max_in_flight", 0),
         ({"AUTHSERVER_MAX_IN_FLIGHT": "512"}, "max_in_flight", 512),

@@ -64,8 +64,6 @@ OVERRIDDEN = {
     "connection_lost": ["self", "exc"],
     "data_received": ["self", "data"],
     "on_message_begin": ["self"],
-    "on_url": ["self", "url"],
-    "on_header": ["self", "name", "value"],
     "on_headers_complete": ["self"],
     "on_body": ["self", "body"],
     "on_message_complete": ["self"],
@@ -100,8 +98,8 @@ def test_uvicorn_still_calls_each_hook_the_guard_overrides(method: str, expected
 @pytest.mark.parametrize(
     ("owner", "attributes"),
     [
-        # what the guard reads and replaces on the protocol
-        (httptools_impl.HttpToolsProtocol, ("self.cycle", "self.transport", "self.loop")),
+        # what the guard reads and replaces on the protocol (the request line and headers it measures)
+        (httptools_impl.HttpToolsProtocol, ("self.cycle", "self.transport", "self.loop", "self.url", "self.headers")),
         # what HeadWithBody reads from the cycle, and the transport it replaces
         (
             httptools_impl.RequestResponseCycle,
@@ -121,6 +119,20 @@ def test_the_attributes_the_guard_reads_are_still_set(owner: type, attributes: t
     source = inspect.getsource(owner)
     missing = [name for name in attributes if f"{name} =" not in source and f"{name}: " not in source]
     assert not missing, changed(f"{owner.__name__} no longer sets {', '.join(missing)}")
+
+
+def test_the_protocol_still_collects_the_whole_request_line_and_headers_before_on_headers_complete() -> None:
+    # The guard measures the header size from self.url and self.headers once they are complete.
+    assert "self.url += url" in inspect.getsource(httptools_impl.HttpToolsProtocol.on_url), changed("on_url")
+    assert "self.headers.append((name, value))" in inspect.getsource(httptools_impl.HttpToolsProtocol.on_header), (
+        changed("on_header")
+    )
+
+
+def test_the_cycle_still_ends_through_the_protocols_on_response_complete() -> None:
+    # Admission control gives a request's place back in on_response_complete, which the cycle calls.
+    init = inspect.getsource(httptools_impl.HttpToolsProtocol.on_headers_complete)
+    assert "on_response=self.on_response_complete" in init, changed("the cycle's on_response callback")
 
 
 def test_the_cycle_still_writes_through_its_own_transport_attribute() -> None:

@@ -204,6 +204,12 @@ def _edge_lines(settings: Settings) -> list[str]:
         f"  allowed hosts: {', '.join(settings.allowed_hosts) or 'any'}",
         f"  connections: at most {limits.connection_cap()} open, headers within {limits.header_timeout:g}s"
         f" and {limits.max_header_bytes} bytes, bodies within {limits.body_timeout:g}s",
+        "  admission: "
+        + (
+            f"/auth and /token answered 503 past {limits.max_in_flight} requests in flight per process"
+            if limits.max_in_flight
+            else "off (AUTHSERVER_MAX_IN_FLIGHT=0): token requests queue under overload"
+        ),
         f"  logs: {settings.log_format}, level {settings.log_level}",
         "  metrics: GET /metrics "
         + (

@@ -22,12 +22,17 @@ client (or the health check) out, and the process stays under its descriptor lim
 **Admission control.** A token request (:data:`SHED_PATHS`) that arrives while ``max_in_flight``
 requests of this process are in flight is answered 503 (Ably's 50300, ``Retry-After: 1``) by the
 protocol itself, the moment its headers are read: no task, no session lookup, no signing, and the
-connection goes on. The signal is uvicorn's own set of request tasks (created when a request's
-headers are in, gone when its answer is): it counts the requests waiting to run as well as those
-running. The app's edge could not see that queue: ``GET /auth`` answered from memory runs start to
+connection goes on. The signal is :attr:`ConnectionGuard.running`: the requests whose whole request
+(headers and body) is in and whose answer is not yet sent, counted from the moment the parser
+completes the request until the answer's last byte is written (or the client goes away). That is
+the requests *ready to run or running*: a task in the event loop's ready queue counts, and so does a
+handler awaiting a database or an identity provider. A request still receiving its body does not
+count (the body timeout bounds it, and clients that never finish their bodies must not fill the
+bound), nor does an idle or half-sent connection (the header timeout and the connection cap bound
+those). The app's edge could not see this queue: ``GET /auth`` answered from memory runs start to
 end without yielding, so a count kept there stays near 1 while hundreds of requests wait in the
-event loop's ready queue. The check costs a ``len`` and a compare per request; probes and every
-other path are never refused, and a request once admitted runs to its end.
+event loop's ready queue. The check costs an attribute read and a compare per request; probes and
+every other path are never refused, and a request once admitted runs to its end.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from authserver.config import DEFAULT_MAX_IN_FLIGHT
 from authserver.errors import OverloadedError
 from authserver.http.responses import NO_CACHE, error_body, error_headers
 from authserver.infra.drops import dropped, shed
@@ -69,8 +75,8 @@ class ConnectionLimits:
     max_connections: int = 0
     #: Request line plus headers, in bytes; larger requests get 431 and are closed.
     max_header_bytes: int = 16 * 1024
-    #: Requests in flight (waiting to run or running) at which a token request gets 503; 0: never.
-    max_in_flight: int = 0  # off (see the README: requests still sending their body count)
+    #: Requests in flight (whole request in, answer not yet sent) at which a token request gets 503; 0: never.
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
 
     def connection_cap(self) -> int:
         if self.max_connections:
@@ -131,6 +137,8 @@ class ConnectionGuard:
         self.limits = limits
         self.cap = limits.connection_cap()
         self.open: dict[GuardedProtocol, None] = {}  # insertion-ordered: oldest first
+        #: Requests of this process in flight: whole request in, answer not complete (the admission signal).
+        self.running = 0
 
     @classmethod
     def of(cls, config: uvicorn.Config) -> ConnectionGuard:
@@ -221,24 +229,27 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.guard = ConnectionGuard.of(config)
-        #: uvicorn's request tasks of this process (:attr:`tasks`) at which a token request is shed.
+        #: Requests in flight in this process (:attr:`ConnectionGuard.running`) at which a token request is shed.
         self.max_in_flight = self.guard.limits.max_in_flight or sys.maxsize
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0  # bytes received while the headers were not complete
-        self._header_size = 0  # request line and headers as parsed
         self._awaiting_headers = True
         self._body_pending = False  # headers in, body not yet complete
         self._refused = False
         self._shedding = False  # a request answered 503 by admission control, its body still to come
+        self._started = False  # the request being parsed has a response cycle (not shed, not an upgrade)
+        self._running = 0  # this connection's requests counted in the guard's ``running``
         self._arm(self.guard.limits.header_timeout, "header_timeout")
         self.guard.admit(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self.guard.forget(self)
+        self.guard.running -= self._running  # nobody is waiting for these answers any more
+        self._running = 0
         super().connection_lost(exc)
 
     def busy(self) -> bool:
@@ -296,30 +307,25 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_size = 0
         if self.timeout_keep_alive_task is not None:  # a request right behind a shed one, in the same read
             self._unset_keepalive_if_required()
             self._arm(self.guard.limits.header_timeout, "header_timeout")
 
-    def on_url(self, url: bytes) -> None:
-        self._header_size += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_size += len(name) + len(value) + 4
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
-        if self._header_size > self.guard.limits.max_header_bytes:  # all of it came in one read
+        # All of it may have come in one read: measured from what was parsed (once per request, not a
+        # call per header: a storm's shed requests pay for every line here).
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.guard.limits.max_header_bytes:
             self._refused = True
             return
         self._disarm()  # the header timeout; a body still to come is timed when this read ends
         self._body_pending = True
-        if len(self.tasks) >= self.max_in_flight and self._shed():
+        if self.guard.running >= self.max_in_flight and self._shed():
             return
         previous = self.cycle
         super().on_headers_complete()
+        self._started = self.cycle is not previous
         # The cycle's task has not run yet: it writes through this from its first message on. NOTE: a
         # websocket upgrade starts no cycle (``self.cycle`` is still the last request's, or None).
         if self.cycle is not previous:
@@ -363,8 +369,18 @@ class GuardedProtocol(HttpToolsProtocol):
             self._shed_complete()
             return
         super().on_message_complete()
+        # In flight from here (ready to run, or running) until its answer is complete. An answer that
+        # came before the body was all in (the app did not wait for it) has already ended it.
+        if self._started and not self.cycle.response_complete:
+            self._running += 1
+            self.guard.running += 1
+        self._started = False
 
     def on_response_complete(self) -> None:
+        # Answers complete in the order of the requests; one counted before the answer began is this one.
+        if self._running:
+            self._running -= 1
+            self.guard.running -= 1
         self._awaiting_headers = True
         self._header_bytes = 0
         super().on_response_complete()  # arms uvicorn's keep-alive timeout for the idle time

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from authserver.config import DEFAULT_MAX_IN_FLIGHT
 from authserver.errors import ForbiddenError
 from authserver.http.app import create_app
 from authserver.http.edge import Edge, direct
@@ -279,6 +280,8 @@ def test_check_shows_the_edge_settings_and_warns_about_trusting_everyone(tmp_pat
     assert "  trusted proxies: 0.0.0.0/0\n" in result.stdout
     assert "  allowed hosts: auth.example.com\n" in result.stdout
     assert "  connections: at most 300 open, headers within 10s and 16384 bytes, bodies within 10s\n" in result.stdout
+    admission = f"  admission: /auth and /token answered 503 past {DEFAULT_MAX_IN_FLIGHT} requests in flight"
+    assert admission in result.stdout
     assert "WARNING: AUTHSERVER_TRUSTED_PROXIES trusts every address" in result.stdout
 
 

@@ -2,8 +2,11 @@
 flight, a token request is answered 503 at once (Ably's shape, ``Retry-After``), probes still are
 served, and the real ably-js client, refused during the storm, connects once it passes.
 
-The storm is real and needs no timing: the bound is 1, and one ``POST /token`` whose body never comes
-holds it full (its request is in flight until its connection closes)."""
+A request is in flight once the whole of it is in and until its answer is sent: its handler is ready
+to run or running. The storm is real and needs no timing: the bound is 1, and logins (never refused
+by admission) are held by a real database lock, this test's write transaction on the service's
+SQLite file: each waits in its handler to write its session. Requests still sending their body hold
+no place (they would let a client that never finishes its bodies fill the bound for nothing)."""
 
 from __future__ import annotations
 
@@ -11,22 +14,27 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from helpers import API_KEY, SESSION_SECRET, Announced, running_authserver
+from helpers import API_KEY, AUTHSERVER, SESSION_SECRET, running_authserver
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = shutil.which("node")
 NODE_MODULES = ROOT / ".cache" / "node" / "node_modules"
 COOKIE = "authserver_session"
+HOLDER = {"username": "holder", "password": "holder-password-0123"}
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -43,23 +51,81 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def bounded(tmp_path: Path) -> Iterator[Announced]:
-    """serve with room for one request in flight."""
-    with running_authserver(["serve"], env=_env(tmp_path), cwd=tmp_path, log=tmp_path / "serve.log") as serve:
-        yield serve
+@dataclass(frozen=True)
+class Bounded:
+    url: str
+    port: int
+    database: Path
+    ably_endpoint: str | None
 
 
 @contextmanager
-def storm(port: int) -> Iterator[None]:
-    """The bound held full while the block runs: a ``POST /token`` whose body never comes."""
-    hold = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        hold.sendall(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n")
-        hold.sendall(b"Content-Length: 100\r\n\r\n")
-        yield
-    finally:
-        hold.close()
+def serving(tmp_path: Path, *, development: bool = False, **extra: str) -> Iterator[Bounded]:
+    """``serve`` with the account the storm logs in with (in development mode any name logs in, and
+    the embedded sandbox is Ably)."""
+    env = _env(tmp_path, **extra)
+    if development:
+        del env["ABLY_API_KEY"], env["SESSION_SECRET"]
+        env |= {"AUTHSERVER_ENV": "development", "AUTHSERVER_SANDBOX_PORT": "0"}
+    else:
+        add = [AUTHSERVER, "users", "add", HOLDER["username"]]
+        done = subprocess.run(add, input=HOLDER["password"] + "\n", text=True, env=env, cwd=tmp_path, timeout=60)
+        assert done.returncode == 0
+    with running_authserver(["serve"], env=env, cwd=tmp_path, log=tmp_path / "serve.log") as serve:
+        yield Bounded(serve.url, serve.port, tmp_path / "authserver.db", serve.ably_endpoint)
+
+
+@pytest.fixture
+def bounded(tmp_path: Path) -> Iterator[Bounded]:
+    """serve with room for one request in flight."""
+    with serving(tmp_path) as served:
+        yield served
+
+
+@contextmanager
+def storm(server: Bounded, waiting: int = 2) -> Iterator[None]:
+    """The bound held full while the block runs, by handlers that really wait: this test holds SQLite's
+    write lock, and ``waiting`` logins at a time (2: the most one address may have in flight) wait in
+    their handler to write their session (each gives up after the database's busy timeout, answered
+    503, and its place is taken by the next)."""
+    lock = sqlite3.connect(server.database, isolation_level=None, timeout=30)
+    lock.execute("BEGIN IMMEDIATE")
+    calm = threading.Event()
+
+    def log_in_until_calm() -> list[int]:
+        statuses = []
+        while not calm.is_set():
+            statuses.append(httpx.post(f"{server.url}/login", json=HOLDER, timeout=60).status_code)
+        return statuses
+
+    with ThreadPoolExecutor(waiting) as pool:
+        loops = [pool.submit(log_in_until_calm) for _ in range(waiting)]
+        try:
+            yield
+        finally:
+            calm.set()
+            lock.execute("ROLLBACK")
+            lock.close()
+            statuses = [status for loop in loops for status in loop.result()]
+    # 503 while the lock was held (the database is busy), 200 once it was released
+    assert set(statuses) <= {200, 503} and 200 in statuses, statuses
+
+
+@contextmanager
+def bodies_pending(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` ``POST /token`` requests whose headers are in and whose body never comes: each is
+    answered ``100 Continue`` (its handler has started reading the body) before the block runs."""
+    with ExitStack() as stack:
+        held = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+            sock.sendall(
+                b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"Expect: 100-continue\r\nContent-Length: 22\r\n\r\n"
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")
+            held.append(sock)
+        yield held
 
 
 def _first(url: str, status: int, **kwargs: Any) -> httpx.Response:
@@ -80,9 +146,9 @@ def _shed_count(url: str, path: str) -> float:
 
 
 def test_over_the_bound_a_token_request_gets_an_ably_503_with_retry_after_and_probes_are_served(
-    bounded: Announced,
+    bounded: Bounded,
 ) -> None:
-    with storm(bounded.port):
+    with storm(bounded):
         shed = _first(f"{bounded.url}/auth", 503)
         assert shed.status_code == 503
         assert shed.json() == {
@@ -126,9 +192,9 @@ def _answers(sock: socket.socket, count: int) -> list[bytes]:
 
 
 @pytest.mark.parametrize("target", ["/%61uth", "/%61uth?format=jwt"])
-def test_a_token_request_spelled_with_escapes_is_shed_too(bounded: Announced, target: str) -> None:
+def test_a_token_request_spelled_with_escapes_is_shed_too(bounded: Bounded, target: str) -> None:
     # uvicorn routes /%61uth to /auth: the bound must see it as the token request it is.
-    with storm(bounded.port):
+    with storm(bounded):
         _first(f"{bounded.url}/auth", 503)
         with socket.create_connection(("127.0.0.1", bounded.port), timeout=10) as raw:
             raw.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
@@ -137,8 +203,8 @@ def test_a_token_request_spelled_with_escapes_is_shed_too(bounded: Announced, ta
             assert raw.recv(65536).startswith(b"HTTP/1.1 503 ")
 
 
-def test_a_shed_request_with_a_body_leaves_its_kept_alive_connection_usable(bounded: Announced) -> None:
-    with storm(bounded.port):
+def test_a_shed_request_with_a_body_leaves_its_kept_alive_connection_usable(bounded: Bounded) -> None:
+    with storm(bounded):
         assert _first(f"{bounded.url}/auth", 503).status_code == 503
         with socket.create_connection(("127.0.0.1", bounded.port), timeout=10) as sock:
             body = b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
@@ -150,12 +216,44 @@ def test_a_shed_request_with_a_body_leaves_its_kept_alive_connection_usable(boun
             assert _answers(sock, 2) == [b"HTTP/1.1 503 Service Unavailable", b"HTTP/1.1 200 OK"]
 
 
+def test_requests_still_sending_their_body_hold_no_place_in_flight(bounded: Bounded) -> None:
+    # Room for one request, and two whose bodies never come: a token request is still admitted.
+    with bodies_pending(bounded.port, 2) as held:
+        assert httpx.get(f"{bounded.url}/auth").status_code == 401  # admitted: refused for having no session
+        assert httpx.post(f"{bounded.url}/token", data={"grant_type": "x"}).status_code == 400
+        # a body that comes at last: the request, admitted when its headers came, is answered for what it is
+        held[0].sendall(b"grant_type=password&x=1")
+        assert held[0].recv(65536).startswith(b"HTTP/1.1 400 ")
+    assert _shed_count(bounded.url, "/auth") == 0
+    assert _shed_count(bounded.url, "/token") == 0
+
+
+def test_every_way_a_request_ends_gives_its_place_back(bounded: Bounded) -> None:
+    # Room for one request: had any of these kept its place, the token request at the end would be shed.
+    with socket.create_connection(("127.0.0.1", bounded.port), timeout=10) as sock:
+        # pipelined, three in one write; and HEAD (an answer with no body)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * 2 + b"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert _answers(sock, 2) == [b"HTTP/1.1 200 OK"] * 2
+        # answered before its body is in (a login that is not JSON or a form), then the body comes
+        sock.sendall(b"POST /login HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\n")
+        time.sleep(0.2)
+        sock.sendall(b"abcd")
+    with storm(bounded, waiting=1):  # one login from the storm, one from here: one address's most
+        # a client that goes away while its handler waits (here: a login waiting for the database)
+        with socket.create_connection(("127.0.0.1", bounded.port), timeout=10) as gone:
+            body = json.dumps(HOLDER).encode()
+            gone.sendall(b"POST /login HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n")
+            gone.sendall(b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert _first(f"{bounded.url}/auth", 401).status_code == 401
+    for _ in range(3):
+        assert httpx.get(f"{bounded.url}/auth").status_code == 401
+
+
 def test_a_bound_of_zero_sheds_nothing(tmp_path: Path) -> None:
-    env = _env(tmp_path, AUTHSERVER_MAX_IN_FLIGHT="0")
-    with running_authserver(["serve"], env=env, cwd=tmp_path, log=tmp_path / "serve.log") as serve:
-        with storm(serve.port), storm(serve.port):
-            time.sleep(0.2)
-            assert httpx.get(f"{serve.url}/auth").status_code == 401
+    with serving(tmp_path, AUTHSERVER_MAX_IN_FLIGHT="0") as served, storm(served):
+        time.sleep(0.5)  # the logins reach their handlers (shedding nothing, nothing to wait for)
+        assert httpx.get(f"{served.url}/auth").status_code == 401
+        assert _shed_count(served.url, "/auth") == 0
 
 
 @pytest.mark.node
@@ -166,9 +264,7 @@ def test_ably_js_refused_with_503_during_a_storm_connects_once_it_passes(tmp_pat
         if os.environ.get("AUTHSERVER_REQUIRE_E2E") == "1":
             pytest.fail("node or the ably npm package is missing: scripts/setup --test installs both")
         pytest.skip("node or the ably npm package is missing (scripts/setup installs both)")
-    env = _env(tmp_path, AUTHSERVER_ENV="development", AUTHSERVER_SANDBOX_PORT="0")
-    del env["ABLY_API_KEY"], env["SESSION_SECRET"]
-    with running_authserver(["serve"], env=env, cwd=tmp_path, log=tmp_path / "serve.log") as serve:
+    with serving(tmp_path, development=True) as serve:
         assert serve.ably_endpoint is not None
         login = httpx.post(f"{serve.url}/login", json={"username": "alice", "password": "anything"})
         login.raise_for_status()
@@ -178,7 +274,7 @@ def test_ably_js_refused_with_503_during_a_storm_connects_once_it_passes(tmp_pat
             "cookie": login.cookies[COOKIE],
         }
         node_env = {**os.environ, "ABLY_JS_NODE_MODULES": str(NODE_MODULES), "SCENARIO": json.dumps(scenario)}
-        with storm(serve.port):
+        with storm(serve):
             assert _first(f"{serve.url}/auth", 503).status_code == 503
             driver = subprocess.Popen(
                 [str(NODE), str(ROOT / "tests" / "node" / "storm.mjs")],
