@@ -339,35 +339,37 @@ def check_path(request: Request) -> None:
             raise BadRequestError(exc.message, code=INVALID_VALUE) from None
 
 
-async def _respond(request: Request, op: Operation, svc: Services, state: list[Any]) -> Response:
-    """The operation's answer; ``state`` gets the caller and then the call as they become known."""
+@dataclass
+class _Progress:
+    """How far an admin call got, for its audit line: who called, once known; the call, once made."""
+
+    caller: Caller | None = None
+    call: Call | None = None
+
+
+async def _respond(request: Request, op: Operation, svc: Services, progress: _Progress) -> Response:
     if not await _enabled(svc):
         return problem(404, _OFF, 40400)
     now = svc.clock()
     if not op.public:
-        caller = await _caller(request, svc, now)
-        state.append(caller)
-        await request.app.state.admin_limits.check(caller)
+        progress.caller = await _caller(request, svc, now)
+        await request.app.state.admin_limits.check(progress.caller)
     check_path(request)
-    call = Call(request, svc, await _body(request, op), now)
-    state.append(call)
-    return await HANDLERS[op.operation_id](call)
+    progress.call = Call(request, svc, await _body(request, op), now)
+    return await HANDLERS[op.operation_id](progress.call)
 
 
 async def _answer(request: Request, op: Operation) -> Response:
-    svc = services(request)
-    state: list[Any] = []  # the caller, then the call, once known (for the audit line)
+    progress = _Progress()
     try:
-        response = await _respond(request, op, svc, state)
+        response = await _respond(request, op, services(request), progress)
     except AuthServerError as exc:
         response = _problem_of(exc)
     except Exception:  # a bug or an outage no layer named: still a problem, still audited
         log.exception("admin call %s failed", op.operation_id)
         response = problem(500, "the admin call failed on the server (see its log)", 50000)
     if not op.public:
-        caller = state[0] if state else None
-        call = state[1] if len(state) > 1 else None
-        _audit(op, call, caller, response.status_code, request)
+        _audit(op, progress.call, progress.caller, response.status_code, request)
     return response
 
 

@@ -293,6 +293,13 @@ def test_a_text_log_lines_traceback_still_follows_it_on_lines_of_its_own() -> No
     assert lines[0].endswith("failed\\nbadly") and lines[-1] == "ValueError: boom"
 
 
+def test_a_json_log_line_escapes_what_some_readers_take_for_a_line_break() -> None:
+    record = logging.LogRecord("authserver", logging.INFO, __file__, 1, "a\u2028b\u2029c\x85d\ne", (), None)
+    line = JsonFormatter().format(record)
+    assert len(line.splitlines()) == 1 and "\\u2028" in line
+    assert json.loads(line)["message"] == "a\u2028b\u2029c\x85d\ne"
+
+
 def test_an_audit_value_is_quoted_only_when_it_could_mislead() -> None:
     assert shown("alice") == "alice" and shown(None) == "None" and shown("bob-device@x.y") == "bob-device@x.y"
     assert shown("x\nforged") == '"x\\nforged"'
