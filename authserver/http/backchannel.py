@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from authserver.errors import BadRequestError, UnavailableError
+from authserver.errors import AuthServerError, BadRequestError, UnavailableError
 from authserver.http.bodies import read_bounded
 from authserver.http.common import metrics_of
 from authserver.http.responses import json_response
@@ -85,6 +85,10 @@ def backchannel_routes(svc: Services) -> list[BaseRoute]:
             audit_logout_refused(503, exc.message)
             retry = {"Retry-After": str(exc.retry_after or 5)}
             return _answer(503, {"error": "temporarily_unavailable", "error_description": exc.message}, retry)
+        except AuthServerError as exc:  # another refusal, which the app answers as it answers it elsewhere
+            metrics_of(request).backchannel_logout("refused")
+            audit_logout_refused(exc.status, exc.message)
+            raise
         except Exception:  # a bug no check named: still audited, then the server's 500
             metrics_of(request).backchannel_logout("failed")
             audit_logout_refused(500, "internal error")
