@@ -5,6 +5,7 @@ of each kind of credential."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,8 +69,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def every_operation(admin: AdminClient, *, revocation: bool) -> None:
-    """Each operation of the admin API once, as a support tool would use them, and what each answers."""
+def every_operation(admin: AdminClient, *, revocation: bool, now: float | None = None) -> None:
+    """Each operation of the admin API once, as a support tool would use them, and what each answers
+    (``now``: the service's clock, for a revocation's ``issuedBefore`` a minute ago)."""
     name = unique("ann")
     body = {"username": name, "password": PASSWORD, "role": "user", "clientId": f"{name}-cid"}
     created = admin.call("POST", "/users", json=body, expect=201).json()
@@ -93,13 +95,14 @@ def every_operation(admin: AdminClient, *, revocation: bool) -> None:
     admin.client.cookies.clear()
     admin.call("DELETE", "/users/{username}/sessions", username=name, expect=204)
     assert admin.call("GET", "/users/{username}/sessions", username=name, expect=200).json() == {"sessions": []}
-    revoke = {"targets": [f"user:{name}", "clientId:someone"], "issuedBefore": 1_700_000_000_000}
+    issued_before = int(((time.time() if now is None else now) - 60) * 1000)
+    revoke = {"targets": [f"user:{name}", "clientId:someone"], "issuedBefore": issued_before}
     if revocation:
         done = admin.call("POST", "/revocations", json=revoke, expect=202).json()
         assert done == {
             "targets": [f"clientId:{name}-cid", "clientId:someone"],
             "queued": 2,
-            "issuedBefore": 1_700_000_000_000,
+            "issuedBefore": issued_before,
             "allowReauthMargin": False,
         }
     else:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from datetime import datetime
 
 from authserver.cli.devkey import development_key_path, read_development_key
 from authserver.config import Settings
 from authserver.core.keys import AblyKey
 from authserver.errors import UserError
-from authserver.identity.operations import resolve_target
+from authserver.identity.operations import checked_issued_before, resolve_target
 from authserver.revocation.outbox import Revoker
 from authserver.storage import Storage
 from authserver.wiring import command_revoker
@@ -92,7 +93,9 @@ async def revoke_command(settings: Settings, storage: Storage, args: argparse.Na
         target = await resolve_target(storage.users, "clientId", args.client_id)
     else:
         target = await resolve_target(storage.users, "session", args.session)
-    issued_before = None if args.issued_before is None else parse_time_ms(args.issued_before)
+    issued_before = None
+    if args.issued_before is not None:
+        issued_before = checked_issued_before(parse_time_ms(args.issued_before), now=time.time())
     await revoker.revoke([target], reason="operator", issued_before_ms=issued_before, reauth=args.allow_reauth_margin)
     if deliver:
         await deliver_best_effort(revoker)

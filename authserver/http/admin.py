@@ -17,6 +17,7 @@ is set, the API answers 404 saying how to switch it on.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,9 +34,11 @@ from authserver.errors import (
     ForbiddenError,
     NotAuthenticatedError,
     RateLimitedError,
+    UserError,
 )
 from authserver.http.admin_spec import (
     INVALID_BODY,
+    INVALID_VALUE,
     OPERATIONS,
     PREFIX,
     PROBLEM_TITLES,
@@ -48,7 +51,7 @@ from authserver.http.common import MAX_BODY, services
 from authserver.http.responses import NO_CACHE, json_response
 from authserver.identity.oidc.bearer import bearer_token
 from authserver.identity.sessions import session_revocation_key
-from authserver.identity.users import User
+from authserver.identity.users import User, check_username
 from authserver.infra.audit import audit_admin
 from authserver.infra.logs import LogLimiter
 from authserver.storage import SessionSummary
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
 
     from authserver.infra.ratelimits import Limiter
 
+log = logging.getLogger("authserver.http")
 #: Calls refused before any credential was accepted are audited a few a minute (anyone can send them).
 _anonymous = LogLimiter(burst=5, interval=60.0)
 _OFF = (
@@ -183,19 +187,20 @@ async def _end_sessions(call: Call) -> Response:
 
 async def _revoke(call: Call) -> Response:
     pairs = []
+    call.target = ",".join(call.body["targets"])[:200]
     for text in call.body["targets"]:
         kind, sep, value = text.partition(":")
         if not sep or not value:
             raise BadRequestError(f"target {text[:80]!r} is not KIND:VALUE (user, clientId, session, revocationKey)")
         pairs.append((kind, value))
-    call.target = ",".join(call.body["targets"])[:200]
-    issued_before = call.body.get("issuedBefore")
     reauth = bool(call.body.get("allowReauthMargin", False))
-    done = await call.svc.operations.revoke(pairs, issued_before_ms=issued_before, reauth=reauth)
+    done = await call.svc.operations.revoke(
+        pairs, issued_before_ms=call.body.get("issuedBefore"), reauth=reauth, now=call.now
+    )
     body = {
         "targets": list(done.targets),
         "queued": done.queued,
-        "issuedBefore": issued_before,
+        "issuedBefore": done.issued_before_ms,
         "allowReauthMargin": reauth,
     }
     return json_response(body, 202)
@@ -310,30 +315,61 @@ class AdminLimits:
 def _audit(op: Operation, call: Call | None, caller: Caller | None, status: int, request: Request) -> None:
     target = call.target if call is not None else request.path_params.get("username")
     if caller is None:
-        if _anonymous.take(f"admin-{status}") is None:
-            return
-        audit_admin(op.operation_id, target, "none", "-", status)
+        suppressed = _anonymous.take(f"admin-{status}")
+        if suppressed is not None:
+            audit_admin(op.operation_id, target, "none", "-", status, suppressed)
         return
     audit_admin(op.operation_id, target, caller.credential, caller.name, status)
 
 
-async def _answer(request: Request, op: Operation) -> Response:
-    svc = services(request)
+def check_path(request: Request) -> None:
+    """The path as sent holds no encoded ``/`` (routing runs on the decoded path: ``alice%2Frole``
+    would be user ``alice``'s route ``role``) and its username, if any, is one an account can have.
+
+    :raises BadRequestError: either, before anything is looked up (400, 40003).
+    """
+    raw = request.scope.get("raw_path") or request.scope["path"].encode("utf-8", "replace")
+    if b"%2f" in raw.lower():
+        raise BadRequestError("an admin API path may not hold an encoded '/' (%2F)", code=INVALID_VALUE)
+    name = request.path_params.get("username")
+    if name is not None:
+        try:
+            check_username(name)
+        except UserError as exc:
+            raise BadRequestError(exc.message, code=INVALID_VALUE) from None
+
+
+@dataclass
+class _Progress:
+    """How far an admin call got, for its audit line: who called, once known; the call, once made."""
+
     caller: Caller | None = None
     call: Call | None = None
+
+
+async def _respond(request: Request, op: Operation, svc: Services, progress: _Progress) -> Response:
+    if not await _enabled(svc):
+        return problem(404, _OFF, 40400)
+    now = svc.clock()
+    if not op.public:
+        progress.caller = await _caller(request, svc, now)
+        await request.app.state.admin_limits.check(progress.caller)
+    check_path(request)
+    progress.call = Call(request, svc, await _body(request, op), now)
+    return await HANDLERS[op.operation_id](progress.call)
+
+
+async def _answer(request: Request, op: Operation) -> Response:
+    progress = _Progress()
     try:
-        if not await _enabled(svc):
-            return problem(404, _OFF, 40400)
-        now = svc.clock()
-        if not op.public:
-            caller = await _caller(request, svc, now)
-            await request.app.state.admin_limits.check(caller)
-        call = Call(request, svc, await _body(request, op), now)
-        response = await HANDLERS[op.operation_id](call)
+        response = await _respond(request, op, services(request), progress)
     except AuthServerError as exc:
         response = _problem_of(exc)
+    except Exception:  # a bug or an outage no layer named: still a problem, still audited
+        log.exception("admin call %s failed", op.operation_id)
+        response = problem(500, "the admin call failed on the server (see its log)", 50000)
     if not op.public:
-        _audit(op, call, caller, response.status_code, request)
+        _audit(op, progress.call, progress.caller, response.status_code, request)
     return response
 
 

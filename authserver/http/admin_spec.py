@@ -20,6 +20,8 @@ PROBLEM_TYPE = "application/problem+json"
 #: The longest string any field takes (passwords: at most MAX_PASSWORD_LENGTH bytes, checked after).
 MAX_STRING = MAX_PASSWORD_LENGTH
 MAX_TARGETS = 100
+#: The largest integer a body takes: the largest JSON numbers keep exactly (JavaScript's safe integers).
+MAX_INTEGER = 2**53 - 1
 #: Ably's codes for a body that is not what was expected, a field it does not know, a value of the wrong kind.
 INVALID_BODY, UNKNOWN_FIELD, INVALID_VALUE = 40001, 40002, 40003
 
@@ -31,6 +33,8 @@ class Field:
     kind: str
     description: str
     required: bool = False
+    #: An integer's schema beyond its bounds (a static document cannot say "now").
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def schema(self) -> dict[str, Any]:
         if self.kind == "string":
@@ -45,14 +49,24 @@ class Field:
                 "description": self.description,
             }
         if self.kind == "integer":
-            return {"type": "integer", "minimum": 0, "description": self.description}
+            return {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_INTEGER,
+                "description": self.description,
+            } | self.extra
         return {"type": "boolean", "description": self.description}
 
     def check(self, name: str, value: Any) -> Any:
         """``value`` when it is of this field's kind. :raises BadRequestError: naming the field."""
         if self.kind == "string" and isinstance(value, str) and 0 < len(value) <= MAX_STRING:
             return _utf8(name, value)
-        if self.kind == "integer" and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if (
+            self.kind == "integer"
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+            and 0 <= value <= MAX_INTEGER
+        ):
             return value
         if self.kind == "boolean" and isinstance(value, bool):
             return value
@@ -73,7 +87,7 @@ def _utf8(name: str, value: str) -> str:
 
 _KIND_TEXT = {
     "string": f"a non-empty string of at most {MAX_STRING} characters",
-    "integer": "a non-negative integer",
+    "integer": f"a non-negative integer of at most {MAX_INTEGER}",
     "boolean": "true or false",
     "strings": f"a list of 1 to {MAX_TARGETS} non-empty strings",
 }
@@ -149,7 +163,13 @@ REVOKE = Body(
         "targets": Field(
             "strings", "user:NAME, clientId:ID, session:KEY (s:... or a stored id hash) or revocationKey:KEY", True
         ),
-        "issuedBefore": Field("integer", "only tokens issued before this time, ms since the epoch (default: now)"),
+        "issuedBefore": Field(
+            "integer",
+            "only tokens issued before this time, ms since the epoch (default: now). As Ably requires, not in"
+            " the future and at most an hour ago: between now - 59 minutes (a minute is kept for the delivery)"
+            " and now; up to a minute ahead counts as now. Anything else is 400 (40003).",
+            extra={"format": "int64", "examples": [1_800_000_000_000]},
+        ),
         "allowReauthMargin": Field("boolean", "Ably's grace: connected clients are asked to renew first"),
     },
 )
@@ -268,6 +288,7 @@ PROBLEM_TITLES = {
     413: "Request body too large",
     415: "Unsupported media type",
     429: "Too many requests",
+    500: "Internal server error",
     503: "Service unavailable",
 }
 

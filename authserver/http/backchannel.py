@@ -6,7 +6,8 @@ session. A valid one is carried out (:class:`~authserver.identity.oidc.backchann
 200, with ``Cache-Control: no-store`` (section 2.8). Anything else is 400 with the OAuth error body
 ``{"error": "invalid_request", "error_description": ...}`` and nothing is logged out; the database or
 the provider's keys unreachable is 503 ``temporarily_unavailable`` (nothing is logged out, the provider
-may send the same token again). Every token received is audited, without its contents.
+may send the same token again). Every token received is audited, without its contents, even one
+that fails on a bug (500).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from authserver.errors import BadRequestError, UnavailableError
+from authserver.errors import AuthServerError, BadRequestError, UnavailableError
 from authserver.http.bodies import read_bounded
 from authserver.http.common import metrics_of
 from authserver.http.responses import json_response
@@ -84,6 +85,14 @@ def backchannel_routes(svc: Services) -> list[BaseRoute]:
             audit_logout_refused(503, exc.message)
             retry = {"Retry-After": str(exc.retry_after or 5)}
             return _answer(503, {"error": "temporarily_unavailable", "error_description": exc.message}, retry)
+        except AuthServerError as exc:  # another refusal, which the app answers as it answers it elsewhere
+            metrics_of(request).backchannel_logout("refused")
+            audit_logout_refused(exc.status, exc.message)
+            raise
+        except Exception:  # a bug no check named: still audited, then the server's 500
+            metrics_of(request).backchannel_logout("failed")
+            audit_logout_refused(500, "internal error")
+            raise
         metrics_of(request).backchannel_logout("accepted")
         audit_logout_accepted(upstream.issuer, "sid" if claims.sid is not None else "sub", ended)
         return _answer(200)

@@ -18,7 +18,7 @@ import logging
 
 from authserver.core.callers import Identity
 from authserver.errors import AuthServerError
-from authserver.infra.logs import FieldLines, LogLimiter, left_out
+from authserver.infra.logs import FieldLines, LogLimiter, left_out, shown
 
 log = logging.getLogger("authserver.audit")
 
@@ -111,12 +111,29 @@ _admin = FieldLines(
     "admin call: %s target=%s by %s %s: status %d",
     ("event", "operation", "target", "credential", "caller", "status"),
 )
+#: An admin call refused before any credential was accepted, saying how many like it were left out.
+_admin_anonymous = FieldLines(
+    log,
+    "admin call: %s target=%s by %s %s: status %d%s",
+    ("event", "operation", "target", "credential", "caller", "status", "suppressed"),
+)
 
 
-def audit_admin(operation: str, target: str | None, credential: str, caller: str, status: int) -> None:
+def audit_admin(
+    operation: str, target: str | None, credential: str, caller: str, status: int, suppressed: int | None = None
+) -> None:
     """The line of one admin API call: what (``operation``, e.g. ``users.create``), on what (a username,
     clientId or key name; never a password or key), by whom (``credential`` ``key`` or ``provider``, and
-    the key's name and id or the provider token's subject) and how it ended (the HTTP status)."""
-    _admin(
-        (operation, target, credential, caller, status), ("admin_call", operation, target, credential, caller, status)
-    )
+    the key's name and id or the provider token's subject) and how it ended (the HTTP status).
+
+    The target and a provider's subject come from outside: in the text line each is JSON-quoted unless plain
+    (:func:`~authserver.infra.logs.shown`), so none can pose as another field or line. ``suppressed``
+    (for a call refused before any credential was accepted) is how many such lines were left out before.
+    """
+    values = ("admin_call", operation, target, credential, caller, status)
+    # a key's "name (id)" is of the safe set by construction; a provider's subject is the provider's text
+    args = (operation, shown(target), credential, caller if credential == "key" else shown(caller), status)
+    if suppressed is None:
+        _admin(args, values)
+    else:
+        _admin_anonymous((*args, left_out(suppressed)), (*values, suppressed))

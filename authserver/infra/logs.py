@@ -64,7 +64,48 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-_json_line = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_json_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+#: What JSON leaves unescaped (``ensure_ascii=False``) but some line readers (Python's ``splitlines``,
+#: JavaScript before ES2019) take for a line break.
+_UNICODE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def _one_json_line(line: str) -> str:
+    return line if line.isascii() else line.translate(_UNICODE_BREAKS)
+
+
+def _json_line(value: object) -> str:
+    return _one_json_line(_json_encode(value))
+
+
+#: What could end or rewrite a text log line: C0 and C1 controls but the tab, DEL, Unicode line breaks.
+_BREAKING = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that could break or rewrite a log line escaped (``\\n``, ``\\x1b``):
+    what a client sent can never forge a line of its own."""
+    return text if text.isprintable() else _BREAKING.sub(_escaped, text)
+
+
+#: An audit value shown bare: printable ASCII without spaces or quotes (usernames, clientIds, key ids).
+_PLAIN = re.compile(r"[!#-~]+")
+
+
+def shown(value: object) -> str:
+    """An audit line's value as its text line shows it: bare when plain, else JSON-quoted (ASCII, every
+    control character escaped), so that no value can pass for the line's other fields or a line."""
+    text = str(value)
+    if value is None or _PLAIN.fullmatch(text):
+        return text
+    return json.dumps(text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -98,8 +139,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One readable line per record, its message kept on it (:func:`one_line`); a traceback follows."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -228,7 +275,7 @@ class FieldLines:
                 parts.append(key_part)
                 parts.append(_json_value(value))
         parts.append("}")
-        handler.write_line("".join(parts))
+        handler.write_line(_one_json_line("".join(parts)))
 
 
 def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:

@@ -202,7 +202,7 @@ class Metrics:
         self.redis_errors.labels(operation).inc()
 
     def backchannel_logout(self, outcome: str) -> None:
-        """``outcome``: accepted, refused (400) or unavailable (503)."""
+        """``outcome``: accepted, refused (400), unavailable (503) or failed (500, a bug)."""
         self.backchannel_logouts.labels(outcome).inc()
 
     def jwks_fetch(self, outcome: str) -> None:

@@ -28,6 +28,28 @@ from authserver.storage import PendingRevocation, QueuedRevocations
 MAX_TARGETS_PER_CALL = 100
 #: Retries back off exponentially from one second to this ceiling.
 MAX_BACKOFF_S = 30.0
+#: Ably refuses an ``issuedBefore`` in the future or more than an hour in the past (TokenRevocationOptions).
+ISSUED_BEFORE_MAX_AGE_MS = 3_600_000
+#: Of Ably's hour, this much is kept for the delivery (and the two clocks' difference); a time up to this
+#: far ahead of now counts as now.
+ISSUED_BEFORE_SLACK_MS = 60_000
+
+
+def issued_before_window(issued_before_ms: int, now_ms: int) -> int:
+    """The ``issuedBefore`` to send for an operator's ``issued_before_ms``: within the last hour less
+    :data:`ISSUED_BEFORE_SLACK_MS` (so that Ably still takes it on delivery), and not after ``now_ms``
+    (up to the slack ahead is taken as ``now_ms``: the operator's clock may run a little ahead).
+
+    :raises ValueError: outside that window, saying what it is.
+    """
+    earliest = now_ms - ISSUED_BEFORE_MAX_AGE_MS + ISSUED_BEFORE_SLACK_MS
+    if not earliest <= issued_before_ms <= now_ms + ISSUED_BEFORE_SLACK_MS:
+        raise ValueError(
+            "issuedBefore must be not in the future and at most an hour ago, as Ably requires: between"
+            f" {earliest} and {now_ms} ms since the epoch now (59 minutes ago; a minute of the hour is kept"
+            " for the delivery, and up to a minute ahead counts as now)"
+        )
+    return min(issued_before_ms, now_ms)
 
 
 class RevocationQueue(Protocol):

@@ -24,7 +24,7 @@ from authserver.sandbox.history import HistoryQuery
 from authserver.sandbox.hub import Sandbox
 from authserver.sandbox.native_tokens import token_details
 from authserver.sandbox.protocol import error_info, payloads_for_json
-from authserver.sandbox.revocation import RevocationTarget
+from authserver.sandbox.revocation import MAX_ISSUED_BEFORE_AGE_MS, RevocationTarget
 
 MSGPACK = "application/x-msgpack"
 MAX_REVOCATION_TARGETS = 100
@@ -149,10 +149,13 @@ async def revoke_tokens(request: Request) -> Response:
         raise BadRequestError(f"targets must be a list of 1 to {MAX_REVOCATION_TARGETS} 'type:value' strings")
     now = sandbox.now_ms()
     issued_before = body.get("issuedBefore", now)
-    # An issuer's clock may run a little ahead of the sandbox's: tolerated as an iat is (clock_skew_ms).
-    latest = now + sandbox.limits.clock_skew_ms
-    if not isinstance(issued_before, int) or isinstance(issued_before, bool) or issued_before > latest:
-        raise BadRequestError("issuedBefore must be a time in ms, not in the future", code=40003)
+    # Ably refuses one in the future or more than an hour in the past (TokenRevocationOptions). An
+    # issuer's clock may run a little ahead of the sandbox's: tolerated as an iat is (clock_skew_ms).
+    earliest, latest = now - MAX_ISSUED_BEFORE_AGE_MS, now + sandbox.limits.clock_skew_ms
+    if not isinstance(issued_before, int) or isinstance(issued_before, bool) or not earliest <= issued_before <= latest:
+        raise BadRequestError(
+            "issuedBefore must be a time in ms, not in the future and not more than an hour in the past", code=40003
+        )
     margin = sandbox.limits.reauth_margin_ms if body.get("allowReauthMargin") is True else 0
     results: list[dict[str, Any]] = []
     for raw in targets:

@@ -14,6 +14,9 @@ from authserver.errors import BadRequestError
 from authserver.sandbox.grants import JudgedCredential
 from authserver.sandbox.limits import LimitError
 
+#: Ably refuses an ``issuedBefore`` more than an hour in the past (TokenRevocationOptions), 40003 here.
+MAX_ISSUED_BEFORE_AGE_MS = 3_600_000
+
 TargetKind = Literal["clientId", "revocationKey"]
 _KINDS: tuple[TargetKind, ...] = ("clientId", "revocationKey")
 

@@ -104,6 +104,18 @@ def test_revoke_with_allow_reauth_margin_queues_it_so(
     assert rows(environ, "SELECT target, reauth, reason FROM revocation_outbox") == [("clientId:bob", 1, "operator")]
 
 
+@pytest.mark.parametrize("when", ["2020-01-01T00:00:00", "0", "99999999999999999999", "2999-01-01T00:00:00Z"], ids=str)
+def test_revoke_issued_before_outside_ablys_hour_is_refused_before_anything_is_queued(
+    capsys: pytest.CaptureFixture[str], environ: dict[str, str], when: str
+) -> None:
+    assert run(capsys, environ, "db", "upgrade")[0] == EXIT_OK
+    code, _, err = run(capsys, environ, "revoke", "--client-id", "bob", "--issued-before", when)
+    assert code != EXIT_OK and "not in the future and at most an hour ago" in err, err
+    assert rows(environ, "SELECT target FROM revocation_outbox") == []
+    recent = str(int(time.time() * 1000) - 60_000)
+    assert run(capsys, environ, "revoke", "--client-id", "bob", "--issued-before", recent)[0] == EXIT_OK
+
+
 def test_api_keys_list_and_revoke_never_create_a_database(
     capsys: pytest.CaptureFixture[str], environ: dict[str, str], tmp_path: Path
 ) -> None:

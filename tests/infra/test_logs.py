@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import StringIO
@@ -33,6 +34,7 @@ from authserver.infra.logs import (
     TextFormatter,
     redact,
     request_id,
+    shown,
 )
 from infra.test_metrics import value
 
@@ -264,6 +266,45 @@ def test_text_logs_name_the_request_too() -> None:
     finally:
         request_id.reset(token)
     assert TextFormatter().format(record).endswith("INFO    authserver: hello world [request abc123]")
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        ("a\nb", "a\\nb"),
+        ("a\r\nb", "a\\r\\nb"),
+        ("bell\x07 esc\x1b[31m del\x7f", "bell\\x07 esc\\x1b[31m del\\x7f"),
+        ("line\u2028sep\x85next", "line\\u2028sep\\x85next"),
+        ("tab\tand caf\u00e9", "tab\tand caf\u00e9"),
+    ],
+    ids=["newline", "crlf", "c0 controls", "unicode line breaks", "tab and text kept"],
+)
+def test_a_text_log_line_is_always_one_line_whatever_its_message_holds(message: str, shown: str) -> None:
+    record = logging.LogRecord("authserver", logging.INFO, __file__, 1, "got %s", (message,), None)
+    assert TextFormatter().format(record).endswith(f"INFO    authserver: got {shown}")
+
+
+def test_a_text_log_lines_traceback_still_follows_it_on_lines_of_its_own() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("authserver", logging.ERROR, __file__, 1, "failed\nbadly", (), sys.exc_info())
+    lines = TextFormatter().format(record).splitlines()
+    assert lines[0].endswith("failed\\nbadly") and lines[-1] == "ValueError: boom"
+
+
+def test_a_json_log_line_escapes_what_some_readers_take_for_a_line_break() -> None:
+    record = logging.LogRecord("authserver", logging.INFO, __file__, 1, "a\u2028b\u2029c\x85d\ne", (), None)
+    line = JsonFormatter().format(record)
+    assert len(line.splitlines()) == 1 and "\\u2028" in line
+    assert json.loads(line)["message"] == "a\u2028b\u2029c\x85d\ne"
+
+
+def test_an_audit_value_is_quoted_only_when_it_could_mislead() -> None:
+    assert shown("alice") == "alice" and shown(None) == "None" and shown("bob-device@x.y") == "bob-device@x.y"
+    assert shown("x\nforged") == '"x\\nforged"'
+    assert shown("a b") == '"a b"' and shown('a"b') == '"a\\"b"' and shown("") == '""'
+    assert shown("caf\u00e9\u2028") == '"caf\\u00e9\\u2028"'
 
 
 def test_the_log_limiter_lets_a_burst_through_then_counts_what_it_dropped(caplog: pytest.LogCaptureFixture) -> None:

@@ -6,11 +6,14 @@ tokens of that user issued before it (403 40305, final); a replayed, malformed o
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
 import uuid
 from typing import Any
 
+import jwt
 import pytest
 import redis
 from realservers import Postgres
@@ -129,6 +132,11 @@ HOSTILE: dict[str, tuple[Any, str]] = {
     "iat in the future": (lambda p, sub, now: p.logout_token(sub=sub, now=now + 120), "future"),
     "expired": (lambda p, sub, now: p.logout_token(sub=sub, exp=int(now) - 60), "expired"),
     "an access token's typ": (lambda p, sub, now: p.logout_token(sub=sub, typ="at+jwt"), "typ"),
+    "iat NaN": (lambda p, sub, now: p.logout_token(sub=sub, iat=float("nan")), "iat is not a finite number"),
+    "iat Infinity": (lambda p, sub, now: p.logout_token(sub=sub, iat=float("inf")), "iat is not a finite number"),
+    "exp NaN": (lambda p, sub, now: p.logout_token(sub=sub, exp=float("nan")), "exp is not a finite number"),
+    "exp Infinity": (lambda p, sub, now: p.logout_token(sub=sub, exp=float("inf")), "exp is not a finite number"),
+    "auth_time NaN": (lambda p, sub, now: p.logout_token(sub=sub, auth_time=float("nan")), "auth_time"),
     "an HMAC algorithm": (lambda p, sub, now: p.hs256_with_public_key(), "not allowed"),
     "a forged signature": (lambda p, sub, now: p.logout_token(sub=sub)[:-8] + "AAAAAAAA", "signature"),
 }
@@ -230,3 +238,52 @@ def test_while_redis_is_down_the_database_keeps_the_replay_set(
         assert_refused(post_logout(client, token), "replayed")
     finally:
         redis_server.start()
+
+
+def with_header(provider: Provider, token: str, **header: Any) -> str:
+    """``token``'s claims signed again by the provider's key under a header with ``header`` set
+    (PyJWT drops an empty ``typ``, so the header is written here)."""
+    jwk = provider.key("EC")
+    head = {"alg": jwk["alg"], "kid": jwk["kid"], **header}
+    signing_input = f"{b64url(json.dumps(head).encode())}.{token.split('.')[1]}".encode()
+    signature = jwt.get_algorithm_by_name(jwk["alg"]).sign(signing_input, jwt.PyJWK(jwk).key)
+    return f"{signing_input.decode()}.{b64url(signature)}"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("typ", [[], {}, ["JWT"], {"JWT": 1}, 1, True], ids=repr)
+def test_a_typ_header_that_is_not_a_string_is_400_and_audited(
+    shared_provider: Provider,
+    client: TestClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    typ: Any,
+) -> None:
+    monkeypatch.setattr(audit, "_logout_refusals", LogLimiter(burst=20, interval=60.0))
+    caplog.set_level(logging.INFO, logger="authserver.audit")
+    token = with_header(shared_provider, shared_provider.logout_token(sub=unique("tia")), typ=typ)
+    assert_refused(post_logout(client, token), "typ")
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "authserver.audit"]
+    assert line.startswith("backchannel logout refused: status=400 logout token refused: its typ header")
+
+
+def test_a_logout_that_fails_unexpectedly_is_audited_as_a_500(
+    shared_provider: Provider,
+    client: TestClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(*args: Any) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(audit, "_logout_refusals", LogLimiter(burst=20, interval=60.0))
+    logouts = client.app.state.services.logouts  # type: ignore[attr-defined]
+    monkeypatch.setattr(logouts, "apply", broken)
+    caplog.set_level(logging.INFO, logger="authserver.audit")
+    response = post_logout(client, shared_provider.logout_token(sub=unique("uma")))
+    assert response.status_code == 500 and "a bug" not in response.text
+    lines = [r.getMessage() for r in caplog.records if r.name == "authserver.audit"]
+    assert lines == ["backchannel logout refused: status=500 internal error"]

@@ -293,6 +293,23 @@ class TestRevokeTokens:
         assert client.get("/channels/a/messages", headers=bearer(before)).json()["error"]["code"] == 40141
         assert client.get("/channels/a/messages", headers=bearer(after)).status_code == 200
 
+    @pytest.mark.parametrize(
+        ("offset_ms", "status"),
+        [(-3_600_001, 400), (-3_600_000, 200), (-1, 200), (0, 200), (120_000, 400), (2**63, 400)],
+        ids=["over an hour ago", "an hour ago", "just now", "now", "in the future", "far beyond"],
+    )
+    def test_issued_before_in_the_future_or_over_an_hour_ago_is_40003_as_ably_refuses_it(
+        self, client: TestClient, offset_ms: int, status: int
+    ) -> None:
+        """Ably: "Requests with an issuedBefore in the future, or more than an hour in the past, will be
+        rejected" (TokenRevocationOptions); the sandbox is no kinder."""
+        body = {"targets": ["clientId:x"], "issuedBefore": int(FIXED_NOW * 1000) + offset_ms}
+        response = client.post(f"/keys/{KEY.name}/revokeTokens", json=body, headers=basic())
+        assert response.status_code == status, response.text
+        if status == 400:
+            error = response.json()["error"]
+            assert error["code"] == 40003 and "hour" in error["message"]
+
     def test_revocation_with_another_key_than_the_urls_is_40133(self, client: TestClient) -> None:
         """Ably: "can only revoke tokens using the same key that issued them" (40133, ably-spec 8.3)."""
         other = basic(f"{OTHER_KEY.name}:{OTHER_KEY.secret}")

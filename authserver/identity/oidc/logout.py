@@ -17,7 +17,7 @@ import jwt
 
 from authserver.core.issuers import UpstreamIssuer
 from authserver.errors import BadRequestError
-from authserver.identity.oidc.verifier import BearerRefused, Unverified, check_key, decode, peek
+from authserver.identity.oidc.verifier import BearerRefused, Unverified, check_key, decode, number_claim, peek
 
 #: The event member a logout token's ``events`` claim must have (section 2.4).
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -64,7 +64,7 @@ def peek_logout(token: str) -> Unverified:
         raise _as_logout(exc) from None
     except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
         raise refused("malformed (not a signed JWT)") from None
-    if typ is not None and typ not in TYPES:
+    if typ is not None and (not isinstance(typ, str) or typ not in TYPES):
         raise refused("its typ header names another kind of token")
     return header
 
@@ -89,19 +89,18 @@ def _decode(token: str, upstream: UpstreamIssuer, key: jwt.PyJWK, algorithm: str
 
 
 def _times(claims: dict[str, Any], now: float, leeway: float) -> float:
-    iat = claims.get("iat")
+    iat = number_claim(claims, "iat", refused)
+    exp = number_claim(claims, "exp", refused)
+    number_claim(claims, "auth_time", refused)  # none is expected, but no NaN may pass either
     if iat is None:
         raise refused("no iat claim")
-    if isinstance(iat, bool) or not isinstance(iat, int | float):
-        raise refused("iat is not a number")
     if now + leeway < iat:
         raise refused("issued in the future (iat)")
     if now - iat > MAX_AGE + leeway:
         raise refused(f"too old (iat more than {MAX_AGE} s ago)")
-    exp = claims.get("exp")
-    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float) or now >= exp + leeway):
+    if exp is not None and now >= exp + leeway:
         raise refused("expired (exp)")
-    return float(iat)
+    return iat
 
 
 def check_logout(token: str, upstream: UpstreamIssuer, key: jwt.PyJWK, algorithm: str, now: float) -> LogoutClaims:

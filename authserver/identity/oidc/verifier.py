@@ -8,6 +8,7 @@ failed and never contains the token.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -132,28 +133,39 @@ def decode(
     return claims
 
 
-def _number(claims: dict[str, Any], name: str) -> float | None:
+def number_claim(claims: dict[str, Any], name: str, refuse: Callable[[str], AuthServerError] = _refuse) -> float | None:
+    """Claim ``name`` as a number of seconds, None when absent.
+
+    JSON as Python reads it takes ``NaN`` and ``Infinity``: every comparison with a NaN is false (an
+    ``exp`` of NaN would never expire), so a number that is not finite is refused like a string.
+
+    :raises AuthServerError: ``refuse(...)`` for anything but a finite number.
+    """
     value = claims.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _refuse(f"{name} is not a number")
+        raise refuse(f"{name} is not a number")
+    if not math.isfinite(value):
+        raise refuse(f"{name} is not a finite number")
     return float(value)
 
 
 def check_times(claims: dict[str, Any], now: float, leeway: float) -> None:
-    """``exp`` (required), ``nbf`` and ``iat`` against ``now``, each with ``leeway`` seconds of slack.
+    """``exp`` (required), ``nbf`` and ``iat`` against ``now``, each with ``leeway`` seconds of slack;
+    ``auth_time``, where present, a finite number too (a back-channel logout is matched against it).
 
-    :raises BearerRefused: expired, not yet valid, or issued in the future.
+    :raises BearerRefused: expired, not yet valid, issued in the future, or a time that is no finite number.
     """
-    exp = _number(claims, "exp")
+    number_claim(claims, "auth_time")
+    exp = number_claim(claims, "exp")
     if exp is None:
         raise _refuse("no exp claim")
     if now >= exp + leeway:
         raise _refuse("expired")
-    nbf = _number(claims, "nbf")
+    nbf = number_claim(claims, "nbf")
     if nbf is not None and now + leeway < nbf:
         raise _refuse("not valid yet (nbf)")
-    iat = _number(claims, "iat")
+    iat = number_claim(claims, "iat")
     if iat is not None and now + leeway < iat:
         raise _refuse("issued in the future (iat)")
