@@ -78,7 +78,8 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_SESSION_TTL": "how long a login session lasts, in seconds (default 28800)",
     "AUTHSERVER_POLICY": "policy file (TOML or JSON) mapping roles to capabilities (default: the built-in policy)",
     "AUTHSERVER_DEMO_LOGIN": "true: any username/password logs in (NOT for production)",
-    "AUTHSERVER_COOKIE_SECURE": "auto (Secure when the request is HTTPS), true or false",
+    "AUTHSERVER_COOKIE_SECURE": "auto (Secure when the request is HTTPS; the provider login's flow cookie when"
+    " AUTHSERVER_PUBLIC_URL is https), true or false",
     "AUTHSERVER_ALLOWED_ORIGINS": "trusted front-end origins (comma-separated): CORS on /auth, /token, /session,"
     " /login, /logout, and allowed to POST /login and /logout",
     "OIDC_ISSUER": "an OpenID Connect provider whose tokens are accepted as Authorization: Bearer (https; more in"

@@ -166,10 +166,18 @@ def _middleware(settings: Settings, metrics: Metrics, auth_route: Route) -> list
                 session_cookie=STATE_COOKIE,
                 max_age=FLOW_SECONDS,
                 same_site="lax",
-                https_only=settings.cookie_secure == "true",
+                https_only=_flow_cookie_secure(settings),
             )
         )
     return layers
+
+
+def _flow_cookie_secure(settings: Settings) -> bool:
+    """The code flow's cookie is Secure when asked, or (``auto``) when browsers reach the service over
+    HTTPS: the public URL (required with OIDC_CLIENT_ID) says so, whatever scheme a proxy forwards."""
+    if settings.cookie_secure == "auto":
+        return (settings.public_url or "").startswith("https://")
+    return settings.cookie_secure == "true"
 
 
 def _lifespan(services: Services, readiness: Readiness) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:

@@ -31,3 +31,31 @@ def test_the_redirect_uri_comes_from_the_public_url_whatever_the_host(
     query = parse_qs(location.query)
     assert query["redirect_uri"] == [f"{PUBLIC_URL}/login/oidc/callback"]
     assert query["code_challenge_method"] == ["S256"] and query["state"] and query["nonce"]
+
+
+@pytest.mark.parametrize(
+    ("public_url", "cookie_secure", "secure"),
+    [
+        ("https://chat.example.com", "auto", True),  # browsers reach it over HTTPS
+        ("http://127.0.0.1:8000", "auto", False),
+        ("http://127.0.0.1:8000", "true", True),
+        ("https://chat.example.com", "false", False),
+    ],
+)
+def test_the_flow_cookie_is_secure_where_browsers_reach_the_service_over_https(
+    shared_provider: Provider, make_client: ClientFactory, public_url: str, cookie_secure: str, secure: bool
+) -> None:
+    """The code flow's marker cookie is set before any HTTPS request could be seen behind a proxy, so with
+    AUTHSERVER_COOKIE_SECURE=auto it follows the public URL's scheme (the address browsers use)."""
+    client = make_client(
+        shared_provider,
+        OIDC_CLIENT_ID=PAGE_CLIENT_ID,
+        OIDC_CLIENT_SECRET=PAGE_CLIENT_SECRET,
+        AUTHSERVER_PUBLIC_URL=public_url,
+        AUTHSERVER_COOKIE_SECURE=cookie_secure,
+    )
+    response = client.get("/login/oidc", follow_redirects=False)
+    assert response.status_code == 302
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("authserver_oidc_flow=") and "samesite=lax" in cookie.lower()
+    assert ("; secure" in cookie.lower()) is secure
