@@ -133,6 +133,8 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_ADMIN_ROLE": "a provider token whose role claim (OIDC_ROLE_CLAIM) carries this value may use the admin"
     " API (unset: no provider token may)",
     "AUTHSERVER_ADMIN_RATE": "admin API calls allowed per credential, e.g. 120/minute (the default)",
+    "AUTHSERVER_PROVIDER_LOGIN_RATE": "provider logins (GET /login/oidc) one address may start, e.g. 30/minute"
+    " (the default): each keeps a flow's state for 10 minutes",
 }
 
 #: Which setting an issuer problem from OIDC_ISSUER's settings is about (by a word of its message).
@@ -246,6 +248,8 @@ class Settings:
     admin_role: str | None = None
     #: Admin API calls per credential, in the ``limits`` notation.
     admin_rate: str = "120/minute"
+    #: Provider logins one client address may start, in the ``limits`` notation.
+    provider_login_rate: str = "30/minute"
     time_sync: bool = False
     time_sync_max_offset: int = 30
 
@@ -696,6 +700,7 @@ class _Reader:
             admin_api=self.choice("AUTHSERVER_ADMIN_API", "auto", ("auto", "off")) == "auto",
             admin_role=self.admin_role(issuers),
             admin_rate=self.parse("AUTHSERVER_ADMIN_RATE", "120/minute", _rate),
+            provider_login_rate=self.parse("AUTHSERVER_PROVIDER_LOGIN_RATE", "30/minute", _rate),
         )
 
     def admin_role(self, issuers: tuple[UpstreamIssuer, ...]) -> str | None:

@@ -24,7 +24,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -33,10 +33,16 @@ from starlette.routing import BaseRoute, Route
 
 from authserver.core.issuers import UpstreamIssuer
 from authserver.errors import AuthServerError, ConfigError
+from authserver.http.forwarding import throttle_address
 from authserver.http.sessioncookie import start_session
 from authserver.identity.oidc.bearer import UpstreamVerifier
 from authserver.infra.redislink import RedisLink, unreachable_errors
 from authserver.wiring import Services
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+
+    from authserver.infra.ratelimits import Limiter
 
 log = logging.getLogger("authserver.http")
 STATE_COOKIE = "authserver_oidc_flow"
@@ -113,6 +119,34 @@ class SharedFlowCache:
             self.link.failed("oidc-flow", exc)
 
 
+class _StartLimit:
+    """Provider logins one address may start (AUTHSERVER_PROVIDER_LOGIN_RATE): each start keeps a flow's
+    state (in memory, or Redis) for FLOW_SECONDS, so a flood of starts must not fill it or push out the
+    flows of people mid-login. Shared through Redis when REDIS_URL is set; the `limits` library is loaded
+    at the first start."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self._limiter: Limiter | None = None
+        self._rate: RateLimitItem | None = None
+        self._said: set[str] = set()
+
+    async def allow(self, address: str) -> bool:
+        if self._limiter is None or self._rate is None:
+            from authserver.infra.ratelimits import Limiter, parse_rate
+
+            self._limiter = Limiter(self.svc.redis, prefix="authserver-oidc-start")
+            self._rate = parse_rate(self.svc.settings.provider_login_rate)
+        if await self._limiter.hit(self._rate, "oidc-start", address):
+            return True
+        if address not in self._said and len(self._said) < 1024:  # once per address and process
+            self._said.add(address)
+            log.warning(
+                "provider logins started from %s over AUTHSERVER_PROVIDER_LOGIN_RATE (%s): refused", address, self._rate
+            )
+        return False
+
+
 def _failed(reason: str) -> Response:
     return RedirectResponse("/?" + urlencode({"login_error": reason[:200]}), status_code=303)
 
@@ -165,7 +199,11 @@ def provider_login_routes(svc: Services) -> list[BaseRoute]:
     verifier: UpstreamVerifier = svc.upstream
     client = _oauth_client(svc, upstream)
 
+    starts = _StartLimit(svc)
+
     async def begin(request: Request) -> Response:
+        if not await starts.allow(throttle_address(request.scope)):
+            return _failed("too many logins started from this address; try again in a minute")
         try:
             response: Response = await client.authorize_redirect(request, redirect_uri)
         except (OAuthError, OSError, ValueError) as exc:

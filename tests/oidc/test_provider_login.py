@@ -59,3 +59,27 @@ def test_the_flow_cookie_is_secure_where_browsers_reach_the_service_over_https(
     cookie = response.headers["set-cookie"]
     assert cookie.startswith("authserver_oidc_flow=") and "samesite=lax" in cookie.lower()
     assert ("; secure" in cookie.lower()) is secure
+
+
+def test_an_address_may_start_only_so_many_provider_logins(
+    shared_provider: Provider, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each start keeps a flow's state for 10 minutes: a flood of starts from one address is refused
+    (back to the page, saying why) before anything is stored, and said once in the log."""
+    client = make_client(
+        shared_provider,
+        OIDC_CLIENT_ID=PAGE_CLIENT_ID,
+        OIDC_CLIENT_SECRET=PAGE_CLIENT_SECRET,
+        AUTHSERVER_PUBLIC_URL=PUBLIC_URL,
+        AUTHSERVER_PROVIDER_LOGIN_RATE="3/minute",
+    )
+    for _ in range(3):
+        assert client.get("/login/oidc", follow_redirects=False).status_code == 302
+    for _ in range(2):
+        refused = client.get("/login/oidc", follow_redirects=False)
+        assert refused.status_code == 303 and "set-cookie" not in refused.headers
+        assert parse_qs(urlsplit(refused.headers["location"]).query)["login_error"] == [
+            "too many logins started from this address; try again in a minute"
+        ]
+    said = [r.getMessage() for r in caplog.records if "AUTHSERVER_PROVIDER_LOGIN_RATE" in r.getMessage()]
+    assert len(said) == 1
