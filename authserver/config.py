@@ -105,8 +105,8 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_LOGIN_FAILURE_WINDOW": "the failed-login window in seconds (default 300)",
     "AUTHSERVER_LOGIN_CONCURRENCY": "password checks run at once per process (default: the CPU count, at least 2)",
     "AUTHSERVER_LOGIN_QUEUE": "logins that may wait for a password check before 503 (default 64)",
-    "AUTHSERVER_PASSWORD_MIN_LENGTH": "shortest password `users add`/`set-password` accept, in characters (default 8,"
-    " 8..64); common passwords are refused at any length (NIST SP 800-63B)",
+    "AUTHSERVER_PASSWORD_MIN_LENGTH": "shortest password `users add`/`set-password`/the admin API accept, in"
+    " characters (default 8, 8..64); common passwords are refused at any length (NIST SP 800-63B)",
     "REDIS_URL": "redis://[:password@]host:port/db: share limits and session changes across workers and machines",
     "AUTHSERVER_AUTH_RATE_PER_IDENTITY": "limit on /auth per clientId, e.g. 120/minute (default: none)",
     "AUTHSERVER_AUTH_RATE_PER_ADDRESS": "limit on /auth per client address, e.g. 600/minute (default: none)",

@@ -19,7 +19,8 @@ and the CLI can each render it in one place::
     ├── ListenError                 a server cannot listen on its address (the port is busy, no permission)
     ├── RateLimitedError            too many attempts: try again later (429, 42910)
     ├── UnavailableError            a dependency (the database) is busy or down: retry (503, 50300)
-    │   └── OverloadedError         more requests in flight than the process admits: retry (503, 50300)
+    │   ├── OverloadedError         more requests in flight than the process admits: retry (503, 50300)
+    │   └── StoreUnavailableError   the accounts database did not answer (503, 50300)
     └── TokenError                  a token judged invalid (401, 4014x and friends)
 
 Messages are short, name the field at fault and never contain a secret, password or token.

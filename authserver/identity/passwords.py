@@ -18,8 +18,8 @@ MIN_PASSWORD_LENGTH = 8
 
 @lru_cache(maxsize=1)
 def common_passwords() -> frozenset[str]:
-    """The 30,000 most common passwords of zxcvbn's list (lower case), loaded on first use (the
-    service never needs it: passwords are set on the command line)."""
+    """The 30,000 most common passwords of zxcvbn's list (lower case), loaded on first use (by the
+    command line, and by the service at the admin API's first password)."""
     from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
     return frozenset(FREQUENCY_LISTS["passwords"])

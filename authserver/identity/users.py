@@ -145,7 +145,7 @@ class UserStore:
         """A new password ends every session of the account and revokes its tokens."""
         user = await self.get(username)
         if user is None:
-            raise UserError(f"no such user: {username!r}")
+            raise NotFoundError(f"no such user: {username!r}")
         password_hash = await self._hash(self.rules.check(password, names=(username, user.client_id)))
         revoke = self._revocations(user, "password")
         changed = await self.storage.set_password_hash(username, password_hash, end_sessions=True, revoke=revoke)

@@ -199,6 +199,16 @@ def test_an_unknown_user_is_404(service: Service, method: str, template: str, st
     assert body["detail"] == "no such user: 'nobody'" and body["code"] == 40400
 
 
+@pytest.mark.parametrize(
+    ("template", "body"),
+    [("/users/{username}/password", {"password": PASSWORD}), ("/users/{username}/role", {"role": "user"})],
+)
+def test_changing_an_unknown_user_is_404(service: Service, template: str, body: dict[str, str]) -> None:
+    admin = AdminClient(service.client, bearer(new_key(service).secret))
+    problem = admin.call("PUT", template, username="nobody", json=body, expect=404).json()
+    assert problem["detail"] == "no such user: 'nobody'" and problem["code"] == 40400
+
+
 def test_a_taken_name_is_409_and_an_unknown_role_400(service: Service) -> None:
     admin = AdminClient(service.client, bearer(new_key(service).secret))
     service.add_user("dave")
