@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -200,3 +200,21 @@ def all_revoked(sandbox: Any, client_id: str) -> bool:
     """Whether the sandbox holds connections of ``client_id`` and every one has a revoked token (it sent 40141)."""
     held = [c for c in list(sandbox.connections) if c.identity.client_id == client_id]
     return bool(held) and all(sandbox.revocations.revoked(c.grant, now_ms=sandbox.now_ms()) for c in held)
+
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+
+def log_in_at_the_provider(page: Page, name: str) -> None:
+    """The test provider's own login page (any password), then its consent page (tests/oidc/provider.mjs,
+    scripts/idp.mjs: the same oidc-provider interactions)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("input[name=login]")).to_be_visible(timeout=15_000)
+    page.fill("input[name=login]", name)
+    page.fill("input[name=password]", "any password")
+    page.get_by_role("button", name="Sign-in").click()
+    consent = page.get_by_role("button", name="Continue")
+    consent.wait_for(timeout=15_000)
+    consent.click()

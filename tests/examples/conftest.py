@@ -192,17 +192,6 @@ def page(browser: Browser) -> Iterator[Page]:
         context.close()
 
 
-def log_in_at_the_provider(page: Page, name: str) -> None:
-    """The development provider's own login page (any password), then its consent page."""
-    expect(page.locator("input[name=login]")).to_be_visible(timeout=15_000)
-    page.fill("input[name=login]", name)
-    page.fill("input[name=password]", "any password")
-    page.get_by_role("button", name="Sign-in").click()
-    consent = page.get_by_role("button", name="Continue")
-    consent.wait_for(timeout=15_000)
-    consent.click()
-
-
 def screenshot(page: Page, name: str) -> None:
     """Into tests/artifacts/, and into docs/screenshots/ (the docs show them) when
     UPDATE_DOCS_SCREENSHOTS=1, so that an ordinary run leaves the checkout unchanged."""

@@ -11,7 +11,8 @@ import subprocess
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import RENEWALS, REPO, DevStack, log_in_at_the_provider, screenshot
+from .conftest import RENEWALS, REPO, DevStack, screenshot
+from helpers import log_in_at_the_provider
 
 pytestmark = [pytest.mark.node]
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import DevStack, expect_connected_across_renewals, log_in_at_the_provider, screenshot
+from .conftest import DevStack, expect_connected_across_renewals, screenshot
+from helpers import log_in_at_the_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.node]
 

@@ -12,9 +12,9 @@ from .conftest import (
     DevStack,
     expect_connected_across_renewals,
     install_example,
-    log_in_at_the_provider,
     screenshot,
 )
+from helpers import log_in_at_the_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.node]
 

@@ -20,7 +20,7 @@ from authserver.sandbox import create_sandbox_app
 
 from .conftest import NODE_MODULES, PAGE_CLIENT_ID, PAGE_CLIENT_SECRET, Provider, oidc_env, unique
 from conftest import SettingsFactory
-from helpers import KEY_NAME, KEY_SECRET, bound_socket, running_server
+from helpers import KEY_NAME, KEY_SECRET, bound_socket, log_in_at_the_provider, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.node]
 CHROMIUM = "/usr/bin/chromium"
@@ -70,14 +70,6 @@ def page() -> Iterator[Page]:
             yield browser.new_page()
         finally:
             browser.close()
-
-
-def log_in_at_the_provider(page: Page, name: str) -> None:
-    expect(page.locator("input[name=login]")).to_be_visible(timeout=15_000)
-    page.fill("input[name=login]", name)
-    page.fill("input[name=password]", "any password")
-    page.get_by_role("button", name="Sign-in").click()
-    page.get_by_role("button", name="Continue").click()  # the provider's consent page
 
 
 def test_log_in_with_the_provider_connects_renews_and_logs_out(
