@@ -59,6 +59,9 @@ class Attachment:
     #: re-attaches (ably-js drops messages for channels that are not ATTACHED, RTL17), and the
     #: re-ATTACH then replays everything since ``seen_seq``.
     paused: bool = False
+    #: Set by a re-ATTACH on the transport that was delivering to it (not ``paused``): everything up to
+    #: ``seen_seq`` is already on its way to the client, in order, on that socket.
+    continuous: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class Channel:
         wanted = modes if requested is None else requested
         existing = self.attachments.get(subscriber.id)
         if existing is not None:
+            existing.continuous = not existing.paused
             existing.subscriber, existing.modes, existing.paused = subscriber, modes, False
             existing.requested = wanted
             return existing, True

@@ -92,6 +92,7 @@ def _backlog(
       recovering client the one in its recovery key, RTN16) is where the attachment carries on from,
       on this connection or another, for what is at most the connection state TTL old (two minutes, as
       on Ably: older is lost, and the attach is not RESUMED).
+      On the transport that has been delivering to the attachment, never before what it already sent.
     * Otherwise a repeated ATTACH (clients re-attach after every reconnect, ably-python after every
       CONNECTED) carries on from what this connection was last given.
     * A first ATTACH that says it resumes (the ATTACH_RESUME flag, RTL4j, or a serial the channel does
@@ -101,6 +102,10 @@ def _backlog(
     """
     serial = frame.get("channelSerial")
     since = channel.position(serial)
+    if since is not None and existed and attachment.continuous:
+        # The client sent the serial it had processed while later messages were on their way to it on
+        # this same socket: they arrive, so they are not sent again.
+        since = max(since, attachment.seen_seq)
     if since is not None or existed:
         return channel.catch_up(attachment, since, not_before_ms=now_ms - kept_ms)
     flags = frame.get("flags")

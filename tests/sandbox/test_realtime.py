@@ -938,6 +938,20 @@ class TestContinuity:
         assert after == ["m1", "m2"]
         assert unknown["flags"] & (RESUMED | HAS_BACKLOG) == 0  # another channel's serial: no continuity
 
+    def test_a_re_attach_on_the_same_transport_never_repeats_what_it_already_carried(self, stack: Stack) -> None:
+        """A client re-attaches with the serial it last processed (ably-python after every CONNECTED, e.g.
+        after an in-band renewal), while later messages may already be on their way on that same socket:
+        they arrive, in order, so the re-attach replays nothing (`authserver smoke` once saw ping-6 twice)."""
+        name = room()
+        with Wire(stack.sandbox.ws, access_token=jwt_for()) as wire:
+            wire.connected()
+            wire.attach(name)
+            serials = _publish(wire, name, ["ping-5", "ping-6"], first_serial=0)
+            attached = wire.attach(name, channelSerial=serials[0])  # sent before ping-6 was processed
+            after = _publish(wire, name, ["ping-7"], first_serial=2)  # every MESSAGE of the channel until the ACK
+        assert attached["flags"] & (RESUMED | HAS_BACKLOG) == RESUMED
+        assert len(after) == 1 and after[0] not in serials  # ping-7 alone: ping-6 is not sent again
+
     def test_what_a_channel_serial_missed_is_kept_for_the_connection_state_ttl_only(self) -> None:
         """Ably keeps a client's continuity for two minutes (docs: connect/states, connection state recovery):
         a message older than that is not replayed, and the attach is not RESUMED."""
