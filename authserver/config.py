@@ -49,9 +49,11 @@ ABLY_AUTH_LEAD = 30
 SHORT_TOKEN_TTL = 35
 MIN_SESSION_SECRET = 32
 MIN_METRICS_TOKEN = 32
-#: Requests in flight per process past which /auth and /token are shed (``AUTHSERVER_MAX_IN_FLIGHT``):
-#: see bench/README.md's open-loop runs and docs/reconnect-storms.md for how it was chosen.
-DEFAULT_MAX_IN_FLIGHT = 32
+#: The most requests in flight per process before /auth and /token are shed (``AUTHSERVER_MAX_IN_FLIGHT``),
+#: and the queue delay the admission limit keeps under (``AUTHSERVER_MAX_QUEUE_DELAY_MS``): see
+#: bench/README.md's open-loop runs and docs/reconnect-storms.md for how they were chosen.
+DEFAULT_MAX_IN_FLIGHT = 512
+DEFAULT_MAX_QUEUE_DELAY_MS = 5
 
 CookieSecure = Literal["auto", "true", "false"]
 AblyJsSource = Literal["cdn", "local"]
@@ -118,8 +120,11 @@ SETTINGS_HELP: dict[str, str] = {
     "AUTHSERVER_HEADER_TIMEOUT": "seconds a client has to send a request's headers (default 10)",
     "AUTHSERVER_BODY_TIMEOUT": "seconds a client has to send a request's body (default 10)",
     "AUTHSERVER_MAX_CONNECTIONS": "connections per process; beyond, the oldest idle one closes (0: ulimit -n - 128)",
-    "AUTHSERVER_MAX_IN_FLIGHT": "requests in flight per process (whole request in, answer not sent) beyond"
-    f" which /auth and /token get 503 with Retry-After at once, probes never (default {DEFAULT_MAX_IN_FLIGHT}; 0: off)",
+    "AUTHSERVER_MAX_IN_FLIGHT": "the most requests in flight per process (whole request in, answer not sent)"
+    " before /auth and /token get 503 with Retry-After at once, probes never"
+    f" (default {DEFAULT_MAX_IN_FLIGHT}; 0: admission off)",
+    "AUTHSERVER_MAX_QUEUE_DELAY_MS": "the admission limit adapts below AUTHSERVER_MAX_IN_FLIGHT to keep the wait of a"
+    f" ready request for the event loop under this (default {DEFAULT_MAX_QUEUE_DELAY_MS}; 0: a fixed limit)",
     "AUTHSERVER_MAX_HEADER_BYTES": "largest request line plus headers, in bytes; larger gets 431 (default 16384)",
     "AUTHSERVER_METRICS_TOKEN": "GET /metrics then wants Authorization: Bearer <this>, at least 32 characters"
     " (unset: /metrics is open)",
@@ -223,6 +228,7 @@ class Settings:
     max_connections: int = 0
     max_header_bytes: int = 16 * 1024
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    max_queue_delay_ms: int = DEFAULT_MAX_QUEUE_DELAY_MS
     #: The bearer token ``GET /metrics`` wants, or None: /metrics is open to whoever reaches the port.
     metrics_token: str | None = field(default=None, repr=False)
     #: Trusted OpenID Connect providers: OIDC_ISSUER first, then the policy's ``[[issuers]]``.
@@ -724,6 +730,7 @@ class _Reader:
             "max_connections": self.integer("AUTHSERVER_MAX_CONNECTIONS", 0, 0, 1_000_000),
             "max_header_bytes": self.integer("AUTHSERVER_MAX_HEADER_BYTES", 16 * 1024, 1024, 1024 * 1024),
             "max_in_flight": self.integer("AUTHSERVER_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, 0, 100_000),
+            "max_queue_delay_ms": self.integer("AUTHSERVER_MAX_QUEUE_DELAY_MS", DEFAULT_MAX_QUEUE_DELAY_MS, 0, 10_000),
             "metrics_token": self.metrics_token(),
         }
 

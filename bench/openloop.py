@@ -487,6 +487,8 @@ def verdict(value: float | None, target: float, floor: float | None, *, higher: 
 def start_targets(args: argparse.Namespace, tmp: Path, stack: ExitStack) -> tuple[Endpoint, Endpoint, Path]:
     workers = 2 if args.mode == "workers" else 1
     admission = {} if args.max_in_flight is None else {"AUTHSERVER_MAX_IN_FLIGHT": str(args.max_in_flight)}
+    if args.max_queue_delay_ms is not None:
+        admission["AUTHSERVER_MAX_QUEUE_DELAY_MS"] = str(args.max_queue_delay_ms)
     if args.mode == "workers":
         binaries = postgres_bin()
         assert binaries is not None
@@ -649,6 +651,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, help="closed-loop warm-up seconds (default 3; quick 1)")
     parser.add_argument("--capacity", type=float, help="req/s to take as capacity instead of measuring it")
     parser.add_argument("--max-in-flight", type=int, help="AUTHSERVER_MAX_IN_FLIGHT (default: the service's; 0: off)")
+    parser.add_argument("--max-queue-delay-ms", type=int, help="AUTHSERVER_MAX_QUEUE_DELAY_MS (default: the service's)")
     parser.add_argument("--timeout", type=int, default=10, help="client timeout, seconds (default 10)")
     parser.add_argument("--probe-rate", type=int, default=20, help="/healthz requests per second (default 20)")
     parser.add_argument("--max-vus", type=int, default=2000, help="requests kept waiting at once (2000)")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from authserver.cli.common import EXIT_CONFIG, EXIT_OK, ably_js_note, check_database, connection_limits, with_users
 from authserver.cli.devkey import development_key_path, development_session_secret_path, read_development_key
@@ -20,6 +21,9 @@ from authserver.identity.users import User, UserStore, outside_policy_problem
 from authserver.infra.redislink import RedisLink
 from authserver.server.serving import url_host
 from authserver.storage.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from authserver.server.guard import ConnectionLimits
 
 
 def run_check(
@@ -204,12 +208,7 @@ def _edge_lines(settings: Settings) -> list[str]:
         f"  allowed hosts: {', '.join(settings.allowed_hosts) or 'any'}",
         f"  connections: at most {limits.connection_cap()} open, headers within {limits.header_timeout:g}s"
         f" and {limits.max_header_bytes} bytes, bodies within {limits.body_timeout:g}s",
-        "  admission: "
-        + (
-            f"/auth and /token answered 503 past {limits.max_in_flight} requests in flight per process"
-            if limits.max_in_flight
-            else "off (AUTHSERVER_MAX_IN_FLIGHT=0): token requests queue under overload"
-        ),
+        "  admission: " + _admission(limits),
         f"  logs: {settings.log_format}, level {settings.log_level}",
         "  metrics: GET /metrics "
         + (
@@ -236,6 +235,20 @@ def _edge_lines(settings: Settings) -> list[str]:
             f" ({soft}) less {DESCRIPTOR_RESERVE}: past it new connections are dropped unanswered (raise ulimit -n)"
         )
     return lines
+
+
+def _admission(limits: ConnectionLimits) -> str:
+    from authserver.server.guard import MIN_LIMIT
+
+    if not limits.max_in_flight:
+        return "off (AUTHSERVER_MAX_IN_FLIGHT=0): token requests queue under overload"
+    if not limits.max_queue_delay:
+        return f"/auth and /token answered 503 past {limits.max_in_flight} requests in flight per process"
+    return (
+        f"/auth and /token answered 503 past a limit of requests in flight per process that adapts"
+        f" ({MIN_LIMIT} to {limits.max_in_flight}) to keep a ready request's wait for the event loop"
+        f" under {limits.max_queue_delay * 1000:g} ms"
+    )
 
 
 def _development_key_note(settings: Settings) -> str:

@@ -160,6 +160,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         settings.max_connections,
         settings.max_header_bytes,
         settings.max_in_flight,
+        settings.max_queue_delay_ms / 1000,
     )
 
 

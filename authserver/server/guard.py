@@ -19,20 +19,27 @@ connection would exceed the cap, the *oldest connection that is not running a re
 still sending its headers) is closed to make room, so a flood of idle sockets cannot keep a real
 client (or the health check) out, and the process stays under its descriptor limit.
 
-**Admission control.** A token request (:data:`SHED_PATHS`) that arrives while ``max_in_flight``
-requests of this process are in flight is answered 503 (Ably's 50300, ``Retry-After: 1``) by the
-protocol itself, the moment its headers are read: no task, no session lookup, no signing, and the
-connection goes on. The signal is :attr:`ConnectionGuard.running`: the requests whose whole request
-(headers and body) is in and whose answer is not yet sent, counted from the moment the parser
-completes the request until the answer's last byte is written (or the client goes away). That is
-the requests *ready to run or running*: a task in the event loop's ready queue counts, and so does a
-handler awaiting a database or an identity provider. A request still receiving its body does not
-count (the body timeout bounds it, and clients that never finish their bodies must not fill the
-bound), nor does an idle or half-sent connection (the header timeout and the connection cap bound
-those). The app's edge could not see this queue: ``GET /auth`` answered from memory runs start to
-end without yielding, so a count kept there stays near 1 while hundreds of requests wait in the
-event loop's ready queue. The check costs an attribute read and a compare per request; probes and
-every other path are never refused, and a request once admitted runs to its end.
+**Admission control.** A token request (:data:`SHED_PATHS`) that arrives while as many requests of
+this process are in flight as its :class:`AdmissionLimit` allows is answered 503 (Ably's 50300,
+``Retry-After: 1``) by the protocol itself, the moment its headers are read: no task, no session
+lookup, no signing, and the connection goes on. In flight (:attr:`ConnectionGuard.running`): the
+requests whose whole request (headers and body) is in and whose answer is not yet sent, counted
+from the moment the parser completes the request until the answer's last byte is written (or the
+client goes away); that is, ready to run or running, a handler awaiting a database or an identity
+provider included. A request still receiving its body does not count (the body timeout bounds it,
+and clients that never finish their bodies must not fill the bound), nor does an idle or half-sent
+connection (the header timeout and the connection cap bound those). The app's edge could not see
+this: ``GET /auth`` answered from memory runs start to end without yielding, so a count kept there
+stays near 1 while hundreds of requests wait in the event loop's ready queue.
+
+The limit adapts (:class:`AdmissionLimit`): every admitted request's handler reports how long it
+waited for the event loop once it was ready (its *queue delay*); past ``max_queue_delay`` the limit
+shrinks, below it the limit grows back, between :data:`MIN_LIMIT` and ``max_in_flight``. So a
+process whose loop is behind (CPU-bound work: a storm of token requests) sheds early, and one whose
+requests wait on something else (logins queued for a password check, a slow database: no queue
+delay) is not made to refuse token requests for it. Probes and every other path are never
+refused, and a request once admitted runs to its end. What it costs a request: two clock reads
+and a compare.
 """
 
 from __future__ import annotations
@@ -40,8 +47,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import resource
-import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -50,12 +58,13 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from authserver.config import DEFAULT_MAX_IN_FLIGHT
+from authserver.config import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_DELAY_MS
 from authserver.errors import OverloadedError
 from authserver.http.responses import NO_CACHE, error_body, error_headers
 from authserver.infra.drops import dropped, shed
 
 log = logging.getLogger("authserver.connections")
+monotonic = time.monotonic
 
 #: Descriptors kept free of connections: the database, log files, the listening socket, and the
 #: connections one accept burst can bring in before the oldest idle ones are closed.
@@ -75,8 +84,12 @@ class ConnectionLimits:
     max_connections: int = 0
     #: Request line plus headers, in bytes; larger requests get 431 and are closed.
     max_header_bytes: int = 16 * 1024
-    #: Requests in flight (whole request in, answer not yet sent) at which a token request gets 503; 0: never.
+    #: The most requests in flight (whole request in, answer not yet sent) before a token request gets
+    #: 503; 0: admission control off.
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    #: Seconds a ready request may wait for the event loop before the admission limit shrinks; 0: the
+    #: limit stays at ``max_in_flight``.
+    max_queue_delay: float = DEFAULT_MAX_QUEUE_DELAY_MS / 1000
 
     def connection_cap(self) -> int:
         if self.max_connections:
@@ -119,6 +132,45 @@ OVERLOADED = _overloaded_response()
 SHED_PATHS = frozenset({b"/auth", b"/token"})
 
 
+#: The admission limit never goes below this (nor above ``max_in_flight``), and starts here.
+MIN_LIMIT = 8
+START_LIMIT = 32
+#: What one cut keeps of the limit; at most one cut per ``max_queue_delay`` of time.
+CUT = 0.8
+
+
+class AdmissionLimit:
+    """How many requests this process admits at once, adapted to its event loop's queue delay.
+
+    Additive increase, multiplicative decrease, as TCP adapts its window: each request whose handler
+    started within ``max_queue_delay`` of being ready raises the limit by ``1 / limit`` (about one per
+    limit's worth of requests); one that waited longer cuts it to :data:`CUT` of itself, at most once
+    per ``max_queue_delay`` (the requests of one slow turn of the loop are one signal, not hundreds).
+    Times are seconds on one monotonic clock, passed in.
+    """
+
+    __slots__ = ("_last_cut", "ceiling", "floor", "target", "value")
+
+    def __init__(self, ceiling: int, target: float) -> None:
+        self.ceiling = float(ceiling or math.inf)
+        self.floor = min(float(MIN_LIMIT), self.ceiling)
+        self.target = target
+        #: Requests admitted at once now; a fixed ``ceiling`` without a target.
+        self.value = min(float(START_LIMIT), self.ceiling) if target else self.ceiling
+        self._last_cut = -math.inf
+
+    def observe(self, delay: float, now: float) -> None:
+        """A handler started ``delay`` seconds after its request was ready, at ``now``."""
+        if not self.target:
+            return
+        if delay <= self.target:
+            if self.value < self.ceiling:
+                self.value = min(self.ceiling, self.value + 1.0 / self.value)
+        elif now - self._last_cut >= self.target:
+            self._last_cut = now
+            self.value = max(self.floor, self.value * CUT)
+
+
 #: This process's guard for each uvicorn config (a worker builds its own: nothing crosses processes).
 _guards: dict[int, ConnectionGuard] = {}
 
@@ -139,6 +191,8 @@ class ConnectionGuard:
         self.open: dict[GuardedProtocol, None] = {}  # insertion-ordered: oldest first
         #: Requests of this process in flight: whole request in, answer not complete (the admission signal).
         self.running = 0
+        #: How many may be (past it, token requests are shed).
+        self.limit = AdmissionLimit(limits.max_in_flight, limits.max_queue_delay)
 
     @classmethod
     def of(cls, config: uvicorn.Config) -> ConnectionGuard:
@@ -229,8 +283,12 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.guard = ConnectionGuard.of(config)
-        #: Requests in flight in this process (:attr:`ConnectionGuard.running`) at which a token request is shed.
-        self.max_in_flight = self.guard.limits.max_in_flight or sys.maxsize
+        self._limit = self.guard.limit
+        #: When the request whose handler is about to start became ready (a monotonic time), or None.
+        self._ready_at: float | None = None
+        if self._limit.target:
+            self._app = self.app
+            self.app = self._timed_app  # every handler of this connection starts through it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -321,15 +379,26 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._disarm()  # the header timeout; a body still to come is timed when this read ends
         self._body_pending = True
-        if self.guard.running >= self.max_in_flight and self._shed():
+        if self.guard.running >= self._limit.value and self._shed():
             return
         previous = self.cycle
         super().on_headers_complete()
         self._started = self.cycle is not previous
+        # Its handler's task is in the loop's ready queue from now (not when pipelined behind another).
+        self._ready_at = monotonic() if self._started and not self.pipeline else None
         # The cycle's task has not run yet: it writes through this from its first message on. NOTE: a
         # websocket upgrade starts no cycle (``self.cycle`` is still the last request's, or None).
         if self.cycle is not previous:
             self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
+
+    async def _timed_app(self, scope: Any, receive: Any, send: Any) -> None:
+        """The app, with the time its handler waited for the event loop told to the admission limit."""
+        ready = self._ready_at
+        if ready is not None:
+            self._ready_at = None
+            now = monotonic()
+            self._limit.observe(now - ready, now)
+        await self._app(scope, receive, send)
 
     def _shed(self) -> bool:
         """Answer this request 503 at once if it is a token request, and say whether it was."""
