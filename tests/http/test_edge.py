@@ -280,7 +280,11 @@ def test_check_shows_the_edge_settings_and_warns_about_trusting_everyone(tmp_pat
     assert "  trusted proxies: 0.0.0.0/0\n" in result.stdout
     assert "  allowed hosts: auth.example.com\n" in result.stdout
     assert "  connections: at most 300 open, headers within 10s and 16384 bytes, bodies within 10s\n" in result.stdout
-    admission = f"  admission: /auth and /token answered 503 past {DEFAULT_MAX_IN_FLIGHT} requests in flight"
+    admission = (
+        f"  admission: /auth and /token answered 503 past {DEFAULT_MAX_IN_FLIGHT} requests in flight per process,"
+        " or past a limit of requests queued for the event loop that adapts"
+        f" (8 to {DEFAULT_MAX_IN_FLIGHT}) to keep their wait under 5 ms\n"
+    )
     assert admission in result.stdout
     assert "WARNING: AUTHSERVER_TRUSTED_PROXIES trusts every address" in result.stdout
 

@@ -249,6 +249,60 @@ def test_every_way_a_request_ends_gives_its_place_back(bounded: Bounded) -> None
         assert httpx.get(f"{bounded.url}/auth").status_code == 401
 
 
+@contextmanager
+def login_storm(server: Bounded, addresses: int) -> Iterator[None]:
+    """Two logins at a time from each of ``addresses`` loopback addresses (127.0.0.2 on; two is the
+    most one address may have in flight), all waiting in their handlers for this test's write lock
+    on the service's database while the block runs: 2 x ``addresses`` requests in flight that ask
+    nothing of the event loop."""
+    lock = sqlite3.connect(server.database, isolation_level=None, timeout=30)
+    lock.execute("BEGIN IMMEDIATE")
+    calm = threading.Event()
+
+    def log_in_until_calm(address: str) -> None:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=60) as client:
+            while not calm.is_set():
+                client.post(f"{server.url}/login", json=HOLDER)
+
+    sources = [f"127.0.0.{2 + i}" for i in range(addresses)]
+    with ThreadPoolExecutor(2 * addresses) as pool:
+        loops = [pool.submit(log_in_until_calm, address) for address in sources for _ in range(2)]
+        try:
+            time.sleep(1.0)  # every login reaches its handler and waits for the lock
+            yield
+        finally:
+            calm.set()
+            lock.execute("ROLLBACK")
+            lock.close()
+            for loop in loops:
+                loop.result()
+
+
+def _session_cookie(server: Bounded) -> dict[str, str]:
+    response = httpx.post(f"{server.url}/login", json=HOLDER, timeout=30)
+    assert response.status_code == 200
+    return {COOKIE: response.cookies[COOKIE]}
+
+
+def test_requests_waiting_on_the_database_do_not_make_token_requests_shed(tmp_path: Path) -> None:
+    # 40 logins in flight (more than the limit starts at), none of them work for the event loop: the
+    # limit follows the loop's queue delay, so a renewal is still answered.
+    with serving(tmp_path, AUTHSERVER_MAX_IN_FLIGHT="512") as served:
+        cookies = _session_cookie(served)
+        with login_storm(served, addresses=20):
+            for _ in range(5):
+                assert httpx.get(f"{served.url}/auth", cookies=cookies, timeout=30).status_code == 200
+        assert _shed_count(served.url, "/auth") == 0
+
+
+def test_with_a_fixed_limit_the_same_waiting_requests_make_token_requests_shed(tmp_path: Path) -> None:
+    # The same storm against a fixed limit of 32 (AUTHSERVER_MAX_QUEUE_DELAY_MS=0): the renewal is refused.
+    with serving(tmp_path, AUTHSERVER_MAX_IN_FLIGHT="32", AUTHSERVER_MAX_QUEUE_DELAY_MS="0") as served:
+        cookies = _session_cookie(served)
+        with login_storm(served, addresses=20):
+            assert _first(f"{served.url}/auth", 503, cookies=cookies, timeout=30).status_code == 503
+
+
 def test_a_bound_of_zero_sheds_nothing(tmp_path: Path) -> None:
     with serving(tmp_path, AUTHSERVER_MAX_IN_FLIGHT="0") as served, storm(served):
         time.sleep(0.5)  # the logins reach their handlers (shedding nothing, nothing to wait for)

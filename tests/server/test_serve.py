@@ -238,3 +238,25 @@ def test_serve_port_moves_the_embedded_sandbox_to_the_next_port(tmp_path: Path) 
         except AssertionError as exc:
             if "Address already in use" not in str(exc) or attempt == 2:
                 raise
+
+
+def test_the_service_listens_through_duplicates_of_its_one_socket() -> None:
+    # uvloop accepts one connection per listener per turn of the loop: serve listens through several
+    # descriptors of one socket (one port, one accept queue), each a listener of its own.
+    from authserver.server.serving import acceptors, bind
+
+    first = bind("127.0.0.1", 0)
+    listeners = acceptors(first, 4)
+    try:
+        assert len({sock.fileno() for sock in listeners}) == 4
+        assert {sock.getsockname() for sock in listeners} == {first.getsockname()}
+        assert not any(sock.get_inheritable() for sock in listeners[1:])  # handed to workers explicitly
+        first.listen(8)
+        with socket.create_connection(first.getsockname(), timeout=5):
+            accepted, _ = listeners[3].accept()  # a connection to the port waits on every one of them
+            accepted.close()
+    finally:
+        port = first.getsockname()[1]
+        for sock in listeners:
+            sock.close()
+    bind("127.0.0.1", port).close()  # all closed: the port is free again
