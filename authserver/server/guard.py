@@ -152,10 +152,11 @@ class AdmissionLimit:
 
     Additive increase, multiplicative decrease, as TCP adapts its window. A request whose handler
     started within ``max_queue_delay`` of being ready raises the limit by ``1 / limit`` (about one
-    per limit's worth of requests), but only while the queue was at least half the limit (a calm
-    process does not drift up to the ceiling, to meet the next storm there). One that waited longer
-    cuts it to :data:`CUT` of itself, once per window: only if it became ready after the last cut
-    (the requests of one slow turn of the loop are one signal, not hundreds).
+    per limit's worth of requests); one that waited longer cuts it to :data:`CUT` of itself, once
+    per window: only if it became ready after the last cut (the requests of one slow turn of the loop
+    are one signal, not hundreds). A calm process drifts up to the ceiling; a storm then cuts it
+    once per turn of the loop, 512 to 60 in ten turns. (Growing only while the queue was near the
+    limit, tried, kept the limit low after a storm for seconds, refusing requests at half load.)
     Times are seconds on one monotonic clock, passed in.
     """
 
@@ -170,13 +171,12 @@ class AdmissionLimit:
         self.value = min(float(START_LIMIT), self.ceiling) if self.target else self.ceiling
         self._last_cut = -math.inf
 
-    def observe(self, delay: float, now: float, queued: int) -> None:
-        """A handler started at ``now``, ``delay`` seconds after its request was ready, with
-        ``queued`` requests (itself included) queued as it started."""
+    def observe(self, delay: float, now: float) -> None:
+        """A handler started at ``now``, ``delay`` seconds after its request was ready."""
         if not self.target:
             return
         if delay <= self.target:
-            if self.value < self.ceiling and 2 * queued >= self.value:
+            if self.value < self.ceiling:
                 self.value = min(self.ceiling, self.value + 1.0 / self.value)
         elif now - delay >= self._last_cut:
             self._last_cut = now
@@ -417,7 +417,7 @@ class GuardedProtocol(HttpToolsProtocol):
         ready = scope.pop(READY_AT, None)
         if ready is not None:
             now = monotonic()
-            self._limit.observe(now - ready, now, self.guard.queued)
+            self._limit.observe(now - ready, now)
             self.guard.queued -= 1
         await self._app(scope, receive, send)
 
