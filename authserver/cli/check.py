@@ -242,7 +242,7 @@ def _admission(limits: ConnectionLimits) -> str:
 
     if not limits.max_in_flight:
         return "off (AUTHSERVER_MAX_IN_FLIGHT=0): token requests queue under overload"
-    if not limits.max_queue_delay:
+    if not limits.max_queue_delay or limits.max_in_flight <= MIN_LIMIT:  # nothing left to adapt
         return f"/auth and /token answered 503 past {limits.max_in_flight} requests in flight per process"
     ceiling = limits.max_in_flight
     return (

@@ -38,9 +38,10 @@ check, a slow database) still admits token requests, and one whose loop is behin
 token requests: CPU) sheds. With ``max_queue_delay`` 0 the limit is ``max_in_flight`` on the
 requests in flight, as before the queue was measured.
 
-A request still receiving its body is neither queued nor in flight (the body timeout bounds it, and
-clients that never finish their bodies must not fill the limit), nor is an idle or half-sent
-connection (the header timeout and the connection cap bound those). The app's edge could not count
+A request still receiving its body is not in flight (the body timeout bounds it, and clients that
+never finish their bodies must not fill the ceiling); it is queued only until its handler starts,
+which then waits for the body. Nor is an idle or half-sent connection counted (the header timeout
+and the connection cap bound those). The app's edge could not count
 this: ``GET /auth`` answered from memory runs start to end without yielding, so a count kept there
 stays near 1 while hundreds of requests wait in the event loop's ready queue. Probes and every other
 path are never refused, and a request once admitted runs to its end. What it costs a request: two
@@ -132,7 +133,7 @@ def _overloaded_response() -> bytes:
 
 TOO_LARGE = _error_response(431, "Request Header Fields Too Large", "request headers too large")
 MALFORMED = _error_response(400, "Bad Request", "invalid HTTP request")
-#: The answer to a token request past ``max_in_flight``; the connection stays open for the next request.
+#: The answer to a token request past the admission limit; the connection stays open for the next request.
 OVERLOADED = _overloaded_response()
 #: What admission control may refuse: the token requests (never the probes, metrics, page or login).
 SHED_PATHS = frozenset({b"/auth", b"/token"})
@@ -155,7 +156,7 @@ class AdmissionLimit:
     per limit's worth of requests); one that waited longer cuts it to :data:`CUT` of itself, once
     per window: only if it became ready after the last cut (the requests of one slow turn of the loop
     are one signal, not hundreds). A calm process drifts up to the ceiling; a storm then cuts it
-    once per turn of the loop, 512 to 60 in ten turns. (Growing only while the queue was near the
+    once per turn of the loop, 512 to 55 in ten turns. (Growing only while the queue was near the
     limit, tried, kept the limit low after a storm for seconds, refusing requests at half load.)
     Times are seconds on one monotonic clock, passed in.
     """
@@ -190,6 +191,9 @@ _guards: dict[int, ConnectionGuard] = {}
 def limit_connections(config: uvicorn.Config, limits: ConnectionLimits) -> None:
     """Make ``config`` serve with :class:`GuardedProtocol` under ``limits``. Picklable (by name), so
     uvicorn's worker processes get it too, each with a guard of its own."""
+    # NOTE: uvicorn's limit_concurrency would answer past it with an app of its own, around the app
+    # that tells the admission limit each handler's start: the queued count would never come down.
+    assert config.limit_concurrency is None, "limit_concurrency and the connection guard do not mix"
     config.http = f"{__name__}:GuardedProtocol"
     config.authserver_connection_limits = limits  # type: ignore[attr-defined]
 
@@ -209,6 +213,7 @@ class ConnectionGuard:
         self.limit = AdmissionLimit(limits.max_in_flight, limits.max_queue_delay)
         #: Token requests are shed once this many are in flight, however few are queued.
         self.ceiling = limits.max_in_flight or math.inf
+        self._timed_apps: dict[int, Any] = {}
 
     @classmethod
     def of(cls, config: uvicorn.Config) -> ConnectionGuard:
@@ -217,6 +222,27 @@ class ConnectionGuard:
             limits = getattr(config, "authserver_connection_limits", None) or ConnectionLimits()
             guard = _guards[id(config)] = cls(limits)
         return guard
+
+    def timed(self, app: Any) -> Any:
+        """``app`` with each handler's start told to the admission limit: how long it waited since its
+        request was ready (the scope's :data:`READY_AT`), and one request fewer queued. One wrapper per
+        guard and app (not a bound method per connection, which would tie each connection in a
+        reference cycle)."""
+        wrapped = self._timed_apps.get(id(app))
+        if wrapped is not None:
+            return wrapped
+        limit = self.limit
+
+        async def timed_app(scope: Any, receive: Any, send: Any) -> None:
+            ready = scope.pop(READY_AT, None)
+            if ready is not None:
+                now = monotonic()
+                limit.observe(now - ready, now)
+                self.queued -= 1
+            await app(scope, receive, send)
+
+        self._timed_apps[id(app)] = timed_app
+        return timed_app
 
     def on_drop(self, reason: str) -> None:
         dropped(reason)
@@ -302,8 +328,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._limit = self.guard.limit
         self._measured = bool(self._limit.target)  # the queue is counted and timed
         if self._measured:
-            self._app = self.app
-            self.app = self._timed_app  # every handler of this connection starts through it
+            self.app = self.guard.timed(self.app)  # every handler of this connection starts through it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -411,15 +436,6 @@ class GuardedProtocol(HttpToolsProtocol):
         # websocket upgrade starts no cycle (``self.cycle`` is still the last request's, or None).
         if self.cycle is not previous:
             self.cycle.transport = HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
-
-    async def _timed_app(self, scope: Any, receive: Any, send: Any) -> None:
-        """The app, with the time its handler waited for the event loop told to the admission limit."""
-        ready = scope.pop(READY_AT, None)
-        if ready is not None:
-            now = monotonic()
-            self._limit.observe(now - ready, now)
-            self.guard.queued -= 1
-        await self._app(scope, receive, send)
 
     def _shed(self) -> bool:
         """Answer this request 503 at once if it is a token request, and say whether it was."""

@@ -51,8 +51,8 @@ def acceptors(sock: socket.socket, count: int = ACCEPTORS) -> list[socket.socket
     uvloop (libuv 1.52) accepts ONE connection per listener per turn of the event loop, and under
     load a turn lasts tens of milliseconds (every ready connection is read in it): new connections
     then wait in the kernel's accept queue, drained at a few dozen per second (measured with
-    ``bench/openloop.py``: 1,600 connections queued for seconds at 2x capacity, while admission
-    control never saw their requests to answer them 503). Each duplicate descriptor is a watcher of
+    ``bench/openloop.py``: the accept queue full, 2,049 connections, for whole 20 s steps, while
+    admission control never saw their requests to answer them 503). Each duplicate descriptor is a watcher of
     its own in the loop, so a turn accepts up to ``count``. What it costs: one new connection on an
     idle server wakes every watcher and all but one find nothing (``accept4``: EAGAIN, about a
     microsecond each).

@@ -224,12 +224,13 @@ def run_main_scenario(page: Page, console: ConsoleLog, service: Service) -> None
     # Renewals go on (one every few seconds) while this runs: the log and the model are compared at one
     # moment, in the page, until the log has caught up with every in-band token the model holds.
     page.wait_for_function(
-        """() => {
+        """(renewed) => {
             const inBand = window.__authserverPage.tokens.filter((t) => t.kind === 'in-band').length;
             const items = [...document.querySelectorAll('[data-testid="event-log"] li')];
             const logged = items.filter((li) => li.textContent.includes('token renewed in band (AUTH)'));
-            return inBand > 0 && logged.length === inBand;
+            return inBand >= renewed && logged.length === inBand;
         }""",
+        arg=renewed,
         timeout=5_000,
     )
     expect(log.locator("li").first.locator("time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
