@@ -15,8 +15,10 @@ import json
 import os
 import re
 import secrets
+import select
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 NODE = shutil.which("node")
 NODE_MODULES = REPO / ".cache" / "node" / "node_modules"
 LAUNCHER = Path(__file__).with_name("provider.mjs")
+#: Seconds the provider's launcher has to print its line (it takes well under one).
+STARTUP_S = 60
 AUDIENCE = "https://chat.authserver.test"
 PAGE_CLIENT_ID = "authserver-page"
 PAGE_CLIENT_SECRET = "page-client-secret-0123456789-abcdefghijklmnop"
@@ -237,18 +241,28 @@ class ProviderRun:
             "adminRoles": ADMIN_ROLES,
         }
         env = {**os.environ, "ABLY_JS_NODE_MODULES": str(NODE_MODULES), "SCENARIO": json.dumps(scenario)}
-        process = subprocess.Popen(
-            [NODE, str(LAUNCHER)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        assert process.stdout is not None
-        line = process.stdout.readline()  # the launcher prints one line once it listens
-        if not line.startswith("{"):
-            process.kill()
-            pytest.fail(f"oidc-provider did not start (printed {line[:200]!r})")
-        announced = json.loads(line)
-        provider = Provider(process, announced["issuer"], announced["keys"])
-        self.started.append(provider)
-        return provider
+        # Once seen in CI: a launcher that never printed its line (alive, silent) held a test until its
+        # timeout. It gets STARTUP_S, then one more try; what it wrote on stderr goes in the failure.
+        problems = []
+        for _ in range(2):
+            with tempfile.TemporaryFile() as stderr:
+                argv = [NODE, str(LAUNCHER)]
+                process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+                assert process.stdout is not None
+                ready, _, _ = select.select([process.stdout], [], [], STARTUP_S)
+                line = process.stdout.readline() if ready else ""  # one line, once it listens
+                if line.startswith("{"):
+                    announced = json.loads(line)
+                    provider = Provider(process, announced["issuer"], announced["keys"])
+                    self.started.append(provider)
+                    return provider
+                process.kill()
+                process.wait()
+                process.stdout.close()
+                stderr.seek(0)
+                said = stderr.read().decode(errors="replace")[-1000:]
+                problems.append(f"printed {line[:200]!r} within {STARTUP_S} s; stderr: {said!r}")
+        pytest.fail("oidc-provider did not start: " + " | ".join(problems))
 
 
 @pytest.fixture(scope="session")
