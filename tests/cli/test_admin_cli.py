@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import io
 import sqlite3
 import time
 from pathlib import Path
@@ -12,10 +11,11 @@ from pathlib import Path
 import pytest
 from realservers import free_port
 
-from authserver.cli import EXIT_ERROR, EXIT_OK, main
+from authserver.cli import EXIT_ERROR, EXIT_OK
 from authserver.identity.adminkeys import key_hash
 from authserver.identity.sessions import session_revocation_key
 
+from .conftest import run
 from helpers import API_KEY
 
 PASSWORD = "pw-Never-Printed-42"
@@ -30,15 +30,6 @@ def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         # revocation on; Ably where nobody listens: what is revoked stays queued for a running serve
         "ABLY_ENDPOINT": f"http://127.0.0.1:{free_port()}",
     }
-
-
-def run(
-    capsys: pytest.CaptureFixture[str], environ: dict[str, str], *argv: str, stdin: str = ""
-) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv), environ=environ, stdin=io.StringIO(stdin))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def rows(environ: dict[str, str], sql: str) -> list[tuple[object, ...]]:

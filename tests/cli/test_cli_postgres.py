@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 
 import jwt
 import pytest
 from realservers import Postgres, free_port
 
-from authserver.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
+from authserver.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from authserver.storage.postgres import safe_url
 from authserver.storage.schema import SCHEMA_VERSION
 
+from .conftest import run
 from conftest import fresh_postgres_url
 from helpers import API_KEY, KEY_SECRET, SESSION_SECRET
 
@@ -32,15 +32,6 @@ def database_url(postgres: Postgres, environ: dict[str, str], monkeypatch: pytes
     environ["DATABASE_URL"] = url
     monkeypatch.chdir(str(tmp_path))
     return url
-
-
-def run(
-    capsys: pytest.CaptureFixture[str], environ: dict[str, str], *argv: str, stdin: str = ""
-) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv), environ=environ, stdin=io.StringIO(stdin))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_accounts_and_tokens_on_postgres(
